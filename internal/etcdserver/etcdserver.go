@@ -1,0 +1,142 @@
+// Package etcdserver runs a single-node etcd inside the pool process: the
+// embedded default for the control plane's state, kept in the pool's data
+// directory. Users who outgrow one machine point the pool at a real etcd
+// cluster instead (--etcd-endpoints) and never start this.
+//
+// # Caveats
+//
+// One node has no redundancy: losing its disk loses the control plane's
+// state (worker registry, tokens, manifests). The peer port listens on
+// loopback only; it is needed by etcd even with one member.
+package etcdserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Config configures the embedded etcd.
+type Config struct {
+	// Dir holds etcd's data (required).
+	Dir string
+	// ClientURL is where etcd serves clients. Port 0 picks a free port.
+	ClientURL string
+	// TickMs and ElectionMs are etcd's heartbeat interval and election
+	// timeout. Start-up takes about one election timeout; the shortest lease
+	// etcd grants is about 1.5 times it.
+	TickMs, ElectionMs uint
+	// QuotaBackendBytes caps the database size.
+	QuotaBackendBytes int64
+	// StartTimeout bounds how long Start waits for etcd to be ready.
+	StartTimeout time.Duration
+	// Logger receives etcd's own logs; nil discards them below warnings.
+	Logger *zap.Logger
+}
+
+// DefaultConfig returns the configuration used by `taskworker pool` and
+// `taskworker up`: loopback only, a free port, a 2 GiB quota.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Dir:               dir,
+		ClientURL:         "http://127.0.0.1:0",
+		TickMs:            50,
+		ElectionMs:        500,
+		QuotaBackendBytes: 2 << 30,
+		StartTimeout:      30 * time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot work, saying what to change.
+func (c Config) Validate() error {
+	if c.Dir == "" {
+		return errors.New("etcd: Dir is empty; set the pool's --data-dir")
+	}
+	if _, err := url.Parse(c.ClientURL); err != nil {
+		return fmt.Errorf("etcd: client URL %q: %w", c.ClientURL, err)
+	}
+	if c.TickMs == 0 || c.ElectionMs < 5*c.TickMs {
+		return fmt.Errorf("etcd: election timeout (%d ms) must be at least 5 times the tick (%d ms)", c.ElectionMs, c.TickMs)
+	}
+	if c.QuotaBackendBytes > 8<<30 {
+		return fmt.Errorf("etcd: quota %d bytes is over etcd's 8 GiB maximum; lower it", c.QuotaBackendBytes)
+	}
+	return nil
+}
+
+// Server is a running embedded etcd.
+type Server struct {
+	etcd *embed.Etcd
+}
+
+// Start starts etcd and waits until it serves.
+func Start(ctx context.Context, c Config) (*Server, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	curl, _ := url.Parse(c.ClientURL)
+	purl, _ := url.Parse("http://127.0.0.1:0")
+	cfg := embed.NewConfig()
+	cfg.Name = "taskworker"
+	cfg.Dir = c.Dir
+	cfg.ListenClientUrls = []url.URL{*curl}
+	cfg.AdvertiseClientUrls = []url.URL{*curl}
+	cfg.ListenPeerUrls = []url.URL{*purl}
+	cfg.AdvertisePeerUrls = []url.URL{*purl}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.TickMs = c.TickMs
+	cfg.ElectionMs = c.ElectionMs
+	cfg.QuotaBackendBytes = c.QuotaBackendBytes
+	// Keep a day of history for Synchronous cursors and watches; older
+	// cursors get ErrCompacted and must resync.
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "24h"
+	cfg.Metrics = "basic"
+	lg := c.Logger
+	if lg == nil {
+		zc := zap.NewProductionConfig()
+		zc.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+		zc.OutputPaths = []string{"stderr"}
+		var err error
+		if lg, err = zc.Build(); err != nil {
+			return nil, err
+		}
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
+
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("starting embedded etcd in %s: %w", c.Dir, err)
+	}
+	timeout := time.NewTimer(c.StartTimeout)
+	defer timeout.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Server{etcd: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	case <-timeout.C:
+		e.Close()
+		return nil, fmt.Errorf("embedded etcd in %s was not ready after %s", c.Dir, c.StartTimeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+}
+
+// Endpoints returns the client endpoints, for clientv3.Config.
+func (s *Server) Endpoints() []string {
+	return []string{s.etcd.Clients[0].Addr().String()}
+}
+
+// Err reports a fatal etcd error after start.
+func (s *Server) Err() <-chan error { return s.etcd.Err() }
+
+// Close stops etcd and releases its data directory.
+func (s *Server) Close() { s.etcd.Close() }

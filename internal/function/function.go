@@ -1,0 +1,252 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"runtime/debug"
+	"strings"
+)
+
+// ArgumentError reports arguments that do not fit a function's parameters.
+// It is the caller's fault: the RPC layer answers InvalidArgument.
+type ArgumentError struct {
+	Function string
+	Msg      string
+}
+
+func (e *ArgumentError) Error() string { return e.Function + ": " + e.Msg }
+
+// PanicError reports a function that panicked. The worker survives it.
+type PanicError struct {
+	Function string
+	Value    any
+	Stack    []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("%s panicked: %v", e.Function, e.Value)
+}
+
+var (
+	contextType = reflect.TypeFor[context.Context]()
+	errorType   = reflect.TypeFor[error]()
+)
+
+// Func is a Go function prepared for calls with JSON arguments. It is safe
+// for concurrent use if the function is.
+type Func struct {
+	name      string
+	fn        reflect.Value
+	withCtx   bool
+	params    []reflect.Type
+	hasResult bool
+	hasErr    bool
+	// objectParam is true when the only parameter is a struct (or a pointer to
+	// one), so a JSON object may stand for the whole argument list.
+	objectParam bool
+}
+
+// Bind prepares fn for calls. It fails if fn is not a func, or has a shape
+// other than func([context.Context,] params...) [result] [error], or if a
+// parameter or result cannot be carried in JSON.
+func Bind(name string, fn any) (*Func, error) {
+	if fn == nil {
+		return nil, fmt.Errorf("function %q: nil func", name)
+	}
+	v := reflect.ValueOf(fn)
+	t := v.Type()
+	if t.Kind() != reflect.Func {
+		return nil, fmt.Errorf("function %q: got %s, want a func", name, t)
+	}
+	if t.IsVariadic() {
+		return nil, fmt.Errorf("function %q: variadic funcs are not supported; take a slice instead", name)
+	}
+	f := &Func{name: name, fn: v}
+	for i := 0; i < t.NumIn(); i++ {
+		p := t.In(i)
+		if p == contextType {
+			if i != 0 {
+				return nil, fmt.Errorf("function %q: context.Context must be the first parameter", name)
+			}
+			f.withCtx = true
+			continue
+		}
+		if err := jsonCapable(p); err != nil {
+			return nil, fmt.Errorf("function %q: parameter %d: %w", name, i+1, err)
+		}
+		f.params = append(f.params, p)
+	}
+	switch t.NumOut() {
+	case 0:
+	case 1:
+		if t.Out(0) == errorType {
+			f.hasErr = true
+		} else {
+			f.hasResult = true
+		}
+	case 2:
+		if t.Out(1) != errorType {
+			return nil, fmt.Errorf("function %q: the second result must be error, got %s", name, t.Out(1))
+		}
+		f.hasResult, f.hasErr = true, true
+	default:
+		return nil, fmt.Errorf("function %q: returns %d results; return at most a value and an error", name, t.NumOut())
+	}
+	if f.hasResult {
+		if err := jsonCapable(t.Out(0)); err != nil {
+			return nil, fmt.Errorf("function %q: result: %w", name, err)
+		}
+	}
+	if len(f.params) == 1 {
+		p := f.params[0]
+		if p.Kind() == reflect.Pointer {
+			p = p.Elem()
+		}
+		f.objectParam = p.Kind() == reflect.Struct
+	}
+	return f, nil
+}
+
+func jsonCapable(t reflect.Type) error {
+	switch t.Kind() {
+	case reflect.Chan, reflect.Func, reflect.UnsafePointer, reflect.Complex64, reflect.Complex128:
+		return fmt.Errorf("type %s cannot be carried in JSON", t)
+	}
+	return nil
+}
+
+// Name returns the name the function was bound under.
+func (f *Func) Name() string { return f.name }
+
+// Signature describes the parameters and results for listings, e.g.
+// "func(int, int) int".
+func (f *Func) Signature() string {
+	var b strings.Builder
+	b.WriteString("func(")
+	for i, p := range f.params {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.String())
+	}
+	b.WriteString(")")
+	t := f.fn.Type()
+	switch {
+	case f.hasResult && f.hasErr:
+		fmt.Fprintf(&b, " (%s, error)", t.Out(0))
+	case f.hasResult:
+		fmt.Fprintf(&b, " %s", t.Out(0))
+	case f.hasErr:
+		b.WriteString(" error")
+	}
+	return b.String()
+}
+
+// Call decodes args, calls the function and returns its result as JSON
+// ("null" when it has none). An *ArgumentError means the arguments did not
+// fit; a *PanicError that the function panicked; any other error is the
+// function's own.
+func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error) {
+	in, err := f.decode(args)
+	if err != nil {
+		return nil, err
+	}
+	if f.withCtx {
+		in = append([]reflect.Value{reflect.ValueOf(ctx)}, in...)
+	}
+	out, err := f.invoke(in)
+	if err != nil {
+		return nil, err
+	}
+	if f.hasErr {
+		if e := out[len(out)-1]; !e.IsNil() {
+			return nil, e.Interface().(error)
+		}
+	}
+	if !f.hasResult {
+		return []byte("null"), nil
+	}
+	result, err = json.Marshal(out[0].Interface())
+	if err != nil {
+		return nil, fmt.Errorf("%s: encoding the result as JSON: %w", f.name, err)
+	}
+	return result, nil
+}
+
+func (f *Func) invoke(in []reflect.Value) (out []reflect.Value, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Function: f.name, Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return f.fn.Call(in), nil
+}
+
+func (f *Func) decode(args []byte) ([]reflect.Value, error) {
+	args = bytes.TrimSpace(args)
+	if len(args) == 0 || bytes.Equal(args, []byte("null")) {
+		args = []byte("[]")
+	}
+	if args[0] == '{' {
+		if !f.objectParam {
+			return nil, f.argErr("got a JSON object; this function takes %s, so pass a JSON array", f.describeParams())
+		}
+		v, err := f.decodeOne(0, args)
+		if err != nil {
+			return nil, err
+		}
+		return []reflect.Value{v}, nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(args, &raw); err != nil {
+		return nil, f.argErr("arguments must be a JSON array (or an object for a one-struct function): %v", err)
+	}
+	if len(raw) != len(f.params) {
+		return nil, f.argErr("takes %s, got %d", f.describeParams(), len(raw))
+	}
+	in := make([]reflect.Value, len(raw))
+	for i, r := range raw {
+		v, err := f.decodeOne(i, r)
+		if err != nil {
+			return nil, err
+		}
+		in[i] = v
+	}
+	return in, nil
+}
+
+func (f *Func) decodeOne(i int, raw []byte) (reflect.Value, error) {
+	p := reflect.New(f.params[i])
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(p.Interface()); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return reflect.Value{}, f.argErr("argument %d (%s): cannot use JSON %s", i+1, f.params[i], te.Value)
+		}
+		return reflect.Value{}, f.argErr("argument %d (%s): %v", i+1, f.params[i], err)
+	}
+	return p.Elem(), nil
+}
+
+func (f *Func) describeParams() string {
+	if len(f.params) == 0 {
+		return "no arguments"
+	}
+	types := make([]string, len(f.params))
+	for i, p := range f.params {
+		types[i] = p.String()
+	}
+	noun := "arguments"
+	if len(f.params) == 1 {
+		noun = "argument"
+	}
+	return fmt.Sprintf("%d %s (%s)", len(f.params), noun, strings.Join(types, ", "))
+}
+
+func (f *Func) argErr(format string, a ...any) error {
+	return &ArgumentError{Function: f.name, Msg: fmt.Sprintf(format, a...)}
+}
