@@ -35,7 +35,8 @@ type Config struct {
 	QuotaBackendBytes int64
 	// StartTimeout bounds how long Start waits for etcd to be ready.
 	StartTimeout time.Duration
-	// Logger receives etcd's own logs; nil discards them below warnings.
+	// Logger receives etcd's own logs; nil discards them (etcd logs
+	// expected shutdown events as errors; real failures come through Err).
 	Logger *zap.Logger
 }
 
@@ -99,13 +100,7 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	cfg.Metrics = "basic"
 	lg := c.Logger
 	if lg == nil {
-		zc := zap.NewProductionConfig()
-		zc.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
-		zc.OutputPaths = []string{"stderr"}
-		var err error
-		if lg, err = zc.Build(); err != nil {
-			return nil, err
-		}
+		lg = zap.NewNop()
 	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 

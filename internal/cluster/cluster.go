@@ -1,0 +1,265 @@
+// Package cluster starts a whole TaskWorker network inside one test: an
+// embedded etcd, one or more pools and N workers, all on 127.0.0.1 port 0,
+// with helpers to stop, kill and restart any of them. Integration tests share
+// it; the end-to-end tests that run the built binary live in package e2e.
+//
+// Every cluster checks its invariants when the test ends (t.Cleanup): every
+// pool's view of the workers agrees with etcd's.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/hivemind/taskworker"
+	"github.com/hivemind/taskworker/internal/etcdserver"
+	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/pool"
+	"github.com/hivemind/taskworker/internal/worker"
+)
+
+// Options shape a cluster. The zero value is one pool and three workers
+// serving the example functions.
+type Options struct {
+	Pools   int
+	Workers int
+	// LeaseTTL of workers (default 2s, so lost workers leave quickly).
+	LeaseTTL time.Duration
+	// Setup registers functions on each worker; default: the examples.
+	Setup func(w *worker.Server) error
+}
+
+// Cluster is a running network.
+type Cluster struct {
+	t    testing.TB
+	opts Options
+	dir  string
+	log  *slog.Logger
+
+	Etcd    *etcdserver.Server
+	Pools   []*pool.Server
+	Workers []*worker.Server
+
+	poolAddrs  []string
+	AdminToken string
+	JoinToken  string
+}
+
+// New starts a cluster and stops it when the test ends.
+func New(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Pools == 0 {
+		opts.Pools = 1
+	}
+	if opts.Workers == 0 {
+		opts.Workers = 3
+	}
+	if opts.LeaseTTL == 0 {
+		opts.LeaseTTL = 2 * time.Second
+	}
+	if opts.Setup == nil {
+		opts.Setup = func(w *worker.Server) error { return examples.Register(w.Register) }
+	}
+	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), log: testLogger(t)}
+	ctx := context.Background()
+
+	ecfg := etcdserver.DefaultConfig(c.dir + "/etcd")
+	ecfg.TickMs, ecfg.ElectionMs = 10, 100
+	var err error
+	if c.Etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Etcd.Close)
+
+	for i := range opts.Pools {
+		c.Pools = append(c.Pools, nil)
+		c.poolAddrs = append(c.poolAddrs, "127.0.0.1:0")
+		c.StartPool(i)
+	}
+	c.AdminToken, c.JoinToken = c.Pools[0].AdminToken(), c.Pools[0].JoinToken()
+	for i := range opts.Workers {
+		c.AddWorker(fmt.Sprintf("worker_%03d", i+1), i%opts.Pools)
+	}
+	c.WaitWorkers(opts.Workers)
+	t.Cleanup(c.shutdown)
+	return c
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("TASKWORKER_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// StartPool starts (or restarts) pool i on its previous address.
+func (c *Cluster) StartPool(i int) {
+	c.t.Helper()
+	cfg := pool.DefaultConfig(fmt.Sprintf("%s/pool%d", c.dir, i))
+	cfg.Listen = c.poolAddrs[i]
+	cfg.EtcdEndpoints = c.Etcd.Endpoints()
+	cfg.LeaseTTL = c.opts.LeaseTTL
+	cfg.Logger = c.log.With("pool", i)
+	p, err := pool.New(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	// The port may still be held by the previous process for a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err = p.Start(context.Background())
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.Pools[i] = p
+	c.poolAddrs[i] = p.Addr()
+}
+
+// PoolAddr returns pool i's address.
+func (c *Cluster) PoolAddr(i int) string { return c.poolAddrs[i] }
+
+// KillPool stops pool i at once, dropping its calls.
+func (c *Cluster) KillPool(i int) {
+	c.Pools[i].Kill()
+}
+
+// AddWorker starts a worker registered with pool p and returns its index.
+func (c *Cluster) AddWorker(id string, p int) int {
+	c.t.Helper()
+	w, err := worker.New(worker.Config{
+		ID:        id,
+		PoolAddr:  c.poolAddrs[p],
+		JoinToken: c.JoinToken,
+		Logger:    c.log,
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.opts.Setup(w); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := w.Start(context.Background(), "127.0.0.1:0"); err != nil {
+		c.t.Fatal(err)
+	}
+	c.Workers = append(c.Workers, w)
+	return len(c.Workers) - 1
+}
+
+// KillWorker stops worker i as a crash would: no goodbye, calls dropped, its
+// lease left to expire.
+func (c *Cluster) KillWorker(i int) { c.Workers[i].Kill() }
+
+// StopWorker stops worker i gracefully.
+func (c *Cluster) StopWorker(i int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Workers[i].Stop(ctx); err != nil {
+		c.t.Errorf("stopping %s: %v", c.Workers[i].ID(), err)
+	}
+}
+
+// Client returns a client of pool p with the admin token.
+func (c *Cluster) Client(p int) *taskworker.Client {
+	return c.ClientWithToken(p, c.AdminToken)
+}
+
+// ClientWithToken returns a client of pool p with the given token.
+func (c *Cluster) ClientWithToken(p int, token string) *taskworker.Client {
+	c.t.Helper()
+	cl, err := taskworker.Dial(c.poolAddrs[p], taskworker.WithToken(token))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// WaitWorkers waits until every running pool lists exactly n workers.
+func (c *Cluster) WaitWorkers(n int) {
+	c.t.Helper()
+	c.waitFor(10*time.Second, fmt.Sprintf("%d workers listed", n), func() (bool, string) {
+		for i := range c.Pools {
+			got, err := c.Client(i).Workers(context.Background())
+			if err != nil || len(got) != n {
+				return false, fmt.Sprintf("pool %d lists %d workers (err %v)", i, len(got), err)
+			}
+		}
+		return true, ""
+	})
+}
+
+func (c *Cluster) waitFor(timeout time.Duration, what string, cond func() (bool, string)) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after %s, still no %s: %s", timeout, what, state)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// CheckInvariants checks that every pool's view of the workers is etcd's.
+func (c *Cluster) CheckInvariants() error {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	var last error
+	for range 100 { // views converge within a watch round trip
+		last = nil
+		resp, err := cli.Get(context.Background(), "/taskworker/workers/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return err
+		}
+		var inEtcd []string
+		for _, kv := range resp.Kvs {
+			inEtcd = append(inEtcd, string(kv.Key[len("/taskworker/workers/"):]))
+		}
+		for i, p := range c.Pools {
+			if p == nil || !p.Running() {
+				continue
+			}
+			if got := p.WorkerIDs(); !slices.Equal(got, inEtcd) {
+				last = fmt.Errorf("pool %d lists workers %v, etcd has %v", i, got, inEtcd)
+			}
+		}
+		if last == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return last
+}
+
+func (c *Cluster) shutdown() {
+	if err := c.CheckInvariants(); err != nil {
+		c.t.Errorf("cluster invariant: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, w := range c.Workers {
+		w.Kill()
+	}
+	for _, p := range c.Pools {
+		_ = p.Stop(ctx)
+	}
+}

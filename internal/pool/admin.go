@@ -1,0 +1,71 @@
+package pool
+
+import (
+	"context"
+	"maps"
+	"regexp"
+	"slices"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+// adminService answers operators and users about the network.
+type adminService struct {
+	v1.UnimplementedAdminServiceServer
+	reg    *registry
+	tokens *tokenStore
+}
+
+var validUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
+
+func (s *adminService) ListWorkers(ctx context.Context, _ *v1.ListWorkersRequest) (*v1.ListWorkersResponse, error) {
+	return &v1.ListWorkersResponse{Workers: s.reg.list()}, nil
+}
+
+func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsRequest) (*v1.ListFunctionsResponse, error) {
+	byName := map[string]*v1.FunctionInfo{}
+	for _, w := range s.reg.list() {
+		for _, f := range w.Functions {
+			fi := byName[f.Name]
+			if fi == nil {
+				fi = &v1.FunctionInfo{Name: f.Name, Idempotent: f.Idempotent, Signature: f.Signature, Runtime: "go"}
+				byName[f.Name] = fi
+			}
+			fi.WorkerIds = append(fi.WorkerIds, w.WorkerId)
+		}
+	}
+	resp := &v1.ListFunctionsResponse{}
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		resp.Functions = append(resp.Functions, byName[name])
+	}
+	return resp, nil
+}
+
+func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenRequest) (*v1.CreateTokenResponse, error) {
+	if !validUser.MatchString(req.User) {
+		return nil, status.Errorf(codes.InvalidArgument, "user %q: use 1 to 128 letters, digits, '_', '.', '@' or '-'", req.User)
+	}
+	role := req.Role
+	if role == v1.Role_ROLE_UNSPECIFIED {
+		role = v1.Role_ROLE_USER
+	}
+	if _, ok := v1.Role_name[int32(role)]; !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown role %d", role)
+	}
+	if len(req.Description) > 1024 {
+		return nil, status.Error(codes.InvalidArgument, "description is over 1024 bytes")
+	}
+	token, err := s.tokens.create(ctx, req.User, role, req.Description)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	return &v1.CreateTokenResponse{Token: token, User: req.User, Role: role}, nil
+}
+
+func (s *adminService) WhoAmI(ctx context.Context, _ *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error) {
+	id := identityFrom(ctx)
+	return &v1.WhoAmIResponse{User: id.User, Role: id.Role}, nil
+}

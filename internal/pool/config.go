@@ -1,0 +1,77 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a pool process.
+type Config struct {
+	// Listen is the gRPC address for clients and workers.
+	Listen string
+	// DataDir holds the embedded etcd's data and the bootstrap tokens
+	// (admin.token, join.token).
+	DataDir string
+	// EtcdEndpoints, when set, points at an existing etcd cluster instead of
+	// starting an embedded one.
+	EtcdEndpoints []string
+	// EtcdTickMs and EtcdElectionMs tune the embedded etcd (0: defaults).
+	EtcdTickMs, EtcdElectionMs uint
+	// Prefix namespaces every etcd key, so several networks can share an etcd.
+	Prefix string
+	// LeaseTTL is how long a worker that stopped heartbeating stays listed.
+	LeaseTTL time.Duration
+	// MaxArgsBytes bounds a call's arguments.
+	MaxArgsBytes int
+	// CallAttempts bounds the workers tried for one call of an idempotent
+	// function.
+	CallAttempts int
+	// SuspectFor is how long a worker whose connection failed is avoided.
+	SuspectFor time.Duration
+	Logger     *slog.Logger
+}
+
+// DefaultConfig returns a configuration for a pool with its data in dir.
+func DefaultConfig(dir string) Config {
+	return Config{
+		Listen:       "127.0.0.1:50051",
+		DataDir:      dir,
+		Prefix:       "/taskworker/",
+		LeaseTTL:     5 * time.Second,
+		MaxArgsBytes: 4 << 20,
+		CallAttempts: 3,
+		SuspectFor:   2 * time.Second,
+	}
+}
+
+// Validate reports a configuration that cannot work, saying what to change.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("pool: no data directory: set --data-dir")
+	}
+	if c.Listen == "" {
+		return errors.New("pool: no listen address: set --listen (host:port; port 0 picks one)")
+	}
+	if c.Prefix == "" || c.Prefix[len(c.Prefix)-1] != '/' {
+		return fmt.Errorf("pool: etcd key prefix %q must end in '/'", c.Prefix)
+	}
+	if c.LeaseTTL < time.Second {
+		return fmt.Errorf("pool: lease TTL %s is below etcd's minimum of about 1s; raise --lease-ttl", c.LeaseTTL)
+	}
+	if c.MaxArgsBytes <= 0 || c.MaxArgsBytes > maxMessageBytes/2 {
+		return fmt.Errorf("pool: max call arguments %d must be between 1 and %d bytes", c.MaxArgsBytes, maxMessageBytes/2)
+	}
+	if c.CallAttempts < 1 {
+		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)
+	}
+	return nil
+}
+
+// heartbeatInterval is how often workers are told to heartbeat: three tries
+// before the lease runs out.
+func (c Config) heartbeatInterval() time.Duration { return c.LeaseTTL / 3 }
+
+// maxMessageBytes bounds every gRPC message the pool accepts.
+const maxMessageBytes = 16 << 20

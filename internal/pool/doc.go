@@ -1,0 +1,26 @@
+// Package pool is the node pool: the one front door of a TaskWorker network.
+//
+// Clients call the pool; the pool authenticates them, routes function calls
+// to workers and keeps the control plane's state in etcd. The pool is
+// stateless: every fact it acts on lives in etcd, and any number of pool
+// processes over one etcd serve the same network.
+//
+// The concepts, one file each:
+//
+//   - [Server] (pool.go): lifecycle; owns the gRPC server, etcd client and
+//     the goroutines below.
+//   - tokens (tokens.go): API tokens, stored as hashes, cached from a watch.
+//   - registry (registry.go): workers register with an etcd lease each; a
+//     watch keeps every pool's view of the live workers current.
+//   - router (router.go): picks a worker for a call by power of two choices
+//     on outstanding calls, and forwards it.
+//   - services (rpc.go, admin.go, registration.go, unimplemented.go): the
+//     gRPC services.
+//
+// # Caveats
+//
+// Outstanding calls are counted per pool process, so with several pools each
+// balances its own share; workers also report their total in-flight calls on
+// heartbeat, which breaks ties. Connections between nodes are not yet
+// encrypted: run the network on a trusted network until mTLS lands.
+package pool

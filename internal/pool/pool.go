@@ -1,0 +1,211 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/etcdserver"
+)
+
+// Server is a pool process: New, Start, then Stop (or Kill).
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	etcd   *etcdserver.Server // nil with external etcd
+	cli    *clientv3.Client
+	tokens *tokenStore
+	reg    *registry
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+
+	adminToken, joinToken string
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// New checks the configuration; Start does the work.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log.With("component", "pool")}, nil
+}
+
+// Start brings the pool up: etcd (embedded unless endpoints were given), the
+// bootstrap tokens, the registry's view of the workers, then the gRPC
+// listener. On error everything started is stopped again.
+func (s *Server) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			s.Kill()
+		}
+	}()
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("pool data directory: %w", err)
+	}
+	endpoints := s.cfg.EtcdEndpoints
+	if len(endpoints) == 0 {
+		ecfg := etcdserver.DefaultConfig(filepath.Join(s.cfg.DataDir, "etcd"))
+		if s.cfg.EtcdTickMs != 0 {
+			ecfg.TickMs, ecfg.ElectionMs = s.cfg.EtcdTickMs, s.cfg.EtcdElectionMs
+		}
+		if s.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
+			return err
+		}
+		endpoints = s.etcd.Endpoints()
+	}
+	s.cli, err = clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+		Context:     context.WithoutCancel(ctx),
+	})
+	if err != nil {
+		return fmt.Errorf("etcd client for %v: %w", endpoints, err)
+	}
+	s.tokens = newTokenStore(s.cli, s.cfg.Prefix)
+	bctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if s.adminToken, err = s.tokens.bootstrap(bctx, s.cfg.DataDir, AdminTokenFile, "admin", v1.Role_ROLE_ADMIN); err != nil {
+		return fmt.Errorf("admin token (is etcd at %v reachable?): %w", endpoints, err)
+	}
+	if s.joinToken, err = s.tokens.bootstrap(bctx, s.cfg.DataDir, JoinTokenFile, "worker", v1.Role_ROLE_WORKER); err != nil {
+		return fmt.Errorf("join token: %w", err)
+	}
+
+	s.reg = newRegistry(s.cli, s.cfg.Prefix, s.cfg.LeaseTTL, s.log)
+	runCtx, stop := context.WithCancel(context.Background())
+	s.cancel = stop
+	tokensReady, workersReady := make(chan struct{}), make(chan struct{})
+	s.goRun(func() { s.tokens.run(runCtx, tokensReady) })
+	s.goRun(func() { s.reg.run(runCtx, workersReady) })
+	for _, ready := range []chan struct{}{tokensReady, workersReady} {
+		select {
+		case <-ready:
+		case <-bctx.Done():
+			return fmt.Errorf("loading state from etcd at %v: %w", endpoints, bctx.Err())
+		}
+	}
+
+	s.lis, err = net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("pool listen: %w", err)
+	}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.ChainUnaryInterceptor(s.tokens.unaryInterceptor),
+		grpc.ChainStreamInterceptor(s.tokens.streamInterceptor),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(1<<22),
+	)
+	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg})
+	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg})
+	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens})
+	v1.RegisterFileServiceServer(s.grpc, fileService{})
+	v1.RegisterDNSServiceServer(s.grpc, dnsService{})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	srv, lis := s.grpc, s.lis
+	s.goRun(func() { _ = srv.Serve(lis) })
+	s.log.Info("pool serving", "address", s.lis.Addr().String(), "etcd", endpoints)
+	return nil
+}
+
+func (s *Server) goRun(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Addr returns the address the pool serves on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// AdminToken returns the network's bootstrap admin token.
+func (s *Server) AdminToken() string { return s.adminToken }
+
+// JoinToken returns the token workers join with.
+func (s *Server) JoinToken() string { return s.joinToken }
+
+// EtcdEndpoints returns the etcd the pool uses, so that another pool can
+// share it.
+func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
+
+// Running reports whether the pool serves (started, not yet stopped).
+func (s *Server) Running() bool { return s.grpc != nil }
+
+// WorkerIDs returns the ids of the workers the pool routes to, sorted.
+func (s *Server) WorkerIDs() []string {
+	var ids []string
+	for _, w := range s.reg.list() {
+		ids = append(ids, w.WorkerId)
+	}
+	return ids
+}
+
+// Stop drains in-flight calls (until ctx ends) and stops everything.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.grpc != nil {
+		s.health.Shutdown()
+		done := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+			<-done
+		}
+	}
+	s.Kill()
+	return ctx.Err()
+}
+
+// Kill stops everything at once, dropping in-flight calls: for tests that
+// need a pool to vanish, and for cleanup after a failed Start.
+func (s *Server) Kill() {
+	if s.grpc != nil {
+		s.grpc.Stop()
+	} else if s.lis != nil {
+		s.lis.Close()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
+	if s.cli != nil {
+		s.cli.Close()
+	}
+	if s.etcd != nil {
+		s.etcd.Close()
+	}
+	s.grpc, s.cancel, s.cli, s.etcd = nil, nil, nil, nil
+}

@@ -1,0 +1,404 @@
+package pool
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+// workerRecord is what etcd holds under workers/<id>, attached to the
+// worker's lease: the public description and the key the pool presents when
+// calling the worker (kept out of WorkerInfo so listings never show it).
+type workerRecord struct {
+	Info    []byte `json:"info"` // a proto-encoded v1.WorkerInfo
+	CallKey string `json:"call_key"`
+}
+
+func encodeRecord(info *v1.WorkerInfo, callKey string) (string, error) {
+	b, err := proto.Marshal(info)
+	if err != nil {
+		return "", err
+	}
+	rec, err := json.Marshal(workerRecord{Info: b, CallKey: callKey})
+	return string(rec), err
+}
+
+func decodeRecord(b []byte) (*v1.WorkerInfo, string, error) {
+	var rec workerRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, "", err
+	}
+	info := &v1.WorkerInfo{}
+	if err := proto.Unmarshal(rec.Info, info); err != nil {
+		return nil, "", err
+	}
+	return info, rec.CallKey, nil
+}
+
+var (
+	validWorkerID     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	validFunctionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.:/-]{0,199}$`)
+)
+
+// ValidFunctionName reports whether name can name a function.
+func ValidFunctionName(name string) bool { return validFunctionName.MatchString(name) }
+
+// worker is one live worker as this pool sees it, with the connection the
+// pool calls it on.
+type worker struct {
+	id      string
+	address string
+	callKey string
+	conn    *grpc.ClientConn
+
+	info atomic.Pointer[v1.WorkerInfo]
+	// outstanding counts this pool's calls to the worker that have not
+	// returned: the load that power of two choices compares.
+	outstanding atomic.Int64
+	// suspectUntil (unix nanoseconds) marks a worker whose connection just
+	// failed; it is avoided until then, or until the registry drops it.
+	suspectUntil atomic.Int64
+}
+
+func (w *worker) suspect(now time.Time) bool { return now.UnixNano() < w.suspectUntil.Load() }
+
+// retire closes the worker's connection once the calls on it have returned:
+// a worker that deregistered finishes the calls it has, and they must not be
+// cut off by the pool.
+func (w *worker) retire() {
+	go func() {
+		for w.outstanding.Load() > 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+		w.conn.Close()
+	}()
+}
+
+// routeTable maps each function to the workers that serve it. It is rebuilt
+// when the set of workers or their functions change, and read without locks.
+type routeTable struct {
+	byFunction map[string][]route
+}
+
+type route struct {
+	w    *worker
+	spec *v1.FunctionSpec
+}
+
+// registry is the pool's view of the live workers, kept current by a watch
+// on etcd, and the writes that workers' registrations make.
+type registry struct {
+	cli    *clientv3.Client
+	prefix string
+	ttl    time.Duration
+	log    *slog.Logger
+	dial   func(address string) (*grpc.ClientConn, error)
+
+	mu      sync.Mutex
+	workers map[string]*worker
+	table   atomic.Pointer[routeTable]
+}
+
+func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger) *registry {
+	r := &registry{
+		cli:     cli,
+		prefix:  prefix + "workers/",
+		ttl:     ttl,
+		log:     log,
+		workers: map[string]*worker{},
+		dial:    dialWorker,
+	}
+	r.table.Store(&routeTable{byFunction: map[string][]route{}})
+	return r
+}
+
+func dialWorker(address string) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(address,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
+		grpc.WithInitialWindowSize(1<<20),
+		grpc.WithInitialConnWindowSize(1<<22),
+	)
+	if err != nil {
+		return nil, err
+	}
+	conn.Connect()
+	return conn, nil
+}
+
+// run follows the workers in etcd until ctx ends.
+func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
+	watchPrefix(ctx, r.cli, r.prefix, r.apply, ready)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for id, w := range r.workers {
+		w.conn.Close()
+		delete(r.workers, id)
+	}
+}
+
+func (r *registry) apply(kvs []kv, reset bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	changed := reset
+	for _, e := range kvs {
+		id := strings.TrimPrefix(e.key, r.prefix)
+		seen[id] = true
+		old := r.workers[id]
+		if e.value == nil {
+			if old != nil {
+				old.retire()
+				delete(r.workers, id)
+				changed = true
+				r.log.Info("worker left", "worker", id)
+			}
+			continue
+		}
+		info, callKey, err := decodeRecord(e.value)
+		if err != nil {
+			r.log.Warn("ignoring an unreadable worker record", "key", e.key, "err", err)
+			continue
+		}
+		if old != nil && old.address == info.Address && old.callKey == callKey {
+			prev := old.info.Swap(info)
+			if !sameFunctions(prev.Functions, info.Functions) {
+				changed = true
+			}
+			continue
+		}
+		conn, err := r.dial(info.Address)
+		if err != nil {
+			r.log.Warn("cannot dial worker", "worker", id, "address", info.Address, "err", err)
+			continue
+		}
+		w := &worker{id: id, address: info.Address, callKey: callKey, conn: conn}
+		w.info.Store(info)
+		if old != nil {
+			old.retire()
+		}
+		r.workers[id] = w
+		changed = true
+		r.log.Info("worker joined", "worker", id, "address", info.Address, "functions", len(info.Functions))
+	}
+	if reset {
+		for id, w := range r.workers {
+			if !seen[id] {
+				w.retire()
+				delete(r.workers, id)
+			}
+		}
+	}
+	if changed {
+		r.rebuild()
+	}
+}
+
+func sameFunctions(a, b []*v1.FunctionSpec) bool {
+	return slices.EqualFunc(a, b, func(x, y *v1.FunctionSpec) bool { return proto.Equal(x, y) })
+}
+
+// rebuild recomputes the route table; r.mu is held.
+func (r *registry) rebuild() {
+	t := &routeTable{byFunction: map[string][]route{}}
+	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
+		w := r.workers[id]
+		for _, f := range w.info.Load().Functions {
+			t.byFunction[f.Name] = append(t.byFunction[f.Name], route{w: w, spec: f})
+		}
+	}
+	r.table.Store(t)
+}
+
+// routes returns the workers serving a function.
+func (r *registry) routes(function string) []route {
+	return r.table.Load().byFunction[function]
+}
+
+// list returns the live workers' descriptions, sorted by id.
+func (r *registry) list() []*v1.WorkerInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*v1.WorkerInfo, 0, len(r.workers))
+	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
+		out = append(out, r.workers[id].info.Load())
+	}
+	return out
+}
+
+// register stores a worker's record under a new lease. A record left by an
+// earlier registration of the same id (a restarted worker) is replaced and
+// its lease revoked.
+func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
+	if !validWorkerID.MatchString(req.WorkerId) {
+		return nil, status.Errorf(codes.InvalidArgument, "worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", req.WorkerId)
+	}
+	address, err := resolveAddress(ctx, req.Address)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "worker address %q: %v", req.Address, err)
+	}
+	if req.CallKey == "" {
+		return nil, status.Error(codes.InvalidArgument, "no call key: a worker must send one so that it serves only its pool")
+	}
+	names := map[string]bool{}
+	for _, f := range req.Functions {
+		if !ValidFunctionName(f.Name) {
+			return nil, status.Errorf(codes.InvalidArgument, "function name %q: use up to 200 letters, digits, '_', '.', ':', '/' or '-', starting with a letter or '_'", f.Name)
+		}
+		if names[f.Name] {
+			return nil, status.Errorf(codes.InvalidArgument, "function %q is listed twice", f.Name)
+		}
+		names[f.Name] = true
+	}
+	key := r.prefix + req.WorkerId
+	prev, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	lease, err := r.cli.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	now := time.Now().UnixMilli()
+	info := &v1.WorkerInfo{
+		WorkerId:        req.WorkerId,
+		Address:         address,
+		Functions:       req.Functions,
+		Labels:          req.Labels,
+		Version:         req.Version,
+		LeaseId:         int64(lease.ID),
+		RegisteredAtMs:  now,
+		LastHeartbeatMs: now,
+	}
+	rec, err := encodeRecord(info, req.CallKey)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "encoding worker record: %v", err)
+	}
+	if _, err := r.cli.Put(ctx, key, rec, clientv3.WithLease(lease.ID)); err != nil {
+		return nil, etcdError(err)
+	}
+	if len(prev.Kvs) > 0 && prev.Kvs[0].Lease != 0 && clientv3.LeaseID(prev.Kvs[0].Lease) != lease.ID {
+		// The key now belongs to the new lease, so revoking the old one
+		// deletes nothing of the new registration.
+		_, _ = r.cli.Revoke(ctx, clientv3.LeaseID(prev.Kvs[0].Lease))
+	}
+	return &v1.RegisterResponse{
+		LeaseId:             int64(lease.ID),
+		LeaseTtlMs:          lease.TTL * 1000,
+		HeartbeatIntervalMs: (r.ttl / 3).Milliseconds(),
+		Address:             address,
+	}, nil
+}
+
+// resolveAddress fills in the host of a worker's address from the
+// connection it registered on when the worker listens on all interfaces.
+func resolveAddress(ctx context.Context, address string) (string, error) {
+	host, port, err := net.SplitHostPort(address)
+	if err != nil {
+		return "", err
+	}
+	if port == "" || port == "0" {
+		return "", errors.New("no port")
+	}
+	if host == "" || net.ParseIP(host) != nil && net.ParseIP(host).IsUnspecified() {
+		p, ok := peer.FromContext(ctx)
+		if !ok {
+			return "", errors.New("no host, and the registration's peer address is unknown")
+		}
+		peerHost, _, err := net.SplitHostPort(p.Addr.String())
+		if err != nil {
+			return "", fmt.Errorf("no host, and peer address %s: %w", p.Addr, err)
+		}
+		host = peerHost
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// heartbeat renews a worker's lease and records its load.
+func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) error {
+	if _, err := r.cli.KeepAliveOnce(ctx, clientv3.LeaseID(req.LeaseId)); err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return status.Errorf(codes.NotFound, "worker %s: lease %x expired; register again", req.WorkerId, req.LeaseId)
+		}
+		return etcdError(err)
+	}
+	key := r.prefix + req.WorkerId
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return etcdError(err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
+		return status.Errorf(codes.NotFound, "worker %s: lease %x no longer holds the registration (another worker registered under this id?); register again", req.WorkerId, req.LeaseId)
+	}
+	info, callKey, err := decodeRecord(resp.Kvs[0].Value)
+	if err != nil {
+		return status.Errorf(codes.Internal, "worker %s: unreadable record: %v", req.WorkerId, err)
+	}
+	info.Inflight = req.Inflight
+	info.CallsTotal = req.CallsTotal
+	info.LastHeartbeatMs = time.Now().UnixMilli()
+	rec, err := encodeRecord(info, callKey)
+	if err != nil {
+		return status.Errorf(codes.Internal, "encoding worker record: %v", err)
+	}
+	txn, err := r.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).
+		Then(clientv3.OpPut(key, rec, clientv3.WithLease(clientv3.LeaseID(req.LeaseId)))).
+		Commit()
+	if err != nil {
+		return etcdError(err)
+	}
+	if !txn.Succeeded {
+		// A concurrent registration or heartbeat won; the lease is renewed
+		// either way, and the load figures are refreshed next time.
+		r.log.Debug("heartbeat raced another write", "worker", req.WorkerId)
+	}
+	return nil
+}
+
+// deregister removes a worker at once.
+func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) error {
+	key := r.prefix + req.WorkerId
+	resp, err := r.cli.Get(ctx, key)
+	if err != nil {
+		return etcdError(err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
+		return nil // already gone, or replaced: nothing of ours to remove
+	}
+	if _, err := r.cli.Revoke(ctx, clientv3.LeaseID(req.LeaseId)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		return etcdError(err)
+	}
+	return nil
+}
+
+func etcdError(err error) error {
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, context.Canceled) {
+		return status.Error(codes.Canceled, "canceled")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return status.Error(codes.DeadlineExceeded, "the control plane (etcd) did not answer in time")
+	}
+	return status.Errorf(codes.Unavailable, "control plane (etcd) unavailable: %v", err)
+}

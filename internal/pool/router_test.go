@@ -1,0 +1,77 @@
+package pool
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+func fakeRoutes(n int) []route {
+	rs := make([]route, n)
+	for i := range rs {
+		w := &worker{id: fmt.Sprintf("w%d", i)}
+		w.info.Store(&v1.WorkerInfo{WorkerId: w.id})
+		rs[i] = route{w: w, spec: &v1.FunctionSpec{Name: "f"}}
+	}
+	return rs
+}
+
+func TestPickPrefersFewerOutstanding(t *testing.T) {
+	rs := fakeRoutes(2)
+	rs[0].w.outstanding.Store(5)
+	for range 100 {
+		if r, _ := pick(rs, nil, time.Now()); r.w != rs[1].w {
+			t.Fatal("picked the busier of two workers")
+		}
+	}
+}
+
+func TestPickSkipsTriedAndSuspect(t *testing.T) {
+	now := time.Now()
+	rs := fakeRoutes(3)
+	rs[1].w.suspectUntil.Store(now.Add(time.Second).UnixNano())
+	for range 100 {
+		r, ok := pick(rs, []*worker{rs[0].w}, now)
+		if !ok || r.w != rs[2].w {
+			t.Fatalf("picked %v; want w2 (w0 tried, w1 suspect)", r.w.id)
+		}
+	}
+	// With nothing else left, a suspect worker is still tried.
+	if r, ok := pick(rs, []*worker{rs[0].w, rs[2].w}, now); !ok || r.w != rs[1].w {
+		t.Fatalf("picked %v, %v; want the suspect w1 as a last resort", r.w, ok)
+	}
+	if _, ok := pick(rs, []*worker{rs[0].w, rs[1].w, rs[2].w}, now); ok {
+		t.Fatal("picked a worker when all were tried")
+	}
+}
+
+func TestPickSpreadsLoad(t *testing.T) {
+	rs := fakeRoutes(4)
+	counts := map[string]int{}
+	for range 4000 {
+		r, _ := pick(rs, nil, time.Now())
+		counts[r.w.id]++
+	}
+	for id, n := range counts {
+		if n < 600 {
+			t.Errorf("%s picked %d of 4000 times with equal load: %v", id, n, counts)
+		}
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	for _, n := range []int{3, 100} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			rs := fakeRoutes(n)
+			now := time.Now()
+			b.ReportAllocs()
+			for b.Loop() {
+				r, _ := pick(rs, nil, now)
+				r.w.outstanding.Add(1)
+				r.w.outstanding.Add(-1)
+			}
+		})
+	}
+}

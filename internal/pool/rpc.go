@@ -1,0 +1,110 @@
+package pool
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
+)
+
+// rpcService routes function calls to workers.
+type rpcService struct {
+	v1.UnimplementedRPCServiceServer
+	cfg Config
+	reg *registry
+}
+
+func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	user, err := checkUser(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if req.FunctionName == "" {
+		return nil, status.Error(codes.InvalidArgument, "no function_name given")
+	}
+	if !ValidFunctionName(req.FunctionName) {
+		return nil, status.Errorf(codes.InvalidArgument, "%q is not a valid function name", truncate(req.FunctionName, 64))
+	}
+	if len(req.Args) > s.cfg.MaxArgsBytes {
+		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(req.Args), s.cfg.MaxArgsBytes)
+	}
+	routes := s.reg.routes(req.FunctionName)
+	if len(routes) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
+	}
+	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: req.Args, UserId: user}
+
+	var tried []*worker
+	var lastErr error
+	for attempt := 0; attempt < s.cfg.CallAttempts; attempt++ {
+		r, ok := pick(routes, tried, time.Now())
+		if !ok {
+			break
+		}
+		resp, err, reached := s.forward(ctx, r.w, fwd, user)
+		if err == nil {
+			return resp, nil
+		}
+		if reached || ctx.Err() != nil {
+			return nil, err
+		}
+		// The worker's connection failed: avoid it until the registry
+		// catches up with its lease.
+		r.w.suspectUntil.Store(time.Now().Add(s.cfg.SuspectFor).UnixNano())
+		tried = append(tried, r.w)
+		lastErr = err
+		if !r.spec.Idempotent && !neverSent(err) {
+			return nil, status.Errorf(codes.Unavailable, "worker %s failed during the call (%v); %s is not idempotent, so it was not retried and its outcome is unknown",
+				r.w.id, status.Convert(err).Message(), req.FunctionName)
+		}
+	}
+	if lastErr == nil {
+		return nil, status.Errorf(codes.Unavailable, "no live worker serves %q right now; try again shortly", req.FunctionName)
+	}
+	return nil, status.Errorf(codes.Unavailable, "%s: every worker tried failed; last: %v", req.FunctionName, status.Convert(lastErr).Message())
+}
+
+// forward makes one call to one worker. reached reports whether the answer
+// came from the worker itself (its trailer is present), so err is the
+// function's outcome and must not be retried.
+func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCallRequest, user string) (resp *v1.FunctionCallResponse, err error, reached bool) {
+	if st := w.conn.GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
+		return nil, errNotSent, false
+	}
+	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(auth.HeaderCallKey, w.callKey, auth.HeaderUser, user))
+	var trailer metadata.MD
+	w.outstanding.Add(1)
+	resp = &v1.FunctionCallResponse{}
+	err = w.conn.Invoke(ctx, v1.RPCService_CallFunction_FullMethodName, req, resp, grpc.Trailer(&trailer))
+	w.outstanding.Add(-1)
+	if err == nil {
+		return resp, nil, true
+	}
+	if status.Code(err) == codes.Canceled && ctx.Err() == nil {
+		// The registry retired the connection between pick and send: the
+		// worker left, and never saw the call.
+		return nil, errNotSent, false
+	}
+	return nil, err, len(trailer.Get(auth.TrailerWorker)) > 0
+}
+
+// errNotSent marks a call skipped before it was sent: safe to retry even for
+// functions that are not idempotent.
+var errNotSent = status.Error(codes.Unavailable, "connection to the worker is down")
+
+func neverSent(err error) bool { return err == errNotSent }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
+}

@@ -1,0 +1,106 @@
+package worker
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+// registerLoop keeps the worker registered until ctx ends: it registers,
+// heartbeats at the interval the pool asks for, and registers again when the
+// pool says the lease is gone (expired while the pool or etcd was down, or
+// after a restart of either).
+func (s *Server) registerLoop(ctx context.Context) {
+	client := v1.NewRegistryServiceClient(s.pool)
+	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
+	for ctx.Err() == nil {
+		address := s.cfg.Advertise
+		if address == "" {
+			address = s.lis.Addr().String()
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := client.Register(rctx, &v1.RegisterRequest{
+			WorkerId:  s.cfg.ID,
+			Address:   address,
+			Functions: s.specs(),
+			CallKey:   s.cfg.CallKey,
+			Labels:    s.cfg.Labels,
+			Version:   s.cfg.Version,
+		})
+		cancel()
+		if err != nil {
+			level := s.log.Debug
+			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
+				level = s.log.Error // bad token or bad request: the operator must act
+			}
+			level("registering with the pool", "pool", s.cfg.PoolAddr, "err", err)
+			backoff.wait(ctx)
+			continue
+		}
+		backoff.reset()
+		s.lease.Store(resp.LeaseId)
+		s.registeredOnce.Do(func() { close(s.registered) })
+		s.log.Info("registered with the pool", "pool", s.cfg.PoolAddr, "address", resp.Address, "lease", resp.LeaseId)
+		s.heartbeat(ctx, client, resp)
+	}
+}
+
+// heartbeat renews the lease until the registration must be redone or ctx
+// ends.
+func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient, reg *v1.RegisterResponse) {
+	interval := time.Duration(reg.HeartbeatIntervalMs) * time.Millisecond
+	if interval <= 0 {
+		interval = time.Second
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.changed:
+			return // functions changed: register them
+		case <-tick.C:
+		}
+		hctx, cancel := context.WithTimeout(ctx, interval)
+		_, err := client.Heartbeat(hctx, &v1.HeartbeatRequest{
+			WorkerId:   s.cfg.ID,
+			LeaseId:    reg.LeaseId,
+			Inflight:   s.inflight.Load(),
+			CallsTotal: s.completed.Load(),
+		})
+		cancel()
+		switch status.Code(err) {
+		case codes.OK:
+		case codes.NotFound:
+			s.log.Warn("lease lost; registering again", "err", err)
+			return
+		default:
+			// The pool or etcd is down: keep trying; if the lease outlives
+			// the outage nothing else is needed.
+			s.log.Debug("heartbeat failed", "err", err)
+		}
+	}
+}
+
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+func (b *backoff) wait(ctx context.Context) {
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	b.cur = min(2*b.cur, b.max)
+}

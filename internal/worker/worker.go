@@ -1,0 +1,350 @@
+package worker
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"regexp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/function"
+)
+
+// DefaultListen is the seed's default worker port.
+const DefaultListen = ":50052"
+
+// maxMessageBytes bounds the messages a worker accepts and sends.
+const maxMessageBytes = 16 << 20
+
+// Config configures a worker.
+type Config struct {
+	// ID names the worker in the network; unique per live worker.
+	ID string
+	// Listen is the address to serve on.
+	Listen string
+	// Advertise is the address the pool dials, when it differs from the
+	// listener's (NAT, containers). An empty or unspecified host is filled
+	// in by the pool from the address the registration came from.
+	Advertise string
+	// PoolAddr is the pool to register with; empty runs the worker
+	// standalone (callable directly with its call key, e.g. for benchmarks).
+	PoolAddr string
+	// JoinToken authenticates the worker to the pool.
+	JoinToken string
+	// CallKey is the secret the pool must present; empty picks a random one.
+	CallKey string
+	Labels  map[string]string
+	// Version is reported to the pool for listings.
+	Version string
+	// DrainDelay is how long Stop keeps accepting calls after deregistering,
+	// so that pools that have not yet seen the deregistration do not fail.
+	DrainDelay time.Duration
+	Logger     *slog.Logger
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+// Validate reports a configuration that cannot work, saying what to change.
+func (c Config) Validate() error {
+	if !validID.MatchString(c.ID) {
+		return fmt.Errorf("worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", c.ID)
+	}
+	if c.PoolAddr != "" && c.JoinToken == "" {
+		return errors.New("worker: a join token is needed to register with the pool: pass --join-token (the pool writes it to join.token in its data directory)")
+	}
+	if c.JoinToken != "" {
+		if err := auth.Validate(c.JoinToken); err != nil {
+			return fmt.Errorf("worker join token: %w", err)
+		}
+	}
+	return nil
+}
+
+type entry struct {
+	fn         *function.Func
+	idempotent bool
+}
+
+// Server is a worker: New, Register functions, Start, then Stop (or Kill).
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	funcs     atomic.Pointer[map[string]entry]
+	funcsMu   sync.Mutex // serialises writers of funcs
+	changed   chan struct{}
+	inflight  atomic.Int64
+	completed atomic.Int64
+
+	lis    net.Listener
+	grpc   *grpc.Server
+	health *health.Server
+	pool   *grpc.ClientConn
+
+	registered     chan struct{}
+	registeredOnce sync.Once
+	lease          atomic.Int64
+
+	cancel  context.CancelFunc
+	serving sync.WaitGroup // the gRPC server
+	looping sync.WaitGroup // the registration loop
+}
+
+// New checks the configuration and returns a worker with no functions.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.CallKey == "" {
+		cfg.CallKey = auth.NewSecret()
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        log.With("worker", cfg.ID),
+		changed:    make(chan struct{}, 1),
+		registered: make(chan struct{}),
+	}
+	s.funcs.Store(&map[string]entry{})
+	return s, nil
+}
+
+// Register adds a function. Registering after Start re-announces the
+// worker's functions to the pool.
+func (s *Server) Register(name string, fn any, idempotent bool) error {
+	f, err := function.Bind(name, fn)
+	if err != nil {
+		return err
+	}
+	if name == "" || len(name) > 200 {
+		return fmt.Errorf("function name %q: use 1 to 200 characters", name)
+	}
+	s.funcsMu.Lock()
+	defer s.funcsMu.Unlock()
+	old := *s.funcs.Load()
+	if _, dup := old[name]; dup {
+		return fmt.Errorf("function %q is already registered on worker %s", name, s.cfg.ID)
+	}
+	next := maps.Clone(old)
+	next[name] = entry{fn: f, idempotent: idempotent}
+	s.funcs.Store(&next)
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (s *Server) specs() []*v1.FunctionSpec {
+	funcs := *s.funcs.Load()
+	out := make([]*v1.FunctionSpec, 0, len(funcs))
+	for _, name := range slices.Sorted(maps.Keys(funcs)) {
+		e := funcs[name]
+		out = append(out, &v1.FunctionSpec{Name: name, Idempotent: e.idempotent, Signature: e.fn.Signature()})
+	}
+	return out
+}
+
+// Start listens on addr (Config.Listen when empty), serves, and (with a
+// pool) starts registering. It returns once the worker serves;
+// WaitRegistered waits for the pool to list it.
+func (s *Server) Start(ctx context.Context, addr string) (err error) {
+	if addr == "" {
+		addr = s.cfg.Listen
+	}
+	s.lis, err = net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
+	}
+	s.grpc = grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxMessageBytes),
+		grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.InitialWindowSize(1<<20),
+		grpc.InitialConnWindowSize(1<<22),
+	)
+	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	srv, lis := s.grpc, s.lis
+	s.serving.Add(1)
+	go func() {
+		defer s.serving.Done()
+		_ = srv.Serve(lis)
+	}()
+	if s.cfg.PoolAddr != "" {
+		s.pool, err = grpc.NewClient(s.cfg.PoolAddr,
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithPerRPCCredentials(auth.Bearer{Token: s.cfg.JoinToken}))
+		if err != nil {
+			s.Kill()
+			return fmt.Errorf("worker %s: pool address %q: %w", s.cfg.ID, s.cfg.PoolAddr, err)
+		}
+		s.looping.Add(1)
+		go func() {
+			defer s.looping.Done()
+			s.registerLoop(runCtx)
+		}()
+	}
+	s.log.Info("worker serving", "address", s.lis.Addr().String(), "pool", s.cfg.PoolAddr)
+	return nil
+}
+
+// Addr returns the address the worker serves on.
+func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// ID returns the worker's id.
+func (s *Server) ID() string { return s.cfg.ID }
+
+// CallKey returns the secret a caller must present (metadata
+// x-taskworker-call-key) to call the worker directly.
+func (s *Server) CallKey() string { return s.cfg.CallKey }
+
+// WaitRegistered waits until the pool has accepted the worker's
+// registration.
+func (s *Server) WaitRegistered(ctx context.Context) error {
+	select {
+	case <-s.registered:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("worker %s not registered with the pool at %s: %w", s.cfg.ID, s.cfg.PoolAddr, ctx.Err())
+	}
+}
+
+// Inflight returns the number of calls running now.
+func (s *Server) Inflight() int64 { return s.inflight.Load() }
+
+// Stop leaves the pool, finishes the calls in flight (until ctx ends, then
+// drops them) and stops serving.
+func (s *Server) Stop(ctx context.Context) error {
+	if s.grpc == nil {
+		return nil
+	}
+	s.cancel()
+	s.looping.Wait()
+	if lease := s.lease.Load(); lease != 0 && s.pool != nil {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := v1.NewRegistryServiceClient(s.pool).Deregister(dctx, &v1.DeregisterRequest{WorkerId: s.cfg.ID, LeaseId: lease})
+		cancel()
+		if err != nil {
+			s.log.Warn("deregistering", "err", err)
+		} else {
+			t := time.NewTimer(s.cfg.DrainDelay)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
+	}
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+	s.serving.Wait()
+	s.closePool()
+	return ctx.Err()
+}
+
+// Kill stops at once, as a crash would: no deregistration, calls dropped.
+// The pool notices when the worker's lease expires.
+func (s *Server) Kill() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	if s.grpc != nil {
+		s.grpc.Stop()
+	}
+	s.looping.Wait()
+	s.serving.Wait()
+	s.closePool()
+}
+
+func (s *Server) closePool() {
+	if s.pool != nil {
+		s.pool.Close()
+		s.pool = nil
+	}
+}
+
+// rpcService serves CallFunction to the pool.
+type rpcService struct {
+	v1.UnimplementedRPCServiceServer
+	s *Server
+}
+
+func (r rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	s := r.s
+	// The trailer tells the pool the answer came from this worker, so a
+	// function's own Unavailable is never mistaken for a dead worker.
+	_ = grpc.SetTrailer(ctx, metadata.Pairs(auth.TrailerWorker, s.cfg.ID))
+	md, _ := metadata.FromIncomingContext(ctx)
+	if key := md.Get(auth.HeaderCallKey); len(key) != 1 || subtle.ConstantTimeCompare([]byte(key[0]), []byte(s.cfg.CallKey)) != 1 {
+		return nil, status.Errorf(codes.PermissionDenied, "worker %s serves only its pool: call through the pool, not the worker", s.cfg.ID)
+	}
+	e, ok := (*s.funcs.Load())[req.FunctionName]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "worker %s does not serve function %q", s.cfg.ID, req.FunctionName)
+	}
+	s.inflight.Add(1)
+	result, err := e.fn.Call(ctx, req.Args)
+	s.inflight.Add(-1)
+	s.completed.Add(1)
+	if err != nil {
+		return nil, s.callError(ctx, req.FunctionName, err)
+	}
+	return &v1.FunctionCallResponse{Result: result, WorkerId: s.cfg.ID}, nil
+}
+
+// callError turns a function's failure into a status for the caller.
+func (s *Server) callError(ctx context.Context, name string, err error) error {
+	var argErr *function.ArgumentError
+	var panicErr *function.PanicError
+	switch {
+	case errors.As(err, &argErr):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.As(err, &panicErr):
+		s.log.Error("function panicked", "function", name, "panic", panicErr.Value, "stack", string(panicErr.Stack))
+		return status.Errorf(codes.Internal, "%v (worker %s logged the stack)", err, s.cfg.ID)
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
+	return status.Errorf(codes.Unknown, "%s: %v", name, err)
+}

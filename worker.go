@@ -1,0 +1,112 @@
+package taskworker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/hivemind/taskworker/internal/worker"
+)
+
+// Worker serves registered Go functions to the node pool. The seed's
+// TaskWorker class.
+type Worker struct {
+	s *worker.Server
+}
+
+// Option configures a Worker.
+type Option func(*worker.Config)
+
+// WithPool registers the worker with the node pool at addr, authenticated by
+// the network's join token. Without it the worker runs standalone.
+func WithPool(addr, joinToken string) Option {
+	return func(c *worker.Config) { c.PoolAddr, c.JoinToken = addr, joinToken }
+}
+
+// WithAdvertiseAddr sets the address the pool dials when it is not the one
+// the worker listens on (a host behind NAT, in a container).
+func WithAdvertiseAddr(addr string) Option {
+	return func(c *worker.Config) { c.Advertise = addr }
+}
+
+// WithLabels attaches labels (zone, hardware, ...) to the worker.
+func WithLabels(labels map[string]string) Option {
+	return func(c *worker.Config) { c.Labels = labels }
+}
+
+// WithLogger sets the worker's logger; by default it logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *worker.Config) { c.Logger = l }
+}
+
+// WithDrainDelay sets how long Stop keeps accepting calls after leaving the
+// pool, for pools that have not yet seen it leave (default 200ms).
+func WithDrainDelay(d time.Duration) Option {
+	return func(c *worker.Config) { c.DrainDelay = d }
+}
+
+// New returns a worker with the given id, which names it in the network.
+func New(id string, opts ...Option) (*Worker, error) {
+	cfg := worker.Config{ID: id, DrainDelay: 200 * time.Millisecond}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := worker.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Worker{s: s}, nil
+}
+
+// FunctionOption configures one function.
+type FunctionOption func(*functionConfig)
+
+type functionConfig struct {
+	idempotent bool
+}
+
+// Idempotent declares that calling the function twice with the same
+// arguments is harmless, so the pool may retry a call on another worker
+// when its worker dies mid-call. Without it such a call fails with
+// Unavailable and an unknown outcome.
+func Idempotent() FunctionOption {
+	return func(c *functionConfig) { c.idempotent = true }
+}
+
+// Function registers fn under name. fn is any Go func of the shape
+//
+//	func([ctx context.Context,] params...) [result] [error]
+//
+// Callers pass the arguments as a JSON array bound by position to params (a
+// function taking one struct also accepts a JSON object); the result travels
+// back as JSON. The context is cancelled when the caller gives up, and
+// carries the caller's deadline. Functions may be added after Start.
+func (w *Worker) Function(name string, fn any, opts ...FunctionOption) error {
+	var c functionConfig
+	for _, o := range opts {
+		o(&c)
+	}
+	return w.s.Register(name, fn, c.idempotent)
+}
+
+// RegisterFunction is Function, under the seed's name.
+func (w *Worker) RegisterFunction(name string, fn any, opts ...FunctionOption) error {
+	return w.Function(name, fn, opts...)
+}
+
+// Start serves on addr (":50052" when empty) and, with WithPool, registers
+// with the pool in the background, re-registering by itself after the pool
+// or etcd comes back. It returns once the worker serves.
+func (w *Worker) Start(ctx context.Context, addr string) error {
+	return w.s.Start(ctx, addr)
+}
+
+// WaitRegistered waits until the pool lists the worker.
+func (w *Worker) WaitRegistered(ctx context.Context) error { return w.s.WaitRegistered(ctx) }
+
+// Addr returns the address the worker serves on, once started.
+func (w *Worker) Addr() string { return w.s.Addr() }
+
+// Stop leaves the pool, waits for the calls in flight to finish (until ctx
+// ends, when it drops them) and stops serving.
+func (w *Worker) Stop(ctx context.Context) error { return w.s.Stop(ctx) }
