@@ -143,7 +143,7 @@ func (f *Func) Signature() string {
 	case f.hasErr:
 		b.WriteString(" error")
 	}
-	return b.String()
+	return strings.ReplaceAll(b.String(), "interface {}", "any")
 }
 
 // Call decodes args, calls the function and returns its result as JSON

@@ -18,6 +18,10 @@ func (s *Server) registerLoop(ctx context.Context) {
 	client := v1.NewRegistryServiceClient(s.pool)
 	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
+		select {
+		case <-s.changed: // this registration carries the current functions
+		default:
+		}
 		address := s.cfg.Advertise
 		if address == "" {
 			address = s.lis.Addr().String()

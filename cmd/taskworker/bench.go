@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/bench"
+)
+
+func benchCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure a running network",
+	}
+	var (
+		cf                 clientFlags
+		concurrency        []int
+		duration, warmup   time.Duration
+		function, argsJSON string
+		noDirect           bool
+	)
+	call := &cobra.Command{
+		Use:   "call",
+		Short: "Calls/s and latency of a function through the pool, against a direct single-hop baseline",
+		Long: `Call a function through the pool at each concurrency for --duration, and in the
+same run call the same function directly on a standalone worker process (one
+gRPC hop, no pool) as the baseline; print both and their ratios.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := cmd.Context()
+			args := []byte(argsJSON)
+			viaPool := func(ctx context.Context) error {
+				_, err := c.CallJSON(ctx, function, args)
+				return err
+			}
+			if err := viaPool(ctx); err != nil {
+				return fmt.Errorf("a first call of %s through the pool failed: %w", function, err)
+			}
+			var direct func(context.Context) error
+			if !noDirect {
+				w, err := startStandaloneWorker(ctx)
+				if err != nil {
+					return err
+				}
+				defer w.stop()
+				direct = w.call(function, args)
+				if err := direct(ctx); err != nil {
+					return fmt.Errorf("a first direct call of %s failed: %w", function, err)
+				}
+			}
+			fmt.Fprintf(e.stdout, "function %s, args %s, %s per run after %s warm-up\n%s\n", function, argsJSON, duration, warmup, bench.Header)
+			for _, n := range concurrency {
+				p := bench.Run(ctx, "pool", n, warmup, duration, viaPool)
+				fmt.Fprintln(e.stdout, p)
+				if direct == nil {
+					continue
+				}
+				d := bench.Run(ctx, "direct", n, warmup, duration, direct)
+				fmt.Fprintln(e.stdout, d)
+				fmt.Fprintf(e.stdout, "pool/direct at concurrency %d: calls/s %.2fx, p50 %.2fx\n", n, p.Rate()/d.Rate(), float64(p.P50)/float64(d.P50))
+				for _, r := range []bench.Result{p, d} {
+					if r.FirstError != nil {
+						fmt.Fprintf(e.stdout, "  %s: first error: %s\n", r.Target, oneLine(r.FirstError))
+					}
+				}
+			}
+			return nil
+		},
+	}
+	cf.register(call)
+	f := call.Flags()
+	f.IntSliceVar(&concurrency, "concurrency", []int{1, 64}, "concurrent callers (comma-separated list: one run each)")
+	f.DurationVar(&duration, "duration", 5*time.Second, "measured time per run")
+	f.DurationVar(&warmup, "warmup", time.Second, "unmeasured time before each run")
+	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
+	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
+	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
+	cmd.AddCommand(call)
+	return cmd
+}
+
+// standaloneWorker is a worker process of this binary, serving the examples
+// with no pool, for the direct baseline.
+type standaloneWorker struct {
+	cmd  *exec.Cmd
+	conn *grpc.ClientConn
+	key  string
+}
+
+func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "worker", "--standalone", "--examples", "--id", "bench-baseline", "--listen", "127.0.0.1:0", "--log-level", "error")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	w := &standaloneWorker{cmd: cmd}
+	vars := map[string]string{}
+	sc := bufio.NewScanner(out)
+	for len(vars) < 2 && sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			vars[k] = v
+		}
+	}
+	addr := vars["TASKWORKER_WORKER"]
+	w.key = vars["TASKWORKER_WORKER_KEY"]
+	if addr == "" || w.key == "" {
+		w.stop()
+		return nil, errors.New("the baseline worker did not print its address and key")
+	}
+	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *standaloneWorker) call(function string, args []byte) func(context.Context) error {
+	rpc := v1.NewRPCServiceClient(w.conn)
+	req := &v1.FunctionCallRequest{FunctionName: function, Args: args}
+	return func(ctx context.Context) error {
+		ctx = metadata.AppendToOutgoingContext(ctx, auth.HeaderCallKey, w.key)
+		_, err := rpc.CallFunction(ctx, req)
+		return err
+	}
+}
+
+func (w *standaloneWorker) stop() {
+	if w.conn != nil {
+		w.conn.Close()
+	}
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	_ = w.cmd.Wait()
+}

@@ -1,0 +1,86 @@
+// Command taskworker is the one binary of a TaskWorker network: the node
+// pool, the worker daemon, a whole local network (`up`), and the client
+// commands.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+)
+
+func main() {
+	os.Exit(doMain(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// commands is the table of subcommands; each lives in its own file.
+var commands = []func(*env) *cobra.Command{
+	upCommand,
+	poolCommand,
+	workerCommand,
+	callCommand,
+	workersCommand,
+	functionsCommand,
+	tokenCommand,
+	benchCommand,
+}
+
+// env is what every command shares: its output streams and global flags.
+type env struct {
+	stdout, stderr io.Writer
+	logLevel       string
+}
+
+func (e *env) logger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(e.logLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// doMain runs the command line and returns the exit code; only main exits.
+func doMain(args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "taskworker",
+		Short:         "Run and use a TaskWorker network: remote functions on a pool of workers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	for _, c := range commands {
+		root.AddCommand(c(e))
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintf(stderr, "taskworker: %s\n", oneLine(err))
+		var ee exitError
+		if errors.As(err, &ee) {
+			return int(ee)
+		}
+		return 1
+	}
+	return 0
+}
+
+// oneLine renders an error for a person: a gRPC status as "Code: message".
+func oneLine(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Code().String() + ": " + strings.ReplaceAll(st.Message(), "\n", " ")
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
+
+// exitError carries a specific exit code.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }

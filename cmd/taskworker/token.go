@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+func tokenCommand(e *env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "token",
+		Short: "Manage API tokens",
+	}
+	var (
+		cf          clientFlags
+		user, role  string
+		description string
+	)
+	create := &cobra.Command{
+		Use:   "create --user NAME",
+		Short: "Make an API token for a user (needs an admin token); prints it once",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, ok := v1.Role_value["ROLE_"+strings.ToUpper(role)]
+			if !ok || r == 0 {
+				return fmt.Errorf("unknown role %q: use user, admin or worker", role)
+			}
+			c, err := cf.dial()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := v1.NewAdminServiceClient(c.Conn()).CreateToken(ctx, &v1.CreateTokenRequest{
+				User: user, Role: v1.Role(r), Description: description,
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(e.stdout, resp.Token)
+			return nil
+		},
+	}
+	cf.register(create)
+	create.Flags().StringVar(&user, "user", "", "the user the token acts as (required)")
+	create.Flags().StringVar(&role, "role", "user", "user, admin, or worker (a join token for workers)")
+	create.Flags().StringVar(&description, "description", "", "a note kept with the token")
+	_ = create.MarkFlagRequired("user")
+	cmd.AddCommand(create)
+	return cmd
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/worker"
+)
+
+func workerCommand(e *env) *cobra.Command {
+	var (
+		cfg           worker.Config
+		joinTokenFile string
+		withExamples  bool
+		standalone    bool
+	)
+	host, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run a worker daemon that registers with a pool",
+		Long: `Run a worker daemon. It registers with the pool given by --pool using the
+network's join token (--join-token-file, or $TASKWORKER_JOIN_TOKEN), and serves
+the functions it has: --examples registers hello, add, echo and sleep.
+
+With --standalone it registers with no pool and prints the address and call key
+to call it directly, for benchmarks.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.Logger = e.logger()
+			if standalone {
+				cfg.PoolAddr = ""
+			} else {
+				if cfg.PoolAddr == "" {
+					cfg.PoolAddr = os.Getenv("TASKWORKER_POOL")
+				}
+				if cfg.PoolAddr == "" {
+					return errors.New("no pool: pass --pool host:port (or --standalone)")
+				}
+				cfg.JoinToken = os.Getenv("TASKWORKER_JOIN_TOKEN")
+				if joinTokenFile != "" {
+					tok, err := readSecretFile(joinTokenFile)
+					if err != nil {
+						return err
+					}
+					cfg.JoinToken = tok
+				}
+			}
+			w, err := worker.New(cfg)
+			if err != nil {
+				return err
+			}
+			if withExamples {
+				if err := examples.Register(w.Register); err != nil {
+					return err
+				}
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			if err := w.Start(ctx, ""); err != nil {
+				return err
+			}
+			if standalone {
+				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_KEY=%s\n", w.Addr(), w.CallKey())
+			}
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return w.Stop(sctx)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.ID, "id", "worker-"+host, "worker id, unique in the network")
+	f.StringVar(&cfg.PoolAddr, "pool", "", "pool address host:port (default $TASKWORKER_POOL)")
+	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the network's join token (the pool's join.token)")
+	f.StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to serve on")
+	f.StringVar(&cfg.Advertise, "advertise", "", "address the pool should dial, if not the listen address")
+	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
+	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
+	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
+	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
+	return cmd
+}
