@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/hivemind/taskworker/internal/cluster"
+)
+
+func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = doMain(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestClientCommands(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 2})
+	t.Setenv("TASKWORKER_HOME", t.TempDir()) // no env file to fall back on
+	t.Setenv("TASKWORKER_POOL", c.PoolAddr(0))
+	t.Setenv("TASKWORKER_TOKEN", c.AdminToken)
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string // exact, when set
+		contains string // in stdout, or in stderr on failure
+	}{
+		{"add", []string{"call", "add", "1", "2"}, 0, "3\n", ""},
+		{"hello", []string{"call", "hello"}, 0, "\"Hello from HiveMind!\"\n", ""},
+		{"string argument", []string{"call", "echo", "plain words"}, 0, "\"plain words\"\n", ""},
+		{"JSON argument", []string{"call", "echo", `{"a":[1,2]}`}, 0, "{\"a\":[1,2]}\n", ""},
+		{"wrong arity", []string{"call", "add", "1"}, 1, "", "taskworker: InvalidArgument: add: takes 2 arguments"},
+		{"unknown function", []string{"call", "nope"}, 1, "", "taskworker: NotFound: no function \"nope\""},
+		{"bad token", []string{"call", "add", "1", "2", "--token", "x"}, 1, "", "taskworker: malformed API token"},
+		{"no function", []string{"call"}, 1, "", "requires at least 1 arg"},
+		{"workers", []string{"workers"}, 0, "", "worker_002"},
+		{"functions", []string{"functions"}, 0, "", "func(float64, float64) float64"},
+		{"token for a bad role", []string{"token", "create", "--user", "a", "--role", "god"}, 1, "", `unknown role "god"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := run(t, tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stdout %q stderr %q", code, tt.code, stdout, stderr)
+			}
+			if tt.stdout != "" && stdout != tt.stdout {
+				t.Errorf("stdout %q, want %q", stdout, tt.stdout)
+			}
+			if tt.contains != "" && !strings.Contains(stdout+stderr, tt.contains) {
+				t.Errorf("output %q %q lacks %q", stdout, stderr, tt.contains)
+			}
+			if code != 0 && strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+				t.Errorf("error is not one line: %q", stderr)
+			}
+		})
+	}
+
+	// A token made for alice works, and acts as alice.
+	code, tok, stderr := run(t, "token", "create", "--user", "alice")
+	if code != 0 {
+		t.Fatalf("token create: %s", stderr)
+	}
+	if code, out, stderr := run(t, "call", "add", "2", "2", "--token", strings.TrimSpace(tok)); code != 0 || out != "4\n" {
+		t.Fatalf("call with alice's token: %d %q %q", code, out, stderr)
+	}
+	// ...but cannot make tokens.
+	if code, _, stderr := run(t, "token", "create", "--user", "bob", "--token", strings.TrimSpace(tok)); code != 1 || !strings.Contains(stderr, "PermissionDenied") {
+		t.Fatalf("alice making a token: %d %q", code, stderr)
+	}
+	// workers --json is JSON with the workers in it.
+	_, out, _ := run(t, "workers", "--json")
+	var listed struct{ Workers []struct{ WorkerId string } }
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Workers) != 2 {
+		t.Fatalf("workers --json: %v %q", err, out)
+	}
+}
+
+func TestNoPoolConfigured(t *testing.T) {
+	t.Setenv("TASKWORKER_HOME", t.TempDir())
+	t.Setenv("TASKWORKER_POOL", "")
+	t.Setenv("TASKWORKER_TOKEN", "")
+	code, _, stderr := run(t, "call", "add", "1", "2")
+	if code != 1 || !strings.Contains(stderr, "no pool address") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestCLIArgs(t *testing.T) {
+	got := string(cliArgs([]string{"1", "two", `"three"`, "[4]", "{\"five\":5}", "true", ""}))
+	want := `[1,"two","three",[4],{"five":5},true,""]`
+	if got != want {
+		t.Errorf("cliArgs = %s, want %s", got, want)
+	}
+}
