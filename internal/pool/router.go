@@ -11,6 +11,17 @@ import (
 // in tried are skipped; suspect workers only when nothing else is left.
 // It returns false when no worker serves the function.
 func pick(routes []route, tried []*worker, now time.Time) (route, bool) {
+	// Fast path, the common case: a first attempt, two healthy draws.
+	if n := len(routes); n >= 2 && len(tried) == 0 {
+		i := rand.IntN(n)
+		j := rand.IntN(n - 1)
+		if j >= i {
+			j++
+		}
+		if a, b := routes[i], routes[j]; !a.w.suspect(now) && !b.w.suspect(now) {
+			return lessLoaded(a, b), true
+		}
+	}
 	var (
 		candidates [2]route
 		n          int
@@ -43,18 +54,23 @@ func pick(routes []route, tried []*worker, now time.Time) (route, bool) {
 	case 1:
 		return candidates[0], true
 	}
-	a, b := candidates[0], candidates[1]
+	return lessLoaded(candidates[0], candidates[1]), true
+}
+
+// lessLoaded returns the route with fewer outstanding calls from this pool,
+// then with fewer reported in flight, then either at random.
+func lessLoaded(a, b route) route {
 	la, lb := a.w.outstanding.Load(), b.w.outstanding.Load()
 	if la == lb {
 		la, lb = a.w.info.Load().Inflight, b.w.info.Load().Inflight
 		if la == lb && rand.IntN(2) == 0 {
-			return b, true
+			return b
 		}
 	}
 	if lb < la {
-		return b, true
+		return b
 	}
-	return a, true
+	return a
 }
 
 func contains(ws []*worker, w *worker) bool {
