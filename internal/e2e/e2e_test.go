@@ -132,6 +132,12 @@ func TestUp(t *testing.T) {
 	if err != nil || !strings.Contains(string(env), vars["TASKWORKER_TOKEN"]) {
 		t.Fatalf("env file: %q, %v", env, err)
 	}
+	for _, f := range []string{"admin.token", "join.token"} {
+		fi, err := os.Stat(filepath.Join(dir, "pool", f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want 0600", f, err, fi.Mode().Perm())
+		}
+	}
 	call := exec.Command(binary, "call", "add", "1", "2")
 	call.Env = append(os.Environ(), "TASKWORKER_HOME="+dir, "TASKWORKER_POOL=", "TASKWORKER_TOKEN=")
 	out, err := call.CombinedOutput()

@@ -342,3 +342,30 @@ func TestWorkerCallKey(t *testing.T) {
 		t.Fatalf("calling a worker directly without its call key: %v; want PermissionDenied", err)
 	}
 }
+
+func TestFunctionAddedAfterStart(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 30*time.Second)
+	if err := c.Workers[0].Register("late", func() string { return "here" }, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := cl.Call(ctx, "late")
+		if err == nil {
+			if string(out) != `"here"` {
+				t.Fatalf("late() = %s", out)
+			}
+			break
+		}
+		if status.Code(err) != codes.NotFound || time.Now().After(deadline) {
+			t.Fatalf("a function added after Start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Its old functions still work.
+	if _, err := cl.Call(ctx, "add", 1, 2); err != nil {
+		t.Fatal(err)
+	}
+}
