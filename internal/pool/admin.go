@@ -2,9 +2,11 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,8 +17,9 @@ import (
 // adminService answers operators and users about the network.
 type adminService struct {
 	v1.UnimplementedAdminServiceServer
-	reg    *registry
-	tokens *tokenStore
+	reg     *registry
+	tokens  *tokenStore
+	deploys *deployments
 }
 
 var validUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
@@ -37,11 +40,29 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 			fi.WorkerIds = append(fi.WorkerIds, w.WorkerId)
 		}
 	}
+	workers := s.reg.list()
+	for name, d := range s.deploys.all() {
+		if byName[name] != nil {
+			continue // a native function of the same name takes the calls
+		}
+		fi := &v1.FunctionInfo{Name: name, Idempotent: d.Idempotent, Runtime: runtimeName(d.Runtime), Deployment: d,
+			Signature: fmt.Sprintf("v%d %s export %s", d.Version, d.ModuleSha256[:12], d.Export)}
+		for _, w := range workers {
+			if slices.Contains(w.Runtimes, d.Runtime) {
+				fi.WorkerIds = append(fi.WorkerIds, w.WorkerId)
+			}
+		}
+		byName[name] = fi
+	}
 	resp := &v1.ListFunctionsResponse{}
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		resp.Functions = append(resp.Functions, byName[name])
 	}
 	return resp, nil
+}
+
+func runtimeName(r v1.Runtime) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "RUNTIME_"))
 }
 
 func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenRequest) (*v1.CreateTokenResponse, error) {

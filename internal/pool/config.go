@@ -30,19 +30,27 @@ type Config struct {
 	CallAttempts int
 	// SuspectFor is how long a worker whose connection failed is avoided.
 	SuspectFor time.Duration
-	Logger     *slog.Logger
+	// MaxModuleBytes bounds a deployed module.
+	MaxModuleBytes int
+	// DeployLimits are the defaults and maximums for deployed functions.
+	DeployLimits LimitsConfig
+	// Checker checks modules at deploy; nil checks only their form.
+	Checker ModuleChecker
+	Logger  *slog.Logger
 }
 
 // DefaultConfig returns a configuration for a pool with its data in dir.
 func DefaultConfig(dir string) Config {
 	return Config{
-		Listen:       "127.0.0.1:50051",
-		DataDir:      dir,
-		Prefix:       "/taskworker/",
-		LeaseTTL:     5 * time.Second,
-		MaxArgsBytes: 4 << 20,
-		CallAttempts: 3,
-		SuspectFor:   2 * time.Second,
+		Listen:         "127.0.0.1:50051",
+		DataDir:        dir,
+		Prefix:         "/taskworker/",
+		LeaseTTL:       5 * time.Second,
+		MaxArgsBytes:   4 << 20,
+		CallAttempts:   3,
+		SuspectFor:     2 * time.Second,
+		MaxModuleBytes: 12 << 20,
+		DeployLimits:   DefaultLimits(),
 	}
 }
 
@@ -62,6 +70,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxArgsBytes <= 0 || c.MaxArgsBytes > maxMessageBytes/2 {
 		return fmt.Errorf("pool: max call arguments %d must be between 1 and %d bytes", c.MaxArgsBytes, maxMessageBytes/2)
+	}
+	if c.MaxModuleBytes <= 0 || c.MaxModuleBytes > maxMessageBytes-(1<<20) {
+		return fmt.Errorf("pool: max module size %d must be between 1 and %d bytes", c.MaxModuleBytes, maxMessageBytes-(1<<20))
+	}
+	if c.DeployLimits.Default == nil || c.DeployLimits.Max == nil {
+		return errors.New("pool: deploy limits are unset; start from DefaultLimits()")
 	}
 	if c.CallAttempts < 1 {
 		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)

@@ -27,13 +27,14 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	etcd   *etcdserver.Server // nil with external etcd
-	cli    *clientv3.Client
-	tokens *tokenStore
-	reg    *registry
-	grpc   *grpc.Server
-	health *health.Server
-	lis    net.Listener
+	etcd    *etcdserver.Server // nil with external etcd
+	cli     *clientv3.Client
+	tokens  *tokenStore
+	reg     *registry
+	deploys *deployments
+	grpc    *grpc.Server
+	health  *health.Server
+	lis     net.Listener
 
 	adminToken, joinToken string
 
@@ -98,10 +99,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.reg = newRegistry(s.cli, s.cfg.Prefix, s.cfg.LeaseTTL, s.log)
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
-	tokensReady, workersReady := make(chan struct{}), make(chan struct{})
+	s.deploys = &deployments{}
+	tokensReady, workersReady, deploysReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	s.goRun(func() { s.tokens.run(runCtx, tokensReady) })
 	s.goRun(func() { s.reg.run(runCtx, workersReady) })
-	for _, ready := range []chan struct{}{tokensReady, workersReady} {
+	s.goRun(func() { s.deploys.run(runCtx, s.cli, s.cfg.Prefix+"deploy/current/", deploysReady) })
+	for _, ready := range []chan struct{}{tokensReady, workersReady, deploysReady} {
 		select {
 		case <-ready:
 		case <-bctx.Done():
@@ -122,9 +125,13 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
 	)
-	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg})
+	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
+	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys})
 	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg})
-	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens})
+	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys})
+	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
+		modules: modules, reg: s.reg, checker: s.cfg.Checker})
+	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, fileService{})
 	v1.RegisterDNSServiceServer(s.grpc, dnsService{})
 	s.health = health.NewServer()

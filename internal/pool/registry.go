@@ -99,6 +99,9 @@ func (w *worker) retire() {
 // when the set of workers or their functions change, and read without locks.
 type routeTable struct {
 	byFunction map[string][]route
+	// byRuntime lists the workers that run deployed functions of each
+	// sandbox runtime (routes without a spec).
+	byRuntime map[v1.Runtime][]route
 }
 
 type route struct {
@@ -129,7 +132,7 @@ func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *sl
 		workers: map[string]*worker{},
 		dial:    dialWorker,
 	}
-	r.table.Store(&routeTable{byFunction: map[string][]route{}})
+	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}})
 	return r
 }
 
@@ -183,7 +186,7 @@ func (r *registry) apply(kvs []kv, reset bool) {
 		}
 		if old != nil && old.address == info.Address && old.callKey == callKey {
 			prev := old.info.Swap(info)
-			if !sameFunctions(prev.Functions, info.Functions) {
+			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) {
 				changed = true
 			}
 			continue
@@ -221,11 +224,15 @@ func sameFunctions(a, b []*v1.FunctionSpec) bool {
 
 // rebuild recomputes the route table; r.mu is held.
 func (r *registry) rebuild() {
-	t := &routeTable{byFunction: map[string][]route{}}
+	t := &routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}}
 	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
 		w := r.workers[id]
-		for _, f := range w.info.Load().Functions {
+		info := w.info.Load()
+		for _, f := range info.Functions {
 			t.byFunction[f.Name] = append(t.byFunction[f.Name], route{w: w, spec: f})
+		}
+		for _, rt := range info.Runtimes {
+			t.byRuntime[rt] = append(t.byRuntime[rt], route{w: w})
 		}
 	}
 	r.table.Store(t)
@@ -234,6 +241,12 @@ func (r *registry) rebuild() {
 // routes returns the workers serving a function.
 func (r *registry) routes(function string) []route {
 	return r.table.Load().byFunction[function]
+}
+
+// runtimeRoutes returns the workers that run deployed functions of a
+// runtime.
+func (r *registry) runtimeRoutes(rt v1.Runtime) []route {
+	return r.table.Load().byRuntime[rt]
 }
 
 // list returns the live workers' descriptions, sorted by id.
@@ -287,6 +300,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		Functions:       req.Functions,
 		Labels:          req.Labels,
 		Version:         req.Version,
+		Runtimes:        req.Runtimes,
 		LeaseId:         int64(lease.ID),
 		RegisteredAtMs:  now,
 		LastHeartbeatMs: now,
@@ -357,6 +371,10 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 	}
 	info.Inflight = req.Inflight
 	info.CallsTotal = req.CallsTotal
+	if len(req.CompiledModules) > maxCompiledReported {
+		req.CompiledModules = req.CompiledModules[:maxCompiledReported]
+	}
+	info.CompiledModules = req.CompiledModules
 	info.LastHeartbeatMs = time.Now().UnixMilli()
 	rec, err := encodeRecord(info, callKey)
 	if err != nil {
@@ -392,6 +410,10 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 	}
 	return nil
 }
+
+// maxCompiledReported bounds the compiled modules a heartbeat may list, so
+// a worker cannot bloat its record.
+const maxCompiledReported = 1024
 
 func etcdError(err error) error {
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, context.Canceled) {

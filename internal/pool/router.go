@@ -2,15 +2,18 @@ package pool
 
 import (
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
 // pick chooses a worker for a function by power of two choices: of two
 // workers drawn at random, the one with fewer outstanding calls from this
-// pool (ties broken by the in-flight count the worker last reported). Workers
-// in tried are skipped; suspect workers only when nothing else is left.
-// It returns false when no worker serves the function.
-func pick(routes []route, tried []*worker, now time.Time) (route, bool) {
+// pool (ties broken by the in-flight count the worker last reported). For a
+// deployed function, prefer names its module: a worker that has not compiled
+// it counts as busier by coldPenalty calls. Workers in tried are skipped;
+// suspect workers only when nothing else is left. It returns false when no
+// worker serves the function.
+func pick(routes []route, tried []*worker, now time.Time, prefer string) (route, bool) {
 	// Fast path, the common case: a first attempt, two healthy draws.
 	if n := len(routes); n >= 2 && len(tried) == 0 {
 		i := rand.IntN(n)
@@ -19,7 +22,7 @@ func pick(routes []route, tried []*worker, now time.Time) (route, bool) {
 			j++
 		}
 		if a, b := routes[i], routes[j]; !a.w.suspect(now) && !b.w.suspect(now) {
-			return lessLoaded(a, b), true
+			return lessLoaded(a, b, prefer), true
 		}
 	}
 	var (
@@ -54,13 +57,23 @@ func pick(routes []route, tried []*worker, now time.Time) (route, bool) {
 	case 1:
 		return candidates[0], true
 	}
-	return lessLoaded(candidates[0], candidates[1]), true
+	return lessLoaded(candidates[0], candidates[1], prefer), true
 }
 
-// lessLoaded returns the route with fewer outstanding calls from this pool,
-// then with fewer reported in flight, then either at random.
-func lessLoaded(a, b route) route {
+// coldPenalty is how many outstanding calls a cold start is worth: a worker
+// without the module compiled gets calls only when the warm ones are this
+// much busier.
+const coldPenalty = 2
+
+// lessLoaded returns the route with fewer outstanding calls from this pool
+// (counting a cold start for prefer as coldPenalty), then with fewer
+// reported in flight, then either at random.
+func lessLoaded(a, b route, prefer string) route {
 	la, lb := a.w.outstanding.Load(), b.w.outstanding.Load()
+	if prefer != "" {
+		la += coldCost(a.w, prefer)
+		lb += coldCost(b.w, prefer)
+	}
 	if la == lb {
 		la, lb = a.w.info.Load().Inflight, b.w.info.Load().Inflight
 		if la == lb && rand.IntN(2) == 0 {
@@ -80,4 +93,11 @@ func contains(ws []*worker, w *worker) bool {
 		}
 	}
 	return false
+}
+
+func coldCost(w *worker, module string) int64 {
+	if slices.Contains(w.info.Load().CompiledModules, module) {
+		return 0
+	}
+	return coldPenalty
 }

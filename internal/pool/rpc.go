@@ -18,8 +18,9 @@ import (
 // rpcService routes function calls to workers.
 type rpcService struct {
 	v1.UnimplementedRPCServiceServer
-	cfg Config
-	reg *registry
+	cfg     Config
+	reg     *registry
+	deploys *deployments
 }
 
 func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
@@ -36,16 +37,29 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if len(req.Args) > s.cfg.MaxArgsBytes {
 		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(req.Args), s.cfg.MaxArgsBytes)
 	}
+	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: req.Args, UserId: user}
+	// A native function takes the calls over a deployed one of the same name
+	// (deploy refuses such names, but a native worker may join later).
 	routes := s.reg.routes(req.FunctionName)
+	prefer := ""
+	idempotent := func(r route) bool { return r.spec.Idempotent }
+	if d := s.deploys.get(req.FunctionName); d != nil && len(routes) == 0 {
+		routes = s.reg.runtimeRoutes(d.Runtime)
+		if len(routes) == 0 {
+			return nil, status.Errorf(codes.Unavailable, "%s is a %s function and no live worker runs %s functions", req.FunctionName, runtimeName(d.Runtime), runtimeName(d.Runtime))
+		}
+		fwd.Deployment = d
+		prefer = d.ModuleSha256
+		idempotent = func(route) bool { return d.Idempotent }
+	}
 	if len(routes) == 0 {
 		return nil, status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
 	}
-	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: req.Args, UserId: user}
 
 	var tried []*worker
 	var lastErr error
 	for attempt := 0; attempt < s.cfg.CallAttempts; attempt++ {
-		r, ok := pick(routes, tried, time.Now())
+		r, ok := pick(routes, tried, time.Now(), prefer)
 		if !ok {
 			break
 		}
@@ -61,7 +75,7 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		r.w.suspectUntil.Store(time.Now().Add(s.cfg.SuspectFor).UnixNano())
 		tried = append(tried, r.w)
 		lastErr = err
-		if !r.spec.Idempotent && !neverSent(err) {
+		if !idempotent(r) && !neverSent(err) {
 			return nil, status.Errorf(codes.Unavailable, "worker %s failed during the call (%v); %s is not idempotent, so it was not retried and its outcome is unknown",
 				r.w.id, status.Convert(err).Message(), req.FunctionName)
 		}

@@ -179,6 +179,7 @@ var methodRoles = map[string][]v1.Role{
 	v1.RegistryService_Heartbeat_FullMethodName:  {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
 	v1.RegistryService_Deregister_FullMethodName: {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
 	v1.AdminService_CreateToken_FullMethodName:   {v1.Role_ROLE_ADMIN},
+	v1.ModuleService_GetModule_FullMethodName:    {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
 }
 
 var userRoles = []v1.Role{v1.Role_ROLE_USER, v1.Role_ROLE_ADMIN}

@@ -27,7 +27,12 @@ func (s *Server) registerLoop(ctx context.Context) {
 			address = s.lis.Addr().String()
 		}
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var runtimes []v1.Runtime
+		if s.cfg.Sandbox != nil {
+			runtimes = s.cfg.Sandbox.Runtimes()
+		}
 		resp, err := client.Register(rctx, &v1.RegisterRequest{
+			Runtimes:  runtimes,
 			WorkerId:  s.cfg.ID,
 			Address:   address,
 			Functions: s.specs(),
@@ -70,12 +75,17 @@ func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient,
 			return // functions changed: register them
 		case <-tick.C:
 		}
+		var compiled []string
+		if s.cfg.Sandbox != nil {
+			compiled = s.cfg.Sandbox.Compiled()
+		}
 		hctx, cancel := context.WithTimeout(ctx, interval)
 		_, err := client.Heartbeat(hctx, &v1.HeartbeatRequest{
-			WorkerId:   s.cfg.ID,
-			LeaseId:    reg.LeaseId,
-			Inflight:   s.inflight.Load(),
-			CallsTotal: s.completed.Load(),
+			WorkerId:        s.cfg.ID,
+			LeaseId:         reg.LeaseId,
+			Inflight:        s.inflight.Load(),
+			CallsTotal:      s.completed.Load(),
+			CompiledModules: compiled,
 		})
 		cancel()
 		switch status.Code(err) {

@@ -54,6 +54,11 @@ type Config struct {
 	Labels  map[string]string
 	// Version is reported to the pool for listings.
 	Version string
+	// Sandbox runs deployed functions; nil runs only native ones.
+	Sandbox Sandbox
+	// ModuleDir caches deployed modules on disk across restarts; empty
+	// keeps them in memory only.
+	ModuleDir string
 	// DrainDelay is how long Stop keeps accepting calls after deregistering,
 	// so that pools that have not yet seen the deregistration do not fail.
 	DrainDelay time.Duration
@@ -99,6 +104,8 @@ type Server struct {
 	health *health.Server
 	pool   *grpc.ClientConn
 
+	modules *moduleCache
+
 	registered     chan struct{}
 	registeredOnce sync.Once
 	lease          atomic.Int64
@@ -130,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		registered: make(chan struct{}),
 	}
 	s.funcs.Store(&map[string]entry{})
+	s.modules = &moduleCache{dir: cfg.ModuleDir, fetch: s.fetchModule}
 	return s, nil
 }
 
@@ -316,18 +324,33 @@ func (r rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReques
 	if key := md.Get(auth.HeaderCallKey); len(key) != 1 || subtle.ConstantTimeCompare([]byte(key[0]), []byte(s.cfg.CallKey)) != 1 {
 		return nil, status.Errorf(codes.PermissionDenied, "worker %s serves only its pool: call through the pool, not the worker", s.cfg.ID)
 	}
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	defer s.completed.Add(1)
+	var result []byte
+	var err error
+	if req.Deployment != nil {
+		result, err = s.callDeployed(ctx, req)
+	} else {
+		result, err = s.callNative(ctx, req)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &v1.FunctionCallResponse{Result: result, WorkerId: s.cfg.ID}, nil
+}
+
+// callNative runs a Go function registered on the worker.
+func (s *Server) callNative(ctx context.Context, req *v1.FunctionCallRequest) ([]byte, error) {
 	e, ok := (*s.funcs.Load())[req.FunctionName]
 	if !ok {
 		return nil, status.Errorf(codes.NotFound, "worker %s does not serve function %q", s.cfg.ID, req.FunctionName)
 	}
-	s.inflight.Add(1)
 	result, err := e.fn.Call(ctx, req.Args)
-	s.inflight.Add(-1)
-	s.completed.Add(1)
 	if err != nil {
 		return nil, s.callError(ctx, req.FunctionName, err)
 	}
-	return &v1.FunctionCallResponse{Result: result, WorkerId: s.cfg.ID}, nil
+	return result, nil
 }
 
 // callError turns a function's failure into a status for the caller.

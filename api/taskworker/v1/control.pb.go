@@ -150,9 +150,11 @@ type RegisterRequest struct {
 	Functions []*FunctionSpec `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
 	// A secret the pool presents on every call to this worker, so that the
 	// worker serves only its pool.
-	CallKey       string            `protobuf:"bytes,4,opt,name=call_key,json=callKey,proto3" json:"call_key,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Version       string            `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	CallKey string            `protobuf:"bytes,4,opt,name=call_key,json=callKey,proto3" json:"call_key,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Version string            `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	// Sandbox runtimes the worker can run deployed functions in.
+	Runtimes      []Runtime `protobuf:"varint,7,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -227,6 +229,13 @@ func (x *RegisterRequest) GetVersion() string {
 		return x.Version
 	}
 	return ""
+}
+
+func (x *RegisterRequest) GetRuntimes() []Runtime {
+	if x != nil {
+		return x.Runtimes
+	}
+	return nil
 }
 
 type RegisterResponse struct {
@@ -306,9 +315,12 @@ type HeartbeatRequest struct {
 	// Calls running on the worker now.
 	Inflight int64 `protobuf:"varint,3,opt,name=inflight,proto3" json:"inflight,omitempty"`
 	// Calls completed since the worker started.
-	CallsTotal    int64 `protobuf:"varint,4,opt,name=calls_total,json=callsTotal,proto3" json:"calls_total,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CallsTotal int64 `protobuf:"varint,4,opt,name=calls_total,json=callsTotal,proto3" json:"calls_total,omitempty"`
+	// SHA-256 of the modules the worker has compiled and ready: the pool
+	// prefers such workers for their functions.
+	CompiledModules []string `protobuf:"bytes,5,rep,name=compiled_modules,json=compiledModules,proto3" json:"compiled_modules,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -367,6 +379,13 @@ func (x *HeartbeatRequest) GetCallsTotal() int64 {
 		return x.CallsTotal
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetCompiledModules() []string {
+	if x != nil {
+		return x.CompiledModules
+	}
+	return nil
 }
 
 type HeartbeatResponse struct {
@@ -502,10 +521,12 @@ type WorkerInfo struct {
 	Version   string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	LeaseId   int64                  `protobuf:"varint,6,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
 	// Unix milliseconds.
-	RegisteredAtMs  int64 `protobuf:"varint,7,opt,name=registered_at_ms,json=registeredAtMs,proto3" json:"registered_at_ms,omitempty"`
-	Inflight        int64 `protobuf:"varint,8,opt,name=inflight,proto3" json:"inflight,omitempty"`
-	CallsTotal      int64 `protobuf:"varint,9,opt,name=calls_total,json=callsTotal,proto3" json:"calls_total,omitempty"`
-	LastHeartbeatMs int64 `protobuf:"varint,10,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"`
+	RegisteredAtMs  int64     `protobuf:"varint,7,opt,name=registered_at_ms,json=registeredAtMs,proto3" json:"registered_at_ms,omitempty"`
+	Inflight        int64     `protobuf:"varint,8,opt,name=inflight,proto3" json:"inflight,omitempty"`
+	CallsTotal      int64     `protobuf:"varint,9,opt,name=calls_total,json=callsTotal,proto3" json:"calls_total,omitempty"`
+	LastHeartbeatMs int64     `protobuf:"varint,10,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"`
+	Runtimes        []Runtime `protobuf:"varint,11,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
+	CompiledModules []string  `protobuf:"bytes,12,rep,name=compiled_modules,json=compiledModules,proto3" json:"compiled_modules,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -608,6 +629,20 @@ func (x *WorkerInfo) GetLastHeartbeatMs() int64 {
 		return x.LastHeartbeatMs
 	}
 	return 0
+}
+
+func (x *WorkerInfo) GetRuntimes() []Runtime {
+	if x != nil {
+		return x.Runtimes
+	}
+	return nil
+}
+
+func (x *WorkerInfo) GetCompiledModules() []string {
+	if x != nil {
+		return x.CompiledModules
+	}
+	return nil
 }
 
 type ListWorkersRequest struct {
@@ -731,9 +766,11 @@ type FunctionInfo struct {
 	Name       string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Idempotent bool                   `protobuf:"varint,2,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	Signature  string                 `protobuf:"bytes,3,opt,name=signature,proto3" json:"signature,omitempty"`
-	// "go" for native functions.
-	Runtime       string   `protobuf:"bytes,4,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	WorkerIds     []string `protobuf:"bytes,5,rep,name=worker_ids,json=workerIds,proto3" json:"worker_ids,omitempty"`
+	// "go" for native functions; "wasm" or "starlark" for deployed ones.
+	Runtime   string   `protobuf:"bytes,4,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	WorkerIds []string `protobuf:"bytes,5,rep,name=worker_ids,json=workerIds,proto3" json:"worker_ids,omitempty"`
+	// For deployed functions: the current version.
+	Deployment    *Deployment `protobuf:"bytes,6,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -799,6 +836,13 @@ func (x *FunctionInfo) GetRuntime() string {
 func (x *FunctionInfo) GetWorkerIds() []string {
 	if x != nil {
 		return x.WorkerIds
+	}
+	return nil
+}
+
+func (x *FunctionInfo) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
 	}
 	return nil
 }
@@ -1060,20 +1104,21 @@ var File_taskworker_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\"`\n" +
+	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\"`\n" +
 	"\fFunctionSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\x02 \x01(\bR\n" +
 	"idempotent\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xb7\x02\n" +
+	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xeb\x02\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x129\n" +
 	"\tfunctions\x18\x03 \x03(\v2\x1b.taskworker.v1.FunctionSpecR\tfunctions\x12\x19\n" +
 	"\bcall_key\x18\x04 \x01(\tR\acallKey\x12B\n" +
 	"\x06labels\x18\x05 \x03(\v2*.taskworker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x18\n" +
-	"\aversion\x18\x06 \x01(\tR\aversion\x1a9\n" +
+	"\aversion\x18\x06 \x01(\tR\aversion\x122\n" +
+	"\bruntimes\x18\a \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
@@ -1082,18 +1127,19 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
 	"leaseTtlMs\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\x87\x01\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xb2\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\x12\x1a\n" +
 	"\binflight\x18\x03 \x01(\x03R\binflight\x12\x1f\n" +
 	"\vcalls_total\x18\x04 \x01(\x03R\n" +
-	"callsTotal\"\x13\n" +
+	"callsTotal\x12)\n" +
+	"\x10compiled_modules\x18\x05 \x03(\tR\x0fcompiledModules\"\x13\n" +
 	"\x11HeartbeatResponse\"K\n" +
 	"\x11DeregisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
-	"\x12DeregisterResponse\"\xc0\x03\n" +
+	"\x12DeregisterResponse\"\x9f\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
@@ -1107,14 +1153,16 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\vcalls_total\x18\t \x01(\x03R\n" +
 	"callsTotal\x12*\n" +
 	"\x11last_heartbeat_ms\x18\n" +
-	" \x01(\x03R\x0flastHeartbeatMs\x1a9\n" +
+	" \x01(\x03R\x0flastHeartbeatMs\x122\n" +
+	"\bruntimes\x18\v \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12)\n" +
+	"\x10compiled_modules\x18\f \x03(\tR\x0fcompiledModules\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
 	"\x12ListWorkersRequest\"J\n" +
 	"\x13ListWorkersResponse\x123\n" +
 	"\aworkers\x18\x01 \x03(\v2\x19.taskworker.v1.WorkerInfoR\aworkers\"\x16\n" +
-	"\x14ListFunctionsRequest\"\x99\x01\n" +
+	"\x14ListFunctionsRequest\"\xd4\x01\n" +
 	"\fFunctionInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -1123,7 +1171,10 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tsignature\x18\x03 \x01(\tR\tsignature\x12\x18\n" +
 	"\aruntime\x18\x04 \x01(\tR\aruntime\x12\x1d\n" +
 	"\n" +
-	"worker_ids\x18\x05 \x03(\tR\tworkerIds\"R\n" +
+	"worker_ids\x18\x05 \x03(\tR\tworkerIds\x129\n" +
+	"\n" +
+	"deployment\x18\x06 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
+	"deployment\"R\n" +
 	"\x15ListFunctionsResponse\x129\n" +
 	"\tfunctions\x18\x01 \x03(\v2\x1b.taskworker.v1.FunctionInfoR\tfunctions\"s\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
@@ -1190,36 +1241,41 @@ var file_taskworker_v1_control_proto_goTypes = []any{
 	(*WhoAmIResponse)(nil),        // 17: taskworker.v1.WhoAmIResponse
 	nil,                           // 18: taskworker.v1.RegisterRequest.LabelsEntry
 	nil,                           // 19: taskworker.v1.WorkerInfo.LabelsEntry
+	(Runtime)(0),                  // 20: taskworker.v1.Runtime
+	(*Deployment)(nil),            // 21: taskworker.v1.Deployment
 }
 var file_taskworker_v1_control_proto_depIdxs = []int32{
 	1,  // 0: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
 	18, // 1: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
-	1,  // 2: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
-	19, // 3: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
-	8,  // 4: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
-	12, // 5: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
-	0,  // 6: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
-	0,  // 7: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
-	0,  // 8: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
-	2,  // 9: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
-	4,  // 10: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
-	6,  // 11: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
-	9,  // 12: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
-	11, // 13: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
-	14, // 14: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
-	16, // 15: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
-	3,  // 16: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
-	5,  // 17: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
-	7,  // 18: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
-	10, // 19: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
-	13, // 20: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
-	15, // 21: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
-	17, // 22: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
-	16, // [16:23] is the sub-list for method output_type
-	9,  // [9:16] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	20, // 2: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
+	1,  // 3: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
+	19, // 4: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
+	20, // 5: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
+	8,  // 6: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
+	21, // 7: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
+	12, // 8: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
+	0,  // 9: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
+	0,  // 10: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
+	0,  // 11: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
+	2,  // 12: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
+	4,  // 13: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
+	6,  // 14: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
+	9,  // 15: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
+	11, // 16: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
+	14, // 17: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
+	16, // 18: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
+	3,  // 19: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
+	5,  // 20: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
+	7,  // 21: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
+	10, // 22: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
+	13, // 23: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
+	15, // 24: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
+	17, // 25: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
+	19, // [19:26] is the sub-list for method output_type
+	12, // [12:19] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_control_proto_init() }
@@ -1227,6 +1283,7 @@ func file_taskworker_v1_control_proto_init() {
 	if File_taskworker_v1_control_proto != nil {
 		return
 	}
+	file_taskworker_v1_deploy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

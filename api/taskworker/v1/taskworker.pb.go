@@ -616,8 +616,11 @@ type FunctionCallRequest struct {
 	// The arguments as JSON: an array bound by position to the function's
 	// parameters, or an object for a function that takes one struct. Empty
 	// means no arguments.
-	Args          []byte `protobuf:"bytes,2,opt,name=args,proto3" json:"args,omitempty"`
-	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Args   []byte `protobuf:"bytes,2,opt,name=args,proto3" json:"args,omitempty"`
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Set by the pool on calls of deployed functions to workers: the version
+	// to run. Ignored from clients.
+	Deployment    *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -671,6 +674,13 @@ func (x *FunctionCallRequest) GetUserId() string {
 		return x.UserId
 	}
 	return ""
+}
+
+func (x *FunctionCallRequest) GetDeployment() *Deployment {
+	if x != nil {
+		return x.Deployment
+	}
+	return nil
 }
 
 type FunctionCallResponse struct {
@@ -844,7 +854,7 @@ var File_taskworker_v1_taskworker_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
-	"\x1etaskworker/v1/taskworker.proto\x12\rtaskworker.v1\"_\n" +
+	"\x1etaskworker/v1/taskworker.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\"_\n" +
 	"\vPushRequest\x12\x1b\n" +
 	"\tfile_data\x18\x01 \x01(\fR\bfileData\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x17\n" +
@@ -885,11 +895,14 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_CREATED\x10\x01\x12\x10\n" +
 	"\fKIND_REVISED\x10\x02\x12\x10\n" +
-	"\fKIND_DELETED\x10\x03\"g\n" +
+	"\fKIND_DELETED\x10\x03\"\xa2\x01\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
-	"\auser_id\x18\x03 \x01(\tR\x06userId\"K\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x129\n" +
+	"\n" +
+	"deployment\x18\x04 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
+	"deployment\"K\n" +
 	"\x14FunctionCallResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"^\n" +
@@ -944,27 +957,29 @@ var file_taskworker_v1_taskworker_proto_goTypes = []any{
 	(*FunctionCallResponse)(nil), // 11: taskworker.v1.FunctionCallResponse
 	(*DNSRequest)(nil),           // 12: taskworker.v1.DNSRequest
 	(*DNSResponse)(nil),          // 13: taskworker.v1.DNSResponse
+	(*Deployment)(nil),           // 14: taskworker.v1.Deployment
 }
 var file_taskworker_v1_taskworker_proto_depIdxs = []int32{
 	9,  // 0: taskworker.v1.SynchronousResponse.changes:type_name -> taskworker.v1.FileChange
 	0,  // 1: taskworker.v1.FileChange.kind:type_name -> taskworker.v1.FileChange.Kind
-	1,  // 2: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
-	3,  // 3: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
-	5,  // 4: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
-	7,  // 5: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
-	10, // 6: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
-	12, // 7: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
-	2,  // 8: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
-	4,  // 9: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
-	6,  // 10: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
-	8,  // 11: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
-	11, // 12: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
-	13, // 13: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
-	8,  // [8:14] is the sub-list for method output_type
-	2,  // [2:8] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	14, // 2: taskworker.v1.FunctionCallRequest.deployment:type_name -> taskworker.v1.Deployment
+	1,  // 3: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
+	3,  // 4: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
+	5,  // 5: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
+	7,  // 6: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
+	10, // 7: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
+	12, // 8: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
+	2,  // 9: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
+	4,  // 10: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
+	6,  // 11: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
+	8,  // 12: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
+	11, // 13: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
+	13, // 14: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
+	9,  // [9:15] is the sub-list for method output_type
+	3,  // [3:9] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_taskworker_proto_init() }
@@ -972,6 +987,7 @@ func file_taskworker_v1_taskworker_proto_init() {
 	if File_taskworker_v1_taskworker_proto != nil {
 		return
 	}
+	file_taskworker_v1_deploy_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
