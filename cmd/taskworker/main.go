@@ -27,6 +27,8 @@ var commands = []func(*env) *cobra.Command{
 	callCommand,
 	workersCommand,
 	functionsCommand,
+	deployCommand,
+	undeployCommand,
 	tokenCommand,
 	benchCommand,
 }

@@ -1,0 +1,182 @@
+package pool_test
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/cluster"
+)
+
+const addScript = "def add2(a, b):\n    return a + b\n"
+
+func TestDeployVersionsAndRollback(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx := ctxTimeout(t, 30*time.Second)
+	cl := c.Client(0)
+	star := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK}
+	d1, err := cl.Deploy(ctx, "add2", []byte(addScript), star)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d1.Version != 1 || d1.Limits.MemoryBytes != 64<<20 || d1.Export != "add2" || d1.Owner != "admin" {
+		t.Errorf("first deploy: %v", d1)
+	}
+	d2, err := cl.Deploy(ctx, "add2", []byte(addScript+"# v2\n"), star)
+	if err != nil || d2.Version != 2 || d2.ModuleSha256 == d1.ModuleSha256 {
+		t.Fatalf("second deploy: %v, %v", d2, err)
+	}
+	back, err := cl.Rollback(ctx, "add2", 0)
+	if err != nil || back.Version != 1 {
+		t.Fatalf("rollback: %v, %v", back, err)
+	}
+	hist, err := v1.NewDeployServiceClient(cl.Conn()).History(ctx, &v1.HistoryRequest{Name: "add2"})
+	if err != nil || len(hist.Versions) != 2 || hist.CurrentVersion != 1 || hist.Versions[0].Version != 2 {
+		t.Fatalf("history: %v, %v", hist, err)
+	}
+	// A deploy after a rollback gets a new number, never a reused one.
+	d3, err := cl.Deploy(ctx, "add2", []byte(addScript+"# v3\n"), star)
+	if err != nil || d3.Version != 3 {
+		t.Fatalf("deploy after rollback: %v, %v", d3, err)
+	}
+	// The function is listed, and waits for a worker that runs Starlark.
+	waitFor(t, func() bool {
+		fs, _ := cl.Functions(ctx)
+		for _, f := range fs {
+			if f.Name == "add2" && f.Runtime == "starlark" && f.Deployment.GetVersion() == 3 {
+				return true
+			}
+		}
+		return false
+	})
+	_, err = cl.Call(ctx, "add2", 1, 2)
+	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "no live worker runs starlark") {
+		t.Fatalf("call with no sandbox worker: %v", err)
+	}
+	if err := cl.Undeploy(ctx, "add2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		_, err := cl.Call(ctx, "add2", 1, 2)
+		return status.Code(err) == codes.NotFound
+	})
+}
+
+func TestDeployRefuses(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx := ctxTimeout(t, 30*time.Second)
+	admin := c.Client(0)
+	aliceTok, _ := admin.CreateToken(ctx, "alice", "")
+	bobTok, _ := admin.CreateToken(ctx, "bob", "")
+	alice, bob := c.ClientWithToken(0, aliceTok), c.ClientWithToken(0, bobTok)
+	if _, err := alice.Deploy(ctx, "mine", []byte(addScript), taskworker.DeploySpec{Export: "add2"}); err != nil {
+		t.Fatal(err)
+	}
+	wasm := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_WASM}
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{"another user's function", func() error {
+			_, err := bob.Deploy(ctx, "mine", []byte(addScript), taskworker.DeploySpec{})
+			return err
+		}(), codes.PermissionDenied, "deployed by another user"},
+		{"another user's rollback", func() error { _, err := bob.Rollback(ctx, "mine", 0); return err }(), codes.PermissionDenied, "another user"},
+		{"another user's undeploy", bob.Undeploy(ctx, "mine"), codes.PermissionDenied, "another user"},
+		{"nothing to roll back to", func() error { _, err := alice.Rollback(ctx, "mine", 0); return err }(), codes.FailedPrecondition, "no version before 1"},
+		{"no such version", func() error { _, err := alice.Rollback(ctx, "mine", 7); return err }(), codes.NotFound, "no version 7"},
+		{"native name", func() error {
+			_, err := alice.Deploy(ctx, "add", []byte(addScript), taskworker.DeploySpec{})
+			return err
+		}(), codes.AlreadyExists, "native function"},
+		{"not wasm", func() error {
+			_, err := alice.Deploy(ctx, "w", []byte("#!/bin/sh\nrm -rf /\n"), wasm)
+			return err
+		}(), codes.InvalidArgument, "not WebAssembly"},
+		{"empty", func() error { _, err := alice.Deploy(ctx, "w", nil, wasm); return err }(), codes.InvalidArgument, "module is empty"},
+		{"bad name", func() error { _, err := alice.Deploy(ctx, "a b", []byte("x"), taskworker.DeploySpec{}); return err }(), codes.InvalidArgument, "function name"},
+		{"memory over the maximum", func() error {
+			_, err := alice.Deploy(ctx, "big", []byte(addScript), taskworker.DeploySpec{Memory: 2 << 30})
+			return err
+		}(), codes.InvalidArgument, "over the operator's maximum"},
+		{"too large", func() error {
+			_, err := alice.Deploy(ctx, "big", append([]byte("\x00asm"), make([]byte, 13<<20)...), wasm)
+			return err
+		}(), codes.ResourceExhausted, "accepts at most"},
+		{"undeploy unknown", alice.Undeploy(ctx, "ghost"), codes.NotFound, `no deployed function "ghost"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := status.Convert(tt.err)
+			if st.Code() != tt.code || !strings.Contains(st.Message(), tt.msg) {
+				t.Errorf("got %s %q; want %s containing %q", st.Code(), st.Message(), tt.code, tt.msg)
+			}
+		})
+	}
+	// An admin may change anyone's function.
+	if _, err := admin.Rollback(ctx, "mine", 1); err != nil {
+		t.Errorf("admin rollback: %v", err)
+	}
+}
+
+func TestModuleFetch(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx := ctxTimeout(t, 30*time.Second)
+	module := append([]byte(addScript), bytes.Repeat([]byte("# padding to span chunks\n"), 100_000)...)
+	d, err := c.Client(0).Deploy(ctx, "add2", module, taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(token, sha string) ([]byte, error) {
+		stream, err := v1.NewModuleServiceClient(c.ClientWithToken(0, token).Conn()).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
+		if err != nil {
+			return nil, err
+		}
+		var got []byte
+		for {
+			chunk, err := stream.Recv()
+			if err == io.EOF {
+				return got, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			got = append(got, chunk.Data...)
+		}
+	}
+	got, err := fetch(c.JoinToken, d.ModuleSha256)
+	if err != nil || !bytes.Equal(got, module) {
+		t.Fatalf("fetching a %d-byte module: %d bytes, %v", len(module), len(got), err)
+	}
+	if _, err := fetch(c.AdminToken, strings.Repeat("0", 64)); status.Code(err) != codes.NotFound {
+		t.Errorf("unknown module: %v", err)
+	}
+	if _, err := fetch(c.AdminToken, "../../etc/passwd"); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("bad module id: %v", err)
+	}
+	userTok, _ := c.Client(0).CreateToken(ctx, "eve", "")
+	if _, err := fetch(userTok, d.ModuleSha256); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a user fetching a module: %v", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
