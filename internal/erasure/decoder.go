@@ -1,0 +1,265 @@
+package erasure
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// ShardSource fetches shards for a Decoder: shard i of block b, as the Encoder produced it. Any error means
+// "unavailable here" and the Decoder tries another shard. ReadShard is called concurrently and must return
+// once ctx is done. The returned slice then belongs to the Decoder.
+type ShardSource interface {
+	ReadShard(ctx context.Context, block int64, shard int) ([]byte, error)
+}
+
+// ShardSourceFunc adapts a function to ShardSource.
+type ShardSourceFunc func(ctx context.Context, block int64, shard int) ([]byte, error)
+
+// ReadShard calls f.
+func (f ShardSourceFunc) ReadShard(ctx context.Context, block int64, shard int) ([]byte, error) {
+	return f(ctx, block, shard)
+}
+
+var (
+	// ErrShardChecksum marks a shard whose length or checksum is not the one recorded for it.
+	ErrShardChecksum = errors.New("erasure: shard does not match its checksum")
+	// ErrUnrecoverable marks a block with fewer than Layout.Data good shards; errors.As gives a *BlockError.
+	ErrUnrecoverable = errors.New("erasure: too few good shards to rebuild the block")
+	// ErrFileChecksum marks a whole-file read whose bytes do not hash to FileInfo.SHA256.
+	ErrFileChecksum = errors.New("erasure: file does not match its SHA-256")
+	// ErrRange marks a read outside the file.
+	ErrRange = errors.New("erasure: range outside the file")
+)
+
+// BadShard is a shard a Decoder could not use: the source failed, or the shard failed its checksum.
+type BadShard struct {
+	Block int64
+	Shard int
+	Err   error
+}
+
+// BlockError says a block could not be rebuilt and why each shard it tried was unusable.
+type BlockError struct {
+	Block        int64
+	Good, Needed int
+	Bad          []BadShard
+}
+
+func (e *BlockError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "erasure: block %d: %d good shards of the %d needed", e.Block, e.Good, e.Needed)
+	for _, s := range e.Bad {
+		fmt.Fprintf(&b, "; shard %d: %v", s.Shard, s.Err)
+	}
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrUnrecoverable) hold.
+func (e *BlockError) Unwrap() error { return ErrUnrecoverable }
+
+// Decoder reads a coded file back from its shards, checking every shard's checksum before using it, and
+// fetching parity shards only when data shards are missing or bad. It holds one block at a time. Its
+// methods may run on several goroutines at once if OnBadShard is safe for that.
+type Decoder struct {
+	info *FileInfo
+	src  ShardSource
+	rs   reedsolomon.Encoder
+
+	// OnBadShard, if set, is called for every shard the Decoder fetched and could not use (the source
+	// failed or the checksum did not match), so the caller can have it repaired. It is called from the
+	// goroutine that called the Decoder's method; shards never fetched are not reported.
+	OnBadShard func(BadShard)
+}
+
+// NewDecoder returns a Decoder for the file info describes, reading shards from src.
+func NewDecoder(info *FileInfo, src ShardSource) (*Decoder, error) {
+	if err := info.Validate(); err != nil {
+		return nil, err
+	}
+	rs, err := codecFor(info.Layout)
+	if err != nil {
+		return nil, err
+	}
+	return &Decoder{info: info, src: src, rs: rs}, nil
+}
+
+// Copy writes the whole file to w and then checks it against FileInfo.SHA256, returning ErrFileChecksum on
+// a mismatch. Every shard is verified before use, so a mismatch means the FileInfo itself is wrong.
+func (d *Decoder) Copy(ctx context.Context, w io.Writer) (int64, error) {
+	h := sha256.New()
+	n, err := d.copyRange(ctx, io.MultiWriter(w, h), 0, d.info.Size)
+	if err != nil {
+		return n, err
+	}
+	if [32]byte(h.Sum(nil)) != d.info.SHA256 {
+		return n, fmt.Errorf("%w: %d bytes read", ErrFileChecksum, n)
+	}
+	return n, nil
+}
+
+// CopyRange writes length bytes of the file from offset off to w, reading only the blocks that hold them.
+func (d *Decoder) CopyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
+	if off < 0 || length < 0 || off > d.info.Size || length > d.info.Size-off {
+		return 0, fmt.Errorf("%w: %d bytes at offset %d of a %d-byte file", ErrRange, length, off, d.info.Size)
+	}
+	return d.copyRange(ctx, w, off, length)
+}
+
+func (d *Decoder) copyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
+	if length == 0 {
+		return 0, nil
+	}
+	bs := int64(d.info.BlockSize)
+	end := off + length
+	var written int64
+	for b := off / bs; b <= (end-1)/bs; b++ {
+		data, err := d.dataShards(ctx, b)
+		if err != nil {
+			return written, err
+		}
+		start := d.info.BlockOffset(b)
+		lo, hi := max(off, start)-start, min(end, start+int64(d.info.BlockLen(b)))-start
+		sl := int64(d.info.ShardLen(b))
+		for i, shard := range data {
+			s0, s1 := max(lo, int64(i)*sl), min(hi, int64(i+1)*sl)
+			if s0 >= s1 {
+				continue
+			}
+			n, err := w.Write(shard[s0-int64(i)*sl : s1-int64(i)*sl])
+			written += int64(n)
+			if err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
+}
+
+// dataShards returns block b's data shards, rebuilt from parity where needed.
+func (d *Decoder) dataShards(ctx context.Context, b int64) ([][]byte, error) {
+	shards, err := d.fetch(ctx, b, nil)
+	if err != nil {
+		return nil, err
+	}
+	k := d.info.Layout.Data
+	for _, s := range shards[:k] {
+		if s == nil {
+			if err := d.rs.ReconstructData(shards); err != nil {
+				return nil, fmt.Errorf("erasure: block %d: %w", b, err)
+			}
+			break
+		}
+	}
+	return shards[:k], nil
+}
+
+// Rebuild recomputes the lost shards of block b from the others, for repair: it returns the shards numbered
+// lost, in that order, each checked against its recorded checksum. Shards in lost are never fetched.
+func (d *Decoder) Rebuild(ctx context.Context, b int64, lost []int) ([][]byte, error) {
+	if b < 0 || b >= d.info.Blocks() {
+		return nil, fmt.Errorf("%w: block %d of a file with %d blocks", ErrRange, b, d.info.Blocks())
+	}
+	total := d.info.Layout.Shards()
+	skip := make([]bool, total)
+	for _, i := range lost {
+		if i < 0 || i >= total || skip[i] {
+			return nil, fmt.Errorf("erasure: lost shards %v: each must be a distinct index in [0, %d)", lost, total)
+		}
+		skip[i] = true
+	}
+	shards, err := d.fetch(ctx, b, skip)
+	if err != nil {
+		return nil, err
+	}
+	if err := d.rs.ReconstructSome(shards, skip); err != nil {
+		return nil, fmt.Errorf("erasure: block %d: %w", b, err)
+	}
+	out := make([][]byte, len(lost))
+	for j, i := range lost {
+		if SumShard(shards[i]) != d.info.Sums[b][i] {
+			return nil, fmt.Errorf("%w: rebuilt shard %d of block %d", ErrShardChecksum, i, b)
+		}
+		out[j] = shards[i]
+	}
+	return out, nil
+}
+
+type fetched struct {
+	shard int
+	data  []byte
+	err   error
+}
+
+// fetch gets Layout.Data verified shards of block b, data shards first, skipping those marked in skip.
+// Fetches run concurrently; a failed one is replaced by the next untried shard. The result has nil where
+// no good shard was fetched.
+func (d *Decoder) fetch(ctx context.Context, b int64, skip []bool) ([][]byte, error) {
+	k, total := d.info.Layout.Data, d.info.Layout.Shards()
+	want := d.info.ShardLen(b)
+	shards := make([][]byte, total)
+	results := make(chan fetched, total)
+	next, inflight := 0, 0
+	launch := func() {
+		for next < total && skip != nil && skip[next] {
+			next++
+		}
+		if next == total || ctx.Err() != nil {
+			return
+		}
+		i := next
+		next++
+		inflight++
+		go func() {
+			data, err := d.src.ReadShard(ctx, b, i)
+			if err == nil {
+				err = checkShard(data, want, d.info.Sums[b][i])
+			}
+			results <- fetched{shard: i, data: data, err: err}
+		}()
+	}
+	for range k {
+		launch()
+	}
+	good := 0
+	var bad []BadShard
+	for inflight > 0 {
+		r := <-results
+		inflight--
+		switch {
+		case r.err == nil:
+			shards[r.shard] = r.data
+			good++
+		case ctx.Err() == nil:
+			bad = append(bad, BadShard{Block: b, Shard: r.shard, Err: r.err})
+			launch()
+		}
+	}
+	if d.OnBadShard != nil {
+		for _, s := range bad {
+			d.OnBadShard(s)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if good < k {
+		return nil, &BlockError{Block: b, Good: good, Needed: k, Bad: bad}
+	}
+	return shards, nil
+}
+
+func checkShard(data []byte, want int, sum Sum) error {
+	if len(data) != want {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrShardChecksum, len(data), want)
+	}
+	if SumShard(data) != sum {
+		return ErrShardChecksum
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package erasure
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	"github.com/klauspost/reedsolomon"
+)
+
+// Block is one coded block as the Encoder hands it out.
+type Block struct {
+	Index  int64    // block number, from 0
+	Offset int64    // file offset of the block's first byte
+	Len    int      // file bytes in the block
+	Shards [][]byte // Layout.Shards() shards of equal length: data shards, then parity shards
+	Sums   []Sum    // Sums[i] is the checksum of Shards[i]
+}
+
+// Encoder cuts a stream into blocks and codes each one. Only one block is in memory at a time: its buffers
+// are reused by the next call to Next, so a caller that keeps shards past that must copy them.
+type Encoder struct {
+	r      io.Reader
+	info   FileInfo
+	rs     reedsolomon.Encoder
+	sha    hash.Hash
+	data   []byte // grows up to Data*ShardLen of a full block; small files never allocate a full block
+	parity []byte
+	block  Block
+	err    error // sticky: io.EOF once the stream is done, or the first failure
+}
+
+// firstRead is the initial size of the data buffer; it doubles up to the block size, so a 1 KiB file costs
+// a 64 KiB buffer, not a whole block.
+const firstRead = 64 << 10
+
+// NewEncoder returns an Encoder that reads r to its end in blocks of blockSize bytes coded with layout l.
+func NewEncoder(r io.Reader, l Layout, blockSize int) (*Encoder, error) {
+	if err := validateBlockSize(blockSize); err != nil {
+		return nil, err
+	}
+	rs, err := codecFor(l)
+	if err != nil {
+		return nil, err
+	}
+	return &Encoder{
+		r:    r,
+		info: FileInfo{Layout: l, BlockSize: blockSize},
+		rs:   rs,
+		sha:  sha256.New(),
+		block: Block{
+			Shards: make([][]byte, l.Shards()),
+			Sums:   make([]Sum, l.Shards()),
+		},
+	}, nil
+}
+
+// Next reads and codes the next block. It returns io.EOF after the last block (at once for an empty
+// stream), and the reader's error if reading fails; after either, it keeps returning that error.
+func (e *Encoder) Next() (*Block, error) {
+	if e.err != nil {
+		return nil, e.err
+	}
+	n, err := e.fill()
+	if err != nil {
+		e.err = err
+		return nil, err
+	}
+	if n == 0 {
+		e.err = io.EOF
+		copy(e.info.SHA256[:], e.sha.Sum(nil))
+		return nil, io.EOF
+	}
+	if e.info.Size+int64(n) > MaxFileSize {
+		e.err = fmt.Errorf("%w: the stream is longer than %d bytes", ErrFileInfo, int64(MaxFileSize))
+		return nil, e.err
+	}
+	// The file's SHA-256 is the slowest step and cannot be split, so it runs beside the coding and the
+	// shard sums (which touch only the padding past n and the parity buffer).
+	shaDone := make(chan struct{})
+	go func() {
+		e.sha.Write(e.data[:n])
+		close(shaDone)
+	}()
+	defer func() { <-shaDone }()
+
+	k, m := e.info.Layout.Data, e.info.Layout.Parity
+	sl := shardLen(n, k)
+	clear(e.data[n : k*sl]) // the last data shard's padding
+	if len(e.parity) < m*sl {
+		e.parity = make([]byte, min(max(m*sl, 2*len(e.parity)), m*shardLen(e.info.BlockSize, k)))
+	}
+	b := &e.block
+	for i := range k {
+		b.Shards[i] = e.data[i*sl : (i+1)*sl : (i+1)*sl]
+	}
+	for i := range m {
+		b.Shards[k+i] = e.parity[i*sl : (i+1)*sl : (i+1)*sl]
+	}
+	if m > 0 {
+		if err := e.rs.Encode(b.Shards); err != nil {
+			e.err = fmt.Errorf("erasure: encoding block %d: %w", len(e.info.Sums), err)
+			return nil, e.err
+		}
+	}
+	sumShards(b.Sums, b.Shards)
+
+	b.Index = int64(len(e.info.Sums))
+	b.Offset = e.info.Size
+	b.Len = n
+	e.info.Sums = append(e.info.Sums, append([]Sum(nil), b.Sums...))
+	e.info.Size += int64(n)
+	return b, nil
+}
+
+// fill reads up to one block into e.data and returns how many bytes it read; 0 means the stream is done.
+func (e *Encoder) fill() (int, error) {
+	k, bs := e.info.Layout.Data, e.info.BlockSize
+	full := k * shardLen(bs, k) // room for a full block's data shards, padding included
+	n := 0
+	for n < bs {
+		if n == len(e.data) {
+			grown := make([]byte, min(max(2*len(e.data), firstRead), full))
+			copy(grown, e.data[:n])
+			e.data = grown
+		}
+		got, err := io.ReadFull(e.r, e.data[n:min(len(e.data), bs)])
+		n += got
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("erasure: reading block %d: %w", len(e.info.Sums), err)
+		}
+	}
+	if need := k * shardLen(n, k); len(e.data) < need {
+		grown := make([]byte, min(max(need, 2*len(e.data)), full))
+		copy(grown, e.data[:n])
+		e.data = grown
+	}
+	return n, nil
+}
+
+// Info returns the FileInfo of the whole stream, the SHA-256 included. It fails until Next has returned
+// io.EOF, since until then the stream is not fully read.
+func (e *Encoder) Info() (*FileInfo, error) {
+	if e.err != io.EOF {
+		return nil, errors.New("erasure: Info called before Next returned io.EOF")
+	}
+	info := e.info
+	return &info, nil
+}
