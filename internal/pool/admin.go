@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/files"
 )
 
 // adminService answers operators and users about the network.
@@ -20,6 +21,7 @@ type adminService struct {
 	reg     *registry
 	tokens  *tokenStore
 	deploys *deployments
+	files   *files.Service
 }
 
 var validUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
@@ -89,4 +91,13 @@ func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenReque
 func (s *adminService) WhoAmI(ctx context.Context, _ *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error) {
 	id := identityFrom(ctx)
 	return &v1.WhoAmIResponse{User: id.User, Role: id.Role}, nil
+}
+
+func (s *adminService) Status(ctx context.Context, _ *v1.StatusRequest) (*v1.StatusResponse, error) {
+	st, err := s.files.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.Workers = int32(len(s.reg.list()))
+	return st, nil
 }

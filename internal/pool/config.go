@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/files"
 )
 
 // Config configures a pool process.
@@ -36,7 +38,9 @@ type Config struct {
 	DeployLimits LimitsConfig
 	// Checker checks modules at deploy; nil checks only their form.
 	Checker ModuleChecker
-	Logger  *slog.Logger
+	// Files configures file storage (its Prefix and Logger are the pool's).
+	Files  files.Config
+	Logger *slog.Logger
 }
 
 // DefaultConfig returns a configuration for a pool with its data in dir.
@@ -51,6 +55,7 @@ func DefaultConfig(dir string) Config {
 		SuspectFor:     2 * time.Second,
 		MaxModuleBytes: 12 << 20,
 		DeployLimits:   DefaultLimits(),
+		Files:          files.DefaultConfig(""),
 	}
 }
 
@@ -76,6 +81,9 @@ func (c Config) Validate() error {
 	}
 	if c.DeployLimits.Default == nil || c.DeployLimits.Max == nil {
 		return errors.New("pool: deploy limits are unset; start from DefaultLimits()")
+	}
+	if err := c.Files.Validate(); err != nil {
+		return err
 	}
 	if c.CallAttempts < 1 {
 		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)

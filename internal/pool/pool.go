@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
+	"github.com/hivemind/taskworker/internal/files"
 )
 
 // Server is a pool process: New, Start, then Stop (or Kill).
@@ -32,6 +33,7 @@ type Server struct {
 	tokens  *tokenStore
 	reg     *registry
 	deploys *deployments
+	files   *files.Service
 	grpc    *grpc.Server
 	health  *health.Server
 	lis     net.Listener
@@ -111,6 +113,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("loading state from etcd at %v: %w", endpoints, bctx.Err())
 		}
 	}
+	fcfg := s.cfg.Files
+	fcfg.Prefix, fcfg.Logger = s.cfg.Prefix, s.log
+	if s.files, err = files.New(fcfg, s.cli, s.reg, checkUser); err != nil {
+		return err
+	}
 
 	s.lis, err = net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -127,18 +134,19 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
 	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys})
-	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg})
-	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys})
+	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files})
+	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files})
 	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
 		modules: modules, reg: s.reg, checker: s.cfg.Checker})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
-	v1.RegisterFileServiceServer(s.grpc, fileService{})
+	v1.RegisterFileServiceServer(s.grpc, s.files)
 	v1.RegisterDNSServiceServer(s.grpc, dnsService{})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	srv, lis := s.grpc, s.lis
 	s.goRun(func() { _ = srv.Serve(lis) })
+	s.goRun(func() { s.files.Run(runCtx, s.lis.Addr().String()) })
 	s.log.Info("pool serving", "address", s.lis.Addr().String(), "etcd", endpoints)
 	return nil
 }

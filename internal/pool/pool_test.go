@@ -112,10 +112,18 @@ func TestBadInput(t *testing.T) {
 			_, err := admin.CreateToken(withToken(c.AdminToken), &v1.CreateTokenRequest{User: "a b"})
 			return err
 		}(), codes.InvalidArgument, `user "a b"`},
-		{"file service not yet", func() error {
+		{"files with no storage worker", func() error {
 			_, err := v1.NewFileServiceClient(conn).Push(withToken(alice), &v1.PushRequest{Filename: "x"})
 			return err
-		}(), codes.Unimplemented, "not available in this version"},
+		}(), codes.Unavailable, "no live worker stores files"},
+		{"another user's file", func() error {
+			_, err := v1.NewFileServiceClient(conn).Get(withToken(alice), &v1.GetRequest{FileId: "aaaaaaaaaaaaaaaaaaaaaaaaaa"})
+			return err
+		}(), codes.NotFound, "no file"},
+		{"not a file id", func() error {
+			_, err := v1.NewFileServiceClient(conn).Get(withToken(alice), &v1.GetRequest{FileId: "../../x"})
+			return err
+		}(), codes.InvalidArgument, "not a file id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

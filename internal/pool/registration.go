@@ -4,12 +4,14 @@ import (
 	"context"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/files"
 )
 
 // registryService lets workers join, heartbeat and leave.
 type registryService struct {
 	v1.UnimplementedRegistryServiceServer
-	reg *registry
+	reg   *registry
+	files *files.Service
 }
 
 func (s *registryService) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
@@ -26,4 +28,8 @@ func (s *registryService) Heartbeat(ctx context.Context, req *v1.HeartbeatReques
 
 func (s *registryService) Deregister(ctx context.Context, req *v1.DeregisterRequest) (*v1.DeregisterResponse, error) {
 	return &v1.DeregisterResponse{}, s.reg.deregister(ctx, req)
+}
+
+func (s *registryService) ReportDamage(ctx context.Context, req *v1.ReportDamageRequest) (*v1.ReportDamageResponse, error) {
+	return &v1.ReportDamageResponse{}, s.files.ReportDamage(ctx, req.Shards)
 }

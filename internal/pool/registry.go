@@ -25,6 +25,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/placement"
 )
 
 // workerRecord is what etcd holds under workers/<id>, attached to the
@@ -102,6 +104,9 @@ type routeTable struct {
 	// byRuntime lists the workers that run deployed functions of each
 	// sandbox runtime (routes without a spec).
 	byRuntime map[v1.Runtime][]route
+	// storage lists the workers that keep file shards.
+	storage []placement.Worker
+	byID    map[string]*worker
 }
 
 type route struct {
@@ -116,7 +121,7 @@ type registry struct {
 	prefix string
 	ttl    time.Duration
 	log    *slog.Logger
-	dial   func(address string) (*grpc.ClientConn, error)
+	dial   func(address, callKey string) (*grpc.ClientConn, error)
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -132,13 +137,23 @@ func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *sl
 		workers: map[string]*worker{},
 		dial:    dialWorker,
 	}
-	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}})
+	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}})
 	return r
 }
 
-func dialWorker(address string) (*grpc.ClientConn, error) {
+// callKeyCreds presents a worker's call key on every call to it.
+type callKeyCreds string
+
+func (k callKeyCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{auth.HeaderCallKey: string(k)}, nil
+}
+
+func (callKeyCreds) RequireTransportSecurity() bool { return false }
+
+func dialWorker(address, callKey string) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(address,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithPerRPCCredentials(callKeyCreds(callKey)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 		grpc.WithInitialWindowSize(1<<20),
 		grpc.WithInitialConnWindowSize(1<<22),
@@ -186,12 +201,12 @@ func (r *registry) apply(kvs []kv, reset bool) {
 		}
 		if old != nil && old.address == info.Address && old.callKey == callKey {
 			prev := old.info.Swap(info)
-			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) {
+			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) || prev.StoresFiles != info.StoresFiles {
 				changed = true
 			}
 			continue
 		}
-		conn, err := r.dial(info.Address)
+		conn, err := r.dial(info.Address, callKey)
 		if err != nil {
 			r.log.Warn("cannot dial worker", "worker", id, "address", info.Address, "err", err)
 			continue
@@ -224,7 +239,7 @@ func sameFunctions(a, b []*v1.FunctionSpec) bool {
 
 // rebuild recomputes the route table; r.mu is held.
 func (r *registry) rebuild() {
-	t := &routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}}
+	t := &routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}}
 	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
 		w := r.workers[id]
 		info := w.info.Load()
@@ -233,6 +248,10 @@ func (r *registry) rebuild() {
 		}
 		for _, rt := range info.Runtimes {
 			t.byRuntime[rt] = append(t.byRuntime[rt], route{w: w})
+		}
+		if info.StoresFiles {
+			t.storage = append(t.storage, placement.Worker{ID: id, Zone: info.Labels["zone"]})
+			t.byID[id] = w
 		}
 	}
 	r.table.Store(t)
@@ -247,6 +266,20 @@ func (r *registry) routes(function string) []route {
 // runtime.
 func (r *registry) runtimeRoutes(rt v1.Runtime) []route {
 	return r.table.Load().byRuntime[rt]
+}
+
+// StorageWorkers returns the live workers that keep file shards.
+func (r *registry) StorageWorkers() []placement.Worker {
+	return r.table.Load().storage
+}
+
+// ShardClient returns a client of a live storage worker's ShardService.
+func (r *registry) ShardClient(id string) (v1.ShardServiceClient, bool) {
+	w, ok := r.table.Load().byID[id]
+	if !ok {
+		return nil, false
+	}
+	return v1.NewShardServiceClient(w.conn), true
 }
 
 // list returns the live workers' descriptions, sorted by id.
@@ -301,6 +334,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		Labels:          req.Labels,
 		Version:         req.Version,
 		Runtimes:        req.Runtimes,
+		StoresFiles:     req.StoresFiles,
 		LeaseId:         int64(lease.ID),
 		RegisteredAtMs:  now,
 		LastHeartbeatMs: now,

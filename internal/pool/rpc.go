@@ -93,7 +93,7 @@ func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCal
 	if st := w.conn.GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
 		return nil, errNotSent, false
 	}
-	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(auth.HeaderCallKey, w.callKey, auth.HeaderUser, user))
+	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(auth.HeaderUser, user))
 	var trailer metadata.MD
 	w.outstanding.Add(1)
 	resp = &v1.FunctionCallResponse{}

@@ -175,11 +175,13 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 // Which role each method needs. Methods not listed need a user (or admin)
 // token; health and reflection need none.
 var methodRoles = map[string][]v1.Role{
-	v1.RegistryService_Register_FullMethodName:   {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.RegistryService_Heartbeat_FullMethodName:  {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.RegistryService_Deregister_FullMethodName: {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.AdminService_CreateToken_FullMethodName:   {v1.Role_ROLE_ADMIN},
-	v1.ModuleService_GetModule_FullMethodName:    {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.RegistryService_Register_FullMethodName:     {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.RegistryService_Heartbeat_FullMethodName:    {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.RegistryService_Deregister_FullMethodName:   {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.AdminService_CreateToken_FullMethodName:     {v1.Role_ROLE_ADMIN},
+	v1.ModuleService_GetModule_FullMethodName:      {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.RegistryService_ReportDamage_FullMethodName: {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
+	v1.AdminService_Status_FullMethodName:          {v1.Role_ROLE_ADMIN},
 }
 
 var userRoles = []v1.Role{v1.Role_ROLE_USER, v1.Role_ROLE_ADMIN}

@@ -78,6 +78,94 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+type ReportDamageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Shards        []*ShardKey            `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDamageRequest) Reset() {
+	*x = ReportDamageRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDamageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDamageRequest) ProtoMessage() {}
+
+func (x *ReportDamageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDamageRequest.ProtoReflect.Descriptor instead.
+func (*ReportDamageRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ReportDamageRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ReportDamageRequest) GetShards() []*ShardKey {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+type ReportDamageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportDamageResponse) Reset() {
+	*x = ReportDamageResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportDamageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportDamageResponse) ProtoMessage() {}
+
+func (x *ReportDamageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportDamageResponse.ProtoReflect.Descriptor instead.
+func (*ReportDamageResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
 type FunctionSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -92,7 +180,7 @@ type FunctionSpec struct {
 
 func (x *FunctionSpec) Reset() {
 	*x = FunctionSpec{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	mi := &file_taskworker_v1_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -104,7 +192,7 @@ func (x *FunctionSpec) String() string {
 func (*FunctionSpec) ProtoMessage() {}
 
 func (x *FunctionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	mi := &file_taskworker_v1_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -117,7 +205,7 @@ func (x *FunctionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionSpec.ProtoReflect.Descriptor instead.
 func (*FunctionSpec) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FunctionSpec) GetName() string {
@@ -154,14 +242,16 @@ type RegisterRequest struct {
 	Labels  map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Version string            `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
 	// Sandbox runtimes the worker can run deployed functions in.
-	Runtimes      []Runtime `protobuf:"varint,7,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
+	Runtimes []Runtime `protobuf:"varint,7,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
+	// The worker keeps file shards (serves ShardService).
+	StoresFiles   bool `protobuf:"varint,8,opt,name=stores_files,json=storesFiles,proto3" json:"stores_files,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	mi := &file_taskworker_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +263,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	mi := &file_taskworker_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +276,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RegisterRequest) GetWorkerId() string {
@@ -238,6 +328,13 @@ func (x *RegisterRequest) GetRuntimes() []Runtime {
 	return nil
 }
 
+func (x *RegisterRequest) GetStoresFiles() bool {
+	if x != nil {
+		return x.StoresFiles
+	}
+	return false
+}
+
 type RegisterResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId    int64                  `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -252,7 +349,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[2]
+	mi := &file_taskworker_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +361,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[2]
+	mi := &file_taskworker_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +374,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegisterResponse) GetLeaseId() int64 {
@@ -325,7 +422,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[3]
+	mi := &file_taskworker_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +434,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[3]
+	mi := &file_taskworker_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +447,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeartbeatRequest) GetWorkerId() string {
@@ -396,7 +493,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[4]
+	mi := &file_taskworker_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +505,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[4]
+	mi := &file_taskworker_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +518,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 type DeregisterRequest struct {
@@ -434,7 +531,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[5]
+	mi := &file_taskworker_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +543,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[5]
+	mi := &file_taskworker_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +556,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeregisterRequest) GetWorkerId() string {
@@ -484,7 +581,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[6]
+	mi := &file_taskworker_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +593,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[6]
+	mi := &file_taskworker_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +606,154 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{8}
+}
+
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{9}
+}
+
+type StatusResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Workers int32                  `protobuf:"varint,1,opt,name=workers,proto3" json:"workers,omitempty"`
+	// File versions by redundancy.
+	FilesFull    int64 `protobuf:"varint,2,opt,name=files_full,json=filesFull,proto3" json:"files_full,omitempty"`
+	FilesReduced int64 `protobuf:"varint,3,opt,name=files_reduced,json=filesReduced,proto3" json:"files_reduced,omitempty"`
+	FilesLost    int64 `protobuf:"varint,4,opt,name=files_lost,json=filesLost,proto3" json:"files_lost,omitempty"`
+	BytesStored  int64 `protobuf:"varint,5,opt,name=bytes_stored,json=bytesStored,proto3" json:"bytes_stored,omitempty"`
+	// Blocks waiting to be repaired, and repaired since the pool started.
+	RepairsPending int64 `protobuf:"varint,6,opt,name=repairs_pending,json=repairsPending,proto3" json:"repairs_pending,omitempty"`
+	RepairsDone    int64 `protobuf:"varint,7,opt,name=repairs_done,json=repairsDone,proto3" json:"repairs_done,omitempty"`
+	RepairsFailed  int64 `protobuf:"varint,8,opt,name=repairs_failed,json=repairsFailed,proto3" json:"repairs_failed,omitempty"`
+	// Shards rebuilt since the pool started.
+	ShardsRebuilt int64 `protobuf:"varint,9,opt,name=shards_rebuilt,json=shardsRebuilt,proto3" json:"shards_rebuilt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StatusResponse) GetWorkers() int32 {
+	if x != nil {
+		return x.Workers
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFilesFull() int64 {
+	if x != nil {
+		return x.FilesFull
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFilesReduced() int64 {
+	if x != nil {
+		return x.FilesReduced
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFilesLost() int64 {
+	if x != nil {
+		return x.FilesLost
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetBytesStored() int64 {
+	if x != nil {
+		return x.BytesStored
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRepairsPending() int64 {
+	if x != nil {
+		return x.RepairsPending
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRepairsDone() int64 {
+	if x != nil {
+		return x.RepairsDone
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRepairsFailed() int64 {
+	if x != nil {
+		return x.RepairsFailed
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetShardsRebuilt() int64 {
+	if x != nil {
+		return x.ShardsRebuilt
+	}
+	return 0
 }
 
 type WorkerInfo struct {
@@ -527,13 +771,14 @@ type WorkerInfo struct {
 	LastHeartbeatMs int64     `protobuf:"varint,10,opt,name=last_heartbeat_ms,json=lastHeartbeatMs,proto3" json:"last_heartbeat_ms,omitempty"`
 	Runtimes        []Runtime `protobuf:"varint,11,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
 	CompiledModules []string  `protobuf:"bytes,12,rep,name=compiled_modules,json=compiledModules,proto3" json:"compiled_modules,omitempty"`
+	StoresFiles     bool      `protobuf:"varint,13,opt,name=stores_files,json=storesFiles,proto3" json:"stores_files,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[7]
+	mi := &file_taskworker_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -545,7 +790,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[7]
+	mi := &file_taskworker_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -558,7 +803,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WorkerInfo) GetWorkerId() string {
@@ -645,6 +890,13 @@ func (x *WorkerInfo) GetCompiledModules() []string {
 	return nil
 }
 
+func (x *WorkerInfo) GetStoresFiles() bool {
+	if x != nil {
+		return x.StoresFiles
+	}
+	return false
+}
+
 type ListWorkersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -653,7 +905,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[8]
+	mi := &file_taskworker_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +917,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[8]
+	mi := &file_taskworker_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +930,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 type ListWorkersResponse struct {
@@ -690,7 +942,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	mi := &file_taskworker_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +954,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	mi := &file_taskworker_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +967,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -733,7 +985,7 @@ type ListFunctionsRequest struct {
 
 func (x *ListFunctionsRequest) Reset() {
 	*x = ListFunctionsRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	mi := &file_taskworker_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +997,7 @@ func (x *ListFunctionsRequest) String() string {
 func (*ListFunctionsRequest) ProtoMessage() {}
 
 func (x *ListFunctionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	mi := &file_taskworker_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +1010,7 @@ func (x *ListFunctionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFunctionsRequest.ProtoReflect.Descriptor instead.
 func (*ListFunctionsRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 type FunctionInfo struct {
@@ -777,7 +1029,7 @@ type FunctionInfo struct {
 
 func (x *FunctionInfo) Reset() {
 	*x = FunctionInfo{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[11]
+	mi := &file_taskworker_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1041,7 @@ func (x *FunctionInfo) String() string {
 func (*FunctionInfo) ProtoMessage() {}
 
 func (x *FunctionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[11]
+	mi := &file_taskworker_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1054,7 @@ func (x *FunctionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionInfo.ProtoReflect.Descriptor instead.
 func (*FunctionInfo) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FunctionInfo) GetName() string {
@@ -856,7 +1108,7 @@ type ListFunctionsResponse struct {
 
 func (x *ListFunctionsResponse) Reset() {
 	*x = ListFunctionsResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[12]
+	mi := &file_taskworker_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1120,7 @@ func (x *ListFunctionsResponse) String() string {
 func (*ListFunctionsResponse) ProtoMessage() {}
 
 func (x *ListFunctionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[12]
+	mi := &file_taskworker_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1133,7 @@ func (x *ListFunctionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFunctionsResponse.ProtoReflect.Descriptor instead.
 func (*ListFunctionsResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListFunctionsResponse) GetFunctions() []*FunctionInfo {
@@ -902,7 +1154,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[13]
+	mi := &file_taskworker_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1166,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[13]
+	mi := &file_taskworker_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1179,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -963,7 +1215,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[14]
+	mi := &file_taskworker_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1227,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[14]
+	mi := &file_taskworker_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1240,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1020,7 +1272,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[15]
+	mi := &file_taskworker_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1032,7 +1284,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[15]
+	mi := &file_taskworker_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1045,7 +1297,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 type WhoAmIResponse struct {
@@ -1058,7 +1310,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[16]
+	mi := &file_taskworker_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1322,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[16]
+	mi := &file_taskworker_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1335,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WhoAmIResponse) GetUser() string {
@@ -1104,13 +1356,17 @@ var File_taskworker_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\"`\n" +
+	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\x1a\x19taskworker/v1/shard.proto\"c\n" +
+	"\x13ReportDamageRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12/\n" +
+	"\x06shards\x18\x02 \x03(\v2\x17.taskworker.v1.ShardKeyR\x06shards\"\x16\n" +
+	"\x14ReportDamageResponse\"`\n" +
 	"\fFunctionSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"idempotent\x18\x02 \x01(\bR\n" +
 	"idempotent\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xeb\x02\n" +
+	"\tsignature\x18\x03 \x01(\tR\tsignature\"\x8e\x03\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x129\n" +
@@ -1118,7 +1374,8 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\bcall_key\x18\x04 \x01(\tR\acallKey\x12B\n" +
 	"\x06labels\x18\x05 \x03(\v2*.taskworker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x122\n" +
-	"\bruntimes\x18\a \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x1a9\n" +
+	"\bruntimes\x18\a \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12!\n" +
+	"\fstores_files\x18\b \x01(\bR\vstoresFiles\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
@@ -1139,7 +1396,20 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x11DeregisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
-	"\x12DeregisterResponse\"\x9f\x04\n" +
+	"\x12DeregisterResponse\"\x0f\n" +
+	"\rStatusRequest\"\xca\x02\n" +
+	"\x0eStatusResponse\x12\x18\n" +
+	"\aworkers\x18\x01 \x01(\x05R\aworkers\x12\x1d\n" +
+	"\n" +
+	"files_full\x18\x02 \x01(\x03R\tfilesFull\x12#\n" +
+	"\rfiles_reduced\x18\x03 \x01(\x03R\ffilesReduced\x12\x1d\n" +
+	"\n" +
+	"files_lost\x18\x04 \x01(\x03R\tfilesLost\x12!\n" +
+	"\fbytes_stored\x18\x05 \x01(\x03R\vbytesStored\x12'\n" +
+	"\x0frepairs_pending\x18\x06 \x01(\x03R\x0erepairsPending\x12!\n" +
+	"\frepairs_done\x18\a \x01(\x03R\vrepairsDone\x12%\n" +
+	"\x0erepairs_failed\x18\b \x01(\x03R\rrepairsFailed\x12%\n" +
+	"\x0eshards_rebuilt\x18\t \x01(\x03R\rshardsRebuilt\"\xc2\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
@@ -1155,7 +1425,8 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x11last_heartbeat_ms\x18\n" +
 	" \x01(\x03R\x0flastHeartbeatMs\x122\n" +
 	"\bruntimes\x18\v \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12)\n" +
-	"\x10compiled_modules\x18\f \x03(\tR\x0fcompiledModules\x1a9\n" +
+	"\x10compiled_modules\x18\f \x03(\tR\x0fcompiledModules\x12!\n" +
+	"\fstores_files\x18\r \x01(\bR\vstoresFiles\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
@@ -1194,17 +1465,19 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x02\x12\x0f\n" +
-	"\vROLE_WORKER\x10\x032\x81\x02\n" +
+	"\vROLE_WORKER\x10\x032\xda\x02\n" +
 	"\x0fRegistryService\x12K\n" +
 	"\bRegister\x12\x1e.taskworker.v1.RegisterRequest\x1a\x1f.taskworker.v1.RegisterResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.taskworker.v1.HeartbeatRequest\x1a .taskworker.v1.HeartbeatResponse\x12Q\n" +
 	"\n" +
-	"Deregister\x12 .taskworker.v1.DeregisterRequest\x1a!.taskworker.v1.DeregisterResponse2\xdd\x02\n" +
+	"Deregister\x12 .taskworker.v1.DeregisterRequest\x1a!.taskworker.v1.DeregisterResponse\x12W\n" +
+	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse2\xa4\x03\n" +
 	"\fAdminService\x12T\n" +
 	"\vListWorkers\x12!.taskworker.v1.ListWorkersRequest\x1a\".taskworker.v1.ListWorkersResponse\x12Z\n" +
 	"\rListFunctions\x12#.taskworker.v1.ListFunctionsRequest\x1a$.taskworker.v1.ListFunctionsResponse\x12T\n" +
 	"\vCreateToken\x12!.taskworker.v1.CreateTokenRequest\x1a\".taskworker.v1.CreateTokenResponse\x12E\n" +
-	"\x06WhoAmI\x12\x1c.taskworker.v1.WhoAmIRequest\x1a\x1d.taskworker.v1.WhoAmIResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"\x06WhoAmI\x12\x1c.taskworker.v1.WhoAmIRequest\x1a\x1d.taskworker.v1.WhoAmIResponse\x12E\n" +
+	"\x06Status\x12\x1c.taskworker.v1.StatusRequest\x1a\x1d.taskworker.v1.StatusResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_control_proto_rawDescOnce sync.Once
@@ -1219,63 +1492,73 @@ func file_taskworker_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_taskworker_v1_control_proto_goTypes = []any{
 	(Role)(0),                     // 0: taskworker.v1.Role
-	(*FunctionSpec)(nil),          // 1: taskworker.v1.FunctionSpec
-	(*RegisterRequest)(nil),       // 2: taskworker.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 3: taskworker.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),      // 4: taskworker.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 5: taskworker.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),     // 6: taskworker.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),    // 7: taskworker.v1.DeregisterResponse
-	(*WorkerInfo)(nil),            // 8: taskworker.v1.WorkerInfo
-	(*ListWorkersRequest)(nil),    // 9: taskworker.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 10: taskworker.v1.ListWorkersResponse
-	(*ListFunctionsRequest)(nil),  // 11: taskworker.v1.ListFunctionsRequest
-	(*FunctionInfo)(nil),          // 12: taskworker.v1.FunctionInfo
-	(*ListFunctionsResponse)(nil), // 13: taskworker.v1.ListFunctionsResponse
-	(*CreateTokenRequest)(nil),    // 14: taskworker.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 15: taskworker.v1.CreateTokenResponse
-	(*WhoAmIRequest)(nil),         // 16: taskworker.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),        // 17: taskworker.v1.WhoAmIResponse
-	nil,                           // 18: taskworker.v1.RegisterRequest.LabelsEntry
-	nil,                           // 19: taskworker.v1.WorkerInfo.LabelsEntry
-	(Runtime)(0),                  // 20: taskworker.v1.Runtime
-	(*Deployment)(nil),            // 21: taskworker.v1.Deployment
+	(*ReportDamageRequest)(nil),   // 1: taskworker.v1.ReportDamageRequest
+	(*ReportDamageResponse)(nil),  // 2: taskworker.v1.ReportDamageResponse
+	(*FunctionSpec)(nil),          // 3: taskworker.v1.FunctionSpec
+	(*RegisterRequest)(nil),       // 4: taskworker.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 5: taskworker.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),      // 6: taskworker.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 7: taskworker.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),     // 8: taskworker.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),    // 9: taskworker.v1.DeregisterResponse
+	(*StatusRequest)(nil),         // 10: taskworker.v1.StatusRequest
+	(*StatusResponse)(nil),        // 11: taskworker.v1.StatusResponse
+	(*WorkerInfo)(nil),            // 12: taskworker.v1.WorkerInfo
+	(*ListWorkersRequest)(nil),    // 13: taskworker.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 14: taskworker.v1.ListWorkersResponse
+	(*ListFunctionsRequest)(nil),  // 15: taskworker.v1.ListFunctionsRequest
+	(*FunctionInfo)(nil),          // 16: taskworker.v1.FunctionInfo
+	(*ListFunctionsResponse)(nil), // 17: taskworker.v1.ListFunctionsResponse
+	(*CreateTokenRequest)(nil),    // 18: taskworker.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),   // 19: taskworker.v1.CreateTokenResponse
+	(*WhoAmIRequest)(nil),         // 20: taskworker.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),        // 21: taskworker.v1.WhoAmIResponse
+	nil,                           // 22: taskworker.v1.RegisterRequest.LabelsEntry
+	nil,                           // 23: taskworker.v1.WorkerInfo.LabelsEntry
+	(*ShardKey)(nil),              // 24: taskworker.v1.ShardKey
+	(Runtime)(0),                  // 25: taskworker.v1.Runtime
+	(*Deployment)(nil),            // 26: taskworker.v1.Deployment
 }
 var file_taskworker_v1_control_proto_depIdxs = []int32{
-	1,  // 0: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
-	18, // 1: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
-	20, // 2: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
-	1,  // 3: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
-	19, // 4: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
-	20, // 5: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
-	8,  // 6: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
-	21, // 7: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
-	12, // 8: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
-	0,  // 9: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
-	0,  // 10: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
-	0,  // 11: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
-	2,  // 12: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
-	4,  // 13: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
-	6,  // 14: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
-	9,  // 15: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
-	11, // 16: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
-	14, // 17: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
-	16, // 18: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
-	3,  // 19: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
-	5,  // 20: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
-	7,  // 21: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
-	10, // 22: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
-	13, // 23: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
-	15, // 24: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
-	17, // 25: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
-	19, // [19:26] is the sub-list for method output_type
-	12, // [12:19] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	24, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
+	3,  // 1: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
+	22, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
+	25, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
+	3,  // 4: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
+	23, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
+	25, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
+	12, // 7: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
+	26, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
+	16, // 9: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
+	0,  // 10: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
+	0,  // 11: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
+	0,  // 12: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
+	4,  // 13: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
+	6,  // 14: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
+	8,  // 15: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
+	1,  // 16: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
+	13, // 17: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
+	15, // 18: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
+	18, // 19: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
+	20, // 20: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
+	10, // 21: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
+	5,  // 22: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
+	7,  // 23: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
+	9,  // 24: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
+	2,  // 25: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
+	14, // 26: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
+	17, // 27: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
+	19, // 28: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
+	21, // 29: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
+	11, // 30: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
+	22, // [22:31] is the sub-list for method output_type
+	13, // [13:22] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_control_proto_init() }
@@ -1284,13 +1567,14 @@ func file_taskworker_v1_control_proto_init() {
 		return
 	}
 	file_taskworker_v1_deploy_proto_init()
+	file_taskworker_v1_shard_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_control_proto_rawDesc), len(file_taskworker_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

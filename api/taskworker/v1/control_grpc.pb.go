@@ -21,9 +21,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	RegistryService_Register_FullMethodName   = "/taskworker.v1.RegistryService/Register"
-	RegistryService_Heartbeat_FullMethodName  = "/taskworker.v1.RegistryService/Heartbeat"
-	RegistryService_Deregister_FullMethodName = "/taskworker.v1.RegistryService/Deregister"
+	RegistryService_Register_FullMethodName     = "/taskworker.v1.RegistryService/Register"
+	RegistryService_Heartbeat_FullMethodName    = "/taskworker.v1.RegistryService/Heartbeat"
+	RegistryService_Deregister_FullMethodName   = "/taskworker.v1.RegistryService/Deregister"
+	RegistryService_ReportDamage_FullMethodName = "/taskworker.v1.RegistryService/ReportDamage"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -41,6 +42,9 @@ type RegistryServiceClient interface {
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
 	// Deregister removes a worker at once, before it stops serving.
 	Deregister(ctx context.Context, in *DeregisterRequest, opts ...grpc.CallOption) (*DeregisterResponse, error)
+	// ReportDamage tells the pool of shards the worker found missing or
+	// corrupt (its scrubber, or a failed read), so they are rebuilt.
+	ReportDamage(ctx context.Context, in *ReportDamageRequest, opts ...grpc.CallOption) (*ReportDamageResponse, error)
 }
 
 type registryServiceClient struct {
@@ -81,6 +85,16 @@ func (c *registryServiceClient) Deregister(ctx context.Context, in *DeregisterRe
 	return out, nil
 }
 
+func (c *registryServiceClient) ReportDamage(ctx context.Context, in *ReportDamageRequest, opts ...grpc.CallOption) (*ReportDamageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportDamageResponse)
+	err := c.cc.Invoke(ctx, RegistryService_ReportDamage_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -96,6 +110,9 @@ type RegistryServiceServer interface {
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
 	// Deregister removes a worker at once, before it stops serving.
 	Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error)
+	// ReportDamage tells the pool of shards the worker found missing or
+	// corrupt (its scrubber, or a failed read), so they are rebuilt.
+	ReportDamage(context.Context, *ReportDamageRequest) (*ReportDamageResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -114,6 +131,9 @@ func (UnimplementedRegistryServiceServer) Heartbeat(context.Context, *HeartbeatR
 }
 func (UnimplementedRegistryServiceServer) Deregister(context.Context, *DeregisterRequest) (*DeregisterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Deregister not implemented")
+}
+func (UnimplementedRegistryServiceServer) ReportDamage(context.Context, *ReportDamageRequest) (*ReportDamageResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportDamage not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -190,6 +210,24 @@ func _RegistryService_Deregister_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_ReportDamage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportDamageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).ReportDamage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_ReportDamage_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).ReportDamage(ctx, req.(*ReportDamageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -209,6 +247,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Deregister",
 			Handler:    _RegistryService_Deregister_Handler,
 		},
+		{
+			MethodName: "ReportDamage",
+			Handler:    _RegistryService_ReportDamage_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "taskworker/v1/control.proto",
@@ -219,6 +261,7 @@ const (
 	AdminService_ListFunctions_FullMethodName = "/taskworker.v1.AdminService/ListFunctions"
 	AdminService_CreateToken_FullMethodName   = "/taskworker.v1.AdminService/CreateToken"
 	AdminService_WhoAmI_FullMethodName        = "/taskworker.v1.AdminService/WhoAmI"
+	AdminService_Status_FullMethodName        = "/taskworker.v1.AdminService/Status"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -235,6 +278,9 @@ type AdminServiceClient interface {
 	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
 	// WhoAmI returns the user and role of the caller's token.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// Status summarises the network's health: workers, files by redundancy,
+	// repairs. Admin only.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
 
 type adminServiceClient struct {
@@ -285,6 +331,16 @@ func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts
 	return out, nil
 }
 
+func (c *adminServiceClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, AdminService_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -299,6 +355,9 @@ type AdminServiceServer interface {
 	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
 	// WhoAmI returns the user and role of the caller's token.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// Status summarises the network's health: workers, files by redundancy,
+	// repairs. Admin only.
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -320,6 +379,9 @@ func (UnimplementedAdminServiceServer) CreateToken(context.Context, *CreateToken
 }
 func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedAdminServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -414,6 +476,24 @@ func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -436,6 +516,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WhoAmI",
 			Handler:    _AdminService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _AdminService_Status_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -30,6 +30,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Redundancy int32
+
+const (
+	Redundancy_REDUNDANCY_UNSPECIFIED Redundancy = 0
+	// Every shard of every block is on a live worker.
+	Redundancy_REDUNDANCY_FULL Redundancy = 1
+	// Some shards are lost but every block is readable; repair is due.
+	Redundancy_REDUNDANCY_REDUCED Redundancy = 2
+	// Some block has fewer shards than it needs: unreadable until workers
+	// come back.
+	Redundancy_REDUNDANCY_LOST Redundancy = 3
+)
+
+// Enum value maps for Redundancy.
+var (
+	Redundancy_name = map[int32]string{
+		0: "REDUNDANCY_UNSPECIFIED",
+		1: "REDUNDANCY_FULL",
+		2: "REDUNDANCY_REDUCED",
+		3: "REDUNDANCY_LOST",
+	}
+	Redundancy_value = map[string]int32{
+		"REDUNDANCY_UNSPECIFIED": 0,
+		"REDUNDANCY_FULL":        1,
+		"REDUNDANCY_REDUCED":     2,
+		"REDUNDANCY_LOST":        3,
+	}
+)
+
+func (x Redundancy) Enum() *Redundancy {
+	p := new(Redundancy)
+	*p = x
+	return p
+}
+
+func (x Redundancy) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Redundancy) Descriptor() protoreflect.EnumDescriptor {
+	return file_taskworker_v1_taskworker_proto_enumTypes[0].Descriptor()
+}
+
+func (Redundancy) Type() protoreflect.EnumType {
+	return &file_taskworker_v1_taskworker_proto_enumTypes[0]
+}
+
+func (x Redundancy) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Redundancy.Descriptor instead.
+func (Redundancy) EnumDescriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{0}
+}
+
 type FileChange_Kind int32
 
 const (
@@ -66,11 +122,11 @@ func (x FileChange_Kind) String() string {
 }
 
 func (FileChange_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_taskworker_v1_taskworker_proto_enumTypes[0].Descriptor()
+	return file_taskworker_v1_taskworker_proto_enumTypes[1].Descriptor()
 }
 
 func (FileChange_Kind) Type() protoreflect.EnumType {
-	return &file_taskworker_v1_taskworker_proto_enumTypes[0]
+	return &file_taskworker_v1_taskworker_proto_enumTypes[1]
 }
 
 func (x FileChange_Kind) Number() protoreflect.EnumNumber {
@@ -79,7 +135,854 @@ func (x FileChange_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use FileChange_Kind.Descriptor instead.
 func (FileChange_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{8, 0}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{22, 0}
+}
+
+// FileInfo describes one version of a file.
+type FileInfo struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	FileId   string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	Filename string                 `protobuf:"bytes,2,opt,name=filename,proto3" json:"filename,omitempty"`
+	Version  int64                  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Size     int64                  `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	// Hex SHA-256 of the file's bytes.
+	Sha256      string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	CreatedAtMs int64  `protobuf:"varint,6,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// When this version was written.
+	ModifiedAtMs int64 `protobuf:"varint,7,opt,name=modified_at_ms,json=modifiedAtMs,proto3" json:"modified_at_ms,omitempty"`
+	// The erasure code, e.g. "4+2": data and parity shards per block.
+	Layout        string     `protobuf:"bytes,8,opt,name=layout,proto3" json:"layout,omitempty"`
+	BlockSize     int64      `protobuf:"varint,9,opt,name=block_size,json=blockSize,proto3" json:"block_size,omitempty"`
+	Redundancy    Redundancy `protobuf:"varint,10,opt,name=redundancy,proto3,enum=taskworker.v1.Redundancy" json:"redundancy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileInfo) Reset() {
+	*x = FileInfo{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileInfo) ProtoMessage() {}
+
+func (x *FileInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
+func (*FileInfo) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *FileInfo) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileInfo) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *FileInfo) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *FileInfo) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *FileInfo) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *FileInfo) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *FileInfo) GetModifiedAtMs() int64 {
+	if x != nil {
+		return x.ModifiedAtMs
+	}
+	return 0
+}
+
+func (x *FileInfo) GetLayout() string {
+	if x != nil {
+		return x.Layout
+	}
+	return ""
+}
+
+func (x *FileInfo) GetBlockSize() int64 {
+	if x != nil {
+		return x.BlockSize
+	}
+	return 0
+}
+
+func (x *FileInfo) GetRedundancy() Redundancy {
+	if x != nil {
+		return x.Redundancy
+	}
+	return Redundancy_REDUNDANCY_UNSPECIFIED
+}
+
+type UploadHeader struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Filename string                 `protobuf:"bytes,1,opt,name=filename,proto3" json:"filename,omitempty"`
+	UserId   string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Set to revise an existing file.
+	FileId string `protobuf:"bytes,3,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// With file_id: refuse unless the current version is this one.
+	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *UploadHeader) Reset() {
+	*x = UploadHeader{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadHeader) ProtoMessage() {}
+
+func (x *UploadHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadHeader.ProtoReflect.Descriptor instead.
+func (*UploadHeader) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *UploadHeader) GetFilename() string {
+	if x != nil {
+		return x.Filename
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *UploadHeader) GetExpectedVersion() int64 {
+	if x != nil {
+		return x.ExpectedVersion
+	}
+	return 0
+}
+
+type UploadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Part:
+	//
+	//	*UploadRequest_Header
+	//	*UploadRequest_Data
+	Part          isUploadRequest_Part `protobuf_oneof:"part"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadRequest) Reset() {
+	*x = UploadRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadRequest) ProtoMessage() {}
+
+func (x *UploadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadRequest.ProtoReflect.Descriptor instead.
+func (*UploadRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *UploadRequest) GetPart() isUploadRequest_Part {
+	if x != nil {
+		return x.Part
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetHeader() *UploadHeader {
+	if x != nil {
+		if x, ok := x.Part.(*UploadRequest_Header); ok {
+			return x.Header
+		}
+	}
+	return nil
+}
+
+func (x *UploadRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Part.(*UploadRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isUploadRequest_Part interface {
+	isUploadRequest_Part()
+}
+
+type UploadRequest_Header struct {
+	Header *UploadHeader `protobuf:"bytes,1,opt,name=header,proto3,oneof"`
+}
+
+type UploadRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*UploadRequest_Header) isUploadRequest_Part() {}
+
+func (*UploadRequest_Data) isUploadRequest_Part() {}
+
+type UploadResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadResponse) Reset() {
+	*x = UploadResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadResponse) ProtoMessage() {}
+
+func (x *UploadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadResponse.ProtoReflect.Descriptor instead.
+func (*UploadResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UploadResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type DownloadRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	UserId string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// 0 means the latest version.
+	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	Offset  int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// 0 means to the end.
+	Length        int64 `protobuf:"varint,5,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadRequest) Reset() {
+	*x = DownloadRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadRequest) ProtoMessage() {}
+
+func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
+func (*DownloadRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DownloadRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *DownloadRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *DownloadRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *DownloadRequest) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *DownloadRequest) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
+type DownloadResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first message.
+	Info          *FileInfo `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	Data          []byte    `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DownloadResponse) Reset() {
+	*x = DownloadResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DownloadResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DownloadResponse) ProtoMessage() {}
+
+func (x *DownloadResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DownloadResponse.ProtoReflect.Descriptor instead.
+func (*DownloadResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DownloadResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+func (x *DownloadResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type DeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRequest) Reset() {
+	*x = DeleteRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRequest) ProtoMessage() {}
+
+func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
+func (*DeleteRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *DeleteRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *DeleteRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteResponse) Reset() {
+	*x = DeleteResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteResponse) ProtoMessage() {}
+
+func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
+func (*DeleteResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{7}
+}
+
+type ListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRequest) Reset() {
+	*x = ListRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRequest) ProtoMessage() {}
+
+func (x *ListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
+func (*ListRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *ListRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         []*FileInfo            `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListResponse) Reset() {
+	*x = ListResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListResponse) ProtoMessage() {}
+
+func (x *ListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
+func (*ListResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListResponse) GetFiles() []*FileInfo {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *ListResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type StatRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Version       int64                  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatRequest) Reset() {
+	*x = StatRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatRequest) ProtoMessage() {}
+
+func (x *StatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatRequest.ProtoReflect.Descriptor instead.
+func (*StatRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StatRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *StatRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *StatRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type StatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *FileInfo              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatResponse) Reset() {
+	*x = StatResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatResponse) ProtoMessage() {}
+
+func (x *StatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatResponse.ProtoReflect.Descriptor instead.
+func (*StatResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *StatResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type FileHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHistoryRequest) Reset() {
+	*x = FileHistoryRequest{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHistoryRequest) ProtoMessage() {}
+
+func (x *FileHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHistoryRequest.ProtoReflect.Descriptor instead.
+func (*FileHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *FileHistoryRequest) GetFileId() string {
+	if x != nil {
+		return x.FileId
+	}
+	return ""
+}
+
+func (x *FileHistoryRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type FileHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Versions      []*FileInfo            `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileHistoryResponse) Reset() {
+	*x = FileHistoryResponse{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileHistoryResponse) ProtoMessage() {}
+
+func (x *FileHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileHistoryResponse.ProtoReflect.Descriptor instead.
+func (*FileHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *FileHistoryResponse) GetVersions() []*FileInfo {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
 }
 
 type PushRequest struct {
@@ -93,7 +996,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[0]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +1008,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[0]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +1021,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{0}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PushRequest) GetFileData() []byte {
@@ -146,13 +1049,14 @@ type PushResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Info          *FileInfo              `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[1]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -164,7 +1068,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[1]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -177,7 +1081,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{1}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PushResponse) GetFileId() string {
@@ -194,6 +1098,13 @@ func (x *PushResponse) GetVersion() int64 {
 	return 0
 }
 
+func (x *PushResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 type GetRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
@@ -206,7 +1117,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[2]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +1129,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[2]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +1142,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{2}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetRequest) GetFileId() string {
@@ -266,7 +1177,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[3]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +1189,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[3]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +1202,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{3}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetResponse) GetFileData() []byte {
@@ -329,7 +1240,7 @@ type ReviseRequest struct {
 
 func (x *ReviseRequest) Reset() {
 	*x = ReviseRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[4]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +1252,7 @@ func (x *ReviseRequest) String() string {
 func (*ReviseRequest) ProtoMessage() {}
 
 func (x *ReviseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[4]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +1265,7 @@ func (x *ReviseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviseRequest.ProtoReflect.Descriptor instead.
 func (*ReviseRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{4}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReviseRequest) GetFileId() string {
@@ -389,13 +1300,14 @@ type ReviseResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Info          *FileInfo              `protobuf:"bytes,3,opt,name=info,proto3" json:"info,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReviseResponse) Reset() {
 	*x = ReviseResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[5]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +1319,7 @@ func (x *ReviseResponse) String() string {
 func (*ReviseResponse) ProtoMessage() {}
 
 func (x *ReviseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[5]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +1332,7 @@ func (x *ReviseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReviseResponse.ProtoReflect.Descriptor instead.
 func (*ReviseResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{5}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReviseResponse) GetFileId() string {
@@ -437,10 +1349,18 @@ func (x *ReviseResponse) GetVersion() int64 {
 	return 0
 }
 
+func (x *ReviseResponse) GetInfo() *FileInfo {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
 type SynchronousRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Opaque cursor from a previous response; empty means from the beginning.
+	// Opaque cursor from a previous response; empty means from the beginning
+	// (every live file, as created).
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -448,7 +1368,7 @@ type SynchronousRequest struct {
 
 func (x *SynchronousRequest) Reset() {
 	*x = SynchronousRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[6]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +1380,7 @@ func (x *SynchronousRequest) String() string {
 func (*SynchronousRequest) ProtoMessage() {}
 
 func (x *SynchronousRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[6]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +1393,7 @@ func (x *SynchronousRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynchronousRequest.ProtoReflect.Descriptor instead.
 func (*SynchronousRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{6}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SynchronousRequest) GetUserId() string {
@@ -500,7 +1420,7 @@ type SynchronousResponse struct {
 
 func (x *SynchronousResponse) Reset() {
 	*x = SynchronousResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[7]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +1432,7 @@ func (x *SynchronousResponse) String() string {
 func (*SynchronousResponse) ProtoMessage() {}
 
 func (x *SynchronousResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[7]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +1445,7 @@ func (x *SynchronousResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SynchronousResponse.ProtoReflect.Descriptor instead.
 func (*SynchronousResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{7}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SynchronousResponse) GetChanges() []*FileChange {
@@ -554,7 +1474,7 @@ type FileChange struct {
 
 func (x *FileChange) Reset() {
 	*x = FileChange{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[8]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -566,7 +1486,7 @@ func (x *FileChange) String() string {
 func (*FileChange) ProtoMessage() {}
 
 func (x *FileChange) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[8]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -579,7 +1499,7 @@ func (x *FileChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChange.ProtoReflect.Descriptor instead.
 func (*FileChange) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{8}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FileChange) GetFileId() string {
@@ -627,7 +1547,7 @@ type FunctionCallRequest struct {
 
 func (x *FunctionCallRequest) Reset() {
 	*x = FunctionCallRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[9]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +1559,7 @@ func (x *FunctionCallRequest) String() string {
 func (*FunctionCallRequest) ProtoMessage() {}
 
 func (x *FunctionCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[9]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +1572,7 @@ func (x *FunctionCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCallRequest.ProtoReflect.Descriptor instead.
 func (*FunctionCallRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{9}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FunctionCallRequest) GetFunctionName() string {
@@ -695,7 +1615,7 @@ type FunctionCallResponse struct {
 
 func (x *FunctionCallResponse) Reset() {
 	*x = FunctionCallResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[10]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +1627,7 @@ func (x *FunctionCallResponse) String() string {
 func (*FunctionCallResponse) ProtoMessage() {}
 
 func (x *FunctionCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[10]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +1640,7 @@ func (x *FunctionCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCallResponse.ProtoReflect.Descriptor instead.
 func (*FunctionCallResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{10}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FunctionCallResponse) GetResult() []byte {
@@ -749,7 +1669,7 @@ type DNSRequest struct {
 
 func (x *DNSRequest) Reset() {
 	*x = DNSRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[11]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1681,7 @@ func (x *DNSRequest) String() string {
 func (*DNSRequest) ProtoMessage() {}
 
 func (x *DNSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[11]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1694,7 @@ func (x *DNSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRequest.ProtoReflect.Descriptor instead.
 func (*DNSRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{11}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DNSRequest) GetDomain() string {
@@ -808,7 +1728,7 @@ type DNSResponse struct {
 
 func (x *DNSResponse) Reset() {
 	*x = DNSResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[12]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1740,7 @@ func (x *DNSResponse) String() string {
 func (*DNSResponse) ProtoMessage() {}
 
 func (x *DNSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[12]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1753,7 @@ func (x *DNSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSResponse.ProtoReflect.Descriptor instead.
 func (*DNSResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{12}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DNSResponse) GetAddresses() []string {
@@ -854,14 +1774,73 @@ var File_taskworker_v1_taskworker_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
-	"\x1etaskworker/v1/taskworker.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\"_\n" +
+	"\x1etaskworker/v1/taskworker.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\"\xc1\x02\n" +
+	"\bFileInfo\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1a\n" +
+	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x12\n" +
+	"\x04size\x18\x04 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12\"\n" +
+	"\rcreated_at_ms\x18\x06 \x01(\x03R\vcreatedAtMs\x12$\n" +
+	"\x0emodified_at_ms\x18\a \x01(\x03R\fmodifiedAtMs\x12\x16\n" +
+	"\x06layout\x18\b \x01(\tR\x06layout\x12\x1d\n" +
+	"\n" +
+	"block_size\x18\t \x01(\x03R\tblockSize\x129\n" +
+	"\n" +
+	"redundancy\x18\n" +
+	" \x01(\x0e2\x19.taskworker.v1.RedundancyR\n" +
+	"redundancy\"\x87\x01\n" +
+	"\fUploadHeader\x12\x1a\n" +
+	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
+	"\afile_id\x18\x03 \x01(\tR\x06fileId\x12)\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"d\n" +
+	"\rUploadRequest\x125\n" +
+	"\x06header\x18\x01 \x01(\v2\x1b.taskworker.v1.UploadHeaderH\x00R\x06header\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
+	"\x04part\"=\n" +
+	"\x0eUploadResponse\x12+\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.taskworker.v1.FileInfoR\x04info\"\x8d\x01\n" +
+	"\x0fDownloadRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x05 \x01(\x03R\x06length\"S\n" +
+	"\x10DownloadResponse\x12+\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.taskworker.v1.FileInfoR\x04info\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"A\n" +
+	"\rDeleteRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x10\n" +
+	"\x0eDeleteResponse\"b\n" +
+	"\vListRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"e\n" +
+	"\fListResponse\x12-\n" +
+	"\x05files\x18\x01 \x03(\v2\x17.taskworker.v1.FileInfoR\x05files\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"Y\n" +
+	"\vStatRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x03R\aversion\";\n" +
+	"\fStatResponse\x12+\n" +
+	"\x04info\x18\x01 \x01(\v2\x17.taskworker.v1.FileInfoR\x04info\"F\n" +
+	"\x12FileHistoryRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"J\n" +
+	"\x13FileHistoryResponse\x123\n" +
+	"\bversions\x18\x01 \x03(\v2\x17.taskworker.v1.FileInfoR\bversions\"_\n" +
 	"\vPushRequest\x12\x1b\n" +
 	"\tfile_data\x18\x01 \x01(\fR\bfileData\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x17\n" +
-	"\auser_id\x18\x03 \x01(\tR\x06userId\"A\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"n\n" +
 	"\fPushResponse\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"X\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12+\n" +
+	"\x04info\x18\x03 \x01(\v2\x17.taskworker.v1.FileInfoR\x04info\"X\n" +
 	"\n" +
 	"GetRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
@@ -875,10 +1854,11 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x1b\n" +
 	"\tfile_data\x18\x02 \x01(\fR\bfileData\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x12)\n" +
-	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"C\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"p\n" +
 	"\x0eReviseResponse\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x03R\aversion\"E\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\x12+\n" +
+	"\x04info\x18\x03 \x01(\v2\x17.taskworker.v1.FileInfoR\x04info\"E\n" +
 	"\x12SynchronousRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
 	"\x06cursor\x18\x02 \x01(\tR\x06cursor\"b\n" +
@@ -915,12 +1895,25 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\vDNSResponse\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds2\xa9\x02\n" +
+	"ttlSeconds*j\n" +
+	"\n" +
+	"Redundancy\x12\x1a\n" +
+	"\x16REDUNDANCY_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fREDUNDANCY_FULL\x10\x01\x12\x16\n" +
+	"\x12REDUNDANCY_REDUCED\x10\x02\x12\x13\n" +
+	"\x0fREDUNDANCY_LOST\x10\x032\xb9\x06\n" +
 	"\vFileService\x12?\n" +
 	"\x04Push\x12\x1a.taskworker.v1.PushRequest\x1a\x1b.taskworker.v1.PushResponse\x12<\n" +
 	"\x03Get\x12\x19.taskworker.v1.GetRequest\x1a\x1a.taskworker.v1.GetResponse\x12E\n" +
 	"\x06Revise\x12\x1c.taskworker.v1.ReviseRequest\x1a\x1d.taskworker.v1.ReviseResponse\x12T\n" +
-	"\vSynchronous\x12!.taskworker.v1.SynchronousRequest\x1a\".taskworker.v1.SynchronousResponse2e\n" +
+	"\vSynchronous\x12!.taskworker.v1.SynchronousRequest\x1a\".taskworker.v1.SynchronousResponse\x12W\n" +
+	"\fWatchChanges\x12!.taskworker.v1.SynchronousRequest\x1a\".taskworker.v1.SynchronousResponse0\x01\x12G\n" +
+	"\x06Upload\x12\x1c.taskworker.v1.UploadRequest\x1a\x1d.taskworker.v1.UploadResponse(\x01\x12M\n" +
+	"\bDownload\x12\x1e.taskworker.v1.DownloadRequest\x1a\x1f.taskworker.v1.DownloadResponse0\x01\x12E\n" +
+	"\x06Delete\x12\x1c.taskworker.v1.DeleteRequest\x1a\x1d.taskworker.v1.DeleteResponse\x12?\n" +
+	"\x04List\x12\x1a.taskworker.v1.ListRequest\x1a\x1b.taskworker.v1.ListResponse\x12?\n" +
+	"\x04Stat\x12\x1a.taskworker.v1.StatRequest\x1a\x1b.taskworker.v1.StatResponse\x12T\n" +
+	"\vFileHistory\x12!.taskworker.v1.FileHistoryRequest\x1a\".taskworker.v1.FileHistoryResponse2e\n" +
 	"\n" +
 	"RPCService\x12W\n" +
 	"\fCallFunction\x12\".taskworker.v1.FunctionCallRequest\x1a#.taskworker.v1.FunctionCallResponse2T\n" +
@@ -940,46 +1933,84 @@ func file_taskworker_v1_taskworker_proto_rawDescGZIP() []byte {
 	return file_taskworker_v1_taskworker_proto_rawDescData
 }
 
-var file_taskworker_v1_taskworker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_taskworker_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_taskworker_v1_taskworker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_taskworker_v1_taskworker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_taskworker_v1_taskworker_proto_goTypes = []any{
-	(FileChange_Kind)(0),         // 0: taskworker.v1.FileChange.Kind
-	(*PushRequest)(nil),          // 1: taskworker.v1.PushRequest
-	(*PushResponse)(nil),         // 2: taskworker.v1.PushResponse
-	(*GetRequest)(nil),           // 3: taskworker.v1.GetRequest
-	(*GetResponse)(nil),          // 4: taskworker.v1.GetResponse
-	(*ReviseRequest)(nil),        // 5: taskworker.v1.ReviseRequest
-	(*ReviseResponse)(nil),       // 6: taskworker.v1.ReviseResponse
-	(*SynchronousRequest)(nil),   // 7: taskworker.v1.SynchronousRequest
-	(*SynchronousResponse)(nil),  // 8: taskworker.v1.SynchronousResponse
-	(*FileChange)(nil),           // 9: taskworker.v1.FileChange
-	(*FunctionCallRequest)(nil),  // 10: taskworker.v1.FunctionCallRequest
-	(*FunctionCallResponse)(nil), // 11: taskworker.v1.FunctionCallResponse
-	(*DNSRequest)(nil),           // 12: taskworker.v1.DNSRequest
-	(*DNSResponse)(nil),          // 13: taskworker.v1.DNSResponse
-	(*Deployment)(nil),           // 14: taskworker.v1.Deployment
+	(Redundancy)(0),              // 0: taskworker.v1.Redundancy
+	(FileChange_Kind)(0),         // 1: taskworker.v1.FileChange.Kind
+	(*FileInfo)(nil),             // 2: taskworker.v1.FileInfo
+	(*UploadHeader)(nil),         // 3: taskworker.v1.UploadHeader
+	(*UploadRequest)(nil),        // 4: taskworker.v1.UploadRequest
+	(*UploadResponse)(nil),       // 5: taskworker.v1.UploadResponse
+	(*DownloadRequest)(nil),      // 6: taskworker.v1.DownloadRequest
+	(*DownloadResponse)(nil),     // 7: taskworker.v1.DownloadResponse
+	(*DeleteRequest)(nil),        // 8: taskworker.v1.DeleteRequest
+	(*DeleteResponse)(nil),       // 9: taskworker.v1.DeleteResponse
+	(*ListRequest)(nil),          // 10: taskworker.v1.ListRequest
+	(*ListResponse)(nil),         // 11: taskworker.v1.ListResponse
+	(*StatRequest)(nil),          // 12: taskworker.v1.StatRequest
+	(*StatResponse)(nil),         // 13: taskworker.v1.StatResponse
+	(*FileHistoryRequest)(nil),   // 14: taskworker.v1.FileHistoryRequest
+	(*FileHistoryResponse)(nil),  // 15: taskworker.v1.FileHistoryResponse
+	(*PushRequest)(nil),          // 16: taskworker.v1.PushRequest
+	(*PushResponse)(nil),         // 17: taskworker.v1.PushResponse
+	(*GetRequest)(nil),           // 18: taskworker.v1.GetRequest
+	(*GetResponse)(nil),          // 19: taskworker.v1.GetResponse
+	(*ReviseRequest)(nil),        // 20: taskworker.v1.ReviseRequest
+	(*ReviseResponse)(nil),       // 21: taskworker.v1.ReviseResponse
+	(*SynchronousRequest)(nil),   // 22: taskworker.v1.SynchronousRequest
+	(*SynchronousResponse)(nil),  // 23: taskworker.v1.SynchronousResponse
+	(*FileChange)(nil),           // 24: taskworker.v1.FileChange
+	(*FunctionCallRequest)(nil),  // 25: taskworker.v1.FunctionCallRequest
+	(*FunctionCallResponse)(nil), // 26: taskworker.v1.FunctionCallResponse
+	(*DNSRequest)(nil),           // 27: taskworker.v1.DNSRequest
+	(*DNSResponse)(nil),          // 28: taskworker.v1.DNSResponse
+	(*Deployment)(nil),           // 29: taskworker.v1.Deployment
 }
 var file_taskworker_v1_taskworker_proto_depIdxs = []int32{
-	9,  // 0: taskworker.v1.SynchronousResponse.changes:type_name -> taskworker.v1.FileChange
-	0,  // 1: taskworker.v1.FileChange.kind:type_name -> taskworker.v1.FileChange.Kind
-	14, // 2: taskworker.v1.FunctionCallRequest.deployment:type_name -> taskworker.v1.Deployment
-	1,  // 3: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
-	3,  // 4: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
-	5,  // 5: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
-	7,  // 6: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
-	10, // 7: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
-	12, // 8: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
-	2,  // 9: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
-	4,  // 10: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
-	6,  // 11: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
-	8,  // 12: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
-	11, // 13: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
-	13, // 14: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	0,  // 0: taskworker.v1.FileInfo.redundancy:type_name -> taskworker.v1.Redundancy
+	3,  // 1: taskworker.v1.UploadRequest.header:type_name -> taskworker.v1.UploadHeader
+	2,  // 2: taskworker.v1.UploadResponse.info:type_name -> taskworker.v1.FileInfo
+	2,  // 3: taskworker.v1.DownloadResponse.info:type_name -> taskworker.v1.FileInfo
+	2,  // 4: taskworker.v1.ListResponse.files:type_name -> taskworker.v1.FileInfo
+	2,  // 5: taskworker.v1.StatResponse.info:type_name -> taskworker.v1.FileInfo
+	2,  // 6: taskworker.v1.FileHistoryResponse.versions:type_name -> taskworker.v1.FileInfo
+	2,  // 7: taskworker.v1.PushResponse.info:type_name -> taskworker.v1.FileInfo
+	2,  // 8: taskworker.v1.ReviseResponse.info:type_name -> taskworker.v1.FileInfo
+	24, // 9: taskworker.v1.SynchronousResponse.changes:type_name -> taskworker.v1.FileChange
+	1,  // 10: taskworker.v1.FileChange.kind:type_name -> taskworker.v1.FileChange.Kind
+	29, // 11: taskworker.v1.FunctionCallRequest.deployment:type_name -> taskworker.v1.Deployment
+	16, // 12: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
+	18, // 13: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
+	20, // 14: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
+	22, // 15: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
+	22, // 16: taskworker.v1.FileService.WatchChanges:input_type -> taskworker.v1.SynchronousRequest
+	4,  // 17: taskworker.v1.FileService.Upload:input_type -> taskworker.v1.UploadRequest
+	6,  // 18: taskworker.v1.FileService.Download:input_type -> taskworker.v1.DownloadRequest
+	8,  // 19: taskworker.v1.FileService.Delete:input_type -> taskworker.v1.DeleteRequest
+	10, // 20: taskworker.v1.FileService.List:input_type -> taskworker.v1.ListRequest
+	12, // 21: taskworker.v1.FileService.Stat:input_type -> taskworker.v1.StatRequest
+	14, // 22: taskworker.v1.FileService.FileHistory:input_type -> taskworker.v1.FileHistoryRequest
+	25, // 23: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
+	27, // 24: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
+	17, // 25: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
+	19, // 26: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
+	21, // 27: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
+	23, // 28: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
+	23, // 29: taskworker.v1.FileService.WatchChanges:output_type -> taskworker.v1.SynchronousResponse
+	5,  // 30: taskworker.v1.FileService.Upload:output_type -> taskworker.v1.UploadResponse
+	7,  // 31: taskworker.v1.FileService.Download:output_type -> taskworker.v1.DownloadResponse
+	9,  // 32: taskworker.v1.FileService.Delete:output_type -> taskworker.v1.DeleteResponse
+	11, // 33: taskworker.v1.FileService.List:output_type -> taskworker.v1.ListResponse
+	13, // 34: taskworker.v1.FileService.Stat:output_type -> taskworker.v1.StatResponse
+	15, // 35: taskworker.v1.FileService.FileHistory:output_type -> taskworker.v1.FileHistoryResponse
+	26, // 36: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
+	28, // 37: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
+	25, // [25:38] is the sub-list for method output_type
+	12, // [12:25] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_taskworker_proto_init() }
@@ -988,13 +2019,17 @@ func file_taskworker_v1_taskworker_proto_init() {
 		return
 	}
 	file_taskworker_v1_deploy_proto_init()
+	file_taskworker_v1_taskworker_proto_msgTypes[2].OneofWrappers = []any{
+		(*UploadRequest_Header)(nil),
+		(*UploadRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_taskworker_proto_rawDesc), len(file_taskworker_v1_taskworker_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -28,10 +28,17 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	FileService_Push_FullMethodName        = "/taskworker.v1.FileService/Push"
-	FileService_Get_FullMethodName         = "/taskworker.v1.FileService/Get"
-	FileService_Revise_FullMethodName      = "/taskworker.v1.FileService/Revise"
-	FileService_Synchronous_FullMethodName = "/taskworker.v1.FileService/Synchronous"
+	FileService_Push_FullMethodName         = "/taskworker.v1.FileService/Push"
+	FileService_Get_FullMethodName          = "/taskworker.v1.FileService/Get"
+	FileService_Revise_FullMethodName       = "/taskworker.v1.FileService/Revise"
+	FileService_Synchronous_FullMethodName  = "/taskworker.v1.FileService/Synchronous"
+	FileService_WatchChanges_FullMethodName = "/taskworker.v1.FileService/WatchChanges"
+	FileService_Upload_FullMethodName       = "/taskworker.v1.FileService/Upload"
+	FileService_Download_FullMethodName     = "/taskworker.v1.FileService/Download"
+	FileService_Delete_FullMethodName       = "/taskworker.v1.FileService/Delete"
+	FileService_List_FullMethodName         = "/taskworker.v1.FileService/List"
+	FileService_Stat_FullMethodName         = "/taskworker.v1.FileService/Stat"
+	FileService_FileHistory_FullMethodName  = "/taskworker.v1.FileService/FileHistory"
 )
 
 // FileServiceClient is the client API for FileService service.
@@ -50,6 +57,19 @@ type FileServiceClient interface {
 	Revise(ctx context.Context, in *ReviseRequest, opts ...grpc.CallOption) (*ReviseResponse, error)
 	// Synchronous returns the changes to the caller's files since a cursor.
 	Synchronous(ctx context.Context, in *SynchronousRequest, opts ...grpc.CallOption) (*SynchronousResponse, error)
+	// WatchChanges is the streaming form of Synchronous: it sends the changes
+	// since the cursor, then each new change as it happens.
+	WatchChanges(ctx context.Context, in *SynchronousRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SynchronousResponse], error)
+	// Upload is Push (or Revise, given a file_id) for files of any size: a
+	// header message, then the bytes in chunks.
+	Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error)
+	// Download is Get for files of any size, with range reads.
+	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error)
+	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
+	Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error)
+	// FileHistory lists a file's versions, newest first.
+	FileHistory(ctx context.Context, in *FileHistoryRequest, opts ...grpc.CallOption) (*FileHistoryResponse, error)
 }
 
 type fileServiceClient struct {
@@ -100,6 +120,97 @@ func (c *fileServiceClient) Synchronous(ctx context.Context, in *SynchronousRequ
 	return out, nil
 }
 
+func (c *fileServiceClient) WatchChanges(ctx context.Context, in *SynchronousRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SynchronousResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[0], FileService_WatchChanges_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SynchronousRequest, SynchronousResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_WatchChangesClient = grpc.ServerStreamingClient[SynchronousResponse]
+
+func (c *fileServiceClient) Upload(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UploadRequest, UploadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[1], FileService_Upload_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[UploadRequest, UploadResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_UploadClient = grpc.ClientStreamingClient[UploadRequest, UploadResponse]
+
+func (c *fileServiceClient) Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DownloadResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[2], FileService_Download_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DownloadRequest, DownloadResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_DownloadClient = grpc.ServerStreamingClient[DownloadResponse]
+
+func (c *fileServiceClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteResponse)
+	err := c.cc.Invoke(ctx, FileService_Delete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fileServiceClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListResponse)
+	err := c.cc.Invoke(ctx, FileService_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fileServiceClient) Stat(ctx context.Context, in *StatRequest, opts ...grpc.CallOption) (*StatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatResponse)
+	err := c.cc.Invoke(ctx, FileService_Stat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *fileServiceClient) FileHistory(ctx context.Context, in *FileHistoryRequest, opts ...grpc.CallOption) (*FileHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FileHistoryResponse)
+	err := c.cc.Invoke(ctx, FileService_FileHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // FileServiceServer is the server API for FileService service.
 // All implementations must embed UnimplementedFileServiceServer
 // for forward compatibility.
@@ -116,6 +227,19 @@ type FileServiceServer interface {
 	Revise(context.Context, *ReviseRequest) (*ReviseResponse, error)
 	// Synchronous returns the changes to the caller's files since a cursor.
 	Synchronous(context.Context, *SynchronousRequest) (*SynchronousResponse, error)
+	// WatchChanges is the streaming form of Synchronous: it sends the changes
+	// since the cursor, then each new change as it happens.
+	WatchChanges(*SynchronousRequest, grpc.ServerStreamingServer[SynchronousResponse]) error
+	// Upload is Push (or Revise, given a file_id) for files of any size: a
+	// header message, then the bytes in chunks.
+	Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error
+	// Download is Get for files of any size, with range reads.
+	Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error
+	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	List(context.Context, *ListRequest) (*ListResponse, error)
+	Stat(context.Context, *StatRequest) (*StatResponse, error)
+	// FileHistory lists a file's versions, newest first.
+	FileHistory(context.Context, *FileHistoryRequest) (*FileHistoryResponse, error)
 	mustEmbedUnimplementedFileServiceServer()
 }
 
@@ -137,6 +261,27 @@ func (UnimplementedFileServiceServer) Revise(context.Context, *ReviseRequest) (*
 }
 func (UnimplementedFileServiceServer) Synchronous(context.Context, *SynchronousRequest) (*SynchronousResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Synchronous not implemented")
+}
+func (UnimplementedFileServiceServer) WatchChanges(*SynchronousRequest, grpc.ServerStreamingServer[SynchronousResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchChanges not implemented")
+}
+func (UnimplementedFileServiceServer) Upload(grpc.ClientStreamingServer[UploadRequest, UploadResponse]) error {
+	return status.Error(codes.Unimplemented, "method Upload not implemented")
+}
+func (UnimplementedFileServiceServer) Download(*DownloadRequest, grpc.ServerStreamingServer[DownloadResponse]) error {
+	return status.Error(codes.Unimplemented, "method Download not implemented")
+}
+func (UnimplementedFileServiceServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedFileServiceServer) List(context.Context, *ListRequest) (*ListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedFileServiceServer) Stat(context.Context, *StatRequest) (*StatResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Stat not implemented")
+}
+func (UnimplementedFileServiceServer) FileHistory(context.Context, *FileHistoryRequest) (*FileHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FileHistory not implemented")
 }
 func (UnimplementedFileServiceServer) mustEmbedUnimplementedFileServiceServer() {}
 func (UnimplementedFileServiceServer) testEmbeddedByValue()                     {}
@@ -231,6 +376,107 @@ func _FileService_Synchronous_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FileService_WatchChanges_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SynchronousRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FileServiceServer).WatchChanges(m, &grpc.GenericServerStream[SynchronousRequest, SynchronousResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_WatchChangesServer = grpc.ServerStreamingServer[SynchronousResponse]
+
+func _FileService_Upload_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FileServiceServer).Upload(&grpc.GenericServerStream[UploadRequest, UploadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_UploadServer = grpc.ClientStreamingServer[UploadRequest, UploadResponse]
+
+func _FileService_Download_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DownloadRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(FileServiceServer).Download(m, &grpc.GenericServerStream[DownloadRequest, DownloadResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_DownloadServer = grpc.ServerStreamingServer[DownloadResponse]
+
+func _FileService_Delete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FileServiceServer).Delete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FileService_Delete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FileServiceServer).Delete(ctx, req.(*DeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FileService_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FileServiceServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FileService_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FileServiceServer).List(ctx, req.(*ListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FileService_Stat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FileServiceServer).Stat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FileService_Stat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FileServiceServer).Stat(ctx, req.(*StatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _FileService_FileHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FileHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(FileServiceServer).FileHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: FileService_FileHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(FileServiceServer).FileHistory(ctx, req.(*FileHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // FileService_ServiceDesc is the grpc.ServiceDesc for FileService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -254,8 +500,40 @@ var FileService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Synchronous",
 			Handler:    _FileService_Synchronous_Handler,
 		},
+		{
+			MethodName: "Delete",
+			Handler:    _FileService_Delete_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _FileService_List_Handler,
+		},
+		{
+			MethodName: "Stat",
+			Handler:    _FileService_Stat_Handler,
+		},
+		{
+			MethodName: "FileHistory",
+			Handler:    _FileService_FileHistory_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchChanges",
+			Handler:       _FileService_WatchChanges_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Upload",
+			Handler:       _FileService_Upload_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Download",
+			Handler:       _FileService_Download_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "taskworker/v1/taskworker.proto",
 }
 

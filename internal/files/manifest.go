@@ -1,0 +1,188 @@
+package files
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
+)
+
+// fileRecord is the small record under files/<user>/<id>: the file's
+// current version. Every change to a file rewrites it, which is what
+// Synchronous reports.
+type fileRecord struct {
+	FileID     string `json:"id"`
+	Filename   string `json:"name"`
+	Version    int64  `json:"version"`
+	Size       int64  `json:"size"`
+	SHA256     string `json:"sha256"`
+	Layout     string `json:"layout"`
+	BlockSize  int    `json:"block_size"`
+	CreatedMs  int64  `json:"created_ms"`
+	ModifiedMs int64  `json:"modified_ms"`
+}
+
+// manifest is one version of a file: everything needed to read it back.
+type manifest struct {
+	fileRecord
+	Owner string `json:"owner"`
+	// WriteID names the shards of this version on the workers.
+	WriteID string `json:"write_id"`
+	// Sums holds every shard's BLAKE3 checksum, block by block, base64.
+	Sums string `json:"sums"`
+	// Workers and Placement record where shards are: Placement[b][i] is
+	// the index in Workers of the worker holding shard i of block b, or -1.
+	Workers   []string  `json:"workers"`
+	Placement [][]int16 `json:"placement"`
+}
+
+func (m *manifest) layout() (erasure.Layout, error) { return erasure.ParseLayout(m.Layout) }
+
+// fileInfo is the manifest in the erasure package's terms.
+func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
+	l, err := m.layout()
+	if err != nil {
+		return nil, err
+	}
+	info := &erasure.FileInfo{Layout: l, BlockSize: m.BlockSize, Size: m.Size}
+	sha, err := hex.DecodeString(m.SHA256)
+	if err != nil || len(sha) != 32 {
+		return nil, fmt.Errorf("manifest of %s: bad SHA-256 %q", m.FileID, m.SHA256)
+	}
+	copy(info.SHA256[:], sha)
+	raw, err := base64.StdEncoding.DecodeString(m.Sums)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of %s: bad sums: %w", m.FileID, err)
+	}
+	n := l.Shards()
+	blocks := info.Blocks()
+	if int64(len(raw)) != blocks*int64(n)*32 {
+		return nil, fmt.Errorf("manifest of %s: %d bytes of sums for %d blocks of %d shards", m.FileID, len(raw), blocks, n)
+	}
+	info.Sums = make([][]erasure.Sum, blocks)
+	for b := range info.Sums {
+		info.Sums[b] = make([]erasure.Sum, n)
+		for i := range n {
+			copy(info.Sums[b][i][:], raw[(b*n+i)*32:])
+		}
+	}
+	return info, info.Validate()
+}
+
+func encodeSums(sums [][]erasure.Sum) string {
+	var raw []byte
+	for _, block := range sums {
+		for _, s := range block {
+			raw = append(raw, s[:]...)
+		}
+	}
+	return base64.StdEncoding.EncodeToString(raw)
+}
+
+// holder returns the worker holding shard i of block b, or "".
+func (m *manifest) holder(b int64, i int) string {
+	if b >= int64(len(m.Placement)) || i >= len(m.Placement[b]) || m.Placement[b][i] < 0 {
+		return ""
+	}
+	return m.Workers[m.Placement[b][i]]
+}
+
+// holders returns the workers of block b's shards, "" where none.
+func (m *manifest) holders(b int64) []string {
+	out := make([]string, len(m.Placement[b]))
+	for i := range out {
+		out[i] = m.holder(b, i)
+	}
+	return out
+}
+
+// setHolder records that worker id holds shard i of block b ("" for none).
+func (m *manifest) setHolder(b int64, i int, id string) {
+	if id == "" {
+		m.Placement[b][i] = -1
+		return
+	}
+	for j, w := range m.Workers {
+		if w == id {
+			m.Placement[b][i] = int16(j)
+			return
+		}
+	}
+	m.Workers = append(m.Workers, id)
+	m.Placement[b][i] = int16(len(m.Workers) - 1)
+}
+
+func (m *manifest) marshal() (string, error) {
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
+func unmarshalManifest(b []byte) (*manifest, error) {
+	m := &manifest{}
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (r fileRecord) proto() *v1.FileInfo {
+	return &v1.FileInfo{
+		FileId:       r.FileID,
+		Filename:     r.Filename,
+		Version:      r.Version,
+		Size:         r.Size,
+		Sha256:       r.SHA256,
+		CreatedAtMs:  r.CreatedMs,
+		ModifiedAtMs: r.ModifiedMs,
+		Layout:       r.Layout,
+		BlockSize:    int64(r.BlockSize),
+	}
+}
+
+// keys lays out the package's etcd keys under a prefix.
+type keys struct{ prefix string }
+
+func (k keys) userFiles(user string) string { return k.prefix + "files/" + user + "/" }
+func (k keys) file(user, id string) string  { return k.userFiles(user) + id }
+func (k keys) manifests(id string) string   { return k.prefix + "manifests/" + id + "/" }
+func (k keys) allManifests() string         { return k.prefix + "manifests/" }
+func (k keys) manifest(id string, v int64) string {
+	return fmt.Sprintf("%s%020d", k.manifests(id), v)
+}
+func (k keys) allDamage() string { return k.prefix + "damage/" }
+func (k keys) damage(id, write string, block int64, shard int) string {
+	return fmt.Sprintf("%s%s/%s/%d/%d", k.allDamage(), id, write, block, shard)
+}
+
+// parseDamage reads a damage key back.
+func (k keys) parseDamage(key string) (id, write string, block int64, shard int, ok bool) {
+	parts := strings.Split(strings.TrimPrefix(key, k.allDamage()), "/")
+	if len(parts) != 4 {
+		return "", "", 0, 0, false
+	}
+	if _, err := fmt.Sscan(parts[2], &block); err != nil {
+		return "", "", 0, 0, false
+	}
+	if _, err := fmt.Sscan(parts[3], &shard); err != nil {
+		return "", "", 0, 0, false
+	}
+	return parts[0], parts[1], block, shard, true
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newID returns a random id: 26 characters, 128 bits.
+func newID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return strings.ToLower(idEncoding.EncodeToString(b))
+}
+
+var validFileID = regexp.MustCompile(`^[a-z2-7]{26}$`)

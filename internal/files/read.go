@@ -1,0 +1,341 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
+)
+
+// load returns the manifest of a version of a user's file (0: current). A
+// file of another user is NotFound, like a file that does not exist.
+func (s *Service) load(ctx context.Context, user, fileID string, version int64) (*manifest, error) {
+	if err := checkFileID(fileID); err != nil {
+		return nil, err
+	}
+	if version < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "version %d is negative", version)
+	}
+	cur, _, err := s.current(ctx, user, fileID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if version == 0 {
+		version = cur.Version
+	}
+	resp, err := s.cli.Get(ctx, s.keys.manifest(fileID, version))
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "file %s has no version %d (it is at version %d)", fileID, version, cur.Version)
+	}
+	m, err := unmarshalManifest(resp.Kvs[0].Value)
+	if err != nil || m.Owner != user {
+		return nil, status.Errorf(codes.DataLoss, "file %s version %d: unreadable manifest", fileID, version)
+	}
+	return m, nil
+}
+
+// decoder returns a decoder that reads m's shards from its workers and
+// reports the bad ones for repair.
+func (s *Service) decoder(m *manifest) (*erasure.Decoder, error) {
+	info, err := m.fileInfo()
+	if err != nil {
+		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
+	}
+	d, err := erasure.NewDecoder(info, erasure.ShardSourceFunc(func(ctx context.Context, b int64, i int) ([]byte, error) {
+		return s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)})
+	}))
+	if err != nil {
+		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
+	}
+	d.OnBadShard = func(bad erasure.BadShard) {
+		if s.workerLive(m.holder(bad.Block, bad.Shard)) {
+			// A live worker served a bad shard, or failed to: note it.
+			// (Shards of gone workers are the repairer's anyway.)
+			s.reportDamage(m.FileID, m.WriteID, bad.Block, bad.Shard)
+		}
+	}
+	return d, nil
+}
+
+func (s *Service) workerLive(id string) bool {
+	_, ok := s.workers.ShardClient(id)
+	return ok
+}
+
+// getShard fetches one shard from a worker.
+func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey) ([]byte, error) {
+	if workerID == "" {
+		return nil, errors.New("no worker holds the shard")
+	}
+	client, ok := s.workers.ShardClient(workerID)
+	if !ok {
+		return nil, fmt.Errorf("worker %s is not live", workerID)
+	}
+	stream, err := client.GetShard(ctx, &v1.GetShardRequest{Key: key})
+	if err != nil {
+		return nil, err
+	}
+	var buf []byte
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		buf = append(buf, msg.Data...)
+	}
+}
+
+// reportDamage records a damaged shard in etcd, where the repairer finds
+// it even after a pool restart.
+func (s *Service) reportDamage(fileID, writeID string, block int64, shard int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5e9)
+	defer cancel()
+	if _, err := s.cli.Put(ctx, s.keys.damage(fileID, writeID, block, shard), ""); err != nil {
+		s.log.Warn("recording a damaged shard", "file", fileID, "block", block, "shard", shard, "err", err)
+	}
+	s.Kick()
+}
+
+// ReportDamage records shards a worker found damaged.
+func (s *Service) ReportDamage(ctx context.Context, keys []*v1.ShardKey) error {
+	if len(keys) > 10_000 {
+		return status.Error(codes.InvalidArgument, "over 10000 shards in one report")
+	}
+	for _, k := range keys {
+		if !validFileID.MatchString(k.FileId) || !validFileID.MatchString(k.WriteId) || k.Block < 0 || k.Shard < 0 {
+			continue // not one of ours
+		}
+		if _, err := s.cli.Put(ctx, s.keys.damage(k.FileId, k.WriteId, k.Block, int(k.Shard)), ""); err != nil {
+			return etcdError(err)
+		}
+	}
+	s.Kick()
+	return nil
+}
+
+func decodeError(fileID string, err error) error {
+	var be *erasure.BlockError
+	switch {
+	case errors.As(err, &be):
+		return status.Errorf(codes.Unavailable, "file %s: %v; the file is unreadable until more workers come back", fileID, err)
+	case errors.Is(err, erasure.ErrFileChecksum):
+		return status.Errorf(codes.DataLoss, "file %s: %v", fileID, err)
+	case errors.Is(err, erasure.ErrRange):
+		return status.Errorf(codes.OutOfRange, "file %s: %v", fileID, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Internal, "file %s: %v", fileID, err)
+}
+
+func (s *Service) Get(ctx context.Context, req *v1.GetRequest) (*v1.GetResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.load(ctx, user, req.FileId, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	if m.Size > int64(s.cfg.MaxUnaryBytes) {
+		return nil, status.Errorf(codes.FailedPrecondition, "file %s is %d bytes, over Get's %d; use Download (taskworker get streams it)", m.FileID, m.Size, s.cfg.MaxUnaryBytes)
+	}
+	d, err := s.decoder(m)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(m.Size))
+	if _, err := d.Copy(ctx, &buf); err != nil {
+		return nil, decodeError(m.FileID, err)
+	}
+	return &v1.GetResponse{FileData: buf.Bytes(), Filename: m.Filename, Version: m.Version}, nil
+}
+
+func (s *Service) Download(req *v1.DownloadRequest, stream v1.FileService_DownloadServer) error {
+	ctx := stream.Context()
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return err
+	}
+	m, err := s.load(ctx, user, req.FileId, req.Version)
+	if err != nil {
+		return err
+	}
+	length := req.Length
+	if length == 0 {
+		length = m.Size - req.Offset
+	}
+	if req.Offset < 0 || length < 0 || req.Offset > m.Size || length > m.Size-req.Offset {
+		return status.Errorf(codes.OutOfRange, "%d bytes at offset %d are outside file %s of %d bytes", length, req.Offset, m.FileID, m.Size)
+	}
+	d, err := s.decoder(m)
+	if err != nil {
+		return err
+	}
+	w := &chunkWriter{send: func(data []byte, first bool) error {
+		msg := &v1.DownloadResponse{Data: data}
+		if first {
+			msg.Info = s.withRedundancy(ctx, m)
+		}
+		return stream.Send(msg)
+	}}
+	if req.Offset == 0 && length == m.Size {
+		_, err = d.Copy(ctx, w) // the whole file: also checks its SHA-256
+	} else {
+		_, err = d.CopyRange(ctx, w, req.Offset, length)
+	}
+	if err == nil {
+		err = w.flush()
+	}
+	if err != nil {
+		return decodeError(m.FileID, err)
+	}
+	return nil
+}
+
+// chunkWriter turns writes into messages of at most chunkBytes, the first
+// of which is marked.
+type chunkWriter struct {
+	send func(data []byte, first bool) error
+	buf  []byte
+	sent bool
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		room := chunkBytes - len(w.buf)
+		take := min(room, len(p))
+		w.buf = append(w.buf, p[:take]...)
+		p = p[take:]
+		if len(w.buf) == chunkBytes {
+			if err := w.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return n, nil
+}
+
+func (w *chunkWriter) flush() error {
+	if len(w.buf) == 0 && w.sent {
+		return nil
+	}
+	err := w.send(w.buf, !w.sent)
+	w.sent = true
+	w.buf = w.buf[:0]
+	return err
+}
+
+func (s *Service) Stat(ctx context.Context, req *v1.StatRequest) (*v1.StatResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.load(ctx, user, req.FileId, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.StatResponse{Info: s.withRedundancy(ctx, m)}, nil
+}
+
+func (s *Service) FileHistory(ctx context.Context, req *v1.FileHistoryRequest) (*v1.FileHistoryResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.load(ctx, user, req.FileId, 0); err != nil {
+		return nil, err
+	}
+	resp, err := s.cli.Get(ctx, s.keys.manifests(req.FileId), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	out := &v1.FileHistoryResponse{}
+	for _, kv := range resp.Kvs {
+		if m, err := unmarshalManifest(kv.Value); err == nil && m.Owner == user {
+			out.Versions = append(out.Versions, s.withRedundancy(ctx, m))
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(req.PageSize)
+	if size <= 0 || size > 1000 {
+		size = 1000
+	}
+	prefix := s.keys.userFiles(user)
+	from := prefix
+	if req.PageToken != "" {
+		if err := checkFileID(req.PageToken); err != nil {
+			return nil, status.Error(codes.InvalidArgument, "bad page_token: pass the next_page_token of the previous page")
+		}
+		from = prefix + req.PageToken + "\x00"
+	}
+	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(size))
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	out := &v1.ListResponse{}
+	for _, kv := range resp.Kvs {
+		var rec fileRecord
+		if jsonUnmarshal(kv.Value, &rec) == nil {
+			out.Files = append(out.Files, rec.proto())
+		}
+	}
+	if resp.More && len(out.Files) > 0 {
+		out.NextPageToken = out.Files[len(out.Files)-1].FileId
+	}
+	return out, nil
+}
+
+func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.DeleteResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFileID(req.FileId); err != nil {
+		return nil, err
+	}
+	fileKey := s.keys.file(user, req.FileId)
+	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(fileKey), ">", 0)).Then(
+		clientv3.OpGet(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
+		clientv3.OpDelete(fileKey),
+		clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	if !txn.Succeeded {
+		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)
+	}
+	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
+		if m, err := unmarshalManifest(kv.Value); err == nil {
+			s.dropWrite(m)
+		}
+	}
+	return &v1.DeleteResponse{}, nil
+}

@@ -1,0 +1,272 @@
+package files
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/placement"
+)
+
+// Run runs the repairer and the collector while this pool holds the
+// storage leadership (an etcd election; one pool at a time), until ctx
+// ends. name identifies the pool in the election.
+func (s *Service) Run(ctx context.Context, name string) {
+	for ctx.Err() == nil {
+		sess, err := concurrency.NewSession(s.cli, concurrency.WithTTL(5), concurrency.WithContext(ctx))
+		if err != nil {
+			sleep(ctx, time.Second)
+			continue
+		}
+		el := concurrency.NewElection(sess, s.keys.prefix+"leader/files")
+		if err := el.Campaign(ctx, name); err != nil {
+			sess.Close()
+			sleep(ctx, time.Second)
+			continue
+		}
+		s.log.Info("leading storage repair and collection")
+		lctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-sess.Done(): // lost the session: another pool may lead now
+				cancel()
+			case <-lctx.Done():
+			}
+		}()
+		s.lead(lctx)
+		cancel()
+		rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = el.Resign(rctx)
+		rcancel()
+		sess.Close()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// lead repairs and collects until ctx ends. A worker missing for longer
+// than RepairGrace is lost: its shards are rebuilt elsewhere. The state is
+// all in etcd (manifests, damage reports), so a new leader resumes where the
+// old one stopped; only the grace clock restarts.
+func (s *Service) lead(ctx context.Context) {
+	missingSince := map[string]time.Time{}
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
+	repairTick := time.NewTicker(s.cfg.RepairInterval)
+	defer repairTick.Stop()
+	gcTick := time.NewTicker(s.cfg.GCInterval)
+	defer gcTick.Stop()
+	pass := func() {
+		if err := s.repairPass(ctx, missingSince); err != nil && ctx.Err() == nil {
+			s.log.Warn("repair pass", "err", err)
+		}
+	}
+	pass()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+			pass()
+		case <-repairTick.C:
+			pass()
+		case <-gcTick.C:
+			if err := s.collect(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("collecting garbage shards", "err", err)
+			}
+		case <-check.C:
+			// A worker that went missing crosses its grace: repair now
+			// rather than at the next tick.
+			live := s.liveSet()
+			now := time.Now()
+			for id, since := range missingSince {
+				if live[id] {
+					delete(missingSince, id)
+				} else if now.Sub(since) >= s.cfg.RepairGrace && now.Sub(since) < s.cfg.RepairGrace+time.Second {
+					pass()
+					break
+				}
+			}
+		}
+	}
+}
+
+// repairPass finds every file version with shards to rebuild and repairs
+// them, RepairConcurrency at a time.
+func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.Time) error {
+	live := s.liveSet()
+	damaged, err := s.damage(ctx, "")
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	gone := map[string]bool{}
+	isGone := func(id string) bool {
+		if id == "" {
+			return true
+		}
+		if live[id] {
+			return false
+		}
+		if g, ok := gone[id]; ok {
+			return g
+		}
+		since, ok := missingSince[id]
+		if !ok {
+			since = now
+			missingSince[id] = now
+		}
+		gone[id] = now.Sub(since) >= s.cfg.RepairGrace
+		return gone[id]
+	}
+	var jobs []string
+	err = s.eachManifest(ctx, func(key string, _ int64, m *manifest) error {
+		for b := range m.Placement {
+			for i := range m.Placement[b] {
+				h := m.holder(int64(b), i)
+				if isGone(h) || live[h] && damaged.has(s.keys, m, int64(b), i) {
+					jobs = append(jobs, key)
+					return nil
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.stats.pending.Store(int64(len(jobs)))
+	if len(jobs) == 0 {
+		return nil
+	}
+	s.log.Info("repairing", "file_versions", len(jobs))
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range s.cfg.RepairConcurrency {
+		wg.Go(func() {
+			for key := range work {
+				if err := s.repairFile(ctx, key, gone, damaged); err != nil {
+					s.stats.failed.Add(1)
+					s.log.Warn("repair failed", "manifest", key, "err", err)
+				} else {
+					s.stats.done.Add(1)
+				}
+				s.stats.pending.Add(-1)
+			}
+		})
+	}
+	for _, key := range jobs {
+		select {
+		case work <- key:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return ctx.Err()
+}
+
+// repairWindow is how many blocks are repaired between manifest commits, so
+// a large file's repair keeps its progress across a pool restart.
+const repairWindow = 16
+
+// repairFile rebuilds the lost and damaged shards of one file version.
+func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bool, damaged damageSet) error {
+	var from int64
+	for attempt := 0; attempt < 5; {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil // deleted meanwhile
+		}
+		m, err := unmarshalManifest(resp.Kvs[0].Value)
+		if err != nil {
+			return err
+		}
+		d, err := s.decoder(m)
+		if err != nil {
+			return err
+		}
+		workers := s.workers.StorageWorkers()
+		end := min(from+repairWindow, int64(len(m.Placement)))
+		var repaired []string // damage keys resolved
+		changed := false
+		for b := from; b < end; b++ {
+			current := m.holders(b)
+			var damagedHere []int
+			for i, h := range current {
+				switch {
+				case h == "" || gone[h]:
+					current[i] = ""
+				case damaged.has(s.keys, m, b, i):
+					damagedHere = append(damagedHere, i)
+				}
+			}
+			plan, err := placement.PlanRepair(workers, m.FileID, b, current, damagedHere)
+			if err != nil {
+				return err
+			}
+			if len(plan.Unplaceable) > 0 {
+				s.log.Warn("not enough workers to restore full redundancy", "file", m.FileID, "block", b, "shards", plan.Unplaceable)
+			}
+			if len(plan.Rebuild) == 0 {
+				continue
+			}
+			lost := make([]int, len(plan.Rebuild))
+			for j, r := range plan.Rebuild {
+				lost[j] = r.Shard
+			}
+			data, err := d.Rebuild(ctx, b, lost)
+			if err != nil {
+				return err
+			}
+			for j, r := range plan.Rebuild {
+				k := &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(r.Shard)}
+				if err := s.putShard(ctx, r.To, k, data[j]); err != nil {
+					s.log.Warn("storing a rebuilt shard", "worker", r.To, "file", m.FileID, "block", b, "shard", r.Shard, "err", err)
+					continue
+				}
+				m.setHolder(b, r.Shard, r.To)
+				repaired = append(repaired, s.keys.damage(m.FileID, m.WriteID, b, r.Shard))
+				changed = true
+				s.stats.rebuilt.Add(1)
+			}
+		}
+		if changed {
+			val, err := m.marshal()
+			if err != nil {
+				return err
+			}
+			ops := []clientv3.Op{clientv3.OpPut(key, val)}
+			for _, k := range repaired {
+				ops = append(ops, clientv3.OpDelete(k))
+			}
+			txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).Then(ops...).Commit()
+			if err != nil {
+				return err
+			}
+			if !txn.Succeeded {
+				attempt++ // changed under us: redo this window
+				continue
+			}
+		}
+		if end == int64(len(m.Placement)) {
+			return nil
+		}
+		from = end
+	}
+	return errConflict
+}

@@ -1,0 +1,161 @@
+package files
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/placement"
+)
+
+// Workers is what the file service needs of the pool's registry.
+type Workers interface {
+	// StorageWorkers returns the live workers that store shards.
+	StorageWorkers() []placement.Worker
+	// ShardClient returns a client of a live worker's ShardService.
+	ShardClient(id string) (v1.ShardServiceClient, bool)
+}
+
+// Config configures the file service.
+type Config struct {
+	// Prefix namespaces the etcd keys (the pool's prefix).
+	Prefix string
+	// BlockSize is the size of the blocks files are cut into.
+	BlockSize int
+	// BlocksInFlight bounds the blocks a write sends at once.
+	BlocksInFlight int
+	// MaxUnaryBytes bounds the files Push and Get carry in one message;
+	// larger ones go through Upload and Download.
+	MaxUnaryBytes int
+	// RepairGrace is how long a worker may be gone before its shards are
+	// rebuilt elsewhere (a restart should not cause a rebuild).
+	RepairGrace time.Duration
+	// RepairInterval is how often the repairer looks for work when nothing
+	// prompts it.
+	RepairInterval time.Duration
+	// RepairConcurrency bounds the files repaired at once.
+	RepairConcurrency int
+	// GCInterval and GCMinAge: how often unreferenced shards are collected,
+	// and how old they must be (a write in progress is not yet referenced).
+	GCInterval, GCMinAge time.Duration
+	Logger               *slog.Logger
+}
+
+// DefaultConfig returns the configuration the pool uses.
+func DefaultConfig(prefix string) Config {
+	return Config{
+		Prefix:            prefix,
+		BlockSize:         erasure.DefaultBlockSize,
+		BlocksInFlight:    3,
+		MaxUnaryBytes:     12 << 20,
+		RepairGrace:       10 * time.Second,
+		RepairInterval:    10 * time.Second,
+		RepairConcurrency: 2,
+		GCInterval:        time.Minute,
+		GCMinAge:          10 * time.Minute,
+	}
+}
+
+// Validate reports a configuration that cannot work, saying what to change.
+func (c Config) Validate() error {
+	if c.BlockSize < 4<<10 || c.BlockSize > erasure.MaxBlockSize {
+		return fmt.Errorf("files: block size %d must be between 4 KiB and %d", c.BlockSize, erasure.MaxBlockSize)
+	}
+	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
+		return errors.New("files: blocks in flight and repair concurrency must be at least 1")
+	}
+	if c.RepairGrace < 0 || c.RepairInterval <= 0 || c.GCInterval <= 0 {
+		return errors.New("files: repair grace must not be negative; repair and GC intervals must be positive")
+	}
+	return nil
+}
+
+// Service implements v1.FileServiceServer.
+type Service struct {
+	v1.UnimplementedFileServiceServer
+	cfg      Config
+	cli      *clientv3.Client
+	workers  Workers
+	userFrom func(ctx context.Context, userID string) (string, error)
+	keys     keys
+	log      *slog.Logger
+
+	kick  chan struct{} // wakes the repairer
+	stats struct {
+		pending, done, failed, rebuilt atomic.Int64
+	}
+}
+
+// New returns a file service. userFrom resolves a request's user from its
+// credentials and the request's user_id (refusing a mismatch).
+func New(cfg Config, cli *clientv3.Client, workers Workers, userFrom func(ctx context.Context, userID string) (string, error)) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		cfg: cfg, cli: cli, workers: workers, userFrom: userFrom,
+		keys: keys{prefix: cfg.Prefix}, log: log.With("component", "files"),
+		kick: make(chan struct{}, 1),
+	}, nil
+}
+
+// Kick asks the repairer to look for work now (a worker was lost).
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// etcdError turns an etcd failure into a status.
+func etcdError(err error) error {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "canceled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "the control plane (etcd) did not answer in time")
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Errorf(codes.Unavailable, "control plane (etcd) unavailable: %v", err)
+}
+
+func checkFileID(id string) error {
+	if !validFileID.MatchString(id) {
+		return status.Errorf(codes.InvalidArgument, "file_id %q is not a file id (26 characters a-z, 2-7, as Push returned)", truncate(id, 40))
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+func checkFilename(name string) error {
+	if len(name) > 1024 {
+		return status.Error(codes.InvalidArgument, "filename is over 1024 bytes")
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return status.Error(codes.InvalidArgument, "filename contains a control character")
+		}
+	}
+	return nil
+}

@@ -1,0 +1,139 @@
+package files
+
+import (
+	"context"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
+)
+
+// damageSet holds shards reported damaged: "file/write/block/shard" keys.
+type damageSet map[string]bool
+
+func (d damageSet) has(k keys, m *manifest, b int64, i int) bool {
+	return d[k.damage(m.FileID, m.WriteID, b, i)]
+}
+
+// damage loads the damaged shards recorded under a prefix of damage/.
+func (s *Service) damage(ctx context.Context, fileID string) (damageSet, error) {
+	prefix := s.keys.allDamage()
+	if fileID != "" {
+		prefix += fileID + "/"
+	}
+	resp, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	set := damageSet{}
+	for _, kv := range resp.Kvs {
+		set[string(kv.Key)] = true
+	}
+	return set, nil
+}
+
+// liveSet returns the ids of the live storage workers.
+func (s *Service) liveSet() map[string]bool {
+	live := map[string]bool{}
+	for _, w := range s.workers.StorageWorkers() {
+		live[w.ID] = true
+	}
+	return live
+}
+
+// redundancy rates a manifest: FULL when every shard is on a live worker
+// and not known damaged, LOST when some block has fewer good shards than it
+// needs, REDUCED in between.
+func (s *Service) redundancy(m *manifest, live map[string]bool, damaged damageSet) v1.Redundancy {
+	l, err := erasure.ParseLayout(m.Layout)
+	if err != nil {
+		return v1.Redundancy_REDUNDANCY_LOST
+	}
+	worst := v1.Redundancy_REDUNDANCY_FULL
+	for b := range m.Placement {
+		good := 0
+		for i := range m.Placement[b] {
+			if id := m.holder(int64(b), i); id != "" && live[id] && !damaged.has(s.keys, m, int64(b), i) {
+				good++
+			}
+		}
+		switch {
+		case good < l.Data:
+			return v1.Redundancy_REDUNDANCY_LOST
+		case good < l.Shards():
+			worst = v1.Redundancy_REDUNDANCY_REDUCED
+		}
+	}
+	return worst
+}
+
+// withRedundancy describes a manifest with its current redundancy.
+func (s *Service) withRedundancy(ctx context.Context, m *manifest) *v1.FileInfo {
+	info := m.proto()
+	damaged, err := s.damage(ctx, m.FileID)
+	if err != nil {
+		return info // unknown: left unspecified
+	}
+	info.Redundancy = s.redundancy(m, s.liveSet(), damaged)
+	return info
+}
+
+// Status summarises every stored file version's redundancy and the repairs.
+func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
+	out := &v1.StatusResponse{
+		RepairsPending: s.stats.pending.Load(),
+		RepairsDone:    s.stats.done.Load(),
+		RepairsFailed:  s.stats.failed.Load(),
+		ShardsRebuilt:  s.stats.rebuilt.Load(),
+	}
+	damaged, err := s.damage(ctx, "")
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	live := s.liveSet()
+	err = s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
+		out.BytesStored += m.Size
+		switch s.redundancy(m, live, damaged) {
+		case v1.Redundancy_REDUNDANCY_FULL:
+			out.FilesFull++
+		case v1.Redundancy_REDUNDANCY_REDUCED:
+			out.FilesReduced++
+		default:
+			out.FilesLost++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	return out, nil
+}
+
+// eachManifest calls f with every manifest in etcd, a page at a time, with
+// its key and mod revision.
+func (s *Service) eachManifest(ctx context.Context, f func(key string, modRev int64, m *manifest) error) error {
+	prefix := s.keys.allManifests()
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	for {
+		resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithLimit(64))
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			m, err := unmarshalManifest(kv.Value)
+			if err != nil {
+				s.log.Warn("unreadable manifest", "key", string(kv.Key), "err", err)
+				continue
+			}
+			if err := f(string(kv.Key), kv.ModRevision, m); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}

@@ -1,0 +1,392 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/placement"
+)
+
+// writeRequest is one Push, Revise or Upload.
+type writeRequest struct {
+	user, filename string
+	fileID         string // set for a revision
+	expected       int64  // for a revision: refuse unless the current version is this
+}
+
+func (w writeRequest) revise() bool { return w.fileID != "" }
+
+func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename}, bytes.NewReader(req.FileData))
+	if err != nil {
+		return nil, err
+	}
+	return &v1.PushResponse{FileId: info.FileId, Version: info.Version, Info: info}, nil
+}
+
+func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.ReviseResponse, error) {
+	user, err := s.userFrom(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFileID(req.FileId); err != nil {
+		return nil, err
+	}
+	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion}, bytes.NewReader(req.FileData))
+	if err != nil {
+		return nil, err
+	}
+	return &v1.ReviseResponse{FileId: info.FileId, Version: info.Version, Info: info}, nil
+}
+
+func (s *Service) Upload(stream v1.FileService_UploadServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	h := first.GetHeader()
+	if h == nil {
+		return status.Error(codes.InvalidArgument, "the first Upload message must be the header (filename, and file_id to revise)")
+	}
+	user, err := s.userFrom(stream.Context(), h.UserId)
+	if err != nil {
+		return err
+	}
+	if h.FileId != "" {
+		if err := checkFileID(h.FileId); err != nil {
+			return err
+		}
+	}
+	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion},
+		&uploadReader{stream: stream})
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&v1.UploadResponse{Info: info})
+}
+
+// uploadReader reads an Upload's data messages as one stream.
+type uploadReader struct {
+	stream v1.FileService_UploadServer
+	buf    []byte
+}
+
+func (r *uploadReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.stream.Recv()
+		if err != nil {
+			return 0, err // io.EOF at the end
+		}
+		if msg.GetHeader() != nil {
+			return 0, status.Error(codes.InvalidArgument, "a second Upload header")
+		}
+		r.buf = msg.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// write stores a new file or version: every block's shards on workers
+// first, then the manifest in one etcd transaction. Until that commits the
+// write is invisible; if it fails, its shards are garbage for the collector.
+func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1.FileInfo, error) {
+	if err := checkFilename(req.filename); err != nil {
+		return nil, err
+	}
+	if req.revise() {
+		// Fail fast on a revision that cannot commit; commit checks again.
+		if _, _, err := s.current(ctx, req.user, req.fileID, req.expected); err != nil {
+			return nil, err
+		}
+	}
+	workers := s.workers.StorageWorkers()
+	if len(workers) == 0 {
+		return nil, status.Error(codes.Unavailable, "no live worker stores files; start workers with a data directory")
+	}
+	layout, err := erasure.LayoutFor(len(workers))
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
+	}
+	now := time.Now().UnixMilli()
+	m := &manifest{
+		fileRecord: fileRecord{FileID: req.fileID, Filename: req.filename, Version: 1, Layout: layout.String(),
+			BlockSize: s.cfg.BlockSize, CreatedMs: now, ModifiedMs: now},
+		Owner:   req.user,
+		WriteID: newID(),
+	}
+	if m.FileID == "" {
+		m.FileID = newID()
+	}
+	if err := s.storeBlocks(ctx, m, layout, workers, r); err != nil {
+		s.dropWrite(m)
+		return nil, err
+	}
+	if err := s.commit(ctx, req, m); err != nil {
+		s.dropWrite(m)
+		return nil, err
+	}
+	s.log.Debug("file written", "file", m.FileID, "version", m.Version, "size", m.Size, "layout", m.Layout)
+	return m.proto(), nil
+}
+
+// storeBlocks encodes r block by block and stores each block's shards,
+// BlocksInFlight blocks at a time, filling in m.
+func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, r io.Reader) error {
+	enc, err := erasure.NewEncoder(r, layout, m.BlockSize)
+	if err != nil {
+		return status.Errorf(codes.Internal, "encoder: %v", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		slots   = make(chan struct{}, s.cfg.BlocksInFlight)
+		holders [][]string
+	)
+	for {
+		blk, err := enc.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			cancel(err)
+			break
+		}
+		// The encoder reuses its buffers for the next block.
+		shards := make([][]byte, len(blk.Shards))
+		for i, sh := range blk.Shards {
+			shards[i] = bytes.Clone(sh)
+		}
+		holders = append(holders, nil)
+		b := blk.Index
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			h, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
+			if err != nil {
+				cancel(err)
+				return
+			}
+			mu.Lock()
+			holders[b] = h
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return status.FromContextError(err).Err()
+		}
+		return status.Errorf(codes.Aborted, "reading the file: %v", err)
+	}
+	info, err := enc.Info()
+	if err != nil {
+		return status.Errorf(codes.Internal, "encoder: %v", err)
+	}
+	m.Size = info.Size
+	m.SHA256 = fmt.Sprintf("%x", info.SHA256)
+	m.Sums = encodeSums(info.Sums)
+	m.Placement = make([][]int16, len(holders))
+	for b, hs := range holders {
+		m.Placement[b] = make([]int16, len(hs))
+		for i, id := range hs {
+			m.setHolder(int64(b), i, id)
+		}
+	}
+	return nil
+}
+
+// putBlock stores a block's shards on distinct workers, in placement order,
+// moving a shard to the next worker in rank when its worker fails. It needs
+// every shard durable, or when workers are short at least Data+1 of them
+// (the repairer adds the rest); it returns who holds each shard.
+func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64, shards [][]byte, layout erasure.Layout, workers []placement.Worker) ([]string, error) {
+	order, _ := placement.Place(workers, fileID, b, len(workers))
+	n := len(shards)
+	holders := make([]string, n)
+	var mu sync.Mutex
+	next := min(n, len(order))
+	take := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= len(order) {
+			return ""
+		}
+		next++
+		return order[next-1]
+	}
+	var wg sync.WaitGroup
+	var lastErr error
+	for i := range n {
+		target := ""
+		if i < len(order) {
+			target = order[i]
+		}
+		wg.Go(func() {
+			for id := target; id != "" && ctx.Err() == nil; id = take() {
+				err := s.putShard(ctx, id, &v1.ShardKey{FileId: fileID, WriteId: writeID, Block: b, Shard: int32(i)}, shards[i])
+				if err == nil {
+					holders[i] = id
+					return
+				}
+				mu.Lock()
+				lastErr = err
+				mu.Unlock()
+				s.log.Warn("storing a shard failed; trying another worker", "worker", id, "file", fileID, "block", b, "shard", i, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	stored := 0
+	for _, h := range holders {
+		if h != "" {
+			stored++
+		}
+	}
+	if quorum := min(n, layout.Data+1); stored < quorum {
+		return nil, status.Errorf(codes.Unavailable, "block %d: only %d of %d shards could be stored (need %d); last error: %v", b, stored, n, quorum, lastErr)
+	}
+	return holders, nil
+}
+
+// putShard sends one shard to a worker and waits until it is durable.
+func (s *Service) putShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
+	client, ok := s.workers.ShardClient(workerID)
+	if !ok {
+		return fmt.Errorf("worker %s is not live", workerID)
+	}
+	stream, err := client.PutShard(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&v1.PutShardRequest{Part: &v1.PutShardRequest_Key{Key: key}}); err != nil {
+		_, err = stream.CloseAndRecv()
+		return err
+	}
+	for off := 0; off < len(data); off += chunkBytes {
+		end := min(off+chunkBytes, len(data))
+		if err := stream.Send(&v1.PutShardRequest{Part: &v1.PutShardRequest_Data{Data: data[off:end]}}); err != nil {
+			_, err = stream.CloseAndRecv()
+			return err
+		}
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// chunkBytes is the size of the data messages of shard and file streams.
+const chunkBytes = 1 << 20
+
+// commit makes the write visible: the manifest and the file's record in one
+// transaction; for a revision, only if the file is still at the version
+// the revision builds on.
+func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) error {
+	fileKey := s.keys.file(req.user, m.FileID)
+	for {
+		var cmp clientv3.Cmp
+		if req.revise() {
+			cur, rev, err := s.current(ctx, req.user, req.fileID, req.expected)
+			if err != nil {
+				return err
+			}
+			m.Version = cur.Version + 1
+			m.CreatedMs = cur.CreatedMs
+			if m.Filename == "" {
+				m.Filename = cur.Filename
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(fileKey), "=", rev)
+		} else {
+			cmp = clientv3.Compare(clientv3.CreateRevision(fileKey), "=", 0)
+		}
+		manifest, err := m.marshal()
+		if err != nil {
+			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
+		}
+		record, _ := jsonString(m.fileRecord)
+		txn, err := s.cli.Txn(ctx).If(cmp).Then(
+			clientv3.OpPut(fileKey, record),
+			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
+		).Commit()
+		if err != nil {
+			return etcdError(err)
+		}
+		if txn.Succeeded {
+			return nil
+		}
+		if !req.revise() {
+			return status.Errorf(codes.Internal, "file id %s is already taken", m.FileID)
+		}
+		if req.expected != 0 {
+			cur, _, err := s.current(ctx, req.user, req.fileID, 0)
+			if err != nil {
+				return err
+			}
+			return status.Errorf(codes.Aborted, "file %s was revised concurrently and is now at version %d; get it and revise with expected_version %d", req.fileID, cur.Version, cur.Version)
+		}
+		// An unconditional revision raced another: build on the newer one.
+	}
+}
+
+// current returns a file's record and its etcd revision, checking the
+// expected version when one is given.
+func (s *Service) current(ctx context.Context, user, fileID string, expected int64) (fileRecord, int64, error) {
+	resp, err := s.cli.Get(ctx, s.keys.file(user, fileID))
+	if err != nil {
+		return fileRecord{}, 0, etcdError(err)
+	}
+	if len(resp.Kvs) == 0 {
+		return fileRecord{}, 0, status.Errorf(codes.NotFound, "no file %s", fileID)
+	}
+	var rec fileRecord
+	if err := jsonUnmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return fileRecord{}, 0, status.Errorf(codes.DataLoss, "file %s: unreadable record: %v", fileID, err)
+	}
+	if expected != 0 && rec.Version != expected {
+		return fileRecord{}, 0, status.Errorf(codes.FailedPrecondition, "file %s is at version %d, not %d; get it and revise with expected_version %d", fileID, rec.Version, expected, rec.Version)
+	}
+	return rec, resp.Kvs[0].ModRevision, nil
+}
+
+// dropWrite deletes the shards of a write that will not be committed, in
+// the background; what it misses, the collector takes later.
+func (s *Service) dropWrite(m *manifest) {
+	ws := s.workers.StorageWorkers()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, w := range ws {
+			if c, ok := s.workers.ShardClient(w.ID); ok {
+				_, _ = c.DeleteShards(ctx, &v1.DeleteShardsRequest{Writes: []*v1.WriteRef{{FileId: m.FileID, WriteId: m.WriteID}}})
+			}
+		}
+	}()
+}
