@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/worker"
 )
@@ -35,6 +37,11 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Setup registers functions on each worker; default: the examples.
 	Setup func(w *worker.Server) error
+	// Labels gives each worker its labels (e.g. a zone); default: none.
+	Labels func(id string) map[string]string
+	// Files configures the pools' file service; zero: tuned for tests
+	// (64 KiB blocks, a 2s repair grace).
+	Files *files.Config
 }
 
 // Cluster is a running network.
@@ -49,6 +56,7 @@ type Cluster struct {
 	Workers []*worker.Server
 
 	poolAddrs  []string
+	workerPool []int // the pool each worker registers with
 	AdminToken string
 	JoinToken  string
 }
@@ -64,6 +72,9 @@ func New(t testing.TB, opts Options) *Cluster {
 	}
 	if opts.LeaseTTL == 0 {
 		opts.LeaseTTL = 2 * time.Second
+	}
+	if opts.Labels == nil {
+		opts.Labels = func(string) map[string]string { return nil }
 	}
 	if opts.Setup == nil {
 		opts.Setup = func(w *worker.Server) error { return examples.Register(w.Register) }
@@ -108,6 +119,14 @@ func (c *Cluster) StartPool(i int) {
 	cfg.EtcdEndpoints = c.Etcd.Endpoints()
 	cfg.LeaseTTL = c.opts.LeaseTTL
 	cfg.Logger = c.log.With("pool", i)
+	if c.opts.Files != nil {
+		cfg.Files = *c.opts.Files
+	} else {
+		cfg.Files.BlockSize = 64 << 10
+		cfg.Files.RepairGrace = 2 * time.Second
+		cfg.Files.RepairInterval = time.Second
+		cfg.Files.GCMinAge = time.Second
+	}
 	p, err := pool.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
@@ -128,6 +147,9 @@ func (c *Cluster) StartPool(i int) {
 	c.poolAddrs[i] = p.Addr()
 }
 
+// Dir returns the directory holding the cluster's data.
+func (c *Cluster) Dir() string { return c.dir }
+
 // PoolAddr returns pool i's address.
 func (c *Cluster) PoolAddr(i int) string { return c.poolAddrs[i] }
 
@@ -137,13 +159,29 @@ func (c *Cluster) KillPool(i int) {
 }
 
 // AddWorker starts a worker registered with pool p and returns its index.
+// Its data directory is DIR/workers/<id>.
 func (c *Cluster) AddWorker(id string, p int) int {
+	c.Workers = append(c.Workers, c.startWorker(id, p))
+	return len(c.Workers) - 1
+}
+
+// RestartWorker starts worker i again, with its id and data directory,
+// after KillWorker or StopWorker.
+func (c *Cluster) RestartWorker(i int) {
+	c.Workers[i] = c.startWorker(c.Workers[i].ID(), c.workerPool[i])
+}
+
+func (c *Cluster) startWorker(id string, p int) *worker.Server {
 	c.t.Helper()
 	w, err := worker.New(worker.Config{
 		ID:        id,
 		PoolAddr:  c.poolAddrs[p],
 		JoinToken: c.JoinToken,
-		Logger:    c.log,
+		DataDir:   filepath.Join(c.dir, "workers", id),
+		// Scrub often, so damage is found within a test.
+		ScrubInterval: time.Second,
+		Labels:        c.opts.Labels(id),
+		Logger:        c.log,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -154,8 +192,10 @@ func (c *Cluster) AddWorker(id string, p int) int {
 	if err := w.Start(context.Background(), "127.0.0.1:0"); err != nil {
 		c.t.Fatal(err)
 	}
-	c.Workers = append(c.Workers, w)
-	return len(c.Workers) - 1
+	if len(c.workerPool) <= len(c.Workers) {
+		c.workerPool = append(c.workerPool, p)
+	}
+	return w
 }
 
 // KillWorker stops worker i as a crash would: no goodbye, calls dropped, its
@@ -216,8 +256,23 @@ func (c *Cluster) waitFor(timeout time.Duration, what string, cond func() (bool,
 	}
 }
 
-// CheckInvariants checks that every pool's view of the workers is etcd's.
+// CheckInvariants checks that every pool's view of the workers is etcd's,
+// and that every stripe of every stored file can be reconstructed.
 func (c *Cluster) CheckInvariants() error {
+	if err := c.checkWorkerViews(); err != nil {
+		return err
+	}
+	for _, p := range c.Pools {
+		if p != nil && p.Running() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			return p.Files().Verify(ctx)
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) checkWorkerViews() error {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		return err

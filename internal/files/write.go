@@ -158,7 +158,7 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		slots   = make(chan struct{}, s.cfg.BlocksInFlight)
-		holders [][]string
+		holders = map[int64][]string{} // block -> the workers of its shards
 	)
 	for {
 		blk, err := enc.Next()
@@ -174,7 +174,6 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		for i, sh := range blk.Shards {
 			shards[i] = bytes.Clone(sh)
 		}
-		holders = append(holders, nil)
 		b := blk.Index
 		select {
 		case slots <- struct{}{}:
@@ -212,8 +211,9 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	m.Size = info.Size
 	m.SHA256 = fmt.Sprintf("%x", info.SHA256)
 	m.Sums = encodeSums(info.Sums)
-	m.Placement = make([][]int16, len(holders))
-	for b, hs := range holders {
+	m.Placement = make([][]int16, info.Blocks())
+	for b := range m.Placement {
+		hs := holders[int64(b)]
 		m.Placement[b] = make([]int16, len(hs))
 		for i, id := range hs {
 			m.setHolder(int64(b), i, id)

@@ -172,6 +172,9 @@ func (s *Server) JoinToken() string { return s.joinToken }
 // share it.
 func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
 
+// Files returns the pool's file service, for tests' invariant checks.
+func (s *Server) Files() *files.Service { return s.files }
+
 // Running reports whether the pool serves (started, not yet stopped).
 func (s *Server) Running() bool { return s.grpc != nil }
 

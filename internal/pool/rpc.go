@@ -107,7 +107,9 @@ func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCal
 		// worker left, and never saw the call.
 		return nil, errNotSent, false
 	}
-	return nil, err, len(trailer.Get(auth.TrailerWorker)) > 0
+	// Without the worker's trailer, only Unavailable means the connection
+	// failed; any other code is the worker's gRPC server answering.
+	return nil, err, len(trailer.Get(auth.TrailerWorker)) > 0 || status.Code(err) != codes.Unavailable
 }
 
 // errNotSent marks a call skipped before it was sent: safe to retry even for

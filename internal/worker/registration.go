@@ -32,13 +32,14 @@ func (s *Server) registerLoop(ctx context.Context) {
 			runtimes = s.cfg.Sandbox.Runtimes()
 		}
 		resp, err := client.Register(rctx, &v1.RegisterRequest{
-			Runtimes:  runtimes,
-			WorkerId:  s.cfg.ID,
-			Address:   address,
-			Functions: s.specs(),
-			CallKey:   s.cfg.CallKey,
-			Labels:    s.cfg.Labels,
-			Version:   s.cfg.Version,
+			Runtimes:    runtimes,
+			StoresFiles: s.shards != nil,
+			WorkerId:    s.cfg.ID,
+			Address:     address,
+			Functions:   s.specs(),
+			CallKey:     s.cfg.CallKey,
+			Labels:      s.cfg.Labels,
+			Version:     s.cfg.Version,
 		})
 		cancel()
 		if err != nil {

@@ -2,12 +2,12 @@ package worker
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sync"
@@ -26,6 +26,8 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
+	"github.com/hivemind/taskworker/internal/shardserver"
+	"github.com/hivemind/taskworker/internal/shardstore"
 )
 
 // DefaultListen is the seed's default worker port.
@@ -56,9 +58,13 @@ type Config struct {
 	Version string
 	// Sandbox runs deployed functions; nil runs only native ones.
 	Sandbox Sandbox
-	// ModuleDir caches deployed modules on disk across restarts; empty
-	// keeps them in memory only.
-	ModuleDir string
+	// DataDir holds the worker's state: file shards (shards/) and deployed
+	// modules (modules/). Empty: the worker keeps no files, and modules only
+	// in memory.
+	DataDir string
+	// ScrubInterval is the pause between passes of the shard scrubber, which
+	// rereads every shard and reports damage (0: a day).
+	ScrubInterval time.Duration
 	// DrainDelay is how long Stop keeps accepting calls after deregistering,
 	// so that pools that have not yet seen the deregistration do not fail.
 	DrainDelay time.Duration
@@ -105,6 +111,7 @@ type Server struct {
 	pool   *grpc.ClientConn
 
 	modules *moduleCache
+	shards  *shardstore.Store // nil without a data directory
 
 	registered     chan struct{}
 	registeredOnce sync.Once
@@ -137,7 +144,10 @@ func New(cfg Config) (*Server, error) {
 		registered: make(chan struct{}),
 	}
 	s.funcs.Store(&map[string]entry{})
-	s.modules = &moduleCache{dir: cfg.ModuleDir, fetch: s.fetchModule}
+	s.modules = &moduleCache{fetch: s.fetchModule}
+	if cfg.DataDir != "" {
+		s.modules.dir = filepath.Join(cfg.DataDir, "modules")
+	}
 	return s, nil
 }
 
@@ -188,13 +198,30 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 	if err != nil {
 		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
 	}
+	if s.cfg.DataDir != "" {
+		scfg := shardstore.DefaultConfig(filepath.Join(s.cfg.DataDir, "shards"))
+		scfg.Logger = s.log
+		if s.cfg.ScrubInterval > 0 {
+			scfg.ScrubInterval = s.cfg.ScrubInterval
+		}
+		if s.shards, err = shardstore.Open(scfg); err != nil {
+			s.lis.Close()
+			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+		}
+	}
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
+		// Every service but health and reflection serves the pool only.
+		grpc.ChainUnaryInterceptor(shardserver.UnaryCallKeyInterceptor(s.cfg.CallKey)),
+		grpc.ChainStreamInterceptor(shardserver.StreamCallKeyInterceptor(s.cfg.CallKey)),
 	)
 	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
+	if s.shards != nil {
+		v1.RegisterShardServiceServer(s.grpc, shardserver.New(s.shards, shardserver.Options{Logger: s.log}))
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -219,6 +246,13 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 			defer s.looping.Done()
 			s.registerLoop(runCtx)
 		}()
+		if s.shards != nil {
+			s.looping.Add(1)
+			go func() {
+				defer s.looping.Done()
+				_ = shardserver.RunScrubber(runCtx, s.shards, s.reportDamage, shardserver.ScrubberOptions{Logger: s.log})
+			}()
+		}
 	}
 	s.log.Info("worker serving", "address", s.lis.Addr().String(), "pool", s.cfg.PoolAddr)
 	return nil
@@ -285,6 +319,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.serving.Wait()
 	s.closePool()
+	s.closeShards()
 	return ctx.Err()
 }
 
@@ -300,6 +335,25 @@ func (s *Server) Kill() {
 	s.looping.Wait()
 	s.serving.Wait()
 	s.closePool()
+	s.closeShards()
+}
+
+func (s *Server) closeShards() {
+	if s.shards != nil {
+		s.shards.Close()
+		s.shards = nil
+	}
+}
+
+// reportDamage tells the pool of shards the scrubber found damaged.
+func (s *Server) reportDamage(ctx context.Context, keys []shardstore.Key) error {
+	if s.pool == nil {
+		return errors.New("standalone worker: no pool to report damaged shards to")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := v1.NewRegistryServiceClient(s.pool).ReportDamage(ctx, &v1.ReportDamageRequest{WorkerId: s.cfg.ID, Shards: shardserver.KeysToProto(keys)})
+	return err
 }
 
 func (s *Server) closePool() {
@@ -320,10 +374,6 @@ func (r rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReques
 	// The trailer tells the pool the answer came from this worker, so a
 	// function's own Unavailable is never mistaken for a dead worker.
 	_ = grpc.SetTrailer(ctx, metadata.Pairs(auth.TrailerWorker, s.cfg.ID))
-	md, _ := metadata.FromIncomingContext(ctx)
-	if key := md.Get(auth.HeaderCallKey); len(key) != 1 || subtle.ConstantTimeCompare([]byte(key[0]), []byte(s.cfg.CallKey)) != 1 {
-		return nil, status.Errorf(codes.PermissionDenied, "worker %s serves only its pool: call through the pool, not the worker", s.cfg.ID)
-	}
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	defer s.completed.Add(1)

@@ -1,0 +1,65 @@
+package shardserver
+
+import (
+	"context"
+	"crypto/subtle"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/auth"
+)
+
+// Methods any caller may use without the call key: health checks (load balancers, the pool's prober) and
+// reflection (grpcurl) reveal nothing a worker keeps.
+var openMethodPrefixes = []string{"/grpc.health.v1.", "/grpc.reflection."}
+
+// UnaryCallKeyInterceptor admits a unary call only if its metadata carries key under auth.HeaderCallKey,
+// so that a worker serves only the pool it registered with; health and reflection are open. It panics if
+// key is empty, which would admit every caller that sends an empty header.
+func UnaryCallKeyInterceptor(key string) grpc.UnaryServerInterceptor {
+	check := callKeyChecker(key)
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := check(ctx, info.FullMethod); err != nil {
+			return nil, err
+		}
+		return handler(ctx, req)
+	}
+}
+
+// StreamCallKeyInterceptor is UnaryCallKeyInterceptor for streaming calls.
+func StreamCallKeyInterceptor(key string) grpc.StreamServerInterceptor {
+	check := callKeyChecker(key)
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := check(ss.Context(), info.FullMethod); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+func callKeyChecker(key string) func(ctx context.Context, method string) error {
+	if key == "" {
+		panic("shardserver: the call key is empty; the worker must have one (auth.NewSecret)")
+	}
+	want := []byte(key)
+	return func(ctx context.Context, method string) error {
+		for _, p := range openMethodPrefixes {
+			if strings.HasPrefix(method, p) {
+				return nil
+			}
+		}
+		md, _ := metadata.FromIncomingContext(ctx)
+		got := md.Get(auth.HeaderCallKey)
+		switch {
+		case len(got) == 0:
+			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call carried no %s; call through the pool, not the worker", method, auth.HeaderCallKey)
+		case len(got) > 1 || subtle.ConstantTimeCompare([]byte(got[0]), want) != 1:
+			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call's %s is not this worker's; call through the pool, not the worker", method, auth.HeaderCallKey)
+		}
+		return nil
+	}
+}
