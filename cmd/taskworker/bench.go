@@ -102,6 +102,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 // with no pool, for the direct baseline.
 type standaloneWorker struct {
 	cmd  *exec.Cmd
+	dir  string
 	conn *grpc.ClientConn
 	key  string
 }
@@ -111,7 +112,12 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe, "worker", "--standalone", "--examples", "--id", "bench-baseline", "--listen", "127.0.0.1:0", "--log-level", "error")
+	dir, err := os.MkdirTemp("", "taskworker-bench-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "worker", "--standalone", "--examples", "--id", "bench-baseline", "--listen", "127.0.0.1:0",
+		"--data-dir", dir, "--log-level", "error")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -121,7 +127,7 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	w := &standaloneWorker{cmd: cmd}
+	w := &standaloneWorker{cmd: cmd, dir: dir}
 	vars := map[string]string{}
 	sc := bufio.NewScanner(out)
 	for len(vars) < 2 && sc.Scan() {
@@ -159,4 +165,5 @@ func (w *standaloneWorker) stop() {
 	}
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	_ = w.cmd.Wait()
+	os.RemoveAll(w.dir)
 }

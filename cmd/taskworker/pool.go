@@ -34,6 +34,9 @@ it writes admin.token and join.token to its data directory.`,
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "use this etcd cluster instead of an embedded one (comma-separated)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a silent worker stays listed")
 	f.IntVar(&cfg.MaxArgsBytes, "max-call-bytes", cfg.MaxArgsBytes, "largest accepted call arguments, in bytes")
+	f.DurationVar(&cfg.Files.RepairGrace, "repair-grace", cfg.Files.RepairGrace, "how long a lost worker's shards wait before they are rebuilt elsewhere")
+	f.IntVar(&cfg.Files.BlockSize, "block-size", cfg.Files.BlockSize, "size of the blocks files are erasure-coded in, in bytes")
+	f.DurationVar(&cfg.Files.GCMinAge, "gc-min-age", cfg.Files.GCMinAge, "age at which shards no file refers to are deleted")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -53,6 +54,9 @@ to call it directly, for benchmarks.`,
 					cfg.JoinToken = tok
 				}
 			}
+			if cfg.DataDir == "" {
+				cfg.DataDir = filepath.Join(homeDir(), "workers", cfg.ID)
+			}
 			w, err := worker.New(cfg)
 			if err != nil {
 				return err
@@ -84,6 +88,7 @@ to call it directly, for benchmarks.`,
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the pool should dial, if not the listen address")
 	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default: $TASKWORKER_HOME/workers/ID)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
 	return cmd

@@ -119,16 +119,21 @@ func startNetwork(t *testing.T, workers int) *network {
 	n := &network{t: t, dir: t.TempDir(), poolAddr: freeAddr(t)}
 	n.startPool()
 	for i := range workers {
-		n.workers = append(n.workers, start(t, fmt.Sprintf("worker_%03d", i+1), nil,
-			"worker", "--id", fmt.Sprintf("worker_%03d", i+1), "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
-			"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--log-level", "debug"))
+		n.workers = append(n.workers, n.startWorker(fmt.Sprintf("worker_%03d", i+1)))
 	}
 	n.waitWorkers(workers, 20*time.Second)
 	return n
 }
 
+func (n *network) startWorker(id string) *proc {
+	return start(n.t, id, nil, "worker", "--id", id, "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
+		"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--log-level", "debug",
+		"--data-dir", filepath.Join(n.dir, "workers", id))
+}
+
 func (n *network) startPool() {
-	n.pool = start(n.t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s", "--log-level", "debug")
+	n.pool = start(n.t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
+		"--repair-grace", "1s", "--log-level", "debug")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		b, err := os.ReadFile(filepath.Join(n.dir, "admin.token"))

@@ -116,6 +116,7 @@ func Run(ctx context.Context, c Config, ready func(Env)) error {
 	for i := range c.Workers {
 		id := fmt.Sprintf("worker_%03d", i+1)
 		args := []string{"worker", "--id", id, "--pool", p.Addr(), "--listen", "127.0.0.1:0", "--examples",
+			"--data-dir", filepath.Join(c.Dir, "workers", id),
 			"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}
 		wg.Go(func() { supervise(wctx, log, c.Executable, args, id, &lockedWriter{w: out, mu: &outMu}) })
 	}
