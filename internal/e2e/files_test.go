@@ -135,4 +135,3 @@ func (r *slowReader) Read(p []byte) (int, error) {
 	time.Sleep(5 * time.Millisecond)
 	return n, nil
 }
-
