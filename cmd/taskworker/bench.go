@@ -16,9 +16,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/bench"
+	"github.com/hivemind/taskworker/internal/localnet"
+	"github.com/hivemind/taskworker/internal/pool"
 )
 
 func benchCommand(e *env) *cobra.Command {
@@ -94,7 +97,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	cmd.AddCommand(call)
+	cmd.AddCommand(call, benchFilesCommand(e))
 	return cmd
 }
 
@@ -166,4 +169,72 @@ func (w *standaloneWorker) stop() {
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	_ = w.cmd.Wait()
 	os.RemoveAll(w.dir)
+}
+
+func benchFilesCommand(e *env) *cobra.Command {
+	var (
+		workers   int
+		size      string
+		smallSize int
+		conc      int
+		duration  time.Duration
+		noRepair  bool
+		dir       string
+	)
+	cmd := &cobra.Command{
+		Use:   "files",
+		Short: "Storage throughput and repair time, on a local network of its own",
+		Long: `Start a local network of its own (an in-process pool, --workers worker processes,
+data under --dir), then measure: a sequential write with fsync on the same disk
+(the baseline, like dd conv=fsync), a Push and a Get of --size, pushes per second
+of small files, and the time to repair after a worker is SIGKILLed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			n, err := parseBytes(size)
+			if err != nil {
+				return fmt.Errorf("--size: %w", err)
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if dir == "" {
+				if dir, err = os.MkdirTemp("", "taskworker-bench-files-"); err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+			}
+			lease := 2 * time.Second
+			pcfg := pool.DefaultConfig("")
+			pcfg.Files.RepairGrace = 0 // repair as soon as the lease expires
+			net, err := localnet.Start(cmd.Context(), localnet.Config{
+				Dir: dir, Workers: workers, Listen: "127.0.0.1:0", Executable: exe, LeaseTTL: lease, Pool: pcfg, Logger: e.logger(),
+			})
+			if err != nil {
+				return err
+			}
+			defer net.Stop()
+			c, err := taskworker.Dial(net.Env().Pool, taskworker.WithToken(net.Env().Token))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fcfg := bench.FilesConfig{Size: n, SmallSize: smallSize, SmallConcurrency: conc, SmallDuration: duration,
+				DiskDir: dir, LeaseTTL: lease}
+			if !noRepair {
+				fcfg.KillWorker = func() { net.KillWorker(0) }
+			}
+			fmt.Fprintf(e.stdout, "%d workers, data in %s\n", workers, dir)
+			return bench.Files(cmd.Context(), c, fcfg, e.stdout)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&workers, "workers", 7, "worker processes (7 leaves room to repair 4+2 after one is lost)")
+	f.StringVar(&size, "size", "1GiB", "size of the large file")
+	f.IntVar(&smallSize, "small-size", 1024, "size of the small files, in bytes")
+	f.IntVar(&conc, "concurrency", 16, "concurrent small pushes")
+	f.DurationVar(&duration, "duration", 5*time.Second, "how long to push small files")
+	f.BoolVar(&noRepair, "no-repair", false, "skip the repair measurement")
+	f.StringVar(&dir, "dir", "", "directory for the network's data (default: a temporary one)")
+	return cmd
 }

@@ -16,10 +16,10 @@ func upCommand(e *env) *cobra.Command {
 		Use:   "up",
 		Short: "Run a whole local network: embedded etcd, a pool and N workers on 127.0.0.1",
 		Long: `Run a whole network on this machine: an embedded etcd and a node pool in this
-process, and --workers worker processes serving the example functions. When
-every worker has registered it prints TASKWORKER_POOL and TASKWORKER_TOKEN
-(also written to DIR/env, where the other commands find them). Ctrl-C stops
-everything.`,
+process, and --workers worker processes serving the example functions and
+keeping files. When every worker has registered it prints TASKWORKER_POOL and
+TASKWORKER_TOKEN (also written to DIR/env, where the other commands find them).
+Ctrl-C stops everything.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
@@ -31,10 +31,15 @@ everything.`,
 			cfg.WorkerOutput = e.stderr
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return localnet.Run(ctx, cfg, func(env localnet.Env) {
-				cfg.Logger.Info("network ready; in another shell: taskworker call add 1 2", "workers", cfg.Workers, "env_file", cfg.Dir+"/"+localnet.EnvFile)
-				_, _ = e.stdout.Write([]byte(env.String()))
-			})
+			n, err := localnet.Start(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer n.Stop()
+			cfg.Logger.Info("network ready; in another shell: taskworker call add 1 2", "workers", cfg.Workers, "env_file", cfg.Dir+"/"+localnet.EnvFile)
+			_, _ = e.stdout.Write([]byte(n.Env().String()))
+			<-ctx.Done()
+			return nil
 		},
 	}
 	f := cmd.Flags()

@@ -41,7 +41,15 @@ type manifest struct {
 	// the index in Workers of the worker holding shard i of block b, or -1.
 	Workers   []string  `json:"workers"`
 	Placement [][]int16 `json:"placement"`
+	// Inline holds a small file's bytes (base64) in the manifest itself,
+	// with no shards: see inlineLayout.
+	Inline string `json:"inline,omitempty"`
 }
+
+// inlineLayout names the layout of files kept in etcd, not on workers.
+const inlineLayout = "inline"
+
+func (m *manifest) inline() bool { return m.Layout == inlineLayout }
 
 func (m *manifest) layout() (erasure.Layout, error) { return erasure.ParseLayout(m.Layout) }
 

@@ -2,6 +2,7 @@ package files
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/erasure"
 	"github.com/hivemind/taskworker/internal/placement"
 )
 
@@ -73,6 +75,8 @@ func (s *Service) lead(ctx context.Context) {
 		}
 	}
 	pass()
+	known := s.liveSet()
+	triggered := map[string]bool{} // workers whose grace ran out and got a pass
 	for {
 		select {
 		case <-ctx.Done():
@@ -86,17 +90,30 @@ func (s *Service) lead(ctx context.Context) {
 				s.log.Warn("collecting garbage shards", "err", err)
 			}
 		case <-check.C:
-			// A worker that went missing crosses its grace: repair now
-			// rather than at the next tick.
+			// Start the grace clock of workers that just left, and repair
+			// as soon as one's grace is over rather than at the next tick.
 			live := s.liveSet()
 			now := time.Now()
+			for id := range known {
+				if _, noted := missingSince[id]; !live[id] && !noted {
+					missingSince[id] = now
+				}
+			}
+			for id := range live {
+				known[id] = true
+			}
+			due := false
 			for id, since := range missingSince {
 				if live[id] {
 					delete(missingSince, id)
-				} else if now.Sub(since) >= s.cfg.RepairGrace && now.Sub(since) < s.cfg.RepairGrace+time.Second {
-					pass()
-					break
+					delete(triggered, id)
+				} else if now.Sub(since) >= s.cfg.RepairGrace && !triggered[id] {
+					triggered[id] = true
+					due = true
 				}
+			}
+			if due {
+				pass()
 			}
 		}
 	}
@@ -151,6 +168,10 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 		return nil
 	}
 	s.log.Info("repairing", "file_versions", len(jobs))
+	start, rebuiltBefore := time.Now(), s.stats.rebuilt.Load()
+	defer func() {
+		s.log.Info("repair pass done", "file_versions", len(jobs), "shards_rebuilt", s.stats.rebuilt.Load()-rebuiltBefore, "took", time.Since(start))
+	}()
 	work := make(chan string)
 	var wg sync.WaitGroup
 	for range s.cfg.RepairConcurrency {
@@ -175,6 +196,52 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 	close(work)
 	wg.Wait()
 	return ctx.Err()
+}
+
+// repairBlocksInFlight bounds the blocks of one file rebuilt at once.
+const repairBlocksInFlight = 4
+
+// repairBlock rebuilds the lost and damaged shards of block b on the
+// workers placement chooses, and returns the shards it stored.
+func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decoder, b int64, current []string, gone map[string]bool, damaged damageSet, workers []placement.Worker) ([]placement.Rebuild, error) {
+	var damagedHere []int
+	for i, h := range current {
+		switch {
+		case h == "" || gone[h]:
+			current[i] = ""
+		case damaged.has(s.keys, m, b, i):
+			damagedHere = append(damagedHere, i)
+		}
+	}
+	plan, err := placement.PlanRepair(workers, m.FileID, b, current, damagedHere)
+	if err != nil {
+		return nil, err
+	}
+	if len(plan.Unplaceable) > 0 {
+		s.log.Warn("not enough workers to restore full redundancy", "file", m.FileID, "block", b, "shards", plan.Unplaceable)
+	}
+	if len(plan.Rebuild) == 0 {
+		return nil, nil
+	}
+	lost := make([]int, len(plan.Rebuild))
+	for j, r := range plan.Rebuild {
+		lost[j] = r.Shard
+	}
+	data, err := d.Rebuild(ctx, b, lost)
+	if err != nil {
+		return nil, err
+	}
+	var stored []placement.Rebuild
+	for j, r := range plan.Rebuild {
+		k := &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(r.Shard)}
+		if err := s.putShard(ctx, r.To, k, data[j]); err != nil {
+			s.log.Warn("storing a rebuilt shard", "worker", r.To, "file", m.FileID, "block", b, "shard", r.Shard, "err", err)
+			continue
+		}
+		stored = append(stored, r)
+		s.stats.rebuilt.Add(1)
+	}
+	return stored, nil
 }
 
 // repairWindow is how many blocks are repaired between manifest commits, so
@@ -202,48 +269,34 @@ func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bo
 		}
 		workers := s.workers.StorageWorkers()
 		end := min(from+repairWindow, int64(len(m.Placement)))
+		// Blocks are rebuilt concurrently; m changes only after, as the
+		// decoder reads it meanwhile.
+		var (
+			wg      sync.WaitGroup
+			slots   = make(chan struct{}, repairBlocksInFlight)
+			rebuilt = make([][]placement.Rebuild, end-from)
+			errs    = make([]error, end-from)
+		)
+		for b := from; b < end; b++ {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				rebuilt[b-from], errs[b-from] = s.repairBlock(ctx, m, d, b, m.holders(b), gone, damaged, workers)
+			})
+		}
+		wg.Wait()
 		var repaired []string // damage keys resolved
 		changed := false
-		for b := from; b < end; b++ {
-			current := m.holders(b)
-			var damagedHere []int
-			for i, h := range current {
-				switch {
-				case h == "" || gone[h]:
-					current[i] = ""
-				case damaged.has(s.keys, m, b, i):
-					damagedHere = append(damagedHere, i)
-				}
-			}
-			plan, err := placement.PlanRepair(workers, m.FileID, b, current, damagedHere)
-			if err != nil {
-				return err
-			}
-			if len(plan.Unplaceable) > 0 {
-				s.log.Warn("not enough workers to restore full redundancy", "file", m.FileID, "block", b, "shards", plan.Unplaceable)
-			}
-			if len(plan.Rebuild) == 0 {
-				continue
-			}
-			lost := make([]int, len(plan.Rebuild))
-			for j, r := range plan.Rebuild {
-				lost[j] = r.Shard
-			}
-			data, err := d.Rebuild(ctx, b, lost)
-			if err != nil {
-				return err
-			}
-			for j, r := range plan.Rebuild {
-				k := &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(r.Shard)}
-				if err := s.putShard(ctx, r.To, k, data[j]); err != nil {
-					s.log.Warn("storing a rebuilt shard", "worker", r.To, "file", m.FileID, "block", b, "shard", r.Shard, "err", err)
-					continue
-				}
+		for j, rs := range rebuilt {
+			b := from + int64(j)
+			for _, r := range rs {
 				m.setHolder(b, r.Shard, r.To)
 				repaired = append(repaired, s.keys.damage(m.FileID, m.WriteID, b, r.Shard))
 				changed = true
-				s.stats.rebuilt.Add(1)
 			}
+		}
+		if err := errors.Join(errs...); err != nil && !changed {
+			return err
 		}
 		if changed {
 			val, err := m.marshal()

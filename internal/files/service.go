@@ -33,6 +33,9 @@ type Config struct {
 	BlockSize int
 	// BlocksInFlight bounds the blocks a write sends at once.
 	BlocksInFlight int
+	// InlineMax is the largest file kept in its manifest in etcd instead of
+	// as shards on workers (0: none).
+	InlineMax int
 	// MaxUnaryBytes bounds the files Push and Get carry in one message;
 	// larger ones go through Upload and Download.
 	MaxUnaryBytes int
@@ -56,6 +59,7 @@ func DefaultConfig(prefix string) Config {
 		Prefix:            prefix,
 		BlockSize:         erasure.DefaultBlockSize,
 		BlocksInFlight:    3,
+		InlineMax:         4 << 10,
 		MaxUnaryBytes:     12 << 20,
 		RepairGrace:       10 * time.Second,
 		RepairInterval:    10 * time.Second,
@@ -69,6 +73,9 @@ func DefaultConfig(prefix string) Config {
 func (c Config) Validate() error {
 	if c.BlockSize < 4<<10 || c.BlockSize > erasure.MaxBlockSize {
 		return fmt.Errorf("files: block size %d must be between 4 KiB and %d", c.BlockSize, erasure.MaxBlockSize)
+	}
+	if c.InlineMax < 0 || c.InlineMax > 64<<10 {
+		return fmt.Errorf("files: inline maximum %d must be between 0 and 64 KiB (etcd holds these files)", c.InlineMax)
 	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")

@@ -48,6 +48,9 @@ func (s *Service) liveSet() map[string]bool {
 // and not known damaged, LOST when some block has fewer good shards than it
 // needs, REDUCED in between.
 func (s *Service) redundancy(m *manifest, live map[string]bool, damaged damageSet) v1.Redundancy {
+	if m.inline() {
+		return v1.Redundancy_REDUNDANCY_FULL // as redundant as etcd
+	}
 	l, err := erasure.ParseLayout(m.Layout)
 	if err != nil {
 		return v1.Redundancy_REDUNDANCY_LOST
@@ -146,6 +149,12 @@ func (s *Service) eachManifest(ctx context.Context, f func(key string, modRev in
 func (s *Service) Verify(ctx context.Context) error {
 	var errs []error
 	err := s.eachManifest(ctx, func(key string, _ int64, m *manifest) error {
+		if m.inline() {
+			if _, err := s.open(m); err != nil {
+				errs = append(errs, err)
+			}
+			return nil
+		}
 		info, err := m.fileInfo()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))

@@ -3,6 +3,8 @@ package files
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -115,17 +117,9 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 			return nil, err
 		}
 	}
-	workers := s.workers.StorageWorkers()
-	if len(workers) == 0 {
-		return nil, status.Error(codes.Unavailable, "no live worker stores files; start workers with a data directory")
-	}
-	layout, err := erasure.LayoutFor(len(workers))
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
-	}
 	now := time.Now().UnixMilli()
 	m := &manifest{
-		fileRecord: fileRecord{FileID: req.fileID, Filename: req.filename, Version: 1, Layout: layout.String(),
+		fileRecord: fileRecord{FileID: req.fileID, Filename: req.filename, Version: 1,
 			BlockSize: s.cfg.BlockSize, CreatedMs: now, ModifiedMs: now},
 		Owner:   req.user,
 		WriteID: newID(),
@@ -133,9 +127,30 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if m.FileID == "" {
 		m.FileID = newID()
 	}
-	if err := s.storeBlocks(ctx, m, layout, workers, r); err != nil {
-		s.dropWrite(m)
-		return nil, err
+	// A file that fits InlineMax lives in its manifest: see inlineLayout.
+	head := make([]byte, s.cfg.InlineMax+1)
+	n, err := io.ReadFull(r, head)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		m.Layout, m.Size = inlineLayout, int64(n)
+		m.SHA256 = fmt.Sprintf("%x", sha256.Sum256(head[:n]))
+		m.Inline = base64.StdEncoding.EncodeToString(head[:n])
+	case err != nil:
+		return nil, status.Errorf(codes.Aborted, "reading the file: %v", err)
+	default:
+		workers := s.workers.StorageWorkers()
+		if len(workers) == 0 {
+			return nil, status.Error(codes.Unavailable, "no live worker stores files; start workers with a data directory")
+		}
+		layout, err := erasure.LayoutFor(len(workers))
+		if err != nil {
+			return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
+		}
+		m.Layout = layout.String()
+		if err := s.storeBlocks(ctx, m, layout, workers, io.MultiReader(bytes.NewReader(head), r)); err != nil {
+			s.dropWrite(m)
+			return nil, err
+		}
 	}
 	if err := s.commit(ctx, req, m); err != nil {
 		s.dropWrite(m)

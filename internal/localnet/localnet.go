@@ -5,7 +5,8 @@
 //
 // It is the same components as a real network, only started together: the
 // workers are separate processes that register with the pool over gRPC, and
-// are restarted if they exit.
+// are restarted if they exit. `taskworker bench files` uses it too, to
+// measure storage and repair with workers it may kill.
 package localnet
 
 import (
@@ -40,7 +41,10 @@ type Config struct {
 	LeaseTTL time.Duration
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
-	Logger       *slog.Logger
+	// Pool configures the pool (its DataDir, Listen, LeaseTTL and Logger are
+	// set from the fields above); zero: pool.DefaultConfig.
+	Pool   pool.Config
+	Logger *slog.Logger
 }
 
 // Validate reports a configuration that cannot work, saying what to change.
@@ -68,46 +72,57 @@ func (e Env) String() string {
 	return fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\n", e.Pool, e.Token)
 }
 
-// EnvFile is the file in Dir where Run writes the Env while the network runs.
+// EnvFile is the file in Dir where Start writes the Env while the network
+// runs.
 const EnvFile = "env"
 
-// Run starts the network, calls ready once every worker has registered, and
-// runs until ctx ends; then it stops the workers, drains the pool and
-// removes the env file.
-func Run(ctx context.Context, c Config, ready func(Env)) error {
+// Network is a running local network.
+type Network struct {
+	cfg     Config
+	log     *slog.Logger
+	pool    *pool.Server
+	env     Env
+	workers []*supervised
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// Start starts the network and returns once every worker has registered
+// and the env file is written.
+func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	if err := c.Validate(); err != nil {
-		return err
+		return nil, err
 	}
-	log := c.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	n := &Network{cfg: c, log: c.Logger}
+	if n.log == nil {
+		n.log = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
-		return err
+		return nil, err
 	}
-	pcfg := pool.DefaultConfig(filepath.Join(c.Dir, "pool"))
+	pcfg := c.Pool
+	if pcfg.Prefix == "" { // unset
+		pcfg = pool.DefaultConfig("")
+	}
+	pcfg.DataDir = filepath.Join(c.Dir, "pool")
 	pcfg.Listen = c.Listen
-	pcfg.Logger = log
+	pcfg.Logger = n.log
 	if c.LeaseTTL > 0 {
 		pcfg.LeaseTTL = c.LeaseTTL
 	}
-	p, err := pool.New(pcfg)
-	if err != nil {
-		return err
+	if n.pool, err = pool.New(pcfg); err != nil {
+		return nil, err
 	}
-	if err := p.Start(ctx); err != nil {
-		return err
+	if err := n.pool.Start(ctx); err != nil {
+		return nil, err
 	}
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		_ = p.Stop(sctx)
+		if err != nil {
+			n.Stop()
+		}
 	}()
-
-	wctx, stopWorkers := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer stopWorkers()
+	wctx, stop := context.WithCancel(context.Background())
+	n.stop = stop
 	out := c.WorkerOutput
 	if out == nil {
 		out = io.Discard
@@ -115,53 +130,109 @@ func Run(ctx context.Context, c Config, ready func(Env)) error {
 	var outMu sync.Mutex
 	for i := range c.Workers {
 		id := fmt.Sprintf("worker_%03d", i+1)
-		args := []string{"worker", "--id", id, "--pool", p.Addr(), "--listen", "127.0.0.1:0", "--examples",
-			"--data-dir", filepath.Join(c.Dir, "workers", id),
-			"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}
-		wg.Go(func() { supervise(wctx, log, c.Executable, args, id, &lockedWriter{w: out, mu: &outMu}) })
+		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
+			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
+				"--data-dir", filepath.Join(c.Dir, "workers", id),
+				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}}
+		n.workers = append(n.workers, w)
+		n.wg.Go(func() { w.run(wctx) })
 	}
 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	timeout := time.After(60 * time.Second)
-	for len(p.WorkerIDs()) < c.Workers {
+	for len(n.pool.WorkerIDs()) < c.Workers {
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, ctx.Err()
 		case <-timeout:
-			return fmt.Errorf("only %d of %d workers registered within a minute; see their logs above", len(p.WorkerIDs()), c.Workers)
+			return nil, fmt.Errorf("only %d of %d workers registered within a minute; see their logs", len(n.pool.WorkerIDs()), c.Workers)
 		case <-tick.C:
 		}
 	}
-	env := Env{Pool: p.Addr(), Token: p.AdminToken()}
-	envPath := filepath.Join(c.Dir, EnvFile)
-	if err := os.WriteFile(envPath, []byte(env.String()), 0o600); err != nil {
-		return err
+	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken()}
+	if err := os.WriteFile(filepath.Join(c.Dir, EnvFile), []byte(n.env.String()), 0o600); err != nil {
+		return nil, err
 	}
-	defer os.Remove(envPath)
-	ready(env)
-	<-ctx.Done()
-	log.Info("stopping the network")
-	return nil
+	return n, nil
 }
 
-// supervise runs a worker process, restarting it when it exits, until ctx
+// Env returns what a client needs to use the network.
+func (n *Network) Env() Env { return n.env }
+
+// Pool returns the network's pool.
+func (n *Network) Pool() *pool.Server { return n.pool }
+
+// KillWorker kills worker i (SIGKILL) and does not restart it: a machine
+// lost.
+func (n *Network) KillWorker(i int) { n.workers[i].kill() }
+
+// Stop stops the workers (SIGTERM, then SIGKILL after 10s), drains the
+// pool and removes the env file.
+func (n *Network) Stop() {
+	n.log.Info("stopping the network")
+	if n.stop != nil {
+		n.stop()
+	}
+	n.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	_ = n.pool.Stop(ctx)
+	os.Remove(filepath.Join(n.cfg.Dir, EnvFile))
+}
+
+// supervised is a worker process, restarted when it exits unless killed.
+type supervised struct {
+	id, exe string
+	args    []string
+	log     *slog.Logger
+	out     io.Writer
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	killed bool
+}
+
+func (w *supervised) kill() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.killed = true
+	if w.cmd != nil {
+		_ = w.cmd.Process.Kill()
+	}
+}
+
+// run runs the worker process, restarting it when it exits, until ctx
 // ends; then it asks it to stop (SIGTERM) and kills it if it does not.
-func supervise(ctx context.Context, log *slog.Logger, exe string, args []string, id string, out io.Writer) {
+func (w *supervised) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		cmd := exec.Command(exe, args...)
-		cmd.Stdout = prefixWriter(out, id)
+		cmd := exec.Command(w.exe, w.args...)
+		cmd.Stdout = prefixWriter(w.out, w.id)
 		cmd.Stderr = cmd.Stdout
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			log.Error("starting worker", "worker", id, "err", err)
+		w.mu.Lock()
+		if w.killed {
+			w.mu.Unlock()
+			return
+		}
+		err := cmd.Start()
+		w.cmd = cmd
+		w.mu.Unlock()
+		if err != nil {
+			w.log.Error("starting worker", "worker", w.id, "err", err)
 			return
 		}
 		exited := make(chan error, 1)
 		go func() { exited <- cmd.Wait() }()
 		select {
 		case err := <-exited:
-			log.Warn("worker exited; restarting it", "worker", id, "err", err)
+			w.mu.Lock()
+			killed := w.killed
+			w.mu.Unlock()
+			if killed {
+				return
+			}
+			w.log.Warn("worker exited; restarting it", "worker", w.id, "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Second):

@@ -63,6 +63,11 @@ type Store struct {
 	life  context.Context // canceled by Close, to stop a scrub pass
 	close context.CancelFunc
 
+	// group, where the platform allows, replaces per-shard fsyncs with a
+	// shared flush of the filesystem (groupsync.go); rootDir is its handle.
+	group   *groupSync
+	rootDir *os.File
+
 	mu     sync.Mutex
 	closed bool
 	temps  map[string]bool // temp files being written by this process; GC leaves them alone
@@ -93,6 +98,10 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, root: filepath.Join(dir, shardsDir), lock: lock, logger: logger, temps: map[string]bool{}}
 	s.life, s.close = context.WithCancel(context.Background())
+	if s.group, s.rootDir, err = openGroupSync(s.root); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("shardstore: %w", err)
+	}
 	st, err := s.GC(context.Background(), nil, 0)
 	if err != nil {
 		s.Close()
@@ -117,6 +126,9 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.close()
 	s.ops.Wait()
+	if s.rootDir != nil {
+		s.rootDir.Close()
+	}
 	return unlockDir(s.lock)
 }
 
@@ -164,7 +176,7 @@ func (s *Store) Put(ctx context.Context, k Key, r io.Reader) (Info, error) {
 	}
 	if err == nil {
 		if err = os.Rename(tmp, s.path(k)); err == nil {
-			err = syncDir(dir)
+			err = s.syncDir(dir)
 		}
 		if err != nil {
 			err = fmt.Errorf("shardstore: put %s: %w", k, err)
@@ -223,6 +235,9 @@ func (s *Store) mkdirs(dir string) error {
 		err := os.Mkdir(next, 0o755)
 		switch {
 		case err == nil:
+			if s.group != nil {
+				break // the flush at the end of Put covers it
+			}
 			if err := syncDir(parent); err != nil {
 				return fmt.Errorf("shardstore: %w", err)
 			}
@@ -237,7 +252,8 @@ func (s *Store) mkdirs(dir string) error {
 // copyBuffers holds the 1 MiB buffers Put copies through.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
-// writeShard writes header, payload and footer to f and fsyncs it.
+// writeShard writes header, payload and footer to f, and fsyncs it unless a
+// group flush will.
 func (s *Store) writeShard(ctx context.Context, f *os.File, k Key, r io.Reader) (Info, error) {
 	fail := func(err error) (Info, error) { return Info{}, fmt.Errorf("shardstore: put %s: %w", k, err) }
 	if _, err := f.Write(encodeHeader(k)); err != nil {
@@ -273,14 +289,25 @@ func (s *Store) writeShard(ctx context.Context, f *os.File, k Key, r io.Reader) 
 	if _, err := f.Write(encodeFooter(size, crc)); err != nil {
 		return fail(err)
 	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
+	if s.group == nil {
+		if err := f.Sync(); err != nil {
+			return fail(err)
+		}
 	}
 	st, err := f.Stat()
 	if err != nil {
 		return fail(err)
 	}
 	return Info{Key: k, Size: size, Checksum: crc, ModTime: st.ModTime()}, nil
+}
+
+// syncDir makes a directory's entries durable: with a shared flush where
+// there is one (which also covers the shard's bytes), else by fsync.
+func (s *Store) syncDir(dir string) error {
+	if s.group != nil {
+		return s.group.wait()
+	}
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {

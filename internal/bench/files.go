@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+// FilesConfig configures the storage benchmark.
+type FilesConfig struct {
+	// Size of the large file pushed and fetched.
+	Size int64
+	// SmallFiles are pushed at SmallConcurrency for SmallDuration.
+	SmallSize        int
+	SmallConcurrency int
+	SmallDuration    time.Duration
+	// DiskDir is where the fsync'd sequential write baseline runs (the
+	// workers' disk).
+	DiskDir string
+	// KillWorker, when set, loses a worker (SIGKILL, no restart) so that
+	// repair can be timed; LeaseTTL is how long the pool waits to notice.
+	KillWorker func()
+	LeaseTTL   time.Duration
+}
+
+// Files measures a network's storage: a sequential write with fsync on the
+// same disk as the baseline, a large Push and Get, small pushes per second,
+// and the time to repair after a worker is lost. It prints as it goes.
+func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Writer) error {
+	mib := func(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
+
+	disk, err := diskBaseline(cfg.DiskDir, cfg.Size)
+	if err != nil {
+		return fmt.Errorf("disk baseline: %w", err)
+	}
+	fmt.Fprintf(out, "disk: sequential write of %d MiB + fsync: %.0f MiB/s\n", cfg.Size>>20, mib(cfg.Size, disk))
+
+	start := time.Now()
+	info, err := c.Upload(ctx, "bench-large", newPatternReader(cfg.Size))
+	if err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	push := time.Since(start)
+	fmt.Fprintf(out, "push %d MiB (%s): %.0f MiB/s, %.2fx the disk\n", cfg.Size>>20, info.Layout, mib(cfg.Size, push), disk.Seconds()/push.Seconds())
+
+	start = time.Now()
+	n := &countingWriter{}
+	if _, err := c.Download(ctx, info.FileId, 0, n); err != nil {
+		return fmt.Errorf("get: %w", err)
+	}
+	get := time.Since(start)
+	if n.n != cfg.Size {
+		return fmt.Errorf("get returned %d bytes, want %d", n.n, cfg.Size)
+	}
+	fmt.Fprintf(out, "get  %d MiB: %.0f MiB/s, %.2fx the disk\n", cfg.Size>>20, mib(cfg.Size, get), disk.Seconds()/get.Seconds())
+
+	small := make([]byte, cfg.SmallSize)
+	var pushes, failures atomic.Int64
+	var firstErr atomic.Value
+	sctx, cancel := context.WithTimeout(ctx, cfg.SmallDuration)
+	var wg sync.WaitGroup
+	start = time.Now()
+	for range cfg.SmallConcurrency {
+		wg.Go(func() {
+			for sctx.Err() == nil {
+				if _, err := c.Push(sctx, "small", small); err != nil {
+					if sctx.Err() == nil {
+						failures.Add(1)
+						firstErr.CompareAndSwap(nil, err)
+					}
+					continue
+				}
+				pushes.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	cancel()
+	elapsed := time.Since(start)
+	fmt.Fprintf(out, "push %d B files at concurrency %d: %.0f/s (%d failed)\n", cfg.SmallSize, cfg.SmallConcurrency, float64(pushes.Load())/elapsed.Seconds(), failures.Load())
+	if e := firstErr.Load(); e != nil {
+		fmt.Fprintf(out, "  first error: %v\n", e)
+	}
+
+	if cfg.KillWorker == nil {
+		return nil
+	}
+	admin := v1.NewAdminServiceClient(c.Conn())
+	before, err := admin.Status(ctx, &v1.StatusRequest{})
+	if err != nil {
+		return err
+	}
+	cfg.KillWorker()
+	killed := time.Now()
+	expired := killed.Add(cfg.LeaseTTL)
+	var st *v1.StatusResponse
+	for {
+		if st, err = admin.Status(ctx, &v1.StatusRequest{}); err != nil {
+			return err
+		}
+		if time.Now().After(expired) && st.FilesReduced == 0 && st.FilesLost == 0 && st.ShardsRebuilt > before.ShardsRebuilt {
+			break
+		}
+		if time.Since(killed) > 10*time.Minute {
+			return fmt.Errorf("repair not done after 10 minutes: %+v", st)
+		}
+		time.Sleep(250 * time.Millisecond) // Status scans every manifest: poll gently
+	}
+	repair := time.Since(expired)
+	// Each shard is about BlockSize/Data bytes.
+	fmt.Fprintf(out, "repair after losing a worker: %d shards rebuilt in %.1fs after the lease expired\n",
+		st.ShardsRebuilt-before.ShardsRebuilt, repair.Seconds())
+	return nil
+}
+
+// diskBaseline writes size bytes to a file in dir and fsyncs it, like
+// dd bs=4M conv=fsync.
+func diskBaseline(dir string, size int64) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, "bench-dd-*")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := make([]byte, 4<<20)
+	fillPattern(buf, 1)
+	start := time.Now()
+	for written := int64(0); written < size; written += int64(len(buf)) {
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-written)]); err != nil {
+			return 0, err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// patternReader yields size bytes of a random pattern cheaply: a 4 MiB
+// random buffer, each pass xored with a new word, so blocks differ.
+type patternReader struct {
+	buf  []byte
+	off  int
+	left int64
+	pass uint64
+}
+
+func newPatternReader(size int64) *patternReader {
+	r := &patternReader{buf: make([]byte, 4<<20), left: size}
+	fillPattern(r.buf, 0)
+	return r
+}
+
+func fillPattern(b []byte, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 42))
+	for i := 0; i+8 <= len(b); i += 8 {
+		v := rng.Uint64()
+		for j := range 8 {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+}
+
+func (r *patternReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	if r.off == len(r.buf) {
+		r.off = 0
+		r.pass++
+		for i := 0; i < 64; i++ {
+			r.buf[i] ^= byte(r.pass >> (i % 8))
+		}
+	}
+	n := copy(p, r.buf[r.off:min(len(r.buf), r.off+int(min(int64(len(p)), r.left)))])
+	r.off += n
+	r.left -= int64(n)
+	return n, nil
+}
+
+type countingWriter struct{ n int64 }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += int64(len(p))
+	return len(p), nil
+}
