@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
 )
 
@@ -42,6 +43,12 @@ it writes admin.token and join.token to its data directory.`,
 
 // runPool serves until ctx ends, then drains.
 func runPool(ctx context.Context, e *env, cfg pool.Config) error {
+	checker, err := deployed.NewChecker(ctx, filepath.Join(cfg.DataDir, "wasm-cache"))
+	if err != nil {
+		return err
+	}
+	defer checker.Close(context.Background())
+	cfg.Checker = checker
 	p, err := pool.New(cfg)
 	if err != nil {
 		return err

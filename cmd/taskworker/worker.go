@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/examples"
 	"github.com/hivemind/taskworker/internal/worker"
 )
@@ -57,6 +58,12 @@ to call it directly, for benchmarks.`,
 			if cfg.DataDir == "" {
 				cfg.DataDir = filepath.Join(homeDir(), "workers", cfg.ID)
 			}
+			runner, err := deployed.New(cmd.Context(), filepath.Join(cfg.DataDir, "wasm-cache"), cfg.Logger)
+			if err != nil {
+				return err
+			}
+			defer runner.Close(context.Background())
+			cfg.Sandbox = runner
 			w, err := worker.New(cfg)
 			if err != nil {
 				return err

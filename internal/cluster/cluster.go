@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hivemind/taskworker"
+	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/examples"
 	"github.com/hivemind/taskworker/internal/files"
@@ -42,6 +43,12 @@ type Options struct {
 	// Files configures the pools' file service; zero: tuned for tests
 	// (64 KiB blocks, a 2s repair grace).
 	Files *files.Config
+	// Sandbox gives workers a WebAssembly runtime for deployed functions,
+	// and pools a checker for modules.
+	Sandbox bool
+	// WasmCache is the compilation cache the cluster's nodes share; tests
+	// may share one across clusters (default: one per cluster).
+	WasmCache string
 }
 
 // Cluster is a running network.
@@ -54,6 +61,8 @@ type Cluster struct {
 	Etcd    *etcdserver.Server
 	Pools   []*pool.Server
 	Workers []*worker.Server
+	// Runners are the workers' sandboxes (with Options.Sandbox).
+	Runners []*deployed.Runner
 
 	poolAddrs  []string
 	workerPool []int // the pool each worker registers with
@@ -127,6 +136,14 @@ func (c *Cluster) StartPool(i int) {
 		cfg.Files.RepairInterval = time.Second
 		cfg.Files.GCMinAge = time.Second
 	}
+	if c.opts.Sandbox {
+		checker, err := deployed.NewChecker(context.Background(), c.wasmCache())
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { checker.Close(context.Background()) })
+		cfg.Checker = checker
+	}
 	p, err := pool.New(cfg)
 	if err != nil {
 		c.t.Fatal(err)
@@ -147,6 +164,15 @@ func (c *Cluster) StartPool(i int) {
 	c.poolAddrs[i] = p.Addr()
 }
 
+// wasmCache is the compilation cache every node of the cluster shares, so
+// a module is compiled once per test (compiling is slow under -race).
+func (c *Cluster) wasmCache() string {
+	if c.opts.WasmCache != "" {
+		return c.opts.WasmCache
+	}
+	return filepath.Join(c.dir, "wasm-cache")
+}
+
 // Dir returns the directory holding the cluster's data.
 func (c *Cluster) Dir() string { return c.dir }
 
@@ -161,23 +187,37 @@ func (c *Cluster) KillPool(i int) {
 // AddWorker starts a worker registered with pool p and returns its index.
 // Its data directory is DIR/workers/<id>.
 func (c *Cluster) AddWorker(id string, p int) int {
-	c.Workers = append(c.Workers, c.startWorker(id, p))
+	w, r := c.startWorker(id, p)
+	c.Workers = append(c.Workers, w)
+	c.Runners = append(c.Runners, r)
 	return len(c.Workers) - 1
 }
 
 // RestartWorker starts worker i again, with its id and data directory,
 // after KillWorker or StopWorker.
 func (c *Cluster) RestartWorker(i int) {
-	c.Workers[i] = c.startWorker(c.Workers[i].ID(), c.workerPool[i])
+	c.Workers[i], c.Runners[i] = c.startWorker(c.Workers[i].ID(), c.workerPool[i])
 }
 
-func (c *Cluster) startWorker(id string, p int) *worker.Server {
+func (c *Cluster) startWorker(id string, p int) (*worker.Server, *deployed.Runner) {
 	c.t.Helper()
+	dir := filepath.Join(c.dir, "workers", id)
+	var runner *deployed.Runner
+	var sandbox worker.Sandbox
+	if c.opts.Sandbox {
+		var err error
+		if runner, err = deployed.New(context.Background(), c.wasmCache(), c.log); err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { runner.Close(context.Background()) })
+		sandbox = runner
+	}
 	w, err := worker.New(worker.Config{
+		Sandbox:   sandbox,
 		ID:        id,
 		PoolAddr:  c.poolAddrs[p],
 		JoinToken: c.JoinToken,
-		DataDir:   filepath.Join(c.dir, "workers", id),
+		DataDir:   dir,
 		// Scrub often, so damage is found within a test.
 		ScrubInterval: time.Second,
 		Labels:        c.opts.Labels(id),
@@ -195,7 +235,7 @@ func (c *Cluster) startWorker(id string, p int) *worker.Server {
 	if len(c.workerPool) <= len(c.Workers) {
 		c.workerPool = append(c.workerPool, p)
 	}
-	return w
+	return w, runner
 }
 
 // KillWorker stops worker i as a crash would: no goodbye, calls dropped, its

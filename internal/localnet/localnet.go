@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
 )
 
@@ -81,6 +82,7 @@ type Network struct {
 	cfg     Config
 	log     *slog.Logger
 	pool    *pool.Server
+	checker *deployed.Checker
 	env     Env
 	workers []*supervised
 	stop    context.CancelFunc
@@ -109,6 +111,14 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	pcfg.Logger = n.log
 	if c.LeaseTTL > 0 {
 		pcfg.LeaseTTL = c.LeaseTTL
+	}
+	if pcfg.Checker == nil {
+		checker, err := deployed.NewChecker(ctx, filepath.Join(c.Dir, "pool", "wasm-cache"))
+		if err != nil {
+			return nil, err
+		}
+		n.checker = checker
+		pcfg.Checker = checker
 	}
 	if n.pool, err = pool.New(pcfg); err != nil {
 		return nil, err
@@ -178,6 +188,9 @@ func (n *Network) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_ = n.pool.Stop(ctx)
+	if n.checker != nil {
+		_ = n.checker.Close(ctx)
+	}
 	os.Remove(filepath.Join(n.cfg.Dir, EnvFile))
 }
 

@@ -1,0 +1,67 @@
+// Package guest is the Go SDK for TaskWorker functions that run in the
+// WebAssembly sandbox. A function written with it has the same shape as a
+// native one registered with taskworker.Function:
+//
+//	//go:build wasip1
+//
+//	package main
+//
+//	import "github.com/hivemind/taskworker/guest"
+//
+//	func init() {
+//		guest.Function("add", func(a, b int) int { return a + b })
+//	}
+//
+//	//go:wasmexport add
+//	func add() int32 { return guest.Run("add") }
+//
+//	func main() {}
+//
+// built as a WebAssembly reactor:
+//
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o add.wasm .
+//
+// and deployed with `taskworker deploy add add.wasm`. The module is an
+// ordinary Extism plugin: the host calls the exported symbol with the call's
+// arguments as the plugin input, and the symbol returns 0 with the result as
+// the plugin output, or 1 with an error message set.
+//
+// # Arguments and results
+//
+// The arguments are bound like those of a native function:
+//
+//   - A function taking exactly one string or []byte argument receives the
+//     input bytes as they are.
+//   - Any other function receives a JSON array, bound by position to its
+//     parameters; a function taking one struct (or pointer to struct) also
+//     accepts a JSON object for it. A function with no parameters accepts
+//     empty input, "null" or "[]".
+//   - An optional leading context.Context parameter receives
+//     context.Background(); an optional trailing error result is returned
+//     to the caller as the call's error.
+//
+// A string or []byte result is the output as it is; any other result is
+// encoded as JSON; a function with no result (other than error) has empty
+// output. Arguments that do not fit are reported as an error whose message
+// starts with "invalid argument: ", which the host reports with the gRPC code
+// InvalidArgument; other errors and panics are reported as the function's
+// error.
+//
+// # Host functions
+//
+// Log writes a line to the worker's log through the taskworker.log host
+// function (see docs/ABI.md). Further host functions (secrets, outbound
+// fetch, DNS, files) are added to this package as the host grows them.
+//
+// # Caveats
+//
+//   - Register functions in init: a reactor built with -buildmode=c-shared
+//     runs package initialization when it is loaded but never calls main.
+//   - //go:wasmexport takes scalar types only, hence one small exported
+//     function per registered function, each returning Run(name).
+//   - The guest is single-threaded: goroutines run only while an export is
+//     running, and time.Sleep does not wait (the host grants no real sleep).
+//   - An instance serves many calls one after another: package-level state
+//     survives between calls of the same instance, but the host may replace
+//     an instance at any time, so it must not be relied on.
+package guest

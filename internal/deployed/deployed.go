@@ -1,0 +1,215 @@
+// Package deployed runs deployed functions on a worker: it implements the
+// worker's Sandbox over the WebAssembly runtime (package sandbox), keeping
+// one loaded module per deployed version, and checks modules for the pool
+// at deploy time.
+//
+// # Caveats
+//
+// Loaded versions stay loaded until the worker stops; a worker that sees
+// many versions of many functions holds their compiled code and idle
+// instances in memory. Starlark scripts are not run here yet.
+package deployed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/sandbox"
+	"github.com/hivemind/taskworker/internal/worker"
+)
+
+// Runner runs deployed functions. It implements worker.Sandbox.
+type Runner struct {
+	wasm *sandbox.Runtime
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	loading map[string]*load // by version key
+}
+
+var _ worker.Sandbox = (*Runner)(nil)
+
+// load is one deployed version's module, loaded once.
+type load struct {
+	done chan struct{}
+	mod  *sandbox.Module
+	err  error
+	sha  string
+}
+
+// New returns a runner whose compiled code is cached in cacheDir (empty:
+// in memory only).
+func New(ctx context.Context, cacheDir string, log *slog.Logger) (*Runner, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg := sandbox.DefaultConfig()
+	cfg.CacheDir = cacheDir
+	cfg.Logger = log
+	rt, err := sandbox.NewRuntime(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{wasm: rt, log: log, loading: map[string]*load{}}, nil
+}
+
+// Close unloads everything.
+func (r *Runner) Close(ctx context.Context) error { return r.wasm.Close(ctx) }
+
+// Stats reports the runtime's compile and cache counters.
+func (r *Runner) Stats() sandbox.RuntimeStats { return r.wasm.Stats() }
+
+// Runtimes implements worker.Sandbox.
+func (r *Runner) Runtimes() []v1.Runtime { return []v1.Runtime{v1.Runtime_RUNTIME_WASM} }
+
+// Compiled implements worker.Sandbox: the modules loaded and ready.
+func (r *Runner) Compiled() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	set := map[string]bool{}
+	for _, l := range r.loading {
+		select {
+		case <-l.done:
+			if l.err == nil {
+				set[l.sha] = true
+			}
+		default:
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// Call implements worker.Sandbox.
+func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
+	if d.Runtime != v1.Runtime_RUNTIME_WASM {
+		return nil, status.Errorf(codes.Unimplemented, "%s: this worker does not run %s functions", d.Name, d.Runtime)
+	}
+	m, err := r.module(ctx, d, modules)
+	if err != nil {
+		return nil, err
+	}
+	out, err := m.Call(ctx, PluginInput(args))
+	if err != nil {
+		st := sandbox.GRPCStatus(err)
+		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
+	}
+	return out, nil
+}
+
+// spec turns a deployment's limits into the sandbox's.
+func spec(d *v1.Deployment) sandbox.Spec {
+	l := d.GetLimits()
+	return sandbox.Spec{
+		Export:      d.Export,
+		MemoryLimit: l.GetMemoryBytes(),
+		Timeout:     time.Duration(l.GetTimeoutMs()) * time.Millisecond,
+		Concurrency: int(l.GetConcurrency()),
+		MaxInput:    int(l.GetMaxInputBytes()),
+		MaxOutput:   int(l.GetMaxOutputBytes()),
+	}
+}
+
+// module returns the loaded module of a deployed version, loading it (once,
+// however many calls wait for it) on first use.
+func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.ModuleSource) (*sandbox.Module, error) {
+	sp := spec(d)
+	key := fmt.Sprintf("%s/%+v", d.ModuleSha256, sp)
+	r.mu.Lock()
+	l, ok := r.loading[key]
+	if !ok {
+		l = &load{done: make(chan struct{}), sha: d.ModuleSha256}
+		r.loading[key] = l
+	}
+	r.mu.Unlock()
+	if !ok {
+		l.mod, l.err = r.loadModule(context.WithoutCancel(ctx), d, sp, modules)
+		close(l.done)
+		if l.err != nil {
+			r.mu.Lock()
+			delete(r.loading, key) // a later call may succeed (the pool was down)
+			r.mu.Unlock()
+		}
+	}
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	return l.mod, l.err
+}
+
+func (r *Runner) loadModule(ctx context.Context, d *v1.Deployment, sp sandbox.Spec, modules worker.ModuleSource) (*sandbox.Module, error) {
+	wasm, err := modules(ctx, d.ModuleSha256)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%s v%d: fetching its module: %v", d.Name, d.Version, err)
+	}
+	m, err := r.wasm.Load(ctx, wasm, sp, sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)})
+	if err != nil {
+		st := sandbox.GRPCStatus(err)
+		return nil, status.Errorf(st.Code(), "%s v%d: loading its module: %s", d.Name, d.Version, st.Message())
+	}
+	r.log.Info("loaded a deployed function", "function", d.Name, "version", d.Version, "module", d.ModuleSha256[:12])
+	return m, nil
+}
+
+// PluginInput turns a call's JSON arguments into a plugin's input: one
+// string argument as its raw bytes, anything else as the JSON array.
+func PluginInput(args []byte) []byte {
+	trimmed := bytes.TrimSpace(args)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) || bytes.Equal(trimmed, []byte("[]")) {
+		return nil
+	}
+	var one []json.RawMessage
+	if json.Unmarshal(trimmed, &one) == nil && len(one) == 1 {
+		var s string
+		if json.Unmarshal(one[0], &s) == nil {
+			return []byte(s)
+		}
+	}
+	return trimmed
+}
+
+// Checker checks modules at deploy time for the pool: a WebAssembly module
+// must load under its limits, export the function and import only what the
+// host provides.
+type Checker struct {
+	wasm *sandbox.Runtime
+}
+
+// NewChecker returns a checker with its own runtime, caching compiled code
+// in cacheDir.
+func NewChecker(ctx context.Context, cacheDir string) (*Checker, error) {
+	cfg := sandbox.DefaultConfig()
+	cfg.CacheDir = cacheDir
+	rt, err := sandbox.NewRuntime(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Checker{wasm: rt}, nil
+}
+
+// CheckModule implements pool.ModuleChecker.
+func (c *Checker) CheckModule(ctx context.Context, rt v1.Runtime, module []byte, export string) error {
+	if rt != v1.Runtime_RUNTIME_WASM {
+		return nil
+	}
+	m, err := c.wasm.Load(ctx, module, sandbox.Spec{Export: export, Concurrency: 1}, sandbox.SlogHost{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	return m.Close(ctx)
+}
+
+// Close releases the checker's runtime.
+func (c *Checker) Close(ctx context.Context) error { return c.wasm.Close(ctx) }

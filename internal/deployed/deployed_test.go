@@ -1,0 +1,241 @@
+package deployed_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/cluster"
+	"github.com/hivemind/taskworker/internal/deployed"
+)
+
+func ctxTimeout(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+var builds sync.Map // package -> func() ([]byte, error)
+
+// wasmCache is shared by every test's cluster: each module compiles once.
+var wasmCache string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tw-wasm-cache-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	wasmCache = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// guest builds a Go guest package of this repository for wasip1, once.
+func guest(t *testing.T, pkg string) []byte {
+	t.Helper()
+	f, _ := builds.LoadOrStore(pkg, sync.OnceValues(func() ([]byte, error) {
+		out := filepath.Join(os.TempDir(), fmt.Sprintf("tw-guest-%d-%s.wasm", os.Getpid(), filepath.Base(pkg)))
+		defer os.Remove(out)
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, pkg)
+		cmd.Dir = filepath.Join("..", "..")
+		flags := slices.DeleteFunc(strings.Fields(os.Getenv("GOFLAGS")), func(f string) bool { return f == "-race" })
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS="+strings.Join(flags, " "))
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("building %s: %v\n%s", pkg, err, msg)
+		}
+		return os.ReadFile(out)
+	}))
+	b, err := f.(func() ([]byte, error))()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// extismPlugin reads one of the test plugins shipped in the go-sdk module.
+func extismPlugin(t *testing.T, name string) []byte {
+	t.Helper()
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/extism/go-sdk").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "wasm", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDeployAndCallThroughThePool(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	if _, err := cl.Deploy(ctx, "count_vowels", extismPlugin(t, "count_vowels.wasm"), taskworker.DeploySpec{Idempotent: true}); err != nil {
+		t.Fatal(err)
+	}
+	// One string argument reaches the plugin as its raw bytes.
+	out, err := cl.Call(ctx, "count_vowels", "Hello, World!")
+	if err != nil || !strings.Contains(string(out), `"count":3`) {
+		t.Fatalf("count_vowels: %s, %v", out, err)
+	}
+	if _, err := cl.Deploy(ctx, "hello_haskell", extismPlugin(t, "hello_haskell.wasm"), taskworker.DeploySpec{Export: "testing"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cl.Call(ctx, "hello_haskell", "TaskWorker"); err != nil || !strings.Contains(string(out), "TaskWorker") {
+		t.Fatalf("hello_haskell: %q, %v", out, err)
+	}
+	// The Go guest, built here with the guest SDK.
+	addWasm := guest(t, "./examples/go-add")
+	for _, fn := range []string{"add", "divide"} {
+		if _, err := cl.Deploy(ctx, "go_"+fn, addWasm, taskworker.DeploySpec{Export: fn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := cl.Call(ctx, "go_add", 1, 2); err != nil || string(out) != "3" {
+		t.Fatalf("go_add(1, 2) = %s, %v", out, err)
+	}
+	_, err = cl.Call(ctx, "go_divide", 1, 0)
+	if st := status.Convert(err); st.Code() == codes.OK || !strings.Contains(st.Message(), "division by zero") {
+		t.Fatalf("go_divide(1, 0): %v", err)
+	}
+	if _, err := cl.Call(ctx, "go_add", "x"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("go_add with a bad argument: %v", err)
+	}
+	fs, _ := cl.Functions(ctx)
+	runtimes := map[string]string{}
+	for _, f := range fs {
+		runtimes[f.Name] = f.Runtime
+	}
+	if runtimes["go_add"] != "wasm" || runtimes["add"] != "go" {
+		t.Errorf("functions lists runtimes %v", runtimes)
+	}
+}
+
+func TestBadModulesFailAtDeploy(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, time.Minute)
+	cv := extismPlugin(t, "count_vowels.wasm")
+	wasm := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_WASM}
+	tests := []struct {
+		name   string
+		module []byte
+		spec   taskworker.DeploySpec
+		msg    string
+	}{
+		{"not wasm", []byte("MZ\x90\x00 a Windows program"), wasm, "not WebAssembly"},
+		{"truncated", cv[:len(cv)/2], wasm, "cannot be deployed"},
+		{"missing export", cv, taskworker.DeploySpec{Export: "nope"}, "nope"},
+		{"imports a host function we do not provide", extismPlugin(t, "host.wasm"), taskworker.DeploySpec{Export: "run_test"}, "import"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := cl.Deploy(ctx, "bad", tt.module, tt.spec)
+			if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tt.msg) {
+				t.Errorf("got %v; want InvalidArgument mentioning %q", err, tt.msg)
+			}
+		})
+	}
+}
+
+// Calls during a redeploy all succeed, each served by exactly one version.
+func TestVersionSwitchUnderLoad(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 2, Sandbox: true, WasmCache: wasmCache})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	// Two versions of "greet" that answer differently: the Go guest's
+	// hello, then the Haskell plugin.
+	if _, err := cl.Deploy(ctx, "greet", guest(t, "./examples/go-add"), taskworker.DeploySpec{Export: "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	var calls, failures atomic.Int64
+	answers := sync.Map{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				out, err := cl.Call(ctx, "greet", "you")
+				calls.Add(1)
+				if err != nil {
+					failures.Add(1)
+					t.Errorf("call during a redeploy: %v", err)
+					return
+				}
+				answers.Store(string(out), true)
+			}
+		})
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := cl.Deploy(ctx, "greet", extismPlugin(t, "hello_haskell.wasm"), taskworker.DeploySpec{Export: "testing"}); err != nil {
+		t.Error(err)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	wg.Wait()
+	var got []string
+	answers.Range(func(k, _ any) bool { got = append(got, k.(string)); return true })
+	if failures.Load() != 0 || len(got) != 2 {
+		t.Fatalf("%d calls, %d failed; distinct answers %q (want one per version)", calls.Load(), failures.Load(), got)
+	}
+}
+
+// A worker restarted over its data directory loads deployed code from its
+// compilation cache instead of compiling again.
+func TestRestartReusesCompiledModules(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	if _, err := cl.Deploy(ctx, "go_add", guest(t, "./examples/go-add"), taskworker.DeploySpec{Export: "add"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Call(ctx, "go_add", 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	c.StopWorker(0)
+	c.RestartWorker(0)
+	c.WaitWorkers(1)
+	if _, err := cl.Call(ctx, "go_add", 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Runners[0].Stats(); st.Compiled != 0 || st.FromDisk != 1 {
+		t.Fatalf("after a restart: %+v; want the module from the disk cache, no compile", st)
+	}
+}
+
+func TestPluginInput(t *testing.T) {
+	for args, want := range map[string]string{
+		`["hello"]`:    "hello",
+		`[1, 2]`:       "[1, 2]",
+		`[{"a": 1}]`:   `[{"a": 1}]`,
+		`[]`:           "",
+		``:             "",
+		`["a", "b"]`:   `["a", "b"]`,
+		`{"k": "v"}`:   `{"k": "v"}`,
+		`["\u00e9\n"]`: "\u00e9\n",
+	} {
+		if got := string(deployed.PluginInput([]byte(args))); got != want {
+			t.Errorf("PluginInput(%s) = %q, want %q", args, got, want)
+		}
+	}
+}

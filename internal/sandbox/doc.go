@@ -1,0 +1,68 @@
+// Package sandbox runs untrusted WebAssembly functions for a worker: Extism
+// plugins (github.com/extism/go-sdk on wazero), so modules written with any
+// Extism PDK, or with this repository's Go guest SDK (package guest), run
+// unchanged, under limits the host sets.
+//
+// There are three types, and the errors:
+//
+//   - Runtime, one per worker, made from a Config (operator maximums and
+//     defaults, the compiled-code cache directory). Runtime.Load checks and
+//     compiles a module and returns a Module; Runtime.Stats counts how the
+//     compiled code was obtained (compiled, read from disk, shared in memory).
+//   - Module, one per deployed function version, made with a Spec (export,
+//     memory, timeout, concurrency, input and output sizes). Module.Call runs
+//     one call on a pooled instance; Module.Close drains and releases it.
+//   - Host, the worker's side of the taskworker import namespace
+//     (docs/ABI.md): today log, routed to a slog.Logger by SlogHost.
+//   - Errors wrap sentinels grouped by phase (Load: ErrNotWasm,
+//     ErrInvalidModule, ErrUnknownImport, ErrMissingExport, ErrInvalidSpec;
+//     Call: ErrTimeout, ErrMemoryLimit, ErrInputTooLarge, ErrOutputTooLarge,
+//     ErrTrap, ErrBusy, ErrCanceled, ErrClosed) or are a *GuestError, the
+//     function's own. GRPCStatus maps any of them to the status a caller
+//     should see.
+//
+// What a module gets: its input, the Extism kernel, WASI with nothing
+// granted (no arguments, no environment, no files or directories, no
+// sockets; real clocks and cryptographic randomness), and the taskworker
+// host functions. Extism's http_request refuses every URL. Every problem
+// with a module (not WebAssembly, truncated, an import this host does not
+// provide, a missing export, a memory too large to start) is reported by
+// Load, not by the first call.
+//
+// Each call runs on an instance of its own, under a deadline (the smaller of
+// Spec.Timeout and the caller's), a memory budget (Spec.MemoryLimit, over all
+// the instance's memories) and input and output size limits. An instance that
+// trapped, timed out, was canceled or outgrew its memory is thrown away and
+// replaced on demand; an instance whose function returned an error is kept.
+// A misbehaving call ends only itself.
+//
+// # Caveats
+//
+//   - Deadlines are enforced in-process by wazero's WithCloseOnContextDone,
+//     which calls out of compiled code at every loop iteration: a tight loop
+//     runs about 10x slower than without it, and each call into a module
+//     (including the guest's calls to the Extism kernel, several per call)
+//     starts a goroutine. docs/rationale-sandbox.md has the figures and the
+//     design of the supervised child process that would avoid this.
+//   - Extism's Plugin.Call looks up the kernel's exports on every call, and
+//     wazero allocates a call stack per lookup: about 80 KB and 20-30 us per
+//     call of garbage and time that this package cannot avoid without
+//     changing go-sdk.
+//   - A host function that blocks is not interrupted by the deadline: the
+//     deadline is checked when it returns. Host functions must honor their
+//     ctx (taskworker.log does not block).
+//   - The guest's time.Sleep returns at once: no real sleep is granted, so a
+//     sleeping guest cannot hold an instance without spending its CPU time.
+//   - Extism's own log functions (log_info and so on) are off, as go-sdk
+//     gates them on a process-wide level; guests log through taskworker.log.
+//   - Extism vars (var_get/var_set) persist across the calls one instance
+//     serves, as guest globals do, capped at 64 KiB; neither outlives the
+//     instance, and which instance serves a call is not defined.
+//   - EXTISM_ENABLE_WASI_OUTPUT in the worker's environment makes go-sdk send
+//     every guest's stdout and stderr to the worker's own; leave it unset.
+//   - Compiled code is cached per wazero version under Config.CacheDir; the
+//     directory must be the worker's own (wazero trusts what it reads there).
+//     RuntimeStats tells a compile from a cache hit by watching the directory
+//     around it, so compiles are serialized within a Runtime, and the counts
+//     are exact only while no other process compiles into the directory.
+package sandbox

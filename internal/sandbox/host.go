@@ -1,0 +1,141 @@
+package sandbox
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero/api"
+)
+
+// Namespace is the import module name of TaskWorker's host functions
+// (docs/ABI.md).
+const Namespace = "taskworker"
+
+// Host is the worker's side of the taskworker namespace: what a function's
+// calls can reach outside the sandbox. The worker passes one per Load,
+// scoped to that function (its logger, later its grants). The ctx of each
+// method is the ctx given to Module.Call, so call-scoped values (caller,
+// request id) reach the Host.
+//
+// Host functions that land with later issues (secrets, outbound fetch, DNS,
+// files; docs/ABI.md) are added here as methods, with the grant checks in
+// the worker's implementation.
+type Host interface {
+	// Log receives one guest log line, already cut to Config.MaxLogLine and
+	// rate-limited.
+	Log(ctx context.Context, level slog.Level, msg string)
+}
+
+// SlogHost is a Host that writes guest log lines to a logger and grants
+// nothing else.
+type SlogHost struct {
+	Logger *slog.Logger // nil: slog.Default()
+}
+
+var _ Host = SlogHost{}
+
+// Log implements Host.
+func (h SlogHost) Log(ctx context.Context, level slog.Level, msg string) {
+	logger := h.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.Log(ctx, level, msg)
+}
+
+// reservedImports are the taskworker functions that docs/ABI.md designs
+// but this host does not provide yet, with what brings them: a module that
+// imports one is refused at Load with that reason.
+var reservedImports = map[string]string{
+	"last_error":  "the first fallible host function (secrets, egress and DNS)",
+	"secret_get":  "the secrets issue (build step 3)",
+	"http_fetch":  "the egress issue (build step 3)",
+	"http_body":   "the egress issue (build step 3)",
+	"dns_resolve": "the DNS issue (build step 3)",
+	"file_read":   "issue 4 (distributed file storage)",
+	"file_write":  "issue 4 (distributed file storage)",
+	"file_stat":   "issue 4 (distributed file storage)",
+	"file_list":   "issue 4 (distributed file storage)",
+	"file_delete": "issue 4 (distributed file storage)",
+}
+
+// hostFunctions builds the taskworker namespace for one Module.
+func (m *Module) hostFunctions() []extism.HostFunction {
+	log := extism.NewHostFunctionWithStack("log", m.hostLog,
+		[]extism.ValueType{extism.ValueTypeI32, extism.ValueTypePTR}, nil)
+	log.SetNamespace(Namespace)
+	return []extism.HostFunction{log}
+}
+
+// providedImports are the taskworker functions hostFunctions provides.
+var providedImports = map[string]bool{"log": true}
+
+// hostLog is taskworker.log(level i32, msg i64): msg is an Extism memory
+// handle, which the host frees.
+func (m *Module) hostLog(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
+	level := slog.Level(api.DecodeI32(stack[0]))
+	handle := stack[1]
+	defer p.Free(handle)
+	call, _ := ctx.Value(callKey{}).(*callState)
+	if call == nil {
+		return
+	}
+	if call.logLines >= m.rt.cfg.MaxLogLinesPerCall || !m.logLimit.allow(time.Now()) {
+		call.logDropped++
+		return
+	}
+	call.logLines++
+	n, err := p.Length(handle)
+	if err != nil {
+		panic("taskworker.log: the message is not a valid memory handle")
+	}
+	limit := uint64(m.rt.cfg.MaxLogLine)
+	cut := n > limit
+	mem, ok := p.Memory().Read(uint32(handle), uint32(min(n, limit)))
+	if !ok {
+		panic("taskworker.log: the message is outside the kernel's memory")
+	}
+	msg := string(mem)
+	if cut {
+		// Do not end on part of a character.
+		for i := 0; i < utf8.UTFMax-1 && len(msg) > 0; i++ {
+			if r, size := utf8.DecodeLastRuneInString(msg); r != utf8.RuneError || size != 1 {
+				break
+			}
+			msg = msg[:len(msg)-1]
+		}
+		msg += " [cut]"
+	}
+	m.host.Log(ctx, level, msg)
+}
+
+// tokenBucket limits a rate: rate tokens a second, up to burst saved.
+type tokenBucket struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newTokenBucket(perSecond int) *tokenBucket {
+	return &tokenBucket{rate: float64(perSecond), burst: 2 * float64(perSecond), tokens: 2 * float64(perSecond)}
+}
+
+func (b *tokenBucket) allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
