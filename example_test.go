@@ -2,6 +2,7 @@ package taskworker_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log"
 	"os"
@@ -116,4 +117,43 @@ func waitForFunction(addr, token, name string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	log.Fatalf("function %s never became callable", name)
+}
+
+// The seed's file example: a worker's function stores what it is given and
+// returns the file id; the caller reads the file back.
+func ExampleWorker_Storage() {
+	ctx := context.Background()
+	poolAddr, adminToken, joinToken, stop := startPool()
+	defer stop()
+	dir, _ := os.MkdirTemp("", "taskworker-example-worker-")
+	defer os.RemoveAll(dir)
+
+	w, _ := taskworker.New("worker_003", taskworker.WithPool(poolAddr, joinToken),
+		taskworker.WithDataDir(dir), taskworker.WithStorageToken(adminToken))
+	_ = w.Function("save", func(ctx context.Context, name, text string) (string, error) {
+		storage, err := w.Storage()
+		if err != nil {
+			return "", err
+		}
+		info, err := storage.Push(ctx, name, []byte(text))
+		if err != nil {
+			return "", err
+		}
+		return info.FileId, nil
+	})
+	_ = w.Start(ctx, "127.0.0.1:0")
+	defer w.Stop(ctx)
+	waitForFunction(poolAddr, adminToken, "save")
+
+	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	defer c.Close()
+	out, err := c.Call(ctx, "save", "data.txt", "Hello from HiveMind!")
+	if err != nil {
+		log.Fatal(err)
+	}
+	var fileID string
+	_ = json.Unmarshal(out, &fileID)
+	data, _ := c.Get(ctx, fileID)
+	fmt.Println(string(data))
+	// Output: Hello from HiveMind!
 }

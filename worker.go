@@ -2,7 +2,9 @@ package taskworker
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hivemind/taskworker/internal/worker"
@@ -11,51 +13,91 @@ import (
 // Worker serves registered Go functions to the node pool. The seed's
 // TaskWorker class.
 type Worker struct {
-	s *worker.Server
+	s            *worker.Server
+	poolAddr     string
+	storageToken string
+
+	storageOnce sync.Once
+	storage     *Client
+	storageErr  error
 }
 
 // Option configures a Worker.
-type Option func(*worker.Config)
+type Option func(*options)
+
+type options struct {
+	worker.Config
+	storageToken string
+}
 
 // WithPool registers the worker with the node pool at addr, authenticated by
 // the network's join token. Without it the worker runs standalone.
 func WithPool(addr, joinToken string) Option {
-	return func(c *worker.Config) { c.PoolAddr, c.JoinToken = addr, joinToken }
+	return func(c *options) { c.PoolAddr, c.JoinToken = addr, joinToken }
 }
 
 // WithAdvertiseAddr sets the address the pool dials when it is not the one
 // the worker listens on (a host behind NAT, in a container).
 func WithAdvertiseAddr(addr string) Option {
-	return func(c *worker.Config) { c.Advertise = addr }
+	return func(c *options) { c.Advertise = addr }
 }
 
 // WithLabels attaches labels (zone, hardware, ...) to the worker.
 func WithLabels(labels map[string]string) Option {
-	return func(c *worker.Config) { c.Labels = labels }
+	return func(c *options) { c.Labels = labels }
 }
 
 // WithLogger sets the worker's logger; by default it logs nothing.
 func WithLogger(l *slog.Logger) Option {
-	return func(c *worker.Config) { c.Logger = l }
+	return func(c *options) { c.Logger = l }
 }
 
 // WithDrainDelay sets how long Stop keeps accepting calls after leaving the
 // pool, for pools that have not yet seen it leave (default 200ms).
 func WithDrainDelay(d time.Duration) Option {
-	return func(c *worker.Config) { c.DrainDelay = d }
+	return func(c *options) { c.DrainDelay = d }
+}
+
+// WithDataDir keeps file shards and deployed modules in dir: the worker
+// then stores files for the network.
+func WithDataDir(dir string) Option {
+	return func(c *options) { c.DataDir = dir }
+}
+
+// WithStorageToken sets the API token that Storage uses: the user whose
+// files the worker's code reads and writes.
+func WithStorageToken(token string) Option {
+	return func(c *options) { c.storageToken = token }
 }
 
 // New returns a worker with the given id, which names it in the network.
 func New(id string, opts ...Option) (*Worker, error) {
-	cfg := worker.Config{ID: id, DrainDelay: 200 * time.Millisecond}
-	for _, o := range opts {
-		o(&cfg)
+	o := options{Config: worker.Config{ID: id, DrainDelay: 200 * time.Millisecond}}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	s, err := worker.New(cfg)
+	s, err := worker.New(o.Config)
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{s: s}, nil
+	return &Worker{s: s, poolAddr: o.PoolAddr, storageToken: o.storageToken}, nil
+}
+
+// Storage returns a client of the network's FileService (Push, Get,
+// Revise, Sync, ...) acting as the user of WithStorageToken: the seed's
+// worker.storage.
+func (w *Worker) Storage() (*Client, error) {
+	w.storageOnce.Do(func() {
+		switch {
+		case w.poolAddr == "":
+			w.storageErr = errors.New("taskworker: Storage needs a pool: use WithPool")
+		case w.storageToken == "":
+			w.storageErr = errors.New("taskworker: Storage needs a user's API token: use WithStorageToken")
+		default:
+			w.storage, w.storageErr = Dial(w.poolAddr, WithToken(w.storageToken))
+		}
+	})
+	return w.storage, w.storageErr
 }
 
 // FunctionOption configures one function.
@@ -109,4 +151,9 @@ func (w *Worker) Addr() string { return w.s.Addr() }
 
 // Stop leaves the pool, waits for the calls in flight to finish (until ctx
 // ends, when it drops them) and stops serving.
-func (w *Worker) Stop(ctx context.Context) error { return w.s.Stop(ctx) }
+func (w *Worker) Stop(ctx context.Context) error {
+	if w.storage != nil {
+		w.storage.Close()
+	}
+	return w.s.Stop(ctx)
+}
