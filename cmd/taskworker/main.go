@@ -13,9 +13,15 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
 func main() {
+	// A Starlark child process of a worker: nothing else may run first.
+	if len(os.Args) > 1 && os.Args[1] == starlarkrun.ChildArg {
+		os.Exit(starlarkrun.Main())
+	}
 	os.Exit(doMain(os.Args[1:], os.Stdout, os.Stderr))
 }
 

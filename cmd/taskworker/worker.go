@@ -14,6 +14,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/starlarkrun"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
@@ -58,7 +59,15 @@ to call it directly, for benchmarks.`,
 			if cfg.DataDir == "" {
 				cfg.DataDir = filepath.Join(homeDir(), "workers", cfg.ID)
 			}
-			runner, err := deployed.New(cmd.Context(), filepath.Join(cfg.DataDir, "wasm-cache"), cfg.Logger)
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			runner, err := deployed.New(cmd.Context(), deployed.Config{
+				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
+				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
+				Logger:          cfg.Logger,
+			})
 			if err != nil {
 				return err
 			}

@@ -49,6 +49,9 @@ type Options struct {
 	// WasmCache is the compilation cache the cluster's nodes share; tests
 	// may share one across clusters (default: one per cluster).
 	WasmCache string
+	// StarlarkCommand starts the workers' Starlark children (the test
+	// binary, re-executed; see starlarkrun.Main); empty: no Starlark.
+	StarlarkCommand []string
 }
 
 // Cluster is a running network.
@@ -206,7 +209,7 @@ func (c *Cluster) startWorker(id string, p int) (*worker.Server, *deployed.Runne
 	var sandbox worker.Sandbox
 	if c.opts.Sandbox {
 		var err error
-		if runner, err = deployed.New(context.Background(), c.wasmCache(), c.log); err != nil {
+		if runner, err = deployed.New(context.Background(), deployed.Config{CacheDir: c.wasmCache(), StarlarkCommand: c.opts.StarlarkCommand, Logger: c.log}); err != nil {
 			c.t.Fatal(err)
 		}
 		c.t.Cleanup(func() { runner.Close(context.Background()) })

@@ -7,7 +7,9 @@
 //
 // Loaded versions stay loaded until the worker stops; a worker that sees
 // many versions of many functions holds their compiled code and idle
-// instances in memory. Starlark scripts are not run here yet.
+// instances in memory. Starlark scripts share the worker's pool of child
+// processes (Config.Starlark), so a deployment's concurrency limit does not
+// apply to them; the pool's MaxChildren does.
 package deployed
 
 import (
@@ -26,12 +28,14 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/sandbox"
+	"github.com/hivemind/taskworker/internal/starlarkrun"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
 // Runner runs deployed functions. It implements worker.Sandbox.
 type Runner struct {
 	wasm *sandbox.Runtime
+	star *starlarkrun.Pool // nil: no Starlark
 	log  *slog.Logger
 
 	mu      sync.Mutex
@@ -48,30 +52,61 @@ type load struct {
 	sha  string
 }
 
-// New returns a runner whose compiled code is cached in cacheDir (empty:
-// in memory only).
-func New(ctx context.Context, cacheDir string, log *slog.Logger) (*Runner, error) {
+// Config configures a Runner.
+type Config struct {
+	// CacheDir keeps compiled WebAssembly across restarts (empty: in memory
+	// only).
+	CacheDir string
+	// StarlarkCommand starts a Starlark child process: this binary and
+	// starlarkrun.ChildArg. Empty: the worker runs no Starlark.
+	StarlarkCommand []string
+	Logger          *slog.Logger
+}
+
+// New returns a runner.
+func New(ctx context.Context, c Config) (*Runner, error) {
+	log := c.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg := sandbox.DefaultConfig()
-	cfg.CacheDir = cacheDir
+	cfg.CacheDir = c.CacheDir
 	cfg.Logger = log
 	rt, err := sandbox.NewRuntime(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Runner{wasm: rt, log: log, loading: map[string]*load{}}, nil
+	r := &Runner{wasm: rt, log: log, loading: map[string]*load{}}
+	if len(c.StarlarkCommand) > 0 {
+		scfg := starlarkrun.DefaultConfig()
+		scfg.Command = c.StarlarkCommand
+		scfg.Logger = log
+		if r.star, err = starlarkrun.New(scfg); err != nil {
+			rt.Close(ctx)
+			return nil, err
+		}
+	}
+	return r, nil
 }
 
-// Close unloads everything.
-func (r *Runner) Close(ctx context.Context) error { return r.wasm.Close(ctx) }
+// Close unloads everything and stops the Starlark children.
+func (r *Runner) Close(ctx context.Context) error {
+	if r.star != nil {
+		r.star.Close()
+	}
+	return r.wasm.Close(ctx)
+}
 
 // Stats reports the runtime's compile and cache counters.
 func (r *Runner) Stats() sandbox.RuntimeStats { return r.wasm.Stats() }
 
 // Runtimes implements worker.Sandbox.
-func (r *Runner) Runtimes() []v1.Runtime { return []v1.Runtime{v1.Runtime_RUNTIME_WASM} }
+func (r *Runner) Runtimes() []v1.Runtime {
+	if r.star != nil {
+		return []v1.Runtime{v1.Runtime_RUNTIME_WASM, v1.Runtime_RUNTIME_STARLARK}
+	}
+	return []v1.Runtime{v1.Runtime_RUNTIME_WASM}
+}
 
 // Compiled implements worker.Sandbox: the modules loaded and ready.
 func (r *Runner) Compiled() []string {
@@ -92,7 +127,10 @@ func (r *Runner) Compiled() []string {
 
 // Call implements worker.Sandbox.
 func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
-	if d.Runtime != v1.Runtime_RUNTIME_WASM {
+	switch {
+	case d.Runtime == v1.Runtime_RUNTIME_STARLARK && r.star != nil:
+		return r.callStarlark(ctx, d, args, modules)
+	case d.Runtime != v1.Runtime_RUNTIME_WASM:
 		return nil, status.Errorf(codes.Unimplemented, "%s: this worker does not run %s functions", d.Name, d.Runtime)
 	}
 	m, err := r.module(ctx, d, modules)
@@ -102,6 +140,35 @@ func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, module
 	out, err := m.Call(ctx, PluginInput(args))
 	if err != nil {
 		st := sandbox.GRPCStatus(err)
+		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
+	}
+	return out, nil
+}
+
+// callStarlark runs a call of a Starlark function in a child process.
+// Scripts are cached by the children, keyed by their hash.
+func (r *Runner) callStarlark(ctx context.Context, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
+	source, err := modules(ctx, d.ModuleSha256)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%s v%d: fetching its script: %v", d.Name, d.Version, err)
+	}
+	l := d.GetLimits()
+	out, err := r.star.Call(ctx, starlarkrun.Request{
+		Name:     d.Name + ".star",
+		Source:   source,
+		Function: d.Export,
+		Args:     args,
+		Limits: starlarkrun.Limits{
+			Timeout:   time.Duration(l.GetTimeoutMs()) * time.Millisecond,
+			Memory:    l.GetMemoryBytes(),
+			MaxInput:  int(l.GetMaxInputBytes()),
+			MaxOutput: int(l.GetMaxOutputBytes()),
+		},
+		Tenant: d.Owner,
+		Host:   sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)},
+	})
+	if err != nil {
+		st := starlarkrun.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
 	}
 	return out, nil
@@ -201,8 +268,8 @@ func NewChecker(ctx context.Context, cacheDir string) (*Checker, error) {
 
 // CheckModule implements pool.ModuleChecker.
 func (c *Checker) CheckModule(ctx context.Context, rt v1.Runtime, module []byte, export string) error {
-	if rt != v1.Runtime_RUNTIME_WASM {
-		return nil
+	if rt == v1.Runtime_RUNTIME_STARLARK {
+		return starlarkrun.Check(export+".star", module, export)
 	}
 	m, err := c.wasm.Load(ctx, module, sandbox.Spec{Export: export, Concurrency: 1}, sandbox.SlogHost{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
 func ctxTimeout(t *testing.T, d time.Duration) context.Context {
@@ -33,7 +34,19 @@ var builds sync.Map // package -> func() ([]byte, error)
 // wasmCache is shared by every test's cluster: each module compiles once.
 var wasmCache string
 
+var starlarkCommand []string
+
 func TestMain(m *testing.M) {
+	// The workers' Starlark children are this test binary, re-executed.
+	if len(os.Args) > 1 && os.Args[1] == starlarkrun.ChildArg {
+		os.Exit(starlarkrun.Main())
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	starlarkCommand = []string{exe, starlarkrun.ChildArg}
 	dir, err := os.MkdirTemp("", "tw-wasm-cache-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -82,7 +95,7 @@ func extismPlugin(t *testing.T, name string) []byte {
 }
 
 func TestDeployAndCallThroughThePool(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	if _, err := cl.Deploy(ctx, "count_vowels", extismPlugin(t, "count_vowels.wasm"), taskworker.DeploySpec{Idempotent: true}); err != nil {
@@ -127,7 +140,7 @@ func TestDeployAndCallThroughThePool(t *testing.T) {
 }
 
 func TestBadModulesFailAtDeploy(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, time.Minute)
 	cv := extismPlugin(t, "count_vowels.wasm")
@@ -155,7 +168,7 @@ func TestBadModulesFailAtDeploy(t *testing.T) {
 
 // Calls during a redeploy all succeed, each served by exactly one version.
 func TestVersionSwitchUnderLoad(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 2, Sandbox: true, WasmCache: wasmCache})
+	c := cluster.New(t, cluster.Options{Workers: 2, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	// Two versions of "greet" that answer differently: the Go guest's
@@ -203,7 +216,7 @@ func TestVersionSwitchUnderLoad(t *testing.T) {
 // A worker restarted over its data directory loads deployed code from its
 // compilation cache instead of compiling again.
 func TestRestartReusesCompiledModules(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	if _, err := cl.Deploy(ctx, "go_add", guest(t, "./examples/go-add"), taskworker.DeploySpec{Export: "add"}); err != nil {
@@ -236,6 +249,72 @@ func TestPluginInput(t *testing.T) {
 	} {
 		if got := string(deployed.PluginInput([]byte(args))); got != want {
 			t.Errorf("PluginInput(%s) = %q, want %q", args, got, want)
+		}
+	}
+}
+
+func TestStarlarkThroughThePool(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	script, err := os.ReadFile(filepath.Join("..", "..", "examples", "starlark", "orders.star"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, fn := range map[string]string{"total": "total", "star_add": "add"} {
+		if _, err := cl.Deploy(ctx, name, script, taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: fn}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := cl.Call(ctx, "star_add", 1, 2); err != nil || string(out) != "3" {
+		t.Fatalf("add(1, 2) = %s, %v", out, err)
+	}
+	out, err := cl.CallJSON(ctx, "total", []byte(`[[{"item": "tea", "price": 2.5, "quantity": 4}, {"item": "tea", "price": 1, "quantity": 1}]]`))
+	if err != nil || string(out) != `{"items":{"tea":11.0},"total":11.0}` && string(out) != `{"items":{"tea":11},"total":11}` {
+		t.Fatalf("total = %s, %v", out, err)
+	}
+
+	star := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Timeout: 10 * time.Second, Memory: 64 << 20}
+	hostile := []struct {
+		name, source string
+		code         codes.Code
+	}{
+		{"infinite loop", "def f():\n    while True:\n        pass\n", codes.DeadlineExceeded},
+		{"a gigabyte string", "def f():\n    return len(\"x\" * 1000000000)\n", codes.ResourceExhausted},
+		{"list of lists", "def f():\n    x = [[1] * 1000]\n    for i in range(100000):\n        x.append(list(x[-1]))\n    return len(x)\n", codes.ResourceExhausted},
+		{"recursion", "def f():\n    return f()\n", codes.Unknown},
+		{"huge output", "def f():\n    return \"y\" * 5000000\n", codes.ResourceExhausted},
+	}
+	for _, h := range hostile {
+		t.Run(h.name, func(t *testing.T) {
+			name := "h_" + strings.ReplaceAll(h.name, " ", "_")
+			spec := star
+			spec.Export = "f"
+			if h.code == codes.DeadlineExceeded {
+				spec.Timeout = 500 * time.Millisecond
+			}
+			if _, err := cl.Deploy(ctx, name, []byte(h.source), spec); err != nil {
+				t.Fatal(err)
+			}
+			_, err := cl.Call(ctx, name)
+			if code := status.Code(err); code == codes.OK || h.code != codes.Unknown && code != h.code {
+				t.Fatalf("got %v; want %s", err, h.code)
+			}
+			// The worker still serves everyone else.
+			if out, err := cl.Call(ctx, "star_add", 2, 2); err != nil || string(out) != "4" {
+				t.Fatalf("after %s: add(2, 2) = %s, %v", h.name, out, err)
+			}
+		})
+	}
+
+	for _, bad := range []struct{ name, source, export, msg string }{
+		{"syntax error", "def f(:\n", "f", "f.star:1"},
+		{"no such function", "def g():\n    pass\n", "f", "f"},
+		{"power operator", "def f():\n    return 10**9\n", "f", "f.star"},
+	} {
+		_, err := cl.Deploy(ctx, "bad", []byte(bad.source), taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: bad.export})
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), bad.msg) {
+			t.Errorf("deploying a script with a %s: %v", bad.name, err)
 		}
 	}
 }

@@ -1,0 +1,149 @@
+package starlarkrun
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// The pipe protocol between a Pool and its children (docs/rationale-starlark.md,
+// "The pipe protocol"). Every message is a frame: one type byte, a 4-byte
+// big-endian payload length, the payload. The parent writes to the child's
+// stdin and reads its stdout; the child's stderr is only for the Go runtime's
+// own crash reports.
+//
+// A child starts by reading frameHello and answering frameReady. Then each
+// call is one frameCall, after which the child sends any number of
+// frameNeedSource (answered by frameSource) and frameHostCall (answered by
+// frameHostReply), and ends the call with exactly one frameResult or
+// frameError. The back-channel is synchronous: the script waits for the
+// host's answer, as it would for a function call.
+const (
+	frameHello      = 'H' // parent: helloMsg
+	frameReady      = 'R' // child: readyMsg
+	frameCall       = 'C' // parent: callMsg
+	frameNeedSource = 'N' // child: the script's hash, hex; answered by frameSource
+	frameSource     = 'S' // parent: the script's source bytes
+	frameHostCall   = 'h' // child: hostCallMsg
+	frameHostReply  = 'r' // parent: hostReplyMsg
+	frameResult     = 'O' // child: the result, JSON
+	frameError      = 'E' // child: errorMsg
+)
+
+// maxFrame bounds the frames a child reads from its trusted parent, and so
+// the sizes a Config may allow. The parent's bounds on what a child sends
+// are tighter, per frame type: see (*process).exchange.
+const maxFrame = 256 * MiB
+
+// maxControlFrame bounds the frames that carry no user data of unbounded
+// size (ready, need-source, error), on the parent's side.
+const maxControlFrame = 64 * KiB
+
+// errFrameTooLarge is returned by readFrame for a frame over its bound.
+var errFrameTooLarge = errors.New("frame too large")
+
+// writeFrame writes one frame to w and flushes it.
+func writeFrame(w *bufio.Writer, typ byte, payload []byte) error {
+	var hdr [5]byte
+	hdr[0] = typ
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	w.Write(hdr[:])
+	w.Write(payload)
+	return w.Flush()
+}
+
+// writeJSONFrame writes one frame whose payload is v as JSON.
+func writeJSONFrame(w *bufio.Writer, typ byte, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFrame(w, typ, payload)
+}
+
+// readFrame reads one frame. limit returns the largest payload accepted for
+// a frame type; a larger one is not read, and readFrame returns its type
+// with an error wrapping errFrameTooLarge.
+func readFrame(r *bufio.Reader, limit func(typ byte) int) (byte, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, nil, err
+	}
+	typ := hdr[0]
+	n := binary.BigEndian.Uint32(hdr[1:])
+	if max := limit(typ); int64(n) > int64(max) {
+		return typ, nil, fmt.Errorf("%w: %q frame of %d bytes, over %d", errFrameTooLarge, typ, n, max)
+	}
+	payload := make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return typ, nil, err
+	}
+	return typ, payload, nil
+}
+
+// helloMsg configures a child for its whole life: its memory limit is
+// fixed at start, so a Pool keeps children per memory limit.
+type helloMsg struct {
+	Memory          int64 `json:"memory"`
+	ScriptsCached   int   `json:"scripts_cached"`
+	MaxLogLine      int   `json:"max_log_line"`
+	MaxLogLines     int   `json:"max_log_lines"`
+	MaxErrorMessage int   `json:"max_error_message"`
+}
+
+// readyMsg is the child's report once it is set up and hardened.
+type readyMsg struct {
+	PID int `json:"pid"`
+	// BaselineVSZ is the child's virtual size before the limit was set,
+	// and AddressSpace the RLIMIT_AS it set on itself (0: none).
+	BaselineVSZ  int64 `json:"baseline_vsz"`
+	AddressSpace int64 `json:"address_space"`
+	// Hardening says what the child did to itself, for the logs.
+	Hardening string `json:"hardening"`
+}
+
+// callMsg asks a child to call one function of one script.
+type callMsg struct {
+	Hash      string          `json:"hash"` // SHA-256 of the source, hex
+	Name      string          `json:"name"` // the script's file name, for messages
+	Function  string          `json:"function"`
+	Args      json.RawMessage `json:"args,omitempty"` // JSON array or object
+	MaxOutput int             `json:"max_output"`
+}
+
+// hostCallMsg is a script's call of a host builtin.
+type hostCallMsg struct {
+	Name string          `json:"name"`
+	Args json.RawMessage `json:"args"` // JSON array
+}
+
+// hostReplyMsg is the host's answer to a hostCallMsg.
+type hostReplyMsg struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// errorMsg ends a call that failed in the child.
+type errorMsg struct {
+	Kind      string `json:"kind"` // one of the errKind constants
+	Message   string `json:"message"`
+	Line      int    `json:"line,omitempty"`
+	Col       int    `json:"col,omitempty"`
+	Backtrace string `json:"backtrace,omitempty"`
+}
+
+// Kinds of errorMsg: which sentinel the parent reports.
+const (
+	errKindScript   = "script"   // a Starlark error while running: ErrScript
+	errKindCompile  = "compile"  // the script does not compile or load: ErrInvalidScript
+	errKindArgs     = "args"     // the arguments do not fit: ErrInvalidArgs
+	errKindOutput   = "output"   // the result is over MaxOutput: ErrOutputTooLarge
+	errKindMemory   = "memory"   // the memory limit: ErrMemoryLimit
+	errKindInternal = "internal" // the interpreter panicked: ErrCrashed
+)
