@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -336,7 +337,7 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 	out := &v1.ListResponse{}
 	for _, kv := range resp.Kvs {
 		var rec fileRecord
-		if jsonUnmarshal(kv.Value, &rec) == nil {
+		if json.Unmarshal(kv.Value, &rec) == nil {
 			out.Files = append(out.Files, rec.proto())
 		}
 	}

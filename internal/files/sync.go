@@ -2,6 +2,7 @@ package files
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -79,7 +80,7 @@ func (s *Service) changesSince(ctx context.Context, user string, from int64) ([]
 			continue
 		}
 		var rec fileRecord
-		if jsonUnmarshal(kv.Value, &rec) != nil {
+		if json.Unmarshal(kv.Value, &rec) != nil {
 			continue
 		}
 		kind := v1.FileChange_KIND_REVISED
@@ -124,7 +125,7 @@ func (s *Service) WatchChanges(req *v1.SynchronousRequest, stream v1.FileService
 				continue
 			}
 			var rec fileRecord
-			if jsonUnmarshal(ev.Kv.Value, &rec) != nil {
+			if json.Unmarshal(ev.Kv.Value, &rec) != nil {
 				continue
 			}
 			kind := v1.FileChange_KIND_REVISED

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -346,9 +347,9 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		if err != nil {
 			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
 		}
-		record, _ := jsonString(m.fileRecord)
+		record, _ := json.Marshal(m.fileRecord)
 		txn, err := s.cli.Txn(ctx).If(cmp).Then(
-			clientv3.OpPut(fileKey, record),
+			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
 		).Commit()
 		if err != nil {
@@ -382,7 +383,7 @@ func (s *Service) current(ctx context.Context, user, fileID string, expected int
 		return fileRecord{}, 0, status.Errorf(codes.NotFound, "no file %s", fileID)
 	}
 	var rec fileRecord
-	if err := jsonUnmarshal(resp.Kvs[0].Value, &rec); err != nil {
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
 		return fileRecord{}, 0, status.Errorf(codes.DataLoss, "file %s: unreadable record: %v", fileID, err)
 	}
 	if expected != 0 && rec.Version != expected {

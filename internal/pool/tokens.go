@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/auth"
 )
 
@@ -134,7 +135,7 @@ func (s *tokenStore) bootstrap(ctx context.Context, dir, file, user string, role
 		}
 	case errors.Is(err, os.ErrNotExist):
 		token = auth.NewToken()
-		if err := writeFileAtomic(path, []byte(token+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
 			return "", err
 		}
 	default:
@@ -146,30 +147,6 @@ func (s *tokenStore) bootstrap(ctx context.Context, dir, file, user string, role
 	_, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(hash), "=", 0)).
 		Then(clientv3.OpPut(hash, string(rec))).Commit()
 	return token, err
-}
-
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // Which role each method needs. Methods not listed need a user (or admin)

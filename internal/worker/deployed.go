@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/atomicfile"
 )
 
 // Sandbox runs deployed (untrusted) functions: the worker's collaborator
@@ -100,7 +101,10 @@ func (c *moduleCache) fetchAndStore(ctx context.Context, sha string) ([]byte, er
 		return nil, fmt.Errorf("module %s: received bytes hash to %s", sha, got)
 	}
 	if c.dir != "" {
-		if err := writeAtomic(c.dir, sha, b); err != nil {
+		if err := os.MkdirAll(c.dir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.Write(filepath.Join(c.dir, sha), b, 0o600); err != nil {
 			return nil, fmt.Errorf("caching module %s: %w", sha, err)
 		}
 	}
@@ -110,29 +114,6 @@ func (c *moduleCache) fetchAndStore(ctx context.Context, sha string) ([]byte, er
 func moduleHash(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
-}
-
-func writeAtomic(dir, name string, b []byte) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(dir, name))
 }
 
 // fetchModule streams a module from the pool.
