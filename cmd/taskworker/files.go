@@ -367,8 +367,8 @@ func statusCommand(e *env) *cobra.Command {
 			fmt.Fprintf(e.stdout, "workers:  %d\n", st.Workers)
 			fmt.Fprintf(e.stdout, "files:    %d at full redundancy, %d reduced, %d lost (%.1f MiB stored)\n",
 				st.FilesFull, st.FilesReduced, st.FilesLost, float64(st.BytesStored)/(1<<20))
-			fmt.Fprintf(e.stdout, "repairs:  %d pending, %d done, %d failed; %d shards rebuilt\n",
-				st.RepairsPending, st.RepairsDone, st.RepairsFailed, st.ShardsRebuilt)
+			fmt.Fprintf(e.stdout, "repairs:  %d pending, %d done, %d failed; %d shards (%.1f MiB) rebuilt\n",
+				st.RepairsPending, st.RepairsDone, st.RepairsFailed, st.ShardsRebuilt, float64(st.BytesRebuilt)/(1<<20))
 			return nil
 		},
 	}

@@ -115,9 +115,9 @@ func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Wr
 		time.Sleep(250 * time.Millisecond) // Status scans every manifest: poll gently
 	}
 	repair := time.Since(expired)
-	// Each shard is about BlockSize/Data bytes.
-	fmt.Fprintf(out, "repair after losing a worker: %d shards rebuilt in %.1fs after the lease expired\n",
-		st.ShardsRebuilt-before.ShardsRebuilt, repair.Seconds())
+	rebuilt := st.BytesRebuilt - before.BytesRebuilt
+	fmt.Fprintf(out, "repair after losing a worker: %d shards, %d MiB, rebuilt in %.1fs after the lease expired (%.0f MiB/s; 1 GiB in %.0fs)\n",
+		st.ShardsRebuilt-before.ShardsRebuilt, rebuilt>>20, repair.Seconds(), mib(rebuilt, repair), float64(1<<30)/(float64(rebuilt)/repair.Seconds()))
 	return nil
 }
 

@@ -240,6 +240,7 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 		}
 		stored = append(stored, r)
 		s.stats.rebuilt.Add(1)
+		s.stats.rebuiltBytes.Add(int64(len(data[j])))
 	}
 	return stored, nil
 }

@@ -98,7 +98,7 @@ type Service struct {
 
 	kick  chan struct{} // wakes the repairer
 	stats struct {
-		pending, done, failed, rebuilt atomic.Int64
+		pending, done, failed, rebuilt, rebuiltBytes atomic.Int64
 	}
 }
 

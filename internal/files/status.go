@@ -91,6 +91,7 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 		RepairsDone:    s.stats.done.Load(),
 		RepairsFailed:  s.stats.failed.Load(),
 		ShardsRebuilt:  s.stats.rebuilt.Load(),
+		BytesRebuilt:   s.stats.rebuiltBytes.Load(),
 	}
 	damaged, err := s.damage(ctx, "")
 	if err != nil {

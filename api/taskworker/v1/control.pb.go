@@ -657,8 +657,9 @@ type StatusResponse struct {
 	RepairsPending int64 `protobuf:"varint,6,opt,name=repairs_pending,json=repairsPending,proto3" json:"repairs_pending,omitempty"`
 	RepairsDone    int64 `protobuf:"varint,7,opt,name=repairs_done,json=repairsDone,proto3" json:"repairs_done,omitempty"`
 	RepairsFailed  int64 `protobuf:"varint,8,opt,name=repairs_failed,json=repairsFailed,proto3" json:"repairs_failed,omitempty"`
-	// Shards rebuilt since the pool started.
+	// Shards rebuilt since the pool started, and their bytes.
 	ShardsRebuilt int64 `protobuf:"varint,9,opt,name=shards_rebuilt,json=shardsRebuilt,proto3" json:"shards_rebuilt,omitempty"`
+	BytesRebuilt  int64 `protobuf:"varint,10,opt,name=bytes_rebuilt,json=bytesRebuilt,proto3" json:"bytes_rebuilt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -752,6 +753,13 @@ func (x *StatusResponse) GetRepairsFailed() int64 {
 func (x *StatusResponse) GetShardsRebuilt() int64 {
 	if x != nil {
 		return x.ShardsRebuilt
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetBytesRebuilt() int64 {
+	if x != nil {
+		return x.BytesRebuilt
 	}
 	return 0
 }
@@ -1397,7 +1405,7 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
 	"\x12DeregisterResponse\"\x0f\n" +
-	"\rStatusRequest\"\xca\x02\n" +
+	"\rStatusRequest\"\xef\x02\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aworkers\x18\x01 \x01(\x05R\aworkers\x12\x1d\n" +
 	"\n" +
@@ -1409,7 +1417,9 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x0frepairs_pending\x18\x06 \x01(\x03R\x0erepairsPending\x12!\n" +
 	"\frepairs_done\x18\a \x01(\x03R\vrepairsDone\x12%\n" +
 	"\x0erepairs_failed\x18\b \x01(\x03R\rrepairsFailed\x12%\n" +
-	"\x0eshards_rebuilt\x18\t \x01(\x03R\rshardsRebuilt\"\xc2\x04\n" +
+	"\x0eshards_rebuilt\x18\t \x01(\x03R\rshardsRebuilt\x12#\n" +
+	"\rbytes_rebuilt\x18\n" +
+	" \x01(\x03R\fbytesRebuilt\"\xc2\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
