@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -93,5 +95,63 @@ func TestCLIArgs(t *testing.T) {
 	want := `[1,"two","three",[4],{"five":5},true,""]`
 	if got != want {
 		t.Errorf("cliArgs = %s, want %s", got, want)
+	}
+}
+
+func TestFileCommands(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	t.Setenv("TASKWORKER_HOME", t.TempDir())
+	t.Setenv("TASKWORKER_POOL", c.PoolAddr(0))
+	t.Setenv("TASKWORKER_TOKEN", c.AdminToken)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "notes.txt")
+	content := strings.Repeat("a line of notes\n", 20_000) // 320 KB: sharded, not inline
+	if err := os.WriteFile(src, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, stderr := run(t, "push", src)
+	if code != 0 {
+		t.Fatalf("push: %s", stderr)
+	}
+	id := strings.TrimSpace(out)
+	dst := filepath.Join(dir, "copy.txt")
+	if code, _, stderr := run(t, "get", id, "-o", dst); code != 0 {
+		t.Fatalf("get: %s", stderr)
+	}
+	if got, _ := os.ReadFile(dst); string(got) != content {
+		t.Fatalf("get wrote %d bytes, want %d", len(got), len(content))
+	}
+	os.WriteFile(src, []byte("revised"), 0o600)
+	if code, out, stderr := run(t, "revise", id, src, "--expect-version", "1"); code != 0 || strings.TrimSpace(out) != "2" {
+		t.Fatalf("revise: %d %q %q", code, out, stderr)
+	}
+	if code, _, stderr := run(t, "revise", id, src, "--expect-version", "1"); code != 1 || !strings.Contains(stderr, "FailedPrecondition: file "+id+" is at version 2, not 1") {
+		t.Fatalf("a stale revise: %d %q", code, stderr)
+	}
+	if _, out, _ := run(t, "get", id); out != "revised" {
+		t.Fatalf("get to stdout: %q", out)
+	}
+	if _, out, _ := run(t, "history", id); !strings.Contains(out, "notes.txt") || strings.Count(out, "\n") != 3 {
+		t.Fatalf("history:\n%s", out)
+	}
+	if _, out, _ := run(t, "files"); !strings.Contains(out, id) {
+		t.Fatalf("files:\n%s", out)
+	}
+	_, out, _ = run(t, "sync")
+	if !strings.Contains(out, "created "+id+" 2 notes.txt") || !strings.Contains(out, "cursor ") {
+		t.Fatalf("sync:\n%s", out)
+	}
+	cursor := strings.TrimPrefix(strings.TrimSpace(out[strings.LastIndex(out, "cursor "):]), "cursor ")
+	if code, _, stderr := run(t, "rm", id); code != 0 {
+		t.Fatalf("rm: %s", stderr)
+	}
+	if _, out, _ := run(t, "sync", "--cursor", cursor); !strings.Contains(out, "deleted "+id) {
+		t.Fatalf("sync after rm:\n%s", out)
+	}
+	if code, _, stderr := run(t, "get", id); code != 1 || !strings.Contains(stderr, "NotFound") {
+		t.Fatalf("get after rm: %d %q", code, stderr)
+	}
+	if _, out, _ := run(t, "status"); !strings.Contains(out, "workers:  3") {
+		t.Fatalf("status:\n%s", out)
 	}
 }
