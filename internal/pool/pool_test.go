@@ -373,3 +373,34 @@ func TestFunctionAddedAfterStart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Calls with small arguments share each worker's call stream; larger ones
+// go as calls of their own. Both arrive intact.
+func TestSmallAndLargeCalls(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 2})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 30*time.Second)
+	for _, n := range []int{0, 10, 64 << 10, 200 << 10, 3 << 20} {
+		s := strings.Repeat("z", n)
+		out, err := cl.Call(ctx, "echo", s)
+		if err != nil || string(out) != `"`+s+`"` {
+			t.Fatalf("echo of %d bytes: %d bytes back, %v", n, len(out), err)
+		}
+	}
+	// A call abandoned by its caller ends on the worker too.
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+	}()
+	if _, err := cl.Call(cctx, "sleep", 10_000); status.Code(err) != codes.Canceled {
+		t.Fatalf("a cancelled call: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Workers[0].Inflight()+c.Workers[1].Inflight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker still runs a call its caller cancelled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

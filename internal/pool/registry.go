@@ -73,6 +73,7 @@ type worker struct {
 	address string
 	callKey string
 	conn    *grpc.ClientConn
+	mux     *callMux
 
 	info atomic.Pointer[v1.WorkerInfo]
 	// outstanding counts this pool's calls to the worker that have not
@@ -93,6 +94,7 @@ func (w *worker) retire() {
 		for w.outstanding.Load() > 0 {
 			time.Sleep(50 * time.Millisecond)
 		}
+		w.mux.close()
 		w.conn.Close()
 	}()
 }
@@ -171,6 +173,7 @@ func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, w := range r.workers {
+		w.mux.close()
 		w.conn.Close()
 		delete(r.workers, id)
 	}
@@ -211,7 +214,8 @@ func (r *registry) apply(kvs []kv, reset bool) {
 			r.log.Warn("cannot dial worker", "worker", id, "address", info.Address, "err", err)
 			continue
 		}
-		w := &worker{id: id, address: info.Address, callKey: callKey, conn: conn}
+		w := &worker{id: id, address: info.Address, callKey: callKey, conn: conn,
+			mux: &callMux{client: v1.NewRPCServiceClient(conn)}}
 		w.info.Store(info)
 		if old != nil {
 			old.retire()

@@ -93,12 +93,15 @@ func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCal
 	if st := w.conn.GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
 		return nil, errNotSent, false
 	}
+	w.outstanding.Add(1)
+	defer w.outstanding.Add(-1)
+	if len(req.Args) <= muxMaxArgs {
+		return w.mux.call(ctx, req)
+	}
 	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(auth.HeaderUser, user))
 	var trailer metadata.MD
-	w.outstanding.Add(1)
 	resp = &v1.FunctionCallResponse{}
 	err = w.conn.Invoke(ctx, v1.RPCService_CallFunction_FullMethodName, req, resp, grpc.Trailer(&trailer))
-	w.outstanding.Add(-1)
 	if err == nil {
 		return resp, nil, true
 	}

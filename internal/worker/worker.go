@@ -110,6 +110,10 @@ type Server struct {
 	health *health.Server
 	pool   *grpc.ClientConn
 
+	// draining is closed when Stop begins refusing calls, so that call
+	// streams end and GracefulStop can finish.
+	draining chan struct{}
+
 	modules *moduleCache
 	shards  *shardstore.Store // nil without a data directory
 
@@ -141,6 +145,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:        cfg,
 		log:        log.With("worker", cfg.ID),
 		changed:    make(chan struct{}, 1),
+		draining:   make(chan struct{}),
 		registered: make(chan struct{}),
 	}
 	s.funcs.Store(&map[string]entry{})
@@ -306,6 +311,11 @@ func (s *Server) Stop(ctx context.Context) error {
 		}
 	}
 	s.health.Shutdown()
+	select {
+	case <-s.draining:
+	default:
+		close(s.draining)
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -374,6 +384,11 @@ func (r rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReques
 	// The trailer tells the pool the answer came from this worker, so a
 	// function's own Unavailable is never mistaken for a dead worker.
 	_ = grpc.SetTrailer(ctx, metadata.Pairs(auth.TrailerWorker, s.cfg.ID))
+	return s.call(ctx, req)
+}
+
+// call runs one call, native or deployed.
+func (s *Server) call(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	defer s.completed.Add(1)

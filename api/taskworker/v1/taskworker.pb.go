@@ -1530,6 +1530,154 @@ func (x *FileChange) GetFilename() string {
 	return ""
 }
 
+type CallFrame struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request *FunctionCallRequest   `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	// Unix nanoseconds; 0 means none.
+	DeadlineUnixNano int64 `protobuf:"varint,3,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
+	// Set to cancel the call with this id.
+	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallFrame) Reset() {
+	*x = CallFrame{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallFrame) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallFrame) ProtoMessage() {}
+
+func (x *CallFrame) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallFrame.ProtoReflect.Descriptor instead.
+func (*CallFrame) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CallFrame) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallFrame) GetRequest() *FunctionCallRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *CallFrame) GetDeadlineUnixNano() int64 {
+	if x != nil {
+		return x.DeadlineUnixNano
+	}
+	return 0
+}
+
+func (x *CallFrame) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type CallReply struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Response *FunctionCallResponse  `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// A gRPC status code and message when the call failed.
+	Code    int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// The worker did not run the call (it is stopping): safe to retry.
+	NotRun        bool `protobuf:"varint,5,opt,name=not_run,json=notRun,proto3" json:"not_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallReply) Reset() {
+	*x = CallReply{}
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallReply) ProtoMessage() {}
+
+func (x *CallReply) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallReply.ProtoReflect.Descriptor instead.
+func (*CallReply) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CallReply) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CallReply) GetResponse() *FunctionCallResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *CallReply) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CallReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *CallReply) GetNotRun() bool {
+	if x != nil {
+		return x.NotRun
+	}
+	return false
+}
+
 type FunctionCallRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	FunctionName string                 `protobuf:"bytes,1,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
@@ -1547,7 +1695,7 @@ type FunctionCallRequest struct {
 
 func (x *FunctionCallRequest) Reset() {
 	*x = FunctionCallRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1707,7 @@ func (x *FunctionCallRequest) String() string {
 func (*FunctionCallRequest) ProtoMessage() {}
 
 func (x *FunctionCallRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[23]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1720,7 @@ func (x *FunctionCallRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCallRequest.ProtoReflect.Descriptor instead.
 func (*FunctionCallRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{23}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FunctionCallRequest) GetFunctionName() string {
@@ -1615,7 +1763,7 @@ type FunctionCallResponse struct {
 
 func (x *FunctionCallResponse) Reset() {
 	*x = FunctionCallResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +1775,7 @@ func (x *FunctionCallResponse) String() string {
 func (*FunctionCallResponse) ProtoMessage() {}
 
 func (x *FunctionCallResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[24]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +1788,7 @@ func (x *FunctionCallResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionCallResponse.ProtoReflect.Descriptor instead.
 func (*FunctionCallResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{24}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *FunctionCallResponse) GetResult() []byte {
@@ -1669,7 +1817,7 @@ type DNSRequest struct {
 
 func (x *DNSRequest) Reset() {
 	*x = DNSRequest{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1681,7 +1829,7 @@ func (x *DNSRequest) String() string {
 func (*DNSRequest) ProtoMessage() {}
 
 func (x *DNSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[25]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1694,7 +1842,7 @@ func (x *DNSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRequest.ProtoReflect.Descriptor instead.
 func (*DNSRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{25}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DNSRequest) GetDomain() string {
@@ -1728,7 +1876,7 @@ type DNSResponse struct {
 
 func (x *DNSResponse) Reset() {
 	*x = DNSResponse{}
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1740,7 +1888,7 @@ func (x *DNSResponse) String() string {
 func (*DNSResponse) ProtoMessage() {}
 
 func (x *DNSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_taskworker_proto_msgTypes[26]
+	mi := &file_taskworker_v1_taskworker_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1753,7 +1901,7 @@ func (x *DNSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSResponse.ProtoReflect.Descriptor instead.
 func (*DNSResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{26}
+	return file_taskworker_v1_taskworker_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DNSResponse) GetAddresses() []string {
@@ -1875,7 +2023,18 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_CREATED\x10\x01\x12\x10\n" +
 	"\fKIND_REVISED\x10\x02\x12\x10\n" +
-	"\fKIND_DELETED\x10\x03\"\xa2\x01\n" +
+	"\fKIND_DELETED\x10\x03\"\x9f\x01\n" +
+	"\tCallFrame\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
+	"\arequest\x18\x02 \x01(\v2\".taskworker.v1.FunctionCallRequestR\arequest\x12,\n" +
+	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\x12\x16\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"\xa3\x01\n" +
+	"\tCallReply\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
+	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x17\n" +
+	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xa2\x01\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
@@ -1913,10 +2072,12 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\x06Delete\x12\x1c.taskworker.v1.DeleteRequest\x1a\x1d.taskworker.v1.DeleteResponse\x12?\n" +
 	"\x04List\x12\x1a.taskworker.v1.ListRequest\x1a\x1b.taskworker.v1.ListResponse\x12?\n" +
 	"\x04Stat\x12\x1a.taskworker.v1.StatRequest\x1a\x1b.taskworker.v1.StatResponse\x12T\n" +
-	"\vFileHistory\x12!.taskworker.v1.FileHistoryRequest\x1a\".taskworker.v1.FileHistoryResponse2e\n" +
+	"\vFileHistory\x12!.taskworker.v1.FileHistoryRequest\x1a\".taskworker.v1.FileHistoryResponse2\xab\x01\n" +
 	"\n" +
 	"RPCService\x12W\n" +
-	"\fCallFunction\x12\".taskworker.v1.FunctionCallRequest\x1a#.taskworker.v1.FunctionCallResponse2T\n" +
+	"\fCallFunction\x12\".taskworker.v1.FunctionCallRequest\x1a#.taskworker.v1.FunctionCallResponse\x12D\n" +
+	"\n" +
+	"CallStream\x12\x18.taskworker.v1.CallFrame\x1a\x18.taskworker.v1.CallReply(\x010\x012T\n" +
 	"\n" +
 	"DNSService\x12F\n" +
 	"\rResolveDomain\x12\x19.taskworker.v1.DNSRequest\x1a\x1a.taskworker.v1.DNSResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
@@ -1934,7 +2095,7 @@ func file_taskworker_v1_taskworker_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_taskworker_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_taskworker_v1_taskworker_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_taskworker_v1_taskworker_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_taskworker_v1_taskworker_proto_goTypes = []any{
 	(Redundancy)(0),              // 0: taskworker.v1.Redundancy
 	(FileChange_Kind)(0),         // 1: taskworker.v1.FileChange.Kind
@@ -1961,11 +2122,13 @@ var file_taskworker_v1_taskworker_proto_goTypes = []any{
 	(*SynchronousRequest)(nil),   // 22: taskworker.v1.SynchronousRequest
 	(*SynchronousResponse)(nil),  // 23: taskworker.v1.SynchronousResponse
 	(*FileChange)(nil),           // 24: taskworker.v1.FileChange
-	(*FunctionCallRequest)(nil),  // 25: taskworker.v1.FunctionCallRequest
-	(*FunctionCallResponse)(nil), // 26: taskworker.v1.FunctionCallResponse
-	(*DNSRequest)(nil),           // 27: taskworker.v1.DNSRequest
-	(*DNSResponse)(nil),          // 28: taskworker.v1.DNSResponse
-	(*Deployment)(nil),           // 29: taskworker.v1.Deployment
+	(*CallFrame)(nil),            // 25: taskworker.v1.CallFrame
+	(*CallReply)(nil),            // 26: taskworker.v1.CallReply
+	(*FunctionCallRequest)(nil),  // 27: taskworker.v1.FunctionCallRequest
+	(*FunctionCallResponse)(nil), // 28: taskworker.v1.FunctionCallResponse
+	(*DNSRequest)(nil),           // 29: taskworker.v1.DNSRequest
+	(*DNSResponse)(nil),          // 30: taskworker.v1.DNSResponse
+	(*Deployment)(nil),           // 31: taskworker.v1.Deployment
 }
 var file_taskworker_v1_taskworker_proto_depIdxs = []int32{
 	0,  // 0: taskworker.v1.FileInfo.redundancy:type_name -> taskworker.v1.Redundancy
@@ -1979,38 +2142,42 @@ var file_taskworker_v1_taskworker_proto_depIdxs = []int32{
 	2,  // 8: taskworker.v1.ReviseResponse.info:type_name -> taskworker.v1.FileInfo
 	24, // 9: taskworker.v1.SynchronousResponse.changes:type_name -> taskworker.v1.FileChange
 	1,  // 10: taskworker.v1.FileChange.kind:type_name -> taskworker.v1.FileChange.Kind
-	29, // 11: taskworker.v1.FunctionCallRequest.deployment:type_name -> taskworker.v1.Deployment
-	16, // 12: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
-	18, // 13: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
-	20, // 14: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
-	22, // 15: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
-	22, // 16: taskworker.v1.FileService.WatchChanges:input_type -> taskworker.v1.SynchronousRequest
-	4,  // 17: taskworker.v1.FileService.Upload:input_type -> taskworker.v1.UploadRequest
-	6,  // 18: taskworker.v1.FileService.Download:input_type -> taskworker.v1.DownloadRequest
-	8,  // 19: taskworker.v1.FileService.Delete:input_type -> taskworker.v1.DeleteRequest
-	10, // 20: taskworker.v1.FileService.List:input_type -> taskworker.v1.ListRequest
-	12, // 21: taskworker.v1.FileService.Stat:input_type -> taskworker.v1.StatRequest
-	14, // 22: taskworker.v1.FileService.FileHistory:input_type -> taskworker.v1.FileHistoryRequest
-	25, // 23: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
-	27, // 24: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
-	17, // 25: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
-	19, // 26: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
-	21, // 27: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
-	23, // 28: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
-	23, // 29: taskworker.v1.FileService.WatchChanges:output_type -> taskworker.v1.SynchronousResponse
-	5,  // 30: taskworker.v1.FileService.Upload:output_type -> taskworker.v1.UploadResponse
-	7,  // 31: taskworker.v1.FileService.Download:output_type -> taskworker.v1.DownloadResponse
-	9,  // 32: taskworker.v1.FileService.Delete:output_type -> taskworker.v1.DeleteResponse
-	11, // 33: taskworker.v1.FileService.List:output_type -> taskworker.v1.ListResponse
-	13, // 34: taskworker.v1.FileService.Stat:output_type -> taskworker.v1.StatResponse
-	15, // 35: taskworker.v1.FileService.FileHistory:output_type -> taskworker.v1.FileHistoryResponse
-	26, // 36: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
-	28, // 37: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
-	25, // [25:38] is the sub-list for method output_type
-	12, // [12:25] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	27, // 11: taskworker.v1.CallFrame.request:type_name -> taskworker.v1.FunctionCallRequest
+	28, // 12: taskworker.v1.CallReply.response:type_name -> taskworker.v1.FunctionCallResponse
+	31, // 13: taskworker.v1.FunctionCallRequest.deployment:type_name -> taskworker.v1.Deployment
+	16, // 14: taskworker.v1.FileService.Push:input_type -> taskworker.v1.PushRequest
+	18, // 15: taskworker.v1.FileService.Get:input_type -> taskworker.v1.GetRequest
+	20, // 16: taskworker.v1.FileService.Revise:input_type -> taskworker.v1.ReviseRequest
+	22, // 17: taskworker.v1.FileService.Synchronous:input_type -> taskworker.v1.SynchronousRequest
+	22, // 18: taskworker.v1.FileService.WatchChanges:input_type -> taskworker.v1.SynchronousRequest
+	4,  // 19: taskworker.v1.FileService.Upload:input_type -> taskworker.v1.UploadRequest
+	6,  // 20: taskworker.v1.FileService.Download:input_type -> taskworker.v1.DownloadRequest
+	8,  // 21: taskworker.v1.FileService.Delete:input_type -> taskworker.v1.DeleteRequest
+	10, // 22: taskworker.v1.FileService.List:input_type -> taskworker.v1.ListRequest
+	12, // 23: taskworker.v1.FileService.Stat:input_type -> taskworker.v1.StatRequest
+	14, // 24: taskworker.v1.FileService.FileHistory:input_type -> taskworker.v1.FileHistoryRequest
+	27, // 25: taskworker.v1.RPCService.CallFunction:input_type -> taskworker.v1.FunctionCallRequest
+	25, // 26: taskworker.v1.RPCService.CallStream:input_type -> taskworker.v1.CallFrame
+	29, // 27: taskworker.v1.DNSService.ResolveDomain:input_type -> taskworker.v1.DNSRequest
+	17, // 28: taskworker.v1.FileService.Push:output_type -> taskworker.v1.PushResponse
+	19, // 29: taskworker.v1.FileService.Get:output_type -> taskworker.v1.GetResponse
+	21, // 30: taskworker.v1.FileService.Revise:output_type -> taskworker.v1.ReviseResponse
+	23, // 31: taskworker.v1.FileService.Synchronous:output_type -> taskworker.v1.SynchronousResponse
+	23, // 32: taskworker.v1.FileService.WatchChanges:output_type -> taskworker.v1.SynchronousResponse
+	5,  // 33: taskworker.v1.FileService.Upload:output_type -> taskworker.v1.UploadResponse
+	7,  // 34: taskworker.v1.FileService.Download:output_type -> taskworker.v1.DownloadResponse
+	9,  // 35: taskworker.v1.FileService.Delete:output_type -> taskworker.v1.DeleteResponse
+	11, // 36: taskworker.v1.FileService.List:output_type -> taskworker.v1.ListResponse
+	13, // 37: taskworker.v1.FileService.Stat:output_type -> taskworker.v1.StatResponse
+	15, // 38: taskworker.v1.FileService.FileHistory:output_type -> taskworker.v1.FileHistoryResponse
+	28, // 39: taskworker.v1.RPCService.CallFunction:output_type -> taskworker.v1.FunctionCallResponse
+	26, // 40: taskworker.v1.RPCService.CallStream:output_type -> taskworker.v1.CallReply
+	30, // 41: taskworker.v1.DNSService.ResolveDomain:output_type -> taskworker.v1.DNSResponse
+	28, // [28:42] is the sub-list for method output_type
+	14, // [14:28] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_taskworker_proto_init() }
@@ -2029,7 +2196,7 @@ func file_taskworker_v1_taskworker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_taskworker_proto_rawDesc), len(file_taskworker_v1_taskworker_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -539,6 +539,7 @@ var FileService_ServiceDesc = grpc.ServiceDesc{
 
 const (
 	RPCService_CallFunction_FullMethodName = "/taskworker.v1.RPCService/CallFunction"
+	RPCService_CallStream_FullMethodName   = "/taskworker.v1.RPCService/CallStream"
 )
 
 // RPCServiceClient is the client API for RPCService service.
@@ -550,6 +551,11 @@ const (
 // to the pool.
 type RPCServiceClient interface {
 	CallFunction(ctx context.Context, in *FunctionCallRequest, opts ...grpc.CallOption) (*FunctionCallResponse, error)
+	// CallStream carries many calls from the pool to a worker on one
+	// long-lived stream, saving a stream per call: each frame is a call (or
+	// the cancellation of one) and each reply answers one by id. Workers
+	// serve it to their pool only; clients call CallFunction.
+	CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallFrame, CallReply], error)
 }
 
 type rPCServiceClient struct {
@@ -570,6 +576,19 @@ func (c *rPCServiceClient) CallFunction(ctx context.Context, in *FunctionCallReq
 	return out, nil
 }
 
+func (c *rPCServiceClient) CallStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[CallFrame, CallReply], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RPCService_ServiceDesc.Streams[0], RPCService_CallStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CallFrame, CallReply]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RPCService_CallStreamClient = grpc.BidiStreamingClient[CallFrame, CallReply]
+
 // RPCServiceServer is the server API for RPCService service.
 // All implementations must embed UnimplementedRPCServiceServer
 // for forward compatibility.
@@ -579,6 +598,11 @@ func (c *rPCServiceClient) CallFunction(ctx context.Context, in *FunctionCallReq
 // to the pool.
 type RPCServiceServer interface {
 	CallFunction(context.Context, *FunctionCallRequest) (*FunctionCallResponse, error)
+	// CallStream carries many calls from the pool to a worker on one
+	// long-lived stream, saving a stream per call: each frame is a call (or
+	// the cancellation of one) and each reply answers one by id. Workers
+	// serve it to their pool only; clients call CallFunction.
+	CallStream(grpc.BidiStreamingServer[CallFrame, CallReply]) error
 	mustEmbedUnimplementedRPCServiceServer()
 }
 
@@ -591,6 +615,9 @@ type UnimplementedRPCServiceServer struct{}
 
 func (UnimplementedRPCServiceServer) CallFunction(context.Context, *FunctionCallRequest) (*FunctionCallResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CallFunction not implemented")
+}
+func (UnimplementedRPCServiceServer) CallStream(grpc.BidiStreamingServer[CallFrame, CallReply]) error {
+	return status.Error(codes.Unimplemented, "method CallStream not implemented")
 }
 func (UnimplementedRPCServiceServer) mustEmbedUnimplementedRPCServiceServer() {}
 func (UnimplementedRPCServiceServer) testEmbeddedByValue()                    {}
@@ -631,6 +658,13 @@ func _RPCService_CallFunction_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RPCService_CallStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RPCServiceServer).CallStream(&grpc.GenericServerStream[CallFrame, CallReply]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RPCService_CallStreamServer = grpc.BidiStreamingServer[CallFrame, CallReply]
+
 // RPCService_ServiceDesc is the grpc.ServiceDesc for RPCService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -643,7 +677,14 @@ var RPCService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _RPCService_CallFunction_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CallStream",
+			Handler:       _RPCService_CallStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "taskworker/v1/taskworker.proto",
 }
 
