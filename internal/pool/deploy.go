@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -82,6 +83,31 @@ func (c LimitsConfig) resolve(req *v1.Limits) (*v1.Limits, error) {
 // function, kept by a watch.
 type deployments struct {
 	current atomic.Pointer[map[string]*v1.Deployment]
+
+	mu      sync.Mutex
+	rev     int64         // the etcd revision current reflects
+	changed chan struct{} // closed and replaced when rev moves
+}
+
+// waitFor waits until this pool's view includes etcd revision rev, so that
+// a deploy, rollback or undeploy is in effect on the pool that answered it
+// before the caller hears so.
+func (d *deployments) waitFor(ctx context.Context, rev int64) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		d.mu.Lock()
+		at, changed := d.rev, d.changed
+		d.mu.Unlock()
+		if at >= rev {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return // the watch lags; other pools are eventual anyway
+		}
+	}
 }
 
 func (d *deployments) get(name string) *v1.Deployment {
@@ -93,7 +119,10 @@ func (d *deployments) all() map[string]*v1.Deployment { return *d.current.Load()
 func (d *deployments) run(ctx context.Context, cli *clientv3.Client, prefix string, ready chan<- struct{}) {
 	empty := map[string]*v1.Deployment{}
 	d.current.Store(&empty)
-	watchPrefix(ctx, cli, prefix, func(kvs []kv, reset bool) {
+	d.mu.Lock()
+	d.changed = make(chan struct{})
+	d.mu.Unlock()
+	watchPrefix(ctx, cli, prefix, func(kvs []kv, reset bool, rev int64) {
 		next := map[string]*v1.Deployment{}
 		if !reset {
 			for k, v := range *d.current.Load() {
@@ -112,6 +141,13 @@ func (d *deployments) run(ctx context.Context, cli *clientv3.Client, prefix stri
 			}
 		}
 		d.current.Store(&next)
+		d.mu.Lock()
+		if rev > d.rev {
+			d.rev = rev
+			close(d.changed)
+			d.changed = make(chan struct{})
+		}
+		d.mu.Unlock()
 	}, ready)
 }
 
@@ -124,6 +160,7 @@ type deployService struct {
 	modules *moduleStore
 	reg     *registry
 	checker ModuleChecker
+	deploys *deployments
 }
 
 func (s *deployService) currentKey(name string) string { return s.prefix + "current/" + name }
@@ -234,6 +271,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 			return nil, etcdError(err)
 		}
 		if txn.Succeeded {
+			s.deploys.waitFor(ctx, txn.Header.Revision)
 			return &v1.DeployResponse{Deployment: dep}, nil
 		}
 		// A concurrent deploy of the same name won; build on it.
@@ -321,6 +359,7 @@ func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the rollback; try again", req.Name)
 	}
+	s.deploys.waitFor(ctx, txn.Header.Revision)
 	return &v1.RollbackResponse{Deployment: target}, nil
 }
 
@@ -340,6 +379,7 @@ func (s *deployService) Undeploy(ctx context.Context, req *v1.UndeployRequest) (
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the undeploy; try again", req.Name)
 	}
+	s.deploys.waitFor(ctx, txn.Header.Revision)
 	// Drop the modules no other deployment uses.
 	for _, d := range versions {
 		if err := s.dropIfUnused(ctx, d.ModuleSha256); err != nil {

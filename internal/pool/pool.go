@@ -137,7 +137,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files})
 	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files})
 	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
-		modules: modules, reg: s.reg, checker: s.cfg.Checker})
+		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, s.files)
 	v1.RegisterDNSServiceServer(s.grpc, dnsService{})

@@ -179,7 +179,7 @@ func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
 	}
 }
 
-func (r *registry) apply(kvs []kv, reset bool) {
+func (r *registry) apply(kvs []kv, reset bool, _ int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seen := map[string]bool{}

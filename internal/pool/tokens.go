@@ -66,7 +66,7 @@ func newTokenStore(cli *clientv3.Client, prefix string) *tokenStore {
 // run loads the tokens and follows changes until ctx ends. ready is closed
 // after the first load.
 func (s *tokenStore) run(ctx context.Context, ready chan<- struct{}) {
-	watchPrefix(ctx, s.cli, s.prefix, func(kvs []kv, reset bool) {
+	watchPrefix(ctx, s.cli, s.prefix, func(kvs []kv, reset bool, _ int64) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if reset {

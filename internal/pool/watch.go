@@ -14,11 +14,12 @@ type kv struct {
 }
 
 // watchPrefix calls apply with every key under prefix, then with every
-// change, until ctx ends. After a watch failure (etcd down, history
+// change, each time with the etcd revision the caller's view is then at,
+// until ctx ends. After a watch failure (etcd down, history
 // compacted) it lists the prefix again and calls apply with reset set, so the
 // caller's view is rebuilt rather than patched. ready is closed after the
 // first successful list.
-func watchPrefix(ctx context.Context, cli *clientv3.Client, prefix string, apply func(kvs []kv, reset bool), ready chan<- struct{}) {
+func watchPrefix(ctx context.Context, cli *clientv3.Client, prefix string, apply func(kvs []kv, reset bool, rev int64), ready chan<- struct{}) {
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix())
@@ -32,7 +33,7 @@ func watchPrefix(ctx context.Context, cli *clientv3.Client, prefix string, apply
 		for i, e := range resp.Kvs {
 			kvs[i] = kv{key: string(e.Key), value: e.Value}
 		}
-		apply(kvs, true)
+		apply(kvs, true, resp.Header.Revision)
 		if ready != nil {
 			close(ready)
 			ready = nil
@@ -50,7 +51,7 @@ func watchPrefix(ctx context.Context, cli *clientv3.Client, prefix string, apply
 				}
 				kvs = append(kvs, e)
 			}
-			apply(kvs, false)
+			apply(kvs, false, wresp.Header.Revision)
 		}
 		cancel()
 		sleepCtx(ctx, backoff)
