@@ -13,7 +13,11 @@
 //   - registry (registry.go): workers register with an etcd lease each; a
 //     watch keeps every pool's view of the live workers current.
 //   - router (router.go): picks a worker for a call by power of two choices
-//     on outstanding calls, and forwards it.
+//     on outstanding calls; rpc.go forwards it, on the worker's call stream
+//     (mux.go) or, for large arguments, as a call of its own.
+//   - deployments (deploy.go, modules.go): deployed functions' versions and
+//     their modules, content-addressed in etcd.
+//   - files: the FileService, in package files, which the pool serves.
 //   - services (rpc.go, admin.go, registration.go, unimplemented.go): the
 //     gRPC services.
 //
