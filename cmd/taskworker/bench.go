@@ -43,12 +43,7 @@ func benchCommand(e *env) *cobra.Command {
 same run call the same function directly on a standalone worker process (one
 gRPC hop, no pool) as the baseline; print both and their ratios.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx := cmd.Context()
 			args := []byte(argsJSON)
 			viaPool := func(ctx context.Context) error {
@@ -87,7 +82,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	cf.register(call)
 	f := call.Flags()

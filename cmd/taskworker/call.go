@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hivemind/taskworker"
 )
 
 func callCommand(e *env) *cobra.Command {
@@ -24,12 +26,7 @@ else as a string: taskworker call add 1 2 prints 3.`,
   taskworker call echo '{"x": [1, 2]}'
   taskworker call hello`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			result, err := c.CallJSON(ctx, args[0], cliArgs(args[1:]))
@@ -38,7 +35,7 @@ else as a string: taskworker call add 1 2 prints 3.`,
 			}
 			fmt.Fprintln(e.stdout, string(result))
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long (the function sees the deadline)")

@@ -51,6 +51,19 @@ func (f *clientFlags) dial() (*taskworker.Client, error) {
 	return taskworker.Dial(pool, taskworker.WithToken(token))
 }
 
+// run adapts a command body that needs a client: it dials the pool and
+// closes the client after.
+func (f *clientFlags) run(body func(cmd *cobra.Command, args []string, c *taskworker.Client) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		c, err := f.dial()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		return body(cmd, args, c)
+	}
+}
+
 // homeDir is where `taskworker up` keeps its network by default.
 func homeDir() string {
 	if d := os.Getenv("TASKWORKER_HOME"); d != "" {

@@ -100,19 +100,14 @@ func rollbackCommand(e *env) *cobra.Command {
 		Use:   "rollback NAME",
 		Short: "Make the previous (or --version N) version of a deployed function current",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			d, err := c.Rollback(cmd.Context(), args[0], version)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "%s is at version %d\n", d.Name, d.Version)
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().Int64Var(&version, "version", 0, "the version to make current (default: the one before)")
@@ -125,12 +120,7 @@ func historyCommand(e *env) *cobra.Command {
 		Use:   "history NAME",
 		Short: "List a deployed function's versions",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			resp, err := v1.NewDeployServiceClient(c.Conn()).History(cmd.Context(), &v1.HistoryRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -146,7 +136,7 @@ func historyCommand(e *env) *cobra.Command {
 					d.ModuleSize, d.ModuleSha256[:12], time.UnixMilli(d.CreatedAtMs).Format(time.RFC3339), d.Owner)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd
@@ -158,18 +148,13 @@ func undeployCommand(e *env) *cobra.Command {
 		Use:   "undeploy NAME",
 		Short: "Remove a deployed function and all its versions",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			if err := c.Undeploy(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "undeployed %s\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd

@@ -26,12 +26,7 @@ func pushCommand(e *env) *cobra.Command {
 		Use:   "push FILE",
 		Short: "Store a file in the network; prints its file id",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			f, size, err := openInput(args[0])
 			if err != nil {
 				return err
@@ -46,7 +41,7 @@ func pushCommand(e *env) *cobra.Command {
 			}
 			fmt.Fprintln(e.stdout, info.FileId)
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "the file's name in the network (default: FILE's base name)")
@@ -62,12 +57,7 @@ func reviseCommand(e *env) *cobra.Command {
 		Use:   "revise FILE_ID FILE",
 		Short: "Store a new version of a file; prints the new version",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			f, size, err := openInput(args[1])
 			if err != nil {
 				return err
@@ -79,7 +69,7 @@ func reviseCommand(e *env) *cobra.Command {
 			}
 			fmt.Fprintln(e.stdout, info.Version)
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().Int64Var(&expect, "expect-version", 0, "refuse unless the file is at this version (compare-and-swap)")
@@ -96,12 +86,7 @@ func getCommand(e *env) *cobra.Command {
 		Use:   "get FILE_ID",
 		Short: "Fetch a file (to stdout, or -o FILE)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			if out == "" || out == "-" {
 				_, err := c.Download(cmd.Context(), args[0], version, e.stdout)
 				return err
@@ -121,7 +106,7 @@ func getCommand(e *env) *cobra.Command {
 				return err
 			}
 			return os.Rename(tmp.Name(), out)
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVarP(&out, "output", "o", "", "write to this file instead of stdout")
@@ -135,18 +120,13 @@ func filesCommand(e *env) *cobra.Command {
 		Use:   "files",
 		Short: "List your files",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			fs, err := c.List(cmd.Context())
 			if err != nil {
 				return err
 			}
 			return printFiles(e, fs, false)
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd
@@ -158,18 +138,13 @@ func historyFileCommand(e *env) *cobra.Command {
 		Use:   "history FILE_ID",
 		Short: "List a file's versions",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			vs, err := c.History(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return printFiles(e, vs, true)
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd
@@ -181,19 +156,14 @@ func rmCommand(e *env) *cobra.Command {
 		Use:   "rm FILE_ID...",
 		Short: "Delete files and all their versions",
 		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			for _, id := range args {
 				if err := c.Delete(cmd.Context(), id); err != nil {
 					return err
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd
@@ -212,12 +182,7 @@ func syncCommand(e *env) *cobra.Command {
 the file id, the version and the name; then "cursor N", to pass next time.
 With --follow, keep printing changes as they happen.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			print := func(changes []*taskworker.FileChange, cursor string) {
 				for _, ch := range changes {
 					fmt.Fprintf(e.stdout, "%s %s %d %s\n", kindName(ch.Kind), ch.FileId, ch.Version, ch.Filename)
@@ -243,7 +208,7 @@ With --follow, keep printing changes as they happen.`,
 				}
 				print(msg.Changes, msg.Cursor)
 			}
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().StringVar(&cursor, "cursor", "", "the cursor the last sync printed")
@@ -352,12 +317,7 @@ func statusCommand(e *env) *cobra.Command {
 		Use:   "status",
 		Short: "Show the network's health: workers, files by redundancy, repairs (admin)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
 			st, err := v1.NewAdminServiceClient(c.Conn()).Status(ctx, &v1.StatusRequest{})
@@ -370,7 +330,7 @@ func statusCommand(e *env) *cobra.Command {
 			fmt.Fprintf(e.stdout, "repairs:  %d pending, %d done, %d failed; %d shards (%.1f MiB) rebuilt\n",
 				st.RepairsPending, st.RepairsDone, st.RepairsFailed, st.ShardsRebuilt, float64(st.BytesRebuilt)/(1<<20))
 			return nil
-		},
+		}),
 	}
 	cf.register(cmd)
 	return cmd

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/hivemind/taskworker"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -23,12 +25,7 @@ func workersCommand(e *env) *cobra.Command {
 		Use:   "workers",
 		Short: "List the live workers",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			ws, err := c.Workers(ctx)
@@ -50,7 +47,7 @@ func workersCommand(e *env) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", w.WorkerId, w.Address, w.Inflight, w.CallsTotal, up, strings.Join(names, ","))
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -66,12 +63,7 @@ func functionsCommand(e *env) *cobra.Command {
 		Use:   "functions",
 		Short: "List the functions the network serves",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.dial()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
 			defer cancel()
 			fs, err := c.Functions(ctx)
@@ -87,7 +79,7 @@ func functionsCommand(e *env) *cobra.Command {
 				fmt.Fprintf(tw, "%s\t%s\t%v\t%d\t%s\n", f.Name, f.Runtime, f.Idempotent, len(f.WorkerIds), f.Signature)
 			}
 			return tw.Flush()
-		},
+		}),
 	}
 	cf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
