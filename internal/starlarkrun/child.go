@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"go.starlark.net/starlark"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // ChildArg is the argument after which the worker binary runs Main: its
@@ -38,11 +40,11 @@ const (
 // It must run in a process of its own, started by a Pool, before anything
 // else in that process uses stdin or stdout.
 func Main() int {
-	if err := closeInherited(); err != nil {
+	if err := childproc.CloseInherited(); err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)
 		return exitSetup
 	}
-	out, err := privateStdout()
+	out, err := childproc.PrivateStdout()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)
 		return exitSetup
@@ -86,12 +88,12 @@ type callState struct {
 }
 
 func (s *server) serve() int {
-	typ, payload, err := readFrame(s.in, fromParentLimit)
+	typ, payload, err := childproc.ReadFrame(s.in, fromParentLimit)
 	if err != nil || typ != frameHello || json.Unmarshal(payload, &s.hello) != nil || s.hello.Memory <= 0 {
 		fmt.Fprintf(os.Stderr, "starlarkrun child: no valid hello from the parent (frame %q, %v)\n", typ, err)
 		return exitProtocol
 	}
-	baseline, addressSpace, err := limitMemory(s.hello.Memory)
+	baseline, addressSpace, err := childproc.LimitMemory(s.hello.Memory)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child: memory limit:", err)
 		return exitSetup
@@ -101,19 +103,19 @@ func (s *server) serve() int {
 	for name, v := range libraryModules {
 		s.predeclared[name] = v
 	}
-	hardening, err := harden()
+	hardening, err := childproc.Harden()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child: harden:", err)
 		return exitSetup
 	}
-	err = writeJSONFrame(s.out, frameReady, readyMsg{
+	err = childproc.WriteJSONFrame(s.out, frameReady, readyMsg{
 		PID: os.Getpid(), BaselineVSZ: baseline, AddressSpace: addressSpace, Hardening: hardening,
 	})
 	if err != nil {
 		return exitProtocol
 	}
 	for {
-		typ, payload, err := readFrame(s.in, fromParentLimit)
+		typ, payload, err := childproc.ReadFrame(s.in, fromParentLimit)
 		if err == io.EOF {
 			return exitOK
 		}
@@ -149,7 +151,7 @@ func (s *server) serveCall(m callMsg) (code int, exit bool) {
 	if e != nil {
 		s.sendError(e)
 	} else if s.broken == nil {
-		if err := writeFrame(s.out, frameResult, result); err != nil {
+		if err := childproc.WriteFrame(s.out, frameResult, result); err != nil {
 			s.broken = err
 		}
 	}
@@ -167,7 +169,7 @@ func (s *server) sendError(e *errorMsg) {
 	if s.broken != nil {
 		return
 	}
-	if err := writeJSONFrame(s.out, frameError, e); err != nil {
+	if err := childproc.WriteJSONFrame(s.out, frameError, e); err != nil {
 		s.broken = err
 	}
 }
@@ -318,11 +320,11 @@ func (s *server) ask(typ byte, payload []byte, want byte) ([]byte, error) {
 	if s.broken != nil {
 		return nil, s.broken
 	}
-	if err := writeFrame(s.out, typ, payload); err != nil {
+	if err := childproc.WriteFrame(s.out, typ, payload); err != nil {
 		s.broken = err
 		return nil, err
 	}
-	got, answer, err := readFrame(s.in, fromParentLimit)
+	got, answer, err := childproc.ReadFrame(s.in, fromParentLimit)
 	if err == nil && got != want {
 		err = fmt.Errorf("parent answered a %q frame with %q", typ, got)
 	}

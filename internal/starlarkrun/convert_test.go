@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.starlark.net/starlark"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 func TestEncodeJSON(t *testing.T) {
@@ -127,13 +129,13 @@ func FuzzJSON(f *testing.F) {
 func FuzzReadFrame(f *testing.F) {
 	var buf bytes.Buffer
 	w := bufio.NewWriter(&buf)
-	writeFrame(w, frameResult, []byte("42"))
+	childproc.WriteFrame(w, frameResult, []byte("42"))
 	f.Add(buf.Bytes())
 	f.Add([]byte{frameResult, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bufio.NewReader(bytes.NewReader(data))
 		for {
-			_, payload, err := readFrame(r, func(byte) int { return 1024 })
+			_, payload, err := childproc.ReadFrame(r, func(byte) int { return 1024 })
 			if err != nil {
 				return
 			}

@@ -47,14 +47,9 @@
 // call that times out, outgrows its memory or crashes ends its child, which
 // is replaced in the background; a script error leaves the child serving.
 //
-// What a child is: an empty environment, working directory /, only stdin,
-// stdout and stderr (it closes descriptors it inherited without
-// close-on-exec), a process group of its own, SIGKILL when the worker dies,
-// RLIMIT_CORE and RLIMIT_FSIZE 0, RLIMIT_AS over its own baseline, a Go
-// soft memory limit, and after start-up no_new_privs and a seccomp filter
-// that answers EPERM to every system call the Go runtime does not need:
-// no open, socket, exec, fork, ptrace, setrlimit; no executable mappings;
-// signals only to itself.
+// What a child is: the process boundary of package childproc (empty
+// environment, no files, no sockets, rlimits, no_new_privs, seccomp), set up
+// before any script runs.
 //
 // # Caveats
 //
@@ -66,12 +61,8 @@
 //     RLIMIT_AS: the child's baseline virtual size + 1.25 x the limit +
 //     100 MiB (one 64 MiB heap arena, in which Go reserves address space,
 //     and runtime metadata). A single allocation past that, like
-//     "x" * 1000000000, kills the child at once, without a line number. In a
-//     binary linked with libc (cgo, which the net package brings in unless
-//     CGO_ENABLED=0), each thread started after start-up maps an 8 MiB stack
-//     and a 64 MiB malloc arena: the child starts eight threads before it
-//     measures its baseline and allows two more; a child that needs more
-//     dies as out of memory. Race-detector builds get 2 GiB more.
+//     "x" * 1000000000, kills the child at once, without a line number
+//     (package childproc's caveats say what else counts against the cap).
 //   - Compiled scripts and their frozen globals stay cached in the child
 //     and count against the limit of later calls in it; a script whose top
 //     level builds large data makes the child's other calls fail sooner.
@@ -80,19 +71,6 @@
 //     interpreter bug could see later calls of the same tenant (their
 //     arguments and results), not other tenants'. The caller chooses the
 //     tenant; empty is one shared tenant.
-//   - The seccomp filter exists for linux/amd64 only; elsewhere on Linux
-//     the child has no_new_privs (on the starting thread only if the binary
-//     has cgo) and the rlimits; off Linux, only the soft memory limit.
-//     The filter allows read and write on any descriptor the child has:
-//     its pipes, and the cgroup CPU files the Go runtime keeps open to
-//     size GOMAXPROCS (read-only).
-//   - If the worker runs as root, so do its children; seccomp then still
-//     refuses setrlimit, ptrace and file access, but the process keeps
-//     root's identity. Run the worker as an unprivileged user.
-//   - Pdeathsig, which kills a child when the worker dies, follows the OS
-//     thread that started it: a thread that exits (only a goroutine that
-//     ends while locked to its thread does that) kills the children it
-//     started, which then fail their call as ErrCrashed and are replaced.
 //   - Check compiles in the calling process: linear in the source, but a
 //     256 KiB script that is one long expression costs 0.2-0.4 s and
 //     64 MiB of allocation; keep Config.MaxSource (and the deploy limit) modest.

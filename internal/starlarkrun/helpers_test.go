@@ -18,9 +18,6 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == ChildArg {
 		os.Exit(Main())
 	}
-	if len(os.Args) > 1 && os.Args[1] == hardenProbeArg {
-		os.Exit(hardenProbe())
-	}
 	os.Exit(m.Run())
 }
 
@@ -53,7 +50,7 @@ func newPool(t testing.TB, cfg Config) *Pool {
 		p.Close()
 		p.mu.Lock()
 		for proc := range p.all {
-			if proc.alive() {
+			if proc.Alive() {
 				t.Errorf("child %d still alive after Close", proc.ready.PID)
 			}
 		}

@@ -130,7 +130,7 @@ func (p *Pool) Close() error {
 	p.mu.Unlock()
 	p.cancel()
 	for _, proc := range procs {
-		proc.kill()
+		proc.Kill()
 	}
 	p.wg.Wait()
 	return nil
@@ -202,7 +202,7 @@ func (p *Pool) run(ctx context.Context, cl class, c *callFrame, limits Limits) (
 	callCtx, cancel := context.WithTimeout(ctx, limits.Timeout)
 	defer cancel()
 	start := time.Now()
-	stop := context.AfterFunc(callCtx, proc.kill)
+	stop := context.AfterFunc(callCtx, proc.Kill)
 	out, err := proc.exchange(callCtx, c)
 	killed := !stop()
 	if err == nil {
@@ -226,8 +226,8 @@ func (p *Pool) run(ctx context.Context, cl class, c *callFrame, limits Limits) (
 	}
 
 	// The pipe broke, the child broke the protocol, or we killed it.
-	proc.kill()
-	<-proc.exited
+	proc.Kill()
+	<-proc.Exited()
 	p.discard(proc)
 	elapsed := time.Since(start).Round(time.Millisecond)
 	switch {
@@ -245,18 +245,18 @@ func (p *Pool) run(ctx context.Context, cl class, c *callFrame, limits Limits) (
 	case errors.Is(err, errResultTooLargeFrame):
 		return nil, fmt.Errorf("%w: %s returned more than %s of JSON; return less, or deploy it with a larger output limit (at most %s)",
 			ErrOutputTooLarge, fn, formatBytes(int64(limits.MaxOutput)), formatBytes(int64(p.cfg.MaxOutput)))
-	case proc.outOfMemory():
+	case proc.OutOfMemory(exitMemory):
 		return nil, fmt.Errorf("%w: %s: %s went past its %s memory limit and its process was stopped; make it keep less data, or deploy it with a larger memory limit (at most %s)",
 			ErrMemoryLimit, name, fn, formatBytes(limits.Memory), formatBytes(p.cfg.MaxMemory))
 	}
 	p.log.Warn("starlark child died during a call", "script", name, "function", fn,
-		"pid", proc.ready.PID, "exit", proc.exitSummary(), "error", err, "stderr", proc.stderr.String())
+		"pid", proc.ready.PID, "exit", proc.ExitSummary(), "error", err, "stderr", proc.Stderr())
 	effects := "it called no host builtin, so it had no effect: retrying it is safe"
 	if c.hostCalls > 0 {
 		effects = "it had called host builtins, so it may have had effects"
 	}
 	return nil, fmt.Errorf("%w: %s: its process ended during the call (%s%s); %s",
-		ErrCrashed, fn, proc.exitSummary(), proc.stderrSummary(), effects)
+		ErrCrashed, fn, proc.ExitSummary(), proc.StderrSummary(), effects)
 }
 
 // childCallError turns a child's error frame into this package's error.
@@ -308,7 +308,7 @@ func (p *Pool) acquire(ctx context.Context, cl class) (*process, error) {
 			proc := l[len(l)-1]
 			p.idle[cl] = l[:len(l)-1]
 			p.mu.Unlock()
-			if !proc.alive() { // killed while idle
+			if !proc.Alive() { // killed while idle
 				p.discard(proc)
 				continue
 			}
@@ -329,7 +329,7 @@ func (p *Pool) acquire(ctx context.Context, cl class) (*process, error) {
 				}
 			}
 			delete(p.all, victim)
-			victim.kill()
+			victim.Kill()
 		} else {
 			p.alive++
 		}
@@ -368,7 +368,7 @@ func (p *Pool) start(ctx context.Context, cl class) (*process, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err == nil && p.closed {
-		proc.kill()
+		proc.Kill()
 		err = ErrClosed
 	}
 	if err != nil {
@@ -404,7 +404,7 @@ func (p *Pool) release(proc *process) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
-		proc.kill()
+		proc.Kill()
 		return
 	}
 	p.idle[proc.class] = append(p.idle[proc.class], proc)
@@ -414,7 +414,7 @@ func (p *Pool) release(proc *process) {
 // discard kills a child that must not serve again and starts a replacement
 // for its class in the background, in its slot.
 func (p *Pool) discard(proc *process) {
-	proc.kill()
+	proc.Kill()
 	p.discarded.Add(1)
 	p.mu.Lock()
 	delete(p.all, proc)

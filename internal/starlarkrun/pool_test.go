@@ -304,7 +304,7 @@ func waitBusy(t *testing.T, p *Pool) *process {
 			}
 		}
 		for proc := range p.all {
-			if !idle[proc] && proc.alive() {
+			if !idle[proc] && proc.Alive() {
 				p.mu.Unlock()
 				time.Sleep(50 * time.Millisecond) // let the call reach the child
 				return proc
@@ -336,7 +336,7 @@ func TestCloseStopsCalls(t *testing.T) {
 		t.Errorf("call after Close: got %v, want ErrClosed", err)
 	}
 	for proc := range p.all {
-		if proc.alive() {
+		if proc.Alive() {
 			t.Errorf("child %d alive after Close", proc.ready.PID)
 		}
 	}

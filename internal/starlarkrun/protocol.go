@@ -1,12 +1,9 @@
 package starlarkrun
 
 import (
-	"bufio"
-	"encoding/binary"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // The pipe protocol between a Pool and its children (docs/rationale-starlark.md,
@@ -22,70 +19,21 @@ import (
 // frameError. The back-channel is synchronous: the script waits for the
 // host's answer, as it would for a function call.
 const (
-	frameHello      = 'H' // parent: helloMsg
-	frameReady      = 'R' // child: readyMsg
-	frameCall       = 'C' // parent: callMsg
-	frameNeedSource = 'N' // child: the script's hash, hex; answered by frameSource
-	frameSource     = 'S' // parent: the script's source bytes
-	frameHostCall   = 'h' // child: hostCallMsg
-	frameHostReply  = 'r' // parent: hostReplyMsg
-	frameResult     = 'O' // child: the result, JSON
-	frameError      = 'E' // child: errorMsg
+	frameHello      = childproc.FrameHello // parent: helloMsg
+	frameReady      = childproc.FrameReady // child: readyMsg
+	frameCall       = 'C'                  // parent: callMsg
+	frameNeedSource = 'N'                  // child: the script's hash, hex; answered by frameSource
+	frameSource     = 'S'                  // parent: the script's source bytes
+	frameHostCall   = 'h'                  // child: hostCallMsg
+	frameHostReply  = 'r'                  // parent: hostReplyMsg
+	frameResult     = 'O'                  // child: the result, JSON
+	frameError      = 'E'                  // child: errorMsg
 )
 
 // maxFrame bounds the frames a child reads from its trusted parent, and so
 // the sizes a Config may allow. The parent's bounds on what a child sends
 // are tighter, per frame type: see (*process).exchange.
 const maxFrame = 256 * MiB
-
-// maxControlFrame bounds the frames that carry no user data of unbounded
-// size (ready, need-source, error), on the parent's side.
-const maxControlFrame = 64 * KiB
-
-// errFrameTooLarge is returned by readFrame for a frame over its bound.
-var errFrameTooLarge = errors.New("frame too large")
-
-// writeFrame writes one frame to w and flushes it.
-func writeFrame(w *bufio.Writer, typ byte, payload []byte) error {
-	var hdr [5]byte
-	hdr[0] = typ
-	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
-	w.Write(hdr[:])
-	w.Write(payload)
-	return w.Flush()
-}
-
-// writeJSONFrame writes one frame whose payload is v as JSON.
-func writeJSONFrame(w *bufio.Writer, typ byte, v any) error {
-	payload, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return writeFrame(w, typ, payload)
-}
-
-// readFrame reads one frame. limit returns the largest payload accepted for
-// a frame type; a larger one is not read, and readFrame returns its type
-// with an error wrapping errFrameTooLarge.
-func readFrame(r *bufio.Reader, limit func(typ byte) int) (byte, []byte, error) {
-	var hdr [5]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, nil, err
-	}
-	typ := hdr[0]
-	n := binary.BigEndian.Uint32(hdr[1:])
-	if max := limit(typ); int64(n) > int64(max) {
-		return typ, nil, fmt.Errorf("%w: %q frame of %d bytes, over %d", errFrameTooLarge, typ, n, max)
-	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return typ, nil, err
-	}
-	return typ, payload, nil
-}
 
 // helloMsg configures a child for its whole life: its memory limit is
 // fixed at start, so a Pool keeps children per memory limit.

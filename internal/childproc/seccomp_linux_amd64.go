@@ -1,4 +1,4 @@
-package starlarkrun
+package childproc
 
 import (
 	"fmt"

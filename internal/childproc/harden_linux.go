@@ -1,6 +1,6 @@
 //go:build linux
 
-package starlarkrun
+package childproc
 
 import (
 	"fmt"
@@ -15,12 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// closeInherited closes the descriptors above stderr that the child
+// CloseInherited closes the descriptors above stderr that the child
 // inherited: os/exec passes only stdin, stdout and stderr on purpose, but a
 // descriptor the worker itself inherited without close-on-exec (from a
 // shell, a supervisor) goes through every exec. Those are exactly the ones
 // without FD_CLOEXEC here: every descriptor the Go runtime opens has it.
-func closeInherited() error {
+func CloseInherited() error {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return err
@@ -38,10 +38,10 @@ func closeInherited() error {
 	return nil
 }
 
-// privateStdout moves the pipe protocol off file descriptor 1 and points
+// PrivateStdout moves the pipe protocol off file descriptor 1 and points
 // fd 1 at stderr, so nothing else in the binary that prints to stdout can
 // corrupt the frames.
-func privateStdout() (*os.File, error) {
+func PrivateStdout() (*os.File, error) {
 	fd, err := unix.FcntlInt(1, unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
 		return nil, fmt.Errorf("dup stdout: %w", err)
@@ -53,14 +53,14 @@ func privateStdout() (*os.File, error) {
 	return os.NewFile(uintptr(fd), "protocol"), nil
 }
 
-// limitMemory caps the child's memory for a live-heap limit of limit bytes
+// LimitMemory caps the child's memory for a live-heap limit of limit bytes
 // (docs/rationale-starlark.md, "How is memory bounded?"): a soft limit
 // for the garbage collector a quarter above the limit, so it collects hard
 // before the limit is reached, and a hard RLIMIT_AS over the address
 // space the process has now, the soft limit, one 64 MiB heap arena (the
 // unit in which Go reserves heap address space) and room for the runtime's
 // metadata. It returns the virtual size before and the cap.
-func limitMemory(limit int64) (baseline, cap int64, err error) {
+func LimitMemory(limit int64) (baseline, cap int64, err error) {
 	soft := softMemoryLimit(limit)
 	debug.SetMemoryLimit(soft)
 	debug.SetMaxStack(int(min(limit, GiB)))
@@ -166,7 +166,7 @@ func virtualSize() (int64, error) {
 // it moves to /, sets no_new_privs on every thread and installs the seccomp
 // filter where there is one for this architecture. It returns what it did,
 // for the parent's log; an error only if no_new_privs failed.
-func harden() (string, error) {
+func Harden() (string, error) {
 	done := []string{}
 	if err := os.Chdir("/"); err == nil {
 		done = append(done, "cwd=/")

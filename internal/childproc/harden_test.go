@@ -1,6 +1,6 @@
 //go:build linux && amd64
 
-package starlarkrun
+package childproc
 
 import (
 	"encoding/json"
@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,16 +19,16 @@ import (
 
 // hardenProbeArg makes the test binary run hardenProbe instead of the
 // tests (see TestMain).
-const hardenProbeArg = "__starlarkrun-harden-probe"
+const hardenProbeArg = "__childproc-harden-probe"
 
 // hardenProbe sets a child's limits and hardening up as Main does, then
 // tries what a compromised interpreter would, and prints what each attempt
 // returned as JSON.
 func hardenProbe() int {
 	results := map[string]string{}
-	_, _, err := limitMemory(64 * MiB)
-	results["limitMemory"] = fmt.Sprint(err)
-	results["hardening"], err = harden()
+	_, _, err := LimitMemory(64 * MiB)
+	results["LimitMemory"] = fmt.Sprint(err)
+	results["hardening"], err = Harden()
 	results["harden"] = fmt.Sprint(err)
 
 	try := func(name string, err error) { results[name] = fmt.Sprint(err) }
@@ -85,7 +84,7 @@ func TestHardening(t *testing.T) {
 	}
 	const eperm = "operation not permitted"
 	for name, want := range map[string]string{
-		"limitMemory":    "<nil>",
+		"LimitMemory":    "<nil>",
 		"harden":         "<nil>",
 		"hardening":      "cwd=/,no_new_privs,seccomp",
 		"open":           "open /etc/hostname: " + eperm,
@@ -105,67 +104,10 @@ func TestHardening(t *testing.T) {
 	}
 }
 
-// TestChildProcess checks a pool child from outside: its environment, its
-// directory, its descriptors, its kernel-side restrictions.
-func TestChildProcess(t *testing.T) {
-	p := newPool(t, testConfig(t))
-	mustCall(t, p, addScript, "add", "[1, 2]", "3")
-	var pid int
-	p.mu.Lock()
-	for proc := range p.all {
-		pid = proc.ready.PID
+// TestMain runs the test binary as the hardening probe when asked.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == hardenProbeArg {
+		os.Exit(hardenProbe())
 	}
-	p.mu.Unlock()
-	proc := fmt.Sprintf("/proc/%d", pid)
-
-	if env, err := os.ReadFile(proc + "/environ"); err != nil || len(env) != 0 {
-		t.Errorf("environment %q, %v: want empty", env, err)
-	}
-	if cwd, err := os.Readlink(proc + "/cwd"); err != nil || cwd != "/" {
-		t.Errorf("working directory %q, %v: want /", cwd, err)
-	}
-	status, err := os.ReadFile(proc + "/status")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"NoNewPrivs:\t1", "Seccomp:\t2"} {
-		if !strings.Contains(string(status), want) {
-			t.Errorf("/proc/%d/status has no %q", pid, want)
-		}
-	}
-	fds, err := filepath.Glob(proc + "/fd/*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		target, err := os.Readlink(fd)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The pipes to the parent, the runtime's own epoll and event
-		// descriptors and the cgroup CPU files it reads for GOMAXPROCS: no
-		// other file, no socket, nothing inherited (this test binary may
-		// have inherited some from the shell).
-		if !strings.HasPrefix(target, "pipe:") && !strings.HasPrefix(target, "anon_inode:") &&
-			!strings.HasPrefix(target, "/sys/fs/cgroup/") {
-			t.Errorf("child descriptor %s is %s", filepath.Base(fd), target)
-		}
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if strings.HasPrefix(line, "Threads:") || strings.HasPrefix(line, "VmSize:") || strings.HasPrefix(line, "VmRSS:") {
-			t.Log(line)
-		}
-	}
-	limits, err := os.ReadFile(proc + "/limits")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(limits), "\n") {
-		if strings.HasPrefix(line, "Max address space") || strings.HasPrefix(line, "Max core file size") {
-			t.Log(line)
-			if strings.Contains(line, "unlimited") {
-				t.Errorf("not limited: %s", line)
-			}
-		}
-	}
+	os.Exit(m.Run())
 }

@@ -1,6 +1,6 @@
 //go:build !race
 
-package starlarkrun
+package childproc
 
 // raceAddressSpaceSlack widens a child's RLIMIT_AS in race-detector builds.
 const raceAddressSpaceSlack = 0

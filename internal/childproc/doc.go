@@ -1,0 +1,60 @@
+// Package childproc is the process boundary the worker runs untrusted code
+// behind: supervised child processes, started from the worker's own binary,
+// that talk to the worker over a pair of pipes in frames, hold no
+// credentials, and are killed when a call overruns. The Starlark runner
+// (package starlarkrun) and the WebAssembly runner (package sandbox, in its
+// child-process isolation) are its two payloads; this package is what they
+// share, so that the boundary is built, hardened and tested in one place.
+//
+// The parent's side:
+//
+//   - Start starts a child (Spec: its command, the hello frame that
+//     configures it, a start-up timeout) and waits for its ready frame.
+//     Process is the handle: its buffered pipe ends (W, R), Kill, Exited,
+//     and what is known of how it ended (ExitCode, ExitSummary, Stderr).
+//   - WriteFrame, WriteJSONFrame and ReadFrame are the wire format: one type
+//     byte, a 4-byte big-endian length, the payload; the reader bounds
+//     each frame's size by its type.
+//
+// The child's side, in this order, before any untrusted code runs:
+// CloseInherited, PrivateStdout, LimitMemory, then whatever the payload
+// must open or map (compiled code, caches), then Harden.
+//
+// What a child is once hardened: an empty environment, working directory
+// /, only stdin, stdout and stderr (it closes descriptors it inherited
+// without close-on-exec), a process group of its own, SIGKILL when the
+// worker dies, RLIMIT_CORE and RLIMIT_FSIZE 0, RLIMIT_AS over its own
+// baseline, a Go soft memory limit, and no_new_privs and a seccomp filter
+// that answers EPERM to every system call the Go runtime does not need: no
+// open, socket, exec, fork, ptrace, setrlimit; no new executable mappings;
+// signals only to itself. Audit checks a running child from outside.
+//
+// # Caveats
+//
+//   - The seccomp filter exists for linux/amd64 only; elsewhere on Linux
+//     the child has no_new_privs (on the starting thread only if the binary
+//     has cgo) and the rlimits; off Linux, only the soft memory limit.
+//     The filter allows read and write on any descriptor the child has:
+//     its pipes, and the cgroup CPU files the Go runtime keeps open to
+//     size GOMAXPROCS (read-only).
+//   - If the worker runs as root, so do its children; seccomp then still
+//     refuses setrlimit, ptrace and file access, but the process keeps
+//     root's identity. Run the worker as an unprivileged user.
+//   - Pdeathsig, which kills a child when the worker dies, follows the OS
+//     thread that started it: a thread that exits (only a goroutine that
+//     ends while locked to its thread does that) kills the children it
+//     started, which then fail their call and are replaced.
+//   - In a binary linked with libc (cgo, which the net package brings in
+//     unless CGO_ENABLED=0), each thread started after start-up maps an
+//     8 MiB stack and a 64 MiB malloc arena: LimitMemory starts eight
+//     threads before it measures the baseline and allows two more; a child
+//     that needs more dies as out of memory. Race-detector builds get 2 GiB
+//     more address space.
+package childproc
+
+// Sizes.
+const (
+	KiB = 1 << 10
+	MiB = 1 << 20
+	GiB = 1 << 30
+)

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package childproc
+
+import (
+	"os"
+	"runtime/debug"
+)
+
+// CloseInherited does nothing off Linux (see Caveats in doc.go).
+func CloseInherited() error { return nil }
+
+// PrivateStdout returns stdout: only Linux children move it.
+func PrivateStdout() (*os.File, error) { return os.Stdout, nil }
+
+// LimitMemory sets only the garbage collector's soft limit: there is no
+// RLIMIT_AS here, so the live-heap check is the only bound.
+func LimitMemory(limit int64) (baseline, cap int64, err error) {
+	debug.SetMemoryLimit(softMemoryLimit(limit))
+	debug.SetMaxStack(int(min(limit, GiB)))
+	return 0, 0, nil
+}
+
+// softMemoryLimit is the Go runtime's memory limit for a live-heap limit.
+func softMemoryLimit(limit int64) int64 { return limit + limit/4 + 4*MiB }
+
+// harden does nothing off Linux (see Caveats in doc.go).
+func Harden() (string, error) { return "none (not Linux)", nil }

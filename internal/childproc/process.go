@@ -1,0 +1,272 @@
+package childproc
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The two frames every child starts with: the parent sends FrameHello,
+// whose payload configures the child for its life, and the child answers
+// FrameReady once it is set up and hardened. What follows is the payload's
+// own protocol.
+const (
+	FrameHello = 'H'
+	FrameReady = 'R'
+)
+
+// MaxControlFrame bounds the frames that carry no user data of unbounded
+// size (ready, errors), on the parent's side.
+const MaxControlFrame = 64 * KiB
+
+// stderrKept is how much of a child's stderr is kept, from the start: the Go
+// runtime writes the reason for a fatal error first.
+const stderrKept = 8 * KiB
+
+// Spec is how to start a child.
+type Spec struct {
+	// Command is the child's argv: the worker binary and the argument that
+	// makes its main run the payload's child entry point.
+	Command []string
+	// Hello is the payload of the hello frame.
+	Hello []byte
+	// StartTimeout bounds the time from exec to the ready frame.
+	StartTimeout time.Duration
+	// Track runs the goroutine that waits for the child's exit, on the
+	// caller's accounting (so that it can wait for it at close), or
+	// reports false when the caller is closed: Start then kills the child
+	// and fails with ErrClosed.
+	Track func(func()) bool
+}
+
+// ErrClosed is Start's error when Spec.Track refused the child.
+var ErrClosed = errors.New("closed")
+
+// ErrHandshake wraps Start's errors when the child started but did not
+// answer the hello frame with a ready frame in time.
+var ErrHandshake = errors.New("the child did not report ready")
+
+// Process is the parent's handle on one child. Its pipe ends are for one
+// goroutine at a time; Kill, Exited and Alive are safe from any.
+type Process struct {
+	W *bufio.Writer // the child's stdin
+	R *bufio.Reader // the child's stdout
+
+	cmd    *exec.Cmd
+	stdin  *os.File // the parent's ends of the pipes
+	stdout *os.File
+	stderr *HeadBuffer
+	exited chan struct{}
+}
+
+// Start starts a child, sends it the hello frame and returns it with the
+// payload of its ready frame.
+func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
+	childIn, parentOut, err := Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	parentIn, childOut, err := Pipe()
+	if err != nil {
+		childIn.Close()
+		parentOut.Close()
+		return nil, nil, err
+	}
+	p := &Process{
+		stdin:  parentOut,
+		stdout: parentIn,
+		W:      bufio.NewWriterSize(parentOut, 64*KiB),
+		R:      bufio.NewReaderSize(parentIn, 64*KiB),
+		stderr: &HeadBuffer{Max: stderrKept},
+		exited: make(chan struct{}),
+	}
+	p.cmd = &exec.Cmd{
+		Path:   spec.Command[0],
+		Args:   spec.Command,
+		Env:    []string{}, // empty, not inherited
+		Dir:    "/",
+		Stdin:  childIn,
+		Stdout: childOut,
+		Stderr: p.stderr,
+		// Only stdin, stdout and stderr are passed: every descriptor the
+		// worker opened is close-on-exec, and the child closes any it
+		// inherited from the worker's own parent.
+		SysProcAttr: ProcAttr(),
+		// Stderr is copied by a goroutine of exec's; bound how long Wait
+		// waits for it after the child is gone.
+		WaitDelay: time.Second,
+	}
+	err = p.cmd.Start()
+	childIn.Close()
+	childOut.Close()
+	if err != nil {
+		p.closePipes()
+		return nil, nil, fmt.Errorf("%s: %w", spec.Command[0], err)
+	}
+	if !spec.Track(func() {
+		p.cmd.Wait() // its error is in ProcessState, or a stderr copy cut by WaitDelay
+		p.closePipes()
+		close(p.exited)
+	}) {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.closePipes()
+		return nil, nil, ErrClosed
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, spec.StartTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, p.Kill)
+	ready, err := p.handshake(spec.Hello)
+	if !stop() || err != nil {
+		p.Kill()
+		<-p.exited
+		switch {
+		case ctx.Err() == context.DeadlineExceeded:
+			return nil, nil, fmt.Errorf("%w within %s%s", ErrHandshake, spec.StartTimeout, p.StderrSummary())
+		case ctx.Err() != nil:
+			return nil, nil, context.Cause(ctx)
+		}
+		return nil, nil, fmt.Errorf("%w: %v%s", ErrHandshake, err, p.StderrSummary())
+	}
+	return p, ready, nil
+}
+
+func (p *Process) handshake(hello []byte) ([]byte, error) {
+	if err := WriteFrame(p.W, FrameHello, hello); err != nil {
+		return nil, err
+	}
+	typ, payload, err := ReadFrame(p.R, func(byte) int { return MaxControlFrame })
+	if err != nil {
+		return nil, err
+	}
+	if typ != FrameReady {
+		return nil, fmt.Errorf("first frame is %q, not ready", typ)
+	}
+	return payload, nil
+}
+
+// Pipe is os.Pipe without the runtime's poller: a call's goroutine reads
+// its child's answer with one blocking read(2), which costs less per call
+// than a non-blocking read, a park and a wake-up through epoll
+// (docs/RATIONALE.md, "What does a call cost?" under Starlark). A read
+// still ends when the child dies, as its end of the pipe closes.
+func Pipe() (r, w *os.File, err error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, nil, fmt.Errorf("pipe2: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
+}
+
+// PID is the child's process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Kill ends the child at once. It is safe to call at any time, from any
+// goroutine, any number of times.
+func (p *Process) Kill() {
+	p.cmd.Process.Kill() // os.Process knows when the child is reaped, so this never hits a reused pid
+}
+
+func (p *Process) closePipes() {
+	p.stdin.Close()
+	p.stdout.Close()
+}
+
+// Exited is closed once the child has exited and its stderr is read.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Alive reports whether the child has not exited.
+func (p *Process) Alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// ExitSummary says how the child ended, once it has.
+func (p *Process) ExitSummary() string {
+	state := p.cmd.ProcessState
+	if state == nil {
+		return "not ended"
+	}
+	return state.String()
+}
+
+// ExitCode is the child's exit code, or -1 when a signal ended it (or it
+// has not ended).
+func (p *Process) ExitCode() int {
+	if p.cmd.ProcessState == nil {
+		return -1
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Stderr is the start of what the child wrote to its stderr.
+func (p *Process) Stderr() string { return p.stderr.String() }
+
+// StderrSummary is the first line the child wrote to stderr, as ": line"
+// for a message, or "".
+func (p *Process) StderrSummary() string {
+	line, _, _ := strings.Cut(strings.TrimSpace(p.stderr.String()), "\n")
+	if line == "" {
+		return ""
+	}
+	if len(line) > 200 {
+		line = line[:200] + "..."
+	}
+	return ": " + line
+}
+
+// OutOfMemory reports whether a child that died did so for lack of memory:
+// exitMemory, the exit code by which a payload says so itself, or the
+// address-space cap (the Go runtime's fatal "out of memory" and its kin),
+// or a goroutine stack past its limit.
+func (p *Process) OutOfMemory(exitMemory int) bool {
+	if p.ExitCode() == exitMemory {
+		return true
+	}
+	s := p.stderr.String()
+	for _, sign := range []string{
+		"out of memory", "cannot allocate memory", "stack exceeds", "failed to create new OS thread",
+		"ThreadSanitizer failed to allocate", // race-detector builds, in tests
+	} {
+		if strings.Contains(s, sign) {
+			return true
+		}
+	}
+	return false
+}
+
+// HeadBuffer keeps the first Max bytes written to it and drops the rest.
+// It is safe for concurrent use.
+type HeadBuffer struct {
+	Max int
+
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *HeadBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := b.Max - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (b *HeadBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
