@@ -106,10 +106,10 @@ func BenchmarkColdCall(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, _, err := m.run(ctx, inst, c.input); err != nil {
+				if _, _, err := inst.run(ctx, c.input); err != nil {
 					b.Fatal(err)
 				}
-				m.putInstance(ctx, inst, false)
+				m.put(ctx, inst, false)
 			}
 		})
 	}

@@ -42,6 +42,17 @@ type Config struct {
 	MaxLogLinesPerCall int
 	LogLinesPerSecond  int
 
+	// ChildCommand, when set, runs every call in a supervised child
+	// process (package childproc) instead of in this one: the worker binary
+	// and ChildArg, whose main calls ChildMain. A call that overruns its
+	// time limit is ended by killing its process, so guests run without
+	// wazero's per-loop deadline checks, behind a second boundary. Empty:
+	// calls run in this process, stopped by those checks.
+	ChildCommand []string
+	// ChildStartTimeout bounds a child's start, from exec to loaded and
+	// hardened. Zero: 30 s.
+	ChildStartTimeout time.Duration
+
 	// Logger receives the runtime's own messages (dropped guest log lines,
 	// discarded instances). Nil: slog.Default().
 	Logger *slog.Logger
@@ -97,6 +108,9 @@ func (c Config) Validate() error {
 	if c.MaxLogLine <= 0 || c.MaxLogLinesPerCall <= 0 || c.LogLinesPerSecond <= 0 {
 		bad("MaxLogLine (%d), MaxLogLinesPerCall (%d) and LogLinesPerSecond (%d) must be positive",
 			c.MaxLogLine, c.MaxLogLinesPerCall, c.LogLinesPerSecond)
+	}
+	if c.ChildStartTimeout < 0 {
+		bad("ChildStartTimeout (%s) must not be negative", c.ChildStartTimeout)
 	}
 	if err := c.Defaults.validate(c); err != nil {
 		bad("Defaults: %w", err)

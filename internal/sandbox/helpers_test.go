@@ -20,6 +20,9 @@ import (
 var buildDir string
 
 func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == ChildArg {
+		os.Exit(ChildMain())
+	}
 	dir, err := os.MkdirTemp("", "sandbox-guests-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -116,6 +119,25 @@ func (b *logBuffer) String() string {
 func testHost() (Host, *logBuffer) {
 	buf := &logBuffer{}
 	return SlogHost{Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}, buf
+}
+
+// isolated is cfg with calls in child processes: this test binary, which
+// runs ChildMain when given ChildArg (TestMain).
+func isolated(t testing.TB, cfg Config) Config {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ChildCommand = []string{exe, ChildArg}
+	return cfg
+}
+
+// isolations runs f once with calls in this process and once in child
+// processes.
+func isolations(t *testing.T, cfg Config, f func(t *testing.T, cfg Config)) {
+	t.Run("in-process", func(t *testing.T) { f(t, cfg) })
+	t.Run("child-process", func(t *testing.T) { f(t, isolated(t, cfg)) })
 }
 
 // newTestRuntime starts a Runtime that the test closes, and checks then

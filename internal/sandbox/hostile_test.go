@@ -22,8 +22,10 @@ import (
 // runtime serving good calls: the same module's well-behaved export, the go-add
 // example, and the same misbehaving module again for cases that discard
 // their instance.
-func TestHostile(t *testing.T) {
-	r := newTestRuntime(t, DefaultConfig())
+func TestHostile(t *testing.T) { isolations(t, DefaultConfig(), testHostile) }
+
+func testHostile(t *testing.T, cfg Config) {
+	r := newTestRuntime(t, cfg)
 	hostile := guestWasm(t, hostileGuest)
 	good := load(t, r, hostile, Spec{Export: "ok"})
 	add := load(t, r, guestWasm(t, goAdd), Spec{Export: "add"})

@@ -24,6 +24,9 @@ type Module struct {
 	digest   [32]byte
 	compiled *extism.CompiledPlugin
 	logLimit *tokenBucket
+	// wasm is the module's bytes, kept to start child processes
+	// (Config.ChildCommand); nil when calls run in this process.
+	wasm []byte
 
 	// slots holds a token per running call: its capacity is the
 	// concurrency limit.
@@ -31,24 +34,30 @@ type Module struct {
 	done  chan struct{} // closed by Close
 
 	mu       sync.Mutex
-	idle     []*instance // last in, first out: the warmest first
+	idle     []runner // last in, first out: the warmest first
+	children map[*child]struct{}
 	closed   bool
 	inflight sync.WaitGroup
+	procs    sync.WaitGroup // the goroutines that wait for children to exit
 
-	calls, created, discarded atomic.Uint64
+	calls, created, discarded, fromDisk atomic.Uint64
 }
 
 // ModuleStats counts a Module's calls and instances.
 type ModuleStats struct {
 	Calls     uint64 // calls that ran (not those refused before running)
-	Created   uint64 // instances created
+	Created   uint64 // instances created (with ChildCommand: processes started, one instance each)
 	Discarded uint64 // instances thrown away after a trap, timeout or memory overrun
 	Idle      int    // instances waiting for a call
+	// FromDisk counts the processes that read the module's compiled code
+	// from Config.CacheDir rather than compiling it (with ChildCommand).
+	FromDisk uint64
 }
 
 // instance is one Extism plugin instance: a Plugin is not safe for
 // concurrent use, so an instance serves one call at a time.
 type instance struct {
+	m      *Module
 	plugin *extism.Plugin
 	budget *memoryBudget
 	stderr *headBuffer
@@ -76,6 +85,7 @@ func (m *Module) Stats() ModuleStats {
 		Created:   m.created.Load(),
 		Discarded: m.discarded.Load(),
 		Idle:      idle,
+		FromDisk:  m.fromDisk.Load(),
 	}
 }
 
@@ -109,23 +119,23 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the caller's deadline had passed before the function started: give the call more time", ErrTimeout)
 	}
 
-	inst, err := m.takeInstance(ctx)
+	r, err := m.take(ctx)
 	if err != nil {
 		return nil, err
 	}
 	m.calls.Add(1)
-	out, keep, err := m.run(ctx, inst, input)
+	out, keep, err := r.run(ctx, input)
 	for errors.Is(err, errExited) {
 		// The instance's last call exited (WASI proc_exit(0), which
 		// looks like success) and closed it; nothing ran: run on
 		// another. A new instance is never closed, so this ends.
-		m.putInstance(ctx, inst, false)
-		if inst, err = m.takeInstance(ctx); err != nil {
+		m.put(ctx, r, false)
+		if r, err = m.take(ctx); err != nil {
 			return nil, err
 		}
-		out, keep, err = m.run(ctx, inst, input)
+		out, keep, err = r.run(ctx, input)
 	}
-	m.putInstance(ctx, inst, keep)
+	m.put(ctx, r, keep)
 	return out, err
 }
 
@@ -151,17 +161,17 @@ func (m *Module) acquire(ctx context.Context) error {
 	}
 }
 
-// takeInstance returns an idle instance or makes one.
-func (m *Module) takeInstance(ctx context.Context) (*instance, error) {
+// take returns an idle runner or makes one.
+func (m *Module) take(ctx context.Context) (runner, error) {
 	m.mu.Lock()
 	if n := len(m.idle); n > 0 {
-		inst := m.idle[n-1]
+		r := m.idle[n-1]
 		m.idle = m.idle[:n-1]
 		m.mu.Unlock()
-		return inst, nil
+		return r, nil
 	}
 	m.mu.Unlock()
-	inst, err := m.newInstance(ctx)
+	r, err := m.newRunner(ctx)
 	if err != nil {
 		select {
 		case <-m.done:
@@ -170,17 +180,28 @@ func (m *Module) takeInstance(ctx context.Context) (*instance, error) {
 		}
 		// Load made an instance of this module: starting another failed
 		// only for a reason of this call's, such as its context.
+		if errors.Is(err, ErrTrap) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%w: starting an instance: %v", ErrTrap, err)
 	}
-	return inst, nil
+	return r, nil
 }
 
-// putInstance returns an instance to the pool, or closes it.
-func (m *Module) putInstance(ctx context.Context, inst *instance, keep bool) {
+// newRunner starts a child process or makes an instance in this one.
+func (m *Module) newRunner(ctx context.Context) (runner, error) {
+	if m.wasm != nil {
+		return m.startChild(ctx)
+	}
+	return m.newInstance(ctx)
+}
+
+// put returns a runner to the pool, or closes it.
+func (m *Module) put(ctx context.Context, r runner, keep bool) {
 	if keep {
 		m.mu.Lock()
 		if !m.closed {
-			m.idle = append(m.idle, inst)
+			m.idle = append(m.idle, r)
 			m.mu.Unlock()
 			return
 		}
@@ -188,12 +209,13 @@ func (m *Module) putInstance(ctx context.Context, inst *instance, keep bool) {
 	} else {
 		m.discarded.Add(1)
 	}
-	_ = inst.plugin.Close(context.WithoutCancel(ctx))
+	r.close(context.WithoutCancel(ctx))
 }
 
 // newInstance instantiates the module with a fresh memory budget.
 func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	inst := &instance{
+		m:      m,
 		budget: newMemoryBudget(m.spec.MemoryLimit),
 		stderr: &headBuffer{max: 512},
 	}
@@ -214,8 +236,11 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	return inst, nil
 }
 
+func (inst *instance) close(ctx context.Context) { _ = inst.plugin.Close(ctx) }
+
 // run makes one call on inst, and says whether inst may serve another.
-func (m *Module) run(ctx context.Context, inst *instance, input []byte) (out []byte, keep bool, err error) {
+func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep bool, err error) {
+	m := inst.m
 	callCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
 	defer cancel()
 	inst.call = callState{}
@@ -294,8 +319,8 @@ func (m *Module) Close(ctx context.Context) error {
 	idle := m.idle
 	m.idle = nil
 	m.mu.Unlock()
-	for _, inst := range idle {
-		_ = inst.plugin.Close(ctx)
+	for _, r := range idle {
+		r.close(ctx)
 	}
 
 	drained := make(chan struct{})
@@ -308,9 +333,16 @@ func (m *Module) Close(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	// Closing the compiled plugin closes its wazero runtime, which stops
-	// any call still running at its next check.
+	// any call still running at its next check; child processes are
+	// killed.
 	err := m.closeCompiled(context.WithoutCancel(ctx))
+	m.mu.Lock()
+	for c := range m.children {
+		c.proc.Kill()
+	}
+	m.mu.Unlock()
 	<-drained
+	m.procs.Wait()
 	return err
 }
 

@@ -93,12 +93,14 @@ func NewRuntime(ctx context.Context, cfg Config) (*Runtime, error) {
 }
 
 // runtimeConfig is the wazero configuration of every module: the shared
-// cache, and deadlines that stop running code. There is no page limit here:
+// cache, and deadlines that stop running code, unless calls run in child
+// processes (which compile the same way, so that they find the code in the
+// cache, and are killed instead). There is no page limit here:
 // memory is bounded per instance by memoryBudget.
 func (r *Runtime) runtimeConfig() wazero.RuntimeConfig {
 	return wazero.NewRuntimeConfig().
 		WithCompilationCache(r.cache).
-		WithCloseOnContextDone(!r.cfg.noCloseOnContextDone)
+		WithCloseOnContextDone(!r.cfg.noCloseOnContextDone && !r.cfg.isolated())
 }
 
 // moduleConfig is the WASI view of every instance: no arguments, no
@@ -144,10 +146,17 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 		slots:    make(chan struct{}, spec.Concurrency),
 		done:     make(chan struct{}),
 	}
+	if r.cfg.isolated() {
+		m.wasm = wasm
+		m.children = map[*child]struct{}{}
+	}
 	if err := r.compile(ctx, m, wasm); err != nil {
 		return nil, err
 	}
-	inst, err := m.newInstance(ctx)
+	// One instance now, so that every problem with the module shows
+	// here; with child processes, in the first child, so that this process
+	// never runs the module's code (its start function).
+	inst, err := m.newRunner(ctx)
 	if err != nil {
 		_ = m.closeCompiled(ctx)
 		if errors.Is(err, ErrMemoryLimit) {

@@ -1,0 +1,256 @@
+package sandbox
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
+)
+
+// ChildArg is the argument after which the worker binary runs ChildMain:
+// its main calls ChildMain when its first argument is ChildArg, before
+// anything else, and exits with the result. Config.ChildCommand is then
+// {os.Executable(), ChildArg}.
+const ChildArg = "__wasm-child"
+
+// The pipe protocol of a WebAssembly child, after childproc's hello and
+// ready frames: each call is one frameCall (the input), after which the
+// child sends any number of frameLog and ends the call with exactly one
+// frameResult or frameError.
+//
+// The hello payload is a 4-byte big-endian length, childHello as JSON, and
+// the module's bytes; the ready payload is childReady.
+const (
+	frameCall   = 'C' // parent: the input
+	frameLog    = 'l' // child: logMsg
+	frameResult = 'O' // child: the output
+	frameError  = 'E' // child: errorMsg
+)
+
+// childHello configures a child for its life: one module, one Spec.
+type childHello struct {
+	Spec     Spec   `json:"spec"`
+	CacheDir string `json:"cache_dir"`
+	// MaxLogLine and MaxLogLinesPerCall are the parent's Config's; the
+	// per-function rate is the parent's to apply.
+	MaxLogLine         int `json:"max_log_line"`
+	MaxLogLinesPerCall int `json:"max_log_lines"`
+}
+
+// childReady is a child's report once it has loaded the module and
+// hardened itself, or why it could not load it.
+type childReady struct {
+	PID          int       `json:"pid"`
+	AddressSpace int64     `json:"address_space"`
+	Hardening    string    `json:"hardening"`
+	FromDisk     bool      `json:"from_disk"` // the compiled code came from CacheDir
+	Error        *errorMsg `json:"error,omitempty"`
+}
+
+// logMsg is one guest log line.
+type logMsg struct {
+	Level slog.Level `json:"level"`
+	Msg   string     `json:"msg"`
+}
+
+// errorMsg carries one of this package's errors across the pipe: the
+// sentinel it wraps, by kind, and its message.
+type errorMsg struct {
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
+	// Discarded says the child threw its instance away after this call
+	// (it makes a new one for the next).
+	Discarded bool `json:"discarded,omitempty"`
+}
+
+// errorKinds are the errors a child reports, by kind: a call's error keeps
+// its sentinel (and so its gRPC code) across the pipe.
+var errorKinds = map[string]error{
+	"input": ErrInputTooLarge, "output": ErrOutputTooLarge, "timeout": ErrTimeout, "memory": ErrMemoryLimit,
+	"trap": ErrTrap, "busy": ErrBusy, "canceled": ErrCanceled, "closed": ErrClosed,
+	"spec": ErrInvalidSpec, "notwasm": ErrNotWasm, "module": ErrInvalidModule, "import": ErrUnknownImport,
+	"export": ErrMissingExport,
+}
+
+// toErrorMsg is err as a child sends it.
+func toErrorMsg(err error) *errorMsg {
+	var guest *GuestError
+	if errors.As(err, &guest) {
+		return &errorMsg{Kind: "guest", Message: guest.Message}
+	}
+	for kind, sentinel := range errorKinds {
+		if errors.Is(err, sentinel) {
+			return &errorMsg{Kind: kind, Message: err.Error()}
+		}
+	}
+	return &errorMsg{Kind: "trap", Message: err.Error()}
+}
+
+// err is the error a child sent, with its sentinel.
+func (e *errorMsg) err() error {
+	if e.Kind == "guest" {
+		return &GuestError{Message: e.Message}
+	}
+	sentinel, ok := errorKinds[e.Kind]
+	if !ok {
+		sentinel = ErrTrap
+	}
+	return &remoteError{sentinel: sentinel, msg: e.Message, discarded: e.Discarded}
+}
+
+// remoteError is an error from a child: its message as the child wrote it
+// (which starts with its sentinel's), and its sentinel for errors.Is.
+type remoteError struct {
+	sentinel  error
+	msg       string
+	discarded bool // the child threw its instance away
+}
+
+func (e *remoteError) Error() string { return e.msg }
+func (e *remoteError) Unwrap() error { return e.sentinel }
+
+// Exit codes of ChildMain.
+const (
+	childExitOK       = 0 // the parent closed stdin
+	childExitProtocol = 1 // the pipe broke or carried something unexpected
+	childExitSetup    = 4 // the module or the hardening could not be set up (said in the ready frame)
+)
+
+// childHeap is the Go heap a child may have beyond its instance's linear
+// memory: the runtime's and wazero's own structures, the input and output
+// of a call, and the copy a memory grow makes while the old memory is
+// still live.
+func childHeap(spec Spec) int64 { return 2*spec.MemoryLimit + 32*MiB }
+
+// ChildMain is a WebAssembly child process's entry point: it loads the
+// module its parent sends, hardens the process, serves calls over stdin and
+// stdout until stdin closes, and returns the exit code.
+func ChildMain() int {
+	if err := childproc.CloseInherited(); err != nil {
+		fmt.Fprintln(os.Stderr, "wasm child:", err)
+		return childExitSetup
+	}
+	outFile, err := childproc.PrivateStdout()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wasm child:", err)
+		return childExitSetup
+	}
+	// An explicit GOMAXPROCS also stops the runtime from re-reading cgroup
+	// files, which the seccomp filter would refuse.
+	runtime.GOMAXPROCS(min(2, runtime.NumCPU()))
+	in := bufio.NewReaderSize(os.Stdin, 64*KiB)
+	out := bufio.NewWriterSize(outFile, 64*KiB)
+	typ, payload, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })
+	if err != nil || typ != childproc.FrameHello || len(payload) < 4 {
+		fmt.Fprintf(os.Stderr, "wasm child: no valid hello from the parent (frame %q, %v)\n", typ, err)
+		return childExitProtocol
+	}
+	n := binary.BigEndian.Uint32(payload)
+	var hello childHello
+	if uint64(n) > uint64(len(payload)-4) || json.Unmarshal(payload[4:4+n], &hello) != nil {
+		fmt.Fprintln(os.Stderr, "wasm child: bad hello")
+		return childExitProtocol
+	}
+	wasm := payload[4+n:]
+
+	c := &childServer{out: out}
+	ready, m := c.load(hello, wasm)
+	if err := childproc.WriteJSONFrame(out, childproc.FrameReady, ready); err != nil || ready.Error != nil {
+		return childExitSetup
+	}
+	payload, wasm = nil, nil
+	ctx := context.Background()
+	for {
+		typ, input, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })
+		if err == io.EOF {
+			return childExitOK
+		}
+		if err != nil || typ != frameCall {
+			return childExitProtocol
+		}
+		discarded := m.discarded.Load()
+		output, err := m.Call(ctx, input)
+		if err != nil {
+			e := toErrorMsg(err)
+			e.Discarded = m.discarded.Load() > discarded
+			err = childproc.WriteJSONFrame(out, frameError, e)
+		} else {
+			err = childproc.WriteFrame(out, frameResult, output)
+		}
+		if err != nil {
+			return childExitProtocol
+		}
+	}
+}
+
+// maxChildFrame bounds the frames a child reads from its trusted parent:
+// a module, or an input.
+const maxChildFrame = 256 * MiB
+
+// childServer is a child's side of the pipe.
+type childServer struct {
+	out *bufio.Writer
+}
+
+// load loads the module and hardens the process: the compiled code is read
+// from the cache directory and mapped before the seccomp filter forbids
+// both.
+func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module) {
+	ready := childReady{PID: os.Getpid()}
+	fail := func(err error) (childReady, *Module) {
+		ready.Error = toErrorMsg(err)
+		return ready, nil
+	}
+	cfg := DefaultConfig()
+	cfg.CacheDir = hello.CacheDir
+	cfg.MaxMemory = max(cfg.MaxMemory, hello.Spec.MemoryLimit)
+	// The parent ends a call at its time limit; the child's own limit is
+	// only a backstop, so that the parent's decides.
+	timeout := 2*hello.Spec.Timeout + time.Second
+	cfg.MaxTimeout = max(cfg.MaxTimeout, timeout)
+	cfg.MaxInput = max(cfg.MaxInput, hello.Spec.MaxInput)
+	cfg.MaxOutput = max(cfg.MaxOutput, hello.Spec.MaxOutput)
+	cfg.MaxLogLine, cfg.MaxLogLinesPerCall = hello.MaxLogLine, hello.MaxLogLinesPerCall
+	cfg.LogLinesPerSecond = 1 << 20 // the parent applies the function's rate
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.noCloseOnContextDone = true // the parent kills the process instead
+	ctx := context.Background()
+	r, err := NewRuntime(ctx, cfg)
+	if err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrInvalidSpec, err))
+	}
+	spec := hello.Spec
+	spec.Concurrency = 1
+	spec.Timeout = timeout
+	m, err := r.Load(ctx, wasm, spec, pipeHost{c})
+	if err != nil {
+		return fail(err)
+	}
+	ready.FromDisk = r.Stats().FromDisk > 0
+	_, ready.AddressSpace, err = childproc.LimitMemory(childHeap(hello.Spec))
+	if err != nil {
+		return fail(fmt.Errorf("%w: memory limit: %v", ErrInvalidSpec, err))
+	}
+	if ready.Hardening, err = childproc.Harden(); err != nil {
+		return fail(fmt.Errorf("%w: %v", ErrInvalidSpec, err))
+	}
+	return ready, m
+}
+
+// pipeHost is a child's Host: it sends each log line to the parent, which
+// gives it to the function's Host.
+type pipeHost struct{ c *childServer }
+
+func (h pipeHost) Log(_ context.Context, level slog.Level, msg string) {
+	// A broken pipe shows at the call's result.
+	_ = childproc.WriteJSONFrame(h.c.out, frameLog, logMsg{Level: level, Msg: msg})
+}

@@ -1,0 +1,50 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
+)
+
+// TestChildProcess runs calls in child processes: a call, the process
+// boundary seen from outside, a timeout that kills the process and the
+// next call on a new one.
+func TestChildProcess(t *testing.T) {
+	r := newTestRuntime(t, isolated(t, DefaultConfig()))
+	m := load(t, r, guestWasm(t, goAdd), Spec{Export: "add", Concurrency: 1})
+	if got := call(t, m, "[1, 2]"); got != "3" {
+		t.Fatalf("add(1, 2) = %q, want 3", got)
+	}
+	m.mu.Lock()
+	var c *child
+	for c = range m.children {
+	}
+	m.mu.Unlock()
+	if c == nil {
+		t.Fatal("no child process")
+	}
+	problems, err := childproc.Audit(c.ready.PID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Error(p)
+	}
+	t.Logf("child %d: %s, RLIMIT_AS %d MiB, compiled code from disk: %v", c.ready.PID, c.ready.Hardening, c.ready.AddressSpace>>20, c.ready.FromDisk)
+
+	hostile := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Timeout: 200 * time.Millisecond, Concurrency: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := hostile.Call(ctx, nil); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("spin: %v, want ErrTimeout", err)
+	}
+	if got := call(t, m, "[2, 3]"); got != "5" {
+		t.Fatalf("add(2, 3) = %q, want 5", got)
+	}
+	if s := hostile.Stats(); s.Discarded != 1 || s.Created != 1 {
+		t.Errorf("spin's stats %+v: want one process started and discarded", s)
+	}
+}
