@@ -14,13 +14,18 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
 func main() {
-	// A Starlark child process of a worker: nothing else may run first.
+	// A child process of a worker, for Starlark or WebAssembly: nothing
+	// else may run first.
 	if len(os.Args) > 1 && os.Args[1] == starlarkrun.ChildArg {
 		os.Exit(starlarkrun.Main())
+	}
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ChildArg {
+		os.Exit(sandbox.ChildMain())
 	}
 	os.Exit(doMain(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 	"github.com/hivemind/taskworker/internal/worker"
 )
@@ -66,6 +67,7 @@ to call it directly, for benchmarks.`,
 			runner, err := deployed.New(cmd.Context(), deployed.Config{
 				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
 				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
+				WasmCommand:     []string{exe, sandbox.ChildArg},
 				Logger:          cfg.Logger,
 			})
 			if err != nil {

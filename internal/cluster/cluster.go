@@ -52,6 +52,10 @@ type Options struct {
 	// StarlarkCommand starts the workers' Starlark children (the test
 	// binary, re-executed; see starlarkrun.Main); empty: no Starlark.
 	StarlarkCommand []string
+	// WasmCommand runs the workers' WebAssembly calls in child processes
+	// (the test binary, re-executed; see sandbox.ChildMain); empty: in the
+	// worker's process.
+	WasmCommand []string
 }
 
 // Cluster is a running network.
@@ -209,7 +213,9 @@ func (c *Cluster) startWorker(id string, p int) (*worker.Server, *deployed.Runne
 	var sandbox worker.Sandbox
 	if c.opts.Sandbox {
 		var err error
-		if runner, err = deployed.New(context.Background(), deployed.Config{CacheDir: c.wasmCache(), StarlarkCommand: c.opts.StarlarkCommand, Logger: c.log}); err != nil {
+		if runner, err = deployed.New(context.Background(), deployed.Config{
+			CacheDir: c.wasmCache(), StarlarkCommand: c.opts.StarlarkCommand, WasmCommand: c.opts.WasmCommand, Logger: c.log,
+		}); err != nil {
 			c.t.Fatal(err)
 		}
 		c.t.Cleanup(func() { runner.Close(context.Background()) })

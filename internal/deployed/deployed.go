@@ -60,7 +60,11 @@ type Config struct {
 	// StarlarkCommand starts a Starlark child process: this binary and
 	// starlarkrun.ChildArg. Empty: the worker runs no Starlark.
 	StarlarkCommand []string
-	Logger          *slog.Logger
+	// WasmCommand starts a WebAssembly child process: this binary and
+	// sandbox.ChildArg (sandbox.Config.ChildCommand). Empty: WebAssembly
+	// runs in the worker's process, stopped by deadline checks.
+	WasmCommand []string
+	Logger      *slog.Logger
 }
 
 // New returns a runner.
@@ -71,6 +75,7 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	}
 	cfg := sandbox.DefaultConfig()
 	cfg.CacheDir = c.CacheDir
+	cfg.ChildCommand = c.WasmCommand
 	cfg.Logger = log
 	rt, err := sandbox.NewRuntime(ctx, cfg)
 	if err != nil {

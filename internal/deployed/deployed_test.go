@@ -20,6 +20,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
@@ -34,12 +35,15 @@ var builds sync.Map // package -> func() ([]byte, error)
 // wasmCache is shared by every test's cluster: each module compiles once.
 var wasmCache string
 
-var starlarkCommand []string
+var starlarkCommand, wasmCommand []string
 
 func TestMain(m *testing.M) {
 	// The workers' Starlark children are this test binary, re-executed.
 	if len(os.Args) > 1 && os.Args[1] == starlarkrun.ChildArg {
 		os.Exit(starlarkrun.Main())
+	}
+	if len(os.Args) > 1 && os.Args[1] == sandbox.ChildArg {
+		os.Exit(sandbox.ChildMain())
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -47,6 +51,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	starlarkCommand = []string{exe, starlarkrun.ChildArg}
+	wasmCommand = []string{exe, sandbox.ChildArg}
 	dir, err := os.MkdirTemp("", "tw-wasm-cache-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -95,7 +100,7 @@ func extismPlugin(t *testing.T, name string) []byte {
 }
 
 func TestDeployAndCallThroughThePool(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand, WasmCommand: wasmCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	if _, err := cl.Deploy(ctx, "count_vowels", extismPlugin(t, "count_vowels.wasm"), taskworker.DeploySpec{Idempotent: true}); err != nil {
@@ -140,7 +145,7 @@ func TestDeployAndCallThroughThePool(t *testing.T) {
 }
 
 func TestBadModulesFailAtDeploy(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand, WasmCommand: wasmCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, time.Minute)
 	cv := extismPlugin(t, "count_vowels.wasm")
@@ -168,7 +173,7 @@ func TestBadModulesFailAtDeploy(t *testing.T) {
 
 // Calls during a redeploy all succeed, each served by exactly one version.
 func TestVersionSwitchUnderLoad(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 2, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	c := cluster.New(t, cluster.Options{Workers: 2, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand, WasmCommand: wasmCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	// Two versions of "greet" that answer differently: the Go guest's
@@ -216,7 +221,7 @@ func TestVersionSwitchUnderLoad(t *testing.T) {
 // A worker restarted over its data directory loads deployed code from its
 // compilation cache instead of compiling again.
 func TestRestartReusesCompiledModules(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand, WasmCommand: wasmCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 3*time.Minute)
 	if _, err := cl.Deploy(ctx, "go_add", guest(t, "./examples/go-add"), taskworker.DeploySpec{Export: "add"}); err != nil {
@@ -254,7 +259,7 @@ func TestPluginInput(t *testing.T) {
 }
 
 func TestStarlarkThroughThePool(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand})
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, WasmCache: wasmCache, StarlarkCommand: starlarkCommand, WasmCommand: wasmCommand})
 	cl := c.Client(0)
 	ctx := ctxTimeout(t, 2*time.Minute)
 	script, err := os.ReadFile(filepath.Join("..", "..", "examples", "starlark", "orders.star"))
