@@ -54,7 +54,7 @@ func PrivateStdout() (*os.File, error) {
 }
 
 // LimitMemory caps the child's memory for a live-heap limit of limit bytes
-// (docs/rationale-starlark.md, "How is memory bounded?"): a soft limit
+// (docs/RATIONALE.md, Starlark, "How is memory bounded?"): a soft limit
 // for the garbage collector a quarter above the limit, so it collects hard
 // before the limit is reached, and a hard RLIMIT_AS over the address
 // space the process has now, the soft limit, one 64 MiB heap arena (the
@@ -96,7 +96,7 @@ const prestartedThreads = 8
 
 // addressSpaceSlack is RLIMIT_AS over the baseline and the soft limit:
 // one heap arena plus metadata, stacks and the arena the heap may be in
-// the middle of. Measured: docs/rationale-starlark.md.
+// the middle of. Measured: docs/RATIONALE.md, Starlark.
 const addressSpaceSlack = 96 * MiB
 
 // threadStackSlack is room in RLIMIT_AS for threads started after the

@@ -9,7 +9,7 @@ import (
 )
 
 // The seccomp filter a child installs on all its threads once it is set up
-// (docs/rationale-starlark.md, "What does a child's process boundary
+// (docs/RATIONALE.md, Starlark, "What does a child's process boundary
 // hold?"). It allows the system calls the Go runtime makes in steady state
 // and the pipe I/O, and answers every other one with EPERM: no open, no
 // socket, no exec, no fork, no ptrace, no setrlimit. Narrowed further:

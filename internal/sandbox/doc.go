@@ -36,14 +36,37 @@
 // replaced on demand; an instance whose function returned an error is kept.
 // A misbehaving call ends only itself.
 //
+// Where instances run is the Config's choice:
+//
+//   - In child processes (Config.ChildCommand; what a worker does): each
+//     instance lives in a supervised process of its own (package
+//     childproc: started from the worker binary, ChildMain, hardened with
+//     rlimits, no_new_privs and seccomp after it has loaded the module),
+//     serving one call at a time over pipes. A call past its deadline is
+//     ended by killing the process, so the guest runs without any deadline
+//     checks, at full speed, and a bug in the runtime is still behind a
+//     second boundary. A process whose instance trapped or outgrew its
+//     memory is killed too. The worker never runs the module's code itself:
+//     Load compiles and checks it, then starts the first process.
+//   - In this process (no ChildCommand): deadlines are enforced by
+//     wazero's WithCloseOnContextDone, which calls out of compiled code at
+//     every loop iteration (a tight loop runs about 15x slower), and each
+//     call into a module starts a goroutine.
+//
 // # Caveats
 //
-//   - Deadlines are enforced in-process by wazero's WithCloseOnContextDone,
-//     which calls out of compiled code at every loop iteration: a tight loop
-//     runs about 10x slower than without it, and each call into a module
-//     (including the guest's calls to the Extism kernel, several per call)
-//     starts a goroutine. docs/rationale-sandbox.md has the figures and the
-//     design of the supervised child process that would avoid this.
+//   - A child process costs a process start and a load of the compiled
+//     code from Config.CacheDir (wazero decodes and validates the module
+//     again): 35 ms for a small Rust plugin, 145 ms for a Go guest, paid
+//     at Load (the first process) and when a call needs a process that is
+//     not running (more concurrent calls than processes, or after one was
+//     killed). In process, a new instance costs 1-6 ms. docs/RATIONALE.md
+//     has the figures.
+//   - With child processes, Spec.MemoryLimit bounds linear memory exactly,
+//     as in process; the process's Go heap is capped at about twice that
+//     plus 32 MiB (a grow copies the memory), and its address space above
+//     that: a runtime bug that allocates outside linear memory kills the
+//     process, not the worker.
 //   - Extism's Plugin.Call looks up the kernel's exports on every call, and
 //     wazero allocates a call stack per lookup: about 80 KB and 20-30 us per
 //     call of garbage and time that this package cannot avoid without

@@ -48,3 +48,41 @@ func TestChildProcess(t *testing.T) {
 		t.Errorf("spin's stats %+v: want one process started and discarded", s)
 	}
 }
+
+// TestChildReplaced checks that a killed child is replaced in the
+// background: after a timeout, the module gets back to its process
+// without a call asking for one.
+func TestChildReplaced(t *testing.T) {
+	r := newTestRuntime(t, isolated(t, DefaultConfig()))
+	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Timeout: 200 * time.Millisecond, Concurrency: 1})
+	if _, err := m.Call(context.Background(), nil); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("spin: %v, want ErrTimeout", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for m.Stats().Idle != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no replacement process after 30 s: %+v", m.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := m.Stats(); s.Created != 2 || s.Discarded != 1 {
+		t.Errorf("stats %+v: want 2 processes started, 1 discarded", s)
+	}
+}
+
+// TestCacheLookups checks that go-sdk's Plugin still has the fields
+// cacheLookups wraps: without them every call looks up the kernel's
+// functions again (docs/RATIONALE.md, "What does a call cost").
+func TestCacheLookups(t *testing.T) {
+	r := newTestRuntime(t, DefaultConfig())
+	m := load(t, r, guestWasm(t, goAdd), Spec{Export: "add", Concurrency: 1})
+	inst := m.idle[0].(*instance)
+	if !cacheLookups(inst.plugin) {
+		t.Fatal("go-sdk's Plugin has no api.Module fields extism and mainModule: update lookups.go for this go-sdk version")
+	}
+	for range 3 {
+		if got := call(t, m, "[1, 2]"); got != "3" {
+			t.Fatalf("add(1, 2) = %q", got)
+		}
+	}
+}

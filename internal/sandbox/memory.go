@@ -11,7 +11,7 @@ import (
 // memory allocator of the instance's modules, so it sees every memory.grow
 // and can refuse one and remember that it did: wazero's own page limit
 // refuses silently, and then a guest's out-of-memory crash could not be told
-// from any other. See docs/rationale-sandbox.md, "Why a memory allocator?".
+// from any other. See docs/RATIONALE.md, "Why a memory allocator?".
 type memoryBudget struct {
 	limit   uint64
 	used    atomic.Uint64

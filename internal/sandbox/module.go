@@ -36,6 +36,7 @@ type Module struct {
 	mu       sync.Mutex
 	idle     []runner // last in, first out: the warmest first
 	children map[*child]struct{}
+	starting int // replacement children being started
 	closed   bool
 	inflight sync.WaitGroup
 	procs    sync.WaitGroup // the goroutines that wait for children to exit
@@ -210,6 +211,9 @@ func (m *Module) put(ctx context.Context, r runner, keep bool) {
 		m.discarded.Add(1)
 	}
 	r.close(context.WithoutCancel(ctx))
+	if _, ok := r.(*child); ok && !keep {
+		m.replaceChild()
+	}
 }
 
 // newInstance instantiates the module with a fresh memory budget.
@@ -231,6 +235,7 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("%w: the module needs more than its memory limit of %s as soon as it starts: deploy it with more memory",
 			ErrMemoryLimit, formatBytes(m.spec.MemoryLimit))
 	}
+	cacheLookups(plugin)
 	inst.plugin = plugin
 	m.created.Add(1)
 	return inst, nil

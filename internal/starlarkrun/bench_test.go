@@ -15,7 +15,7 @@ import (
 	"go.starlark.net/starlark"
 )
 
-// The benchmarks behind docs/rationale-starlark.md: a call through the
+// The benchmarks behind docs/RATIONALE.md, Starlark: a call through the
 // pool against the same call made in-process with starlark-go, for a
 // trivial function (the pool's overhead) and for a 3-million-iteration
 // loop (the interpreter's speed in a child).

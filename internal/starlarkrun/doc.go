@@ -3,7 +3,7 @@
 // supervises: the process is the boundary that bounds memory, which
 // starlark-go cannot do in-process, and the deadline is a SIGKILL, so the
 // interpreter runs at full speed with no per-step checks
-// (docs/rationale-starlark.md has the measurements and the reasons).
+// (docs/RATIONALE.md, Starlark has the measurements and the reasons).
 //
 // The child is the worker binary itself: its main must call Main, before
 // anything else, when its first argument is ChildArg:

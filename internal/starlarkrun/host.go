@@ -13,7 +13,7 @@ import (
 // to that function (its logger, later its grants); ctx is the call's.
 //
 // A script calls a host builtin like any function; the child sends the call
-// up the pipe and waits for the answer (docs/rationale-starlark.md, "Host
+// up the pipe and waits for the answer (docs/RATIONALE.md, Starlark, "Host
 // capabilities"). The builtins that land with later issues (secret, fetch,
 // resolve, files) are added here as methods, to hostBuiltins for the
 // child and to hostHandlers for the parent. The method set matches

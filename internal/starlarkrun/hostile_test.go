@@ -157,13 +157,15 @@ func TestMemoryWithinLimit(t *testing.T) {
 	// garbage collection, or 2^18 steps: the loop); a script that frees it
 	// before any check may go unnoticed, up to the address-space cap (see
 	// the package's Caveats).
-	src = "def f():\n    x = [0] * 6000000\n    n = 0\n    for i in range(300000):\n        n += 1\n    return len(x) + n\n"
+	// The loop is long enough for a garbage collection to end while it
+	// runs, even on a loaded machine.
+	src = "def f():\n    x = [0] * 6000000\n    n = 0\n    for i in range(3000000):\n        n += 1\n    return len(x) + n\n"
 	if _, err := call(t, p, src, "f", ""); !errors.Is(err, ErrMemoryLimit) {
 		t.Errorf("96 MB: got %v, want ErrMemoryLimit", err)
 	}
 	// With a larger limit, it fits.
 	out, err := p.Call(context.Background(), Request{Source: []byte(src), Function: "f", Limits: Limits{Memory: 256 * MiB}})
-	if err != nil || string(out) != "6300000" {
+	if err != nil || string(out) != "9000000" {
 		t.Errorf("96 MB under 256 MiB: got %s, %v", out, err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
-// The pipe protocol between a Pool and its children (docs/rationale-starlark.md,
+// The pipe protocol between a Pool and its children (docs/RATIONALE.md, Starlark,
 // "The pipe protocol"). Every message is a frame: one type byte, a 4-byte
 // big-endian payload length, the payload. The parent writes to the child's
 // stdin and reads its stdout; the child's stderr is only for the Go runtime's

@@ -16,7 +16,7 @@ import (
 
 // fileOptions is the Starlark dialect scripts are written in: Python's
 // while loops, top-level if/for, reassigned globals and sets are allowed;
-// recursion is not (docs/rationale-starlark.md, "Which Starlark?").
+// recursion is not (docs/RATIONALE.md, Starlark, "Which Starlark?").
 var fileOptions = &syntax.FileOptions{
 	Set:             true,
 	While:           true,
@@ -32,7 +32,7 @@ var libraryModules = starlark.StringDict{
 }
 
 // hostBuiltins are the predeclared names served by the host over the pipe
-// (docs/rationale-starlark.md, "Host capabilities"). Every script sees the
+// (docs/RATIONALE.md, Starlark, "Host capabilities"). Every script sees the
 // same names, granted or not, so a script compiles the same everywhere and
 // a missing grant is a clear error at call time, not an undefined name.
 var hostBuiltins = []string{"log"}
