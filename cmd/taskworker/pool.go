@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
+	"github.com/hivemind/taskworker/internal/sandbox"
 )
 
 func poolCommand(e *env) *cobra.Command {
@@ -43,7 +45,11 @@ it writes admin.token and join.token to its data directory.`,
 
 // runPool serves until ctx ends, then drains.
 func runPool(ctx context.Context, e *env, cfg pool.Config) error {
-	checker, err := deployed.NewChecker(ctx, filepath.Join(cfg.DataDir, "wasm-cache"))
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	checker, err := deployed.NewChecker(ctx, filepath.Join(cfg.DataDir, "wasm-cache"), []string{exe, sandbox.ChildArg})
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func (c *Cluster) StartPool(i int) {
 		cfg.Files.GCMinAge = time.Second
 	}
 	if c.opts.Sandbox {
-		checker, err := deployed.NewChecker(context.Background(), c.wasmCache())
+		checker, err := deployed.NewChecker(context.Background(), c.wasmCache(), c.opts.WasmCommand)
 		if err != nil {
 			c.t.Fatal(err)
 		}

@@ -260,10 +260,13 @@ type Checker struct {
 }
 
 // NewChecker returns a checker with its own runtime, caching compiled code
-// in cacheDir.
-func NewChecker(ctx context.Context, cacheDir string) (*Checker, error) {
+// in cacheDir. With a childCommand (this binary and sandbox.ChildArg), the
+// module is instantiated in a child process, so that the pool never runs a
+// module's code (its start function) itself.
+func NewChecker(ctx context.Context, cacheDir string, childCommand []string) (*Checker, error) {
 	cfg := sandbox.DefaultConfig()
 	cfg.CacheDir = cacheDir
+	cfg.ChildCommand = childCommand
 	rt, err := sandbox.NewRuntime(ctx, cfg)
 	if err != nil {
 		return nil, err

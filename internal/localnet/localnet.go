@@ -26,6 +26,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
+	"github.com/hivemind/taskworker/internal/sandbox"
 )
 
 // Config configures a local network.
@@ -113,7 +114,7 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		pcfg.LeaseTTL = c.LeaseTTL
 	}
 	if pcfg.Checker == nil {
-		checker, err := deployed.NewChecker(ctx, filepath.Join(c.Dir, "pool", "wasm-cache"))
+		checker, err := deployed.NewChecker(ctx, filepath.Join(c.Dir, "pool", "wasm-cache"), []string{c.Executable, sandbox.ChildArg})
 		if err != nil {
 			return nil, err
 		}
