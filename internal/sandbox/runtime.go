@@ -137,11 +137,13 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 		return nil, fmt.Errorf("sandbox runtime: %w", ErrClosed)
 	}
 
+	digest := sha256.Sum256(wasm)
+	wasm = mergeDataSegments(wasm)
 	m := &Module{
 		rt:       r,
 		spec:     spec,
 		host:     host,
-		digest:   sha256.Sum256(wasm),
+		digest:   digest,
 		logLimit: newTokenBucket(r.cfg.LogLinesPerSecond),
 		slots:    make(chan struct{}, spec.Concurrency),
 		done:     make(chan struct{}),

@@ -24,6 +24,7 @@ type wasmModule struct {
 	imports     []wasmImport
 	memoryPages int // 0: no memory
 	funcs       []wasmFunc
+	data        []dataSegment // active, in memory 0
 }
 
 func (m wasmModule) bytes() []byte {
@@ -84,6 +85,17 @@ func (m wasmModule) bytes() []byte {
 	}
 	section(7, append(appendULEB(nil, uint64(nexports)), exports...))
 	section(10, append(appendULEB(nil, uint64(len(m.funcs))), code...))
+	if len(m.data) > 0 {
+		data := appendULEB(nil, uint64(len(m.data)))
+		for _, d := range m.data {
+			data = append(data, 0x00, opI32Const)
+			data = appendS32(data, int32(d.offset))
+			data = append(data, opEnd)
+			data = appendULEB(data, uint64(len(d.init)))
+			data = append(data, d.init...)
+		}
+		section(sectionData, data)
+	}
 	return out
 }
 
