@@ -181,6 +181,10 @@ func TestVersionSwitchUnderLoad(t *testing.T) {
 	if _, err := cl.Deploy(ctx, "greet", guest(t, "./examples/go-add"), taskworker.DeploySpec{Export: "hello"}); err != nil {
 		t.Fatal(err)
 	}
+	first, err := cl.Call(ctx, "greet", "you") // loaded on a worker
+	if err != nil {
+		t.Fatal(err)
+	}
 	var calls, failures atomic.Int64
 	answers := sync.Map{}
 	stop := make(chan struct{})
@@ -204,16 +208,28 @@ func TestVersionSwitchUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond)
+	for calls.Load() < 20 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := cl.Deploy(ctx, "greet", extismPlugin(t, "hello_haskell.wasm"), taskworker.DeploySpec{Export: "testing"}); err != nil {
 		t.Error(err)
 	}
-	time.Sleep(time.Second)
+	// Calls go on until the new version has answered (it loads on first
+	// call), then a little longer.
+	for ctx.Err() == nil && failures.Load() == 0 {
+		n := 0
+		answers.Range(func(k, _ any) bool { n++; return true })
+		if n > 1 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 	var got []string
 	answers.Range(func(k, _ any) bool { got = append(got, k.(string)); return true })
-	if failures.Load() != 0 || len(got) != 2 {
+	if failures.Load() != 0 || len(got) != 2 || !slices.Contains(got, string(first)) {
 		t.Fatalf("%d calls, %d failed; distinct answers %q (want one per version)", calls.Load(), failures.Load(), got)
 	}
 }
