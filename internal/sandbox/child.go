@@ -226,6 +226,7 @@ func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module) 
 	cfg.LogLinesPerSecond = 1 << 20 // the parent applies the function's rate
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	cfg.noCloseOnContextDone = true // the parent kills the process instead
+	cfg.checked = true              // by the parent's Load
 	ctx := context.Background()
 	r, err := NewRuntime(ctx, cfg)
 	if err != nil {

@@ -57,6 +57,11 @@ type Config struct {
 	// discarded instances). Nil: slog.Default().
 	Logger *slog.Logger
 
+	// checked says the modules this Runtime loads were checked by Load in
+	// another (a child process's parent's): compile them once, without the
+	// checker.
+	checked bool
+
 	// noCloseOnContextDone turns off the deadline checks wazero compiles
 	// into loops, for benchmarks only: a runaway guest then runs forever.
 	noCloseOnContextDone bool

@@ -62,18 +62,30 @@ func mergeData(wasm []byte) ([]byte, error) {
 	// order does matter.
 	segs = slices.Clone(segs)
 	slices.SortStableFunc(segs, func(a, b dataSegment) int { return cmp.Compare(a.offset, b.offset) })
-	merged := []dataSegment{segs[0]}
-	for _, s := range segs[1:] {
-		last := &merged[len(merged)-1]
-		end := uint64(last.offset) + uint64(len(last.init))
-		if uint64(s.offset) < end {
-			return nil, errNoMerge // overlapping: order matters
+	// Groups of segments no more than mergeGap apart become one segment,
+	// written into a buffer of the group's span (zeros between).
+	var merged []dataSegment
+	for i := 0; i < len(segs); {
+		j, end := i+1, uint64(segs[i].offset)+uint64(len(segs[i].init))
+		for ; j < len(segs); j++ {
+			if uint64(segs[j].offset) < end {
+				return nil, errNoMerge // overlapping: order matters
+			}
+			if uint64(segs[j].offset)-end > mergeGap {
+				break
+			}
+			end = uint64(segs[j].offset) + uint64(len(segs[j].init))
 		}
-		if gap := uint64(s.offset) - end; gap <= mergeGap {
-			last.init = append(append(last.init[:len(last.init):len(last.init)], make([]byte, gap)...), s.init...)
-			continue
+		if j == i+1 {
+			merged = append(merged, segs[i])
+		} else {
+			buf := make([]byte, end-uint64(segs[i].offset))
+			for _, s := range segs[i:j] {
+				copy(buf[s.offset-segs[i].offset:], s.init)
+			}
+			merged = append(merged, dataSegment{offset: segs[i].offset, init: buf})
 		}
-		merged = append(merged, s)
+		i = j
 	}
 	if len(merged) == len(segs) {
 		return nil, errNoMerge

@@ -202,30 +202,40 @@ func (r *Runtime) compile(ctx context.Context, m *Module, wasm []byte) error {
 
 	live := r.isLoaded(m.digest)
 	before := r.cacheFiles()
-	checked, err := r.checker.CompileModule(experimental.WithCompilationWorkers(ctx, goruntime.GOMAXPROCS(0)), wasm)
-	if err != nil {
-		hint := ""
-		if strings.Contains(err.Error(), "EOF") {
-			hint = ": the file is truncated; build or upload it again"
+	count := func() {
+		switch {
+		case live:
+			r.fromMemory.Add(1)
+		case r.cfg.CacheDir != "" && !cacheChanged(before, r.cacheFiles()):
+			r.fromDisk.Add(1)
+		default:
+			r.compiled.Add(1)
 		}
-		return fmt.Errorf("%w: %v%s", ErrInvalidModule, err, hint)
 	}
-	// Closed only after Extism has compiled, so that its compile finds
-	// the code in memory.
-	defer checked.Close(ctx)
-	switch {
-	case live:
-		r.fromMemory.Add(1)
-	case r.cfg.CacheDir != "" && !cacheChanged(before, r.cacheFiles()):
-		r.fromDisk.Add(1)
-	default:
-		r.compiled.Add(1)
-	}
-	if err := r.checkImports(checked); err != nil {
-		return err
-	}
-	if err := checkExport(checked, m.spec.Export); err != nil {
-		return err
+	if r.cfg.checked {
+		// A child process loads what its parent has checked: one
+		// compile (decoding and validating the module is most of a
+		// child's start) and the count around it.
+		defer count()
+	} else {
+		checked, err := r.checker.CompileModule(experimental.WithCompilationWorkers(ctx, goruntime.GOMAXPROCS(0)), wasm)
+		if err != nil {
+			hint := ""
+			if strings.Contains(err.Error(), "EOF") {
+				hint = ": the file is truncated; build or upload it again"
+			}
+			return fmt.Errorf("%w: %v%s", ErrInvalidModule, err, hint)
+		}
+		// Closed only after Extism has compiled, so that its compile finds
+		// the code in memory.
+		defer checked.Close(ctx)
+		count()
+		if err := r.checkImports(checked); err != nil {
+			return err
+		}
+		if err := checkExport(checked, m.spec.Export); err != nil {
+			return err
+		}
 	}
 
 	manifest := extism.Manifest{
@@ -234,6 +244,7 @@ func (r *Runtime) compile(ctx context.Context, m *Module, wasm []byte) error {
 		// Outbound HTTP is the host's http_fetch, under policy.
 		Memory: &extism.ManifestMemory{MaxVarBytes: 64 * KiB, MaxHttpResponseBytes: 0},
 	}
+	var err error
 	m.compiled, err = extism.NewCompiledPlugin(ctx, manifest, extism.PluginConfig{
 		RuntimeConfig: r.runtimeConfig(),
 		EnableWasi:    true,
