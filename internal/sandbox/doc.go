@@ -46,31 +46,35 @@
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a
 //     second boundary. A process whose instance trapped or outgrew its
-//     memory is killed too. The worker never runs the module's code itself:
-//     Load compiles and checks it, then starts the first process.
+//     memory is killed too, and one that was killed is replaced in the
+//     background. The worker never runs the module's code itself: Load
+//     compiles and checks it, then starts the first process.
 //   - In this process (no ChildCommand): deadlines are enforced by
 //     wazero's WithCloseOnContextDone, which calls out of compiled code at
-//     every loop iteration (a tight loop runs about 15x slower), and each
+//     every loop iteration (a tight loop runs about 12x slower), and each
 //     call into a module starts a goroutine.
 //
 // # Caveats
 //
 //   - A child process costs a process start and a load of the compiled
 //     code from Config.CacheDir (wazero decodes and validates the module
-//     again): 35 ms for a small Rust plugin, 145 ms for a Go guest, paid
+//     again): 30 ms for a small Rust plugin, 90 ms for a Go guest, paid
 //     at Load (the first process) and when a call needs a process that is
 //     not running (more concurrent calls than processes, or after one was
-//     killed). In process, a new instance costs 1-6 ms. docs/RATIONALE.md
+//     killed). In process, a new instance costs 1-5 ms. docs/RATIONALE.md
 //     has the figures.
 //   - With child processes, Spec.MemoryLimit bounds linear memory exactly,
 //     as in process; the process's Go heap is capped at about twice that
 //     plus 32 MiB (a grow copies the memory), and its address space above
 //     that: a runtime bug that allocates outside linear memory kills the
 //     process, not the worker.
-//   - Extism's Plugin.Call looks up the kernel's exports on every call, and
-//     wazero allocates a call stack per lookup: about 80 KB and 20-30 us per
-//     call of garbage and time that this package cannot avoid without
-//     changing go-sdk.
+//   - Two things change what go-sdk and wazero do, for speed: each
+//     instance looks up the Extism kernel's functions once, by wrapping
+//     two unexported fields of go-sdk's Plugin (lookups.go; an upgrade that
+//     renames them makes TestCacheLookups fail and calls slower, not
+//     wrong), and Load merges a module's nearby data segments before it
+//     compiles (datamerge.go), so that the compiled code is that of an
+//     equivalent module with fewer segments.
 //   - A host function that blocks is not interrupted by the deadline: the
 //     deadline is checked when it returns. Host functions must honor their
 //     ctx (taskworker.log does not block).
