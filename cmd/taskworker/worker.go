@@ -25,6 +25,7 @@ func workerCommand(e *env) *cobra.Command {
 		joinTokenFile string
 		withExamples  bool
 		standalone    bool
+		wasmInProcess bool
 	)
 	host, _ := os.Hostname()
 	cmd := &cobra.Command{
@@ -64,10 +65,14 @@ to call it directly, for benchmarks.`,
 			if err != nil {
 				return err
 			}
+			wasmCommand := []string{exe, sandbox.ChildArg}
+			if wasmInProcess {
+				wasmCommand = nil
+			}
 			runner, err := deployed.New(cmd.Context(), deployed.Config{
 				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
 				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
-				WasmCommand:     []string{exe, sandbox.ChildArg},
+				WasmCommand:     wasmCommand,
 				Logger:          cfg.Logger,
 			})
 			if err != nil {
@@ -109,5 +114,6 @@ to call it directly, for benchmarks.`,
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default: $TASKWORKER_HOME/workers/ID)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
+	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
 	return cmd
 }

@@ -46,7 +46,7 @@ func TestHostile(t *testing.T) {
 		},
 		{
 			name: "a string over the limit", // under RLIMIT_AS: the live-heap watch stops it
-			src:  "def f():\n    s = \"x\" * 30000000\n    t = s + \"y\"\n    u = t + \"z\"\n    for i in range(3000000):\n        pass\n    return len(u)\n",
+			src:  "def f():\n    s = \"x\" * 30000000\n    t = s + \"y\"\n    u = t + \"z\"\n    for i in range(1000000):\n        pass\n    return len(u)\n",
 			want: ErrMemoryLimit, code: codes.ResourceExhausted, msg: "memory limit",
 		},
 		{
@@ -159,13 +159,14 @@ func TestMemoryWithinLimit(t *testing.T) {
 	// the package's Caveats).
 	// The loop is long enough for a garbage collection to end while it
 	// runs, even on a loaded machine.
-	src = "def f():\n    x = [0] * 6000000\n    n = 0\n    for i in range(3000000):\n        n += 1\n    return len(x) + n\n"
-	if _, err := call(t, p, src, "f", ""); !errors.Is(err, ErrMemoryLimit) {
+	src = "def f():\n    x = [0] * 6000000\n    n = 0\n    for i in range(1000000):\n        n += 1\n    return len(x) + n\n"
+	_, err := p.Call(context.Background(), Request{Source: []byte(src), Function: "f", Limits: Limits{Timeout: time.Minute}})
+	if !errors.Is(err, ErrMemoryLimit) {
 		t.Errorf("96 MB: got %v, want ErrMemoryLimit", err)
 	}
 	// With a larger limit, it fits.
-	out, err := p.Call(context.Background(), Request{Source: []byte(src), Function: "f", Limits: Limits{Memory: 256 * MiB}})
-	if err != nil || string(out) != "9000000" {
+	out, err := p.Call(context.Background(), Request{Source: []byte(src), Function: "f", Limits: Limits{Memory: 256 * MiB, Timeout: time.Minute}})
+	if err != nil || string(out) != "7000000" {
 		t.Errorf("96 MB under 256 MiB: got %s, %v", out, err)
 	}
 }
