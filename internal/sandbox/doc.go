@@ -46,8 +46,9 @@
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a
 //     second boundary. A process whose instance trapped or outgrew its
-//     memory is killed too, and one that was killed is replaced in the
-//     background. The worker never runs the module's code itself: Load
+//     memory is killed too. Processes start in the background, when one was
+//     killed and when a call takes a function's last idle one (up to
+//     Spec.Concurrency), so that calls rarely wait for one. The worker never runs the module's code itself: Load
 //     compiles and checks it, then starts the first process.
 //   - In this process (no ChildCommand): deadlines are enforced by
 //     wazero's WithCloseOnContextDone, which calls out of compiled code at

@@ -80,11 +80,12 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 	return c, nil
 }
 
-// replaceChild starts a child in the background to take the place of one
-// that was killed, so that the next call does not wait for a process to
-// start (35-160 ms), unless the module already has Spec.Concurrency
-// children or is closed.
-func (m *Module) replaceChild() {
+// startSpare starts a child in the background, so that the next call does
+// not wait for a process to start (30-90 ms): when a call takes the last
+// idle one, and in the place of one that was killed. It does nothing when
+// the module has Spec.Concurrency children, counting those starting, or is
+// closed.
+func (m *Module) startSpare() {
 	m.mu.Lock()
 	if m.closed || len(m.children)+m.starting >= m.spec.Concurrency {
 		m.mu.Unlock()

@@ -36,7 +36,7 @@ type Module struct {
 	mu       sync.Mutex
 	idle     []runner // last in, first out: the warmest first
 	children map[*child]struct{}
-	starting int // replacement children being started
+	starting int // spare children being started
 	closed   bool
 	inflight sync.WaitGroup
 	procs    sync.WaitGroup // the goroutines that wait for children to exit
@@ -169,6 +169,9 @@ func (m *Module) take(ctx context.Context) (runner, error) {
 		r := m.idle[n-1]
 		m.idle = m.idle[:n-1]
 		m.mu.Unlock()
+		if n == 1 && m.wasm != nil {
+			m.startSpare() // so that the next call finds a process ready
+		}
 		return r, nil
 	}
 	m.mu.Unlock()
@@ -212,7 +215,7 @@ func (m *Module) put(ctx context.Context, r runner, keep bool) {
 	}
 	r.close(context.WithoutCancel(ctx))
 	if _, ok := r.(*child); ok && !keep {
-		m.replaceChild()
+		m.startSpare()
 	}
 }
 
