@@ -29,6 +29,7 @@ type function struct {
 	hasResult  bool
 	hasError   bool
 	rawInput   bool // one string or []byte parameter: the input as it is
+	scalars    bool // every parameter a number, bool or string: bindScalars may bind them
 }
 
 var (
@@ -100,6 +101,7 @@ func newFunction(name string, fn any) (*function, error) {
 		return nil, fmt.Errorf("%q: at most one result and an error, got %d results", name, t.NumOut())
 	}
 	f.rawInput = len(f.params) == 1 && (f.params[0].Kind() == reflect.String || f.params[0] == bytesType)
+	f.scalars = !f.rawInput && scalarParams(f.params)
 	return f, nil
 }
 
@@ -153,6 +155,11 @@ func (f *function) bind(input []byte) ([]reflect.Value, error) {
 		}
 		return append(args, v.Elem()), nil
 	}
+	if f.scalars {
+		if bound, ok := f.bindScalars(trimmed, args); ok {
+			return bound, nil
+		}
+	}
 	var raw []json.RawMessage
 	if len(trimmed) == 0 || trimmed[0] != '[' || json.Unmarshal(trimmed, &raw) != nil {
 		return nil, fmt.Errorf("want the %d arguments as a JSON array, got %q", len(f.params), abbreviate(trimmed))
@@ -186,6 +193,9 @@ func (f *function) results(out []reflect.Value) ([]byte, error) {
 		return []byte(v.String()), nil
 	case v.Type() == bytesType:
 		return v.Bytes(), nil
+	}
+	if b, ok := appendScalar(nil, v); ok {
+		return b, nil
 	}
 	b, err := json.Marshal(v.Interface())
 	if err != nil {

@@ -68,6 +68,7 @@ func BenchmarkWarmCall(b *testing.B) {
 		input        []byte
 	}{
 		{"noop-wasm", "run", func(*testing.B) []byte { return noop }, nil},
+		{"go-ok", "ok", func(b *testing.B) []byte { return guestWasm(b, hostileGuest) }, nil},
 		{"go-add", "add", func(b *testing.B) []byte { return guestWasm(b, goAdd) }, []byte("[1, 2]")},
 		{"rust-count-vowels", "count_vowels", func(b *testing.B) []byte { return extismPlugin(b, "count_vowels.wasm") }, []byte("Hello, World")},
 		{"go-echo-1KiB", "echo", func(b *testing.B) []byte { return guestWasm(b, hostileGuest) }, make([]byte, 1*KiB)},
