@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -39,7 +38,13 @@ type Runner struct {
 	log  *slog.Logger
 
 	mu      sync.Mutex
-	loading map[string]*load // by version key
+	loading map[loadKey]*load
+}
+
+// loadKey is what makes a loaded module: its bytes and its limits.
+type loadKey struct {
+	sha  string
+	spec sandbox.Spec
 }
 
 var _ worker.Sandbox = (*Runner)(nil)
@@ -81,7 +86,7 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{wasm: rt, log: log, loading: map[string]*load{}}
+	r := &Runner{wasm: rt, log: log, loading: map[loadKey]*load{}}
 	if len(c.StarlarkCommand) > 0 {
 		scfg := starlarkrun.DefaultConfig()
 		scfg.Command = c.StarlarkCommand
@@ -196,7 +201,7 @@ func spec(d *v1.Deployment) sandbox.Spec {
 // however many calls wait for it) on first use.
 func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.ModuleSource) (*sandbox.Module, error) {
 	sp := spec(d)
-	key := fmt.Sprintf("%s/%+v", d.ModuleSha256, sp)
+	key := loadKey{d.ModuleSha256, sp}
 	r.mu.Lock()
 	l, ok := r.loading[key]
 	if !ok {

@@ -64,7 +64,7 @@ func TestMain(m *testing.M) {
 }
 
 // guest builds a Go guest package of this repository for wasip1, once.
-func guest(t *testing.T, pkg string) []byte {
+func guest(t testing.TB, pkg string) []byte {
 	t.Helper()
 	f, _ := builds.LoadOrStore(pkg, sync.OnceValues(func() ([]byte, error) {
 		out := filepath.Join(os.TempDir(), fmt.Sprintf("tw-guest-%d-%s.wasm", os.Getpid(), filepath.Base(pkg)))
@@ -86,7 +86,7 @@ func guest(t *testing.T, pkg string) []byte {
 }
 
 // extismPlugin reads one of the test plugins shipped in the go-sdk module.
-func extismPlugin(t *testing.T, name string) []byte {
+func extismPlugin(t testing.TB, name string) []byte {
 	t.Helper()
 	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/extism/go-sdk").Output()
 	if err != nil {
