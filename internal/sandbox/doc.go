@@ -52,7 +52,7 @@
 //     compiles and checks it, then starts the first process.
 //   - In this process (no ChildCommand): deadlines are enforced by
 //     wazero's WithCloseOnContextDone, which calls out of compiled code at
-//     every loop iteration (a tight loop runs about 12x slower), and each
+//     every loop iteration (a tight loop runs about 15x slower), and each
 //     call into a module starts a goroutine.
 //
 // # Caveats
