@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The two frames every child starts with: the parent sends FrameHello,
@@ -62,6 +64,7 @@ type Process struct {
 	cmd    *exec.Cmd
 	stdin  *os.File // the parent's ends of the pipes
 	stdout *os.File
+	outFD  int // stdout's descriptor, for Spin
 	stderr *HeadBuffer
 	exited chan struct{}
 }
@@ -82,6 +85,7 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 	p := &Process{
 		stdin:  parentOut,
 		stdout: parentIn,
+		outFD:  int(parentIn.Fd()),
 		W:      bufio.NewWriterSize(parentOut, 64*KiB),
 		R:      bufio.NewReaderSize(parentIn, 64*KiB),
 		stderr: &HeadBuffer{Max: stderrKept},
@@ -164,6 +168,30 @@ func Pipe() (r, w *os.File, err error) {
 		return nil, nil, fmt.Errorf("pipe2: %w", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
+}
+
+// Spin waits up to d for the child to have written something, without
+// sleeping (see Spin), and reports whether it has.
+func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
+
+// Spin waits up to d for r, reading descriptor fd, to have bytes to read,
+// polling without sleeping, and reports whether it has. Whoever expects an
+// answer within microseconds spins before its blocking read, so that the
+// answer does not also wait for its thread to be woken and scheduled (tens
+// of microseconds on a virtual machine). Between polls it yields the CPU
+// to any other thread that is ready to run on it.
+func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
+	if r.Buffered() > 0 {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for start := time.Now(); time.Since(start) < d; {
+		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+			return true
+		}
+		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+	return false
 }
 
 // PID is the child's process id.

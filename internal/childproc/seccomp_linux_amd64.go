@@ -30,6 +30,7 @@ var allowedSyscalls = []uint32{
 	unix.SYS_EXIT, unix.SYS_EXIT_GROUP, unix.SYS_RESTART_SYSCALL,
 	unix.SYS_EPOLL_CREATE1, unix.SYS_EPOLL_CTL, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT,
 	unix.SYS_EVENTFD2, unix.SYS_PIPE2,
+	unix.SYS_POLL, unix.SYS_PPOLL, // readiness of descriptors it has: Spin
 	unix.SYS_GETRANDOM, unix.SYS_GETRLIMIT,
 	// glibc's pthread_create, in binaries with cgo or the race detector.
 	unix.SYS_RSEQ, unix.SYS_SET_ROBUST_LIST,

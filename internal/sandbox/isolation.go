@@ -207,6 +207,10 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		ErrTrap, c.proc.ExitSummary(), c.proc.StderrSummary())
 }
 
+// replySpin is how long a call polls for its child's answer before it
+// blocks in a read, when no other call of the function runs (callSpin).
+const replySpin = 100 * time.Microsecond
+
 // errChildOutput is a result frame over the output limit: the child should
 // have sent an error instead, so it is not trusted further.
 var errChildOutput = errors.New("result frame over the output limit")
@@ -214,7 +218,12 @@ var errChildOutput = errors.New("result frame over the output limit")
 // exchange writes the call and reads the child's frames until its answer.
 func (c *child) exchange(ctx context.Context, input []byte) ([]byte, error) {
 	m := c.m
-	if err := childproc.WriteFrame(c.proc.W, frameCall, input); err != nil {
+	typ := byte(frameCall)
+	quiet := len(m.slots) <= 1 // no other call of this function runs
+	if quiet {
+		typ = frameCallQuiet
+	}
+	if err := childproc.WriteFrame(c.proc.W, typ, input); err != nil {
 		return nil, err
 	}
 	limit := func(typ byte) int {
@@ -234,6 +243,9 @@ func (c *child) exchange(ctx context.Context, input []byte) ([]byte, error) {
 		}
 	}()
 	for {
+		if quiet {
+			c.proc.Spin(replySpin)
+		}
 		typ, payload, err := childproc.ReadFrame(c.proc.R, limit)
 		if typ == frameResult && errors.Is(err, childproc.ErrFrameTooLarge) {
 			return nil, errChildOutput
