@@ -64,6 +64,12 @@
 //     not running (more concurrent calls than processes, or after one was
 //     killed). In process, a new instance costs 1-5 ms. docs/RATIONALE.md
 //     has the figures.
+//   - With child processes, while a function has one call at a time, the
+//     worker polls for its child's answer for up to 100 µs and the child for
+//     its next call for up to twice the last gap (under 1 ms) instead of
+//     sleeping, yielding the CPU between polls: CPU spent to save the
+//     wake-ups that were most of a call's cost on a virtual machine. With
+//     more calls in flight neither polls.
 //   - With child processes, Spec.MemoryLimit bounds linear memory exactly,
 //     as in process; the process's Go heap is capped at about twice that
 //     plus 32 MiB (a grow copies the memory), and its address space above
