@@ -129,6 +129,30 @@ func BenchmarkColdCall(b *testing.B) {
 					m.put(ctx, inst, false)
 				}
 			})
+			if mode.cfg.isolated() {
+				// The first call on a process started ahead (at Load, as a
+				// spare or a replacement): its instance exists, its guest
+				// has not run yet.
+				b.Run(c.name+"/child-process-started", func(b *testing.B) {
+					m := load(b, r, c.wasm(b), Spec{Export: c.export})
+					defer m.Close(context.Background())
+					ctx := context.Background()
+					for b.Loop() {
+						b.StopTimer()
+						inst, err := m.newRunner(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						b.StartTimer()
+						if _, _, err := inst.run(ctx, c.input); err != nil {
+							b.Fatal(err)
+						}
+						b.StopTimer()
+						inst.close(ctx) // not put: it would start a spare while the timer runs
+						b.StartTimer()
+					}
+				})
+			}
 		}
 	}
 }
