@@ -10,18 +10,30 @@ import (
 // workers drawn at random, the one with fewer outstanding calls from this
 // pool (ties broken by the in-flight count the worker last reported). For a
 // deployed function, prefer names its module: a worker that has not compiled
-// it counts as busier by coldPenalty calls. Workers in tried are skipped;
+// it counts as busier by coldPenalty calls, and warm, the worker that served
+// it last, is always one of the two and wins ties, so that a function's
+// calls stay on the worker whose process for it is running while that
+// worker is no busier than another (RATIONALE.md, "Why do a deployed
+// function's calls stick to a worker?"). Workers in tried are skipped;
 // suspect workers only when nothing else is left. It returns false when no
 // worker serves the function.
-func pick(routes []route, tried []*worker, now time.Time, prefer string) (route, bool) {
+func pick(routes []route, tried []*worker, now time.Time, prefer string, warm *worker) (route, bool) {
 	// Fast path, the common case: a first attempt, two healthy draws.
 	if n := len(routes); n >= 2 && len(tried) == 0 {
 		i := rand.IntN(n)
+		if warm != nil {
+			if k := slices.IndexFunc(routes, func(r route) bool { return r.w == warm }); k >= 0 {
+				i = k
+			}
+		}
 		j := rand.IntN(n - 1)
 		if j >= i {
 			j++
 		}
 		if a, b := routes[i], routes[j]; !a.w.suspect(now) && !b.w.suspect(now) {
+			if a.w == warm {
+				return warmer(a, b, prefer), true
+			}
 			return lessLoaded(a, b, prefer), true
 		}
 	}
@@ -86,6 +98,16 @@ func lessLoaded(a, b route, prefer string) route {
 	return a
 }
 
+// warmer returns warm unless b has fewer outstanding calls (counting cold
+// starts as lessLoaded does).
+func warmer(warm, b route, prefer string) route {
+	la, lb := warm.w.outstanding.Load()+coldCost(warm.w, prefer), b.w.outstanding.Load()+coldCost(b.w, prefer)
+	if lb < la {
+		return b
+	}
+	return warm
+}
+
 func contains(ws []*worker, w *worker) bool {
 	for _, x := range ws {
 		if x == w {
@@ -96,6 +118,9 @@ func contains(ws []*worker, w *worker) bool {
 }
 
 func coldCost(w *worker, module string) int64 {
+	if module == "" {
+		return 0
+	}
 	if slices.Contains(w.info.Load().CompiledModules, module) {
 		return 0
 	}

@@ -22,7 +22,7 @@ func TestPickPrefersFewerOutstanding(t *testing.T) {
 	rs := fakeRoutes(2)
 	rs[0].w.outstanding.Store(5)
 	for range 100 {
-		if r, _ := pick(rs, nil, time.Now(), ""); r.w != rs[1].w {
+		if r, _ := pick(rs, nil, time.Now(), "", nil); r.w != rs[1].w {
 			t.Fatal("picked the busier of two workers")
 		}
 	}
@@ -33,16 +33,16 @@ func TestPickSkipsTriedAndSuspect(t *testing.T) {
 	rs := fakeRoutes(3)
 	rs[1].w.suspectUntil.Store(now.Add(time.Second).UnixNano())
 	for range 100 {
-		r, ok := pick(rs, []*worker{rs[0].w}, now, "")
+		r, ok := pick(rs, []*worker{rs[0].w}, now, "", nil)
 		if !ok || r.w != rs[2].w {
 			t.Fatalf("picked %v; want w2 (w0 tried, w1 suspect)", r.w.id)
 		}
 	}
 	// With nothing else left, a suspect worker is still tried.
-	if r, ok := pick(rs, []*worker{rs[0].w, rs[2].w}, now, ""); !ok || r.w != rs[1].w {
+	if r, ok := pick(rs, []*worker{rs[0].w, rs[2].w}, now, "", nil); !ok || r.w != rs[1].w {
 		t.Fatalf("picked %v, %v; want the suspect w1 as a last resort", r.w, ok)
 	}
-	if _, ok := pick(rs, []*worker{rs[0].w, rs[1].w, rs[2].w}, now, ""); ok {
+	if _, ok := pick(rs, []*worker{rs[0].w, rs[1].w, rs[2].w}, now, "", nil); ok {
 		t.Fatal("picked a worker when all were tried")
 	}
 }
@@ -51,7 +51,7 @@ func TestPickSpreadsLoad(t *testing.T) {
 	rs := fakeRoutes(4)
 	counts := map[string]int{}
 	for range 4000 {
-		r, _ := pick(rs, nil, time.Now(), "")
+		r, _ := pick(rs, nil, time.Now(), "", nil)
 		counts[r.w.id]++
 	}
 	for id, n := range counts {
@@ -68,7 +68,7 @@ func BenchmarkPick(b *testing.B) {
 			now := time.Now()
 			b.ReportAllocs()
 			for b.Loop() {
-				r, _ := pick(rs, nil, now, "")
+				r, _ := pick(rs, nil, now, "", nil)
 				r.w.outstanding.Add(1)
 				r.w.outstanding.Add(-1)
 			}
@@ -80,13 +80,44 @@ func TestPickPrefersCompiled(t *testing.T) {
 	rs := fakeRoutes(2)
 	rs[1].w.info.Store(&v1.WorkerInfo{WorkerId: "w1", CompiledModules: []string{"m"}})
 	for range 100 {
-		if r, _ := pick(rs, nil, time.Now(), "m"); r.w != rs[1].w {
+		if r, _ := pick(rs, nil, time.Now(), "m", nil); r.w != rs[1].w {
 			t.Fatal("picked the worker without the module compiled")
 		}
 	}
 	// ...until the warm one is coldPenalty calls busier.
 	rs[1].w.outstanding.Store(coldPenalty + 1)
-	if r, _ := pick(rs, nil, time.Now(), "m"); r.w != rs[0].w {
+	if r, _ := pick(rs, nil, time.Now(), "m", nil); r.w != rs[0].w {
 		t.Fatal("kept piling calls on the warm worker")
+	}
+}
+
+// TestPickSticksToWarm checks that a deployed function's calls stay on the
+// worker that served it last while it is no busier than the other choice,
+// and move when it is.
+func TestPickSticksToWarm(t *testing.T) {
+	rs := fakeRoutes(3)
+	warm := rs[2].w
+	for range 100 {
+		if r, _ := pick(rs, nil, time.Now(), "m", warm); r.w != warm {
+			t.Fatal("left the warm worker while every worker was idle")
+		}
+	}
+	warm.outstanding.Store(1)
+	moved := 0
+	for range 100 {
+		if r, _ := pick(rs, nil, time.Now(), "m", warm); r.w != warm {
+			moved++
+		}
+	}
+	if moved != 100 {
+		t.Fatalf("the warm worker, busier than both others, still got %d of 100 calls", 100-moved)
+	}
+	// A warm worker that was tried already, or is gone, is not chosen.
+	if r, _ := pick(rs, []*worker{warm}, time.Now(), "m", warm); r.w == warm {
+		t.Fatal("picked the warm worker after it failed")
+	}
+	gone := fakeRoutes(1)[0].w
+	if _, ok := pick(rs, nil, time.Now(), "m", gone); !ok {
+		t.Fatal("no pick when the warm worker has left")
 	}
 }

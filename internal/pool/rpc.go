@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -21,6 +22,9 @@ type rpcService struct {
 	cfg     Config
 	reg     *registry
 	deploys *deployments
+	// warm maps a deployed function's name to the worker that served it
+	// last, which pick prefers while it is no busier (see pick).
+	warm sync.Map
 }
 
 func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
@@ -56,15 +60,24 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		return nil, status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
 	}
 
+	var warm *worker
+	if fwd.Deployment != nil {
+		if w, ok := s.warm.Load(req.FunctionName); ok {
+			warm = w.(*worker)
+		}
+	}
 	var tried []*worker
 	var lastErr error
 	for attempt := 0; attempt < s.cfg.CallAttempts; attempt++ {
-		r, ok := pick(routes, tried, time.Now(), prefer)
+		r, ok := pick(routes, tried, time.Now(), prefer, warm)
 		if !ok {
 			break
 		}
 		resp, err, reached := s.forward(ctx, r.w, fwd, user)
 		if err == nil {
+			if fwd.Deployment != nil && r.w != warm {
+				s.warm.Store(req.FunctionName, r.w)
+			}
 			return resp, nil
 		}
 		if reached || ctx.Err() != nil {
