@@ -59,6 +59,8 @@ func hardenProbe() int {
 	}
 	wg.Wait()
 	try("threads and GC", nil)
+	_, err = unix.Poll([]unix.PollFd{{Fd: 2, Events: unix.POLLOUT}}, 0) // Spin
+	try("poll", err)
 	try("signal self", syscall.Kill(os.Getpid(), 0))
 
 	json.NewEncoder(os.Stdout).Encode(results)
@@ -96,6 +98,7 @@ func TestHardening(t *testing.T) {
 		"ptrace":         eperm,
 		"getdents":       eperm,
 		"threads and GC": "<nil>",
+		"poll":           "<nil>",
 		"signal self":    "<nil>",
 	} {
 		if got[name] != want {
