@@ -64,16 +64,22 @@ func mergeData(wasm []byte) ([]byte, error) {
 	slices.SortStableFunc(segs, func(a, b dataSegment) int { return cmp.Compare(a.offset, b.offset) })
 	// Groups of segments no more than mergeGap apart become one segment,
 	// written into a buffer of the group's span (zeros between).
+	// The zeros written out are bounded by the module's own size, so that
+	// a small module of many empty segments cannot make this allocate
+	// gigabytes.
 	var merged []dataSegment
+	fill := uint64(len(wasm))
 	for i := 0; i < len(segs); {
 		j, end := i+1, uint64(segs[i].offset)+uint64(len(segs[i].init))
 		for ; j < len(segs); j++ {
 			if uint64(segs[j].offset) < end {
 				return nil, errNoMerge // overlapping: order matters
 			}
-			if uint64(segs[j].offset)-end > mergeGap {
+			gap := uint64(segs[j].offset) - end
+			if gap > mergeGap || gap > fill {
 				break
 			}
+			fill -= gap
 			end = uint64(segs[j].offset) + uint64(len(segs[j].init))
 		}
 		if j == i+1 {
@@ -179,6 +185,9 @@ func parseDataSegments(p []byte) ([]dataSegment, error) {
 func readU32(p []byte) (v uint32, n int) {
 	var shift uint
 	for i := 0; i < len(p) && i < 5; i++ {
+		if i == 4 && p[i]&0xf0 != 0 {
+			return 0, 0 // bits past 32, or a sixth byte: not a u32
+		}
 		v |= uint32(p[i]&0x7f) << shift
 		if p[i] < 0x80 {
 			return v, i + 1
@@ -194,6 +203,9 @@ func readS32(p []byte) (v int32, n int) {
 	var r int64
 	var shift uint
 	for i := 0; i < len(p) && i < 5; i++ {
+		if i == 4 && p[i]&0x78 != 0 && p[i]&0x78 != 0x78 {
+			return 0, 0 // bits past 32 that do not extend the sign: not an s32
+		}
 		r |= int64(p[i]&0x7f) << shift
 		shift += 7
 		if p[i] < 0x80 {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hivemind/taskworker/internal/childproc"
@@ -75,6 +77,11 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 		m.fromDisk.Add(1)
 	}
 	m.mu.Lock()
+	if m.closed { // Close has killed the others already
+		m.mu.Unlock()
+		c.kill()
+		return nil, fmt.Errorf("function: %w", ErrClosed)
+	}
 	m.children[c] = struct{}{}
 	m.mu.Unlock()
 	return c, nil
@@ -211,6 +218,12 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 // blocks in a read, when no other call of the function runs (callSpin).
 const replySpin = 100 * time.Microsecond
 
+// callErrorKinds are the errors a call in a child can end with; a child
+// that sends another kind is not trusted further.
+var callErrorKinds = map[string]bool{
+	"guest": true, "input": true, "output": true, "timeout": true, "memory": true, "trap": true, "canceled": true,
+}
+
 // errChildOutput is a result frame over the output limit: the child should
 // have sent an error instead, so it is not trusted further.
 var errChildOutput = errors.New("result frame over the output limit")
@@ -235,7 +248,7 @@ func (c *child) exchange(ctx context.Context, input []byte) ([]byte, error) {
 		}
 		return childproc.MaxControlFrame
 	}
-	dropped := 0
+	lines, dropped := 0, 0
 	defer func() {
 		if dropped > 0 {
 			m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit",
@@ -261,17 +274,26 @@ func (c *child) exchange(ctx context.Context, input []byte) ([]byte, error) {
 			if err := json.Unmarshal(payload, &e); err != nil {
 				return nil, fmt.Errorf("bad error frame: %w", err)
 			}
+			if !callErrorKinds[e.Kind] {
+				return nil, fmt.Errorf("error frame of kind %q during a call", e.Kind)
+			}
 			return nil, e.err()
 		case frameLog:
 			var l logMsg
 			if err := json.Unmarshal(payload, &l); err != nil {
 				return nil, fmt.Errorf("bad log frame: %w", err)
 			}
-			if m.logLimit.allow(time.Now()) {
-				m.host.Log(ctx, l.Level, l.Msg)
-			} else {
+			// The child cut and counted its lines already; a child is
+			// not trusted to have done so.
+			lines++
+			if lines > m.rt.cfg.MaxLogLinesPerCall || !m.logLimit.allow(time.Now()) {
 				dropped++
+				continue
 			}
+			if len(l.Msg) > m.rt.cfg.MaxLogLine {
+				l.Msg = strings.ToValidUTF8(l.Msg[:m.rt.cfg.MaxLogLine], "") + " [cut]"
+			}
+			m.host.Log(ctx, min(max(l.Level, slog.LevelDebug), slog.LevelError), l.Msg)
 		default:
 			return nil, fmt.Errorf("unexpected %q frame during a call", typ)
 		}

@@ -204,7 +204,10 @@ func (m *Module) newRunner(ctx context.Context) (runner, error) {
 func (m *Module) put(ctx context.Context, r runner, keep bool) {
 	if keep {
 		m.mu.Lock()
-		if !m.closed {
+		// Processes past Spec.Concurrency (a spare and a call's own start
+		// that raced) are not kept.
+		_, isChild := r.(*child)
+		if !m.closed && !(isChild && len(m.children) > m.spec.Concurrency) {
 			m.idle = append(m.idle, r)
 			m.mu.Unlock()
 			return

@@ -138,7 +138,9 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 	}
 
 	digest := sha256.Sum256(wasm)
-	wasm = mergeDataSegments(wasm)
+	if !r.cfg.checked { // a child gets the bytes its parent merged
+		wasm = mergeDataSegments(wasm)
+	}
 	m := &Module{
 		rt:       r,
 		spec:     spec,
@@ -172,6 +174,7 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
+		inst.close(ctx)
 		_ = m.closeCompiled(ctx)
 		return nil, fmt.Errorf("sandbox runtime: %w", ErrClosed)
 	}
