@@ -17,7 +17,7 @@
 //     each frame's size by its type.
 //
 // The child's side, in this order, before any untrusted code runs:
-// CloseInherited, PrivateStdout, LimitMemory, then whatever the payload
+// Attach, LimitMemory, then whatever the payload
 // must open or map (compiled code, caches), then Harden.
 //
 // What a child is once hardened: an empty environment, working directory

@@ -15,12 +15,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// CloseInherited closes the descriptors above stderr that the child
+// closeInherited closes the descriptors above stderr that the child
 // inherited: os/exec passes only stdin, stdout and stderr on purpose, but a
 // descriptor the worker itself inherited without close-on-exec (from a
 // shell, a supervisor) goes through every exec. Those are exactly the ones
 // without FD_CLOEXEC here: every descriptor the Go runtime opens has it.
-func CloseInherited() error {
+func closeInherited() error {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return err
@@ -38,10 +38,10 @@ func CloseInherited() error {
 	return nil
 }
 
-// PrivateStdout moves the pipe protocol off file descriptor 1 and points
+// privateStdout moves the pipe protocol off file descriptor 1 and points
 // fd 1 at stderr, so nothing else in the binary that prints to stdout can
 // corrupt the frames.
-func PrivateStdout() (*os.File, error) {
+func privateStdout() (*os.File, error) {
 	fd, err := unix.FcntlInt(1, unix.F_DUPFD_CLOEXEC, 3)
 	if err != nil {
 		return nil, fmt.Errorf("dup stdout: %w", err)

@@ -7,11 +7,11 @@ import (
 	"runtime/debug"
 )
 
-// CloseInherited does nothing off Linux (see Caveats in doc.go).
-func CloseInherited() error { return nil }
+// closeInherited does nothing off Linux (see Caveats in doc.go).
+func closeInherited() error { return nil }
 
-// PrivateStdout returns stdout: only Linux children move it.
-func PrivateStdout() (*os.File, error) { return os.Stdout, nil }
+// privateStdout returns stdout: only Linux children move it.
+func privateStdout() (*os.File, error) { return os.Stdout, nil }
 
 // LimitMemory sets only the garbage collector's soft limit: there is no
 // RLIMIT_AS here, so the live-heap check is the only bound.

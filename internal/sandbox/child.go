@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"time"
 
 	"github.com/hivemind/taskworker/internal/childproc"
@@ -138,21 +137,14 @@ func childHeap(spec Spec) int64 { return 2*spec.MemoryLimit + 32*MiB }
 // module its parent sends, hardens the process, serves calls over stdin and
 // stdout until stdin closes, and returns the exit code.
 func ChildMain() int {
-	if err := childproc.CloseInherited(); err != nil {
-		fmt.Fprintln(os.Stderr, "wasm child:", err)
-		return childExitSetup
-	}
-	outFile, err := childproc.PrivateStdout()
+	// A child serves one call at a time: one P keeps the call's goroutine
+	// on the thread that read its input (measured: a warm call of a Go
+	// guest takes 53 µs in the child with one, 70 µs with two).
+	outFile, err := childproc.Attach(1)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wasm child:", err)
 		return childExitSetup
 	}
-	// A child serves one call at a time: one P keeps the call's goroutine
-	// on the thread that read its input (measured: a warm call of a Go
-	// guest takes 53 µs in the child with one, 70 µs with two). An
-	// explicit GOMAXPROCS also stops the runtime from re-reading cgroup
-	// files, which the seccomp filter would refuse.
-	runtime.GOMAXPROCS(1)
 	in := bufio.NewReaderSize(os.Stdin, 64*KiB)
 	out := bufio.NewWriterSize(outFile, 64*KiB)
 	typ, payload, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })

@@ -40,18 +40,11 @@ const (
 // It must run in a process of its own, started by a Pool, before anything
 // else in that process uses stdin or stdout.
 func Main() int {
-	if err := childproc.CloseInherited(); err != nil {
-		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)
-		return exitSetup
-	}
-	out, err := childproc.PrivateStdout()
+	out, err := childproc.Attach(min(2, runtime.NumCPU()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)
 		return exitSetup
 	}
-	// An explicit GOMAXPROCS also stops the runtime from re-reading cgroup
-	// files, which the seccomp filter would refuse.
-	runtime.GOMAXPROCS(min(2, runtime.NumCPU()))
 	s := &server{
 		in:  bufio.NewReaderSize(os.Stdin, 64*KiB),
 		out: bufio.NewWriterSize(out, 64*KiB),
