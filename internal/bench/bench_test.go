@@ -27,3 +27,23 @@ func TestRunCountsCallsAndErrors(t *testing.T) {
 		t.Fatalf("percentiles out of order or below the 1ms sleep: %v %v %v", r.P50, r.P99, r.P999)
 	}
 }
+
+// A call in flight when the window closes runs to its end: the window is not
+// a deadline on the calls, so a benchmark never counts its own cut-off as a
+// failure.
+func TestRunLetsCallsInFlightFinish(t *testing.T) {
+	r := bench.Run(context.Background(), "x", 4, 0, time.Millisecond, func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); ok {
+			return errors.New("the call got the window as its deadline")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+			return nil
+		}
+	})
+	if r.Errors != 0 || r.Calls < 4 {
+		t.Fatalf("%d calls, %d errors (first: %v); want every call in flight finished", r.Calls, r.Errors, r.FirstError)
+	}
+}
