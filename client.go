@@ -10,6 +10,8 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/overload"
 )
 
 // Client calls a TaskWorker network through its pool. It is safe for
@@ -39,7 +41,10 @@ func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 }
 
 // Dial returns a client for the pool at addr. It connects lazily: an
-// unreachable pool shows as an error on the first call.
+// unreachable pool shows as an error on the first call. A call the network
+// pushes back (ResourceExhausted with a retry delay: it was not carried
+// out) is retried with backoff and jitter while the call's deadline allows;
+// a connection whose pool stops answering is closed by keepalive.
 func Dial(addr string, opts ...ClientOption) (*Client, error) {
 	var c clientConfig
 	for _, o := range opts {
@@ -52,6 +57,8 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithPerRPCCredentials(auth.Bearer{Token: c.token}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		liveness.DialOption(),
+		grpc.WithChainUnaryInterceptor(overload.DefaultRetry.UnaryClientInterceptor()),
 	}, c.dialOpts...)
 	conn, err := grpc.NewClient(addr, dialOpts...)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/overload"
 	"github.com/hivemind/taskworker/internal/placement"
 )
 
@@ -129,6 +130,9 @@ func (s *Service) Kick() {
 
 // etcdError turns an etcd failure into a status.
 func etcdError(err error) error {
+	if busy := overload.Etcd(err); busy != nil {
+		return busy
+	}
 	switch {
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "canceled")

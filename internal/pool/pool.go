@@ -15,12 +15,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/liveness"
 )
 
 // Server is a pool process: New, Start, then Stop (or Kill).
@@ -82,8 +82,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.cli, err = clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-		Context:     context.WithoutCancel(ctx),
+		// etcd stopped or cut off: its connection closes, and the pool's
+		// requests fail instead of waiting on it.
+		DialKeepAliveTime:    liveness.Time,
+		DialKeepAliveTimeout: liveness.Timeout,
+		Logger:               zap.NewNop(),
+		Context:              context.WithoutCancel(ctx),
 	})
 	if err != nil {
 		return fmt.Errorf("etcd client for %v: %w", endpoints, err)
@@ -123,15 +127,14 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("pool listen: %w", err)
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.ChainUnaryInterceptor(s.tokens.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.tokens.streamInterceptor),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
-	)
+	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
 	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys})
 	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files})

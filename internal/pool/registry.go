@@ -26,6 +26,8 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/overload"
 	"github.com/hivemind/taskworker/internal/placement"
 )
 
@@ -88,16 +90,24 @@ func (w *worker) suspect(now time.Time) bool { return now.UnixNano() < w.suspect
 
 // retire closes the worker's connection once the calls on it have returned:
 // a worker that deregistered finishes the calls it has, and they must not be
-// cut off by the pool.
+// cut off by the pool. Each call ends by its caller's deadline, or when
+// keepalive finds the connection dead; retireDrain bounds the wait for
+// calls that have neither, so that a worker stuck with its connection
+// alive is still let go.
 func (w *worker) retire() {
 	go func() {
-		for w.outstanding.Load() > 0 {
+		give := time.Now().Add(retireDrain)
+		for w.outstanding.Load() > 0 && time.Now().Before(give) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		w.mux.close()
 		w.conn.Close()
 	}()
 }
+
+// retireDrain is how long a retired worker's calls may still run: longer
+// than a stopping worker drains its calls (30 s in `taskworker worker`).
+const retireDrain = time.Minute
 
 // routeTable maps each function to the workers that serve it. It is rebuilt
 // when the set of workers or their functions change, and read without locks.
@@ -159,6 +169,7 @@ func dialWorker(address, callKey string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 		grpc.WithInitialWindowSize(1<<20),
 		grpc.WithInitialConnWindowSize(1<<22),
+		liveness.DialOption(),
 	)
 	if err != nil {
 		return nil, err
@@ -454,6 +465,9 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 const maxCompiledReported = 1024
 
 func etcdError(err error) error {
+	if busy := overload.Etcd(err); busy != nil {
+		return busy
+	}
 	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, context.Canceled) {
 		return status.Error(codes.Canceled, "canceled")
 	}

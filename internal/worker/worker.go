@@ -26,6 +26,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
+	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
@@ -214,7 +215,7 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
 		}
 	}
-	s.grpc = grpc.NewServer(
+	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
@@ -222,7 +223,7 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		// Every service but health and reflection serves the pool only.
 		grpc.ChainUnaryInterceptor(shardserver.UnaryCallKeyInterceptor(s.cfg.CallKey)),
 		grpc.ChainStreamInterceptor(shardserver.StreamCallKeyInterceptor(s.cfg.CallKey)),
-	)
+	)...)
 	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
 	if s.shards != nil {
 		v1.RegisterShardServiceServer(s.grpc, shardserver.New(s.shards, shardserver.Options{Logger: s.log}))
@@ -241,7 +242,8 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 	if s.cfg.PoolAddr != "" {
 		s.pool, err = grpc.NewClient(s.cfg.PoolAddr,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(auth.Bearer{Token: s.cfg.JoinToken}))
+			grpc.WithPerRPCCredentials(auth.Bearer{Token: s.cfg.JoinToken}),
+			liveness.DialOption())
 		if err != nil {
 			s.Kill()
 			return fmt.Errorf("worker %s: pool address %q: %w", s.cfg.ID, s.cfg.PoolAddr, err)
