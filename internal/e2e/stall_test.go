@@ -244,7 +244,8 @@ func TestWorkerStoppedMidCall(t *testing.T) {
 }
 
 // The pool SIGSTOPped with calls in flight: each caller gets its own
-// deadline, not longer; after SIGCONT the network serves again by itself.
+// deadline, not longer; a worker stopped meanwhile exits; after SIGCONT the
+// network serves again by itself.
 func TestPoolStoppedMidCall(t *testing.T) {
 	n := startNetwork(t, 2)
 	c := n.client()
@@ -271,6 +272,19 @@ func TestPoolStoppedMidCall(t *testing.T) {
 		if o.code != codes.DeadlineExceeded {
 			t.Errorf("call %d made while the pool was stopped: %v %q; want DeadlineExceeded", i, o.code, o.msg)
 		}
+	}
+
+	// A worker told to stop while its pool is stopped still stops: its
+	// replies to the pool cannot hold it (its own stop gives its calls 30 s;
+	// it must not need them).
+	w := n.workers[1]
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.done:
+	case <-time.After(25 * time.Second):
+		t.Error("a worker told to stop while the pool is stopped still runs after 25s")
 	}
 
 	if err := n.pool.cmd.Process.Signal(syscall.SIGCONT); err != nil {

@@ -25,6 +25,13 @@
 //
 // Outstanding calls are counted per pool process, so with several pools each
 // balances its own share; workers also report their total in-flight calls on
-// heartbeat, which breaks ties. Connections between nodes are not yet
-// encrypted: run the network on a trusted network until mTLS lands.
+// heartbeat, which breaks ties.
+//
+// A call waits for its worker's answer until the call's deadline: one
+// without a deadline, to a worker stuck but still heartbeating, waits until
+// its caller gives up; a retired worker's calls get a minute (RATIONALE.md,
+// "What bounds a call to a stalled worker?").
+//
+// Connections between nodes are not yet encrypted: run the network on a
+// trusted network until mTLS lands.
 package pool
