@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
 )
 
@@ -57,14 +57,6 @@ func decodeRecord(b []byte) (*v1.WorkerInfo, string, error) {
 	}
 	return info, rec.CallKey, nil
 }
-
-var (
-	validWorkerID     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	validFunctionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.:/-]{0,199}$`)
-)
-
-// ValidFunctionName reports whether name can name a function.
-func ValidFunctionName(name string) bool { return validFunctionName.MatchString(name) }
 
 // worker is one live worker as this pool sees it, with the connection the
 // pool calls it on.
@@ -301,8 +293,8 @@ func (r *registry) list() []*v1.WorkerInfo {
 // earlier registration of the same id (a restarted worker) is replaced and
 // its lease revoked.
 func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
-	if !validWorkerID.MatchString(req.WorkerId) {
-		return nil, status.Errorf(codes.InvalidArgument, "worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", req.WorkerId)
+	if err := names.WorkerID(req.WorkerId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	address, err := resolveAddress(ctx, req.Address)
 	if err != nil {
@@ -311,15 +303,15 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if req.CallKey == "" {
 		return nil, status.Error(codes.InvalidArgument, "no call key: a worker must send one so that it serves only its pool")
 	}
-	names := map[string]bool{}
+	listed := map[string]bool{}
 	for _, f := range req.Functions {
-		if !ValidFunctionName(f.Name) {
-			return nil, status.Errorf(codes.InvalidArgument, "function name %q: use up to 200 letters, digits, '_', '.', ':', '/' or '-', starting with a letter or '_'", f.Name)
+		if err := names.Function(f.Name); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		if names[f.Name] {
+		if listed[f.Name] {
 			return nil, status.Errorf(codes.InvalidArgument, "function %q is listed twice", f.Name)
 		}
-		names[f.Name] = true
+		listed[f.Name] = true
 	}
 	key := r.prefix + req.WorkerId
 	prev, err := r.cli.Get(ctx, key)

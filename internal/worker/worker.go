@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
@@ -71,12 +71,10 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 // Validate reports a configuration that cannot work, saying what to change.
 func (c Config) Validate() error {
-	if !validID.MatchString(c.ID) {
-		return fmt.Errorf("worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", c.ID)
+	if err := names.WorkerID(c.ID); err != nil {
+		return err
 	}
 	if c.PoolAddr != "" && c.JoinToken == "" {
 		return errors.New("worker: a join token is needed to register with the pool: pass --join-token (the pool writes it to join.token in its data directory)")
@@ -126,11 +124,14 @@ type Server struct {
 	looping sync.WaitGroup // the registration loop
 }
 
-// New checks the configuration and returns a worker with no functions.
+// New checks the configuration and returns a worker with no functions. The
+// worker keeps its own copy of cfg: changing cfg.Labels afterwards changes
+// nothing.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Labels = maps.Clone(cfg.Labels)
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
@@ -159,12 +160,12 @@ func New(cfg Config) (*Server, error) {
 // Register adds a function. Registering after Start re-announces the
 // worker's functions to the pool.
 func (s *Server) Register(name string, fn any, idempotent bool) error {
+	if err := names.Function(name); err != nil {
+		return err
+	}
 	f, err := function.Bind(name, fn)
 	if err != nil {
 		return err
-	}
-	if name == "" || len(name) > 200 {
-		return fmt.Errorf("function name %q: use 1 to 200 characters", name)
 	}
 	s.funcsMu.Lock()
 	defer s.funcsMu.Unlock()
