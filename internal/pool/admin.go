@@ -13,6 +13,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // adminService answers operators and users about the network.
@@ -81,7 +82,7 @@ func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenReque
 	}
 	token, err := s.tokens.create(ctx, req.User, role, req.Description)
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	return &v1.CreateTokenResponse{Token: token, User: req.User, Role: role}, nil
 }

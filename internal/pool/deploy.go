@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // ModuleChecker checks a module before it is deployed: that it loads,
@@ -241,11 +242,11 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		// (Re)store the module on every attempt: an undeploy elsewhere may
 		// have dropped it since, and the transaction below insists on it.
 		if _, err := s.modules.put(ctx, req.Module); err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		cur, err := s.cli.Get(ctx, s.currentKey(req.Name))
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		var rev int64
 		if len(cur.Kvs) > 0 {
@@ -259,7 +260,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		}
 		last, err := s.cli.Get(ctx, s.versionsKey(req.Name), clientv3.WithLastKey()...)
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		dep.Version = 1
 		if len(last.Kvs) > 0 {
@@ -276,7 +277,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 			Then(clientv3.OpPut(s.currentKey(req.Name), string(b)), clientv3.OpPut(s.versionKey(req.Name, dep.Version), string(b))).
 			Commit()
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		if txn.Succeeded {
 			s.deploys.waitFor(ctx, txn.Header.Revision)
@@ -305,7 +306,7 @@ func (s *deployService) history(ctx context.Context, name string) (cur *v1.Deplo
 		clientv3.OpGet(s.versionsKey(name), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
 	).Commit()
 	if err != nil {
-		return nil, 0, nil, etcdError(err)
+		return nil, 0, nil, serving.EtcdError(err)
 	}
 	curKvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(curKvs) == 0 {
@@ -365,7 +366,7 @@ func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
 		Then(clientv3.OpPut(s.currentKey(req.Name), string(b))).Commit()
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the rollback; try again", req.Name)
@@ -385,7 +386,7 @@ func (s *deployService) Undeploy(ctx context.Context, req *v1.UndeployRequest) (
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
 		Then(s.deleteOps(req.Name, versions)...).Commit()
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the undeploy; try again", req.Name)

@@ -13,6 +13,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // moduleChunkBytes keeps each etcd write well under its 1.5 MiB request
@@ -70,7 +71,7 @@ func (m *moduleStore) put(ctx context.Context, module []byte) (string, error) {
 func (m *moduleStore) stream(ctx context.Context, sha string, send func(*v1.ModuleChunk) error) error {
 	resp, err := m.cli.Get(ctx, m.metaKey(sha))
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return status.Errorf(codes.NotFound, "no module %s (undeployed?)", sha)
@@ -84,7 +85,7 @@ func (m *moduleStore) stream(ctx context.Context, sha string, send func(*v1.Modu
 	for i := range meta.Chunks {
 		c, err := m.cli.Get(ctx, m.key(sha, fmt.Sprintf("chunk/%06d", i)))
 		if err != nil {
-			return etcdError(err)
+			return serving.EtcdError(err)
 		}
 		if len(c.Kvs) == 0 {
 			return status.Errorf(codes.DataLoss, "module %s: chunk %d is missing", sha, i)

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Server is a pool process: New, Start, then Stop (or Kill).
@@ -191,17 +192,7 @@ func (s *Server) WorkerIDs() []string {
 func (s *Server) Stop(ctx context.Context) error {
 	if s.grpc != nil {
 		s.health.Shutdown()
-		done := make(chan struct{})
-		go func() {
-			s.grpc.GracefulStop()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-done
-		}
+		_ = serving.GracefulStop(ctx, s.grpc)
 	}
 	s.Kill()
 	return ctx.Err()

@@ -27,6 +27,7 @@ import (
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // workerRecord is what etcd holds under workers/<id>, attached to the
@@ -316,11 +317,11 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	key := r.prefix + req.WorkerId
 	prev, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	lease, err := r.cli.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	now := time.Now().UnixMilli()
 	info := &v1.WorkerInfo{
@@ -340,7 +341,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		return nil, status.Errorf(codes.Internal, "encoding worker record: %v", err)
 	}
 	if _, err := r.cli.Put(ctx, key, rec, clientv3.WithLease(lease.ID)); err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if len(prev.Kvs) > 0 && prev.Kvs[0].Lease != 0 && clientv3.LeaseID(prev.Kvs[0].Lease) != lease.ID {
 		// The key now belongs to the new lease, so revoking the old one
@@ -385,12 +386,12 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return status.Errorf(codes.NotFound, "worker %s: lease %x expired; register again", req.WorkerId, req.LeaseId)
 		}
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	key := r.prefix + req.WorkerId
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
 		return status.Errorf(codes.NotFound, "worker %s: lease %x no longer holds the registration (another worker registered under this id?); register again", req.WorkerId, req.LeaseId)
@@ -415,7 +416,7 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 		Then(clientv3.OpPut(key, rec, clientv3.WithLease(clientv3.LeaseID(req.LeaseId)))).
 		Commit()
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		// A concurrent registration or heartbeat won; the lease is renewed
@@ -430,13 +431,13 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 	key := r.prefix + req.WorkerId
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
 		return nil // already gone, or replaced: nothing of ours to remove
 	}
 	if _, err := r.cli.Revoke(ctx, clientv3.LeaseID(req.LeaseId)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	return nil
 }
@@ -444,13 +445,3 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 // maxCompiledReported bounds the compiled modules a heartbeat may list, so
 // a worker cannot bloat its record.
 const maxCompiledReported = 1024
-
-func etcdError(err error) error {
-	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, context.Canceled) {
-		return status.Error(codes.Canceled, "canceled")
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return status.Error(codes.DeadlineExceeded, "the control plane (etcd) did not answer in time")
-	}
-	return status.Errorf(codes.Unavailable, "control plane (etcd) unavailable: %v", err)
-}

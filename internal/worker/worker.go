@@ -26,6 +26,7 @@ import (
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
@@ -317,17 +318,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	default:
 		close(s.draining)
 	}
-	done := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-done
-	}
+	_ = serving.GracefulStop(ctx, s.grpc)
 	s.serving.Wait()
 	s.closePool()
 	s.closeShards()
