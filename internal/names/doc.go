@@ -7,7 +7,7 @@
 // quotes the name (cut by [Truncate]) and says which characters are allowed:
 //
 //	names.Function("reports/daily")
-//	// invalid name: function name "reports/daily": use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'
+//	// function name "reports/daily": use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'
 //
 // No name may contain '/': names become parts of etcd keys
 // (deploy/versions/<name>/<version>), and a '/' would let one name reach

@@ -9,6 +9,12 @@ import (
 // ErrInvalid is wrapped by every error of this package.
 var ErrInvalid = errors.New("invalid name")
 
+// invalidError says which name broke which rule; it is ErrInvalid.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+func (e *invalidError) Unwrap() error { return ErrInvalid }
+
 // rule is one kind of name: its first byte, the bytes after it, and how long
 // it may be.
 type rule struct {
@@ -32,7 +38,7 @@ func (r *rule) check(s string) error {
 	if ok {
 		return nil
 	}
-	return fmt.Errorf("%w: %s %q: %s", ErrInvalid, r.what, Truncate(s, 64), r.allowedMsg)
+	return &invalidError{fmt.Sprintf("%s %q: %s", r.what, Truncate(s, 64), r.allowedMsg)}
 }
 
 func letter(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }

@@ -98,5 +98,5 @@ func ExampleFunction() {
 	fmt.Println(names.Function("reports/daily"))
 	// Output:
 	// <nil>
-	// invalid name: function name "reports/daily": use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'
+	// function name "reports/daily": use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'
 }

@@ -176,6 +176,10 @@ func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
 // Files returns the pool's file service, for tests' invariant checks.
 func (s *Server) Files() *files.Service { return s.files }
 
+// Services returns what the pool's gRPC server serves, for the test that
+// every method is in internal/auth's table.
+func (s *Server) Services() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
+
 // Running reports whether the pool serves (started, not yet stopped).
 func (s *Server) Running() bool { return s.grpc != nil }
 

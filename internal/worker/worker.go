@@ -221,9 +221,9 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
-		// Every service but health and reflection serves the pool only.
-		grpc.ChainUnaryInterceptor(shardserver.UnaryCallKeyInterceptor(s.cfg.CallKey)),
-		grpc.ChainStreamInterceptor(shardserver.StreamCallKeyInterceptor(s.cfg.CallKey)),
+		// Who may call what: internal/auth's table.
+		grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(s.cfg.CallKey)),
+		grpc.ChainStreamInterceptor(auth.StreamCallKeyInterceptor(s.cfg.CallKey)),
 	)
 	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
 	if s.shards != nil {
@@ -267,6 +267,10 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 
 // Addr returns the address the worker serves on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Services returns what the worker's gRPC server serves, once started, for
+// the test that every method is in internal/auth's table.
+func (s *Server) Services() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
 
 // ID returns the worker's id.
 func (s *Server) ID() string { return s.cfg.ID }
