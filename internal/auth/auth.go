@@ -1,8 +1,3 @@
-// Package auth holds what the pool, the workers and the clients share about
-// API tokens: their form, their hash, and how they travel in gRPC metadata.
-//
-// A token is "tw_" followed by 43 base64url characters (32 random bytes). The
-// pool stores only its SHA-256; the token itself is shown once.
 package auth
 
 import (

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -192,5 +191,3 @@ func newID() string {
 	_, _ = rand.Read(b)
 	return strings.ToLower(idEncoding.EncodeToString(b))
 }
-
-var validFileID = regexp.MustCompile(`^[a-z2-7]{26}$`)

@@ -16,6 +16,8 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // load returns the manifest of a version of a user's file (0: current). A
@@ -36,7 +38,7 @@ func (s *Service) load(ctx context.Context, user, fileID string, version int64) 
 	}
 	resp, err := s.cli.Get(ctx, s.keys.manifest(fileID, version))
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, status.Errorf(codes.NotFound, "file %s has no version %d (it is at version %d)", fileID, version, cur.Version)
@@ -151,11 +153,11 @@ func (s *Service) ReportDamage(ctx context.Context, keys []*v1.ShardKey) error {
 		return status.Error(codes.InvalidArgument, "over 10000 shards in one report")
 	}
 	for _, k := range keys {
-		if !validFileID.MatchString(k.FileId) || !validFileID.MatchString(k.WriteId) || k.Block < 0 || k.Shard < 0 {
+		if names.FileID(k.FileId) != nil || names.FileID(k.WriteId) != nil || k.Block < 0 || k.Shard < 0 {
 			continue // not one of ours
 		}
 		if _, err := s.cli.Put(ctx, s.keys.damage(k.FileId, k.WriteId, k.Block, int(k.Shard)), ""); err != nil {
-			return etcdError(err)
+			return serving.EtcdError(err)
 		}
 	}
 	s.Kick()
@@ -302,7 +304,7 @@ func (s *Service) FileHistory(ctx context.Context, req *v1.FileHistoryRequest) (
 	}
 	resp, err := s.cli.Get(ctx, s.keys.manifests(req.FileId), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	out := &v1.FileHistoryResponse{}
 	for _, kv := range resp.Kvs {
@@ -332,7 +334,7 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 	}
 	resp, err := s.cli.Get(ctx, from, clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)), clientv3.WithLimit(size))
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	out := &v1.ListResponse{}
 	for _, kv := range resp.Kvs {
@@ -362,7 +364,7 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)

@@ -14,7 +14,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
-	"github.com/hivemind/taskworker/internal/overload"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
 )
 
@@ -128,35 +128,11 @@ func (s *Service) Kick() {
 	}
 }
 
-// etcdError turns an etcd failure into a status.
-func etcdError(err error) error {
-	if busy := overload.Etcd(err); busy != nil {
-		return busy
-	}
-	switch {
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, "canceled")
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, "the control plane (etcd) did not answer in time")
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	return status.Errorf(codes.Unavailable, "control plane (etcd) unavailable: %v", err)
-}
-
 func checkFileID(id string) error {
-	if !validFileID.MatchString(id) {
-		return status.Errorf(codes.InvalidArgument, "file_id %q is not a file id (26 characters a-z, 2-7, as Push returned)", truncate(id, 40))
+	if err := names.FileID(id); err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }
 
 func checkFilename(name string) error {

@@ -9,6 +9,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // damageSet holds shards reported damaged: "file/write/block/shard" keys.
@@ -95,7 +96,7 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	}
 	damaged, err := s.damage(ctx, "")
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	live := s.liveSet()
 	err = s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
@@ -111,7 +112,7 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	return out, nil
 }

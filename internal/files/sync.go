@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // A cursor is the etcd revision the caller's view is at: every change to a
@@ -25,7 +27,7 @@ func parseCursor(c string) (int64, error) {
 	}
 	rev, err := strconv.ParseInt(c, 10, 64)
 	if err != nil || rev < 0 {
-		return 0, status.Errorf(codes.InvalidArgument, "cursor %q is not one this service returned; start over with an empty cursor", truncate(c, 40))
+		return 0, status.Errorf(codes.InvalidArgument, "cursor %q is not one this service returned; start over with an empty cursor", names.Truncate(c, 40))
 	}
 	return rev, nil
 }
@@ -52,7 +54,7 @@ func (s *Service) changesSince(ctx context.Context, user string, from int64) ([]
 	prefix := s.keys.userFiles(user)
 	now, err := s.cli.Get(ctx, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, 0, etcdError(err)
+		return nil, 0, serving.EtcdError(err)
 	}
 	rev := now.Header.Revision
 	if from > rev {
@@ -65,7 +67,7 @@ func (s *Service) changesSince(ctx context.Context, user string, from int64) ([]
 			return nil, 0, status.Errorf(codes.OutOfRange, "cursor %d is older than the history the network keeps; resync: start over with an empty cursor", from)
 		}
 		if err != nil {
-			return nil, 0, etcdError(err)
+			return nil, 0, serving.EtcdError(err)
 		}
 		for _, kv := range then.Kvs {
 			before[string(kv.Key)] = true

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // writeRequest is one Push, Revise or Upload.
@@ -353,7 +354,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
 		).Commit()
 		if err != nil {
-			return etcdError(err)
+			return serving.EtcdError(err)
 		}
 		if txn.Succeeded {
 			return nil
@@ -377,7 +378,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 func (s *Service) current(ctx context.Context, user, fileID string, expected int64) (fileRecord, int64, error) {
 	resp, err := s.cli.Get(ctx, s.keys.file(user, fileID))
 	if err != nil {
-		return fileRecord{}, 0, etcdError(err)
+		return fileRecord{}, 0, serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return fileRecord{}, 0, status.Errorf(codes.NotFound, "no file %s", fileID)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -13,6 +12,8 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // adminService answers operators and users about the network.
@@ -23,8 +24,6 @@ type adminService struct {
 	deploys *deployments
 	files   *files.Service
 }
-
-var validUser = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
 
 func (s *adminService) ListWorkers(ctx context.Context, _ *v1.ListWorkersRequest) (*v1.ListWorkersResponse, error) {
 	return &v1.ListWorkersResponse{Workers: s.reg.list()}, nil
@@ -68,8 +67,8 @@ func runtimeName(r v1.Runtime) string {
 }
 
 func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenRequest) (*v1.CreateTokenResponse, error) {
-	if !validUser.MatchString(req.User) {
-		return nil, status.Errorf(codes.InvalidArgument, "user %q: use 1 to 128 letters, digits, '_', '.', '@' or '-'", req.User)
+	if err := names.User(req.User); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	role := req.Role
 	if role == v1.Role_ROLE_UNSPECIFIED {
@@ -83,7 +82,7 @@ func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenReque
 	}
 	token, err := s.tokens.create(ctx, req.User, role, req.Description)
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	return &v1.CreateTokenResponse{Token: token, User: req.User, Role: role}, nil
 }

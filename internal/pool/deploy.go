@@ -16,6 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // ModuleChecker checks a module before it is deployed: that it loads,
@@ -163,6 +165,11 @@ type deployService struct {
 	deploys *deployments
 }
 
+// The keys of a deployed function: deploy/current/<name> and
+// deploy/versions/<name>/<version>. They are exact only because a function
+// name cannot contain '/' (names.Function): versions/<name>/ is then a
+// prefix of no other name's versions, not even of a name that <name> is a
+// prefix of (versions/reports/ against versions/reports2/).
 func (s *deployService) currentKey(name string) string { return s.prefix + "current/" + name }
 func (s *deployService) versionsKey(name string) string {
 	return s.prefix + "versions/" + name + "/"
@@ -178,8 +185,8 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 	if err != nil {
 		return nil, err
 	}
-	if !ValidFunctionName(req.Name) {
-		return nil, status.Errorf(codes.InvalidArgument, "function name %q: use up to 200 letters, digits, '_', '.', ':', '/' or '-', starting with a letter or '_'", truncate(req.Name, 64))
+	if err := names.Function(req.Name); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if len(req.Module) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "the module is empty")
@@ -219,14 +226,10 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 			return nil, status.Errorf(codes.InvalidArgument, "%s: the module cannot be deployed: %v", req.Name, err)
 		}
 	}
-	sha, err := s.modules.put(ctx, req.Module)
-	if err != nil {
-		return nil, etcdError(err)
-	}
 	dep := &v1.Deployment{
 		Name:         req.Name,
 		Runtime:      req.Runtime,
-		ModuleSha256: sha,
+		ModuleSha256: moduleSHA256(req.Module),
 		ModuleSize:   int64(len(req.Module)),
 		Export:       export,
 		Limits:       limits,
@@ -236,9 +239,14 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		CreatedAtMs:  time.Now().UnixMilli(),
 	}
 	for {
+		// (Re)store the module on every attempt: an undeploy elsewhere may
+		// have dropped it since, and the transaction below insists on it.
+		if _, err := s.modules.put(ctx, req.Module); err != nil {
+			return nil, serving.EtcdError(err)
+		}
 		cur, err := s.cli.Get(ctx, s.currentKey(req.Name))
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		var rev int64
 		if len(cur.Kvs) > 0 {
@@ -252,7 +260,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		}
 		last, err := s.cli.Get(ctx, s.versionsKey(req.Name), clientv3.WithLastKey()...)
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		dep.Version = 1
 		if len(last.Kvs) > 0 {
@@ -264,17 +272,19 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		b, _ := proto.Marshal(dep)
 		txn, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev),
-				clientv3.Compare(clientv3.CreateRevision(s.versionKey(req.Name, dep.Version)), "=", 0)).
+				clientv3.Compare(clientv3.CreateRevision(s.versionKey(req.Name, dep.Version)), "=", 0),
+				clientv3.Compare(clientv3.CreateRevision(s.modules.metaKey(dep.ModuleSha256)), ">", 0)).
 			Then(clientv3.OpPut(s.currentKey(req.Name), string(b)), clientv3.OpPut(s.versionKey(req.Name, dep.Version), string(b))).
 			Commit()
 		if err != nil {
-			return nil, etcdError(err)
+			return nil, serving.EtcdError(err)
 		}
 		if txn.Succeeded {
 			s.deploys.waitFor(ctx, txn.Header.Revision)
 			return &v1.DeployResponse{Deployment: dep}, nil
 		}
-		// A concurrent deploy of the same name won; build on it.
+		// A concurrent deploy of the same name won, or an undeploy dropped
+		// the module: build on what is there now.
 	}
 }
 
@@ -288,15 +298,15 @@ func mayChange(ctx context.Context, d *v1.Deployment) error {
 }
 
 func (s *deployService) history(ctx context.Context, name string) (cur *v1.Deployment, rev int64, versions []*v1.Deployment, err error) {
-	if !ValidFunctionName(name) {
-		return nil, 0, nil, status.Errorf(codes.InvalidArgument, "%q is not a valid function name", truncate(name, 64))
+	if err := names.Function(name); err != nil {
+		return nil, 0, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	resp, err := s.cli.Txn(ctx).Then(
 		clientv3.OpGet(s.currentKey(name)),
 		clientv3.OpGet(s.versionsKey(name), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
 	).Commit()
 	if err != nil {
-		return nil, 0, nil, etcdError(err)
+		return nil, 0, nil, serving.EtcdError(err)
 	}
 	curKvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(curKvs) == 0 {
@@ -311,7 +321,9 @@ func (s *deployService) history(ctx context.Context, name string) (cur *v1.Deplo
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		d := &v1.Deployment{}
-		if proto.Unmarshal(kv.Value, d) == nil {
+		// The name check keeps out keys that a name with '/', stored before
+		// names.Function refused it, put under this name's prefix.
+		if proto.Unmarshal(kv.Value, d) == nil && d.Name == name {
 			versions = append(versions, d)
 		}
 	}
@@ -354,7 +366,7 @@ func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
 		Then(clientv3.OpPut(s.currentKey(req.Name), string(b))).Commit()
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the rollback; try again", req.Name)
@@ -372,9 +384,9 @@ func (s *deployService) Undeploy(ctx context.Context, req *v1.UndeployRequest) (
 		return nil, err
 	}
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
-		Then(clientv3.OpDelete(s.currentKey(req.Name)), clientv3.OpDelete(s.versionsKey(req.Name), clientv3.WithPrefix())).Commit()
+		Then(s.deleteOps(req.Name, versions)...).Commit()
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		return nil, status.Errorf(codes.Aborted, "%s changed during the undeploy; try again", req.Name)
@@ -389,9 +401,23 @@ func (s *deployService) Undeploy(ctx context.Context, req *v1.UndeployRequest) (
 	return &v1.UndeployResponse{}, nil
 }
 
-// dropIfUnused removes a module that no version of any deployment uses.
+// deleteOps deletes a function's current key and exactly the versions
+// history read: each by its own key, never by prefix.
+func (s *deployService) deleteOps(name string, versions []*v1.Deployment) []clientv3.Op {
+	ops := []clientv3.Op{clientv3.OpDelete(s.currentKey(name))}
+	for _, d := range versions {
+		ops = append(ops, clientv3.OpDelete(s.versionKey(name, d.Version)))
+	}
+	return ops
+}
+
+// dropIfUnused removes a module that no current or historical version of
+// any deployment uses. The removal is conditional on nothing under deploy/
+// having changed since the check, so a deploy of the same module that
+// lands meanwhile keeps it (and a deploy that lands after the removal
+// stores it again: its transaction requires the module).
 func (s *deployService) dropIfUnused(ctx context.Context, sha string) error {
-	resp, err := s.cli.Get(ctx, s.prefix+"versions/", clientv3.WithPrefix())
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
 	if err != nil {
 		return err
 	}
@@ -401,5 +427,14 @@ func (s *deployService) dropIfUnused(ctx context.Context, sha string) error {
 			return nil
 		}
 	}
-	return s.modules.remove(ctx, sha)
+	txn, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(s.prefix), "<", resp.Header.Revision+1).WithPrefix()).
+		Then(s.modules.removeOp(sha)).Commit()
+	if err != nil {
+		return err
+	}
+	if !txn.Succeeded {
+		return s.dropIfUnused(ctx, sha) // something was deployed meanwhile: look again
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package pool_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"strings"
 	"testing"
@@ -136,23 +137,7 @@ func TestModuleFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(token, sha string) ([]byte, error) {
-		stream, err := v1.NewModuleServiceClient(c.ClientWithToken(0, token).Conn()).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
-		if err != nil {
-			return nil, err
-		}
-		var got []byte
-		for {
-			chunk, err := stream.Recv()
-			if err == io.EOF {
-				return got, nil
-			}
-			if err != nil {
-				return nil, err
-			}
-			got = append(got, chunk.Data...)
-		}
-	}
+	fetch := func(token, sha string) ([]byte, error) { return fetchModule(ctx, c, token, sha) }
 	got, err := fetch(c.JoinToken, d.ModuleSha256)
 	if err != nil || !bytes.Equal(got, module) {
 		t.Fatalf("fetching a %d-byte module: %d bytes, %v", len(module), len(got), err)
@@ -166,6 +151,109 @@ func TestModuleFetch(t *testing.T) {
 	userTok, _ := c.Client(0).CreateToken(ctx, "eve", "")
 	if _, err := fetch(userTok, d.ModuleSha256); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("a user fetching a module: %v", err)
+	}
+}
+
+// fetchModule fetches a module from pool 0 as a worker would.
+func fetchModule(ctx context.Context, c *cluster.Cluster, token, sha string) ([]byte, error) {
+	stream, err := v1.NewModuleServiceClient(c.ClientWithToken(0, token).Conn()).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
+	if err != nil {
+		return nil, err
+	}
+	var got []byte
+	for {
+		chunk, err := stream.Recv()
+		if err == io.EOF {
+			return got, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, chunk.Data...)
+	}
+}
+
+// TestDeployNamesCannotReachIntoEachOther is the attack on etcd key
+// prefixes: Eve's function "reports" against Bob's "reports/daily" (a name
+// with '/', refused) and "reports2" (a name that "reports" is a prefix of).
+// Eve's history, rollback and undeploy see and touch her versions only, and
+// her undeploy leaves the module Bob's versions still use.
+func TestDeployNamesCannotReachIntoEachOther(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx := ctxTimeout(t, 60*time.Second)
+	admin := c.Client(0)
+	eveTok, _ := admin.CreateToken(ctx, "eve", "")
+	bobTok, _ := admin.CreateToken(ctx, "bob", "")
+	eve, bob := c.ClientWithToken(0, eveTok), c.ClientWithToken(0, bobTok)
+	star := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: "add2"}
+	shared := []byte(addScript)                 // both deploy it: one module
+	evesOwn := []byte(addScript + "# eve\n")    // only Eve's versions use it
+	bobsOwn := []byte(addScript + "# bob v2\n") // only Bob's
+
+	if _, err := eve.Deploy(ctx, "reports", shared, star); err != nil {
+		t.Fatal(err)
+	}
+	eveV2, err := eve.Deploy(ctx, "reports", evesOwn, star)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"reports/daily", "reports/", "reports/00000000000000000001"} {
+		_, err := bob.Deploy(ctx, name, shared, star)
+		if st := status.Convert(err); st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), "function name") {
+			t.Errorf("Bob deploying %q: %v; want InvalidArgument naming the function name rule", name, err)
+		}
+	}
+	bobV1, err := bob.Deploy(ctx, "reports2", shared, star)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bobV2, err := bob.Deploy(ctx, "reports2", bobsOwn, star)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bobV1.Version != 1 || bobV2.Version != 2 {
+		t.Errorf("Bob's versions are numbered %d, %d; want 1, 2 (Eve's history must not count)", bobV1.Version, bobV2.Version)
+	}
+
+	history := func(cl *taskworker.Client, name string) []int64 {
+		t.Helper()
+		h, err := v1.NewDeployServiceClient(cl.Conn()).History(ctx, &v1.HistoryRequest{Name: name})
+		if err != nil {
+			t.Fatalf("history of %s: %v", name, err)
+		}
+		var vs []int64
+		for _, d := range h.Versions {
+			if d.Name != name {
+				t.Errorf("history of %s lists a version of %s", name, d.Name)
+			}
+			vs = append(vs, d.Version)
+		}
+		return vs
+	}
+	if got := history(eve, "reports"); len(got) != 2 {
+		t.Errorf("Eve's history: versions %v; want her 2", got)
+	}
+	if _, err := eve.Rollback(ctx, "reports", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := eve.Undeploy(ctx, "reports"); err != nil {
+		t.Fatal(err)
+	}
+
+	if got := history(bob, "reports2"); len(got) != 2 || got[0] != 2 || got[1] != 1 {
+		t.Errorf("Bob's history after Eve's undeploy: versions %v; want [2 1]", got)
+	}
+	if _, err := fetchModule(ctx, c, c.JoinToken, bobV1.ModuleSha256); err != nil {
+		t.Errorf("the module Bob's version 1 uses (Eve used it too) is gone after Eve's undeploy: %v", err)
+	}
+	if _, err := fetchModule(ctx, c, c.JoinToken, bobV2.ModuleSha256); err != nil {
+		t.Errorf("Bob's own module is gone after Eve's undeploy: %v", err)
+	}
+	if _, err := fetchModule(ctx, c, c.JoinToken, eveV2.ModuleSha256); status.Code(err) != codes.NotFound {
+		t.Errorf("the module only Eve used outlived her undeploy: %v", err)
+	}
+	if _, err := bob.Rollback(ctx, "reports2", 1); err != nil {
+		t.Errorf("Bob rolling back to his version 1: %v", err)
 	}
 }
 

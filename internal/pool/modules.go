@@ -6,13 +6,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"regexp"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // moduleChunkBytes keeps each etcd write well under its 1.5 MiB request
@@ -33,8 +34,6 @@ type moduleMeta struct {
 	Chunks int   `json:"chunks"`
 }
 
-var validSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 func moduleSHA256(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
@@ -47,7 +46,7 @@ func (m *moduleStore) key(sha string, rest string) string {
 // put stores module unless it is already there, and returns its hash.
 func (m *moduleStore) put(ctx context.Context, module []byte) (string, error) {
 	sha := moduleSHA256(module)
-	resp, err := m.cli.Get(ctx, m.key(sha, "meta"), clientv3.WithCountOnly())
+	resp, err := m.cli.Get(ctx, m.metaKey(sha), clientv3.WithCountOnly())
 	if err != nil {
 		return "", err
 	}
@@ -63,16 +62,16 @@ func (m *moduleStore) put(ctx context.Context, module []byte) (string, error) {
 		n++
 	}
 	meta, _ := json.Marshal(moduleMeta{Size: int64(len(module)), Chunks: n})
-	_, err = m.cli.Put(ctx, m.key(sha, "meta"), string(meta))
+	_, err = m.cli.Put(ctx, m.metaKey(sha), string(meta))
 	return sha, err
 }
 
 // stream sends a module's chunks to send, checking the whole against its
 // hash first, so a worker never receives bytes that etcd corrupted.
 func (m *moduleStore) stream(ctx context.Context, sha string, send func(*v1.ModuleChunk) error) error {
-	resp, err := m.cli.Get(ctx, m.key(sha, "meta"))
+	resp, err := m.cli.Get(ctx, m.metaKey(sha))
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 {
 		return status.Errorf(codes.NotFound, "no module %s (undeployed?)", sha)
@@ -86,7 +85,7 @@ func (m *moduleStore) stream(ctx context.Context, sha string, send func(*v1.Modu
 	for i := range meta.Chunks {
 		c, err := m.cli.Get(ctx, m.key(sha, fmt.Sprintf("chunk/%06d", i)))
 		if err != nil {
-			return etcdError(err)
+			return serving.EtcdError(err)
 		}
 		if len(c.Kvs) == 0 {
 			return status.Errorf(codes.DataLoss, "module %s: chunk %d is missing", sha, i)
@@ -109,10 +108,13 @@ func (m *moduleStore) stream(ctx context.Context, sha string, send func(*v1.Modu
 	return nil
 }
 
-// remove deletes a module.
-func (m *moduleStore) remove(ctx context.Context, sha string) error {
-	_, err := m.cli.Delete(ctx, m.key(sha, ""), clientv3.WithPrefix())
-	return err
+// metaKey is the key whose presence says the module is stored whole.
+func (m *moduleStore) metaKey(sha string) string { return m.key(sha, "meta") }
+
+// removeOp deletes a module; sha is a valid hash, so modules/<sha>/ is the
+// prefix of that module's keys only.
+func (m *moduleStore) removeOp(sha string) clientv3.Op {
+	return clientv3.OpDelete(m.key(sha, ""), clientv3.WithPrefix())
 }
 
 // moduleService lets workers fetch modules.
@@ -122,8 +124,8 @@ type moduleService struct {
 }
 
 func (s *moduleService) GetModule(req *v1.GetModuleRequest, stream v1.ModuleService_GetModuleServer) error {
-	if !validSHA256.MatchString(req.ModuleSha256) {
-		return status.Errorf(codes.InvalidArgument, "module_sha256 %q is not a hex SHA-256", truncate(req.ModuleSha256, 80))
+	if err := names.SHA256(req.ModuleSha256); err != nil {
+		return status.Errorf(codes.InvalidArgument, "module_sha256: %v", err)
 	}
 	return s.modules.stream(stream.Context(), req.ModuleSha256, stream.Send)
 }

@@ -103,7 +103,11 @@ func TestMuxStalledStream(t *testing.T) {
 			bound := c.deadline + muxBound
 			if c.deadline == 0 {
 				go func() {
-					// Close once every call waits on the stalled stream.
+					// Close once the worker has the stream and every call
+					// waits on it.
+					for srv.streams.Load() == 0 {
+						time.Sleep(10 * time.Millisecond)
+					}
 					waitPending(m, 40)
 					m.close()
 				}()

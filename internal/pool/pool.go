@@ -21,6 +21,7 @@ import (
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Server is a pool process: New, Start, then Stop (or Kill).
@@ -178,6 +179,10 @@ func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
 // Files returns the pool's file service, for tests' invariant checks.
 func (s *Server) Files() *files.Service { return s.files }
 
+// Services returns what the pool's gRPC server serves, for the test that
+// every method is in internal/auth's table.
+func (s *Server) Services() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
+
 // Running reports whether the pool serves (started, not yet stopped).
 func (s *Server) Running() bool { return s.grpc != nil }
 
@@ -194,17 +199,7 @@ func (s *Server) WorkerIDs() []string {
 func (s *Server) Stop(ctx context.Context) error {
 	if s.grpc != nil {
 		s.health.Shutdown()
-		done := make(chan struct{})
-		go func() {
-			s.grpc.GracefulStop()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			s.grpc.Stop()
-			<-done
-		}
+		_ = serving.GracefulStop(ctx, s.grpc)
 	}
 	s.Kill()
 	return ctx.Err()

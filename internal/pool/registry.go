@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -27,8 +26,9 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/liveness"
-	"github.com/hivemind/taskworker/internal/overload"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // workerRecord is what etcd holds under workers/<id>, attached to the
@@ -59,14 +59,6 @@ func decodeRecord(b []byte) (*v1.WorkerInfo, string, error) {
 	}
 	return info, rec.CallKey, nil
 }
-
-var (
-	validWorkerID     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	validFunctionName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.:/-]{0,199}$`)
-)
-
-// ValidFunctionName reports whether name can name a function.
-func ValidFunctionName(name string) bool { return validFunctionName.MatchString(name) }
 
 // worker is one live worker as this pool sees it, with the connection the
 // pool calls it on.
@@ -312,8 +304,8 @@ func (r *registry) list() []*v1.WorkerInfo {
 // earlier registration of the same id (a restarted worker) is replaced and
 // its lease revoked.
 func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {
-	if !validWorkerID.MatchString(req.WorkerId) {
-		return nil, status.Errorf(codes.InvalidArgument, "worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", req.WorkerId)
+	if err := names.WorkerID(req.WorkerId); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	address, err := resolveAddress(ctx, req.Address)
 	if err != nil {
@@ -322,24 +314,24 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if req.CallKey == "" {
 		return nil, status.Error(codes.InvalidArgument, "no call key: a worker must send one so that it serves only its pool")
 	}
-	names := map[string]bool{}
+	listed := map[string]bool{}
 	for _, f := range req.Functions {
-		if !ValidFunctionName(f.Name) {
-			return nil, status.Errorf(codes.InvalidArgument, "function name %q: use up to 200 letters, digits, '_', '.', ':', '/' or '-', starting with a letter or '_'", f.Name)
+		if err := names.Function(f.Name); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
 		}
-		if names[f.Name] {
+		if listed[f.Name] {
 			return nil, status.Errorf(codes.InvalidArgument, "function %q is listed twice", f.Name)
 		}
-		names[f.Name] = true
+		listed[f.Name] = true
 	}
 	key := r.prefix + req.WorkerId
 	prev, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	lease, err := r.cli.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
 	if err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	now := time.Now().UnixMilli()
 	info := &v1.WorkerInfo{
@@ -359,7 +351,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		return nil, status.Errorf(codes.Internal, "encoding worker record: %v", err)
 	}
 	if _, err := r.cli.Put(ctx, key, rec, clientv3.WithLease(lease.ID)); err != nil {
-		return nil, etcdError(err)
+		return nil, serving.EtcdError(err)
 	}
 	if len(prev.Kvs) > 0 && prev.Kvs[0].Lease != 0 && clientv3.LeaseID(prev.Kvs[0].Lease) != lease.ID {
 		// The key now belongs to the new lease, so revoking the old one
@@ -404,12 +396,12 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 			return status.Errorf(codes.NotFound, "worker %s: lease %x expired; register again", req.WorkerId, req.LeaseId)
 		}
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	key := r.prefix + req.WorkerId
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
 		return status.Errorf(codes.NotFound, "worker %s: lease %x no longer holds the registration (another worker registered under this id?); register again", req.WorkerId, req.LeaseId)
@@ -434,7 +426,7 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 		Then(clientv3.OpPut(key, rec, clientv3.WithLease(clientv3.LeaseID(req.LeaseId)))).
 		Commit()
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if !txn.Succeeded {
 		// A concurrent registration or heartbeat won; the lease is renewed
@@ -449,13 +441,13 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 	key := r.prefix + req.WorkerId
 	resp, err := r.cli.Get(ctx, key)
 	if err != nil {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
 		return nil // already gone, or replaced: nothing of ours to remove
 	}
 	if _, err := r.cli.Revoke(ctx, clientv3.LeaseID(req.LeaseId)); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return etcdError(err)
+		return serving.EtcdError(err)
 	}
 	return nil
 }
@@ -463,16 +455,3 @@ func (r *registry) deregister(ctx context.Context, req *v1.DeregisterRequest) er
 // maxCompiledReported bounds the compiled modules a heartbeat may list, so
 // a worker cannot bloat its record.
 const maxCompiledReported = 1024
-
-func etcdError(err error) error {
-	if busy := overload.Etcd(err); busy != nil {
-		return busy
-	}
-	if s, ok := status.FromError(err); ok && s.Code() == codes.Canceled || errors.Is(err, context.Canceled) {
-		return status.Error(codes.Canceled, "canceled")
-	}
-	if errors.Is(err, context.DeadlineExceeded) {
-		return status.Error(codes.DeadlineExceeded, "the control plane (etcd) did not answer in time")
-	}
-	return status.Errorf(codes.Unavailable, "control plane (etcd) unavailable: %v", err)
-}

@@ -2,7 +2,6 @@ package pool
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // rpcService routes function calls to workers.
@@ -35,8 +35,8 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if req.FunctionName == "" {
 		return nil, status.Error(codes.InvalidArgument, "no function_name given")
 	}
-	if !ValidFunctionName(req.FunctionName) {
-		return nil, status.Errorf(codes.InvalidArgument, "%q is not a valid function name", truncate(req.FunctionName, 64))
+	if err := names.Function(req.FunctionName); err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if len(req.Args) > s.cfg.MaxArgsBytes {
 		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(req.Args), s.cfg.MaxArgsBytes)
@@ -133,10 +133,3 @@ func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCal
 var errNotSent = status.Error(codes.Unavailable, "connection to the worker is down")
 
 func neverSent(err error) bool { return err == errNotSent }
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("%s... (%d bytes)", s[:n], len(s))
-}

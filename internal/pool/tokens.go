@@ -149,28 +149,10 @@ func (s *tokenStore) bootstrap(ctx context.Context, dir, file, user string, role
 	return token, err
 }
 
-// Which role each method needs. Methods not listed need a user (or admin)
-// token; health and reflection need none.
-var methodRoles = map[string][]v1.Role{
-	v1.RegistryService_Register_FullMethodName:     {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.RegistryService_Heartbeat_FullMethodName:    {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.RegistryService_Deregister_FullMethodName:   {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.AdminService_CreateToken_FullMethodName:     {v1.Role_ROLE_ADMIN},
-	v1.ModuleService_GetModule_FullMethodName:      {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.RegistryService_ReportDamage_FullMethodName: {v1.Role_ROLE_WORKER, v1.Role_ROLE_ADMIN},
-	v1.AdminService_Status_FullMethodName:          {v1.Role_ROLE_ADMIN},
-}
-
-var userRoles = []v1.Role{v1.Role_ROLE_USER, v1.Role_ROLE_ADMIN}
-
-func needsNoToken(method string) bool {
-	return strings.HasPrefix(method, "/grpc.health.v1.") || strings.HasPrefix(method, "/grpc.reflection.")
-}
-
-// authenticate derives the caller's identity from its token and checks it
-// may call method.
+// authenticate derives the caller's identity from its token and checks,
+// by internal/auth's table, that it may call method.
 func (s *tokenStore) authenticate(ctx context.Context, method string) (context.Context, error) {
-	if needsNoToken(method) {
+	if auth.Lookup(auth.Pool, method) == auth.Open {
 		return ctx, nil
 	}
 	token, err := auth.FromIncoming(ctx)
@@ -184,21 +166,10 @@ func (s *tokenStore) authenticate(ctx context.Context, method string) (context.C
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "API token not recognised: it was revoked or belongs to another network; ask the operator for a token (taskworker token create)")
 	}
-	roles, listed := methodRoles[method]
-	if !listed {
-		roles = userRoles
+	if err := auth.Authorize(method, rec.Role); err != nil {
+		return nil, err
 	}
-	for _, r := range roles {
-		if rec.Role == r {
-			return context.WithValue(ctx, identityKey{}, identity{User: rec.User, Role: rec.Role}), nil
-		}
-	}
-	return nil, status.Errorf(codes.PermissionDenied, "%s: a token with role %s cannot call this; use a %s token",
-		method, roleName(rec.Role), roleName(roles[0]))
-}
-
-func roleName(r v1.Role) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "ROLE_"))
+	return context.WithValue(ctx, identityKey{}, identity{User: rec.User, Role: rec.Role}), nil
 }
 
 func (s *tokenStore) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {

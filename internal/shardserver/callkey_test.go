@@ -9,6 +9,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/shardserver"
 )
 
@@ -76,5 +77,5 @@ func TestCallKeyInterceptorEmptyKeyPanics(t *testing.T) {
 			t.Error("an empty call key was accepted; it would admit any caller sending an empty header")
 		}
 	}()
-	shardserver.UnaryCallKeyInterceptor("")
+	auth.UnaryCallKeyInterceptor("")
 }

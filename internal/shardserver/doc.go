@@ -5,8 +5,6 @@
 // The types are few:
 //   - Server, made by New with Options (DefaultOptions, Validate): PutShard, GetShard, DeleteShards,
 //     ListShards, Usage.
-//   - UnaryCallKeyInterceptor and StreamCallKeyInterceptor: the worker's gRPC server admits only callers
-//     with its call key (metadata auth.HeaderCallKey), health and reflection excepted.
 //   - RunScrubber with ScrubberOptions and a ReportFunc.
 //   - KeyToProto, KeysToProto and KeyFromProto convert shard keys; KeyFromProto validates.
 //
@@ -29,6 +27,7 @@
 //     shard may both count it.
 //   - A corrupt shard found by GetShard is answered DataLoss and logged but not reported by this package;
 //     the caller that got DataLoss reports it (or the next scrub pass does).
-//   - The call key is a shared secret in cleartext metadata: without TLS between pool and worker, anyone
-//     on the path can read it.
+//   - The worker's gRPC server admits only the pool (auth.UnaryCallKeyInterceptor): the call key is a
+//     shared secret in cleartext metadata, so without TLS between pool and worker anyone on the path can
+//     read it.
 package shardserver

@@ -57,8 +57,8 @@ func newHarness(t *testing.T, opts shardserver.Options) *harness {
 	h.addr = lis.Addr().String()
 	gs := grpc.NewServer(
 		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(shardserver.UnaryCallKeyInterceptor(testCallKey)),
-		grpc.ChainStreamInterceptor(shardserver.StreamCallKeyInterceptor(testCallKey)),
+		grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(testCallKey)),
+		grpc.ChainStreamInterceptor(auth.StreamCallKeyInterceptor(testCallKey)),
 	)
 	v1.RegisterShardServiceServer(gs, shardserver.New(store, opts))
 	healthpb.RegisterHealthServer(gs, health.NewServer())

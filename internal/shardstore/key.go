@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // Limits on a Key's fields. IDs are short names from a safe alphabet so that no ID can name a path outside
@@ -52,12 +54,12 @@ func (k Key) Validate() error {
 
 func validateID(what, id string) error {
 	if len(id) == 0 || len(id) > MaxIDLen {
-		return fmt.Errorf("%w: %s %q must be 1 to %d characters long", ErrInvalidKey, what, truncate(id), MaxIDLen)
+		return fmt.Errorf("%w: %s %q must be 1 to %d characters long", ErrInvalidKey, what, names.Truncate(id, 40), MaxIDLen)
 	}
 	for i := 0; i < len(id); i++ {
 		if !idByte(id[i]) {
 			return fmt.Errorf("%w: %s %q has %q at byte %d; only A-Z a-z 0-9 _ - are allowed",
-				ErrInvalidKey, what, truncate(id), id[i], i)
+				ErrInvalidKey, what, names.Truncate(id, 40), id[i], i)
 		}
 	}
 	return nil
@@ -65,13 +67,6 @@ func validateID(what, id string) error {
 
 func idByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
-}
-
-func truncate(s string) string {
-	if len(s) > 40 {
-		return s[:40] + "..."
-	}
-	return s
 }
 
 // Layout on disk: DIR/shards/FAN/FILEID/WRITEID/BLOCK.SHARD, where FAN is two hex digits hashed from the

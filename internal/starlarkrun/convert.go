@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"go.starlark.net/starlark"
+
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // JSON <-> Starlark values. JSON null, booleans, numbers, strings, arrays and
@@ -264,7 +266,7 @@ func (e *jsonEncoder) value(v starlark.Value, depth int) error {
 		for i, kv := range v.Items() {
 			k, ok := kv[0].(starlark.String)
 			if !ok {
-				return &pathError{msg: fmt.Sprintf("dict key %s is a %s; JSON object keys are strings", truncate(kv[0].String(), 40), kv[0].Type())}
+				return &pathError{msg: fmt.Sprintf("dict key %s is a %s; JSON object keys are strings", names.Truncate(kv[0].String(), 40), kv[0].Type())}
 			}
 			if i > 0 {
 				e.buf = append(e.buf, ',')
@@ -272,7 +274,7 @@ func (e *jsonEncoder) value(v starlark.Value, depth int) error {
 			e.buf = appendJSONString(e.buf, string(k))
 			e.buf = append(e.buf, ':')
 			if err := e.value(kv[1], depth+1); err != nil {
-				return at(err, "["+truncate(strconv.Quote(string(k)), 40)+"]")
+				return at(err, "["+names.Truncate(strconv.Quote(string(k)), 40)+"]")
 			}
 		}
 		e.buf = append(e.buf, '}')
@@ -333,12 +335,4 @@ func appendJSONString(buf []byte, s string) []byte {
 		i += size
 	}
 	return append(buf, '"')
-}
-
-// truncate cuts s to at most n bytes, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "..."
 }

@@ -12,6 +12,8 @@ import (
 	"go.starlark.net/starlark"
 	"go.starlark.net/starlarkjson"
 	"go.starlark.net/syntax"
+
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // fileOptions is the Starlark dialect scripts are written in: Python's
@@ -80,7 +82,7 @@ func Check(name string, source []byte, function string) (err error) {
 	sort.Strings(defined)
 	defined = slices.Compact(defined)
 	return fmt.Errorf("%w: %s has no top-level function %q; it defines %s", ErrInvalidScript, name, function,
-		truncate(strings.Join(defined, ", "), 200))
+		names.Truncate(strings.Join(defined, ", "), 200))
 }
 
 // compile parses and resolves a script. Errors wrap ErrInvalidScript and a

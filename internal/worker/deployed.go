@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -17,6 +16,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // Sandbox runs deployed (untrusted) functions: the worker's collaborator
@@ -36,8 +36,6 @@ type Sandbox interface {
 // ModuleSource returns a module's verified bytes by hex SHA-256.
 type ModuleSource func(ctx context.Context, sha256 string) ([]byte, error)
 
-var validSHA256 = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
 // moduleCache keeps deployed modules on the worker's disk, fetched from the
 // pool on first use and checked against their SHA-256 every time they are
 // read, so neither the network nor the disk can substitute code.
@@ -56,8 +54,8 @@ type fetchCall struct {
 }
 
 func (c *moduleCache) get(ctx context.Context, sha string) ([]byte, error) {
-	if !validSHA256.MatchString(sha) {
-		return nil, fmt.Errorf("module id %q is not a hex SHA-256", sha)
+	if err := names.SHA256(sha); err != nil {
+		return nil, fmt.Errorf("module id: %w", err)
 	}
 	if c.dir != "" {
 		if b, err := os.ReadFile(filepath.Join(c.dir, sha)); err == nil {

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"net"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -27,6 +26,8 @@ import (
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
@@ -72,12 +73,10 @@ type Config struct {
 	Logger     *slog.Logger
 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-
 // Validate reports a configuration that cannot work, saying what to change.
 func (c Config) Validate() error {
-	if !validID.MatchString(c.ID) {
-		return fmt.Errorf("worker id %q: use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or digit", c.ID)
+	if err := names.WorkerID(c.ID); err != nil {
+		return err
 	}
 	if c.PoolAddr != "" && c.JoinToken == "" {
 		return errors.New("worker: a join token is needed to register with the pool: pass --join-token (the pool writes it to join.token in its data directory)")
@@ -127,11 +126,14 @@ type Server struct {
 	looping sync.WaitGroup // the registration loop
 }
 
-// New checks the configuration and returns a worker with no functions.
+// New checks the configuration and returns a worker with no functions. The
+// worker keeps its own copy of cfg: changing cfg.Labels afterwards changes
+// nothing.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg.Labels = maps.Clone(cfg.Labels)
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
@@ -160,12 +162,12 @@ func New(cfg Config) (*Server, error) {
 // Register adds a function. Registering after Start re-announces the
 // worker's functions to the pool.
 func (s *Server) Register(name string, fn any, idempotent bool) error {
+	if err := names.Function(name); err != nil {
+		return err
+	}
 	f, err := function.Bind(name, fn)
 	if err != nil {
 		return err
-	}
-	if name == "" || len(name) > 200 {
-		return fmt.Errorf("function name %q: use 1 to 200 characters", name)
 	}
 	s.funcsMu.Lock()
 	defer s.funcsMu.Unlock()
@@ -220,9 +222,9 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
-		// Every service but health and reflection serves the pool only.
-		grpc.ChainUnaryInterceptor(shardserver.UnaryCallKeyInterceptor(s.cfg.CallKey)),
-		grpc.ChainStreamInterceptor(shardserver.StreamCallKeyInterceptor(s.cfg.CallKey)),
+		// Who may call what: internal/auth's table.
+		grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(s.cfg.CallKey)),
+		grpc.ChainStreamInterceptor(auth.StreamCallKeyInterceptor(s.cfg.CallKey)),
 	)...)
 	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
 	if s.shards != nil {
@@ -267,6 +269,10 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 
 // Addr returns the address the worker serves on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// Services returns what the worker's gRPC server serves, once started, for
+// the test that every method is in internal/auth's table.
+func (s *Server) Services() map[string]grpc.ServiceInfo { return s.grpc.GetServiceInfo() }
 
 // ID returns the worker's id.
 func (s *Server) ID() string { return s.cfg.ID }
@@ -318,17 +324,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	default:
 		close(s.draining)
 	}
-	done := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-done
-	}
+	_ = serving.GracefulStop(ctx, s.grpc)
 	s.serving.Wait()
 	s.closePool()
 	s.closeShards()

@@ -1,25 +1,20 @@
-package shardserver
+package auth
 
 import (
 	"context"
 	"crypto/subtle"
-	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-
-	"github.com/hivemind/taskworker/internal/auth"
 )
 
-// Methods any caller may use without the call key: health checks (load balancers, the pool's prober) and
-// reflection (grpcurl) reveal nothing a worker keeps.
-var openMethodPrefixes = []string{"/grpc.health.v1.", "/grpc.reflection."}
-
-// UnaryCallKeyInterceptor admits a unary call only if its metadata carries key under auth.HeaderCallKey,
-// so that a worker serves only the pool it registered with; health and reflection are open. It panics if
-// key is empty, which would admit every caller that sends an empty header.
+// UnaryCallKeyInterceptor admits a unary call to a worker as the table
+// says: an Open method for anyone, a CallKey method only if the call's
+// metadata carries key under HeaderCallKey (so a worker serves only the
+// pool it registered with), any other method for nobody. It panics if key
+// is empty, which would admit every caller that sends an empty header.
 func UnaryCallKeyInterceptor(key string) grpc.UnaryServerInterceptor {
 	check := callKeyChecker(key)
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -43,22 +38,24 @@ func StreamCallKeyInterceptor(key string) grpc.StreamServerInterceptor {
 
 func callKeyChecker(key string) func(ctx context.Context, method string) error {
 	if key == "" {
-		panic("shardserver: the call key is empty; the worker must have one (auth.NewSecret)")
+		panic("auth: the call key is empty; the worker must have one (auth.NewSecret)")
 	}
 	want := []byte(key)
 	return func(ctx context.Context, method string) error {
-		for _, p := range openMethodPrefixes {
-			if strings.HasPrefix(method, p) {
-				return nil
-			}
+		switch access := Lookup(Worker, method); access {
+		case Open:
+			return nil
+		case CallKey:
+		default:
+			return refused(Worker, method, access)
 		}
 		md, _ := metadata.FromIncomingContext(ctx)
-		got := md.Get(auth.HeaderCallKey)
+		got := md.Get(HeaderCallKey)
 		switch {
 		case len(got) == 0:
-			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call carried no %s; call through the pool, not the worker", method, auth.HeaderCallKey)
+			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call carried no %s; call through the pool, not the worker", method, HeaderCallKey)
 		case len(got) > 1 || subtle.ConstantTimeCompare([]byte(got[0]), want) != 1:
-			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call's %s is not this worker's; call through the pool, not the worker", method, auth.HeaderCallKey)
+			return status.Errorf(codes.PermissionDenied, "%s: this worker serves only its pool, and the call's %s is not this worker's; call through the pool, not the worker", method, HeaderCallKey)
 		}
 		return nil
 	}
