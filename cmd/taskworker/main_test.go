@@ -3,18 +3,28 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hivemind/taskworker/internal/cluster"
 )
 
 func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runWithInput(t, "", args...)
+}
+
+// runWithInput runs a command line with stdin as its standard input.
+func runWithInput(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code = doMain(args, &out, &errOut)
+	code = doMain(args, strings.NewReader(stdin), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -36,7 +46,16 @@ func TestClientCommands(t *testing.T) {
 		{"JSON argument", []string{"call", "echo", `{"a":[1,2]}`}, 0, "{\"a\":[1,2]}\n", ""},
 		{"wrong arity", []string{"call", "add", "1"}, 1, "", "taskworker: InvalidArgument: add: takes 2 arguments"},
 		{"unknown function", []string{"call", "nope"}, 1, "", "taskworker: NotFound: no function \"nope\""},
-		{"bad token", []string{"call", "add", "1", "2", "--token", "x"}, 1, "", "taskworker: malformed API token"},
+		{"bad token", []string{"call", "--token", "x", "add", "1", "2"}, 1, "", "taskworker: malformed API token"},
+		{"negative numbers", []string{"call", "add", "-1", "-5"}, 0, "-6\n", ""},
+		{"words after NAME are arguments", []string{"call", "echo", "--timeout"}, 0, "\"--timeout\"\n", ""},
+		{"broken JSON", []string{"call", "echo", "[1,2"}, 1, "", "argument 1 ([1,2) starts like JSON but is not valid JSON"},
+		{"--json refuses a bare word", []string{"call", "--json", "echo", "hello"}, 1, "", "argument 1 (hello) is not valid JSON"},
+		{"--json takes JSON", []string{"call", "--json", "echo", `"hello"`}, 0, "\"hello\"\n", ""},
+		{"args file and ARGs", []string{"call", "--args-file", "-", "add", "1"}, 1, "", "pass the arguments one way"},
+		{"args file missing", []string{"call", "--args-file", "/nonexistent/args.json", "add"}, 1, "", "--args-file: open /nonexistent/args.json"},
+		{"pool not host:port", []string{"call", "--pool", "nonsense", "add", "1", "2"}, 1, "", `pool address "nonsense" is not host:port`},
+		{"nothing at the pool address", []string{"call", "--pool", "127.0.0.1:1", "add", "1", "2"}, 1, "", "cannot reach the pool at 127.0.0.1:1"},
 		{"no function", []string{"call"}, 1, "", "requires at least 1 arg"},
 		{"workers", []string{"workers"}, 0, "", "worker_002"},
 		{"functions", []string{"functions"}, 0, "", "func(float64, float64) float64"},
@@ -65,11 +84,11 @@ func TestClientCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("token create: %s", stderr)
 	}
-	if code, out, stderr := run(t, "call", "add", "2", "2", "--token", strings.TrimSpace(tok)); code != 0 || out != "4\n" {
+	if code, out, stderr := run(t, "call", "--token", strings.TrimSpace(tok), "add", "2", "2"); code != 0 || out != "4\n" {
 		t.Fatalf("call with alice's token: %d %q %q", code, out, stderr)
 	}
 	// ...but cannot make tokens.
-	if code, _, stderr := run(t, "token", "create", "--user", "bob", "--token", strings.TrimSpace(tok)); code != 1 || !strings.Contains(stderr, "PermissionDenied") {
+	if code, _, stderr := run(t, "token", "create", "--token", strings.TrimSpace(tok), "--user", "bob"); code != 1 || !strings.Contains(stderr, "PermissionDenied") {
 		t.Fatalf("alice making a token: %d %q", code, stderr)
 	}
 	// workers --json is JSON with the workers in it.
@@ -91,10 +110,28 @@ func TestNoPoolConfigured(t *testing.T) {
 }
 
 func TestCLIArgs(t *testing.T) {
-	got := string(cliArgs([]string{"1", "two", `"three"`, "[4]", "{\"five\":5}", "true", ""}))
-	want := `[1,"two","three",[4],{"five":5},true,""]`
-	if got != want {
-		t.Errorf("cliArgs = %s, want %s", got, want)
+	tests := []struct {
+		words  []string
+		strict bool
+		want   string // JSON, or the error's start
+	}{
+		{[]string{"1", "two", `"three"`, "[4]", "{\"five\":5}", "true", "", "-1"}, false, `[1,"two","three",[4],{"five":5},true,"",-1]`},
+		{[]string{"1", `"two"`, "null"}, true, `[1,"two",null]`},
+		{[]string{"1", "two"}, true, "argument 2 (two) is not valid JSON"},
+		{[]string{"[1,2"}, false, "argument 1 ([1,2) starts like JSON"},
+		{[]string{`{"a":`}, false, "argument 1 ({\"a\":) starts like JSON"},
+		{[]string{`"unterminated`}, false, "argument 1 (\"unterminated) starts like JSON"},
+		{[]string{"1 2"}, false, `["1 2"]`},
+		{nil, false, `[]`},
+	}
+	for _, tt := range tests {
+		got, err := cliArgs(tt.words, tt.strict)
+		if err != nil {
+			got = []byte(err.Error())
+		}
+		if !strings.HasPrefix(string(got), tt.want) {
+			t.Errorf("cliArgs(%q, %v) = %s, want %s", tt.words, tt.strict, got, tt.want)
+		}
 	}
 }
 
@@ -154,4 +191,59 @@ func TestFileCommands(t *testing.T) {
 	if _, out, _ := run(t, "status"); !strings.Contains(out, "workers:  3") {
 		t.Fatalf("status:\n%s", out)
 	}
+}
+
+// What a person gets wrong on the command line is refused with a message
+// that says what to do, before anything is dialled.
+func TestCommandLineMistakes(t *testing.T) {
+	t.Setenv("TASKWORKER_HOME", t.TempDir())
+	t.Setenv("TASKWORKER_POOL", "127.0.0.1:1")
+	t.Setenv("TASKWORKER_TOKEN", "tw_"+strings.Repeat("a", 43))
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown log level", []string{"--log-level", "trace", "workers"}, `--log-level "trace": use debug, info, warn or error`},
+		{"unknown subcommand of a group", []string{"token", "list"}, `unknown command "list" for "taskworker token"`},
+		{"unknown subcommand of bench", []string{"bench", "dns"}, `unknown command "dns" for "taskworker bench"`},
+		{"token cut short", []string{"call", "--token", "tw_abc", "add"}, "a token is tw_ followed by 43 characters"},
+		{"allow-host not enforced", []string{"deploy", "--allow-host", "example.org", "f", "f.star"}, "--allow-host is not enforced yet"},
+		{"secret not enforced", []string{"deploy", "--secret", "db", "f", "f.star"}, "--secret is not enforced yet"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := run(t, tt.args...)
+			if code == 0 || !strings.Contains(stderr, tt.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q; want an error with %q", code, stdout, stderr, tt.want)
+			}
+		})
+	}
+	// A group with no subcommand named prints its help, and succeeds.
+	if code, stdout, _ := run(t, "token"); code != 0 || !strings.Contains(stdout, "create") {
+		t.Errorf("token: exit %d, %q", code, stdout)
+	}
+}
+
+// Every flag's help reads as written: cobra takes a backquoted word in a
+// usage string as the flag's value name ("--pool taskworker up"), and adds
+// "(default X)" after a usage that may already name one.
+func TestFlagUsage(t *testing.T) {
+	root := rootCommand(&env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard})
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.Flags().VisitAll(func(f *pflag.Flag) {
+			if strings.Contains(f.Usage, "`") {
+				t.Errorf("%s --%s: usage %q has a backquote", c.CommandPath(), f.Name, f.Usage)
+			}
+			zero := map[string]bool{"": true, "0": true, "false": true, "[]": true, "0s": true}
+			if !zero[f.DefValue] && strings.Contains(f.Usage, "(default") {
+				t.Errorf("%s --%s: usage %q names a default and cobra adds (default %s)", c.CommandPath(), f.Name, f.Usage, f.DefValue)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
 }
