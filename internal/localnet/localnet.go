@@ -129,6 +129,11 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 			n.lock.Close()
 		}
 	}()
+	// An env file here is a dead run's (we hold the lock): clients must not
+	// find it before this run is ready.
+	if err := os.Remove(filepath.Join(c.Dir, EnvFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	// Check the address before anything is written: a start that fails
 	// here leaves no tokens or etcd data behind.
 	if c.Listen, err = checkListen(c.Listen, c.AnyPortIfBusy, n.log); err != nil {
