@@ -12,6 +12,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 )
 
@@ -77,6 +81,36 @@ func TestClientCommands(t *testing.T) {
 				t.Errorf("error is not one line: %q", stderr)
 			}
 		})
+	}
+
+	// Arguments from standard input or a file.
+	if code, out, stderr := runWithInput(t, " [40, 2]\n", "call", "--args-file", "-", "add"); code != 0 || out != "42\n" {
+		t.Errorf("--args-file -: %d %q %q", code, out, stderr)
+	}
+	dir := t.TempDir()
+	argsFile := filepath.Join(dir, "args.json")
+	os.WriteFile(argsFile, []byte(`{"not": "an array"}`), 0o600)
+	if code, _, stderr := run(t, "call", "--args-file", argsFile, "add"); code != 1 || !strings.Contains(stderr, "must hold one JSON array of arguments") {
+		t.Errorf("--args-file with an object: %d %q", code, stderr)
+	}
+	// 20 MB of arguments: over gRPC's message limit, which the pool's own
+	// check never sees; the error says what to do instead.
+	os.WriteFile(argsFile, []byte(`["`+strings.Repeat("x", 20<<20)+`"]`), 0o600)
+	if code, _, stderr := run(t, "call", "--args-file", argsFile, "echo"); code != 1 || !strings.Contains(stderr, "the pool accepts at most 16777216 in one message (pass large data as a file: taskworker push FILE") {
+		t.Errorf("20 MB of arguments: %d %q", code, stderr)
+	}
+	// Deploy errors name the file as given and write durations as people do.
+	script := filepath.Join(dir, "syntax.star")
+	os.WriteFile(script, []byte("def f(x):\n    return x +\n"), 0o600)
+	if code, _, stderr := run(t, "deploy", "f", script); code != 1 || !strings.Contains(stderr, "syntax.star:2:") {
+		t.Errorf("deploy of a script with a syntax error: %d %q", code, stderr)
+	}
+	os.WriteFile(script, []byte("def f(x):\n    return x\n"), 0o600)
+	if code, _, stderr := run(t, "deploy", "--export", "nosuch", "f", script); code != 1 || !strings.Contains(stderr, `syntax.star has no top-level function "nosuch"`) {
+		t.Errorf("deploy with a missing export: %d %q", code, stderr)
+	}
+	if code, _, stderr := run(t, "deploy", "--timeout", "10m", "f", script); code != 1 || !strings.Contains(stderr, "timeout 10m is over the operator's maximum of 5m; lower --timeout") {
+		t.Errorf("deploy with a long timeout: %d %q", code, stderr)
 	}
 
 	// A token made for alice works, and acts as alice.
@@ -246,4 +280,45 @@ func TestFlagUsage(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// grpcurl shows bytes as base64; args_json and result_json carry the same
+// JSON as text. Shown here as grpcurl would print it (protojson).
+func TestCallWithJSONText(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	client, err := taskworker.Dial(c.PoolAddr(0), taskworker.WithToken(c.AdminToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	rpc := v1.NewRPCServiceClient(client.Conn())
+	tests := []struct {
+		name string
+		req  string // as grpcurl -d takes it
+		want string // the response as grpcurl prints it, or the error
+	}{
+		{"JSON text", `{"function_name": "add", "args_json": "[1, 2]"}`, `"result":"Mw==","workerId":"worker_001","resultJson":"3"`},
+		{"bytes, as before", `{"function_name": "add", "args": "WzEsMl0="}`, `{"result":"Mw==","workerId":"worker_001"}`},
+		{"both", `{"function_name": "add", "args": "WzEsMl0=", "args_json": "[1, 2]"}`, "InvalidArgument desc = both args and args_json are set; set one"},
+		{"broken JSON", `{"function_name": "add", "args_json": "[1, 2"}`, `InvalidArgument desc = args_json is not valid JSON: "[1, 2"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &v1.FunctionCallRequest{}
+			if err := protojson.Unmarshal([]byte(tt.req), req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := rpc.CallFunction(t.Context(), req)
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else {
+				b, _ := protojson.MarshalOptions{}.Marshal(resp)
+				got = strings.ReplaceAll(string(b), " ", "")
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("got %s, want %s", got, tt.want)
+			}
+		})
+	}
 }
