@@ -50,6 +50,7 @@ var commands = []func(*env) *cobra.Command{
 	statusCommand,
 	tokenCommand,
 	benchCommand,
+	genDocsCommand,
 }
 
 // env is what every command shares: its output streams and global flags.

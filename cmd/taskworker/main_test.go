@@ -322,3 +322,28 @@ func TestCallWithJSONText(t *testing.T) {
 		})
 	}
 }
+
+// docs/cli is the CLI reference generated from the command tree; it must be
+// regenerated (go run ./cmd/taskworker gen-docs docs/cli) when a command
+// changes. Defaults that depend on the machine (home, host name) would make
+// it differ from one machine to the next, so TASKWORKER_HOME is moved.
+func TestCLIReferenceIsCurrent(t *testing.T) {
+	t.Setenv("TASKWORKER_HOME", t.TempDir())
+	dir := t.TempDir()
+	if code, _, stderr := run(t, "gen-docs", dir); code != 0 {
+		t.Fatalf("gen-docs: %s", stderr)
+	}
+	const committed = "../../docs/cli"
+	fresh, _ := os.ReadDir(dir)
+	old, _ := os.ReadDir(committed)
+	if len(fresh) != len(old) {
+		t.Errorf("%d pages generated, %d in %s: run go run ./cmd/taskworker gen-docs docs/cli", len(fresh), len(old), committed)
+	}
+	for _, f := range fresh {
+		want, _ := os.ReadFile(filepath.Join(dir, f.Name()))
+		got, err := os.ReadFile(filepath.Join(committed, f.Name()))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("docs/cli/%s is stale (%v): run go run ./cmd/taskworker gen-docs docs/cli", f.Name(), err)
+		}
+	}
+}
