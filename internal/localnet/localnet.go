@@ -266,7 +266,7 @@ func lockDir(dir string) (*os.File, error) {
 					}
 				}
 			}
-			return nil, fmt.Errorf("%w: %s%s; use that network, stop it, or run a second one with another --dir (and --listen)", ErrDirInUse, dir, where)
+			return nil, fmt.Errorf("%w: %s%s; use that network, stop it, or run a second one with another --dir", ErrDirInUse, dir, where)
 		}
 		return nil, fmt.Errorf("locking %s: %w", dir, err)
 	}
