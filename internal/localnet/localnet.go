@@ -1,12 +1,3 @@
-// Package localnet runs a whole TaskWorker network on one machine, the
-// embedded default behind `taskworker up`: an embedded etcd and a pool in
-// this process, and N worker processes (this binary's `worker` command),
-// all on 127.0.0.1, with their data under one directory.
-//
-// It is the same components as a real network, only started together: the
-// workers are separate processes that register with the pool over gRPC, and
-// are restarted if they exit. `taskworker bench files` uses it too, to
-// measure storage and repair with workers it may kill.
 package localnet
 
 import (
