@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -253,6 +254,19 @@ func TestCommandLineMistakes(t *testing.T) {
 			}
 		})
 	}
+	// A pool on a busy address says so before it writes anything.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, port, _ := net.SplitHostPort(busy.Addr().String())
+	if code, _, stderr := run(t, "pool", "--listen", busy.Addr().String()); code != 1 || !strings.Contains(stderr, "address already in use: another process serves there") || !strings.Contains(stderr, "pass --listen with a free port") {
+		t.Errorf("pool on a busy address: %d %q", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(os.Getenv("TASKWORKER_HOME"), "pool-"+port)); !os.IsNotExist(err) {
+		t.Errorf("pool on a busy address made its data directory: %v", err)
+	}
 	// A group with no subcommand named prints its help, and succeeds.
 	if code, stdout, _ := run(t, "token"); code != 0 || !strings.Contains(stdout, "create") {
 		t.Errorf("token: exit %d, %q", code, stdout)
@@ -344,6 +358,30 @@ func TestCLIReferenceIsCurrent(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(committed, f.Name()))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("docs/cli/%s is stale (%v): run go run ./cmd/taskworker gen-docs docs/cli", f.Name(), err)
+		}
+	}
+}
+
+// The default directories of pool and worker never meet those of 'up'
+// (HOME/pool, HOME/workers/ID), nor each other's across networks.
+func TestDefaultDirectories(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("TASKWORKER_HOME", home)
+	tests := []struct {
+		got, want string
+	}{
+		{defaultPoolDir("0.0.0.0:7051"), "pool-7051"},
+		{defaultPoolDir("127.0.0.1:50051"), "pool-50051"},
+		{defaultPoolDir("[::1]:7051"), "pool-7051"},
+		{defaultPoolDir("127.0.0.1:0"), "pool-any"},
+		{defaultWorkerDir("10.0.0.5:7051", "worker_001"), "joined/10.0.0.5_7051/worker_001"},
+		{defaultWorkerDir("127.0.0.1:50051", "worker_001"), "joined/127.0.0.1_50051/worker_001"},
+		{defaultWorkerDir("[::1]:7051", "w"), "joined/__1_7051/w"},
+		{defaultWorkerDir("", "bench"), "joined/standalone/bench"},
+	}
+	for _, tt := range tests {
+		if want := filepath.Join(home, tt.want); tt.got != want {
+			t.Errorf("got %s, want %s", tt.got, want)
 		}
 	}
 }
