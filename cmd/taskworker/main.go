@@ -1,6 +1,3 @@
-// Command taskworker is the one binary of a TaskWorker network: the node
-// pool, the worker daemon, a whole local network (`up`), and the client
-// commands.
 package main
 
 import (

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -384,4 +385,19 @@ func TestDefaultDirectories(t *testing.T) {
 			t.Errorf("got %s, want %s", tt.got, want)
 		}
 	}
+}
+
+// How call turns command-line words into arguments.
+func Example_cliArgs() {
+	for _, words := range [][]string{{"1", "-1", "two", `"three"`, "[4]"}, {"[1,2"}} {
+		b, err := cliArgs(words, false)
+		if err != nil {
+			fmt.Println(err)
+			continue
+		}
+		fmt.Println(string(b))
+	}
+	// Output:
+	// [1,-1,"two","three",[4]]
+	// argument 1 ([1,2) starts like JSON but is not valid JSON (unexpected end of JSON input); fix it, or pass it as a JSON string
 }
