@@ -24,10 +24,12 @@ commands find them). Ctrl-C stops everything.
 
 If the default address 127.0.0.1:50051 is taken, the pool listens on a free
 port instead and prints it; an address given with --listen must be free. One
-network runs in a directory at a time: a second one needs another --dir.`,
+network runs in a directory at a time: a second one needs another --dir, and
+its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 		Example: `  taskworker up
   taskworker up --workers 6
-  taskworker up --dir /tmp/net2 --listen 127.0.0.1:0   # a second network beside the first`,
+  taskworker up --dir /tmp/net2    # a second network beside the first, on a free port
+  TASKWORKER_HOME=/tmp/net2 taskworker call add 1 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
