@@ -268,6 +268,10 @@ func TestCommandLineMistakes(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(os.Getenv("TASKWORKER_HOME"), "pool-"+port)); !os.IsNotExist(err) {
 		t.Errorf("pool on a busy address made its data directory: %v", err)
 	}
+	// So does a worker.
+	if code, _, stderr := run(t, "worker", "--pool", "127.0.0.1:1", "--listen", busy.Addr().String()); code != 1 || !strings.Contains(stderr, "address already in use: another process serves there (perhaps another worker)") {
+		t.Errorf("worker on a busy address: %d %q", code, stderr)
+	}
 	// A group with no subcommand named prints its help, and succeeds.
 	if code, stdout, _ := run(t, "token"); code != 0 || !strings.Contains(stdout, "create") {
 		t.Errorf("token: exit %d, %q", code, stdout)

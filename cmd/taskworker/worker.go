@@ -62,6 +62,12 @@ to call it directly, for benchmarks.`,
 					cfg.JoinToken = tok
 				}
 			}
+			if err := probeListen(cfg.Listen); err != nil {
+				if errors.Is(err, errAddrInUse) {
+					return fmt.Errorf("%w: another process serves there (perhaps another worker); pass --listen with a free port, or 0.0.0.0:0 for any", err)
+				}
+				return fmt.Errorf("--listen %w", err)
+			}
 			if cfg.ID == "" {
 				host, _ := os.Hostname()
 				cfg.ID = "worker-" + host
