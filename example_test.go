@@ -29,9 +29,6 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer w.Stop(ctx)
-	if err := w.WaitRegistered(ctx); err != nil {
-		log.Fatal(err)
-	}
 	waitForFunction(poolAddr, adminToken, "add")
 
 	c, err := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))

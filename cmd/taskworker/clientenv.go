@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 )
@@ -21,8 +24,10 @@ type clientFlags struct {
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.pool, "pool", "", "pool address host:port (default $TASKWORKER_POOL, or the running `taskworker up`)")
-	cmd.Flags().StringVar(&f.token, "token", "", "API token (default $TASKWORKER_TOKEN, or the running `taskworker up`'s)")
+	// No backquotes in flag usage: cobra shows a backquoted word as the
+	// flag's value name.
+	cmd.Flags().StringVar(&f.pool, "pool", "", "pool address host:port (default $TASKWORKER_POOL, else that of the running 'taskworker up')")
+	cmd.Flags().StringVar(&f.token, "token", "", "API token (default $TASKWORKER_TOKEN, else that of the running 'taskworker up')")
 }
 
 func (f *clientFlags) dial() (*taskworker.Client, error) {
@@ -43,12 +48,30 @@ func (f *clientFlags) dial() (*taskworker.Client, error) {
 		}
 	}
 	if pool == "" {
-		return nil, errors.New("no pool address: pass --pool, set TASKWORKER_POOL, or start a local network with `taskworker up`")
+		return nil, errors.New("no pool address: pass --pool, set TASKWORKER_POOL, or start a local network with 'taskworker up'")
+	}
+	if _, port, err := net.SplitHostPort(pool); err != nil || port == "" {
+		return nil, fmt.Errorf("pool address %q is not host:port; pass --pool (or TASKWORKER_POOL) like 127.0.0.1:50051", pool)
 	}
 	if token == "" {
-		return nil, errors.New("no API token: pass --token or set TASKWORKER_TOKEN")
+		return nil, errors.New("no API token: pass --token or set TASKWORKER_TOKEN (the admin token of a pool is in admin.token in its data directory)")
 	}
 	return taskworker.Dial(pool, taskworker.WithToken(token))
+}
+
+// unreachable rewrites an error that means the pool could not be reached
+// (nothing listening, a name that does not resolve) into one that says so
+// and where the address came from; other errors pass unchanged.
+func unreachable(err error, pool string) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return err
+	}
+	msg := st.Message()
+	if !strings.Contains(msg, "connection error") && !strings.Contains(msg, "name resolver error") && !strings.Contains(msg, "produced zero addresses") {
+		return err // the pool answered: its own message says what is wrong
+	}
+	return status.Errorf(codes.Unavailable, "cannot reach the pool at %s (%s); is it running there? Check --pool, TASKWORKER_POOL or the env file of 'taskworker up'", pool, msg)
 }
 
 // run adapts a command body that needs a client: it dials the pool and
@@ -60,7 +83,7 @@ func (f *clientFlags) run(body func(cmd *cobra.Command, args []string, c *taskwo
 			return err
 		}
 		defer c.Close()
-		return body(cmd, args, c)
+		return unreachable(body(cmd, args, c), c.Conn().Target())
 	}
 }
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
 func deployCommand(e *env) *cobra.Command {
@@ -32,6 +35,14 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
   taskworker deploy count_vowels count_vowels.wasm --memory 32MiB --timeout 2s --idempotent`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Accepting a grant that nothing enforces would let a deployer
+			// believe a function is fenced in, or has a secret, when it is not.
+			if len(spec.AllowHosts) > 0 {
+				return errors.New("--allow-host is not enforced yet (deployed functions have no network access at all); deploy without it")
+			}
+			if len(spec.Secrets) > 0 {
+				return errors.New("--secret is not enforced yet (deployed functions cannot read secrets); deploy without it")
+			}
 			module, err := os.ReadFile(args[1])
 			if err != nil {
 				return err
@@ -47,6 +58,17 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
 					return fmt.Errorf("--runtime %q: use wasm or starlark", runtime)
 				}
 				spec.Runtime = v1.Runtime(r)
+			}
+			if spec.Runtime == v1.Runtime_RUNTIME_STARLARK {
+				// Check here too, so that errors name the file as the
+				// deployer knows it (the pool sees only bytes).
+				export := spec.Export
+				if export == "" {
+					export = args[0]
+				}
+				if err := starlarkrun.Check(filepath.Base(args[1]), module, export); err != nil {
+					return err
+				}
 			}
 			for _, f := range []struct {
 				flag, value string
@@ -68,7 +90,7 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
 			defer cancel()
 			d, err := c.Deploy(ctx, args[0], module, spec)
 			if err != nil {
-				return err
+				return unreachable(err, c.Conn().Target())
 			}
 			fmt.Fprintf(e.stdout, "deployed %s version %d (%s, %d bytes, sha256 %s)\n", d.Name, d.Version,
 				strings.ToLower(strings.TrimPrefix(d.Runtime.String(), "RUNTIME_")), d.ModuleSize, d.ModuleSha256)
@@ -85,8 +107,8 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
 	f.StringVar(&maxIn, "max-input", "", "largest input per call, e.g. 1MiB")
 	f.StringVar(&out, "max-output", "", "largest output per call, e.g. 1MiB")
 	f.BoolVar(&spec.Idempotent, "idempotent", false, "calls may be retried on another worker if theirs dies")
-	f.StringArrayVar(&spec.AllowHosts, "allow-host", nil, "host pattern the function may fetch from (repeatable)")
-	f.StringArrayVar(&spec.Secrets, "secret", nil, "secret the function may read (repeatable)")
+	f.StringArrayVar(&spec.AllowHosts, "allow-host", nil, "host pattern the function may fetch from (repeatable; refused until enforced)")
+	f.StringArrayVar(&spec.Secrets, "secret", nil, "secret the function may read (repeatable; refused until enforced)")
 	cmd.AddCommand(rollbackCommand(e), historyCommand(e))
 	return cmd
 }

@@ -1,6 +1,3 @@
-// Command taskworker is the one binary of a TaskWorker network: the node
-// pool, the worker daemon, a whole local network (`up`), and the client
-// commands.
 package main
 
 import (
@@ -27,7 +24,7 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == sandbox.ChildArg {
 		os.Exit(sandbox.ChildMain())
 	}
-	os.Exit(doMain(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(doMain(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 // commands is the table of subcommands; each lives in its own file.
@@ -50,36 +47,39 @@ var commands = []func(*env) *cobra.Command{
 	statusCommand,
 	tokenCommand,
 	benchCommand,
+	genDocsCommand,
 }
 
 // env is what every command shares: its output streams and global flags.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	logLevel       string
 }
 
+// logger logs at --log-level, which checkLogLevel has validated before any
+// command ran.
 func (e *env) logger() *slog.Logger {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(e.logLevel)); err != nil {
-		level = slog.LevelInfo
-	}
+	_ = level.UnmarshalText([]byte(e.logLevel))
 	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 }
 
+// checkLogLevel refuses a --log-level slog does not know, instead of
+// logging at info without a word.
+func (e *env) checkLogLevel(*cobra.Command, []string) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(e.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", e.logLevel)
+	}
+	return nil
+}
+
 // doMain runs the command line and returns the exit code; only main exits.
-func doMain(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
-	root := &cobra.Command{
-		Use:           "taskworker",
-		Short:         "Run and use a TaskWorker network: remote functions on a pool of workers",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	for _, c := range commands {
-		root.AddCommand(c(e))
-	}
+func doMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := rootCommand(&env{stdin: stdin, stdout: stdout, stderr: stderr})
 	root.SetArgs(args)
+	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.Execute(); err != nil {
@@ -91,6 +91,39 @@ func doMain(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// rootCommand builds the command tree from the table.
+func rootCommand(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "taskworker",
+		Short:         "Run and use a TaskWorker network: remote functions on a pool of workers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentPreRunE = e.checkLogLevel
+	for _, c := range commands {
+		root.AddCommand(c(e))
+	}
+	refuseUnknownSubcommands(root)
+	return root
+}
+
+// refuseUnknownSubcommands makes a command that only groups others (token,
+// bench) fail on a word that names none of them, as the root does, instead
+// of printing its help and exiting 0; with no word it prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if cmd.Runnable() || !cmd.HasSubCommands() || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.NoArgs
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return cmd.Help()
+	}
 }
 
 // oneLine renders an error for a person: a gRPC status as "Code: message".

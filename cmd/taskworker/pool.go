@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,16 +19,31 @@ import (
 )
 
 func poolCommand(e *env) *cobra.Command {
-	cfg := pool.DefaultConfig(filepath.Join(homeDir(), "pool"))
+	// The data directory defaults to one per port, never that of 'up's
+	// pool (DIR/pool): two pools must not share an etcd or tokens.
+	cfg := pool.DefaultConfig("")
 	cmd := &cobra.Command{
 		Use:   "pool",
 		Short: "Run a node pool (with an embedded etcd unless --etcd-endpoints is given)",
 		Long: `Run a node pool: the front door of a network. It authenticates callers, routes
 function calls to workers and keeps the network's state in etcd. On first start
-it writes admin.token and join.token to its data directory.`,
+it writes admin.token (for clients: the admin's API token) and join.token (for
+workers: --join-token-file) to its data directory, and prints both paths.`,
+		Example: `  taskworker pool --listen 0.0.0.0:7051
+  taskworker pool --listen 10.0.0.5:7051 --data-dir /srv/taskworker/pool
+  taskworker pool --listen 0.0.0.0:7051 --etcd-endpoints 10.0.0.2:2379,10.0.0.3:2379`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
+			if err := probeListen(cfg.Listen); err != nil {
+				if errors.Is(err, errAddrInUse) {
+					return fmt.Errorf("%w: another process serves there (perhaps 'taskworker up', or another pool); pass --listen with a free port", err)
+				}
+				return fmt.Errorf("--listen %w", err)
+			}
+			if cfg.DataDir == "" {
+				cfg.DataDir = defaultPoolDir(cfg.Listen)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return runPool(ctx, e, cfg)
@@ -33,7 +51,7 @@ it writes admin.token and join.token to its data directory.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to serve gRPC on")
-	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the embedded etcd and the bootstrap tokens")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd and the bootstrap tokens (default $TASKWORKER_HOME/pool-PORT)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "use this etcd cluster instead of an embedded one (comma-separated)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a silent worker stays listed")
 	f.IntVar(&cfg.MaxArgsBytes, "max-call-bytes", cfg.MaxArgsBytes, "largest accepted call arguments, in bytes")
@@ -41,6 +59,17 @@ it writes admin.token and join.token to its data directory.`,
 	f.IntVar(&cfg.Files.BlockSize, "block-size", cfg.Files.BlockSize, "size of the blocks files are erasure-coded in, in bytes")
 	f.DurationVar(&cfg.Files.GCMinAge, "gc-min-age", cfg.Files.GCMinAge, "age at which shards no file refers to are deleted")
 	return cmd
+}
+
+// defaultPoolDir is a pool's data directory when --data-dir is not given:
+// keyed by the listen port, so pools on different ports, and the pool of
+// 'taskworker up' (DIR/pool), never share one.
+func defaultPoolDir(listen string) string {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" || port == "0" {
+		port = "any"
+	}
+	return filepath.Join(homeDir(), "pool-"+port)
 }
 
 // runPool serves until ctx ends, then drains.

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -11,21 +12,34 @@ import (
 )
 
 func upCommand(e *env) *cobra.Command {
-	cfg := localnet.Config{Dir: homeDir(), Workers: 3, Listen: "127.0.0.1:50051"}
+	cfg := localnet.Config{Workers: 3, Listen: "127.0.0.1:50051"}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole local network: embedded etcd, a pool and N workers on 127.0.0.1",
 		Long: `Run a whole network on this machine: an embedded etcd and a node pool in this
 process, and --workers worker processes serving the example functions and
-keeping files. When every worker has registered it prints TASKWORKER_POOL and
-TASKWORKER_TOKEN (also written to DIR/env, where the other commands find them).
-Ctrl-C stops everything.`,
+keeping files. When every worker has registered afresh it prints
+TASKWORKER_POOL and TASKWORKER_TOKEN (also written to DIR/env, where the other
+commands find them). Ctrl-C stops everything.
+
+If the default address 127.0.0.1:50051 is taken, the pool listens on a free
+port instead and prints it; an address given with --listen must be free. One
+network runs in a directory at a time: a second one needs another --dir, and
+its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
+		Example: `  taskworker up
+  taskworker up --workers 6
+  taskworker up --dir /tmp/net2    # a second network beside the first, on a free port
+  TASKWORKER_HOME=/tmp/net2 taskworker call add 1 2`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			exe, err := os.Executable()
 			if err != nil {
 				return err
 			}
+			if cfg.Dir == "" {
+				cfg.Dir = homeDir()
+			}
+			cfg.AnyPortIfBusy = !cmd.Flags().Changed("listen")
 			cfg.Executable = exe
 			cfg.Logger = e.logger()
 			cfg.WorkerOutput = e.stderr
@@ -36,16 +50,17 @@ Ctrl-C stops everything.`,
 				return err
 			}
 			defer n.Stop()
-			cfg.Logger.Info("network ready; in another shell: taskworker call add 1 2", "workers", cfg.Workers, "env_file", cfg.Dir+"/"+localnet.EnvFile)
+			cfg.Logger.Info("network ready; in another shell: taskworker call add 1 2", "workers", cfg.Workers,
+				"pool", n.Env().Pool, "env_file", filepath.Join(cfg.Dir, localnet.EnvFile))
 			_, _ = e.stdout.Write([]byte(n.Env().String()))
 			<-ctx.Done()
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Dir, "dir", cfg.Dir, "directory for the network's data and env file (default $TASKWORKER_HOME or ~/.taskworker)")
+	f.StringVar(&cfg.Dir, "dir", "", "directory for the network's data and env file (default $TASKWORKER_HOME, else ~/.taskworker)")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of worker processes")
-	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address")
+	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address; when the default is taken, a free port on 127.0.0.1")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")
 	return cmd
 }

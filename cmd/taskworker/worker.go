@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,13 +28,16 @@ func workerCommand(e *env) *cobra.Command {
 		standalone    bool
 		wasmInProcess bool
 	)
-	host, _ := os.Hostname()
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker daemon that registers with a pool",
 		Long: `Run a worker daemon. It registers with the pool given by --pool using the
 network's join token (--join-token-file, or $TASKWORKER_JOIN_TOKEN), and serves
 the functions it has: --examples registers hello, add, echo and sleep.
+
+Its data (file shards, compiled modules) goes to --data-dir, by default a
+directory keyed by the pool's address and the worker's id, apart from those of
+'taskworker up': a worker of one network never takes over another's shards.
 
 With --standalone it registers with no pool and prints the address and call key
 to call it directly, for benchmarks.`,
@@ -53,13 +57,23 @@ to call it directly, for benchmarks.`,
 				if joinTokenFile != "" {
 					tok, err := readSecretFile(joinTokenFile)
 					if err != nil {
-						return err
+						return fmt.Errorf("--join-token-file: %w (a pool writes join.token into its data directory and logs the path when it starts)", err)
 					}
 					cfg.JoinToken = tok
 				}
 			}
+			if err := probeListen(cfg.Listen); err != nil {
+				if errors.Is(err, errAddrInUse) {
+					return fmt.Errorf("%w: another process serves there (perhaps another worker); pass --listen with a free port, or 0.0.0.0:0 for any", err)
+				}
+				return fmt.Errorf("--listen %w", err)
+			}
+			if cfg.ID == "" {
+				host, _ := os.Hostname()
+				cfg.ID = "worker-" + host
+			}
 			if cfg.DataDir == "" {
-				cfg.DataDir = filepath.Join(homeDir(), "workers", cfg.ID)
+				cfg.DataDir = defaultWorkerDir(cfg.PoolAddr, cfg.ID)
 			}
 			exe, err := os.Executable()
 			if err != nil {
@@ -104,16 +118,27 @@ to call it directly, for benchmarks.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.ID, "id", "worker-"+host, "worker id, unique in the network")
+	f.StringVar(&cfg.ID, "id", "", "worker id, unique in the network (default worker-HOSTNAME)")
 	f.StringVar(&cfg.PoolAddr, "pool", "", "pool address host:port (default $TASKWORKER_POOL)")
 	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the network's join token (the pool's join.token)")
 	f.StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to serve on")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the pool should dial, if not the listen address")
 	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
-	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default: $TASKWORKER_HOME/workers/ID)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default $TASKWORKER_HOME/joined/POOL/ID)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
 	return cmd
+}
+
+// defaultWorkerDir is a worker's data directory when --data-dir is not
+// given: keyed by the pool it joins and its id, so that a worker of one
+// network never opens the shards of a worker of another, nor those of
+// 'taskworker up's workers (DIR/workers/ID).
+func defaultWorkerDir(poolAddr, id string) string {
+	if poolAddr == "" {
+		poolAddr = "standalone"
+	}
+	return filepath.Join(homeDir(), "joined", strings.NewReplacer(":", "_", "/", "_", "[", "", "]", "").Replace(poolAddr), id)
 }

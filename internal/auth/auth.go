@@ -34,8 +34,9 @@ const (
 var (
 	// ErrNoToken means a request carried no bearer token.
 	ErrNoToken = errors.New("no API token: pass --token or set TASKWORKER_TOKEN")
-	// ErrMalformedToken means the token is not of the form tw_...
-	ErrMalformedToken = errors.New("malformed API token: it should start with " + Prefix)
+	// ErrMalformedToken means the token is not of the form tw_ and 43
+	// characters: mistyped, cut short, or something else pasted.
+	ErrMalformedToken = errors.New("malformed API token: a token is " + Prefix + " followed by 43 characters; copy it whole from 'taskworker token create' or the pool's admin.token")
 )
 
 // NewToken returns a new random token.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -115,16 +114,7 @@ func TestPoolKilledAndRestarted(t *testing.T) {
 func TestUp(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	stdout, w, _ := os.Pipe()
-	p := start(t, "up", w, "up", "--dir", dir, "--workers", "2", "--listen", addr)
-	w.Close()
-	vars := map[string]string{}
-	sc := bufio.NewScanner(stdout)
-	for len(vars) < 2 && sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			vars[k] = v
-		}
-	}
+	p, vars := startUp(t, "--dir", dir, "--workers", "2", "--listen", addr)
 	if vars["TASKWORKER_POOL"] != addr || !strings.HasPrefix(vars["TASKWORKER_TOKEN"], "tw_") {
 		t.Fatalf("up printed %v", vars)
 	}

@@ -1,12 +1,3 @@
-// Package localnet runs a whole TaskWorker network on one machine, the
-// embedded default behind `taskworker up`: an embedded etcd and a pool in
-// this process, and N worker processes (this binary's `worker` command),
-// all on 127.0.0.1, with their data under one directory.
-//
-// It is the same components as a real network, only started together: the
-// workers are separate processes that register with the pool over gRPC, and
-// are restarted if they exit. `taskworker bench files` uses it too, to
-// measure storage and repair with workers it may kill.
 package localnet
 
 import (
@@ -16,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
@@ -37,6 +31,9 @@ type Config struct {
 	Workers int
 	// Listen is the pool's address.
 	Listen string
+	// AnyPortIfBusy makes the pool listen on a free port of Listen's host
+	// when Listen is in use, instead of failing (Env says which port).
+	AnyPortIfBusy bool
 	// Executable is the taskworker binary to run workers with.
 	Executable string
 	// LeaseTTL of the workers' registrations.
@@ -78,6 +75,17 @@ func (e Env) String() string {
 // runs.
 const EnvFile = "env"
 
+// lockFile in Dir is held (flock) while a network runs in Dir, so that a
+// second network never shares its etcd, tokens or workers' shards. The
+// kernel releases it when the process dies, even by SIGKILL.
+const lockFile = "lock"
+
+// ErrDirInUse means another running network holds the directory.
+var ErrDirInUse = errors.New("another local network is running in this directory")
+
+// ErrListenInUse means the pool's address is taken and AnyPortIfBusy is off.
+var ErrListenInUse = errors.New("the pool's address is in use")
+
 // Network is a running local network.
 type Network struct {
 	cfg     Config
@@ -86,6 +94,7 @@ type Network struct {
 	checker *deployed.Checker
 	env     Env
 	workers []*supervised
+	lock    *os.File
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 }
@@ -101,6 +110,24 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		n.log = slog.New(slog.DiscardHandler)
 	}
 	if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if n.lock, err = lockDir(c.Dir); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil && n.pool == nil {
+			n.lock.Close()
+		}
+	}()
+	// An env file here is a dead run's (we hold the lock): clients must not
+	// find it before this run is ready.
+	if err := os.Remove(filepath.Join(c.Dir, EnvFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	// Check the address before anything is written: a start that fails
+	// here leaves no tokens or etcd data behind.
+	if c.Listen, err = checkListen(c.Listen, c.AnyPortIfBusy, n.log); err != nil {
 		return nil, err
 	}
 	pcfg := c.Pool
@@ -121,12 +148,14 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		n.checker = checker
 		pcfg.Checker = checker
 	}
-	if n.pool, err = pool.New(pcfg); err != nil {
+	p, err := pool.New(pcfg)
+	if err != nil {
 		return nil, err
 	}
-	if err := n.pool.Start(ctx); err != nil {
+	if err := p.Start(ctx); err != nil {
 		return nil, err
 	}
+	n.pool = p
 	defer func() {
 		if err != nil {
 			n.Stop()
@@ -139,6 +168,10 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		out = io.Discard
 	}
 	var outMu sync.Mutex
+	// Registrations older than this are a dead run's, left in etcd with
+	// their leases (a restart of etcd renews every lease): only workers
+	// that registered after it count as ready.
+	started := time.Now()
 	for i := range c.Workers {
 		id := fmt.Sprintf("worker_%03d", i+1)
 		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
@@ -149,23 +182,104 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		n.wg.Go(func() { w.run(wctx) })
 	}
 
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	timeout := time.After(60 * time.Second)
-	for len(n.pool.WorkerIDs()) < c.Workers {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-timeout:
-			return nil, fmt.Errorf("only %d of %d workers registered within a minute; see their logs", len(n.pool.WorkerIDs()), c.Workers)
-		case <-tick.C:
-		}
-	}
 	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken()}
+	if err := n.waitRegistered(ctx, started); err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(filepath.Join(c.Dir, EnvFile), []byte(n.env.String()), 0o600); err != nil {
 		return nil, err
 	}
 	return n, nil
+}
+
+// waitRegistered waits until every worker of this run has registered with
+// the pool since started, asking the pool as a client would.
+func (n *Network) waitRegistered(ctx context.Context, started time.Time) error {
+	c, err := taskworker.Dial(n.env.Pool, taskworker.WithToken(n.env.Token))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	timeout := time.After(60 * time.Second)
+	fresh := 0
+	for {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		listed, err := c.Workers(lctx)
+		cancel()
+		if err == nil {
+			fresh = countFresh(listed, n.workers, started)
+			if fresh == len(n.workers) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timeout:
+			return fmt.Errorf("only %d of %d workers registered within a minute; see their logs", fresh, len(n.workers))
+		case <-tick.C:
+		}
+	}
+}
+
+// countFresh counts the workers of ours that registered at or after
+// started (milliseconds are the registry's resolution).
+func countFresh(listed []*v1.WorkerInfo, ours []*supervised, started time.Time) int {
+	at := map[string]int64{}
+	for _, w := range listed {
+		at[w.WorkerId] = w.RegisteredAtMs
+	}
+	fresh := 0
+	for _, w := range ours {
+		if ms, ok := at[w.id]; ok && ms >= started.UnixMilli() {
+			fresh++
+		}
+	}
+	return fresh
+}
+
+// lockDir takes the directory's lock file, or says which network holds it.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			where := ""
+			if env, rerr := os.ReadFile(filepath.Join(dir, EnvFile)); rerr == nil {
+				for line := range strings.Lines(string(env)) {
+					if pool, ok := strings.CutPrefix(strings.TrimSpace(line), "TASKWORKER_POOL="); ok && len(pool) < 100 {
+						where = ", its pool at " + pool
+					}
+				}
+			}
+			return nil, fmt.Errorf("%w: %s%s; use that network, stop it, or run a second one with another --dir", ErrDirInUse, dir, where)
+		}
+		return nil, fmt.Errorf("locking %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// checkListen returns the address the pool can listen on: addr when it is
+// free, else a free port on addr's host when anyPort is set.
+func checkListen(addr string, anyPort bool, log *slog.Logger) (string, error) {
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		return addr, l.Close()
+	}
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		return "", fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	if !anyPort {
+		return "", fmt.Errorf("%w: %s is taken by another process (another network?); pass --listen with a free port, or 127.0.0.1:0 for any", ErrListenInUse, addr)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	log.Warn("the default address is in use; the pool listens on a free port instead (pass --listen to choose one)", "in_use", addr)
+	return net.JoinHostPort(host, "0"), nil
 }
 
 // Env returns what a client needs to use the network.
@@ -193,6 +307,7 @@ func (n *Network) Stop() {
 		_ = n.checker.Close(ctx)
 	}
 	os.Remove(filepath.Join(n.cfg.Dir, EnvFile))
+	n.lock.Close()
 }
 
 // supervised is a worker process, restarted when it exits unless killed.

@@ -67,11 +67,12 @@ func (c LimitsConfig) resolve(req *v1.Limits) (*v1.Limits, error) {
 		case f.got < 0:
 			return nil, fmt.Errorf("%s %d is negative", f.name, f.got)
 		case f.got > f.max:
-			unit := "ms"
+			if f.name == "timeout" {
+				return nil, fmt.Errorf("timeout %s is over the operator's maximum of %s; lower --timeout", humanDuration(f.got), humanDuration(f.max))
+			}
+			unit := ""
 			if f.unitBytes {
 				unit = " bytes"
-			} else if f.name == "concurrency" {
-				unit = ""
 			}
 			return nil, fmt.Errorf("%s %d%s is over the operator's maximum of %d%s; lower %s", f.name, f.got, unit, f.max, unit, f.flagHint)
 		case f.got > 0:
@@ -79,6 +80,16 @@ func (c LimitsConfig) resolve(req *v1.Limits) (*v1.Limits, error) {
 		}
 	}
 	return out, nil
+}
+
+// humanDuration writes milliseconds as people write durations: 10m, 1m30s,
+// 2.5s, 250ms.
+func humanDuration(ms int64) string {
+	d := (time.Duration(ms) * time.Millisecond).String()
+	for _, zero := range []string{"m0s", "h0m"} {
+		d = strings.Replace(d, zero, zero[:1], 1)
+	}
+	return d
 }
 
 // deployments is every pool's view of the current version of each deployed

@@ -2,8 +2,10 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,10 +40,14 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if err := names.Function(req.FunctionName); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	if len(req.Args) > s.cfg.MaxArgsBytes {
-		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(req.Args), s.cfg.MaxArgsBytes)
+	args, err := callArgs(req)
+	if err != nil {
+		return nil, err
 	}
-	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: req.Args, UserId: user}
+	if len(args) > s.cfg.MaxArgsBytes {
+		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(args), s.cfg.MaxArgsBytes)
+	}
+	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: args, UserId: user}
 	// A native function takes the calls over a deployed one of the same name
 	// (deploy refuses such names, but a native worker may join later).
 	routes := s.reg.routes(req.FunctionName)
@@ -78,6 +84,9 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 			if fwd.Deployment != nil && r.w != warm {
 				s.warm.Store(req.FunctionName, r.w)
 			}
+			if req.ArgsJson != "" && utf8.Valid(resp.Result) {
+				resp.ResultJson = string(resp.Result)
+			}
 			return resp, nil
 		}
 		if reached || ctx.Err() != nil {
@@ -97,6 +106,21 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		return nil, status.Errorf(codes.Unavailable, "no live worker serves %q right now; try again shortly", req.FunctionName)
 	}
 	return nil, status.Errorf(codes.Unavailable, "%s: every worker tried failed; last: %v", req.FunctionName, status.Convert(lastErr).Message())
+}
+
+// callArgs returns a call's arguments from args or args_json (the same JSON
+// as text, for tools that show bytes as base64).
+func callArgs(req *v1.FunctionCallRequest) ([]byte, error) {
+	if req.ArgsJson == "" {
+		return req.Args, nil
+	}
+	if len(req.Args) > 0 {
+		return nil, status.Error(codes.InvalidArgument, "both args and args_json are set; set one")
+	}
+	if !json.Valid([]byte(req.ArgsJson)) {
+		return nil, status.Errorf(codes.InvalidArgument, "args_json is not valid JSON: %q", names.Truncate(req.ArgsJson, 64))
+	}
+	return []byte(req.ArgsJson), nil
 }
 
 // forward makes one call to one worker. reached reports whether the answer

@@ -344,11 +344,13 @@ type DeployRequest struct {
 	Runtime Runtime                `protobuf:"varint,2,opt,name=runtime,proto3,enum=taskworker.v1.Runtime" json:"runtime,omitempty"`
 	Module  []byte                 `protobuf:"bytes,3,opt,name=module,proto3" json:"module,omitempty"`
 	// Defaults to name.
-	Export        string        `protobuf:"bytes,4,opt,name=export,proto3" json:"export,omitempty"`
-	Limits        *Limits       `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
-	Idempotent    bool          `protobuf:"varint,6,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
-	Capabilities  *Capabilities `protobuf:"bytes,7,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	UserId        string        `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Export       string        `protobuf:"bytes,4,opt,name=export,proto3" json:"export,omitempty"`
+	Limits       *Limits       `protobuf:"bytes,5,opt,name=limits,proto3" json:"limits,omitempty"`
+	Idempotent   bool          `protobuf:"varint,6,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
+	Capabilities *Capabilities `protobuf:"bytes,7,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -487,7 +489,9 @@ type RollbackRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// 0 means the version before the current one.
-	Version       int64  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Version int64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
 	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -589,9 +593,11 @@ func (x *RollbackResponse) GetDeployment() *Deployment {
 }
 
 type UndeployRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,9 +683,11 @@ func (*UndeployResponse) Descriptor() ([]byte, []int) {
 }
 
 type HistoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }

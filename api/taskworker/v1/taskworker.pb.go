@@ -2,8 +2,10 @@
 // (FileService, RPCService, DNSService) with its message and field names.
 //
 // Every request carries a bearer API token in the "authorization" metadata
-// ("Bearer tw_..."). The pool derives the caller's user from the token; a
-// request's user_id, where present, must be empty or match it.
+// ("Bearer tw_..."). The pool derives the caller's user from the token. A
+// request's user_id names the user it acts for: empty means the token's user
+// (what a caller almost always wants); a user's token may name only its own
+// user; an admin token may name any user, to act on that user's behalf.
 //
 // Field numbers are never reused. Removed fields are listed as reserved.
 
@@ -261,7 +263,9 @@ func (x *FileInfo) GetRedundancy() Redundancy {
 type UploadHeader struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Filename string                 `protobuf:"bytes,1,opt,name=filename,proto3" json:"filename,omitempty"`
-	UserId   string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Set to revise an existing file.
 	FileId string `protobuf:"bytes,3,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	// With file_id: refuse unless the current version is this one.
@@ -457,7 +461,9 @@ func (x *UploadResponse) GetInfo() *FileInfo {
 type DownloadRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	UserId string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// 0 means the latest version.
 	Version int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	Offset  int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
@@ -586,9 +592,11 @@ func (x *DownloadResponse) GetData() []byte {
 }
 
 type DeleteRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -674,10 +682,12 @@ func (*DeleteResponse) Descriptor() ([]byte, []int) {
 }
 
 type ListRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -786,10 +796,12 @@ func (x *ListResponse) GetNextPageToken() string {
 }
 
 type StatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	Version       int64                  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Version       int64  `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -890,9 +902,11 @@ func (x *StatResponse) GetInfo() *FileInfo {
 }
 
 type FileHistoryRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FileId        string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -986,10 +1000,12 @@ func (x *FileHistoryResponse) GetVersions() []*FileInfo {
 }
 
 type PushRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FileData      []byte                 `protobuf:"bytes,1,opt,name=file_data,json=fileData,proto3" json:"file_data,omitempty"`
-	Filename      string                 `protobuf:"bytes,2,opt,name=filename,proto3" json:"filename,omitempty"`
-	UserId        string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	FileData []byte                 `protobuf:"bytes,1,opt,name=file_data,json=fileData,proto3" json:"file_data,omitempty"`
+	Filename string                 `protobuf:"bytes,2,opt,name=filename,proto3" json:"filename,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1108,7 +1124,9 @@ func (x *PushResponse) GetInfo() *FileInfo {
 type GetRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	FileId string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
-	UserId string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// 0 means the latest version.
 	Version       int64 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1230,7 +1248,9 @@ type ReviseRequest struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	FileId   string                 `protobuf:"bytes,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	FileData []byte                 `protobuf:"bytes,2,opt,name=file_data,json=fileData,proto3" json:"file_data,omitempty"`
-	UserId   string                 `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// 0 means unconditional; otherwise the revision is refused unless the
 	// file's current version is this one.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
@@ -1357,8 +1377,10 @@ func (x *ReviseResponse) GetInfo() *FileInfo {
 }
 
 type SynchronousRequest struct {
-	state  protoimpl.MessageState `protogen:"open.v1"`
-	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Opaque cursor from a previous response; empty means from the beginning
 	// (every live file, as created).
 	Cursor        string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
@@ -1684,11 +1706,18 @@ type FunctionCallRequest struct {
 	// The arguments as JSON: an array bound by position to the function's
 	// parameters, or an object for a function that takes one struct. Empty
 	// means no arguments.
-	Args   []byte `protobuf:"bytes,2,opt,name=args,proto3" json:"args,omitempty"`
+	Args []byte `protobuf:"bytes,2,opt,name=args,proto3" json:"args,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
 	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Set by the pool on calls of deployed functions to workers: the version
 	// to run. Ignored from clients.
-	Deployment    *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	Deployment *Deployment `protobuf:"bytes,4,opt,name=deployment,proto3" json:"deployment,omitempty"`
+	// The arguments as JSON text, for tools that show bytes as base64
+	// (grpcurl): {"function_name": "add", "args_json": "[1, 2]"}. Set args or
+	// args_json, not both. A call made with args_json is answered with
+	// result_json too. Served by the pool.
+	ArgsJson      string `protobuf:"bytes,5,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1751,12 +1780,22 @@ func (x *FunctionCallRequest) GetDeployment() *Deployment {
 	return nil
 }
 
+func (x *FunctionCallRequest) GetArgsJson() string {
+	if x != nil {
+		return x.ArgsJson
+	}
+	return ""
+}
+
 type FunctionCallResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The result as JSON ("null" for a function with no result).
 	Result []byte `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
 	// The worker that ran the call.
-	WorkerId      string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	WorkerId string `protobuf:"bytes,2,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// The result as JSON text, the same as result, set when the request came
+	// with args_json.
+	ResultJson    string `protobuf:"bytes,3,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1805,11 +1844,20 @@ func (x *FunctionCallResponse) GetWorkerId() string {
 	return ""
 }
 
+func (x *FunctionCallResponse) GetResultJson() string {
+	if x != nil {
+		return x.ResultJson
+	}
+	return ""
+}
+
 type DNSRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Domain string                 `protobuf:"bytes,1,opt,name=domain,proto3" json:"domain,omitempty"`
 	// "A", "AAAA", "CNAME", "TXT", ...; empty means A and AAAA.
-	RecordType    string `protobuf:"bytes,2,opt,name=record_type,json=recordType,proto3" json:"record_type,omitempty"`
+	RecordType string `protobuf:"bytes,2,opt,name=record_type,json=recordType,proto3" json:"record_type,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
 	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2034,17 +2082,20 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x17\n" +
-	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xa2\x01\n" +
+	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xbf\x01\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
 	"\auser_id\x18\x03 \x01(\tR\x06userId\x129\n" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
-	"deployment\"K\n" +
+	"deployment\x12\x1b\n" +
+	"\targs_json\x18\x05 \x01(\tR\bargsJson\"l\n" +
 	"\x14FunctionCallResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1b\n" +
-	"\tworker_id\x18\x02 \x01(\tR\bworkerId\"^\n" +
+	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +
+	"\vresult_json\x18\x03 \x01(\tR\n" +
+	"resultJson\"^\n" +
 	"\n" +
 	"DNSRequest\x12\x16\n" +
 	"\x06domain\x18\x01 \x01(\tR\x06domain\x12\x1f\n" +

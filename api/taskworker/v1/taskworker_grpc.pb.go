@@ -2,8 +2,10 @@
 // (FileService, RPCService, DNSService) with its message and field names.
 //
 // Every request carries a bearer API token in the "authorization" metadata
-// ("Bearer tw_..."). The pool derives the caller's user from the token; a
-// request's user_id, where present, must be empty or match it.
+// ("Bearer tw_..."). The pool derives the caller's user from the token. A
+// request's user_id names the user it acts for: empty means the token's user
+// (what a caller almost always wants); a user's token may name only its own
+// user; an admin token may name any user, to act on that user's behalf.
 //
 // Field numbers are never reused. Removed fields are listed as reserved.
 

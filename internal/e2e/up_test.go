@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startUp runs `taskworker up` with args and returns it once it has
+// printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN).
+func startUp(t *testing.T, args ...string) (*proc, map[string]string) {
+	t.Helper()
+	stdout, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, "up", w, append([]string{"up"}, args...)...)
+	w.Close()
+	vars := map[string]string{}
+	sc := bufio.NewScanner(stdout)
+	for len(vars) < 2 && sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			vars[k] = v
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if vars["TASKWORKER_POOL"] == "" {
+		t.Fatalf("up printed no env; its output:\n%s", p.out.String())
+	}
+	return p, vars
+}
+
+// runCLI runs a command of the binary in a directory of its own, with
+// extra environment, and returns its combined output.
+func runCLI(t *testing.T, env []string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = t.TempDir()
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// After `up` dies by SIGKILL, its registrations outlive it in etcd (a
+// restarted etcd renews their leases). A restarted `up` must say ready only
+// once its own workers have registered again: the first call right after
+// "ready" succeeds.
+func TestUpRestartAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("TASKWORKER_HOME", dir)
+	t.Setenv("TASKWORKER_POOL", "")
+	t.Setenv("TASKWORKER_TOKEN", "")
+	addr := freeAddr(t)
+	first, _ := startUp(t, "--workers", "2", "--listen", addr)
+	first.kill()
+	_, vars := startUp(t, "--workers", "2", "--listen", addr)
+	if vars["TASKWORKER_POOL"] != addr {
+		t.Fatalf("restarted up printed %v", vars)
+	}
+	for i := range 3 {
+		if out, err := runCLI(t, nil, "call", "add", "1", "2"); err != nil || out != "3" {
+			t.Fatalf("call %d right after ready: %q, %v", i+1, out, err)
+		}
+	}
+}
+
+// Two networks of `up` cannot share a directory; a busy --listen is refused
+// before anything is written.
+func TestUpRefusals(t *testing.T) {
+	dir := t.TempDir()
+	startUp(t, "--dir", dir, "--workers", "1", "--listen", "127.0.0.1:0")
+	out, err := runCLI(t, nil, "up", "--dir", dir, "--workers", "1", "--listen", "127.0.0.1:0")
+	if err == nil || !strings.Contains(out, "another local network is running in this directory") || !strings.Contains(out, "another --dir") {
+		t.Fatalf("a second up in the same directory: %v, %q", err, out)
+	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	other := t.TempDir()
+	out, err = runCLI(t, nil, "up", "--dir", other, "--workers", "1", "--listen", busy.Addr().String())
+	if err == nil || !strings.Contains(out, "pass --listen with a free port") {
+		t.Fatalf("up on a busy --listen: %v, %q", err, out)
+	}
+	if entries, _ := os.ReadDir(other); len(entries) > 1 { // the lock file at most
+		t.Errorf("up on a busy address wrote %v", entries)
+	}
+}
+
+// The README's "Running a real network", beside a running `up` with the
+// same TASKWORKER_HOME: the pool's and the worker's default directories are
+// their own, the join token is found by its full path from anywhere, and
+// both networks serve calls. (The ports are free ones, not the README's.)
+func TestReadmeRealNetworkBesideUp(t *testing.T) {
+	home := t.TempDir()
+	t.Setenv("TASKWORKER_HOME", home)
+	t.Setenv("TASKWORKER_POOL", "")
+	t.Setenv("TASKWORKER_TOKEN", "")
+	startUp(t, "--workers", "1", "--listen", freeAddr(t))
+
+	addr := freeAddr(t)
+	port := addr[strings.LastIndex(addr, ":")+1:]
+	poolDir := filepath.Join(home, "pool-"+port)
+	pool := start(t, "pool", nil, "pool", "--listen", addr)
+	joinToken := filepath.Join(poolDir, "join.token")
+	waitFile(t, joinToken, pool)
+	start(t, "worker", nil, "worker", "--pool", addr, "--join-token-file", joinToken, "--id", "worker_001", "--examples",
+		"--listen", "127.0.0.1:0")
+	admin, err := os.ReadFile(filepath.Join(poolDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := []string{"TASKWORKER_POOL=" + addr, "TASKWORKER_TOKEN=" + strings.TrimSpace(string(admin))}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := runCLI(t, client, "call", "add", "1", "2")
+		if err == nil && out == "3" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("call through the second network: %q, %v", out, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := runCLI(t, nil, "call", "add", "2", "2"); err != nil || out != "4" {
+		t.Fatalf("call through up's network: %q, %v", out, err)
+	}
+	for _, d := range []string{filepath.Join(home, "joined", "127.0.0.1_"+port, "worker_001"), filepath.Join(home, "workers", "worker_001")} {
+		if _, err := os.Stat(d); err != nil {
+			t.Errorf("%s: %v", d, err)
+		}
+	}
+}
+
+// waitFile waits for p to write a file.
+func waitFile(t *testing.T, path string, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("%s exited before writing %s:\n%s", p.name, path, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not written within 30s", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
