@@ -105,6 +105,9 @@ func TestMuxStalledStream(t *testing.T) {
 				go func() {
 					// Close once every call waits on the stalled stream.
 					waitPending(m, 40)
+					for srv.streams.Load() == 0 {
+						time.Sleep(10 * time.Millisecond)
+					}
 					m.close()
 				}()
 			}
