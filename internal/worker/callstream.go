@@ -24,14 +24,21 @@ func (r rpcService) CallStream(stream v1.RPCService_CallStreamServer) error {
 	frames := make(chan *v1.CallFrame)
 	recvErr := make(chan error, 1)
 	go func() {
+		defer close(frames)
 		for {
 			f, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
-				close(frames)
 				return
 			}
-			frames <- f
+			select {
+			case frames <- f:
+			case <-ctx.Done():
+				// The stream ended; the handler may have returned already
+				// (drained), and then nothing reads frames.
+				recvErr <- status.FromContextError(ctx.Err()).Err()
+				return
+			}
 		}
 	}()
 

@@ -66,6 +66,11 @@ func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient,
 	if interval <= 0 {
 		interval = time.Second
 	}
+	// A heartbeat may take as long as the lease has left: a slow pool or
+	// etcd is still in time until then, and a fixed timeout shorter than
+	// that would let the lease lapse under load alone.
+	ttl := time.Duration(reg.LeaseTtlMs) * time.Millisecond
+	expires := time.Now().Add(ttl)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -80,7 +85,8 @@ func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient,
 		if s.cfg.Sandbox != nil {
 			compiled = s.cfg.Sandbox.Compiled()
 		}
-		hctx, cancel := context.WithTimeout(ctx, interval)
+		sent := time.Now()
+		hctx, cancel := context.WithDeadline(ctx, latest(expires, sent.Add(interval)))
 		_, err := client.Heartbeat(hctx, &v1.HeartbeatRequest{
 			WorkerId:        s.cfg.ID,
 			LeaseId:         reg.LeaseId,
@@ -91,6 +97,7 @@ func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient,
 		cancel()
 		switch status.Code(err) {
 		case codes.OK:
+			expires = sent.Add(ttl)
 		case codes.NotFound:
 			s.log.Warn("lease lost; registering again", "err", err)
 			return
@@ -100,6 +107,13 @@ func (s *Server) heartbeat(ctx context.Context, client v1.RegistryServiceClient,
 			s.log.Debug("heartbeat failed", "err", err)
 		}
 	}
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 type backoff struct {
