@@ -31,7 +31,7 @@ import (
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
 
-// DefaultListen is the seed's default worker port.
+// DefaultListen is where a worker listens by default.
 const DefaultListen = ":50052"
 
 // maxMessageBytes bounds the messages a worker accepts and sends.
