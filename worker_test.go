@@ -41,6 +41,40 @@ func TestFunctionRefusesBadNames(t *testing.T) {
 	}
 }
 
+// TestNewCopiesItsOptions: labels changed after New do not reach the pool.
+func TestNewCopiesItsOptions(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	labels := map[string]string{"zone": "a"}
+	w, err := taskworker.New("labelled", taskworker.WithPool(c.PoolAddr(0), c.JoinToken), taskworker.WithLabels(labels))
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels["zone"] = "changed after New"
+	if err := w.Start(ctx, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(ctx)
+	if err := w.WaitRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitWorkers(2)
+	workers, err := c.Client(0).Workers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range workers {
+		if info.WorkerId == "labelled" {
+			if info.Labels["zone"] != "a" {
+				t.Errorf("the pool sees zone %q; want the %q given to New", info.Labels["zone"], "a")
+			}
+			return
+		}
+	}
+	t.Fatalf("the pool does not list the worker: %v", workers)
+}
+
 // TestStopWaitsForCallsBeforeClosingStorage stops a worker while one of its
 // calls still has a file to write through Storage: the call finishes and
 // its write succeeds, because Stop closes the Storage client only after
