@@ -19,7 +19,6 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
-	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
@@ -106,7 +105,7 @@ func TestDeployAndCallThroughThePool(t *testing.T) {
 	if _, err := cl.Deploy(ctx, "count_vowels", extismPlugin(t, "count_vowels.wasm"), taskworker.DeploySpec{Idempotent: true}); err != nil {
 		t.Fatal(err)
 	}
-	// One string argument reaches the plugin as its raw bytes.
+	// The plugin's input is the JSON array of arguments, unchanged.
 	out, err := cl.Call(ctx, "count_vowels", "Hello, World!")
 	if err != nil || !strings.Contains(string(out), `"count":3`) {
 		t.Fatalf("count_vowels: %s, %v", out, err)
@@ -254,23 +253,6 @@ func TestRestartReusesCompiledModules(t *testing.T) {
 	}
 	if st := c.Runners[0].Stats(); st.Compiled != 0 || st.FromDisk != 1 {
 		t.Fatalf("after a restart: %+v; want the module from the disk cache, no compile", st)
-	}
-}
-
-func TestPluginInput(t *testing.T) {
-	for args, want := range map[string]string{
-		`["hello"]`:    "hello",
-		`[1, 2]`:       "[1, 2]",
-		`[{"a": 1}]`:   `[{"a": 1}]`,
-		`[]`:           "",
-		``:             "",
-		`["a", "b"]`:   `["a", "b"]`,
-		`{"k": "v"}`:   `{"k": "v"}`,
-		`["\u00e9\n"]`: "\u00e9\n",
-	} {
-		if got := string(deployed.PluginInput([]byte(args))); got != want {
-			t.Errorf("PluginInput(%s) = %q, want %q", args, got, want)
-		}
 	}
 }
 
