@@ -90,4 +90,3 @@ func buildGuest(t *testing.T, pkg string) []byte {
 	}
 	return b
 }
-
