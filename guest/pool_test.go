@@ -2,9 +2,6 @@ package guest_test
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -39,7 +36,7 @@ func TestBindingTableThroughThePool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wasm := buildGuest(t, "./internal/function/bindingtest/guest")
+	wasm := cluster.BuildGuest(t, "./internal/function/bindingtest/guest")
 	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, Setup: func(w *worker.Server) error {
 		for name, fn := range bindingtest.Functions {
 			if err := w.Register("native_"+name, fn, false); err != nil {
@@ -70,23 +67,4 @@ func TestBindingTableThroughThePool(t *testing.T) {
 			})
 		}
 	}
-}
-
-// buildGuest builds a Go guest package of this repository for wasip1.
-func buildGuest(t *testing.T, pkg string) []byte {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "guest.wasm")
-	cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, pkg)
-	cmd.Dir = ".."
-	// -race, if set through GOFLAGS, does not exist for wasm.
-	flags := slices.DeleteFunc(strings.Fields(os.Getenv("GOFLAGS")), func(f string) bool { return f == "-race" })
-	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS="+strings.Join(flags, " "))
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, msg)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }

@@ -29,8 +29,6 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-var builds sync.Map // package -> func() ([]byte, error)
-
 // wasmCache is shared by every test's cluster: each module compiles once.
 var wasmCache string
 
@@ -63,26 +61,7 @@ func TestMain(m *testing.M) {
 }
 
 // guest builds a Go guest package of this repository for wasip1, once.
-func guest(t testing.TB, pkg string) []byte {
-	t.Helper()
-	f, _ := builds.LoadOrStore(pkg, sync.OnceValues(func() ([]byte, error) {
-		out := filepath.Join(os.TempDir(), fmt.Sprintf("tw-guest-%d-%s.wasm", os.Getpid(), filepath.Base(pkg)))
-		defer os.Remove(out)
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, pkg)
-		cmd.Dir = filepath.Join("..", "..")
-		flags := slices.DeleteFunc(strings.Fields(os.Getenv("GOFLAGS")), func(f string) bool { return f == "-race" })
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS="+strings.Join(flags, " "))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building %s: %v\n%s", pkg, err, msg)
-		}
-		return os.ReadFile(out)
-	}))
-	b, err := f.(func() ([]byte, error))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func guest(t testing.TB, pkg string) []byte { return cluster.BuildGuest(t, pkg) }
 
 // extismPlugin reads one of the test plugins shipped in the go-sdk module.
 func extismPlugin(t testing.TB, name string) []byte {

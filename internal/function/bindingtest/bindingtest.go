@@ -8,6 +8,12 @@
 // (its Go signature and what it does), "cases" gives the arguments as sent
 // and either the exact result bytes or the error's kind and a part of its
 // message. Functions holds the Go implementation of each.
+//
+// # Caveats
+//
+// The messages are the Go binder's wording; a binder in another language
+// that words its errors differently can hold itself to the results and the
+// error kinds, and to the messages only where it chooses the same words.
 package bindingtest
 
 import (
