@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
@@ -109,6 +110,12 @@ func (w *Worker) Storage() (*Client, error) {
 	})
 	return w.storage, w.storageErr
 }
+
+// Raw is the escape from JSON for a function's arguments and result: a
+// function whose only parameter (after the context) is a Raw receives the
+// call's arguments unparsed, and a Raw result reaches the caller as it is,
+// unencoded. WebAssembly functions have the same type (guest.Raw).
+type Raw = function.Raw
 
 // FunctionOption configures one function.
 type FunctionOption func(*functionConfig)
