@@ -2,9 +2,13 @@ package taskworker_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/cluster"
@@ -38,6 +42,39 @@ func TestFunctionRefusesBadNames(t *testing.T) {
 	}
 	if _, err := taskworker.New("worker/1"); err == nil || !strings.Contains(err.Error(), `worker id "worker/1"`) {
 		t.Errorf("New with a bad worker id: %v", err)
+	}
+}
+
+// TestWaitRegisteredSaysWhyThePoolRefused: a worker with a join token the
+// pool does not know keeps retrying, and WaitRegistered says why it fails.
+func TestWaitRegisteredSaysWhyThePoolRefused(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	unknown := "tw_" + strings.Repeat("A", 43)
+	w, err := taskworker.New("stranger", taskworker.WithPool(c.PoolAddr(0), unknown))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := w.Start(ctx, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(ctx)
+	// Wait for the first refusal: each short wait ends in an error that
+	// says whether the pool has refused yet.
+	for ctx.Err() == nil {
+		wctx, wcancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err = w.WaitRegistered(wctx)
+		wcancel()
+		if err == nil || strings.Contains(err.Error(), "refused it") {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "refused it") || !strings.Contains(err.Error(), "not recognised") {
+		t.Fatalf("WaitRegistered = %v; want it to say the pool refused the token", err)
+	}
+	if status.Code(errors.Unwrap(err)) != codes.Unauthenticated {
+		t.Errorf("the refusal's code: %v", status.Code(errors.Unwrap(err)))
 	}
 }
 
