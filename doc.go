@@ -14,6 +14,9 @@
 //	c, _ := taskworker.Dial("pool:50051", taskworker.WithToken(token))
 //	sum, _ := c.Call(ctx, "add", 1, 2) // json.RawMessage("3")
 //
+// A function's error reaches the caller as a gRPC status: [Errorf] (or
+// status.Error) chooses its code; any other error arrives as Unknown.
+//
 // The gRPC API itself is in package
 // github.com/hivemind/taskworker/api/taskworker/v1, for clients in other
 // languages.

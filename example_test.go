@@ -6,14 +6,16 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
-	"github.com/hivemind/taskworker/internal/pool"
 )
 
-// The seed's basic setup: a worker with two functions, registered with a
-// pool, called through it.
+// A worker with two functions, registered with a pool, called through it.
+// (startPool, in network_test.go, stands for a network that `taskworker up`
+// would run: it gives the pool's address and its admin and join tokens.)
 func Example() {
 	ctx := context.Background()
 	poolAddr, adminToken, joinToken, stop := startPool()
@@ -78,46 +80,8 @@ func ExampleWorker_Function() {
 	// rpc error: code = Unknown desc = process_data: quantity 0: order at least one
 }
 
-// startPool runs a pool with an embedded etcd in a temporary directory.
-func startPool() (addr, adminToken, joinToken string, stop func()) {
-	dir, err := os.MkdirTemp("", "taskworker-example-")
-	if err != nil {
-		log.Fatal(err)
-	}
-	cfg := pool.DefaultConfig(dir)
-	cfg.Listen = "127.0.0.1:0"
-	cfg.EtcdTickMs, cfg.EtcdElectionMs = 10, 100
-	p, err := pool.New(cfg)
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := p.Start(context.Background()); err != nil {
-		log.Fatal(err)
-	}
-	return p.Addr(), p.AdminToken(), p.JoinToken(), func() {
-		_ = p.Stop(context.Background())
-		os.RemoveAll(dir)
-	}
-}
-
-// waitForFunction waits until the pool routes the function.
-func waitForFunction(addr, token, name string) {
-	c, _ := taskworker.Dial(addr, taskworker.WithToken(token))
-	defer c.Close()
-	for range 500 {
-		fs, _ := c.Functions(context.Background())
-		for _, f := range fs {
-			if f.Name == name {
-				return
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	log.Fatalf("function %s never became callable", name)
-}
-
-// The seed's file example: a worker's function stores what it is given and
-// returns the file id; the caller reads the file back.
+// A worker's function stores what it is given and returns the file id; the
+// caller reads the file back.
 func ExampleWorker_Storage() {
 	ctx := context.Background()
 	poolAddr, adminToken, joinToken, stop := startPool()
@@ -153,4 +117,35 @@ func ExampleWorker_Storage() {
 	data, _ := c.Get(ctx, fileID)
 	fmt.Println(string(data))
 	// Output: Hello from HiveMind!
+}
+
+// A function's error reaches the caller with the gRPC code it carries:
+// Errorf (or status.Error) picks it; a plain error arrives as Unknown.
+func ExampleErrorf() {
+	ctx := context.Background()
+	poolAddr, adminToken, joinToken, stop := startPool()
+	defer stop()
+
+	prices := map[string]int{"tea": 3}
+	w, _ := taskworker.New("worker_004", taskworker.WithPool(poolAddr, joinToken))
+	_ = w.Function("price", func(item string) (int, error) {
+		p, ok := prices[item]
+		if !ok {
+			return 0, taskworker.Errorf(codes.NotFound, "no price for %q; ask for one of %d items", item, len(prices))
+		}
+		return p, nil
+	})
+	_ = w.Start(ctx, "127.0.0.1:0")
+	defer w.Stop(ctx)
+	waitForFunction(poolAddr, adminToken, "price")
+
+	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	defer c.Close()
+	p, _ := c.Call(ctx, "price", "tea")
+	fmt.Println(string(p))
+	_, err := c.Call(ctx, "price", "gold")
+	fmt.Println(status.Code(err), status.Convert(err).Message())
+	// Output:
+	// 3
+	// NotFound no price for "gold"; ask for one of 1 items
 }

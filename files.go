@@ -9,8 +9,8 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 )
 
-// File verbs of Client: the seed's FileService (Push, Get, Revise,
-// Synchronous) plus what a store needs. Files are the caller's own: another
+// File verbs of Client: FileService's Push, Get, Revise and Synchronous,
+// plus what a store needs. Files are the caller's own: another
 // user's file id answers NotFound. Files of any size stream through
 // Upload and Download; Push and Get carry a file in one message.
 

@@ -5,13 +5,17 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
-// Worker serves registered Go functions to the node pool. The seed's
-// TaskWorker class.
+// Worker serves registered Go functions to the node pool.
 type Worker struct {
 	s            *worker.Server
 	poolAddr     string
@@ -20,6 +24,7 @@ type Worker struct {
 	storageOnce sync.Once
 	storage     *Client
 	storageErr  error
+	stopped     atomic.Bool
 }
 
 // Option configures a Worker.
@@ -83,10 +88,16 @@ func New(id string, opts ...Option) (*Worker, error) {
 	return &Worker{s: s, poolAddr: o.PoolAddr, storageToken: o.storageToken}, nil
 }
 
+// errStopped is what Storage answers once the worker has stopped.
+var errStopped = errors.New("taskworker: the worker has stopped")
+
 // Storage returns a client of the network's FileService (Push, Get,
-// Revise, Sync, ...) acting as the user of WithStorageToken: the seed's
-// worker.storage.
+// Revise, Sync, ...) acting as the user of WithStorageToken. The client is
+// made on first use and closed by Stop, after the calls in flight are done.
 func (w *Worker) Storage() (*Client, error) {
+	if w.stopped.Load() {
+		return nil, errStopped
+	}
 	w.storageOnce.Do(func() {
 		switch {
 		case w.poolAddr == "":
@@ -99,6 +110,12 @@ func (w *Worker) Storage() (*Client, error) {
 	})
 	return w.storage, w.storageErr
 }
+
+// Raw is the escape from JSON for a function's arguments and result: a
+// function whose only parameter (after the context) is a Raw receives the
+// call's arguments unparsed, and a Raw result reaches the caller as it is,
+// unencoded. WebAssembly functions have the same type (guest.Raw).
+type Raw = function.Raw
 
 // FunctionOption configures one function.
 type FunctionOption func(*functionConfig)
@@ -121,8 +138,20 @@ func Idempotent() FunctionOption {
 //
 // Callers pass the arguments as a JSON array bound by position to params (a
 // function taking one struct also accepts a JSON object); the result travels
-// back as JSON. The context is cancelled when the caller gives up, and
-// carries the caller's deadline. Functions may be added after Start.
+// back as JSON (docs/ABI.md, "Arguments and results", holds the rules, the
+// same for WebAssembly functions). The context is cancelled when the caller
+// gives up, and carries the caller's deadline. Functions may be added after
+// Start.
+//
+// The error fn returns reaches the caller as a gRPC status: the status
+// itself when it is one (made with [Errorf] or status.Error, or wrapping
+// one), so the caller's status.Code sees its code; otherwise the code
+// Unknown with the error's message.
+//
+// Function fails at once, with an error that says what to change, when name
+// is not a valid function name (1 to 200 letters, digits, '_', '.', ':' or
+// '-', starting with a letter or '_'), is already registered, or fn has
+// another shape.
 func (w *Worker) Function(name string, fn any, opts ...FunctionOption) error {
 	var c functionConfig
 	for _, o := range opts {
@@ -131,9 +160,15 @@ func (w *Worker) Function(name string, fn any, opts ...FunctionOption) error {
 	return w.s.Register(name, fn, c.idempotent)
 }
 
-// RegisterFunction is Function, under the seed's name.
+// RegisterFunction is Function under another name.
 func (w *Worker) RegisterFunction(name string, fn any, opts ...FunctionOption) error {
 	return w.Function(name, fn, opts...)
+}
+
+// Errorf returns an error that reaches the caller of a function with the
+// gRPC code c and the formatted message, as status.Errorf does.
+func Errorf(c codes.Code, format string, a ...any) error {
+	return status.Errorf(c, format, a...)
 }
 
 // Start serves on addr (":50052" when empty) and, with WithPool, registers
@@ -150,10 +185,15 @@ func (w *Worker) WaitRegistered(ctx context.Context) error { return w.s.WaitRegi
 func (w *Worker) Addr() string { return w.s.Addr() }
 
 // Stop leaves the pool, waits for the calls in flight to finish (until ctx
-// ends, when it drops them) and stops serving.
+// ends, when it drops them) and stops serving; then it closes the Storage
+// client, which those calls may have been using.
 func (w *Worker) Stop(ctx context.Context) error {
+	err := w.s.Stop(ctx)
+	w.stopped.Store(true)
+	// After this Do, no one writes w.storage.
+	w.storageOnce.Do(func() {})
 	if w.storage != nil {
 		w.storage.Close()
 	}
-	return w.s.Stop(ctx)
+	return err
 }

@@ -1,6 +1,7 @@
 // Package guest is the Go SDK for TaskWorker functions that run in the
-// WebAssembly sandbox. A function written with it has the same shape as a
-// native one registered with taskworker.Function:
+// WebAssembly sandbox. A function written with it has the shape of a native
+// one registered with taskworker.Function, and its arguments and result are
+// bound by the same code:
 //
 //	//go:build wasip1
 //
@@ -28,22 +29,25 @@
 //
 // # Arguments and results
 //
-// The arguments are bound like those of a native function:
+// The arguments and the result are bound by the same code as a native
+// function's (package internal/function), to the rules of docs/ABI.md
+// ("Arguments and results"), and a shared table of cases
+// (internal/function/bindingtest) is run against both:
 //
-//   - A function taking exactly one string or []byte argument receives the
-//     input bytes as they are.
-//   - Any other function receives a JSON array, bound by position to its
-//     parameters; a function taking one struct (or pointer to struct) also
-//     accepts a JSON object for it. A function with no parameters accepts
-//     empty input, "null" or "[]".
+//   - The input is a JSON array, bound by position to the parameters; a
+//     function taking one struct (or pointer to struct) also accepts a JSON
+//     object for it. A function with no parameters accepts empty input,
+//     "null" or "[]".
+//   - The output is the result encoded as JSON; a function with no result
+//     (other than error) outputs null.
+//   - A function whose only parameter is a [Raw] receives the input as it
+//     came, unparsed; a Raw result is the output as it is, unencoded.
 //   - An optional leading context.Context parameter receives
 //     context.Background(); an optional trailing error result is returned
 //     to the caller as the call's error.
 //
-// A string or []byte result is the output as it is; any other result is
-// encoded as JSON; a function with no result (other than error) has empty
-// output. Arguments that do not fit are reported as an error whose message
-// starts with "invalid argument: ", which the host reports with the gRPC code
+// Arguments that do not fit are reported as an error whose message starts
+// with "invalid argument: ", which the host reports with the gRPC code
 // InvalidArgument; other errors and panics are reported as the function's
 // error.
 //

@@ -1,7 +1,7 @@
 //go:build wasip1
 
 // Command go-add is a TaskWorker function written in Go with the guest SDK:
-// the seed's add and hello, plus divide to show an error result.
+// add and hello, plus divide to show an error result.
 //
 // Build it as a WebAssembly reactor and deploy it:
 //

@@ -13,9 +13,7 @@
 package deployed
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"maps"
 	"slices"
@@ -147,7 +145,9 @@ func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, module
 	if err != nil {
 		return nil, err
 	}
-	out, err := m.Call(ctx, PluginInput(args))
+	// The plugin's input is the call's arguments as the caller sent them
+	// (docs/ABI.md, "Arguments and results").
+	out, err := m.Call(ctx, args)
 	if err != nil {
 		st := sandbox.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
@@ -238,23 +238,6 @@ func (r *Runner) loadModule(ctx context.Context, d *v1.Deployment, sp sandbox.Sp
 	}
 	r.log.Info("loaded a deployed function", "function", d.Name, "version", d.Version, "module", d.ModuleSha256[:12])
 	return m, nil
-}
-
-// PluginInput turns a call's JSON arguments into a plugin's input: one
-// string argument as its raw bytes, anything else as the JSON array.
-func PluginInput(args []byte) []byte {
-	trimmed := bytes.TrimSpace(args)
-	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) || bytes.Equal(trimmed, []byte("[]")) {
-		return nil
-	}
-	var one []json.RawMessage
-	if json.Unmarshal(trimmed, &one) == nil && len(one) == 1 {
-		var s string
-		if json.Unmarshal(one[0], &s) == nil {
-			return []byte(s)
-		}
-	}
-	return trimmed
 }
 
 // Checker checks modules at deploy time for the pool: a WebAssembly module

@@ -19,7 +19,6 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
-	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
@@ -29,8 +28,6 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
-
-var builds sync.Map // package -> func() ([]byte, error)
 
 // wasmCache is shared by every test's cluster: each module compiles once.
 var wasmCache string
@@ -64,26 +61,7 @@ func TestMain(m *testing.M) {
 }
 
 // guest builds a Go guest package of this repository for wasip1, once.
-func guest(t testing.TB, pkg string) []byte {
-	t.Helper()
-	f, _ := builds.LoadOrStore(pkg, sync.OnceValues(func() ([]byte, error) {
-		out := filepath.Join(os.TempDir(), fmt.Sprintf("tw-guest-%d-%s.wasm", os.Getpid(), filepath.Base(pkg)))
-		defer os.Remove(out)
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-o", out, pkg)
-		cmd.Dir = filepath.Join("..", "..")
-		flags := slices.DeleteFunc(strings.Fields(os.Getenv("GOFLAGS")), func(f string) bool { return f == "-race" })
-		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0", "GOFLAGS="+strings.Join(flags, " "))
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("building %s: %v\n%s", pkg, err, msg)
-		}
-		return os.ReadFile(out)
-	}))
-	b, err := f.(func() ([]byte, error))()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
+func guest(t testing.TB, pkg string) []byte { return cluster.BuildGuest(t, pkg) }
 
 // extismPlugin reads one of the test plugins shipped in the go-sdk module.
 func extismPlugin(t testing.TB, name string) []byte {
@@ -106,7 +84,7 @@ func TestDeployAndCallThroughThePool(t *testing.T) {
 	if _, err := cl.Deploy(ctx, "count_vowels", extismPlugin(t, "count_vowels.wasm"), taskworker.DeploySpec{Idempotent: true}); err != nil {
 		t.Fatal(err)
 	}
-	// One string argument reaches the plugin as its raw bytes.
+	// The plugin's input is the JSON array of arguments, unchanged.
 	out, err := cl.Call(ctx, "count_vowels", "Hello, World!")
 	if err != nil || !strings.Contains(string(out), `"count":3`) {
 		t.Fatalf("count_vowels: %s, %v", out, err)
@@ -254,23 +232,6 @@ func TestRestartReusesCompiledModules(t *testing.T) {
 	}
 	if st := c.Runners[0].Stats(); st.Compiled != 0 || st.FromDisk != 1 {
 		t.Fatalf("after a restart: %+v; want the module from the disk cache, no compile", st)
-	}
-}
-
-func TestPluginInput(t *testing.T) {
-	for args, want := range map[string]string{
-		`["hello"]`:    "hello",
-		`[1, 2]`:       "[1, 2]",
-		`[{"a": 1}]`:   `[{"a": 1}]`,
-		`[]`:           "",
-		``:             "",
-		`["a", "b"]`:   `["a", "b"]`,
-		`{"k": "v"}`:   `{"k": "v"}`,
-		`["\u00e9\n"]`: "\u00e9\n",
-	} {
-		if got := string(deployed.PluginInput([]byte(args))); got != want {
-			t.Errorf("PluginInput(%s) = %q, want %q", args, got, want)
-		}
 	}
 }
 

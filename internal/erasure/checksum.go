@@ -10,7 +10,7 @@ import (
 // Sum is the checksum of one shard: BLAKE3-256 of its bytes. The manifest records one Sum per shard, and a
 // reader checks every shard it receives against it before using it. A cryptographic hash rather than a CRC,
 // because shards come from workers, and a compromised worker can forge a CRC for any bytes it likes but cannot
-// forge a BLAKE3 sum; see docs/rationale-storage.md ("Why BLAKE3 per shard?").
+// forge a BLAKE3 sum; see docs/RATIONALE.md ("Why BLAKE3 per shard?").
 type Sum [32]byte
 
 // SumShard returns the checksum of a shard's bytes.

@@ -19,7 +19,7 @@
 // shard by the next parity shard, and reports each bad shard through OnBadShard so it can be repaired.
 // Decoder.Rebuild recomputes chosen shards of a block for repair and checks them against their Sums.
 //
-// The reasons for the block size, the checksum and the layout table are in docs/rationale-storage.md.
+// The reasons for the block size, the checksum and the layout table are in docs/RATIONALE.md.
 //
 // # Caveats
 //

@@ -7,7 +7,7 @@ import (
 
 // Block sizes. DefaultBlockSize was chosen by BenchmarkEncode, BenchmarkDecode and the shard store's
 // BenchmarkPut: the largest block that still encodes at full speed, whose 2 MiB 4+2 shards amortize a
-// durable write's fsyncs; see docs/rationale-storage.md ("Why 8 MiB blocks?").
+// durable write's fsyncs; see docs/RATIONALE.md ("Why 8 MiB blocks?").
 const (
 	DefaultBlockSize = 8 << 20
 	MaxBlockSize     = 256 << 20

@@ -37,7 +37,7 @@ var ErrLayout = errors.New("erasure: invalid layout")
 //
 // Two lost workers are tolerated while that costs no more than two plain copies would; below four workers
 // one loss is tolerated (two copies' worth of safety); a single worker can hold only one copy, and the
-// returned layout says so (Tolerates() == 0). See docs/rationale-storage.md ("Why this layout table?").
+// returned layout says so (Tolerates() == 0). See docs/RATIONALE.md ("Why this layout table?").
 func LayoutFor(workers int) (Layout, error) {
 	switch {
 	case workers >= 6:

@@ -31,9 +31,16 @@ func (e *PanicError) Error() string {
 	return fmt.Sprintf("%s panicked: %v", e.Function, e.Value)
 }
 
+// Raw is the escape from JSON: a function whose only parameter (after the
+// context) is a Raw receives the call's arguments as they came, unparsed,
+// and a result of type Raw is the call's result as it is, unencoded.
+type Raw []byte
+
 var (
 	contextType = reflect.TypeFor[context.Context]()
 	errorType   = reflect.TypeFor[error]()
+	rawType     = reflect.TypeFor[Raw]()
+	anyType     = reflect.TypeFor[any]()
 )
 
 // Func is a Go function prepared for calls with JSON arguments. It is safe
@@ -48,6 +55,11 @@ type Func struct {
 	// objectParam is true when the only parameter is a struct (or a pointer to
 	// one), so a JSON object may stand for the whole argument list.
 	objectParam bool
+	// rawParam is true when the only parameter is a Raw.
+	rawParam bool
+	// scalars is true when every parameter is a number, bool or string, so
+	// bindScalars may bind them without encoding/json.
+	scalars bool
 }
 
 // Bind prepares fn for calls. It fails if fn is not a func, or has a shape
@@ -103,11 +115,13 @@ func Bind(name string, fn any) (*Func, error) {
 	}
 	if len(f.params) == 1 {
 		p := f.params[0]
+		f.rawParam = p == rawType
 		if p.Kind() == reflect.Pointer {
 			p = p.Elem()
 		}
 		f.objectParam = p.Kind() == reflect.Struct
 	}
+	f.scalars = scalarParams(f.params)
 	return f, nil
 }
 
@@ -115,6 +129,10 @@ func jsonCapable(t reflect.Type) error {
 	switch t.Kind() {
 	case reflect.Chan, reflect.Func, reflect.UnsafePointer, reflect.Complex64, reflect.Complex128:
 		return fmt.Errorf("type %s cannot be carried in JSON", t)
+	case reflect.Interface:
+		if t != anyType {
+			return fmt.Errorf("type %s cannot be decoded from JSON; use any", t)
+		}
 	}
 	return nil
 }
@@ -147,9 +165,9 @@ func (f *Func) Signature() string {
 }
 
 // Call decodes args, calls the function and returns its result as JSON
-// ("null" when it has none). An *ArgumentError means the arguments did not
-// fit; a *PanicError that the function panicked; any other error is the
-// function's own.
+// ("null" when it has none; a Raw result as it is). An *ArgumentError
+// means the arguments did not fit; a *PanicError that the function
+// panicked; any other error is the function's own.
 func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error) {
 	in, err := f.decode(args)
 	if err != nil {
@@ -170,6 +188,11 @@ func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error)
 	if !f.hasResult {
 		return []byte("null"), nil
 	}
+	if v := out[0]; v.Type() == rawType {
+		return v.Bytes(), nil
+	} else if b, ok := appendScalar(nil, v); ok {
+		return b, nil
+	}
 	result, err = json.Marshal(out[0].Interface())
 	if err != nil {
 		return nil, fmt.Errorf("%s: encoding the result as JSON: %w", f.name, err)
@@ -187,6 +210,9 @@ func (f *Func) invoke(in []reflect.Value) (out []reflect.Value, err error) {
 }
 
 func (f *Func) decode(args []byte) ([]reflect.Value, error) {
+	if f.rawParam {
+		return []reflect.Value{reflect.ValueOf(Raw(bytes.Clone(args)))}, nil
+	}
 	args = bytes.TrimSpace(args)
 	if len(args) == 0 || bytes.Equal(args, []byte("null")) {
 		args = []byte("[]")
@@ -200,6 +226,11 @@ func (f *Func) decode(args []byte) ([]reflect.Value, error) {
 			return nil, err
 		}
 		return []reflect.Value{v}, nil
+	}
+	if f.scalars {
+		if in, ok := f.bindScalars(args, make([]reflect.Value, 0, len(f.params))); ok {
+			return in, nil
+		}
 	}
 	var raw []json.RawMessage
 	if err := json.Unmarshal(args, &raw); err != nil {

@@ -7,57 +7,39 @@ import (
 	"testing"
 
 	"github.com/hivemind/taskworker/internal/function"
+	"github.com/hivemind/taskworker/internal/function/bindingtest"
 )
 
-type point struct {
-	X, Y int
-}
-
-func TestCall(t *testing.T) {
-	tests := []struct {
-		name    string
-		fn      any
-		args    string
-		want    string
-		wantErr string // substring of an *ArgumentError
-	}{
-		{"add", func(a, b int) int { return a + b }, `[1, 2]`, `3`, ""},
-		{"no args", func() string { return "Hello from HiveMind!" }, ``, `"Hello from HiveMind!"`, ""},
-		{"null args", func() string { return "hi" }, `null`, `"hi"`, ""},
-		{"context", func(ctx context.Context, s string) string { return s }, `["x"]`, `"x"`, ""},
-		{"error nil", func(a int) (int, error) { return a, nil }, `[4]`, `4`, ""},
-		{"no result", func(a int) {}, `[4]`, `null`, ""},
-		{"struct as object", func(p point) int { return p.X * p.Y }, `{"X": 3, "Y": 4}`, `12`, ""},
-		{"struct pointer as object", func(p *point) int { return p.X + p.Y }, `{"X": 3, "Y": 4}`, `7`, ""},
-		{"struct in array", func(p point) int { return p.X }, `[{"X": 5}]`, `5`, ""},
-		{"map result", func(d any) map[string]any { return map[string]any{"processed": true, "result": d} },
-			`[[1,"a"]]`, `{"processed":true,"result":[1,"a"]}`, ""},
-		{"wrong arity", func(a, b int) int { return 0 }, `[1]`, "", "takes 2 arguments (int, int), got 1"},
-		{"too many", func() int { return 0 }, `[1]`, "", "takes no arguments, got 1"},
-		{"wrong type", func(a, b int) int { return 0 }, `[1, "two"]`, "", `argument 2 (int): cannot use JSON string`},
-		{"malformed", func(a int) int { return 0 }, `[1,`, "", "arguments must be a JSON array"},
-		{"object for non-struct", func(a int) int { return 0 }, `{"a": 1}`, "", "got a JSON object"},
-		{"fraction into int", func(a int) int { return a }, `[1.5]`, "", "argument 1 (int)"},
+// TestBindingTable runs the binding table that the guest SDK's tests run
+// too (internal/function/bindingtest).
+func TestBindingTable(t *testing.T) {
+	table, err := bindingtest.Load()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f, err := function.Bind(tt.name, tt.fn)
+	for _, c := range table.Cases {
+		t.Run(c.Name(), func(t *testing.T) {
+			f, err := function.Bind(c.Function, bindingtest.Functions[c.Function])
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := f.Call(context.Background(), []byte(tt.args))
-			if tt.wantErr != "" {
-				var ae *function.ArgumentError
-				if !errors.As(err, &ae) || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want an ArgumentError containing %q", err, tt.wantErr)
-				}
-				return
+			got, err := f.Call(context.Background(), []byte(c.Args))
+			var argErr *function.ArgumentError
+			var panicErr *function.PanicError
+			kind := ""
+			switch {
+			case errors.As(err, &argErr):
+				kind = bindingtest.InvalidArgument
+			case errors.As(err, &panicErr):
+				kind = bindingtest.Panic
+			case err != nil:
+				kind = bindingtest.FunctionError
 			}
-			if err != nil {
-				t.Fatal(err)
+			if kind != c.Error || err != nil && !strings.Contains(err.Error(), c.Message) {
+				t.Fatalf("error %v (kind %q); want kind %q containing %q", err, kind, c.Error, c.Message)
 			}
-			if string(got) != tt.want {
-				t.Errorf("got %s, want %s", got, tt.want)
+			if err == nil && string(got) != c.Result {
+				t.Fatalf("result %q, want %q", got, c.Result)
 			}
 		})
 	}
@@ -90,6 +72,7 @@ func TestBindRejects(t *testing.T) {
 		{"three results", func() (int, int, error) { return 0, 0, nil }, "at most a value and an error"},
 		{"second not error", func() (int, int) { return 0, 0 }, "must be error"},
 		{"chan param", func(c chan int) {}, "cannot be carried in JSON"},
+		{"non-empty interface param", func(e error) {}, "use any"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

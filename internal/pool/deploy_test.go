@@ -74,9 +74,7 @@ func TestDeployRefuses(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Workers: 1})
 	ctx := ctxTimeout(t, 30*time.Second)
 	admin := c.Client(0)
-	aliceTok, _ := admin.CreateToken(ctx, "alice", "")
-	bobTok, _ := admin.CreateToken(ctx, "bob", "")
-	alice, bob := c.ClientWithToken(0, aliceTok), c.ClientWithToken(0, bobTok)
+	alice, bob := userClient(ctx, t, c, "alice"), userClient(ctx, t, c, "bob")
 	if _, err := alice.Deploy(ctx, "mine", []byte(addScript), taskworker.DeploySpec{Export: "add2"}); err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +152,16 @@ func TestModuleFetch(t *testing.T) {
 	}
 }
 
+// userClient returns a client of pool 0 with a new token of user.
+func userClient(ctx context.Context, t *testing.T, c *cluster.Cluster, user string) *taskworker.Client {
+	t.Helper()
+	tok, err := c.Client(0).CreateToken(ctx, user, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.ClientWithToken(0, tok)
+}
+
 // fetchModule fetches a module from pool 0 as a worker would.
 func fetchModule(ctx context.Context, c *cluster.Cluster, token, sha string) ([]byte, error) {
 	stream, err := v1.NewModuleServiceClient(c.ClientWithToken(0, token).Conn()).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
@@ -181,10 +189,7 @@ func fetchModule(ctx context.Context, c *cluster.Cluster, token, sha string) ([]
 func TestDeployNamesCannotReachIntoEachOther(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Workers: 1})
 	ctx := ctxTimeout(t, 60*time.Second)
-	admin := c.Client(0)
-	eveTok, _ := admin.CreateToken(ctx, "eve", "")
-	bobTok, _ := admin.CreateToken(ctx, "bob", "")
-	eve, bob := c.ClientWithToken(0, eveTok), c.ClientWithToken(0, bobTok)
+	eve, bob := userClient(ctx, t, c, "eve"), userClient(ctx, t, c, "bob")
 	star := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: "add2"}
 	shared := []byte(addScript)                 // both deploy it: one module
 	evesOwn := []byte(addScript + "# eve\n")    // only Eve's versions use it

@@ -101,6 +101,7 @@ func TestBadInput(t *testing.T) {
 		{"malformed token", call("hunter2", "add", "[1,2]", ""), codes.Unauthenticated, "malformed API token"},
 		{"unknown token", call("tw_"+strings.Repeat("A", 43), "add", "[1,2]", ""), codes.Unauthenticated, "not recognised"},
 		{"other user's user_id", call(alice, "add", "[1,2]", "bob"), codes.PermissionDenied, `user_id "bob" does not match the token's user "alice"`},
+		{"admin acting for a user with a bad name", call(c.AdminToken, "add", "[1,2]", "bob/../eve"), codes.InvalidArgument, `user_id: user "bob/../eve"`},
 		{"join token calls a function", call(c.JoinToken, "add", "[1,2]", ""), codes.PermissionDenied, "role worker cannot call this"},
 		{"user creates a token", func() error {
 			_, err := admin.CreateToken(withToken(alice), &v1.CreateTokenRequest{User: "mallory"})

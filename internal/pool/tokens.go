@@ -19,6 +19,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // Files in the pool's data directory holding the bootstrap tokens.
@@ -203,6 +204,10 @@ func checkUser(ctx context.Context, userID string) (string, error) {
 		return id.User, nil
 	}
 	if id.Role == v1.Role_ROLE_ADMIN {
+		// The name keys the user's files and functions in etcd.
+		if err := names.User(userID); err != nil {
+			return "", status.Errorf(codes.InvalidArgument, "user_id: %v", err)
+		}
 		return userID, nil
 	}
 	return "", status.Errorf(codes.PermissionDenied, "user_id %q does not match the token's user %q; leave user_id empty or use that user's token", userID, id.User)

@@ -29,11 +29,11 @@ func TestGoGuest(t *testing.T) {
 	}{
 		{export: "add", input: "[1, 2]", want: "3"},
 		{export: "add", input: "[-40, 2]", want: "-38"},
-		{export: "add", input: "[1]", wantCode: codes.InvalidArgument, wantErr: "takes 2 arguments, got 1"},
+		{export: "add", input: "[1]", wantCode: codes.InvalidArgument, wantErr: "takes 2 arguments (int, int), got 1"},
 		{export: "add", input: `[1, "two"]`, wantCode: codes.InvalidArgument, wantErr: "argument 2 (int)"},
-		{export: "add", input: "1 2", wantCode: codes.InvalidArgument, wantErr: "as a JSON array"},
-		{export: "hello", input: "World", want: "Hello, World!"},
-		{export: "hello", input: `["not", "json", "for", "strings"]`, want: `Hello, ["not", "json", "for", "strings"]!`},
+		{export: "add", input: "1 2", wantCode: codes.InvalidArgument, wantErr: "must be a JSON array"},
+		{export: "hello", input: `["World"]`, want: `"Hello, World!"`},
+		{export: "hello", input: "World", wantCode: codes.InvalidArgument, wantErr: "must be a JSON array"},
 		{export: "divide", input: "[1, 4]", want: "0.25"},
 		{export: "divide", input: "[1, 0]", wantCode: codes.Unknown, wantErr: "division by zero"},
 	}
@@ -74,7 +74,7 @@ func TestGuestLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	call(t, m, "Ada")
+	call(t, m, `["Ada"]`)
 	if !strings.Contains(logs.String(), `level=INFO msg="saying hello to Ada"`) {
 		t.Errorf("log is %q; want the guest's line", logs.String())
 	}

@@ -17,7 +17,7 @@ import (
 // The header names the shard, so a file under the wrong name (a misplaced rename, a restored backup) is
 // detected; the footer is written last, so a file cut short has no valid footer; the payload length must
 // equal the bytes between them. A file passes only if all of that holds and the payload's CRC32C matches.
-// Why CRC32C here: docs/rationale-storage.md ("Why CRC32C on disk?").
+// Why CRC32C here: docs/RATIONALE.md ("Why CRC32C on disk?").
 const (
 	formatVersion  = 1
 	headerMagic    = "TWSHARD\x00"

@@ -46,12 +46,14 @@ func (s *Server) registerLoop(ctx context.Context) {
 			level := s.log.Debug
 			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
 				level = s.log.Error // bad token or bad request: the operator must act
+				s.refused.Store(&err)
 			}
 			level("registering with the pool", "pool", s.cfg.PoolAddr, "err", err)
 			backoff.wait(ctx)
 			continue
 		}
 		backoff.reset()
+		s.refused.Store(nil)
 		s.lease.Store(resp.LeaseId)
 		s.registeredOnce.Do(func() { close(s.registered) })
 		s.log.Info("registered with the pool", "pool", s.cfg.PoolAddr, "address", resp.Address, "lease", resp.LeaseId)

@@ -32,7 +32,7 @@ import (
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
 
-// DefaultListen is the seed's default worker port.
+// DefaultListen is where a worker listens by default.
 const DefaultListen = ":50052"
 
 // maxMessageBytes bounds the messages a worker accepts and sends.
@@ -120,6 +120,9 @@ type Server struct {
 	registered     chan struct{}
 	registeredOnce sync.Once
 	lease          atomic.Int64
+	// refused holds the pool's last refusal of the registration (a bad
+	// token or request, which retrying does not mend), for WaitRegistered.
+	refused atomic.Pointer[error]
 
 	cancel  context.CancelFunc
 	serving sync.WaitGroup // the gRPC server
@@ -288,6 +291,9 @@ func (s *Server) WaitRegistered(ctx context.Context) error {
 	case <-s.registered:
 		return nil
 	case <-ctx.Done():
+		if err := s.refused.Load(); err != nil {
+			return fmt.Errorf("worker %s not registered with the pool at %s, which refused it: %w", s.cfg.ID, s.cfg.PoolAddr, *err)
+		}
 		return fmt.Errorf("worker %s not registered with the pool at %s: %w", s.cfg.ID, s.cfg.PoolAddr, ctx.Err())
 	}
 }

@@ -35,8 +35,9 @@ func work(n int) uint64 {
 }
 
 func init() {
-	guest.Function("ok", func() string { return "ok" })
-	guest.Function("echo", func(b []byte) []byte { return b })
+	// Raw: these take and give bytes as they are, not JSON.
+	guest.Function("ok", func() guest.Raw { return guest.Raw("ok") })
+	guest.Function("echo", func(b guest.Raw) guest.Raw { return b })
 	guest.Function("spin", func() int {
 		for {
 		}
@@ -49,42 +50,41 @@ func init() {
 	guest.Function("output", func(n int) string { return strings.Repeat("x", n) })
 	guest.Function("recurse", func() int { return recurse(0) })
 	guest.Function("panic", func() int { panic("boom") })
-	guest.Function("read_file", func(path string) (string, error) {
-		b, err := os.ReadFile(path)
+	guest.Function("read_file", func(path guest.Raw) (string, error) {
+		b, err := os.ReadFile(string(path))
 		if err != nil {
 			return "", err
 		}
 		return string(b), nil
 	})
-	guest.Function("list_dir", func(path string) (string, error) {
-		entries, err := os.ReadDir(path)
+	guest.Function("list_dir", func(path guest.Raw) (string, error) {
+		entries, err := os.ReadDir(string(path))
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprint(len(entries), " entries"), nil
 	})
-	guest.Function("dial", func(addr string) (string, error) {
-		c, err := net.Dial("tcp", addr)
+	guest.Function("dial", func(addr guest.Raw) (string, error) {
+		c, err := net.Dial("tcp", string(addr))
 		if err != nil {
 			return "", err
 		}
 		c.Close()
 		return "connected", nil
 	})
-	guest.Function("listen", func(addr string) (string, error) {
-		l, err := net.Listen("tcp", addr)
+	guest.Function("listen", func(addr guest.Raw) (string, error) {
+		l, err := net.Listen("tcp", string(addr))
 		if err != nil {
 			return "", err
 		}
 		listeners = append(listeners, l) // left open for the host to try
 		return "listening", nil
 	})
-	guest.Function("env", func() (string, error) {
-		b, err := json.Marshal(map[string]any{"environ": os.Environ(), "args": os.Args[min(len(os.Args), 1):]})
-		return string(b), err
+	guest.Function("env", func() (map[string]any, error) {
+		return map[string]any{"environ": os.Environ(), "args": os.Args[min(len(os.Args), 1):]}, nil
 	})
-	guest.Function("extism_http", func(url string) (int64, error) {
-		req, _ := json.Marshal(map[string]string{"url": url, "method": "GET"})
+	guest.Function("extism_http", func(url guest.Raw) (int64, error) {
+		req, _ := json.Marshal(map[string]string{"url": string(url), "method": "GET"})
 		return int64(extismHTTPRequest(store(req), 0)), nil
 	})
 	guest.Function("work", work)

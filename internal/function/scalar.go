@@ -1,4 +1,4 @@
-package guest
+package function
 
 import (
 	"reflect"
@@ -6,11 +6,12 @@ import (
 )
 
 // A fast path for the common call: a JSON array of numbers, booleans and
-// plain strings bound to parameters of those kinds, and a result of such a
-// kind. encoding/json by reflection costs about 25 µs a call in WebAssembly
-// for add(1, 2); this costs a few. Anything it does not handle, or does not
-// parse, goes the general way, which also writes the error messages, so
-// behavior is the same either way (TestScalarPath checks that it is).
+// plain strings bound to parameters of those kinds, and a result of an
+// integer or bool kind. encoding/json by reflection costs about 25 µs a call
+// in WebAssembly for add(1, 2) (guest SDK); this costs a few. Anything it
+// does not handle, or does not parse, goes the general way, which also
+// writes the error messages, so behavior is the same either way
+// (FuzzScalarPath checks that it is).
 
 // scalarParams reports whether every parameter is a number, bool or string.
 func scalarParams(params []reflect.Type) bool {
@@ -35,7 +36,7 @@ func isScalar(k reflect.Kind) bool {
 // bindScalars binds a JSON array of scalars to f.params, appending to args.
 // ok is false when the input is anything else, or a value does not fit its
 // parameter exactly as encoding/json would take it.
-func (f *function) bindScalars(input []byte, args []reflect.Value) (_ []reflect.Value, ok bool) {
+func (f *Func) bindScalars(input []byte, args []reflect.Value) (_ []reflect.Value, ok bool) {
 	p := scanner{b: input}
 	if !p.byte('[') {
 		return nil, false

@@ -1,4 +1,4 @@
-package guest
+package function
 
 import (
 	"reflect"
@@ -20,7 +20,7 @@ func FuzzScalarPath(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	fn, err := newFunction("scalars", func(a int, s string, b bool, x float64, u uint8, i int8) string { return "" })
+	fn, err := Bind("scalars", func(a int, s string, b bool, x float64, u uint8, i int8) string { return "" })
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -28,10 +28,10 @@ func FuzzScalarPath(f *testing.F) {
 		f.Fatal("a function of scalars does not take the fast path")
 	}
 	f.Fuzz(func(t *testing.T, input string) {
-		fast, fastErr := fn.bind([]byte(input))
+		fast, fastErr := fn.decode([]byte(input))
 		general := *fn
 		general.scalars = false
-		slow, slowErr := general.bind([]byte(input))
+		slow, slowErr := general.decode([]byte(input))
 		if (fastErr == nil) != (slowErr == nil) || fastErr != nil && fastErr.Error() != slowErr.Error() {
 			t.Fatalf("%q: errors differ: fast path %v, general %v", input, fastErr, slowErr)
 		}
@@ -44,13 +44,4 @@ func FuzzScalarPath(f *testing.F) {
 			}
 		}
 	})
-}
-
-func BenchmarkInvokeAdd(b *testing.B) {
-	input := []byte("[1, 2]")
-	for b.Loop() {
-		if _, err := invoke("test.add", input); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
