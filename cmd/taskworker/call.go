@@ -45,7 +45,7 @@ standard input with -, for input too long or too awkward for a command line.`,
   taskworker call --json echo '"a string"'
   echo '[1, 2]' | taskworker call --args-file - add
   taskworker call --timeout 2m slow_report`,
-		Args: cobra.MinimumNArgs(1),
+		Args: namedArgs(cobra.MinimumNArgs(1), functionArg, nil),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			var callArgs []byte
 			var err error

@@ -33,7 +33,7 @@ a .star file is a Starlark (Python dialect) script. Deploying again makes a new
 version and switches to it atomically; see "deploy rollback" and "deploy history".`,
 		Example: `  taskworker deploy add add.star
   taskworker deploy count_vowels count_vowels.wasm --memory 32MiB --timeout 2s --idempotent`,
-		Args: cobra.ExactArgs(2),
+		Args: namedArgs(cobra.ExactArgs(2), functionArg, nil),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Accepting a grant that nothing enforces would let a deployer
 			// believe a function is fenced in, or has a secret, when it is not.
@@ -121,7 +121,7 @@ func rollbackCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback NAME",
 		Short: "Make the previous (or --version N) version of a deployed function current",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			d, err := c.Rollback(cmd.Context(), args[0], version)
 			if err != nil {
@@ -141,7 +141,7 @@ func historyCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "history NAME",
 		Short: "List a deployed function's versions",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			resp, err := v1.NewDeployServiceClient(c.Conn()).History(cmd.Context(), &v1.HistoryRequest{Name: args[0]})
 			if err != nil {
@@ -169,7 +169,7 @@ func undeployCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "undeploy NAME",
 		Short: "Remove a deployed function and all its versions",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			if err := c.Undeploy(cmd.Context(), args[0]); err != nil {
 				return err

@@ -56,7 +56,7 @@ func reviseCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "revise FILE_ID FILE",
 		Short: "Store a new version of a file; prints the new version",
-		Args:  cobra.ExactArgs(2),
+		Args:  namedArgs(cobra.ExactArgs(2), fileIDArg, nil),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			f, size, err := openInput(args[1])
 			if err != nil {
@@ -85,7 +85,7 @@ func getCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get FILE_ID",
 		Short: "Fetch a file (to stdout, or -o FILE)",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs(cobra.ExactArgs(1), fileIDArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			if out == "" || out == "-" {
 				_, err := c.Download(cmd.Context(), args[0], version, e.stdout)
@@ -137,7 +137,7 @@ func historyFileCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "history FILE_ID",
 		Short: "List a file's versions",
-		Args:  cobra.ExactArgs(1),
+		Args:  namedArgs(cobra.ExactArgs(1), fileIDArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			vs, err := c.History(cmd.Context(), args[0])
 			if err != nil {
@@ -155,7 +155,7 @@ func rmCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rm FILE_ID...",
 		Short: "Delete files and all their versions",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  namedArgs(cobra.MinimumNArgs(1), fileIDArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			for _, id := range args {
 				if err := c.Delete(cmd.Context(), id); err != nil {

@@ -246,6 +246,13 @@ func TestCommandLineMistakes(t *testing.T) {
 		{"token cut short", []string{"call", "--token", "tw_abc", "add"}, "a token is tw_ followed by 43 characters"},
 		{"allow-host not enforced", []string{"deploy", "--allow-host", "files.test", "f", "f.star"}, "--allow-host is not enforced yet"},
 		{"secret not enforced", []string{"deploy", "--secret", "db", "f", "f.star"}, "--secret is not enforced yet"},
+		// Names are checked by the pool's rules before anything is dialed.
+		{"function name with a slash", []string{"call", "reports/daily"}, `function name "reports/daily": use 1 to 200 letters`},
+		{"deploy name with a slash", []string{"deploy", "a/b", "f.star"}, `function name "a/b"`},
+		{"not a file id", []string{"get", "README.md"}, `file id "README.md": a file id is 26 characters`},
+		{"one bad file id of several", []string{"rm", "aaaaaaaaaaaaaaaaaaaaaaaaaa", "../x"}, `file id "../x"`},
+		{"worker id that is a path", []string{"worker", "--pool", "127.0.0.1:1", "--id", "../../etc"}, `--id: worker id "../../etc"`},
+		{"user name with a slash", []string{"token", "create", "--user", "eve/bob"}, `--user: user "eve/bob"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

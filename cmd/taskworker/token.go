@@ -10,6 +10,7 @@ import (
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 func tokenCommand(e *env) *cobra.Command {
@@ -30,6 +31,9 @@ func tokenCommand(e *env) *cobra.Command {
 			r, ok := v1.Role_value["ROLE_"+strings.ToUpper(role)]
 			if !ok || r == 0 {
 				return fmt.Errorf("unknown role %q: use user, admin or worker", role)
+			}
+			if err := names.User(user); err != nil {
+				return fmt.Errorf("--user: %w", err)
 			}
 			return cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 				return createToken(cmd, c, e, user, v1.Role(r), description)

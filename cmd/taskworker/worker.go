@@ -15,6 +15,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 	"github.com/hivemind/taskworker/internal/worker"
@@ -71,6 +72,10 @@ to call it directly, for benchmarks.`,
 			if cfg.ID == "" {
 				host, _ := os.Hostname()
 				cfg.ID = "worker-" + host
+			}
+			// The id names a directory below: check it before any path is made of it.
+			if err := names.WorkerID(cfg.ID); err != nil {
+				return fmt.Errorf("--id: %w", err)
 			}
 			if cfg.DataDir == "" {
 				cfg.DataDir = defaultWorkerDir(cfg.PoolAddr, cfg.ID)
