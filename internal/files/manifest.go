@@ -165,6 +165,18 @@ func (k keys) manifest(id string, v int64) string {
 	return fmt.Sprintf("%s%020d", k.manifests(id), v)
 }
 func (k keys) allDamage() string { return k.prefix + "damage/" }
+
+// allWrites holds the intent records of writes in progress or failed:
+// writes/<file>/<write>, valued with the unix ms the write started.
+func (k keys) allWrites() string               { return k.prefix + "writes/" }
+func (k keys) write(file, write string) string { return k.allWrites() + file + "/" + write }
+func (k keys) inventoryChecked() string        { return k.prefix + "inventory/checked" }
+
+// parseWrite reads an intent key back.
+func (k keys) parseWrite(key string) (file, write string, ok bool) {
+	file, write, ok = strings.Cut(strings.TrimPrefix(key, k.allWrites()), "/")
+	return file, write, ok && validFileID.MatchString(file) && validFileID.MatchString(write)
+}
 func (k keys) damage(id, write string, block int64, shard int) string {
 	return fmt.Sprintf("%s%s/%s/%d/%d", k.allDamage(), id, write, block, shard)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -335,11 +336,24 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 		return nil, etcdError(err)
 	}
 	out := &v1.ListResponse{}
+	damaged, err := s.damage(ctx, "")
+	if err != nil {
+		return nil, etcdError(err)
+	}
+	live := s.liveSet()
 	for _, kv := range resp.Kvs {
 		var rec fileRecord
-		if json.Unmarshal(kv.Value, &rec) == nil {
-			out.Files = append(out.Files, rec.proto())
+		if json.Unmarshal(kv.Value, &rec) != nil {
+			continue
 		}
+		info := rec.proto()
+		// The current version's redundancy, as Stat and FileHistory report it.
+		if mr, err := s.cli.Get(ctx, s.keys.manifest(rec.FileID, rec.Version)); err == nil && len(mr.Kvs) > 0 {
+			if m, err := unmarshalManifest(mr.Kvs[0].Value); err == nil {
+				info.Redundancy = s.redundancy(m, live, damaged)
+			}
+		}
+		out.Files = append(out.Files, info)
 	}
 	if resp.More && len(out.Files) > 0 {
 		out.NextPageToken = out.Files[len(out.Files)-1].FileId
@@ -368,7 +382,10 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)
 	}
 	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
-		if m, err := unmarshalManifest(kv.Value); err == nil {
+		if m, err := unmarshalManifest(kv.Value); err == nil && !m.inline() {
+			// The intent lets the collector finish what dropWrite misses
+			// (a worker that is away now).
+			_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
 			s.dropWrite(m)
 		}
 	}

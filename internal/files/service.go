@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,8 +48,13 @@ type Config struct {
 	RepairInterval time.Duration
 	// RepairConcurrency bounds the files repaired at once.
 	RepairConcurrency int
-	// GCInterval and GCMinAge: how often unreferenced shards are collected,
-	// and how old they must be (a write in progress is not yet referenced).
+	// InventoryInterval is how often the repairer lists every live
+	// worker's shards and compares them with the manifests (anti-entropy),
+	// collecting garbage from the same listing.
+	InventoryInterval time.Duration
+	// GCInterval and GCMinAge: how far apart the two passes that must both
+	// find a failed write's shards unreferenced are, and how old its
+	// newest shard must be (a write in progress is not yet referenced).
 	GCInterval, GCMinAge time.Duration
 	Logger               *slog.Logger
 }
@@ -64,6 +70,7 @@ func DefaultConfig(prefix string) Config {
 		RepairGrace:       10 * time.Second,
 		RepairInterval:    10 * time.Second,
 		RepairConcurrency: 2,
+		InventoryInterval: 15 * time.Second,
 		GCInterval:        time.Minute,
 		GCMinAge:          10 * time.Minute,
 	}
@@ -80,8 +87,8 @@ func (c Config) Validate() error {
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")
 	}
-	if c.RepairGrace < 0 || c.RepairInterval <= 0 || c.GCInterval <= 0 {
-		return errors.New("files: repair grace must not be negative; repair and GC intervals must be positive")
+	if c.RepairGrace < 0 || c.RepairInterval <= 0 || c.GCInterval <= 0 || c.InventoryInterval <= 0 {
+		return errors.New("files: repair grace must not be negative; repair, inventory and GC intervals must be positive")
 	}
 	return nil
 }
@@ -97,6 +104,7 @@ type Service struct {
 	log      *slog.Logger
 
 	kick  chan struct{} // wakes the repairer
+	full  sync.Map      // worker id -> time.Time: no new shards until then (its disk was full)
 	stats struct {
 		pending, done, failed, rebuilt, rebuiltBytes atomic.Int64
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -139,9 +140,17 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	case err != nil:
 		return nil, status.Errorf(codes.Aborted, "reading the file: %v", err)
 	default:
-		workers := s.workers.StorageWorkers()
+		workers := s.placeable(s.workers.StorageWorkers(), nil)
 		if len(workers) == 0 {
+			if len(s.workers.StorageWorkers()) > 0 {
+				return nil, status.Error(codes.ResourceExhausted, "every worker that stores files has a full disk; free space on them or add workers")
+			}
 			return nil, status.Error(codes.Unavailable, "no live worker stores files; start workers with a data directory")
+		}
+		// The intent record marks the write as this network's, so that
+		// the collector may delete its shards if it fails (see collect).
+		if _, err := s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(now)); err != nil {
+			return nil, etcdError(err)
 		}
 		layout, err := erasure.LayoutFor(len(workers))
 		if err != nil {
@@ -294,8 +303,37 @@ func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64,
 	return holders, nil
 }
 
-// putShard sends one shard to a worker and waits until it is durable.
+// fullFor is how long a worker that refused a shard for want of space
+// (ResourceExhausted) is given no new shards.
+const fullFor = 30 * time.Second
+
+// placeable returns the workers that may take new shards: those not known
+// to be full, and those in keep (a block's current holders, whose shards
+// stay where they are).
+func (s *Service) placeable(workers []placement.Worker, keep []string) []placement.Worker {
+	now := time.Now()
+	out := make([]placement.Worker, 0, len(workers))
+	for _, w := range workers {
+		if until, ok := s.full.Load(w.ID); !ok || now.After(until.(time.Time)) || slices.Contains(keep, w.ID) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// putShard sends one shard to a worker and waits until it is durable. A
+// worker whose disk is full is left out of placement for a while.
 func (s *Service) putShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
+	err := s.sendShard(ctx, workerID, key, data)
+	if status.Code(err) == codes.ResourceExhausted {
+		if _, known := s.full.Swap(workerID, time.Now().Add(fullFor)); !known {
+			s.log.Warn("a worker's disk is full; placing shards elsewhere", "worker", workerID, "for", fullFor, "err", err)
+		}
+	}
+	return err
+}
+
+func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
 	client, ok := s.workers.ShardClient(workerID)
 	if !ok {
 		return fmt.Errorf("worker %s is not live", workerID)
@@ -351,6 +389,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		txn, err := s.cli.Txn(ctx).If(cmp).Then(
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
+			clientv3.OpDelete(s.keys.write(m.FileID, m.WriteID)), // the manifest owns the shards now
 		).Commit()
 		if err != nil {
 			return etcdError(err)

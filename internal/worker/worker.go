@@ -121,6 +121,15 @@ type Server struct {
 	registeredOnce sync.Once
 	lease          atomic.Int64
 
+	// network is the cluster ID recorded in the data directory ("" before
+	// the first registration); only Start and the registration loop use it.
+	network string
+	// refused is closed when the pool refused the worker for good (its data
+	// directory belongs to another network); refusal says why.
+	refused     chan struct{}
+	refusal     error
+	refusedOnce sync.Once
+
 	cancel  context.CancelFunc
 	serving sync.WaitGroup // the gRPC server
 	looping sync.WaitGroup // the registration loop
@@ -147,6 +156,7 @@ func New(cfg Config) (*Server, error) {
 		changed:    make(chan struct{}, 1),
 		draining:   make(chan struct{}),
 		registered: make(chan struct{}),
+		refused:    make(chan struct{}),
 	}
 	s.funcs.Store(&map[string]entry{})
 	s.modules = &moduleCache{fetch: s.fetchModule}
@@ -204,6 +214,10 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
 	}
 	if s.cfg.DataDir != "" {
+		if s.network, err = readNetwork(s.cfg.DataDir); err != nil {
+			s.lis.Close()
+			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+		}
 		scfg := shardstore.DefaultConfig(filepath.Join(s.cfg.DataDir, "shards"))
 		scfg.Logger = s.log
 		if s.cfg.ScrubInterval > 0 {
@@ -279,9 +293,40 @@ func (s *Server) WaitRegistered(ctx context.Context) error {
 	select {
 	case <-s.registered:
 		return nil
+	case <-s.refused:
+		return s.refusal
 	case <-ctx.Done():
 		return fmt.Errorf("worker %s not registered with the pool at %s: %w", s.cfg.ID, s.cfg.PoolAddr, ctx.Err())
 	}
+}
+
+// Refused is closed when the pool has refused the worker for good: its data
+// directory belongs to another network. Err says why; the worker has
+// stopped registering and closed its shard store, and should be stopped.
+func (s *Server) Refused() <-chan struct{} { return s.refused }
+
+// Err returns why the pool refused the worker, once Refused is closed.
+func (s *Server) Err() error {
+	select {
+	case <-s.refused:
+		return s.refusal
+	default:
+		return nil
+	}
+}
+
+// refuse gives up registering: the data directory belongs to another
+// network. The shard store is closed at once, so that nothing of the other
+// network's is served, moved or deleted.
+func (s *Server) refuse(err error) {
+	s.refusedOnce.Do(func() {
+		s.log.Error("refusing to serve this data directory", "dir", s.cfg.DataDir, "err", err)
+		if s.shards != nil {
+			s.shards.Close()
+		}
+		s.refusal = fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+		close(s.refused)
+	})
 }
 
 // Inflight returns the number of calls running now.

@@ -41,6 +41,9 @@ const (
 	// Some block has fewer shards than it needs: unreadable until workers
 	// come back.
 	Redundancy_REDUNDANCY_LOST Redundancy = 3
+	// Every shard is there, but the layout has no parity (1+0 on a network of
+	// one worker): losing one shard loses the block.
+	Redundancy_REDUNDANCY_SINGLE_COPY Redundancy = 4
 )
 
 // Enum value maps for Redundancy.
@@ -50,12 +53,14 @@ var (
 		1: "REDUNDANCY_FULL",
 		2: "REDUNDANCY_REDUCED",
 		3: "REDUNDANCY_LOST",
+		4: "REDUNDANCY_SINGLE_COPY",
 	}
 	Redundancy_value = map[string]int32{
 		"REDUNDANCY_UNSPECIFIED": 0,
 		"REDUNDANCY_FULL":        1,
 		"REDUNDANCY_REDUCED":     2,
 		"REDUNDANCY_LOST":        3,
+		"REDUNDANCY_SINGLE_COPY": 4,
 	}
 )
 
@@ -2054,13 +2059,14 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\vDNSResponse\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds*j\n" +
+	"ttlSeconds*\x86\x01\n" +
 	"\n" +
 	"Redundancy\x12\x1a\n" +
 	"\x16REDUNDANCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fREDUNDANCY_FULL\x10\x01\x12\x16\n" +
 	"\x12REDUNDANCY_REDUCED\x10\x02\x12\x13\n" +
-	"\x0fREDUNDANCY_LOST\x10\x032\xb9\x06\n" +
+	"\x0fREDUNDANCY_LOST\x10\x03\x12\x1a\n" +
+	"\x16REDUNDANCY_SINGLE_COPY\x10\x042\xb9\x06\n" +
 	"\vFileService\x12?\n" +
 	"\x04Push\x12\x1a.taskworker.v1.PushRequest\x1a\x1b.taskworker.v1.PushResponse\x12<\n" +
 	"\x03Get\x12\x19.taskworker.v1.GetRequest\x1a\x1a.taskworker.v1.GetResponse\x12E\n" +
