@@ -329,7 +329,7 @@ func statusCommand(e *env) *cobra.Command {
 			fmt.Fprintf(e.stdout, "workers:  %d\n", st.Workers)
 			fmt.Fprintf(e.stdout, "files:    %d files, %d versions: %d at full redundancy, %d single copy, %d reduced, %d lost (%.1f MiB stored)\n",
 				st.Files, st.FilesFull+st.FilesSingleCopy+st.FilesReduced+st.FilesLost, st.FilesFull, st.FilesSingleCopy, st.FilesReduced, st.FilesLost, float64(st.BytesStored)/(1<<20))
-			checked := "not yet since the pool started"
+			checked := "never"
 			if st.InventoryCheckedMs > 0 {
 				checked = time.UnixMilli(st.InventoryCheckedMs).Format(time.DateTime)
 			}

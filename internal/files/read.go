@@ -95,13 +95,24 @@ func (s *Service) decoder(m *manifest) (*erasure.Decoder, error) {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
 	}
 	d.OnBadShard = func(bad erasure.BadShard) {
-		if s.workerLive(m.holder(bad.Block, bad.Shard)) {
-			// A live worker served a bad shard, or failed to: note it.
-			// (Shards of gone workers are the repairer's anyway.)
+		if s.workerLive(m.holder(bad.Block, bad.Shard)) && !unreachable(bad.Err) {
+			// A live worker served a bad shard, or said it has none: note
+			// it. (Shards of gone workers are the repairer's anyway; a
+			// worker that did not answer has not lost the shard.)
 			s.reportDamage(m.FileID, m.WriteID, bad.Block, bad.Shard)
 		}
 	}
 	return d, nil
+}
+
+// unreachable reports an error of the connection, not the worker's answer:
+// it says nothing of the shard.
+func unreachable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (s *Service) workerLive(id string) bool {

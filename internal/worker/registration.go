@@ -80,8 +80,8 @@ func (s *Server) claimDataDir(clusterID string) error {
 	case s.cfg.DataDir == "" || clusterID == "" || clusterID == s.network:
 		return nil
 	case s.network != "":
-		s.refuse(fmt.Errorf("the data directory %s belongs to network %s, and the pool at %s serves network %s; give the worker a data directory of its own (--data-dir)",
-			s.cfg.DataDir, s.network, s.cfg.PoolAddr, clusterID))
+		s.refuse(fmt.Errorf("worker %s: the data directory %s belongs to network %s, and the pool at %s serves network %s; give the worker a data directory of its own (--data-dir)",
+			s.cfg.ID, s.cfg.DataDir, s.network, s.cfg.PoolAddr, clusterID))
 		return s.refusal
 	}
 	if err := writeNetwork(s.cfg.DataDir, clusterID); err != nil {

@@ -324,7 +324,7 @@ func (s *Server) refuse(err error) {
 		if s.shards != nil {
 			s.shards.Close()
 		}
-		s.refusal = fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+		s.refusal = err
 		close(s.refused)
 	})
 }
