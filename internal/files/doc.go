@@ -22,7 +22,10 @@
 // # Caveats
 //
 // A manifest is one etcd value, so a file's size is bounded by etcd's
-// request limit: about 45 GiB at the default 8 MiB blocks and 4+2. Repair,
+// request limit (Config.MaxManifestBytes): 37 GiB at the default 8 MiB
+// blocks and 4+2, 209 GiB at 1+0. An upload that declares a larger size is
+// refused before its first byte, one that does not as soon as it passes the
+// limit (ResourceExhausted), never after the whole upload. Repair,
 // inventory comparison and collection run on the elected pool only; the
 // others serve reads and writes.
 //

@@ -46,6 +46,20 @@ type manifest struct {
 	Inline string `json:"inline,omitempty"`
 }
 
+// manifestReserve is the part of Config.MaxManifestBytes left for what
+// does not grow with the blocks: names, hashes, and the list of workers
+// (some 500 of the longest ids).
+const manifestReserve = 64 << 10
+
+// maxBlocks is the most blocks a manifest of layout l holds within max
+// bytes: per block, its shards' checksums (32 bytes each, in base64) and
+// its placement (a JSON array of worker indexes, at most 4 bytes each).
+func maxBlocks(l erasure.Layout, max int) int64 {
+	n := l.Shards()
+	perBlock := (32*n+2)/3*4 + 4*n + 3
+	return int64((max - manifestReserve) / perBlock)
+}
+
 // inlineLayout names the layout of files kept in etcd, not on workers.
 const inlineLayout = "inline"
 

@@ -23,6 +23,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/cluster"
+	"github.com/hivemind/taskworker/internal/files"
 )
 
 func adminStatus(t *testing.T, ctx context.Context, cl *taskworker.Client) *v1.StatusResponse {
@@ -300,4 +301,73 @@ func mustSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// An upload that declares a size larger than one file can be is refused
+// before any byte is sent, with what the limit is; a negative size is an
+// error of the caller.
+func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	ctx := ctxTimeout(t, time.Minute)
+	fs := v1.NewFileServiceClient(c.Client(0).Conn())
+	for _, tc := range []struct {
+		size int64
+		code codes.Code
+		msg  string
+	}{
+		{1 << 50, codes.ResourceExhausted, "larger than this network stores in one file"},
+		{-1, codes.InvalidArgument, "declares a size of -1 bytes"},
+	} {
+		stream, err := fs.Upload(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "huge", Size: tc.size}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.CloseAndRecv()
+		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+			t.Errorf("upload declaring %d bytes: %v; want %v saying %q", tc.size, err, tc.code, tc.msg)
+		}
+	}
+	if files, err := c.Client(0).List(ctx); err != nil || len(files) != 0 {
+		t.Fatalf("files after refused uploads: %v, %v", files, err)
+	}
+}
+
+// An upload that does not declare its size is refused as soon as it passes
+// what one manifest describes, not after the rest of its bytes, and leaves
+// no file.
+func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
+	cfg := files.DefaultConfig("")
+	cfg.BlockSize = 4 << 10
+	cfg.MaxManifestBytes = 128 << 10 // 458 blocks of 2+1: 1.8 MiB
+	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg})
+	ctx := ctxTimeout(t, 2*time.Minute)
+	stream, err := v1.NewFileServiceClient(c.Client(0).Conn()).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "big"}}}); err != nil {
+		t.Fatal(err)
+	}
+	const total = 64 << 20
+	chunk, sent := randomBytes(64<<10), 0
+	for sent < total {
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: chunk}}); err != nil {
+			break // the pool answered: CloseAndRecv has its status
+		}
+		sent += len(chunk)
+	}
+	_, err = stream.CloseAndRecv()
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "larger than this network stores in one file") {
+		t.Fatalf("an upload past the limit: %v; want ResourceExhausted", err)
+	}
+	if sent == total {
+		t.Fatalf("the pool took all %d bytes before refusing", total)
+	}
+	t.Logf("refused after %d of %d bytes sent", sent, total)
+	if list, err := c.Client(0).List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("files after the refused upload: %v, %v", list, err)
+	}
 }

@@ -37,6 +37,11 @@ type Config struct {
 	// InlineMax is the largest file kept in its manifest in etcd instead of
 	// as shards on workers (0: none).
 	InlineMax int
+	// MaxManifestBytes bounds a version's manifest, one etcd value, and so
+	// a file's blocks: etcd refuses requests over 1.5 MiB. An upload that
+	// declares, or reaches, a larger file is refused as soon as that is
+	// known (ResourceExhausted).
+	MaxManifestBytes int
 	// MaxUnaryBytes bounds the files Push and Get carry in one message;
 	// larger ones go through Upload and Download.
 	MaxUnaryBytes int
@@ -59,6 +64,10 @@ type Config struct {
 	Logger               *slog.Logger
 }
 
+// DefaultMaxManifestBytes keeps a manifest and its file record within
+// etcd's 1.5 MiB request limit: 37 GiB files at 8 MiB blocks and 4+2.
+const DefaultMaxManifestBytes = 1400 << 10
+
 // DefaultConfig returns the configuration the pool uses.
 func DefaultConfig(prefix string) Config {
 	return Config{
@@ -67,6 +76,7 @@ func DefaultConfig(prefix string) Config {
 		BlocksInFlight:    3,
 		InlineMax:         4 << 10,
 		MaxUnaryBytes:     12 << 20,
+		MaxManifestBytes:  DefaultMaxManifestBytes,
 		RepairGrace:       10 * time.Second,
 		RepairInterval:    10 * time.Second,
 		RepairConcurrency: 2,
@@ -83,6 +93,9 @@ func (c Config) Validate() error {
 	}
 	if c.InlineMax < 0 || c.InlineMax > 64<<10 {
 		return fmt.Errorf("files: inline maximum %d must be between 0 and 64 KiB (etcd holds these files)", c.InlineMax)
+	}
+	if c.MaxManifestBytes < 2*manifestReserve || c.MaxManifestBytes > DefaultMaxManifestBytes {
+		return fmt.Errorf("files: MaxManifestBytes %d must be between %d and %d (etcd's request limit)", c.MaxManifestBytes, 2*manifestReserve, DefaultMaxManifestBytes)
 	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")

@@ -27,6 +27,7 @@ type writeRequest struct {
 	user, filename string
 	fileID         string // set for a revision
 	expected       int64  // for a revision: refuse unless the current version is this
+	size           int64  // the size the sender declared; 0: unknown
 }
 
 func (w writeRequest) revise() bool { return w.fileID != "" }
@@ -36,7 +37,7 @@ func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushRespon
 	if err != nil {
 		return nil, err
 	}
-	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +52,7 @@ func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.Revise
 	if err := checkFileID(req.FileId); err != nil {
 		return nil, err
 	}
-	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +77,10 @@ func (s *Service) Upload(stream v1.FileService_UploadServer) error {
 			return err
 		}
 	}
-	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion},
+	if h.Size < 0 {
+		return status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
+	}
+	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
 		&uploadReader{stream: stream})
 	if err != nil {
 		return err
@@ -117,6 +121,14 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 		// Fail fast on a revision that cannot commit; commit checks again.
 		if _, _, err := s.current(ctx, req.user, req.fileID, req.expected); err != nil {
 			return nil, err
+		}
+	}
+	// A declared size over the limit is refused before any byte is read.
+	if workers := len(s.placeable(s.workers.StorageWorkers(), nil)); req.size > int64(s.cfg.InlineMax) && workers > 0 {
+		if layout, err := erasure.LayoutFor(workers); err == nil {
+			if limit := maxBlocks(layout, s.cfg.MaxManifestBytes) * int64(s.cfg.BlockSize); req.size > limit {
+				return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit, s.cfg.BlockSize, layout)
+			}
 		}
 	}
 	now := time.Now().UnixMilli()
@@ -170,6 +182,12 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	return m.proto(), nil
 }
 
+// tooLarge is the status of a file larger than one manifest can describe.
+func tooLarge(size string, limit int64, blockSize int, l erasure.Layout) error {
+	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file: %d bytes at %d-byte blocks in layout %s; split it, or raise the pool's block size",
+		size, limit, blockSize, l)
+}
+
 // storeBlocks encodes r block by block and stores each block's shards,
 // BlocksInFlight blocks at a time, filling in m.
 func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, r io.Reader) error {
@@ -200,6 +218,12 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			shards[i] = bytes.Clone(sh)
 		}
 		b := blk.Index
+		if limit := maxBlocks(layout, s.cfg.MaxManifestBytes); b >= limit {
+			// Refused now, not after the rest of the upload.
+			limit *= int64(m.BlockSize)
+			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit, m.BlockSize, layout))
+			break
+		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():

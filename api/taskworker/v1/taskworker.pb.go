@@ -271,8 +271,11 @@ type UploadHeader struct {
 	FileId string `protobuf:"bytes,3,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	// With file_id: refuse unless the current version is this one.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The file's size in bytes, when the sender knows it (0: unknown). A file
+	// larger than the pool can store is refused before any byte is sent.
+	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadHeader) Reset() {
@@ -329,6 +332,13 @@ func (x *UploadHeader) GetFileId() string {
 func (x *UploadHeader) GetExpectedVersion() int64 {
 	if x != nil {
 		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -1942,12 +1952,13 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
 	"redundancy\x18\n" +
 	" \x01(\x0e2\x19.taskworker.v1.RedundancyR\n" +
-	"redundancy\"\x87\x01\n" +
+	"redundancy\"\x9b\x01\n" +
 	"\fUploadHeader\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
 	"\afile_id\x18\x03 \x01(\tR\x06fileId\x12)\n" +
-	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"d\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"d\n" +
 	"\rUploadRequest\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.taskworker.v1.UploadHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
