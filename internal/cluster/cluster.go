@@ -10,6 +10,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -118,6 +119,25 @@ func New(t testing.TB, opts Options) *Cluster {
 	c.WaitWorkers(opts.Workers)
 	t.Cleanup(c.shutdown)
 	return c
+}
+
+// Snapshot returns every file under dir with its bytes, for tests that
+// check a directory was left alone.
+func Snapshot(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func testLogger(t testing.TB) *slog.Logger {

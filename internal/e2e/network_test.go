@@ -3,31 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// dirFiles returns every file under dir with its bytes.
-func dirFiles(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		out[p] = b
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+	"github.com/hivemind/taskworker/internal/cluster"
+)
 
 // The README's mistake, with the built binary: a second network's worker
 // started on the first network's worker data directory. The worker exits
@@ -45,7 +27,7 @@ func TestSecondNetworkCannotTakeAWorkersDataDirectory(t *testing.T) {
 	}
 	dir := filepath.Join(first.dir, "workers", "worker_001")
 	first.workers[0].kill()
-	before := dirFiles(t, dir)
+	before := cluster.Snapshot(t, dir)
 
 	second := startNetwork(t, 0)
 	intruder := start(t, "second network's worker_001", nil, "worker", "--id", "worker_001", "--pool", second.poolAddr,
@@ -58,7 +40,7 @@ func TestSecondNetworkCannotTakeAWorkersDataDirectory(t *testing.T) {
 	if code := intruder.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(intruder.out.String(), "belongs to network") {
 		t.Fatalf("exit code %d, output:\n%s\nwant a failure saying the directory belongs to another network", code, intruder.out.String())
 	}
-	after := dirFiles(t, dir)
+	after := cluster.Snapshot(t, dir)
 	if len(after) != len(before) {
 		t.Fatalf("the directory had %d files, now %d", len(before), len(after))
 	}

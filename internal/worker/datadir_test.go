@@ -3,7 +3,6 @@ package worker_test
 import (
 	"bytes"
 	"context"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,24 +12,6 @@ import (
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/worker"
 )
-
-// snapshot returns every file under dir with its bytes.
-func snapshot(t *testing.T, dir string) map[string][]byte {
-	t.Helper()
-	out := map[string][]byte{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		out[p] = b
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
 
 // A data directory belongs to the network its worker first joined: a
 // worker of a second network pointed at it is refused with an error that
@@ -51,7 +32,7 @@ func TestDataDirectoryBelongsToOneNetwork(t *testing.T) {
 		t.Fatalf("the data directory records network %q (%v), the pool is %q", recorded, err, first.Pools[0].ClusterID())
 	}
 	first.StopWorker(0)
-	before := snapshot(t, dir)
+	before := cluster.Snapshot(t, dir)
 
 	second := cluster.New(t, cluster.Options{Workers: 1})
 	w, err := worker.New(worker.Config{ID: "worker_001", PoolAddr: second.PoolAddr(0), JoinToken: second.JoinToken, DataDir: dir})
@@ -75,7 +56,7 @@ func TestDataDirectoryBelongsToOneNetwork(t *testing.T) {
 	if ids := second.Pools[0].WorkerIDs(); len(ids) != 1 {
 		t.Fatalf("the second pool lists %v", ids)
 	}
-	after := snapshot(t, dir)
+	after := cluster.Snapshot(t, dir)
 	if len(after) != len(before) {
 		t.Fatalf("the refused worker changed the directory: %d files before, %d after", len(before), len(after))
 	}
