@@ -98,3 +98,23 @@ func TestUnreadableNetworkFileStopsTheWorker(t *testing.T) {
 		t.Fatal("the shard store was opened")
 	}
 }
+
+// A network's identity is made once, in etcd: pools sharing the etcd agree
+// on it, and a restarted pool keeps it, so the directories of its workers
+// stay theirs.
+func TestClusterIDIsStable(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Pools: 2, Workers: 1})
+	id := c.Pools[0].ClusterID()
+	if id == "" || c.Pools[1].ClusterID() != id {
+		t.Fatalf("pools sharing an etcd: cluster ids %q and %q", id, c.Pools[1].ClusterID())
+	}
+	c.KillPool(0)
+	c.StartPool(0)
+	if got := c.Pools[0].ClusterID(); got != id {
+		t.Fatalf("after a restart the pool's cluster id is %q, was %q", got, id)
+	}
+	other := cluster.New(t, cluster.Options{Workers: 1})
+	if other.Pools[0].ClusterID() == id {
+		t.Fatal("two networks have one cluster id")
+	}
+}
