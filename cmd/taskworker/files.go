@@ -295,6 +295,9 @@ type progressReader struct {
 	last  time.Time
 }
 
+// Len is what is left to send, declared to the pool (0: unknown).
+func (p *progressReader) Len() int { return int(max(p.size-p.done, 0)) }
+
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.done += int64(n)

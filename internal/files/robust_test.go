@@ -336,8 +336,8 @@ func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
 }
 
 // An upload that does not declare its size is refused as soon as it passes
-// what one manifest describes, not after the rest of its bytes, and leaves
-// no file.
+// what one manifest describes, not after the rest of its bytes; one that
+// does, on its header. Neither leaves a file.
 func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
 	cfg := files.DefaultConfig("")
 	cfg.BlockSize = 4 << 10
@@ -367,6 +367,12 @@ func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
 		t.Fatalf("the pool took all %d bytes before refusing", total)
 	}
 	t.Logf("refused after %d of %d bytes sent", sent, total)
+	// The client declares a reader's size when it knows it: refused on the
+	// header.
+	_, err = c.Client(0).Upload(ctx, "big", bytes.NewReader(randomBytes(3<<20)))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "the file (3145728 bytes) is larger") {
+		t.Fatalf("an upload of a bytes.Reader past the limit: %v; want ResourceExhausted naming its declared size", err)
+	}
 	if list, err := c.Client(0).List(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("files after the refused upload: %v, %v", list, err)
 	}
