@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 )
@@ -50,7 +51,28 @@ func (c *Client) ReviseFrom(ctx context.Context, fileID string, r io.Reader, exp
 	return c.upload(ctx, &v1.UploadHeader{FileId: fileID, ExpectedVersion: expectedVersion}, r)
 }
 
+// sizeOf returns what is left to read of r when r knows it (a Len method,
+// as bytes.Reader, strings.Reader and bytes.Buffer have, or a regular
+// file), else 0: an Upload declares it, so that a file too large is refused
+// before its bytes.
+func sizeOf(r io.Reader) int64 {
+	switch r := r.(type) {
+	case interface{ Len() int }:
+		return int64(r.Len())
+	case *os.File:
+		fi, err := r.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			return 0
+		}
+		if off, err := r.Seek(0, io.SeekCurrent); err == nil && off <= fi.Size() {
+			return fi.Size() - off
+		}
+	}
+	return 0
+}
+
 func (c *Client) upload(ctx context.Context, h *v1.UploadHeader, r io.Reader) (*FileInfo, error) {
+	h.Size = sizeOf(r)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.files().Upload(ctx)

@@ -125,7 +125,7 @@ func filesCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printFiles(e, fs, false)
+			return printFiles(e, fs, true)
 		}),
 	}
 	cf.register(cmd)
@@ -250,6 +250,8 @@ func redundancyName(r v1.Redundancy) string {
 		return "reduced"
 	case v1.Redundancy_REDUNDANCY_LOST:
 		return "lost"
+	case v1.Redundancy_REDUNDANCY_SINGLE_COPY:
+		return "single copy"
 	}
 	return "unknown"
 }
@@ -293,6 +295,9 @@ type progressReader struct {
 	last  time.Time
 }
 
+// Len is what is left to send, declared to the pool (0: unknown).
+func (p *progressReader) Len() int { return int(max(p.size-p.done, 0)) }
+
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	p.done += int64(n)
@@ -325,8 +330,13 @@ func statusCommand(e *env) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(e.stdout, "workers:  %d\n", st.Workers)
-			fmt.Fprintf(e.stdout, "files:    %d at full redundancy, %d reduced, %d lost (%.1f MiB stored)\n",
-				st.FilesFull, st.FilesReduced, st.FilesLost, float64(st.BytesStored)/(1<<20))
+			fmt.Fprintf(e.stdout, "files:    %d files, %d versions: %d at full redundancy, %d single copy, %d reduced, %d lost (%.1f MiB stored)\n",
+				st.Files, st.FilesFull+st.FilesSingleCopy+st.FilesReduced+st.FilesLost, st.FilesFull, st.FilesSingleCopy, st.FilesReduced, st.FilesLost, float64(st.BytesStored)/(1<<20))
+			checked := "never"
+			if st.InventoryCheckedMs > 0 {
+				checked = time.UnixMilli(st.InventoryCheckedMs).Format(time.DateTime)
+			}
+			fmt.Fprintf(e.stdout, "shards:   %d known missing or damaged; workers' inventories last checked %s\n", st.ShardsDamaged, checked)
 			fmt.Fprintf(e.stdout, "repairs:  %d pending, %d done, %d failed; %d shards (%.1f MiB) rebuilt\n",
 				st.RepairsPending, st.RepairsDone, st.RepairsFailed, st.ShardsRebuilt, float64(st.BytesRebuilt)/(1<<20))
 			return nil

@@ -116,7 +116,12 @@ to call it directly, for benchmarks.`,
 			if standalone {
 				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_KEY=%s\n", w.Addr(), w.CallKey())
 			}
-			<-ctx.Done()
+			select {
+			case <-ctx.Done():
+			case <-w.Refused(): // its data directory belongs to another network
+				w.Kill()
+				return w.Err()
+			}
 			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			return w.Stop(sctx)

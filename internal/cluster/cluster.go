@@ -10,6 +10,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -41,7 +42,7 @@ type Options struct {
 	// Labels gives each worker its labels (e.g. a zone); default: none.
 	Labels func(id string) map[string]string
 	// Files configures the pools' file service; zero: tuned for tests
-	// (64 KiB blocks, a 2s repair grace).
+	// (64 KiB blocks, a 2s repair grace, inventories compared every second).
 	Files *files.Config
 	// Sandbox gives workers a WebAssembly runtime for deployed functions,
 	// and pools a checker for modules.
@@ -120,6 +121,25 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
+// Snapshot returns every file under dir with its bytes, for tests that
+// check a directory was left alone.
+func Snapshot(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		out[p] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("TASKWORKER_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
@@ -141,7 +161,11 @@ func (c *Cluster) StartPool(i int) {
 		cfg.Files.BlockSize = 64 << 10
 		cfg.Files.RepairGrace = 2 * time.Second
 		cfg.Files.RepairInterval = time.Second
-		cfg.Files.GCMinAge = time.Second
+		cfg.Files.InventoryInterval = time.Second
+		// A write's shards are collected only after it has sent none
+		// for 3s, twice 3s apart: far longer than any write here stalls.
+		cfg.Files.GCInterval = 3 * time.Second
+		cfg.Files.GCMinAge = 3 * time.Second
 	}
 	if c.opts.Sandbox {
 		checker, err := deployed.NewChecker(context.Background(), c.wasmCache(), c.opts.WasmCommand)

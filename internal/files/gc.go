@@ -3,7 +3,6 @@ package files
 import (
 	"context"
 	"errors"
-	"io"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -13,50 +12,78 @@ import (
 
 var errConflict = errors.New("the manifest kept changing during repair")
 
-// collect deletes shards that no manifest refers to (failed writes,
-// deleted files) once they are GCMinAge old, and damage reports of writes
-// that are gone.
-func (s *Service) collect(ctx context.Context) error {
-	refs := map[string]bool{}
-	err := s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
-		refs[m.FileID+"/"+m.WriteID] = true
+// collect deletes the shards of writes that failed, from the inventory
+// reconcile took. A write's shards are deleted only if all of these hold:
+//
+//   - this network started the write: its intent record is in etcd (made
+//     before the first shard was stored, removed when the manifest
+//     committed), so shards another network wrote are never touched;
+//   - no manifest refers to it, read after the intents;
+//   - its newest shard on the worker is GCMinAge old;
+//   - it was found so at two passes at least GCInterval apart (suspects
+//     remembers the first), so that one stale view deletes nothing.
+//
+// An intent is removed once no live worker lists its write any more, and
+// damage reports of writes that are gone are dropped.
+func (s *Service) collect(ctx context.Context, inv *inventory, suspects map[writeRef]time.Time) error {
+	intents, err := s.intents(ctx)
+	if err != nil {
+		return err
+	}
+	refs := map[writeRef]bool{}
+	err = s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
+		refs[writeRef{m.FileID, m.WriteID}] = true
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	cutoff := time.Now().Add(-s.cfg.GCMinAge).UnixMilli()
-	for _, w := range s.workers.StorageWorkers() {
-		client, ok := s.workers.ShardClient(w.ID)
+	now := time.Now()
+	cutoff := now.Add(-s.cfg.GCMinAge).UnixMilli()
+	garbage := map[string][]*v1.WriteRef{}
+	seen := map[writeRef]bool{}
+	for worker, writes := range inv.newest {
+		for ref, newest := range writes {
+			seen[ref] = true
+			if _, ours := intents[ref]; !ours || refs[ref] || newest >= cutoff {
+				continue
+			}
+			first, ok := suspects[ref]
+			if !ok {
+				suspects[ref] = now
+				continue
+			}
+			if now.Sub(first) >= s.cfg.GCInterval {
+				garbage[worker] = append(garbage[worker], &v1.WriteRef{FileId: ref.file, WriteId: ref.write})
+			}
+		}
+	}
+	for ref := range suspects {
+		if _, ours := intents[ref]; !ours || !seen[ref] || refs[ref] {
+			delete(suspects, ref)
+		}
+	}
+	for worker, writes := range garbage {
+		client, ok := s.workers.ShardClient(worker)
 		if !ok {
 			continue
 		}
-		stream, err := client.ListShards(ctx, &v1.ListShardsRequest{})
-		if err != nil {
-			s.log.Warn("listing shards", "worker", w.ID, "err", err)
-			continue
+		for len(writes) > 0 {
+			n := min(len(writes), 500)
+			if _, err := client.DeleteShards(ctx, &v1.DeleteShardsRequest{Writes: writes[:n]}); err != nil {
+				s.log.Warn("deleting garbage shards", "worker", worker, "err", err)
+				break
+			}
+			s.log.Info("collected the shards of failed writes", "worker", worker, "writes", n)
+			writes = writes[n:]
 		}
-		var garbage []*v1.WriteRef
-		for {
-			msg, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				s.log.Warn("listing shards", "worker", w.ID, "err", err)
-				break
-			}
-			if ref := msg.Write; ref != nil && !refs[ref.FileId+"/"+ref.WriteId] && msg.NewestMs < cutoff {
-				garbage = append(garbage, ref)
-			}
-		}
-		for len(garbage) > 0 {
-			n := min(len(garbage), 500)
-			if _, err := client.DeleteShards(ctx, &v1.DeleteShardsRequest{Writes: garbage[:n]}); err != nil {
-				s.log.Warn("deleting garbage shards", "worker", w.ID, "err", err)
-				break
-			}
-			garbage = garbage[n:]
+	}
+	// An old intent whose write no worker lists is done with (a worker that
+	// was away keeps that write's shards: see the package's caveats).
+	complete := len(inv.held) == len(s.workers.StorageWorkers())
+	for ref, started := range intents {
+		if complete && !seen[ref] && !refs[ref] && started < cutoff {
+			_, _ = s.cli.Delete(ctx, s.keys.write(ref.file, ref.write))
 		}
 	}
 	resp, err := s.cli.Get(ctx, s.keys.allDamage(), clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -64,7 +91,7 @@ func (s *Service) collect(ctx context.Context) error {
 		return err
 	}
 	for _, kv := range resp.Kvs {
-		if id, write, _, _, ok := s.keys.parseDamage(string(kv.Key)); !ok || !refs[id+"/"+write] {
+		if id, write, _, _, ok := s.keys.parseDamage(string(kv.Key)); !ok || !refs[writeRef{id, write}] {
 			_, _ = s.cli.Delete(ctx, string(kv.Key))
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // fileRecord is the small record under files/<user>/<id>: the file's
@@ -43,6 +44,20 @@ type manifest struct {
 	// Inline holds a small file's bytes (base64) in the manifest itself,
 	// with no shards: see inlineLayout.
 	Inline string `json:"inline,omitempty"`
+}
+
+// manifestReserve is the part of Config.MaxManifestBytes left for what
+// does not grow with the blocks: names, hashes, and the list of workers
+// (some 500 of the longest ids).
+const manifestReserve = 64 << 10
+
+// maxBlocks is the most blocks a manifest of layout l holds within max
+// bytes: per block, its shards' checksums (32 bytes each, in base64) and
+// its placement (a JSON array of worker indexes, at most 4 bytes each).
+func maxBlocks(l erasure.Layout, max int) int64 {
+	n := l.Shards()
+	perBlock := (32*n+2)/3*4 + 4*n + 3
+	return int64((max - manifestReserve) / perBlock)
 }
 
 // inlineLayout names the layout of files kept in etcd, not on workers.
@@ -164,6 +179,18 @@ func (k keys) manifest(id string, v int64) string {
 	return fmt.Sprintf("%s%020d", k.manifests(id), v)
 }
 func (k keys) allDamage() string { return k.prefix + "damage/" }
+
+// allWrites holds the intent records of writes in progress or failed:
+// writes/<file>/<write>, valued with the unix ms the write started.
+func (k keys) allWrites() string               { return k.prefix + "writes/" }
+func (k keys) write(file, write string) string { return k.allWrites() + file + "/" + write }
+func (k keys) inventoryChecked() string        { return k.prefix + "inventory/checked" }
+
+// parseWrite reads an intent key back.
+func (k keys) parseWrite(key string) (file, write string, ok bool) {
+	file, write, ok = strings.Cut(strings.TrimPrefix(key, k.allWrites()), "/")
+	return file, write, ok && names.FileID(file) == nil && names.FileID(write) == nil
+}
 func (k keys) damage(id, write string, block int64, shard int) string {
 	return fmt.Sprintf("%s%s/%s/%d/%d", k.allDamage(), id, write, block, shard)
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
@@ -96,13 +97,24 @@ func (s *Service) decoder(m *manifest) (*erasure.Decoder, error) {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
 	}
 	d.OnBadShard = func(bad erasure.BadShard) {
-		if s.workerLive(m.holder(bad.Block, bad.Shard)) {
-			// A live worker served a bad shard, or failed to: note it.
-			// (Shards of gone workers are the repairer's anyway.)
+		if s.workerLive(m.holder(bad.Block, bad.Shard)) && !unreachable(bad.Err) {
+			// A live worker served a bad shard, or said it has none: note
+			// it. (Shards of gone workers are the repairer's anyway; a
+			// worker that did not answer has not lost the shard.)
 			s.reportDamage(m.FileID, m.WriteID, bad.Block, bad.Shard)
 		}
 	}
 	return d, nil
+}
+
+// unreachable reports an error of the connection, not the worker's answer:
+// it says nothing of the shard.
+func unreachable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func (s *Service) workerLive(id string) bool {
@@ -337,11 +349,24 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 		return nil, serving.EtcdError(err)
 	}
 	out := &v1.ListResponse{}
+	damaged, err := s.damage(ctx, "")
+	if err != nil {
+		return nil, serving.EtcdError(err)
+	}
+	live := s.liveSet()
 	for _, kv := range resp.Kvs {
 		var rec fileRecord
-		if json.Unmarshal(kv.Value, &rec) == nil {
-			out.Files = append(out.Files, rec.proto())
+		if json.Unmarshal(kv.Value, &rec) != nil {
+			continue
 		}
+		info := rec.proto()
+		// The current version's redundancy, as Stat and FileHistory report it.
+		if mr, err := s.cli.Get(ctx, s.keys.manifest(rec.FileID, rec.Version)); err == nil && len(mr.Kvs) > 0 {
+			if m, err := unmarshalManifest(mr.Kvs[0].Value); err == nil {
+				info.Redundancy = s.redundancy(m, live, damaged)
+			}
+		}
+		out.Files = append(out.Files, info)
 	}
 	if resp.More && len(out.Files) > 0 {
 		out.NextPageToken = out.Files[len(out.Files)-1].FileId
@@ -370,7 +395,10 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)
 	}
 	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
-		if m, err := unmarshalManifest(kv.Value); err == nil {
+		if m, err := unmarshalManifest(kv.Value); err == nil && !m.inline() {
+			// The intent lets the collector finish what dropWrite misses
+			// (a worker that is away now).
+			_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
 			s.dropWrite(m)
 		}
 	}

@@ -67,8 +67,9 @@ func (s *Service) lead(ctx context.Context) {
 	defer check.Stop()
 	repairTick := time.NewTicker(s.cfg.RepairInterval)
 	defer repairTick.Stop()
-	gcTick := time.NewTicker(s.cfg.GCInterval)
-	defer gcTick.Stop()
+	inventoryTick := time.NewTicker(s.cfg.InventoryInterval)
+	defer inventoryTick.Stop()
+	suspects := map[writeRef]time.Time{} // failed writes found once (see collect)
 	pass := func() {
 		if err := s.repairPass(ctx, missingSince); err != nil && ctx.Err() == nil {
 			s.log.Warn("repair pass", "err", err)
@@ -85,9 +86,9 @@ func (s *Service) lead(ctx context.Context) {
 			pass()
 		case <-repairTick.C:
 			pass()
-		case <-gcTick.C:
-			if err := s.collect(ctx); err != nil && ctx.Err() == nil {
-				s.log.Warn("collecting garbage shards", "err", err)
+		case <-inventoryTick.C:
+			if err := s.reconcile(ctx, suspects); err != nil && ctx.Err() == nil {
+				s.log.Warn("comparing inventories with manifests", "err", err)
 			}
 		case <-check.C:
 			// Start the grace clock of workers that just left, and repair
@@ -213,7 +214,7 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 			damagedHere = append(damagedHere, i)
 		}
 	}
-	plan, err := placement.PlanRepair(workers, m.FileID, b, current, damagedHere)
+	plan, err := placement.PlanRepair(s.placeable(workers, current), m.FileID, b, current, damagedHere)
 	if err != nil {
 		return nil, err
 	}

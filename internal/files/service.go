@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,11 @@ type Config struct {
 	// InlineMax is the largest file kept in its manifest in etcd instead of
 	// as shards on workers (0: none).
 	InlineMax int
+	// MaxManifestBytes bounds a version's manifest, one etcd value, and so
+	// a file's blocks: etcd refuses requests over 1.5 MiB. An upload that
+	// declares, or reaches, a larger file is refused as soon as that is
+	// known (ResourceExhausted).
+	MaxManifestBytes int
 	// MaxUnaryBytes bounds the files Push and Get carry in one message;
 	// larger ones go through Upload and Download.
 	MaxUnaryBytes int
@@ -48,11 +54,20 @@ type Config struct {
 	RepairInterval time.Duration
 	// RepairConcurrency bounds the files repaired at once.
 	RepairConcurrency int
-	// GCInterval and GCMinAge: how often unreferenced shards are collected,
-	// and how old they must be (a write in progress is not yet referenced).
+	// InventoryInterval is how often the repairer lists every live
+	// worker's shards and compares them with the manifests (anti-entropy),
+	// collecting garbage from the same listing.
+	InventoryInterval time.Duration
+	// GCInterval and GCMinAge: how far apart the two passes that must both
+	// find a failed write's shards unreferenced are, and how old its
+	// newest shard must be (a write in progress is not yet referenced).
 	GCInterval, GCMinAge time.Duration
 	Logger               *slog.Logger
 }
+
+// DefaultMaxManifestBytes keeps a manifest and its file record within
+// etcd's 1.5 MiB request limit: 37 GiB files at 8 MiB blocks and 4+2.
+const DefaultMaxManifestBytes = 1400 << 10
 
 // DefaultConfig returns the configuration the pool uses.
 func DefaultConfig(prefix string) Config {
@@ -62,9 +77,11 @@ func DefaultConfig(prefix string) Config {
 		BlocksInFlight:    3,
 		InlineMax:         4 << 10,
 		MaxUnaryBytes:     12 << 20,
+		MaxManifestBytes:  DefaultMaxManifestBytes,
 		RepairGrace:       10 * time.Second,
 		RepairInterval:    10 * time.Second,
 		RepairConcurrency: 2,
+		InventoryInterval: 15 * time.Second,
 		GCInterval:        time.Minute,
 		GCMinAge:          10 * time.Minute,
 	}
@@ -78,11 +95,14 @@ func (c Config) Validate() error {
 	if c.InlineMax < 0 || c.InlineMax > 64<<10 {
 		return fmt.Errorf("files: inline maximum %d must be between 0 and 64 KiB (etcd holds these files)", c.InlineMax)
 	}
+	if c.MaxManifestBytes < 2*manifestReserve || c.MaxManifestBytes > DefaultMaxManifestBytes {
+		return fmt.Errorf("files: MaxManifestBytes %d must be between %d and %d (etcd's request limit)", c.MaxManifestBytes, 2*manifestReserve, DefaultMaxManifestBytes)
+	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")
 	}
-	if c.RepairGrace < 0 || c.RepairInterval <= 0 || c.GCInterval <= 0 {
-		return errors.New("files: repair grace must not be negative; repair and GC intervals must be positive")
+	if c.RepairGrace < 0 || c.RepairInterval <= 0 || c.GCInterval <= 0 || c.InventoryInterval <= 0 {
+		return errors.New("files: repair grace must not be negative; repair, inventory and GC intervals must be positive")
 	}
 	return nil
 }
@@ -98,6 +118,7 @@ type Service struct {
 	log      *slog.Logger
 
 	kick  chan struct{} // wakes the repairer
+	full  sync.Map      // worker id -> time.Time: no new shards until then (its disk was full)
 	stats struct {
 		pending, done, failed, rebuilt, rebuiltBytes atomic.Int64
 	}

@@ -45,9 +45,11 @@ func (s *Service) liveSet() map[string]bool {
 	return live
 }
 
-// redundancy rates a manifest: FULL when every shard is on a live worker
-// and not known damaged, LOST when some block has fewer good shards than it
-// needs, REDUCED in between.
+// redundancy rates a manifest from what is known to be there: FULL when
+// every shard is on a live worker and not known damaged (missing from the
+// worker's inventory, failed a read or a scrub), LOST when some block has
+// fewer good shards than it needs, REDUCED in between; SINGLE_COPY instead
+// of FULL for a layout with no parity.
 func (s *Service) redundancy(m *manifest, live map[string]bool, damaged damageSet) v1.Redundancy {
 	if m.inline() {
 		return v1.Redundancy_REDUNDANCY_FULL // as redundant as etcd
@@ -71,6 +73,9 @@ func (s *Service) redundancy(m *manifest, live map[string]bool, damaged damageSe
 			worst = v1.Redundancy_REDUNDANCY_REDUCED
 		}
 	}
+	if worst == v1.Redundancy_REDUNDANCY_FULL && l.Parity == 0 {
+		return v1.Redundancy_REDUNDANCY_SINGLE_COPY
+	}
 	return worst
 }
 
@@ -85,7 +90,9 @@ func (s *Service) withRedundancy(ctx context.Context, m *manifest) *v1.FileInfo 
 	return info
 }
 
-// Status summarises every stored file version's redundancy and the repairs.
+// Status summarises every stored file version's redundancy and the repairs:
+// files and versions counted apart, shards known damaged, and when the
+// workers' inventories were last compared with the manifests.
 func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	out := &v1.StatusResponse{
 		RepairsPending: s.stats.pending.Load(),
@@ -98,12 +105,20 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	if err != nil {
 		return nil, serving.EtcdError(err)
 	}
+	out.ShardsDamaged = int64(len(damaged))
+	if out.InventoryCheckedMs, err = s.inventoryChecked(ctx); err != nil {
+		return nil, serving.EtcdError(err)
+	}
 	live := s.liveSet()
+	files := map[string]bool{}
 	err = s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
 		out.BytesStored += m.Size
+		files[m.FileID] = true
 		switch s.redundancy(m, live, damaged) {
 		case v1.Redundancy_REDUNDANCY_FULL:
 			out.FilesFull++
+		case v1.Redundancy_REDUNDANCY_SINGLE_COPY:
+			out.FilesSingleCopy++
 		case v1.Redundancy_REDUNDANCY_REDUCED:
 			out.FilesReduced++
 		default:
@@ -114,6 +129,7 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	if err != nil {
 		return nil, serving.EtcdError(err)
 	}
+	out.Files = int64(len(files))
 	return out, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,7 @@ type writeRequest struct {
 	user, filename string
 	fileID         string // set for a revision
 	expected       int64  // for a revision: refuse unless the current version is this
+	size           int64  // the size the sender declared; 0: unknown
 }
 
 func (w writeRequest) revise() bool { return w.fileID != "" }
@@ -36,7 +38,7 @@ func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushRespon
 	if err != nil {
 		return nil, err
 	}
-	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +53,7 @@ func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.Revise
 	if err := checkFileID(req.FileId); err != nil {
 		return nil, err
 	}
-	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +78,10 @@ func (s *Service) Upload(stream v1.FileService_UploadServer) error {
 			return err
 		}
 	}
-	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion},
+	if h.Size < 0 {
+		return status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
+	}
+	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
 		&uploadReader{stream: stream})
 	if err != nil {
 		return err
@@ -119,6 +124,14 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 			return nil, err
 		}
 	}
+	// A declared size over the limit is refused before any byte is read.
+	if workers := len(s.placeable(s.workers.StorageWorkers(), nil)); req.size > int64(s.cfg.InlineMax) && workers > 0 {
+		if layout, err := erasure.LayoutFor(workers); err == nil {
+			if limit := maxBlocks(layout, s.cfg.MaxManifestBytes) * int64(s.cfg.BlockSize); req.size > limit {
+				return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit, s.cfg.BlockSize, layout)
+			}
+		}
+	}
 	now := time.Now().UnixMilli()
 	m := &manifest{
 		fileRecord: fileRecord{FileID: req.fileID, Filename: req.filename, Version: 1,
@@ -140,9 +153,17 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	case err != nil:
 		return nil, status.Errorf(codes.Aborted, "reading the file: %v", err)
 	default:
-		workers := s.workers.StorageWorkers()
+		workers := s.placeable(s.workers.StorageWorkers(), nil)
 		if len(workers) == 0 {
+			if len(s.workers.StorageWorkers()) > 0 {
+				return nil, status.Error(codes.ResourceExhausted, "every worker that stores files has a full disk; free space on them or add workers")
+			}
 			return nil, status.Error(codes.Unavailable, "no live worker stores files; start workers with a data directory")
+		}
+		// The intent record marks the write as this network's, so that
+		// the collector may delete its shards if it fails (see collect).
+		if _, err := s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(now)); err != nil {
+			return nil, serving.EtcdError(err)
 		}
 		layout, err := erasure.LayoutFor(len(workers))
 		if err != nil {
@@ -160,6 +181,12 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	}
 	s.log.Debug("file written", "file", m.FileID, "version", m.Version, "size", m.Size, "layout", m.Layout)
 	return m.proto(), nil
+}
+
+// tooLarge is the status of a file larger than one manifest can describe.
+func tooLarge(size string, limit int64, blockSize int, l erasure.Layout) error {
+	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file: %d bytes at %d-byte blocks in layout %s; split it, or raise the pool's block size",
+		size, limit, blockSize, l)
 }
 
 // storeBlocks encodes r block by block and stores each block's shards,
@@ -192,6 +219,12 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			shards[i] = bytes.Clone(sh)
 		}
 		b := blk.Index
+		if limit := maxBlocks(layout, s.cfg.MaxManifestBytes); b >= limit {
+			// Refused now, not after the rest of the upload.
+			limit *= int64(m.BlockSize)
+			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit, m.BlockSize, layout))
+			break
+		}
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -295,8 +328,37 @@ func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64,
 	return holders, nil
 }
 
-// putShard sends one shard to a worker and waits until it is durable.
+// fullFor is how long a worker that refused a shard for want of space
+// (ResourceExhausted) is given no new shards.
+const fullFor = 30 * time.Second
+
+// placeable returns the workers that may take new shards: those not known
+// to be full, and those in keep (a block's current holders, whose shards
+// stay where they are).
+func (s *Service) placeable(workers []placement.Worker, keep []string) []placement.Worker {
+	now := time.Now()
+	out := make([]placement.Worker, 0, len(workers))
+	for _, w := range workers {
+		if until, ok := s.full.Load(w.ID); !ok || now.After(until.(time.Time)) || slices.Contains(keep, w.ID) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// putShard sends one shard to a worker and waits until it is durable. A
+// worker whose disk is full is left out of placement for a while.
 func (s *Service) putShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
+	err := s.sendShard(ctx, workerID, key, data)
+	if status.Code(err) == codes.ResourceExhausted {
+		if _, known := s.full.Swap(workerID, time.Now().Add(fullFor)); !known {
+			s.log.Warn("a worker's disk is full; placing shards elsewhere", "worker", workerID, "for", fullFor, "err", err)
+		}
+	}
+	return err
+}
+
+func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
 	client, ok := s.workers.ShardClient(workerID)
 	if !ok {
 		return fmt.Errorf("worker %s is not live", workerID)
@@ -352,6 +414,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		txn, err := s.cli.Txn(ctx).If(cmp).Then(
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
+			clientv3.OpDelete(s.keys.write(m.FileID, m.WriteID)), // the manifest owns the shards now
 		).Commit()
 		if err != nil {
 			return serving.EtcdError(err)

@@ -103,7 +103,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("join token: %w", err)
 	}
 
+	id, err := clusterID(bctx, s.cli, s.cfg.Prefix)
+	if err != nil {
+		return fmt.Errorf("cluster id: %w", err)
+	}
 	s.reg = newRegistry(s.cli, s.cfg.Prefix, s.cfg.LeaseTTL, s.log)
+	s.reg.clusterID = id
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
 	s.deploys = &deployments{}
@@ -175,6 +180,10 @@ func (s *Server) JoinToken() string { return s.joinToken }
 // EtcdEndpoints returns the etcd the pool uses, so that another pool can
 // share it.
 func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
+
+// ClusterID returns the network's identity, which workers record in their
+// data directories.
+func (s *Server) ClusterID() string { return s.reg.clusterID }
 
 // Files returns the pool's file service, for tests' invariant checks.
 func (s *Server) Files() *files.Service { return s.files }

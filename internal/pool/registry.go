@@ -126,6 +126,8 @@ type registry struct {
 	ttl    time.Duration
 	log    *slog.Logger
 	dial   func(address, callKey string) (*grpc.ClientConn, error)
+	// clusterID is the network's identity (see clusterID).
+	clusterID string
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -314,6 +316,10 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if req.CallKey == "" {
 		return nil, status.Error(codes.InvalidArgument, "no call key: a worker must send one so that it serves only its pool")
 	}
+	if req.ClusterId != "" && req.ClusterId != r.clusterID {
+		return nil, status.Errorf(codes.FailedPrecondition, "worker %s: its data directory belongs to network %s, and this pool serves network %s; give the worker a data directory of its own (--data-dir), or point it at its own network's pool",
+			req.WorkerId, req.ClusterId, r.clusterID)
+	}
 	listed := map[string]bool{}
 	for _, f := range req.Functions {
 		if err := names.Function(f.Name); err != nil {
@@ -363,6 +369,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		LeaseTtlMs:          lease.TTL * 1000,
 		HeartbeatIntervalMs: (r.ttl / 3).Milliseconds(),
 		Address:             address,
+		ClusterId:           r.clusterID,
 	}, nil
 }
 

@@ -31,4 +31,6 @@
 //   - The scrubber reports Missing only for keys the caller says to expect (ScrubHooks.Expected); the
 //     store alone cannot know what it should hold.
 //   - A corrupt shard is reported, not moved or deleted: the repair writes the rebuilt shard over it.
+//   - A shard directory deleted under a running store is recreated empty (and logged) by the next walk or
+//     Put; what it held is simply absent from List, which is how the pool learns to rebuild it.
 package shardstore

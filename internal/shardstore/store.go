@@ -225,6 +225,9 @@ func (s *Store) mkdirs(dir string) error {
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
 		return nil
 	}
+	if err := s.ensureRoot(); err != nil {
+		return err
+	}
 	rel, err := filepath.Rel(s.root, dir)
 	if err != nil {
 		return err

@@ -674,3 +674,28 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// A shard directory deleted under an open store: List sees no shard (which
+// is how the pool learns what to rebuild), and the directory is back for
+// the next Put, which succeeds.
+func TestShardDirectoryDeletedUnderTheStore(t *testing.T) {
+	for _, first := range []string{"list", "put"} {
+		t.Run(first, func(t *testing.T) {
+			s, dir := newStore(t)
+			put(t, s, key("alpha", 0, 0), []byte("before"))
+			if err := os.RemoveAll(filepath.Join(dir, shardsDir)); err != nil {
+				t.Fatal(err)
+			}
+			if first == "list" {
+				for k, err := range s.List(t.Context(), "") {
+					t.Fatalf("List after the directory was deleted: %v, %v", k, err)
+				}
+			}
+			put(t, s, key("alpha", 0, 0), []byte("rebuilt"))
+			got, _, err := s.Get(t.Context(), key("alpha", 0, 0))
+			if err != nil || string(got) != "rebuilt" {
+				t.Fatalf("Get after the rebuild: %q, %v", got, err)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package shardstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"iter"
 	"os"
@@ -23,6 +24,9 @@ var errStopWalk = errors.New("stop walk")
 // lexical order. Names that are neither are left alone: the store never touches what it did not write.
 // leave, if not nil, is called after a write ID's or file ID's directory has been visited.
 func (s *Store) walk(ctx context.Context, fileID string, visit func(entry) error, leave func(dir string) error) error {
+	if err := s.ensureRoot(); err != nil {
+		return err
+	}
 	var fans []string
 	if fileID != "" {
 		fans = []string{fan(fileID)}
@@ -144,4 +148,19 @@ func (s *Store) List(ctx context.Context, fileID string) iter.Seq2[Key, error] {
 			yield(Key{}, err)
 		}
 	}
+}
+
+// ensureRoot recreates the shard directory if it was deleted under the store, and logs it: every shard it
+// held is gone, which the pool learns from the next listing (it compares listings with its manifests) and
+// repairs.
+func (s *Store) ensureRoot() error {
+	if _, err := os.Stat(s.root); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	s.logger.Error("shardstore: the shard directory was deleted under the store; recreating it empty (the pool rebuilds what it held)",
+		"dir", s.root)
+	if err := os.MkdirAll(s.root, 0o755); err != nil {
+		return fmt.Errorf("shardstore: recreating the shard directory %s: %w", s.root, err)
+	}
+	return syncDir(filepath.Dir(s.root))
 }

@@ -9,7 +9,15 @@
 // A worker serves only its pool: every call must present the call key the
 // worker sent when it registered.
 //
+// A data directory belongs to one network: the worker records its pool's
+// cluster ID in <data-dir>/network at the first registration, and a pool of
+// another network refuses it (Refused, Err), after which the worker closes
+// its shard store without touching it.
+//
 // # Caveats
+//
+// A data directory without a network file is claimed by the first network
+// the worker registers with, shards and all.
 //
 // Between a worker's deregistration and the moment every pool has seen it,
 // a pool may still send it a call; Stop waits Config.DrainDelay for that

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -40,25 +42,56 @@ func (s *Server) registerLoop(ctx context.Context) {
 			CallKey:     s.cfg.CallKey,
 			Labels:      s.cfg.Labels,
 			Version:     s.cfg.Version,
+			ClusterId:   s.network,
 		})
 		cancel()
+		if status.Code(err) == codes.FailedPrecondition && s.network != "" {
+			s.refuse(errors.New(status.Convert(err).Message()))
+			return
+		}
+		if err == nil {
+			err = s.claimDataDir(resp.ClusterId)
+			if s.Err() != nil {
+				return
+			}
+		}
 		if err != nil {
 			level := s.log.Debug
 			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
 				level = s.log.Error // bad token or bad request: the operator must act
-				s.refused.Store(&err)
+				s.lastRefusal.Store(&err)
 			}
 			level("registering with the pool", "pool", s.cfg.PoolAddr, "err", err)
 			backoff.wait(ctx)
 			continue
 		}
 		backoff.reset()
-		s.refused.Store(nil)
+		s.lastRefusal.Store(nil)
 		s.lease.Store(resp.LeaseId)
 		s.registeredOnce.Do(func() { close(s.registered) })
 		s.log.Info("registered with the pool", "pool", s.cfg.PoolAddr, "address", resp.Address, "lease", resp.LeaseId)
 		s.heartbeat(ctx, client, resp)
 	}
+}
+
+// claimDataDir records the network's identity in the data directory at the
+// first registration, and refuses a pool of another network (one too old to
+// check it itself).
+func (s *Server) claimDataDir(clusterID string) error {
+	switch {
+	case s.cfg.DataDir == "" || clusterID == "" || clusterID == s.network:
+		return nil
+	case s.network != "":
+		s.refuse(fmt.Errorf("worker %s: the data directory %s belongs to network %s, and the pool at %s serves network %s; give the worker a data directory of its own (--data-dir)",
+			s.cfg.ID, s.cfg.DataDir, s.network, s.cfg.PoolAddr, clusterID))
+		return s.refusal
+	}
+	if err := writeNetwork(s.cfg.DataDir, clusterID); err != nil {
+		return fmt.Errorf("recording the network in the data directory: %w", err)
+	}
+	s.network = clusterID
+	s.log.Info("data directory now belongs to the network", "dir", s.cfg.DataDir, "cluster_id", clusterID)
+	return nil
 }
 
 // heartbeat renews the lease until the registration must be redone or ctx

@@ -120,9 +120,18 @@ type Server struct {
 	registered     chan struct{}
 	registeredOnce sync.Once
 	lease          atomic.Int64
-	// refused holds the pool's last refusal of the registration (a bad
+	// lastRefusal holds the pool's last refusal of the registration (a bad
 	// token or request, which retrying does not mend), for WaitRegistered.
-	refused atomic.Pointer[error]
+	lastRefusal atomic.Pointer[error]
+
+	// network is the cluster ID recorded in the data directory ("" before
+	// the first registration); only Start and the registration loop use it.
+	network string
+	// refused is closed when the pool refused the worker for good (its data
+	// directory belongs to another network); refusal says why.
+	refused     chan struct{}
+	refusal     error
+	refusedOnce sync.Once
 
 	cancel  context.CancelFunc
 	serving sync.WaitGroup // the gRPC server
@@ -153,6 +162,7 @@ func New(cfg Config) (*Server, error) {
 		changed:    make(chan struct{}, 1),
 		draining:   make(chan struct{}),
 		registered: make(chan struct{}),
+		refused:    make(chan struct{}),
 	}
 	s.funcs.Store(&map[string]entry{})
 	s.modules = &moduleCache{fetch: s.fetchModule}
@@ -210,6 +220,10 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
 	}
 	if s.cfg.DataDir != "" {
+		if s.network, err = readNetwork(s.cfg.DataDir); err != nil {
+			s.lis.Close()
+			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+		}
 		scfg := shardstore.DefaultConfig(filepath.Join(s.cfg.DataDir, "shards"))
 		scfg.Logger = s.log
 		if s.cfg.ScrubInterval > 0 {
@@ -290,12 +304,43 @@ func (s *Server) WaitRegistered(ctx context.Context) error {
 	select {
 	case <-s.registered:
 		return nil
+	case <-s.refused:
+		return s.refusal
 	case <-ctx.Done():
-		if err := s.refused.Load(); err != nil {
+		if err := s.lastRefusal.Load(); err != nil {
 			return fmt.Errorf("worker %s not registered with the pool at %s, which refused it: %w", s.cfg.ID, s.cfg.PoolAddr, *err)
 		}
 		return fmt.Errorf("worker %s not registered with the pool at %s: %w", s.cfg.ID, s.cfg.PoolAddr, ctx.Err())
 	}
+}
+
+// Refused is closed when the pool has refused the worker for good: its data
+// directory belongs to another network. Err says why; the worker has
+// stopped registering and closed its shard store, and should be stopped.
+func (s *Server) Refused() <-chan struct{} { return s.refused }
+
+// Err returns why the pool refused the worker, once Refused is closed.
+func (s *Server) Err() error {
+	select {
+	case <-s.refused:
+		return s.refusal
+	default:
+		return nil
+	}
+}
+
+// refuse gives up registering: the data directory belongs to another
+// network. The shard store is closed at once, so that nothing of the other
+// network's is served, moved or deleted.
+func (s *Server) refuse(err error) {
+	s.refusedOnce.Do(func() {
+		s.log.Error("refusing to serve this data directory", "dir", s.cfg.DataDir, "err", err)
+		if s.shards != nil {
+			s.shards.Close()
+		}
+		s.refusal = err
+		close(s.refused)
+	})
 }
 
 // Inflight returns the number of calls running now.

@@ -244,7 +244,11 @@ type RegisterRequest struct {
 	// Sandbox runtimes the worker can run deployed functions in.
 	Runtimes []Runtime `protobuf:"varint,7,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
 	// The worker keeps file shards (serves ShardService).
-	StoresFiles   bool `protobuf:"varint,8,opt,name=stores_files,json=storesFiles,proto3" json:"stores_files,omitempty"`
+	StoresFiles bool `protobuf:"varint,8,opt,name=stores_files,json=storesFiles,proto3" json:"stores_files,omitempty"`
+	// The network its data directory belongs to (RegisterResponse.cluster_id
+	// of its first registration); empty for a fresh directory. The pool
+	// refuses a worker whose directory belongs to another network.
+	ClusterId     string `protobuf:"bytes,9,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -335,6 +339,13 @@ func (x *RegisterRequest) GetStoresFiles() bool {
 	return false
 }
 
+func (x *RegisterRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type RegisterResponse struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
 	LeaseId    int64                  `protobuf:"varint,1,opt,name=lease_id,json=leaseId,proto3" json:"lease_id,omitempty"`
@@ -342,7 +353,10 @@ type RegisterResponse struct {
 	// How often to heartbeat.
 	HeartbeatIntervalMs int64 `protobuf:"varint,3,opt,name=heartbeat_interval_ms,json=heartbeatIntervalMs,proto3" json:"heartbeat_interval_ms,omitempty"`
 	// The address the pool will dial, after host substitution.
-	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// The network's identity, made by its first pool and kept in etcd: a
+	// worker records it in its data directory.
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -401,6 +415,13 @@ func (x *RegisterResponse) GetHeartbeatIntervalMs() int64 {
 func (x *RegisterResponse) GetAddress() string {
 	if x != nil {
 		return x.Address
+	}
+	return ""
+}
+
+func (x *RegisterResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
 	}
 	return ""
 }
@@ -660,8 +681,19 @@ type StatusResponse struct {
 	// Shards rebuilt since the pool started, and their bytes.
 	ShardsRebuilt int64 `protobuf:"varint,9,opt,name=shards_rebuilt,json=shardsRebuilt,proto3" json:"shards_rebuilt,omitempty"`
 	BytesRebuilt  int64 `protobuf:"varint,10,opt,name=bytes_rebuilt,json=bytesRebuilt,proto3" json:"bytes_rebuilt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Files (not versions), and file versions stored as a single copy (a
+	// layout with no parity: one lost shard loses data).
+	Files           int64 `protobuf:"varint,11,opt,name=files,proto3" json:"files,omitempty"`
+	FilesSingleCopy int64 `protobuf:"varint,12,opt,name=files_single_copy,json=filesSingleCopy,proto3" json:"files_single_copy,omitempty"`
+	// Shards known missing or corrupt (found by reads, scrubbers and the
+	// comparison of workers' inventories with the manifests) and not yet
+	// rebuilt.
+	ShardsDamaged int64 `protobuf:"varint,13,opt,name=shards_damaged,json=shardsDamaged,proto3" json:"shards_damaged,omitempty"`
+	// When the pool last compared every live worker's inventory with the
+	// manifests (Unix milliseconds; 0: not since it started leading).
+	InventoryCheckedMs int64 `protobuf:"varint,14,opt,name=inventory_checked_ms,json=inventoryCheckedMs,proto3" json:"inventory_checked_ms,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -760,6 +792,34 @@ func (x *StatusResponse) GetShardsRebuilt() int64 {
 func (x *StatusResponse) GetBytesRebuilt() int64 {
 	if x != nil {
 		return x.BytesRebuilt
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFiles() int64 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetFilesSingleCopy() int64 {
+	if x != nil {
+		return x.FilesSingleCopy
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetShardsDamaged() int64 {
+	if x != nil {
+		return x.ShardsDamaged
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetInventoryCheckedMs() int64 {
+	if x != nil {
+		return x.InventoryCheckedMs
 	}
 	return 0
 }
@@ -1374,7 +1434,7 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"idempotent\x18\x02 \x01(\bR\n" +
 	"idempotent\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\tR\tsignature\"\x8e\x03\n" +
+	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xad\x03\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x129\n" +
@@ -1383,16 +1443,20 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2*.taskworker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x122\n" +
 	"\bruntimes\x18\a \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12!\n" +
-	"\fstores_files\x18\b \x01(\bR\vstoresFiles\x1a9\n" +
+	"\fstores_files\x18\b \x01(\bR\vstoresFiles\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\t \x01(\tR\tclusterId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9d\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x01\n" +
 	"\x10RegisterResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x03R\aleaseId\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
 	"leaseTtlMs\x122\n" +
 	"\x15heartbeat_interval_ms\x18\x03 \x01(\x03R\x13heartbeatIntervalMs\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xb2\x01\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\"\xb2\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\x12\x1a\n" +
@@ -1405,7 +1469,7 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
 	"\x12DeregisterResponse\"\x0f\n" +
-	"\rStatusRequest\"\xef\x02\n" +
+	"\rStatusRequest\"\x8a\x04\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aworkers\x18\x01 \x01(\x05R\aworkers\x12\x1d\n" +
 	"\n" +
@@ -1419,7 +1483,11 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x0erepairs_failed\x18\b \x01(\x03R\rrepairsFailed\x12%\n" +
 	"\x0eshards_rebuilt\x18\t \x01(\x03R\rshardsRebuilt\x12#\n" +
 	"\rbytes_rebuilt\x18\n" +
-	" \x01(\x03R\fbytesRebuilt\"\xc2\x04\n" +
+	" \x01(\x03R\fbytesRebuilt\x12\x14\n" +
+	"\x05files\x18\v \x01(\x03R\x05files\x12*\n" +
+	"\x11files_single_copy\x18\f \x01(\x03R\x0ffilesSingleCopy\x12%\n" +
+	"\x0eshards_damaged\x18\r \x01(\x03R\rshardsDamaged\x120\n" +
+	"\x14inventory_checked_ms\x18\x0e \x01(\x03R\x12inventoryCheckedMs\"\xc2\x04\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +

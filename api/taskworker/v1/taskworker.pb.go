@@ -43,6 +43,9 @@ const (
 	// Some block has fewer shards than it needs: unreadable until workers
 	// come back.
 	Redundancy_REDUNDANCY_LOST Redundancy = 3
+	// Every shard is there, but the layout has no parity (1+0 on a network of
+	// one worker): losing one shard loses the block.
+	Redundancy_REDUNDANCY_SINGLE_COPY Redundancy = 4
 )
 
 // Enum value maps for Redundancy.
@@ -52,12 +55,14 @@ var (
 		1: "REDUNDANCY_FULL",
 		2: "REDUNDANCY_REDUCED",
 		3: "REDUNDANCY_LOST",
+		4: "REDUNDANCY_SINGLE_COPY",
 	}
 	Redundancy_value = map[string]int32{
 		"REDUNDANCY_UNSPECIFIED": 0,
 		"REDUNDANCY_FULL":        1,
 		"REDUNDANCY_REDUCED":     2,
 		"REDUNDANCY_LOST":        3,
+		"REDUNDANCY_SINGLE_COPY": 4,
 	}
 )
 
@@ -270,8 +275,11 @@ type UploadHeader struct {
 	FileId string `protobuf:"bytes,3,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	// With file_id: refuse unless the current version is this one.
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The file's size in bytes, when the sender knows it (0: unknown). A file
+	// larger than the pool can store is refused before any byte is sent.
+	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UploadHeader) Reset() {
@@ -328,6 +336,13 @@ func (x *UploadHeader) GetFileId() string {
 func (x *UploadHeader) GetExpectedVersion() int64 {
 	if x != nil {
 		return x.ExpectedVersion
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetSize() int64 {
+	if x != nil {
+		return x.Size
 	}
 	return 0
 }
@@ -1985,12 +2000,13 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
 	"redundancy\x18\n" +
 	" \x01(\x0e2\x19.taskworker.v1.RedundancyR\n" +
-	"redundancy\"\x87\x01\n" +
+	"redundancy\"\x9b\x01\n" +
 	"\fUploadHeader\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
 	"\afile_id\x18\x03 \x01(\tR\x06fileId\x12)\n" +
-	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\"d\n" +
+	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\x12\x12\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\"d\n" +
 	"\rUploadRequest\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.taskworker.v1.UploadHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
@@ -2105,13 +2121,14 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\vDNSResponse\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\rR\n" +
-	"ttlSeconds*j\n" +
+	"ttlSeconds*\x86\x01\n" +
 	"\n" +
 	"Redundancy\x12\x1a\n" +
 	"\x16REDUNDANCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fREDUNDANCY_FULL\x10\x01\x12\x16\n" +
 	"\x12REDUNDANCY_REDUCED\x10\x02\x12\x13\n" +
-	"\x0fREDUNDANCY_LOST\x10\x032\xb9\x06\n" +
+	"\x0fREDUNDANCY_LOST\x10\x03\x12\x1a\n" +
+	"\x16REDUNDANCY_SINGLE_COPY\x10\x042\xb9\x06\n" +
 	"\vFileService\x12?\n" +
 	"\x04Push\x12\x1a.taskworker.v1.PushRequest\x1a\x1b.taskworker.v1.PushResponse\x12<\n" +
 	"\x03Get\x12\x19.taskworker.v1.GetRequest\x1a\x1a.taskworker.v1.GetResponse\x12E\n" +

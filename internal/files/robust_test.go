@@ -1,0 +1,379 @@
+package files_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/cluster"
+	"github.com/hivemind/taskworker/internal/files"
+)
+
+func adminStatus(t *testing.T, ctx context.Context, cl *taskworker.Client) *v1.StatusResponse {
+	t.Helper()
+	st, err := v1.NewAdminServiceClient(cl.Conn()).Status(ctx, &v1.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func workerDir(c *cluster.Cluster, id string) string { return filepath.Join(c.Dir(), "workers", id) }
+
+// Shards deleted behind a worker's back, with no read to notice: the pool's
+// comparison of the worker's inventory with the manifests finds them, Status
+// reports them, and they are rebuilt.
+func TestShardsDeletedBehindAWorkersBackAreFoundAndRebuilt(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 6})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	data := randomBytes(20 * block)
+	info, err := cl.Push(ctx, "big", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := adminStatus(t, ctx, cl); st.FilesFull != 1 || st.Files != 1 || st.ShardsDamaged != 0 {
+		t.Fatalf("before: %+v", st)
+	}
+	deleted := shardFiles(t, workerDir(c, "worker_003"))
+	if len(deleted) == 0 {
+		t.Fatal("worker_003 holds no shards")
+	}
+	for _, p := range deleted {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, fmt.Sprintf("%d deleted shards rebuilt", len(deleted)), func() bool {
+		st := adminStatus(t, ctx, cl)
+		return st.ShardsRebuilt >= int64(len(deleted)) && st.ShardsDamaged == 0 && st.FilesFull == 1
+	})
+	if err := c.Pools[0].Files().Verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Get(ctx, info.FileId); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after repair: %d bytes, %v", len(got), err)
+	}
+}
+
+// With one worker a file is a single copy; when its shards are deleted
+// behind the worker's back, Status and Stat say it is lost, not "full".
+func TestStatusTellsWhatIsReallyThere(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, time.Minute)
+	info, err := cl.Push(ctx, "one", randomBytes(3*block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Revise(ctx, info.FileId, randomBytes(2*block), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Push(ctx, "small", []byte("kept in etcd")); err != nil {
+		t.Fatal(err)
+	}
+	st := adminStatus(t, ctx, cl)
+	if st.Files != 2 || st.FilesSingleCopy != 2 || st.FilesFull != 1 || st.FilesReduced+st.FilesLost != 0 {
+		t.Fatalf("two files, three versions (two single copies, one inline): %+v", st)
+	}
+	files, err := cl.List(ctx)
+	if err != nil || len(files) != 2 {
+		t.Fatalf("list: %v, %v", files, err)
+	}
+	for _, f := range files {
+		want := v1.Redundancy_REDUNDANCY_SINGLE_COPY
+		if f.Layout == "inline" {
+			want = v1.Redundancy_REDUNDANCY_FULL
+		}
+		if f.Redundancy != want {
+			t.Errorf("list: %s (%s) is %v, want %v", f.Filename, f.Layout, f.Redundancy, want)
+		}
+	}
+	for _, p := range shardFiles(t, workerDir(c, "worker_001")) {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, time.Minute, "both versions reported lost", func() bool {
+		st := adminStatus(t, ctx, cl)
+		return st.FilesLost == 2 && st.FilesSingleCopy == 0 && st.ShardsDamaged > 0
+	})
+	hist, err := cl.History(ctx, info.FileId)
+	if err != nil || len(hist) != 2 || hist[0].Redundancy != v1.Redundancy_REDUNDANCY_LOST || hist[1].Redundancy != v1.Redundancy_REDUNDANCY_LOST {
+		t.Fatalf("history: %v, %v", hist, err)
+	}
+	// The cluster's invariant check reads every stored version: drop the
+	// lost one.
+	if err := cl.Delete(ctx, info.FileId); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shardConn calls a worker's ShardService directly, with its call key.
+func shardConn(t *testing.T, c *cluster.Cluster, i int) (v1.ShardServiceClient, context.Context) {
+	t.Helper()
+	conn, err := grpc.NewClient(c.Workers[i].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, time.Minute), auth.HeaderCallKey, c.Workers[i].CallKey())
+	return v1.NewShardServiceClient(conn), ctx
+}
+
+func putShard(ctx context.Context, sc v1.ShardServiceClient, key *v1.ShardKey, data []byte) error {
+	stream, err := sc.PutShard(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&v1.PutShardRequest{Part: &v1.PutShardRequest_Key{Key: key}}); err != nil {
+		return err
+	}
+	if err := stream.Send(&v1.PutShardRequest{Part: &v1.PutShardRequest_Data{Data: data}}); err != nil {
+		return err
+	}
+	_, err = stream.CloseAndRecv()
+	return err
+}
+
+// The collector deletes the shards of this network's failed writes (found
+// unreferenced twice, some time apart) and nothing it did not write: a
+// shard of another network on the same worker stays.
+func TestCollectorDeletesOnlyThisNetworksFailedWrites(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 2})
+	ctx := ctxTimeout(t, time.Minute)
+	sc, wctx := shardConn(t, c, 0)
+	foreign := &v1.ShardKey{FileId: "aaaaaaaaaaaaaaaaaaaaaaaaaa", WriteId: "bbbbbbbbbbbbbbbbbbbbbbbbbb"}
+	failed := &v1.ShardKey{FileId: "cccccccccccccccccccccccccc", WriteId: "dddddddddddddddddddddddddd"}
+	for _, k := range []*v1.ShardKey{foreign, failed} {
+		if err := putShard(wctx, sc, k, []byte("shard bytes")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The failed write is this network's: its intent record is in etcd,
+	// as a write that stopped before its commit leaves it.
+	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer etcd.Close()
+	started := time.Now().Add(-time.Hour).UnixMilli()
+	if _, err := etcd.Put(ctx, "/taskworker/writes/"+failed.FileId+"/"+failed.WriteId, fmt.Sprint(started)); err != nil {
+		t.Fatal(err)
+	}
+	has := func(k *v1.ShardKey) bool {
+		stream, err := sc.GetShard(wctx, &v1.GetShardRequest{Key: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.Recv()
+		return status.Code(err) != codes.NotFound
+	}
+	waitFor(t, time.Minute, "the failed write's shard collected", func() bool { return !has(failed) })
+	if !has(foreign) {
+		t.Fatal("the collector deleted a shard this network never wrote")
+	}
+	waitFor(t, time.Minute, "the collected write's intent dropped", func() bool {
+		resp, err := etcd.Get(ctx, "/taskworker/writes/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err == nil && resp.Count == 0
+	})
+}
+
+// A worker whose shard directory is deleted under it recreates it, the
+// pool finds every shard it held missing, and rebuilds them.
+func TestLostShardDirectoryIsRebuilt(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 6})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	data := randomBytes(12 * block)
+	info, err := cl.Push(ctx, "f", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := len(shardFiles(t, workerDir(c, "worker_002")))
+	if held == 0 {
+		t.Fatal("worker_002 holds no shards")
+	}
+	if err := os.RemoveAll(filepath.Join(workerDir(c, "worker_002"), "shards", "shards")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, time.Minute, fmt.Sprintf("%d shards of the lost directory rebuilt", held), func() bool {
+		st := adminStatus(t, ctx, cl)
+		return st.ShardsRebuilt >= int64(held) && st.ShardsDamaged == 0 && st.FilesFull == 1
+	})
+	if got, err := cl.Get(ctx, info.FileId); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after repair: %d bytes, %v", len(got), err)
+	}
+}
+
+// A worker whose disk is full refuses shards with ResourceExhausted; the
+// pool places them on other workers, and reads and repair go on. It needs
+// root, to mount a small tmpfs as the worker's data directory.
+func TestDiskFullWorkerRefusesShardsAndThePoolPlacesThemElsewhere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs as a worker's data directory (run the test as root)")
+	}
+	// Seven workers besides the full one, so that a 4+2 block that loses
+	// a worker has a seventh to be rebuilt on.
+	c := cluster.New(t, cluster.Options{Workers: 7, LeaseTTL: 5 * time.Second})
+	dir := workerDir(c, "worker_full")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("needs to mount a tmpfs (mount: %v: %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	full := c.AddWorker("worker_full", 0)
+	c.WaitWorkers(8)
+	// Leave the filesystem a few KiB: less than one shard.
+	filler := make([]byte, 4<<10)
+	f, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := f.Write(filler); err != nil {
+			break
+		}
+	}
+	f.Close()
+	os.Truncate(filepath.Join(dir, "filler"), mustSize(t, filepath.Join(dir, "filler"))-8<<10)
+
+	sc, wctx := shardConn(t, c, full)
+	err = putShard(wctx, sc, &v1.ShardKey{FileId: "aaaaaaaaaaaaaaaaaaaaaaaaaa", WriteId: "bbbbbbbbbbbbbbbbbbbbbbbbbb"}, randomBytes(64<<10))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "disk is full") {
+		t.Fatalf("a shard on a full disk: %v; want ResourceExhausted saying the disk is full", err)
+	}
+
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	stored := map[string][]byte{}
+	for i := range 6 {
+		data := randomBytes(6 * block)
+		info, err := cl.Push(ctx, fmt.Sprint(i), data)
+		if err != nil {
+			t.Fatalf("push %d with a full worker: %v", i, err)
+		}
+		stored[info.FileId] = data
+	}
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("the full worker holds %d shards", n)
+	}
+	// Repair goes on around the full worker: lose another one.
+	c.KillWorker(1)
+	for id, data := range stored {
+		if got, err := cl.Get(ctx, id); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read with a full worker and a lost one: %d bytes, %v", len(got), err)
+		}
+	}
+	var st *v1.StatusResponse
+	t.Cleanup(func() { t.Logf("status: %+v", st) })
+	waitFor(t, time.Minute, "the lost worker's shards rebuilt on the others", func() bool {
+		st = adminStatus(t, ctx, cl)
+		return st.FilesFull == int64(len(stored)) && st.ShardsRebuilt > 0
+	})
+	if n := len(shardFiles(t, dir)); n != 0 {
+		t.Fatalf("the full worker holds %d shards after repair", n)
+	}
+}
+
+func mustSize(t *testing.T, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// An upload that declares a size larger than one file can be is refused
+// before any byte is sent, with what the limit is; a negative size is an
+// error of the caller.
+func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	ctx := ctxTimeout(t, time.Minute)
+	fs := v1.NewFileServiceClient(c.Client(0).Conn())
+	for _, tc := range []struct {
+		size int64
+		code codes.Code
+		msg  string
+	}{
+		{1 << 50, codes.ResourceExhausted, "larger than this network stores in one file"},
+		{-1, codes.InvalidArgument, "declares a size of -1 bytes"},
+	} {
+		stream, err := fs.Upload(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "huge", Size: tc.size}}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.CloseAndRecv()
+		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
+			t.Errorf("upload declaring %d bytes: %v; want %v saying %q", tc.size, err, tc.code, tc.msg)
+		}
+	}
+	if files, err := c.Client(0).List(ctx); err != nil || len(files) != 0 {
+		t.Fatalf("files after refused uploads: %v, %v", files, err)
+	}
+}
+
+// An upload that does not declare its size is refused as soon as it passes
+// what one manifest describes, not after the rest of its bytes; one that
+// does, on its header. Neither leaves a file.
+func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
+	cfg := files.DefaultConfig("")
+	cfg.BlockSize = 4 << 10
+	cfg.MaxManifestBytes = 128 << 10 // 458 blocks of 2+1: 1.8 MiB
+	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg})
+	ctx := ctxTimeout(t, 2*time.Minute)
+	stream, err := v1.NewFileServiceClient(c.Client(0).Conn()).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "big"}}}); err != nil {
+		t.Fatal(err)
+	}
+	const total = 64 << 20
+	chunk, sent := randomBytes(64<<10), 0
+	for sent < total {
+		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: chunk}}); err != nil {
+			break // the pool answered: CloseAndRecv has its status
+		}
+		sent += len(chunk)
+	}
+	_, err = stream.CloseAndRecv()
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "larger than this network stores in one file") {
+		t.Fatalf("an upload past the limit: %v; want ResourceExhausted", err)
+	}
+	if sent == total {
+		t.Fatalf("the pool took all %d bytes before refusing", total)
+	}
+	t.Logf("refused after %d of %d bytes sent", sent, total)
+	// The client declares a reader's size when it knows it: refused on the
+	// header.
+	_, err = c.Client(0).Upload(ctx, "big", bytes.NewReader(randomBytes(3<<20)))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "the file (3145728 bytes) is larger") {
+		t.Fatalf("an upload of a bytes.Reader past the limit: %v; want ResourceExhausted naming its declared size", err)
+	}
+	if list, err := c.Client(0).List(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("files after the refused upload: %v, %v", list, err)
+	}
+}
