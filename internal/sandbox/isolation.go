@@ -142,10 +142,8 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		// may have touched the process.
 		return nil, !e.Discarded, e.err()
 	}
-	select {
-	case <-m.sup.Done():
+	if m.closing() {
 		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
-	default:
 	}
 	ce := err.(*childproc.CallError)
 	if ce.Sentinel != nil {

@@ -100,9 +100,10 @@ type instance struct {
 	memory        api.Memory     // the kernel's: every block lives there
 	kernelFuncs   []api.Function // by index in kernelForwarded
 	export        api.Function
-	initGuest     func(context.Context) error // before the first call; nil once run
-	inputOffset   uint64                      // the current call's input block
-	vars          map[string][]byte           // Extism vars (var_get, var_set)
+	initGuest     func(context.Context) error        // before the first call; nil once run
+	inputOffset   uint64                             // the current call's input block
+	stopCall      atomic.Pointer[context.CancelFunc] // the running call's, for Kill
+	vars          map[string][]byte                  // Extism vars (var_get, var_set)
 }
 
 // callState is what host functions know of the call they serve.
@@ -217,9 +218,15 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	return inst, nil
 }
 
-// Kill closes the instance; a call running in it stops at its next
-// deadline check.
+// Kill ends the instance. A call running in it is stopped through its
+// context, at its next deadline check (closing the modules under a running
+// call would free its memory under it); the Module then discards the
+// instance, and this closes it.
 func (inst *instance) Kill() {
+	if stop := inst.stopCall.Load(); stop != nil {
+		(*stop)()
+		return
+	}
 	ctx := context.Background()
 	_ = inst.guest.Close(ctx)
 	_ = inst.kernel.Close(ctx)
@@ -230,6 +237,8 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 	m := inst.m
 	callCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
 	defer cancel()
+	inst.stopCall.Store(&cancel)
+	defer inst.stopCall.Store(nil)
 	inst.call = callState{}
 	inst.stderr.reset()
 	callCtx = context.WithValue(callCtx, callKey{}, inst)
@@ -257,6 +266,8 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 	case outgrown:
 		return nil, false, fmt.Errorf("%w: the function tried to use more than its %s of memory and was stopped%s: use less memory, or deploy it with more",
 			ErrMemoryLimit, formatBytes(m.spec.Memory), inst.stderr.suffix())
+	case callCtx.Err() != nil && m.closing():
+		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
 	case callCtx.Err() != nil:
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, false, fmt.Errorf("%w after %s: %w", ErrCanceled, time.Since(start).Round(time.Millisecond), ctx.Err())
@@ -275,15 +286,23 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 		}
 		return nil, true, &GuestError{Message: guestErr}
 	}
-	select {
-	case <-m.sup.Done():
+	if m.closing() {
 		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
-	default:
 	}
 	if exit := (*sys.ExitError)(nil); errors.As(err, &exit) {
 		return nil, false, fmt.Errorf("%w: the function exited with code %d%s", ErrTrap, exit.ExitCode(), inst.stderr.suffix())
 	}
 	return nil, false, fmt.Errorf("%w: %s%s", ErrTrap, firstLine(err.Error()), inst.stderr.suffix())
+}
+
+// closing reports whether the Module's Supervisor was closed.
+func (m *Module) closing() bool {
+	select {
+	case <-m.sup.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops new calls, lets calls in flight finish until ctx ends, then

@@ -229,6 +229,11 @@ func TestCallerContext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// An idle instance, so that the deadlines below do not also
+			// bound making one.
+			if err := m.sup.Warm(context.Background(), struct{}{}, 1); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := tt.ctx()
 			defer cancel()
 			start := time.Now()
@@ -252,7 +257,7 @@ func TestModuleCloseDrains(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
 	hostile := guestWasm(t, hostileGuest)
 
-	work := load(t, r, hostile, Spec{Export: "work"})
+	work := load(t, r, hostile, Spec{Export: "work", Limits: Limits{Timeout: time.Minute}}) // however loaded the machine
 	done := make(chan error)
 	go func() {
 		_, err := work.Call(context.Background(), []byte("[30000000]"))
