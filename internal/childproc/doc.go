@@ -8,6 +8,22 @@
 //
 // The parent's side:
 //
+//   - Supervisor keeps a payload's children per class (what a child is
+//     started for and cannot change: a Starlark child's memory limit and
+//     tenant, a WebAssembly child's module): Acquire takes an idle one,
+//     starts one, evicts an idle child of another class, or waits
+//     (ErrBusy); Release and Discard give it back; spares start when a
+//     call takes a class's last idle child, replacements after a discard;
+//     Close kills them all and waits. It also keeps the WebAssembly
+//     runner's in-process instances, which are children in all but the
+//     process.
+//   - Process.Call is one call on a child: the call frame, the child's
+//     frames (served by the payload) until a result or an error frame,
+//     the kill at the deadline, and a CallError that says why a child was
+//     lost (timeout, caller's deadline, cancel, output, memory, crash).
+//   - Limits is a call's limits, the one type both runners use; Kind and
+//     NewError make every runner error one of a few kinds, and GRPCCode
+//     and GRPCStatus map them to what a caller sees, here only.
 //   - Start starts a child (Spec: its command, the hello frame that
 //     configures it, a start-up timeout) and waits for its ready frame.
 //     Process is the handle: its buffered pipe ends (W, R), Kill, Exited,
@@ -28,6 +44,16 @@
 // that answers EPERM to every system call the Go runtime does not need: no
 // open, socket, exec, fork, ptrace, setrlimit; no new executable mappings;
 // signals only to itself. Audit checks a running child from outside.
+//
+// # Where fairness goes
+//
+// Supervisor.Acquire is the only place a call gets a child, first come,
+// first served within MaxChildren; evictLocked picks which idle child
+// makes room. Per-tenant slots, fair queuing across tenants (a queue per
+// class instead of one changed channel that wakes every waiter) and LRU
+// eviction of idle classes (and, with them, a WebAssembly module's
+// processes) belong there, as a policy the Supervisor consults; the
+// payloads need not change.
 //
 // # Caveats
 //

@@ -43,13 +43,10 @@ type Spec struct {
 	StartTimeout time.Duration
 	// Track runs the goroutine that waits for the child's exit, on the
 	// caller's accounting (so that it can wait for it at close), or
-	// reports false when the caller is closed: Start then kills the child
-	// and fails with ErrClosed.
+	// reports false when the caller is closed (Supervisor.Track does
+	// both): Start then kills the child and fails with ErrClosed.
 	Track func(func()) bool
 }
-
-// ErrClosed is Start's error when Spec.Track refused the child.
-var ErrClosed = errors.New("closed")
 
 // ErrHandshake wraps Start's errors when the child started but did not
 // answer the hello frame with a ready frame in time.

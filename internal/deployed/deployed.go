@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/childproc"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 	"github.com/hivemind/taskworker/internal/worker"
@@ -149,7 +150,7 @@ func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, module
 	// (docs/ABI.md, "Arguments and results").
 	out, err := m.Call(ctx, args)
 	if err != nil {
-		st := sandbox.GRPCStatus(err)
+		st := childproc.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
 	}
 	return out, nil
@@ -162,39 +163,36 @@ func (r *Runner) callStarlark(ctx context.Context, d *v1.Deployment, args []byte
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%s v%d: fetching its script: %v", d.Name, d.Version, err)
 	}
-	l := d.GetLimits()
 	out, err := r.star.Call(ctx, starlarkrun.Request{
 		Name:     d.Name + ".star",
 		Source:   source,
 		Function: d.Export,
 		Args:     args,
-		Limits: starlarkrun.Limits{
-			Timeout:   time.Duration(l.GetTimeoutMs()) * time.Millisecond,
-			Memory:    l.GetMemoryBytes(),
-			MaxInput:  int(l.GetMaxInputBytes()),
-			MaxOutput: int(l.GetMaxOutputBytes()),
-		},
-		Tenant: d.Owner,
-		Host:   sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)},
+		Limits:   limits(d.GetLimits()),
+		Tenant:   d.Owner,
+		Host:     sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)},
 	})
 	if err != nil {
-		st := starlarkrun.GRPCStatus(err)
+		st := childproc.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
 	}
 	return out, nil
 }
 
+// limits turns a deployment's limits into a call's, for either runner.
+func limits(l *v1.Limits) childproc.Limits {
+	return childproc.Limits{
+		Timeout:   time.Duration(l.GetTimeoutMs()) * time.Millisecond,
+		Memory:    l.GetMemoryBytes(),
+		MaxInput:  int(l.GetMaxInputBytes()),
+		MaxOutput: int(l.GetMaxOutputBytes()),
+	}
+}
+
 // spec turns a deployment's limits into the sandbox's.
 func spec(d *v1.Deployment) sandbox.Spec {
 	l := d.GetLimits()
-	return sandbox.Spec{
-		Export:      d.Export,
-		MemoryLimit: l.GetMemoryBytes(),
-		Timeout:     time.Duration(l.GetTimeoutMs()) * time.Millisecond,
-		Concurrency: int(l.GetConcurrency()),
-		MaxInput:    int(l.GetMaxInputBytes()),
-		MaxOutput:   int(l.GetMaxOutputBytes()),
-	}
+	return sandbox.Spec{Export: d.Export, Concurrency: int(l.GetConcurrency()), Limits: limits(l)}
 }
 
 // module returns the loaded module of a deployed version, loading it (once,
@@ -233,7 +231,7 @@ func (r *Runner) loadModule(ctx context.Context, d *v1.Deployment, sp sandbox.Sp
 	}
 	m, err := r.wasm.Load(ctx, wasm, sp, sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)})
 	if err != nil {
-		st := sandbox.GRPCStatus(err)
+		st := childproc.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: loading its module: %s", d.Name, d.Version, st.Message())
 	}
 	r.log.Info("loaded a deployed function", "function", d.Name, "version", d.Version, "module", d.ModuleSha256[:12])

@@ -126,7 +126,7 @@ func BenchmarkColdCall(b *testing.B) {
 					if _, _, err := inst.run(ctx, c.input); err != nil {
 						b.Fatal(err)
 					}
-					m.put(ctx, inst, false)
+					stop(inst)
 				}
 			})
 			if mode.cfg.isolated() {
@@ -148,7 +148,7 @@ func BenchmarkColdCall(b *testing.B) {
 							b.Fatal(err)
 						}
 						b.StopTimer()
-						inst.close(ctx) // not put: it would start a spare while the timer runs
+						stop(inst) // not Discard: it would start a spare while the timer runs
 						b.StartTimer()
 					}
 				})
@@ -220,5 +220,14 @@ func BenchmarkMergeDataSegments(b *testing.B) {
 	b.SetBytes(int64(len(wasm)))
 	for b.Loop() {
 		mergeDataSegments(wasm)
+	}
+}
+
+// stop ends a runner made outside the Module's Supervisor, and waits for a
+// child process to exit.
+func stop(r runner) {
+	r.Kill()
+	if c, ok := r.(*child); ok {
+		<-c.proc.Exited()
 	}
 }

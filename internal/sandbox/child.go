@@ -33,9 +33,9 @@ const (
 	// frameCallQuiet is a call while no other call of the function runs:
 	// both sides may spin for the other's next frame (callSpin).
 	frameCallQuiet = 'c'
-	frameLog       = 'l' // child: logMsg
-	frameResult    = 'O' // child: the output
-	frameError     = 'E' // child: errorMsg
+	frameLog       = 'l'                   // child: logMsg
+	frameResult    = childproc.FrameResult // child: the output
+	frameError     = childproc.FrameError  // child: errorMsg
 )
 
 // childHello configures a child for its life: one module, one Spec.
@@ -131,7 +131,7 @@ const (
 // memory: the runtime's and wazero's own structures, the input and output
 // of a call, and the copy a memory grow makes while the old memory is
 // still live.
-func childHeap(spec Spec) int64 { return 2*spec.MemoryLimit + 32*MiB }
+func childHeap(spec Spec) int64 { return 2*spec.Memory + 32*MiB }
 
 // ChildMain is a WebAssembly child process's entry point: it loads the
 // module its parent sends, hardens the process, serves calls over stdin and
@@ -179,11 +179,11 @@ func ChildMain() int {
 			return childExitProtocol
 		}
 		spin.quiet = typ == frameCallQuiet
-		discarded := m.discarded.Load()
+		discarded := m.Stats().Discarded
 		output, err := m.Call(ctx, input)
 		if err != nil {
 			e := toErrorMsg(err)
-			e.Discarded = m.discarded.Load() > discarded
+			e.Discarded = m.Stats().Discarded > discarded
 			err = childproc.WriteJSONFrame(out, frameError, e)
 		} else {
 			err = childproc.WriteFrame(out, frameResult, output)
@@ -245,7 +245,7 @@ func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module) 
 	}
 	cfg := DefaultConfig()
 	cfg.CacheDir = hello.CacheDir
-	cfg.MaxMemory = max(cfg.MaxMemory, hello.Spec.MemoryLimit)
+	cfg.MaxMemory = max(cfg.MaxMemory, hello.Spec.Memory)
 	// The parent ends a call at its time limit; the child's own limit is
 	// only a backstop, so that the parent's decides.
 	timeout := 2*hello.Spec.Timeout + time.Second

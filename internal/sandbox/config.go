@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // Sizes, for configuration and messages.
@@ -76,11 +78,13 @@ func DefaultConfig() Config {
 		MaxOutput:      16 * MiB,
 		MaxConcurrency: 64,
 		Defaults: Spec{
-			MemoryLimit: 64 * MiB,
-			Timeout:     5 * time.Second,
 			Concurrency: 4,
-			MaxInput:    1 * MiB,
-			MaxOutput:   1 * MiB,
+			Limits: Limits{
+				Memory:    64 * MiB,
+				Timeout:   5 * time.Second,
+				MaxInput:  1 * MiB,
+				MaxOutput: 1 * MiB,
+			},
 		},
 		MaxLogLine:         4 * KiB,
 		MaxLogLinesPerCall: 100,
@@ -123,45 +127,32 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Spec is one function's limits and entry point, chosen at deploy time.
+// Spec is one function's entry point and limits, chosen at deploy time.
 // Zero fields take the Runtime's Config.Defaults.
 type Spec struct {
 	// Export is the exported function to call, with the Extism signature
 	// () -> i32 (or () with no result). Required.
 	Export string
-	// MemoryLimit bounds the linear memory of one instance, in bytes,
-	// rounded up to whole 64 KiB pages: the module's memory and the Extism
-	// kernel's (which holds the input, the output and host-made blocks)
-	// together.
-	MemoryLimit int64
-	// Timeout bounds the wall time of one call.
-	Timeout time.Duration
 	// Concurrency is how many instances may run calls at once; more calls
 	// wait for one to be free.
 	Concurrency int
-	// MaxInput and MaxOutput bound the bytes of one call's input and output.
-	MaxInput  int
-	MaxOutput int
+	// Limits are each call's. Memory bounds the linear memory of one
+	// instance, rounded up to whole 64 KiB pages: the module's memory and
+	// the Extism kernel's (which holds the input, the output and host-made
+	// blocks) together.
+	Limits
 }
+
+// Limits are one call's limits, the same type as a Starlark call's.
+type Limits = childproc.Limits
 
 // withDefaults fills the zero fields of s from d.
 func (s Spec) withDefaults(d Spec) Spec {
-	if s.MemoryLimit == 0 {
-		s.MemoryLimit = d.MemoryLimit
-	}
-	if s.Timeout == 0 {
-		s.Timeout = d.Timeout
-	}
 	if s.Concurrency == 0 {
 		s.Concurrency = d.Concurrency
 	}
-	if s.MaxInput == 0 {
-		s.MaxInput = d.MaxInput
-	}
-	if s.MaxOutput == 0 {
-		s.MaxOutput = d.MaxOutput
-	}
-	s.MemoryLimit = (s.MemoryLimit + pageSize - 1) / pageSize * pageSize
+	s.Limits = s.Limits.WithDefaults(d.Limits)
+	s.Memory = (s.Memory + pageSize - 1) / pageSize * pageSize
 	return s
 }
 
@@ -171,12 +162,12 @@ func (s Spec) validate(c Config) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	switch {
-	case s.MemoryLimit < 2*pageSize:
-		bad("MemoryLimit (%d bytes) must be at least %d bytes (two 64 KiB pages: the module's and the Extism kernel's)",
-			s.MemoryLimit, 2*pageSize)
-	case s.MemoryLimit > c.MaxMemory:
-		bad("MemoryLimit (%s) is over the operator maximum of %s (Config.MaxMemory): ask for less memory",
-			formatBytes(s.MemoryLimit), formatBytes(c.MaxMemory))
+	case s.Memory < 2*pageSize:
+		bad("Memory (%d bytes) must be at least %d bytes (two 64 KiB pages: the module's and the Extism kernel's)",
+			s.Memory, 2*pageSize)
+	case s.Memory > c.MaxMemory:
+		bad("Memory (%s) is over the operator maximum of %s (Config.MaxMemory): ask for less memory",
+			formatBytes(s.Memory), formatBytes(c.MaxMemory))
 	}
 	switch {
 	case s.Timeout <= 0:
@@ -205,16 +196,4 @@ func (s Spec) validate(c Config) error {
 	return errors.Join(errs...)
 }
 
-// formatBytes writes n in the largest binary unit that divides it, or in
-// bytes.
-func formatBytes(n int64) string {
-	switch {
-	case n >= GiB && n%GiB == 0:
-		return fmt.Sprintf("%d GiB", n/GiB)
-	case n >= MiB && n%MiB == 0:
-		return fmt.Sprintf("%d MiB", n/MiB)
-	case n >= KiB && n%KiB == 0:
-		return fmt.Sprintf("%d KiB", n/KiB)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+var formatBytes = childproc.FormatBytes

@@ -5,6 +5,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 )
@@ -115,4 +116,66 @@ func TestMergeDataSegmentsBounded(t *testing.T) {
 	if merged := mergeDataSegments(wasm); len(merged) > 3*len(wasm) {
 		t.Fatalf("a %d-byte module became %d bytes", len(wasm), len(merged))
 	}
+}
+
+// FuzzMergeDataSegments checks the rewrite on any bytes: the merged module
+// is valid exactly when the original is (it decodes, validates and
+// instantiates), and when it is, its memory holds the same bytes after
+// instantiation. The seeds, which plain go test runs, are modules of the
+// tests above and their edge cases.
+func FuzzMergeDataSegments(f *testing.F) {
+	seg := func(off uint32, b string) dataSegment { return dataSegment{offset: off, init: []byte(b)} }
+	base := wasmModule{memoryPages: 1, funcs: []wasmFunc{{export: "run", results: []byte{i32}, body: bodyReturnZero}}}
+	with := func(segs ...dataSegment) []byte { m := base; m.data = segs; return m.bytes() }
+	for _, wasm := range [][]byte{
+		base.bytes(),
+		with(seg(0, "abc")),
+		with(seg(0, "abc"), seg(4, "def")),
+		with(seg(8, "abc"), seg(0, "def"), seg(mergeGap+11, "g")),
+		with(seg(0, "abc"), seg(10*KiB, "def")),
+		with(seg(0, "abcdef"), seg(3, "xyz")),
+		with(seg(0, "abc"), seg(3, "")),
+		with(seg(pageSize-2, "ab"), seg(pageSize-4, "cd")),
+		with(seg(pageSize-1, "ab"), seg(0, "cd")), // out of bounds: invalid both ways
+		with(seg(0, "abc"), seg(4, "def"))[:40],
+		append(with(seg(0, "abc"), seg(4, "def")), 12, 1, 2),
+		[]byte("not a module at all"),
+	} {
+		f.Add(wasm)
+	}
+	ctx := context.Background()
+	// The interpreter compiles fast; small memories keep a fuzzed module's
+	// declared size from costing gigabytes; a start function that loops is
+	// stopped by the context.
+	rt := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigInterpreter().
+		WithMemoryLimitPages(64).WithCloseOnContextDone(true))
+	f.Cleanup(func() { rt.Close(ctx) })
+	instantiate := func(wasm []byte) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		mod, err := rt.InstantiateWithConfig(ctx, wasm, wazero.NewModuleConfig().WithName(""))
+		if err != nil {
+			return nil, err
+		}
+		defer mod.Close(ctx)
+		if mod.Memory() == nil {
+			return nil, nil
+		}
+		mem, _ := mod.Memory().Read(0, mod.Memory().Size())
+		return bytes.Clone(mem), nil
+	}
+	f.Fuzz(func(t *testing.T, wasm []byte) {
+		merged := mergeDataSegments(wasm)
+		if bytes.Equal(merged, wasm) {
+			return
+		}
+		want, errOriginal := instantiate(wasm)
+		got, errMerged := instantiate(merged)
+		switch {
+		case (errOriginal == nil) != (errMerged == nil):
+			t.Fatalf("the original instantiates with error %v, the merged module with %v", errOriginal, errMerged)
+		case errOriginal == nil && !bytes.Equal(got, want):
+			t.Fatal("the merged module's memory differs from the original's")
+		}
+	})
 }

@@ -1,7 +1,8 @@
 // Package sandbox runs untrusted WebAssembly functions for a worker: Extism
-// plugins (github.com/extism/go-sdk on wazero), so modules written with any
-// Extism PDK, or with this repository's Go guest SDK (package guest), run
-// unchanged, under limits the host sets.
+// plugins, hosted on wazero by this package (extism.go: the Extism kernel
+// that go-sdk ships, and the extism:host/env functions), so modules written
+// with any Extism PDK, or with this repository's Go guest SDK (package
+// guest), run unchanged, under limits the host sets.
 //
 // There are three types, and the errors:
 //
@@ -11,15 +12,16 @@
 //     compiled code was obtained (compiled, read from disk, shared in memory).
 //   - Module, one per deployed function version, made with a Spec (export,
 //     memory, timeout, concurrency, input and output sizes). Module.Call runs
-//     one call on a pooled instance; Module.Close drains and releases it.
+//     one call on an instance kept by a childproc.Supervisor (as the
+//     Starlark runner's processes are); Module.Close drains and releases it.
 //   - Host, the worker's side of the taskworker import namespace
 //     (docs/ABI.md): today log, routed to a slog.Logger by SlogHost.
 //   - Errors wrap sentinels grouped by phase (Load: ErrNotWasm,
 //     ErrInvalidModule, ErrUnknownImport, ErrMissingExport, ErrInvalidSpec;
 //     Call: ErrTimeout, ErrMemoryLimit, ErrInputTooLarge, ErrOutputTooLarge,
 //     ErrTrap, ErrBusy, ErrCanceled, ErrClosed) or are a *GuestError, the
-//     function's own. GRPCStatus maps any of them to the status a caller
-//     should see.
+//     function's own. childproc.GRPCStatus maps any of them to the status
+//     a caller should see.
 //
 // What a module gets: its input, the Extism kernel, WASI with nothing
 // granted (no arguments, no environment, no files or directories, no
@@ -30,7 +32,7 @@
 // Load, not by the first call.
 //
 // Each call runs on an instance of its own, under a deadline (the smaller of
-// Spec.Timeout and the caller's), a memory budget (Spec.MemoryLimit, over all
+// Spec.Timeout and the caller's), a memory budget (Spec.Memory, over all
 // the instance's memories) and input and output size limits. An instance that
 // trapped, timed out, was canceled or outgrew its memory is thrown away and
 // replaced on demand; an instance whose function returned an error is kept.
@@ -70,30 +72,27 @@
 //     sleeping, yielding the CPU between polls: CPU spent to save the
 //     wake-ups that were most of a call's cost on a virtual machine. With
 //     more calls in flight neither polls.
-//   - With child processes, Spec.MemoryLimit bounds linear memory exactly,
+//   - With child processes, Spec.Memory bounds linear memory exactly,
 //     as in process; the process's Go heap is capped at about twice that
 //     plus 32 MiB (a grow copies the memory), and its address space above
 //     that: a runtime bug that allocates outside linear memory kills the
 //     process, not the worker.
-//   - Two things change what go-sdk and wazero do, for speed: each
-//     instance looks up the Extism kernel's functions once, by wrapping
-//     two unexported fields of go-sdk's Plugin (lookups.go; an upgrade that
-//     renames them makes TestCacheLookups fail and calls slower, not
-//     wrong), and Load merges a module's nearby data segments before it
-//     compiles (datamerge.go), so that the compiled code is that of an
-//     equivalent module with fewer segments.
+//   - The Extism kernel is a copy of go-sdk's (extism-kernel.wasm);
+//     TestKernelIsGoSDKs fails when a go-sdk upgrade brings another, and
+//     TestExtismConformance runs Extism's fixture plugins through both.
+//   - Load merges a module's nearby data segments before it compiles
+//     (datamerge.go), so that the compiled code is that of an equivalent
+//     module with fewer segments; FuzzMergeDataSegments checks the rewrite.
 //   - A host function that blocks is not interrupted by the deadline: the
 //     deadline is checked when it returns. Host functions must honor their
 //     ctx (taskworker.log does not block).
 //   - The guest's time.Sleep returns at once: no real sleep is granted, so a
 //     sleeping guest cannot hold an instance without spending its CPU time.
-//   - Extism's own log functions (log_info and so on) are off, as go-sdk
-//     gates them on a process-wide level; guests log through taskworker.log.
+//   - Extism's own log functions (log_info and so on) are off (get_log_level
+//     says so, and they drop their line); guests log through taskworker.log.
 //   - Extism vars (var_get/var_set) persist across the calls one instance
 //     serves, as guest globals do, capped at 64 KiB; neither outlives the
 //     instance, and which instance serves a call is not defined.
-//   - EXTISM_ENABLE_WASI_OUTPUT in the worker's environment makes go-sdk send
-//     every guest's stdout and stderr to the worker's own; leave it unset.
 //   - Compiled code is cached per wazero version under Config.CacheDir; the
 //     directory must be the worker's own (wazero trusts what it reads there).
 //     RuntimeStats tells a compile from a cache hit by watching the directory

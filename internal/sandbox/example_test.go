@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // A worker loads a deployed module once and calls it many times. Here the
@@ -25,14 +27,14 @@ func ExampleRuntime_Load() {
 	if err != nil {
 		panic(err)
 	}
-	spec := Spec{Export: "count_vowels", MemoryLimit: 16 * MiB, Timeout: time.Second}
+	spec := Spec{Export: "count_vowels", Limits: Limits{Memory: 16 * MiB, Timeout: time.Second}}
 	m, err := rt.Load(ctx, wasm, spec, SlogHost{Logger: slog.Default()})
 	if err != nil {
 		panic(err)
 	}
 	out, err := m.Call(ctx, []byte("Hello, World"))
 	if err != nil {
-		st := GRPCStatus(err) // what the caller of CallFunction sees
+		st := childproc.GRPCStatus(err) // what the caller of CallFunction sees
 		fmt.Println(st.Code(), st.Message())
 		return
 	}

@@ -7,7 +7,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
 
@@ -21,7 +21,7 @@ const Namespace = "taskworker"
 // method is the ctx given to Module.Call, so call-scoped values (caller,
 // request id) reach the Host.
 //
-// Host functions that land with later issues (secrets, outbound fetch, DNS,
+// Host functions designed but not provided yet (secrets, outbound fetch, DNS,
 // files; docs/ABI.md) are added here as methods, with the grant checks in
 // the worker's implementation.
 type Host interface {
@@ -48,54 +48,51 @@ func (h SlogHost) Log(ctx context.Context, level slog.Level, msg string) {
 }
 
 // reservedImports are the taskworker functions that docs/ABI.md designs
-// but this host does not provide yet, with what brings them: a module that
-// imports one is refused at Load with that reason.
+// but this host does not provide yet, with what a user can do meanwhile: a
+// module that imports one is refused at Load with that message.
 var reservedImports = map[string]string{
-	"last_error":  "the first fallible host function (secrets, egress and DNS)",
-	"secret_get":  "the secrets issue (build step 3)",
-	"http_fetch":  "the egress issue (build step 3)",
-	"http_body":   "the egress issue (build step 3)",
-	"dns_resolve": "the DNS issue (build step 3)",
-	"file_read":   "issue 4 (distributed file storage)",
-	"file_write":  "issue 4 (distributed file storage)",
-	"file_stat":   "issue 4 (distributed file storage)",
-	"file_list":   "issue 4 (distributed file storage)",
-	"file_delete": "issue 4 (distributed file storage)",
+	"last_error":  "no taskworker host function can fail yet, so there is no last error to read",
+	"secret_get":  "secret host functions are not available yet; pass what the function needs in its arguments",
+	"http_fetch":  "outbound HTTP is not available to functions yet; fetch from the caller and pass the result in the arguments",
+	"http_body":   "outbound HTTP is not available to functions yet; fetch from the caller and pass the result in the arguments",
+	"dns_resolve": "DNS host functions are not available yet; resolve from the caller (DNSService) and pass the result in the arguments",
+	"file_read":   fileHostFunctions,
+	"file_write":  fileHostFunctions,
+	"file_stat":   fileHostFunctions,
+	"file_list":   fileHostFunctions,
+	"file_delete": fileHostFunctions,
 }
 
-// hostFunctions builds the taskworker namespace for one Module.
-func (m *Module) hostFunctions() []extism.HostFunction {
-	log := extism.NewHostFunctionWithStack("log", m.hostLog,
-		[]extism.ValueType{extism.ValueTypeI32, extism.ValueTypePTR}, nil)
-	log.SetNamespace(Namespace)
-	return []extism.HostFunction{log}
+const fileHostFunctions = "file host functions are not available yet; use the FileService API from the caller"
+
+// hostModule defines the taskworker namespace for one Module.
+func (m *Module) hostModule(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
+	return b.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(ctx context.Context, stack []uint64) {
+		if inst, _ := ctx.Value(callKey{}).(*instance); inst != nil { // not from a start function
+			m.hostLog(ctx, inst, stack)
+		}
+	}), []api.ValueType{api.ValueTypeI32, api.ValueTypeI64}, nil).Export("log")
 }
 
-// providedImports are the taskworker functions hostFunctions provides.
+// providedImports are the taskworker functions hostModule provides.
 var providedImports = map[string]bool{"log": true}
 
 // hostLog is taskworker.log(level i32, msg i64): msg is an Extism memory
 // handle, which the host frees.
-func (m *Module) hostLog(ctx context.Context, p *extism.CurrentPlugin, stack []uint64) {
+func (m *Module) hostLog(ctx context.Context, inst *instance, stack []uint64) {
 	level := slog.Level(api.DecodeI32(stack[0]))
 	handle := stack[1]
-	defer p.Free(handle)
-	call, _ := ctx.Value(callKey{}).(*callState)
-	if call == nil {
-		return
-	}
+	defer inst.free(ctx, handle)
+	call := &inst.call
 	if call.logLines >= m.rt.cfg.MaxLogLinesPerCall || !m.logLimit.allow(time.Now()) {
 		call.logDropped++
 		return
 	}
 	call.logLines++
-	n, err := p.Length(handle)
-	if err != nil {
-		panic("taskworker.log: the message is not a valid memory handle")
-	}
+	n := inst.length(ctx, handle)
 	limit := uint64(m.rt.cfg.MaxLogLine)
 	cut := n > limit
-	mem, ok := p.Memory().Read(uint32(handle), uint32(min(n, limit)))
+	mem, ok := inst.memory.Read(uint32(handle), uint32(min(n, limit)))
 	if !ok {
 		panic("taskworker.log: the message is outside the kernel's memory")
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // TestHostile runs the hostile corpus: each case misbehaves in one way, must
@@ -78,24 +80,24 @@ func testHostile(t *testing.T, cfg Config) {
 		wantCode codes.Code // of the error
 		check    func(t *testing.T, m *Module, out string, err error)
 	}{
-		{name: "infinite loop (Go)", wasm: hostile, spec: Spec{Export: "spin", Timeout: 300 * time.Millisecond},
+		{name: "infinite loop (Go)", wasm: hostile, spec: Spec{Export: "spin", Limits: Limits{Timeout: 300 * time.Millisecond}},
 			wantErr: ErrTimeout, wantCode: codes.DeadlineExceeded},
-		{name: "infinite loop (wasm)", wasm: spinWasm, spec: Spec{Export: "spin", Timeout: 100 * time.Millisecond},
+		{name: "infinite loop (wasm)", wasm: spinWasm, spec: Spec{Export: "spin", Limits: Limits{Timeout: 100 * time.Millisecond}},
 			wantErr: ErrTimeout, wantCode: codes.DeadlineExceeded},
-		{name: "memory growth (Go)", wasm: hostile, spec: Spec{Export: "grow", MemoryLimit: 32 * MiB},
+		{name: "memory growth (Go)", wasm: hostile, spec: Spec{Export: "grow", Limits: Limits{Memory: 32 * MiB}},
 			wantErr: ErrMemoryLimit, wantCode: codes.ResourceExhausted,
 			check: func(t *testing.T, m *Module, _ string, err error) {
 				if !strings.Contains(err.Error(), "out of memory") {
 					t.Errorf("error %q does not quote the guest's stderr", err)
 				}
 			}},
-		{name: "memory growth (wasm)", wasm: growWasm, spec: Spec{Export: "grow", MemoryLimit: 4 * MiB},
+		{name: "memory growth (wasm)", wasm: growWasm, spec: Spec{Export: "grow", Limits: Limits{Memory: 4 * MiB}},
 			wantErr: ErrMemoryLimit, wantCode: codes.ResourceExhausted},
-		{name: "huge output", wasm: hostile, spec: Spec{Export: "output", MaxOutput: 1 * MiB}, input: "[4194304]",
+		{name: "huge output", wasm: hostile, spec: Spec{Export: "output", Limits: Limits{MaxOutput: 1 * MiB}}, input: "[4194304]",
 			wantErr: ErrOutputTooLarge, wantCode: codes.ResourceExhausted},
-		{name: "output past the memory limit", wasm: hostile, spec: Spec{Export: "output", MemoryLimit: 16 * MiB}, input: "[67108864]",
+		{name: "output past the memory limit", wasm: hostile, spec: Spec{Export: "output", Limits: Limits{Memory: 16 * MiB}}, input: "[67108864]",
 			wantErr: ErrMemoryLimit, wantCode: codes.ResourceExhausted},
-		{name: "deep recursion (Go)", wasm: hostile, spec: Spec{Export: "recurse", MemoryLimit: 16 * MiB},
+		{name: "deep recursion (Go)", wasm: hostile, spec: Spec{Export: "recurse", Limits: Limits{Memory: 16 * MiB}},
 			wantErr: ErrMemoryLimit, wantCode: codes.ResourceExhausted},
 		{name: "deep recursion (wasm)", wasm: recurseWasm, spec: Spec{Export: "recurse"},
 			wantErr: ErrTrap, wantCode: codes.Aborted},
@@ -182,8 +184,8 @@ func testHostile(t *testing.T, cfg Config) {
 					t.Fatalf("got %q, %v; want %v", out, err, want)
 				}
 			}
-			if err != nil && GRPCCode(err) != tt.wantCode {
-				t.Errorf("code %v; want %v", GRPCCode(err), tt.wantCode)
+			if err != nil && childproc.GRPCCode(err) != tt.wantCode {
+				t.Errorf("code %v; want %v", childproc.GRPCCode(err), tt.wantCode)
 			}
 			if tt.check != nil {
 				tt.check(t, m, string(out), err)
@@ -227,7 +229,7 @@ func err2str(err error) string {
 func TestMisbehavingCallEndsOnlyItself(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
 	hostile := guestWasm(t, hostileGuest)
-	spin := load(t, r, hostile, Spec{Export: "spin", Timeout: 500 * time.Millisecond, Concurrency: 2})
+	spin := load(t, r, hostile, Spec{Export: "spin", Concurrency: 2, Limits: Limits{Timeout: 500 * time.Millisecond}})
 	echo := load(t, r, hostile, Spec{Export: "echo", Concurrency: 2})
 
 	var wg sync.WaitGroup

@@ -18,14 +18,11 @@ func TestChildProcess(t *testing.T) {
 	if got := call(t, m, "[1, 2]"); got != "3" {
 		t.Fatalf("add(1, 2) = %q, want 3", got)
 	}
-	m.mu.Lock()
-	var c *child
-	for c = range m.children {
+	children := m.sup.Children()
+	if len(children) != 1 {
+		t.Fatalf("%d child processes, want 1", len(children))
 	}
-	m.mu.Unlock()
-	if c == nil {
-		t.Fatal("no child process")
-	}
+	c := children[0].(*child)
 	problems, err := childproc.Audit(c.ready.PID, true)
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +32,7 @@ func TestChildProcess(t *testing.T) {
 	}
 	t.Logf("child %d: %s, RLIMIT_AS %d MiB, compiled code from disk: %v", c.ready.PID, c.ready.Hardening, c.ready.AddressSpace>>20, c.ready.FromDisk)
 
-	hostile := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Timeout: 200 * time.Millisecond, Concurrency: 1})
+	hostile := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Limits: Limits{Timeout: 200 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := hostile.Call(ctx, nil); !errors.Is(err, ErrTimeout) {
@@ -54,7 +51,7 @@ func TestChildProcess(t *testing.T) {
 // without a call asking for one.
 func TestChildReplaced(t *testing.T) {
 	r := newTestRuntime(t, isolated(t, DefaultConfig()))
-	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Timeout: 200 * time.Millisecond, Concurrency: 1})
+	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Limits: Limits{Timeout: 200 * time.Millisecond}})
 	if _, err := m.Call(context.Background(), nil); !errors.Is(err, ErrTimeout) {
 		t.Fatalf("spin: %v, want ErrTimeout", err)
 	}
@@ -67,22 +64,5 @@ func TestChildReplaced(t *testing.T) {
 	}
 	if s := m.Stats(); s.Created != 2 || s.Discarded != 1 {
 		t.Errorf("stats %+v: want 2 processes started, 1 discarded", s)
-	}
-}
-
-// TestCacheLookups checks that go-sdk's Plugin still has the fields
-// cacheLookups wraps: without them every call looks up the kernel's
-// functions again (docs/RATIONALE.md, "What does a call cost").
-func TestCacheLookups(t *testing.T) {
-	r := newTestRuntime(t, DefaultConfig())
-	m := load(t, r, guestWasm(t, goAdd), Spec{Export: "add", Concurrency: 1})
-	inst := m.idle[0].(*instance)
-	if !cacheLookups(inst.plugin) {
-		t.Fatal("go-sdk's Plugin has no api.Module fields extism and mainModule: update lookups.go for this go-sdk version")
-	}
-	for range 3 {
-		if got := call(t, m, "[1, 2]"); got != "3" {
-			t.Fatalf("add(1, 2) = %q", got)
-		}
 	}
 }

@@ -9,39 +9,71 @@ import (
 	"sync/atomic"
 	"time"
 
-	extism "github.com/extism/go-sdk"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
-// Module is one loaded function version: its compiled code and a pool of
-// instances, at most Spec.Concurrency of them running calls at once. It is
-// safe for concurrent use.
+// Module is one loaded function version: its compiled code and its
+// instances (with Config.ChildCommand, child processes holding one each),
+// kept by a childproc.Supervisor, at most Spec.Concurrency of them running
+// calls at once. It is safe for concurrent use.
 type Module struct {
 	rt       *Runtime
 	spec     Spec
 	host     Host
 	digest   [32]byte
-	compiled *extism.CompiledPlugin
+	compiled *plugin
 	logLimit *tokenBucket
 	// wasm is the module's bytes, kept to start child processes
 	// (Config.ChildCommand); nil when calls run in this process.
 	wasm []byte
 
-	// slots holds a token per running call: its capacity is the
-	// concurrency limit.
-	slots chan struct{}
-	done  chan struct{} // closed by Close
+	sup     *childproc.Supervisor[struct{}, runner]
+	running atomic.Int32 // calls running
 
 	mu       sync.Mutex
-	idle     []runner // last in, first out: the warmest first
-	children map[*child]struct{}
-	starting int // spare children being started
 	closed   bool
 	inflight sync.WaitGroup
-	procs    sync.WaitGroup // the goroutines that wait for children to exit
 
-	calls, created, discarded, fromDisk atomic.Uint64
+	calls, fromDisk atomic.Uint64
+}
+
+// runner runs a Module's calls one at a time: an instance in this process,
+// or a child process holding one (Config.ChildCommand).
+type runner interface {
+	// run makes one call and says whether the runner may serve another.
+	run(ctx context.Context, input []byte) (out []byte, keep bool, err error)
+	// Kill ends the runner (closes the instance, kills the process), even
+	// while it runs a call.
+	Kill()
+}
+
+// newSupervisor keeps m's runners: with child processes, a spare starts
+// when a call takes the last idle one, and a replacement for one killed.
+func (m *Module) newSupervisor() {
+	noun := "instances of this function"
+	if m.wasm != nil {
+		noun = "processes of this function"
+	}
+	m.sup = childproc.NewSupervisor(childproc.SupervisorConfig[struct{}, runner]{
+		Start:       func(ctx context.Context, _ struct{}) (runner, error) { return m.newRunner(ctx) },
+		MaxChildren: m.spec.Concurrency,
+		Spares:      m.wasm != nil,
+		Replace:     m.wasm != nil,
+		Noun:        noun,
+		Logger:      m.rt.logger,
+	})
+}
+
+// newRunner starts a child process or makes an instance in this one.
+func (m *Module) newRunner(ctx context.Context) (runner, error) {
+	if m.wasm != nil {
+		return m.startChild(ctx)
+	}
+	return m.newInstance(ctx)
 }
 
 // ModuleStats counts a Module's calls and instances.
@@ -55,22 +87,32 @@ type ModuleStats struct {
 	FromDisk uint64
 }
 
-// instance is one Extism plugin instance: a Plugin is not safe for
-// concurrent use, so an instance serves one call at a time.
+// instance is one instance of a Module's plugin (extism.go): its kernel and
+// guest modules, with the functions a call uses looked up once. It serves
+// one call at a time.
 type instance struct {
 	m      *Module
-	plugin *extism.Plugin
 	budget *memoryBudget
 	stderr *headBuffer
 	call   callState
+
+	kernel, guest api.Module
+	memory        api.Memory     // the kernel's: every block lives there
+	kernelFuncs   []api.Function // by index in kernelForwarded
+	export        api.Function
+	initGuest     func(context.Context) error        // before the first call; nil once run
+	inputOffset   uint64                             // the current call's input block
+	stopCall      atomic.Pointer[context.CancelFunc] // the running call's, for Kill
+	vars          map[string][]byte                  // Extism vars (var_get, var_set)
 }
 
-// callState is what host functions know of the call they serve; they find
-// it in their ctx under callKey.
+// callState is what host functions know of the call they serve.
 type callState struct {
 	logLines, logDropped int
 }
 
+// callKey is where host functions find the instance whose call they serve,
+// in their ctx.
 type callKey struct{}
 
 // Spec returns the module's limits, with the defaults filled in.
@@ -78,14 +120,12 @@ func (m *Module) Spec() Spec { return m.spec }
 
 // Stats returns the module's counters.
 func (m *Module) Stats() ModuleStats {
-	m.mu.Lock()
-	idle := len(m.idle)
-	m.mu.Unlock()
+	st := m.sup.Stats()
 	return ModuleStats{
 		Calls:     m.calls.Load(),
-		Created:   m.created.Load(),
-		Discarded: m.discarded.Load(),
-		Idle:      idle,
+		Created:   st.Started,
+		Discarded: st.Discarded,
+		Idle:      st.Idle,
 		FromDisk:  m.fromDisk.Load(),
 	}
 }
@@ -93,8 +133,8 @@ func (m *Module) Stats() ModuleStats {
 // Call runs the module's export with input as the plugin input and returns
 // its output. It waits for a free instance as long as ctx allows (ErrBusy
 // when it does not), then runs under the module's limits. Errors wrap the
-// sentinels of this package (GRPCStatus turns them into what the caller
-// should see); a *GuestError is the function's own error.
+// sentinels of this package (childproc.GRPCStatus turns them into what the
+// caller should see); a *GuestError is the function's own error.
 func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 	if len(input) > m.spec.MaxInput {
 		return nil, fmt.Errorf("%w: the input is %d bytes, over this function's limit of %s: send less",
@@ -109,168 +149,113 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 	m.mu.Unlock()
 	defer m.inflight.Done()
 
-	if err := m.acquire(ctx); err != nil {
-		return nil, err
-	}
-	defer func() { <-m.slots }()
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
-		return nil, fmt.Errorf("%w before the function started: %w", ErrCanceled, ctx.Err())
-	case ctx.Err() != nil:
-		return nil, fmt.Errorf("%w: the caller's deadline had passed before the function started: give the call more time", ErrTimeout)
-	}
-
-	r, err := m.take(ctx)
+	r, err := m.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		m.sup.Release(r)
+		return nil, fmt.Errorf("%w before the function started: %w", ErrCanceled, ctx.Err())
+	case ctx.Err() != nil:
+		m.sup.Release(r)
+		return nil, fmt.Errorf("%w: the caller's deadline had passed before the function started: give the call more time", ErrTimeout)
+	}
 	m.calls.Add(1)
+	m.running.Add(1)
+	defer m.running.Add(-1)
 	out, keep, err := r.run(ctx, input)
 	for errors.Is(err, errExited) {
 		// The instance's last call exited (WASI proc_exit(0), which
 		// looks like success) and closed it; nothing ran: run on
 		// another. A new instance is never closed, so this ends.
-		m.put(ctx, r, false)
-		if r, err = m.take(ctx); err != nil {
+		m.sup.Discard(r)
+		if r, err = m.acquire(ctx); err != nil {
 			return nil, err
 		}
 		out, keep, err = r.run(ctx, input)
 	}
-	m.put(ctx, r, keep)
+	if keep {
+		m.sup.Release(r)
+	} else {
+		m.sup.Discard(r)
+	}
 	return out, err
 }
 
-// errExited is run's report that the instance was closed before the call:
-// go-sdk's Plugin.CallWithContext says only "module is closed".
-var errExited = errors.New("module is closed")
-
-// acquire takes a slot, waiting while every instance is busy.
-func (m *Module) acquire(ctx context.Context) error {
-	select {
-	case m.slots <- struct{}{}:
-		return nil
-	default:
-	}
-	select {
-	case m.slots <- struct{}{}:
-		return nil
-	case <-m.done:
-		return fmt.Errorf("function: %w", ErrClosed)
-	case <-ctx.Done():
-		return fmt.Errorf("%w: all %d instances of this function stayed busy until the caller's context ended (%v): retry later, or deploy it with a higher concurrency",
-			ErrBusy, m.spec.Concurrency, ctx.Err())
-	}
-}
-
-// take returns an idle runner or makes one.
-func (m *Module) take(ctx context.Context) (runner, error) {
-	m.mu.Lock()
-	if n := len(m.idle); n > 0 {
-		r := m.idle[n-1]
-		m.idle = m.idle[:n-1]
-		m.mu.Unlock()
-		if n == 1 && m.wasm != nil {
-			m.startSpare() // so that the next call finds a process ready
-		}
+// acquire takes an idle runner, makes one, or waits for one.
+func (m *Module) acquire(ctx context.Context) (runner, error) {
+	r, err := m.sup.Acquire(ctx, struct{}{})
+	switch {
+	case err == nil:
 		return r, nil
+	case errors.Is(err, childproc.ErrClosed):
+		return nil, fmt.Errorf("function: %w", ErrClosed)
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrTrap):
+		return nil, err
 	}
-	m.mu.Unlock()
-	r, err := m.newRunner(ctx)
-	if err != nil {
-		select {
-		case <-m.done:
-			return nil, fmt.Errorf("function: %w", ErrClosed)
-		default:
-		}
-		// Load made an instance of this module: starting another failed
-		// only for a reason of this call's, such as its context.
-		if errors.Is(err, ErrTrap) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("%w: starting an instance: %v", ErrTrap, err)
-	}
-	return r, nil
-}
-
-// newRunner starts a child process or makes an instance in this one.
-func (m *Module) newRunner(ctx context.Context) (runner, error) {
-	if m.wasm != nil {
-		return m.startChild(ctx)
-	}
-	return m.newInstance(ctx)
-}
-
-// put returns a runner to the pool, or closes it.
-func (m *Module) put(ctx context.Context, r runner, keep bool) {
-	if keep {
-		m.mu.Lock()
-		// Processes past Spec.Concurrency (a spare and a call's own start
-		// that raced) are not kept.
-		_, isChild := r.(*child)
-		if !m.closed && !(isChild && len(m.children) > m.spec.Concurrency) {
-			m.idle = append(m.idle, r)
-			m.mu.Unlock()
-			return
-		}
-		m.mu.Unlock()
-	} else {
-		m.discarded.Add(1)
-	}
-	r.close(context.WithoutCancel(ctx))
-	if _, ok := r.(*child); ok && !keep {
-		m.startSpare()
-	}
+	// Load made an instance of this module: starting another failed only
+	// for a reason of this call's, such as its context.
+	return nil, fmt.Errorf("%w: starting an instance: %v", ErrTrap, err)
 }
 
 // newInstance instantiates the module with a fresh memory budget.
 func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 	inst := &instance{
 		m:      m,
-		budget: newMemoryBudget(m.spec.MemoryLimit),
+		budget: newMemoryBudget(m.spec.Memory),
 		stderr: &headBuffer{max: 512},
 	}
 	ictx := experimental.WithMemoryAllocator(ctx, inst.budget)
-	plugin, err := m.compiled.Instance(ictx, extism.PluginInstanceConfig{
-		ModuleConfig: moduleConfig().WithStderr(inst.stderr),
-	})
-	if err != nil {
+	if err := m.compiled.instantiate(ictx, inst, moduleConfig().WithStderr(inst.stderr)); err != nil {
 		return nil, fmt.Errorf("%w: instantiating: %v", ErrInvalidModule, err)
 	}
 	if inst.budget.refused.Load() {
-		_ = plugin.Close(ctx)
+		inst.Kill()
 		return nil, fmt.Errorf("%w: the module needs more than its memory limit of %s as soon as it starts: deploy it with more memory",
-			ErrMemoryLimit, formatBytes(m.spec.MemoryLimit))
+			ErrMemoryLimit, formatBytes(m.spec.Memory))
 	}
-	cacheLookups(plugin)
-	inst.plugin = plugin
-	m.created.Add(1)
 	return inst, nil
 }
 
-func (inst *instance) close(ctx context.Context) { _ = inst.plugin.Close(ctx) }
+// Kill ends the instance. A call running in it is stopped through its
+// context, at its next deadline check (closing the modules under a running
+// call would free its memory under it); the Module then discards the
+// instance, and this closes it.
+func (inst *instance) Kill() {
+	if stop := inst.stopCall.Load(); stop != nil {
+		(*stop)()
+		return
+	}
+	ctx := context.Background()
+	_ = inst.guest.Close(ctx)
+	_ = inst.kernel.Close(ctx)
+}
 
 // run makes one call on inst, and says whether inst may serve another.
 func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep bool, err error) {
 	m := inst.m
 	callCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
 	defer cancel()
+	inst.stopCall.Store(&cancel)
+	defer inst.stopCall.Store(nil)
 	inst.call = callState{}
 	inst.stderr.reset()
-	callCtx = context.WithValue(callCtx, callKey{}, &inst.call)
+	callCtx = context.WithValue(callCtx, callKey{}, inst)
 	start := time.Now()
 
-	rc, out, err := inst.plugin.CallWithContext(callCtx, m.spec.Export, input)
+	rc, out, guestErr, err := inst.callGuest(callCtx, input)
 
 	if inst.call.logDropped > 0 {
 		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit",
 			"export", m.spec.Export, "dropped", inst.call.logDropped)
 	}
-	if err != nil && err.Error() == errExited.Error() {
-		return nil, false, errExited
+	if err == errExited {
+		return nil, false, err
 	}
 	outgrown := inst.budget.refused.Load()
 	switch {
-	case err == nil && rc == 0:
+	case err == nil && rc == 0 && guestErr == "":
 		if len(out) > m.spec.MaxOutput {
 			return nil, !outgrown, fmt.Errorf("%w: the function returned %d bytes, over its limit of %s: return less, or deploy it with a higher output limit",
 				ErrOutputTooLarge, len(out), formatBytes(int64(m.spec.MaxOutput)))
@@ -280,12 +265,14 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 		return out, !outgrown, nil
 	case outgrown:
 		return nil, false, fmt.Errorf("%w: the function tried to use more than its %s of memory and was stopped%s: use less memory, or deploy it with more",
-			ErrMemoryLimit, formatBytes(m.spec.MemoryLimit), inst.stderr.suffix())
+			ErrMemoryLimit, formatBytes(m.spec.Memory), inst.stderr.suffix())
+	case callCtx.Err() != nil && m.closing():
+		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
 	case callCtx.Err() != nil:
 		if errors.Is(ctx.Err(), context.Canceled) {
 			return nil, false, fmt.Errorf("%w after %s: %w", ErrCanceled, time.Since(start).Round(time.Millisecond), ctx.Err())
 		}
-		if ctx.Err() != nil && m.callerFirst(ctx, start) {
+		if ctx.Err() != nil && childproc.CallerFirst(ctx, start, m.spec.Timeout) {
 			return nil, false, fmt.Errorf("%w: the caller's deadline passed after %s, before the function finished: give the call more time",
 				ErrTimeout, time.Since(start).Round(time.Millisecond))
 		}
@@ -293,16 +280,14 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 			ErrTimeout, m.spec.Timeout)
 	}
 	if err == nil {
-		return nil, true, &GuestError{Message: fmt.Sprintf("the function failed with code %d and no message", rc)}
+		// The guest returned normally.
+		if guestErr == "" {
+			guestErr = fmt.Sprintf("the function failed with code %d and no message", rc)
+		}
+		return nil, true, &GuestError{Message: guestErr}
 	}
-	if msg := inst.plugin.GetError(); msg != "" && msg == err.Error() {
-		// The guest set this error and returned normally.
-		return nil, true, &GuestError{Message: msg}
-	}
-	select {
-	case <-m.done:
+	if m.closing() {
 		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
-	default:
 	}
 	if exit := (*sys.ExitError)(nil); errors.As(err, &exit) {
 		return nil, false, fmt.Errorf("%w: the function exited with code %d%s", ErrTrap, exit.ExitCode(), inst.stderr.suffix())
@@ -310,15 +295,19 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 	return nil, false, fmt.Errorf("%w: %s%s", ErrTrap, firstLine(err.Error()), inst.stderr.suffix())
 }
 
-// callerFirst reports whether the caller's deadline, not the module's
-// timeout, ended the call started at start.
-func (m *Module) callerFirst(ctx context.Context, start time.Time) bool {
-	deadline, ok := ctx.Deadline()
-	return ok && deadline.Before(start.Add(m.spec.Timeout))
+// closing reports whether the Module's Supervisor was closed.
+func (m *Module) closing() bool {
+	select {
+	case <-m.sup.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops new calls, lets calls in flight finish until ctx ends, then
-// closes every instance and the compiled code (ending whatever still runs).
+// ends every instance (with child processes, kills them) and releases the
+// compiled code.
 func (m *Module) Close(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
@@ -326,14 +315,7 @@ func (m *Module) Close(ctx context.Context) error {
 		return nil
 	}
 	m.closed = true
-	close(m.done)
-	idle := m.idle
-	m.idle = nil
 	m.mu.Unlock()
-	for _, r := range idle {
-		r.close(ctx)
-	}
-
 	drained := make(chan struct{})
 	go func() {
 		m.inflight.Wait()
@@ -343,23 +325,14 @@ func (m *Module) Close(ctx context.Context) error {
 	case <-drained:
 	case <-ctx.Done():
 	}
-	// Closing the compiled plugin closes its wazero runtime, which stops
-	// any call still running at its next check; child processes are
-	// killed.
-	err := m.closeCompiled(context.WithoutCancel(ctx))
-	m.mu.Lock()
-	for c := range m.children {
-		c.proc.Kill()
-	}
-	m.mu.Unlock()
+	m.sup.Close() // ends the calls still running
 	<-drained
-	m.procs.Wait()
-	return err
+	return m.closeCompiled(context.WithoutCancel(ctx))
 }
 
 func (m *Module) closeCompiled(ctx context.Context) error {
 	defer m.rt.forget(m)
-	return m.compiled.Close(ctx)
+	return m.compiled.close(ctx)
 }
 
 // firstLine cuts wazero's error at its stack trace.

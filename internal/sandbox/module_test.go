@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // The Go guests the tests build.
@@ -53,8 +55,8 @@ func TestGoGuest(t *testing.T) {
 				return
 			}
 			var guestErr *GuestError
-			if !errors.As(err, &guestErr) || !strings.Contains(err.Error(), tt.wantErr) || GRPCCode(err) != tt.wantCode {
-				t.Fatalf("got %q, %v (code %v); want a GuestError containing %q, code %v", out, err, GRPCCode(err), tt.wantErr, tt.wantCode)
+			if !errors.As(err, &guestErr) || !strings.Contains(err.Error(), tt.wantErr) || childproc.GRPCCode(err) != tt.wantCode {
+				t.Fatalf("got %q, %v (code %v); want a GuestError containing %q, code %v", out, err, childproc.GRPCCode(err), tt.wantErr, tt.wantCode)
 			}
 		})
 	}
@@ -158,20 +160,20 @@ func TestConcurrentCalls(t *testing.T) {
 
 func TestBusy(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
-	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Timeout: 2 * time.Second})
+	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Limits: Limits{Timeout: 2 * time.Second}})
 	running := make(chan error)
 	go func() {
 		_, err := m.Call(context.Background(), nil)
 		running <- err
 	}()
 	// Wait until the spinning call holds the only slot.
-	for len(m.slots) == 0 {
+	for m.running.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := m.Call(ctx, nil)
-	if !errors.Is(err, ErrBusy) || GRPCCode(err) != codes.ResourceExhausted {
+	if !errors.Is(err, ErrBusy) || childproc.GRPCCode(err) != codes.ResourceExhausted {
 		t.Errorf("second call: %v; want ErrBusy", err)
 	}
 	if err := <-running; !errors.Is(err, ErrTimeout) {
@@ -203,7 +205,7 @@ func itoa(i int) string {
 // call like the function's own time limit does.
 func TestCallerContext(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
-	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Timeout: 10 * time.Second})
+	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Limits: Limits{Timeout: 10 * time.Second}})
 	tests := []struct {
 		name     string
 		ctx      func() (context.Context, context.CancelFunc)
@@ -227,12 +229,17 @@ func TestCallerContext(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// An idle instance, so that the deadlines below do not also
+			// bound making one.
+			if err := m.sup.Warm(context.Background(), struct{}{}, 1); err != nil {
+				t.Fatal(err)
+			}
 			ctx, cancel := tt.ctx()
 			defer cancel()
 			start := time.Now()
 			_, err := m.Call(ctx, nil)
-			if !errors.Is(err, tt.wantErr) || GRPCCode(err) != tt.wantCode || !strings.Contains(err.Error(), tt.wantMsg) {
-				t.Fatalf("got %v (code %v); want %v, %v, mentioning %q", err, GRPCCode(err), tt.wantErr, tt.wantCode, tt.wantMsg)
+			if !errors.Is(err, tt.wantErr) || childproc.GRPCCode(err) != tt.wantCode || !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Fatalf("got %v (code %v); want %v, %v, mentioning %q", err, childproc.GRPCCode(err), tt.wantErr, tt.wantCode, tt.wantMsg)
 			}
 			if elapsed := time.Since(start); elapsed > 5*time.Second {
 				t.Errorf("the call took %s to stop", elapsed)
@@ -250,13 +257,13 @@ func TestModuleCloseDrains(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
 	hostile := guestWasm(t, hostileGuest)
 
-	work := load(t, r, hostile, Spec{Export: "work"})
+	work := load(t, r, hostile, Spec{Export: "work", Limits: Limits{Timeout: time.Minute}}) // however loaded the machine
 	done := make(chan error)
 	go func() {
 		_, err := work.Call(context.Background(), []byte("[30000000]"))
 		done <- err
 	}()
-	for len(work.slots) == 0 {
+	for work.running.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	if err := work.Close(context.Background()); err != nil {
@@ -271,12 +278,12 @@ func TestModuleCloseDrains(t *testing.T) {
 		t.Error("Close returned before the call in flight finished")
 	}
 
-	spin := load(t, r, hostile, Spec{Export: "spin", Timeout: time.Minute})
+	spin := load(t, r, hostile, Spec{Export: "spin", Limits: Limits{Timeout: time.Minute}})
 	go func() {
 		_, err := spin.Call(context.Background(), nil)
 		done <- err
 	}()
-	for len(spin.slots) == 0 {
+	for spin.running.Load() == 0 {
 		time.Sleep(time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

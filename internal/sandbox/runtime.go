@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
@@ -35,9 +34,9 @@ type Runtime struct {
 	// compileMu serializes compiling, so that the cache directory's
 	// changes during one compile are that compile's (see Stats).
 	compileMu sync.Mutex
-	// checker compiles each module once before Extism does, to inspect its
-	// imports and exports and to account for the cache; Extism's own compile
-	// then finds the code in the shared in-memory cache.
+	// checker compiles each module once before its plugin does, to inspect
+	// its imports and exports and to account for the cache; the plugin's
+	// compile then finds the code in the shared in-memory cache.
 	checker  wazero.Runtime
 	wasiFunc map[string]bool
 
@@ -147,12 +146,9 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 		host:     host,
 		digest:   digest,
 		logLimit: newTokenBucket(r.cfg.LogLinesPerSecond),
-		slots:    make(chan struct{}, spec.Concurrency),
-		done:     make(chan struct{}),
 	}
 	if r.cfg.isolated() {
 		m.wasm = wasm
-		m.children = map[*child]struct{}{}
 	}
 	if err := r.compile(ctx, m, wasm); err != nil {
 		return nil, err
@@ -160,8 +156,9 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 	// One instance now, so that every problem with the module shows
 	// here; with child processes, in the first child, so that this process
 	// never runs the module's code (its start function).
-	inst, err := m.newRunner(ctx)
-	if err != nil {
+	m.newSupervisor()
+	if err := m.sup.Warm(ctx, struct{}{}, 1); err != nil {
+		m.sup.Close()
 		_ = m.closeCompiled(ctx)
 		if errors.Is(err, ErrMemoryLimit) {
 			// At deploy, not enough memory is the spec's fault.
@@ -169,12 +166,11 @@ func (r *Runtime) Load(ctx context.Context, wasm []byte, spec Spec, host Host) (
 		}
 		return nil, err
 	}
-	m.idle = append(m.idle, inst)
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		inst.close(ctx)
+		m.sup.Close()
 		_ = m.closeCompiled(ctx)
 		return nil, fmt.Errorf("sandbox runtime: %w", ErrClosed)
 	}
@@ -229,7 +225,7 @@ func (r *Runtime) compile(ctx context.Context, m *Module, wasm []byte) error {
 			}
 			return fmt.Errorf("%w: %v%s", ErrInvalidModule, err, hint)
 		}
-		// Closed only after Extism has compiled, so that its compile finds
+		// Closed only after the plugin has compiled, so that its compile finds
 		// the code in memory.
 		defer checked.Close(ctx)
 		count()
@@ -241,18 +237,8 @@ func (r *Runtime) compile(ctx context.Context, m *Module, wasm []byte) error {
 		}
 	}
 
-	manifest := extism.Manifest{
-		Wasm: []extism.Wasm{extism.WasmData{Data: wasm}},
-		// No AllowedHosts: Extism's http_request refuses every URL.
-		// Outbound HTTP is the host's http_fetch, under policy.
-		Memory: &extism.ManifestMemory{MaxVarBytes: 64 * KiB, MaxHttpResponseBytes: 0},
-	}
 	var err error
-	m.compiled, err = extism.NewCompiledPlugin(ctx, manifest, extism.PluginConfig{
-		RuntimeConfig: r.runtimeConfig(),
-		EnableWasi:    true,
-	}, m.hostFunctions())
-	if err != nil {
+	if m.compiled, err = compilePlugin(ctx, r.runtimeConfig(), wasm, m); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidModule, err)
 	}
 	r.mu.Lock()
@@ -261,32 +247,18 @@ func (r *Runtime) compile(ctx context.Context, m *Module, wasm []byte) error {
 	return nil
 }
 
-// extismEnv are the functions of extism:host/env in go-sdk v1.7.1
-// (host.go, instantiateEnvModule). TestExtismEnvComplete keeps it true.
-var extismEnv = map[string]bool{}
-
-func init() {
-	for _, name := range strings.Fields(`alloc free load_u8 input_load_u8 store_u64 store_u8
-		input_set output_set input_length input_offset output_length output_offset length
-		length_unsafe reset error_set error_get memory_bytes input_load_u64 load_u64 config_get
-		var_get var_set http_request http_status_code http_headers get_log_level
-		log_trace log_debug log_info log_warn log_error`) {
-		extismEnv[name] = true
-	}
-}
-
 // checkImports names every import this host does not provide.
 func (r *Runtime) checkImports(c wazero.CompiledModule) error {
 	var unknown []string
 	for _, f := range c.ImportedFunctions() {
 		module, name, _ := f.Import()
 		switch {
-		case module == "extism:host/env" && extismEnv[name],
+		case module == extismEnvModule && extismEnv[name],
 			module == wasi_snapshot_preview1.ModuleName && r.wasiFunc[name],
 			module == Namespace && providedImports[name]:
 			continue
 		case module == Namespace && reservedImports[name] != "":
-			unknown = append(unknown, fmt.Sprintf("%s.%s (not yet: it lands with %s)", module, name, reservedImports[name]))
+			unknown = append(unknown, fmt.Sprintf("%s.%s (%s)", module, name, reservedImports[name]))
 		default:
 			unknown = append(unknown, fmt.Sprintf("function %s.%s", module, name))
 		}
@@ -326,7 +298,7 @@ func checkExport(c wazero.CompiledModule, export string) error {
 		return fmt.Errorf("%w: the module exports no function %q; it exports: %s", ErrMissingExport, export, strings.Join(names, ", "))
 	}
 	params, results := def.ParamTypes(), def.ResultTypes()
-	if len(params) != 0 || len(results) > 1 || len(results) == 1 && results[0] != extism.ValueTypeI32 {
+	if len(params) != 0 || len(results) > 1 || len(results) == 1 && results[0] != api.ValueTypeI32 {
 		return fmt.Errorf("%w: %q has the signature %s, not the Extism () -> i32: export the plugin function, not a helper",
 			ErrMissingExport, export, signature(params, results))
 	}

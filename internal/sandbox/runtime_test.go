@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // TestLoadErrors: every problem with a module is found at Load, with an
@@ -39,7 +41,7 @@ func TestLoadErrors(t *testing.T) {
 		{"reserved taskworker import", wasmModule{
 			imports: []wasmImport{{module: Namespace, name: "secret_get", params: []byte{i64}, results: []byte{i64}}},
 			funcs:   ok,
-		}.bytes(), Spec{Export: "run"}, ErrUnknownImport, "taskworker.secret_get (not yet: it lands with the secrets issue"},
+		}.bytes(), Spec{Export: "run"}, ErrUnknownImport, "taskworker.secret_get (secret host functions are not available yet"},
 		{"import with the wrong signature", wasmModule{
 			imports: []wasmImport{{module: Namespace, name: "log", params: []byte{i32}}},
 			funcs:   ok,
@@ -48,10 +50,10 @@ func TestLoadErrors(t *testing.T) {
 		{"export with parameters", wasmModule{funcs: []wasmFunc{{export: "run", params: []byte{i32}, results: []byte{i32}, body: bodyReturnZero}}}.bytes(),
 			Spec{Export: "run"}, ErrMissingExport, "(i32) -> (i32)"},
 		{"memory over the limit at start", wasmModule{memoryPages: 100, funcs: ok}.bytes(),
-			Spec{Export: "run", MemoryLimit: 1 * MiB}, ErrInvalidSpec, "as soon as it starts"},
+			Spec{Export: "run", Limits: Limits{Memory: 1 * MiB}}, ErrInvalidSpec, "as soon as it starts"},
 		{"no export named", add, Spec{}, ErrInvalidSpec, "Export is empty"},
-		{"memory over the operator maximum", add, Spec{Export: "add", MemoryLimit: 2 * GiB}, ErrInvalidSpec, "over the operator maximum of 1 GiB"},
-		{"timeout over the operator maximum", add, Spec{Export: "add", Timeout: time.Hour}, ErrInvalidSpec, "Timeout (1h0m0s) is over"},
+		{"memory over the operator maximum", add, Spec{Export: "add", Limits: Limits{Memory: 2 * GiB}}, ErrInvalidSpec, "over the operator maximum of 1 GiB"},
+		{"timeout over the operator maximum", add, Spec{Export: "add", Limits: Limits{Timeout: time.Hour}}, ErrInvalidSpec, "Timeout (1h0m0s) is over"},
 		{"negative concurrency", add, Spec{Export: "add", Concurrency: -1}, ErrInvalidSpec, "Concurrency (-1) must be positive"},
 	}
 	for _, tt := range tests {
@@ -66,7 +68,7 @@ func TestLoadErrors(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v; want %v mentioning %q", err, tt.wantErr, tt.want)
 			}
-			if code := GRPCCode(err); code != codes.InvalidArgument {
+			if code := childproc.GRPCCode(err); code != codes.InvalidArgument {
 				t.Errorf("code %v; want InvalidArgument", code)
 			}
 		})
@@ -191,19 +193,19 @@ func TestGRPCStatus(t *testing.T) {
 		{errors.New("something else"), codes.Unknown},
 	}
 	for _, tt := range tests {
-		st := GRPCStatus(tt.err)
+		st := childproc.GRPCStatus(tt.err)
 		if st.Code() != tt.want {
-			t.Errorf("GRPCStatus(%v) = %v; want %v", tt.err, st.Code(), tt.want)
+			t.Errorf("childproc.GRPCStatus(%v) = %v; want %v", tt.err, st.Code(), tt.want)
 		}
 		if tt.err != nil && st.Message() != tt.err.Error() {
-			t.Errorf("GRPCStatus(%v) message %q", tt.err, st.Message())
+			t.Errorf("childproc.GRPCStatus(%v) message %q", tt.err, st.Message())
 		}
 	}
 }
 
 func TestInputTooLarge(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
-	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "echo", MaxInput: 1 * KiB})
+	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "echo", Limits: Limits{MaxInput: 1 * KiB}})
 	_, err := m.Call(context.Background(), make([]byte, 1025))
 	if !errors.Is(err, ErrInputTooLarge) || !strings.Contains(err.Error(), "1025 bytes, over this function's limit of 1 KiB") {
 		t.Fatalf("got %v; want ErrInputTooLarge", err)

@@ -126,10 +126,8 @@ func childrenCPU(p *Pool) time.Duration {
 	if p == nil {
 		return 0
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var total time.Duration
-	for proc := range p.all {
+	for _, proc := range p.sup.Children() {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", proc.ready.PID))
 		if err != nil {
 			continue

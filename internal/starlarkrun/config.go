@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // Sizes, for configuration and messages.
@@ -63,20 +65,12 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Limits are one call's limits. Zero fields take Config.Defaults.
-type Limits struct {
-	// Timeout bounds the call's wall time, loading the script included.
-	// The child running a call that overstays is killed.
-	Timeout time.Duration
-	// Memory bounds the live heap of the child running the call: the
-	// script's values, its globals and the interpreter's own. See the
-	// package documentation for how it is enforced.
-	Memory int64
-	// MaxInput and MaxOutput bound the JSON bytes of the arguments and of
-	// the result.
-	MaxInput  int
-	MaxOutput int
-}
+// Limits are one call's limits (childproc.Limits, the same type as a
+// WebAssembly function's). Zero fields take Config.Defaults. Memory bounds
+// the live heap of the child running the call: the script's values, its
+// globals and the interpreter's own (see the package documentation);
+// Timeout includes loading the script.
+type Limits = childproc.Limits
 
 // DefaultConfig returns the configuration a worker starts with, but for
 // Command, which the caller must set.
@@ -148,31 +142,14 @@ func (c Config) Validate() error {
 	if c.MaxLogLinesPerCall <= 0 {
 		bad("MaxLogLinesPerCall (%d) must be positive", c.MaxLogLinesPerCall)
 	}
-	if err := c.Defaults.validate(c); err != nil {
+	if err := validateLimits(c.Defaults, c); err != nil {
 		bad("Defaults: %w", err)
 	}
 	return errors.Join(errs...)
 }
 
-// withDefaults fills the zero fields of l from d.
-func (l Limits) withDefaults(d Limits) Limits {
-	if l.Timeout == 0 {
-		l.Timeout = d.Timeout
-	}
-	if l.Memory == 0 {
-		l.Memory = d.Memory
-	}
-	if l.MaxInput == 0 {
-		l.MaxInput = d.MaxInput
-	}
-	if l.MaxOutput == 0 {
-		l.MaxOutput = d.MaxOutput
-	}
-	return l
-}
-
-// validate checks complete limits against the operator's maximums in c.
-func (l Limits) validate(c Config) error {
+// validateLimits checks complete limits against the operator's maximums in c.
+func validateLimits(l Limits, c Config) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if l.Timeout <= 0 || l.Timeout > c.MaxTimeout {
@@ -193,16 +170,4 @@ func (l Limits) validate(c Config) error {
 	return errors.Join(errs...)
 }
 
-// formatBytes writes n in the largest binary unit that divides it, for
-// messages: 64 MiB, 1536 KiB, 100 bytes.
-func formatBytes(n int64) string {
-	switch {
-	case n != 0 && n%GiB == 0:
-		return fmt.Sprintf("%d GiB", n/GiB)
-	case n != 0 && n%MiB == 0:
-		return fmt.Sprintf("%d MiB", n/MiB)
-	case n != 0 && n%KiB == 0:
-		return fmt.Sprintf("%d KiB", n/KiB)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
+var formatBytes = childproc.FormatBytes

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -67,11 +69,11 @@ func TestGRPCCode(t *testing.T) {
 		{ErrClosed, codes.Unavailable},
 		{errors.New("other"), codes.Unknown},
 	} {
-		if got := GRPCCode(tc.err); got != tc.code {
-			t.Errorf("GRPCCode(%v) = %s, want %s", tc.err, got, tc.code)
+		if got := childproc.GRPCCode(tc.err); got != tc.code {
+			t.Errorf("childproc.GRPCCode(%v) = %s, want %s", tc.err, got, tc.code)
 		}
-		if st := GRPCStatus(tc.err); st.Code() != tc.code || (tc.err != nil && st.Message() != tc.err.Error()) {
-			t.Errorf("GRPCStatus(%v) = %v", tc.err, st)
+		if st := childproc.GRPCStatus(tc.err); st.Code() != tc.code || (tc.err != nil && st.Message() != tc.err.Error()) {
+			t.Errorf("childproc.GRPCStatus(%v) = %v", tc.err, st)
 		}
 	}
 }

@@ -19,8 +19,10 @@
 //   - Pool, made by New from a Config (the child command, how many children,
 //     the operator's maximums and the default Limits). Pool.Call runs one
 //     Request (a script's source, the function to call, its JSON arguments,
-//     Limits, a tenant, a Host) on an idle child and returns the result as
-//     JSON. Pool.Close kills every child and waits for them.
+//     Limits, a tenant, a Host) on an idle child, kept per memory limit and
+//     tenant by a childproc.Supervisor (as the WebAssembly runner's are),
+//     and returns the result as JSON. Pool.Close kills every child and
+//     waits for them.
 //   - Check compiles a script in-process, as a deploy must, and reports a
 //     syntax error, an undefined name, a load statement or a missing
 //     function, with the line.
@@ -30,7 +32,8 @@
 //     ErrInvalidLimits, ErrInvalidArgs, ErrInputTooLarge, ErrOutputTooLarge,
 //     ErrScript, ErrTimeout, ErrMemoryLimit, ErrCanceled, ErrCrashed,
 //     ErrBusy, ErrStart, ErrClosed); a *ScriptError carries the script's
-//     message and line. GRPCCode and GRPCStatus map them to what a caller
+//     message and line. The shared ones are childproc's, the others have a
+//     childproc.Kind; childproc.GRPCStatus maps any of them to what a caller
 //     sees.
 //
 // A script gets Starlark's built-ins (with while loops, top-level

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/childproc"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
 )
 
@@ -36,7 +37,7 @@ func Example() {
 
 	_, err = p.Call(ctx, starlarkrun.Request{Name: "add.star", Source: src, Function: "spin",
 		Limits: starlarkrun.Limits{Timeout: 100 * time.Millisecond}})
-	fmt.Println(starlarkrun.GRPCCode(err))
+	fmt.Println(childproc.GRPCCode(err))
 	// Output:
 	// 3 <nil>
 	// DeadlineExceeded

@@ -48,13 +48,11 @@ func newPool(t testing.TB, cfg Config) *Pool {
 	}
 	t.Cleanup(func() {
 		p.Close()
-		p.mu.Lock()
-		for proc := range p.all {
+		for _, proc := range p.sup.Children() {
 			if proc.Alive() {
 				t.Errorf("child %d still alive after Close", proc.ready.PID)
 			}
 		}
-		p.mu.Unlock()
 		// context.AfterFunc's goroutines may still be returning.
 		deadline := time.Now().Add(5 * time.Second)
 		for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {

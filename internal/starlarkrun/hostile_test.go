@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // TestHostile runs scripts that try to take more than they are given. Each
@@ -29,7 +31,7 @@ func TestHostile(t *testing.T) {
 			name:   "infinite loop",
 			src:    loopForever,
 			limits: Limits{Timeout: 300 * time.Millisecond},
-			want:   ErrTimeout, code: codes.DeadlineExceeded, msg: "ran longer than its 300ms time limit",
+			want:   ErrTimeout, code: codes.DeadlineExceeded, msg: "ran past its time limit of 300ms",
 			within: 5 * time.Second,
 		},
 		{
@@ -135,7 +137,7 @@ func TestHostile(t *testing.T) {
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("error %q does not contain %q", err, tc.msg)
 			}
-			if code := GRPCCode(err); code != tc.code {
+			if code := childproc.GRPCCode(err); code != tc.code {
 				t.Errorf("code %s, want %s", code, tc.code)
 			}
 			if tc.within > 0 && elapsed > tc.within {

@@ -9,9 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
-	"sync/atomic"
-	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // Request is one call of a Starlark function.
@@ -37,36 +36,17 @@ type Request struct {
 	Host Host
 }
 
-// Pool runs Starlark calls in supervised child processes. It is safe for
+// Pool runs Starlark calls in supervised child processes, kept by a
+// childproc.Supervisor per class (memory limit and tenant). It is safe for
 // concurrent use.
 type Pool struct {
 	cfg Config
 	log *slog.Logger
-
-	// ctx ends with Close, stopping children that are starting.
-	ctx    context.Context
-	cancel context.CancelFunc
-
-	mu      sync.Mutex
-	closed  bool
-	idle    map[class][]*process
-	all     map[*process]struct{} // started and not yet discarded
-	alive   int                   // children alive or starting: at most MaxChildren
-	changed chan struct{}         // closed and replaced when a child is freed or lost
-
-	wg sync.WaitGroup // every goroutine the pool starts
-
-	started   atomic.Uint64
-	discarded atomic.Uint64
+	sup *childproc.Supervisor[class, *process]
 }
 
 // Stats counts a Pool's children.
-type Stats struct {
-	Alive     int    // children alive or starting
-	Idle      int    // children waiting for a call
-	Started   uint64 // children started since New
-	Discarded uint64 // children killed or lost since New (timeouts, memory, crashes)
-}
+type Stats = childproc.SupervisorStats
 
 // New validates cfg and starts its warm children. A child that cannot start
 // is an error wrapping ErrStart: Command is wrong.
@@ -75,64 +55,31 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("starlarkrun: invalid config: %w", err)
 	}
 	cfg.Command = append([]string(nil), cfg.Command...)
-	p := &Pool{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		idle:    map[class][]*process{},
-		all:     map[*process]struct{}{},
-		changed: make(chan struct{}),
-	}
+	p := &Pool{cfg: cfg, log: cfg.Logger}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
-	p.ctx, p.cancel = context.WithCancel(context.Background())
-	warm := class{memory: cfg.Defaults.Memory}
-	for range cfg.WarmChildren {
-		p.mu.Lock()
-		p.alive++
-		p.mu.Unlock()
-		proc, err := p.start(p.ctx, warm)
-		if err != nil {
-			p.Close()
-			return nil, err
-		}
-		p.release(proc)
+	p.sup = childproc.NewSupervisor(childproc.SupervisorConfig[class, *process]{
+		Start:       p.start,
+		MaxChildren: cfg.MaxChildren,
+		Replace:     true,
+		Noun:        "Starlark processes",
+		Logger:      p.log,
+	})
+	if err := p.sup.Warm(context.Background(), class{memory: cfg.Defaults.Memory}, cfg.WarmChildren); err != nil {
+		p.Close()
+		return nil, err
 	}
 	return p, nil
 }
 
 // Stats returns the pool's counts.
-func (p *Pool) Stats() Stats {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := Stats{Alive: p.alive, Started: p.started.Load(), Discarded: p.discarded.Load()}
-	for _, l := range p.idle {
-		s.Idle += len(l)
-	}
-	return s
-}
+func (p *Pool) Stats() Stats { return p.sup.Stats() }
 
 // Close kills every child, including those running calls (which fail with
 // ErrClosed), and waits for them and every goroutine of the pool.
 func (p *Pool) Close() error {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return nil
-	}
-	p.closed = true
-	procs := make([]*process, 0, len(p.all))
-	for proc := range p.all {
-		procs = append(procs, proc)
-	}
-	p.idle = map[class][]*process{}
-	p.notifyLocked()
-	p.mu.Unlock()
-	p.cancel()
-	for _, proc := range procs {
-		proc.Kill()
-	}
-	p.wg.Wait()
+	p.sup.Close()
 	return nil
 }
 
@@ -144,8 +91,8 @@ func (p *Pool) Call(ctx context.Context, req Request) (json.RawMessage, error) {
 	if name == "" {
 		name = "script.star"
 	}
-	limits := req.Limits.withDefaults(p.cfg.Defaults)
-	if err := limits.validate(p.cfg); err != nil {
+	limits := req.Limits.WithDefaults(p.cfg.Defaults)
+	if err := validateLimits(limits, p.cfg); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidLimits, name, err)
 	}
 	if len(req.Source) > p.cfg.MaxSource {
@@ -177,91 +124,89 @@ func (p *Pool) Call(ctx context.Context, req Request) (json.RawMessage, error) {
 		host:   &hostCallState{host: host},
 		pool:   p,
 	}
+	payload, err := json.Marshal(c.msg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArgs, req.Function, err)
+	}
 
 	cl := class{memory: limits.Memory, tenant: req.Tenant}
 	for attempt := 1; ; attempt++ {
-		out, err := p.run(ctx, cl, c, limits)
-		if errors.Is(err, errNotSent) && attempt < 3 {
+		out, err := p.run(ctx, cl, c, payload, limits)
+		var ce *childproc.CallError
+		if errors.As(err, &ce) && ce.NotSent() && attempt < 3 {
 			continue // the child died before it got the call (killed while idle): another one
 		}
 		return out, err
 	}
 }
 
-// errNotSent is a call the child never received: its pipe was already
-// broken. Retrying it elsewhere is safe.
-var errNotSent = errors.New("the call could not be sent to its process")
-
 // run runs one call on one child.
-func (p *Pool) run(ctx context.Context, cl class, c *callFrame, limits Limits) (json.RawMessage, error) {
-	name, fn := c.msg.Name, c.msg.Function
-	proc, err := p.acquire(ctx, cl)
+func (p *Pool) run(ctx context.Context, cl class, c *callFrame, payload []byte, limits Limits) (json.RawMessage, error) {
+	fn := c.msg.Function
+	proc, err := p.sup.Acquire(ctx, cl)
 	if err != nil {
 		return nil, err
 	}
-	callCtx, cancel := context.WithTimeout(ctx, limits.Timeout)
-	defer cancel()
-	start := time.Now()
-	stop := context.AfterFunc(callCtx, proc.Kill)
-	out, err := proc.exchange(callCtx, c)
-	killed := !stop()
-	if err == nil {
-		if killed {
-			// The result came as the deadline passed: it stands, the child
-			// does not.
-			p.discard(proc)
-		} else {
-			p.release(proc)
-		}
-		return out, nil
-	}
-	var ce *childError
-	if errors.As(err, &ce) && !killed {
-		if ce.msg.Kind == errKindMemory || ce.msg.Kind == errKindInternal {
-			p.discard(proc) // it exits by itself, having said why
-		} else {
-			p.release(proc)
-		}
-		return nil, p.childCallError(c.msg, ce)
-	}
-
-	// The pipe broke, the child broke the protocol, or we killed it.
-	proc.Kill()
-	<-proc.Exited()
-	p.discard(proc)
-	elapsed := time.Since(start).Round(time.Millisecond)
+	out, errFrame, keep, err := proc.Call(ctx, childproc.Exchange{
+		Frame: frameCall, Payload: payload, Limits: limits,
+		Limit: func(typ byte) int {
+			if typ == frameHostCall {
+				return hostCallLimit
+			}
+			return 0
+		},
+		Serve:      func(typ byte, payload []byte) error { return proc.serve(ctx, c, typ, payload) },
+		ExitMemory: exitMemory,
+	})
 	switch {
-	case p.isClosed():
-		return nil, fmt.Errorf("%w: %s: the pool was closed during the call", ErrClosed, fn)
-	case killed && ctx.Err() == context.Canceled:
-		return nil, fmt.Errorf("%w: %s: canceled by the caller after %s; its process was stopped", ErrCanceled, fn, elapsed)
-	case killed && ctx.Err() != nil:
-		return nil, fmt.Errorf("%w: %s: the caller's deadline passed after %s; the call was stopped", ErrTimeout, fn, elapsed)
-	case killed:
-		return nil, fmt.Errorf("%w: %s ran longer than its %s time limit and was stopped; make it do less, or deploy it with a longer timeout (at most %s)",
-			ErrTimeout, fn, limits.Timeout, p.cfg.MaxTimeout)
-	case errors.Is(err, errNotSent):
-		return nil, fmt.Errorf("%w: %s: %w; retry it", ErrCrashed, fn, err)
-	case errors.Is(err, errResultTooLargeFrame):
-		return nil, fmt.Errorf("%w: %s returned more than %s of JSON; return less, or deploy it with a larger output limit (at most %s)",
-			ErrOutputTooLarge, fn, formatBytes(int64(limits.MaxOutput)), formatBytes(int64(p.cfg.MaxOutput)))
-	case proc.OutOfMemory(exitMemory):
-		return nil, fmt.Errorf("%w: %s: %s went past its %s memory limit and its process was stopped; make it keep less data, or deploy it with a larger memory limit (at most %s)",
-			ErrMemoryLimit, name, fn, formatBytes(limits.Memory), formatBytes(p.cfg.MaxMemory))
+	case err == nil && errFrame == nil:
+		p.putBack(proc, keep)
+		return out, nil
+	case err == nil:
+		var e errorMsg
+		if err := json.Unmarshal(errFrame, &e); err != nil {
+			p.sup.Discard(proc)
+			return nil, fmt.Errorf("%w: %s: its process sent a bad error frame: %v; retry it", ErrCrashed, fn, err)
+		}
+		// After a memory overrun or an interpreter panic, the child exits
+		// by itself, having said why.
+		p.putBack(proc, e.Kind != errKindMemory && e.Kind != errKindInternal)
+		return nil, p.childCallError(c.msg, e)
 	}
-	p.log.Warn("starlark child died during a call", "script", name, "function", fn,
-		"pid", proc.ready.PID, "exit", proc.ExitSummary(), "error", err, "stderr", proc.Stderr())
+	p.sup.Discard(proc)
+	ce := err.(*childproc.CallError)
+	select {
+	case <-p.sup.Done():
+		return nil, fmt.Errorf("%w: %s: the pool was closed during the call", ErrClosed, fn)
+	default:
+	}
+	switch {
+	case ce.Sentinel != nil:
+		return nil, fmt.Errorf("%s: %w", fn, ce)
+	case ce.NotSent():
+		return nil, fmt.Errorf("%w: %s: %w", ErrCrashed, fn, ce)
+	}
+	p.log.Warn("starlark child died during a call", "script", c.msg.Name, "function", fn,
+		"pid", proc.ready.PID, "exit", proc.ExitSummary(), "error", ce.Err, "stderr", proc.Stderr())
 	effects := "it called no host builtin, so it had no effect: retrying it is safe"
 	if c.hostCalls > 0 {
 		effects = "it had called host builtins, so it may have had effects"
 	}
-	return nil, fmt.Errorf("%w: %s: its process ended during the call (%s%s); %s",
-		ErrCrashed, fn, proc.ExitSummary(), proc.StderrSummary(), effects)
+	return nil, fmt.Errorf("%w: %s: %w; %s", ErrCrashed, fn, ce, effects)
+}
+
+// putBack returns a child that may serve again to the Supervisor, and
+// discards one that may not.
+func (p *Pool) putBack(proc *process, keep bool) {
+	if keep {
+		p.sup.Release(proc)
+	} else {
+		p.sup.Discard(proc)
+	}
 }
 
 // childCallError turns a child's error frame into this package's error.
-func (p *Pool) childCallError(m callMsg, ce *childError) error {
-	e := ce.msg
+func (p *Pool) childCallError(m callMsg, e errorMsg) error {
 	se := &ScriptError{Script: m.Name, Line: e.Line, Col: e.Col, Message: e.Message, Backtrace: e.Backtrace}
 	switch e.Kind {
 	case errKindScript:
@@ -295,156 +240,13 @@ func checkArgs(args []byte) error {
 	return nil
 }
 
-// acquire returns an idle child of cl, starting one if there is room,
-// replacing an idle child of another class if not, or waiting for one.
-func (p *Pool) acquire(ctx context.Context, cl class) (*process, error) {
-	for {
-		p.mu.Lock()
-		if p.closed {
-			p.mu.Unlock()
-			return nil, ErrClosed
-		}
-		if l := p.idle[cl]; len(l) > 0 {
-			proc := l[len(l)-1]
-			p.idle[cl] = l[:len(l)-1]
-			p.mu.Unlock()
-			if !proc.Alive() { // killed while idle
-				p.discard(proc)
-				continue
-			}
-			return proc, nil
-		}
-		if p.alive >= p.cfg.MaxChildren {
-			// Take the slot of an idle child of another class, or wait.
-			victim := p.takeIdleLocked()
-			if victim == nil {
-				changed := p.changed
-				p.mu.Unlock()
-				select {
-				case <-changed:
-					continue
-				case <-ctx.Done():
-					return nil, fmt.Errorf("%w: all %d processes stayed busy (%v); the function did not run; retry later",
-						ErrBusy, p.cfg.MaxChildren, context.Cause(ctx))
-				}
-			}
-			delete(p.all, victim)
-			victim.Kill()
-		} else {
-			p.alive++
-		}
-		p.mu.Unlock()
-		proc, err := p.start(ctx, cl)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("%w: no process was free in time (%v); the function did not run", ErrBusy, context.Cause(ctx))
-			}
-			return nil, err
-		}
-		return proc, nil
-	}
-}
-
-// takeIdleLocked removes and returns an idle child of any class, or nil.
-func (p *Pool) takeIdleLocked() *process {
-	for cl, l := range p.idle {
-		if len(l) > 0 {
-			proc := l[0]
-			p.idle[cl] = l[1:]
-			return proc
-		}
-	}
-	return nil
-}
-
-// start starts a child for cl in a slot already counted in alive; on
-// failure it gives the slot back.
+// start starts a child for cl: the Supervisor's SupervisorConfig.Start.
 func (p *Pool) start(ctx context.Context, cl class) (*process, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(p.ctx, cancel)
-	defer stop()
-	proc, err := startProcess(ctx, &p.cfg, cl, p.track)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err == nil && p.closed {
-		proc.Kill()
-		err = ErrClosed
-	}
+	proc, err := startProcess(ctx, &p.cfg, cl, p.sup.Track)
 	if err != nil {
-		p.alive--
-		p.notifyLocked()
 		return nil, err
 	}
-	p.started.Add(1)
-	p.all[proc] = struct{}{}
 	p.log.Debug("starlark child started", "pid", proc.ready.PID, "memory", cl.memory,
 		"baseline_vsz", proc.ready.BaselineVSZ, "rlimit_as", proc.ready.AddressSpace, "hardening", proc.ready.Hardening)
 	return proc, nil
-}
-
-// track runs f on a goroutine the pool waits for at Close, unless the pool
-// is closed.
-func (p *Pool) track(f func()) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		return false
-	}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		f()
-	}()
-	return true
-}
-
-// release returns a healthy child to the idle list.
-func (p *Pool) release(proc *process) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		proc.Kill()
-		return
-	}
-	p.idle[proc.class] = append(p.idle[proc.class], proc)
-	p.notifyLocked()
-}
-
-// discard kills a child that must not serve again and starts a replacement
-// for its class in the background, in its slot.
-func (p *Pool) discard(proc *process) {
-	proc.Kill()
-	p.discarded.Add(1)
-	p.mu.Lock()
-	delete(p.all, proc)
-	p.alive--
-	p.notifyLocked()
-	p.mu.Unlock()
-	p.track(func() {
-		p.mu.Lock()
-		if p.closed || p.alive >= p.cfg.MaxChildren {
-			p.mu.Unlock()
-			return
-		}
-		p.alive++
-		p.mu.Unlock()
-		if proc, err := p.start(p.ctx, proc.class); err == nil {
-			p.release(proc)
-		} else if !errors.Is(err, ErrClosed) && p.ctx.Err() == nil {
-			p.log.Error("cannot replace a starlark child", "error", err)
-		}
-	})
-}
-
-func (p *Pool) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
-// notifyLocked wakes the calls waiting for a child.
-func (p *Pool) notifyLocked() {
-	close(p.changed)
-	p.changed = make(chan struct{})
 }

@@ -229,6 +229,11 @@ func TestCancelAndCallerDeadline(t *testing.T) {
 	if !errors.Is(err, ErrCanceled) {
 		t.Errorf("canceled: got %v, want ErrCanceled", err)
 	}
+	// The killed child's replacement, so that the deadline below does not
+	// also bound a process start.
+	for p.Stats().Idle == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, err = p.Call(ctx, Request{Source: []byte(loopForever), Function: "f"})
@@ -275,12 +280,10 @@ func TestChildKilledWhileIdle(t *testing.T) {
 	p := newPool(t, cfg)
 	for range 3 {
 		mustCall(t, p, addScript, "add", "[1, 2]", "3")
-		p.mu.Lock()
 		var pid int
-		for proc := range p.all {
+		for _, proc := range p.sup.Children() {
 			pid = proc.ready.PID
 		}
-		p.mu.Unlock()
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -296,21 +299,12 @@ func waitBusy(t *testing.T, p *Pool) *process {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		p.mu.Lock()
-		idle := map[*process]bool{}
-		for _, l := range p.idle {
-			for _, proc := range l {
-				idle[proc] = true
-			}
-		}
-		for proc := range p.all {
-			if !idle[proc] && proc.Alive() {
-				p.mu.Unlock()
+		for _, proc := range p.sup.Busy() {
+			if proc.Alive() {
 				time.Sleep(50 * time.Millisecond) // let the call reach the child
 				return proc
 			}
 		}
-		p.mu.Unlock()
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Fatal("no child became busy")
@@ -335,7 +329,7 @@ func TestCloseStopsCalls(t *testing.T) {
 	if _, err := p.Call(context.Background(), Request{Source: []byte(addScript), Function: "add"}); !errors.Is(err, ErrClosed) {
 		t.Errorf("call after Close: got %v, want ErrClosed", err)
 	}
-	for proc := range p.all {
+	for _, proc := range p.sup.Children() {
 		if proc.Alive() {
 			t.Errorf("child %d alive after Close", proc.ready.PID)
 		}

@@ -47,7 +47,7 @@ func startProcess(ctx context.Context, cfg *Config, cl class, track func(func())
 	})
 	switch {
 	case errors.Is(err, childproc.ErrClosed):
-		return nil, ErrClosed
+		return nil, err
 	case errors.Is(err, childproc.ErrHandshake):
 		return nil, fmt.Errorf("%w: %s did not start as a Starlark child (is %q the argument its main passes to starlarkrun.Main?): %w",
 			ErrStart, cfg.Command[0], strings.Join(cfg.Command[1:], " "), err)
@@ -75,63 +75,20 @@ type callFrame struct {
 	hostCalls int
 }
 
-// childError is a call that ended with an error frame: the child is fine
-// unless the kind says otherwise.
-type childError struct {
-	msg errorMsg
-}
-
-func (e *childError) Error() string { return e.msg.Kind + ": " + e.msg.Message }
-
-// exchange runs one call on the child: it sends the call, answers the
-// child's requests for the source and for host builtins, and returns the
-// result. An error is a *childError, or a pipe or protocol error after
-// which the child must be killed.
-func (p *process) exchange(ctx context.Context, c *callFrame) ([]byte, error) {
-	if err := childproc.WriteJSONFrame(p.W, frameCall, c.msg); err != nil {
-		return nil, fmt.Errorf("%w: %w", errNotSent, err)
+// serve answers one of the child's requests during a call: the source
+// of the script, or a host builtin.
+func (p *process) serve(ctx context.Context, c *callFrame, typ byte, payload []byte) error {
+	switch typ {
+	case frameNeedSource:
+		if string(payload) != c.msg.Hash {
+			return fmt.Errorf("child asked for the source of another script")
+		}
+		return childproc.WriteFrame(p.W, frameSource, c.source)
+	case frameHostCall:
+		c.hostCalls++
+		return p.serveHostCall(ctx, c, payload)
 	}
-	limit := func(typ byte) int {
-		switch typ {
-		case frameResult:
-			return c.msg.MaxOutput
-		case frameHostCall:
-			return hostCallLimit
-		}
-		return childproc.MaxControlFrame
-	}
-	for {
-		typ, payload, err := childproc.ReadFrame(p.R, limit)
-		if errors.Is(err, childproc.ErrFrameTooLarge) && typ == frameResult {
-			return nil, errResultTooLargeFrame
-		}
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case frameResult:
-			return payload, nil
-		case frameError:
-			var e childError
-			if err := json.Unmarshal(payload, &e.msg); err != nil {
-				return nil, fmt.Errorf("bad error frame: %w", err)
-			}
-			return nil, &e
-		case frameNeedSource:
-			if string(payload) != c.msg.Hash {
-				return nil, fmt.Errorf("child asked for the source of another script")
-			}
-			err = childproc.WriteFrame(p.W, frameSource, c.source)
-		case frameHostCall:
-			c.hostCalls++
-			err = p.serveHostCall(ctx, c, payload)
-		default:
-			return nil, fmt.Errorf("unexpected %q frame during a call", typ)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+	return fmt.Errorf("unexpected %q frame during a call", typ)
 }
 
 // serveHostCall answers one host builtin call. A failing builtin is an
@@ -151,7 +108,3 @@ func (p *process) serveHostCall(ctx context.Context, c *callFrame, payload []byt
 	}
 	return childproc.WriteJSONFrame(p.W, frameHostReply, reply)
 }
-
-// errResultTooLargeFrame is a result frame over the call's MaxOutput: the
-// child should have sent an error instead, so it is not trusted further.
-var errResultTooLargeFrame = errors.New("result frame over the output limit")

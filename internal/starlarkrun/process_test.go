@@ -14,11 +14,9 @@ func TestChildProcess(t *testing.T) {
 	p := newPool(t, testConfig(t))
 	mustCall(t, p, addScript, "add", "[1, 2]", "3")
 	var pid int
-	p.mu.Lock()
-	for proc := range p.all {
+	for _, proc := range p.sup.Children() {
 		pid = proc.ready.PID
 	}
-	p.mu.Unlock()
 	problems, err := childproc.Audit(pid, true)
 	if err != nil {
 		t.Fatal(err)

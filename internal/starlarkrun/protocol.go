@@ -19,15 +19,15 @@ import (
 // frameError. The back-channel is synchronous: the script waits for the
 // host's answer, as it would for a function call.
 const (
-	frameHello      = childproc.FrameHello // parent: helloMsg
-	frameReady      = childproc.FrameReady // child: readyMsg
-	frameCall       = 'C'                  // parent: callMsg
-	frameNeedSource = 'N'                  // child: the script's hash, hex; answered by frameSource
-	frameSource     = 'S'                  // parent: the script's source bytes
-	frameHostCall   = 'h'                  // child: hostCallMsg
-	frameHostReply  = 'r'                  // parent: hostReplyMsg
-	frameResult     = 'O'                  // child: the result, JSON
-	frameError      = 'E'                  // child: errorMsg
+	frameHello      = childproc.FrameHello  // parent: helloMsg
+	frameReady      = childproc.FrameReady  // child: readyMsg
+	frameCall       = 'C'                   // parent: callMsg
+	frameNeedSource = 'N'                   // child: the script's hash, hex; answered by frameSource
+	frameSource     = 'S'                   // parent: the script's source bytes
+	frameHostCall   = 'h'                   // child: hostCallMsg
+	frameHostReply  = 'r'                   // parent: hostReplyMsg
+	frameResult     = childproc.FrameResult // child: the result, JSON
+	frameError      = childproc.FrameError  // child: errorMsg
 )
 
 // maxFrame bounds the frames a child reads from its trusted parent, and so

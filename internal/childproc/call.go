@@ -1,0 +1,168 @@
+package childproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// The frames that end a call, in every payload's protocol: the result,
+// and the child's report of an error, whose payload the payload decodes.
+const (
+	FrameResult = 'O'
+	FrameError  = 'E'
+)
+
+// Exchange is one call's conversation with a child: the call frame, then
+// the child's frames until a result or an error frame.
+type Exchange struct {
+	Frame   byte // the call frame's type
+	Payload []byte
+	// Limits are the call's: the child is killed when Timeout passes (or
+	// the caller's context ends); a result over MaxOutput is refused;
+	// Memory is quoted when the child dies for lack of it.
+	Limits Limits
+	// Limit bounds the other frames the child may send, by type (zero:
+	// MaxControlFrame).
+	Limit func(typ byte) int
+	// Serve handles every other frame: log lines, requests to the host.
+	// An error ends the call and the child.
+	Serve func(typ byte, payload []byte) error
+	// Spin is how long to poll for each answer before blocking in a read
+	// (Spin).
+	Spin time.Duration
+	// ExitMemory is the exit code by which the payload's child says it
+	// ran out of memory; -1: none.
+	ExitMemory int
+}
+
+// Call runs one exchange with p. It returns the result, or the payload of
+// the child's error frame (the child survived and said why), or a
+// *CallError when the child was killed, died or broke the protocol; keep
+// reports whether p may serve another call.
+func (p *Process) Call(ctx context.Context, x Exchange) (result, errFrame []byte, keep bool, err error) {
+	callCtx, cancel := context.WithTimeout(ctx, x.Limits.Timeout)
+	defer cancel()
+	start := time.Now()
+	stop := context.AfterFunc(callCtx, p.Kill)
+	typ, payload, err := p.exchange(x)
+	killed := !stop()
+	switch {
+	case err == nil && typ == FrameResult:
+		// A result that came as the deadline passed stands; the child,
+		// killed, does not.
+		return payload, nil, !killed, nil
+	case err == nil && !killed:
+		return nil, payload, true, nil
+	}
+	p.Kill()
+	<-p.exited
+	ce := &CallError{Elapsed: time.Since(start).Round(time.Millisecond), Limits: x.Limits, Err: err, Exit: p.ExitSummary() + p.StderrSummary()}
+	switch {
+	case killed && errors.Is(ctx.Err(), context.Canceled):
+		ce.Sentinel = ErrCanceled
+	case killed && ctx.Err() != nil && CallerFirst(ctx, start, x.Limits.Timeout):
+		ce.Sentinel, ce.callerDeadline = ErrTimeout, true
+	case killed:
+		ce.Sentinel = ErrTimeout
+	case errors.Is(err, errResultTooLarge):
+		ce.Sentinel = ErrOutputTooLarge
+	case p.OutOfMemory(x.ExitMemory):
+		ce.Sentinel = ErrMemoryLimit
+	}
+	return nil, nil, false, ce
+}
+
+// CallerFirst reports whether the caller's deadline, not the call's own
+// time limit of timeout, ended the call started at start.
+func CallerFirst(ctx context.Context, start time.Time, timeout time.Duration) bool {
+	deadline, ok := ctx.Deadline()
+	return ok && deadline.Before(start.Add(timeout))
+}
+
+var errResultTooLarge = errors.New("result frame over the output limit")
+
+// exchange writes the call and reads the child's frames until its answer.
+func (p *Process) exchange(x Exchange) (byte, []byte, error) {
+	if err := WriteFrame(p.W, x.Frame, x.Payload); err != nil {
+		return 0, nil, fmt.Errorf("%w: %w", errNotSent, err)
+	}
+	limit := func(typ byte) int {
+		switch {
+		case typ == FrameResult:
+			return x.Limits.MaxOutput
+		case x.Limit != nil:
+			if n := x.Limit(typ); n > 0 {
+				return n
+			}
+		}
+		return MaxControlFrame
+	}
+	for {
+		if x.Spin > 0 {
+			p.Spin(x.Spin)
+		}
+		typ, payload, err := ReadFrame(p.R, limit)
+		switch {
+		case typ == FrameResult && errors.Is(err, ErrFrameTooLarge):
+			// The child should have sent an error instead: it is not
+			// trusted further.
+			return 0, nil, errResultTooLarge
+		case err != nil:
+			return 0, nil, err
+		case typ == FrameResult || typ == FrameError:
+			return typ, payload, nil
+		case x.Serve == nil:
+			return 0, nil, fmt.Errorf("unexpected %q frame during a call", typ)
+		}
+		if err := x.Serve(typ, payload); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// errNotSent is a call the child never received: its pipe was already
+// broken (it died while idle). Running the call on another child is safe.
+var errNotSent = errors.New("the call could not be sent to its process")
+
+// CallError is a call whose child was killed, died, or broke the protocol.
+// Its Sentinel says which of ErrTimeout, ErrCanceled, ErrOutputTooLarge
+// and ErrMemoryLimit it is, or is nil for a crash, which the payload wraps
+// in its own sentinel.
+type CallError struct {
+	Sentinel error
+	Elapsed  time.Duration
+	Limits   Limits
+	Err      error  // what the exchange saw: a broken pipe, a bad frame
+	Exit     string // how the child ended, and the first line of its stderr
+
+	callerDeadline bool
+}
+
+// NotSent reports whether the call never reached the child, so that
+// running it on another is safe.
+func (e *CallError) NotSent() bool { return e.Sentinel == nil && errors.Is(e.Err, errNotSent) }
+
+func (e *CallError) Unwrap() error { return e.Sentinel }
+
+func (e *CallError) Error() string {
+	switch {
+	case e.Sentinel == ErrCanceled:
+		return fmt.Sprintf("%v: canceled by the caller after %s; its process was stopped", e.Sentinel, e.Elapsed)
+	case e.callerDeadline:
+		return fmt.Sprintf("%v: the caller's deadline passed after %s, before the function finished: give the call more time", e.Sentinel, e.Elapsed)
+	case e.Sentinel == ErrTimeout:
+		return fmt.Sprintf("%v: the function ran past its time limit of %s and was stopped: make it faster, or deploy it with a longer timeout",
+			e.Sentinel, e.Limits.Timeout)
+	case e.Sentinel == ErrOutputTooLarge:
+		return fmt.Sprintf("%v: the function returned more than its limit of %s: return less, or deploy it with a higher output limit",
+			e.Sentinel, FormatBytes(int64(e.Limits.MaxOutput)))
+	case e.Sentinel == ErrMemoryLimit:
+		return fmt.Sprintf("%v: the function went past its %s memory limit and its process was stopped: make it keep less data, or deploy it with a larger memory limit",
+			e.Sentinel, FormatBytes(e.Limits.Memory))
+	case e.NotSent():
+		return fmt.Sprintf("%v; retry it", e.Err)
+	}
+	return fmt.Sprintf("the function's process ended during the call (%s)", e.Exit)
+}

@@ -1,0 +1,351 @@
+package childproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// Child is what a Supervisor keeps: a payload's handle on one child
+// process, or, for a payload that runs code in the worker's own process
+// (WebAssembly without isolation), on one instance.
+type Child interface {
+	comparable
+	// Kill ends the child at once. It is safe from any goroutine, any
+	// number of times.
+	Kill()
+}
+
+// SupervisorConfig is how a Supervisor starts and keeps children.
+type SupervisorConfig[K comparable, C Child] struct {
+	// Start starts a child of class k and returns it once it is ready to
+	// serve calls. ctx ends when the Supervisor closes. A goroutine that
+	// outlives Start (the wait for a process's exit) is run by
+	// Supervisor.Track, so that Close waits for it.
+	Start func(ctx context.Context, k K) (C, error)
+	// MaxChildren bounds the children alive or starting, of all classes:
+	// the calls that run at once. Past it, a call takes the place of an
+	// idle child of another class, or waits.
+	MaxChildren int
+	// Spares: when a call takes the last idle child of its class, another
+	// starts in the background (room permitting), so that the next call
+	// does not wait for a process to start.
+	Spares bool
+	// Replace: a discarded child is replaced in the background (room
+	// permitting).
+	Replace bool
+	// Noun names the children in messages: "Starlark processes",
+	// "instances of this function".
+	Noun string
+	// Logger receives the failures of background starts.
+	Logger *slog.Logger
+}
+
+// Supervisor keeps a payload's children, per class: the idle ones, the
+// count of those alive or starting, spares and replacements. Calls take a
+// child with Acquire and give it back with Release (healthy) or Discard
+// (killed, timed out, trapped: its state is unknown). Children of one class
+// are interchangeable; a class is what a child is started for and cannot
+// change (its memory limit, its module, its tenant).
+//
+// Acquire is the one place where a call gets a slot: a per-tenant or
+// per-class policy (slots per tenant, fair queuing across tenants, which
+// idle child to evict) goes there; see the package documentation.
+//
+// It is safe for concurrent use.
+type Supervisor[K comparable, C Child] struct {
+	cfg SupervisorConfig[K, C]
+	log *slog.Logger
+
+	// ctx ends with Close, stopping children that are starting.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	closed  bool
+	idle    map[K][]C // last in, first out: the warmest first
+	all     map[C]K   // started and not yet discarded
+	alive   int       // children alive or starting: at most MaxChildren
+	changed chan struct{}
+
+	wg sync.WaitGroup // every goroutine Track runs
+
+	started, discarded atomic.Uint64
+}
+
+// SupervisorStats counts a Supervisor's children.
+type SupervisorStats struct {
+	Alive     int    // children alive or starting
+	Idle      int    // children waiting for a call
+	Started   uint64 // children started
+	Discarded uint64 // children killed or lost (timeouts, traps, memory, crashes)
+}
+
+// NewSupervisor returns a Supervisor with no children.
+func NewSupervisor[K comparable, C Child](cfg SupervisorConfig[K, C]) *Supervisor[K, C] {
+	s := &Supervisor[K, C]{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		idle:    map[K][]C{},
+		all:     map[C]K{},
+		changed: make(chan struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s
+}
+
+// Warm starts n children of class k and keeps them idle, or fewer if
+// MaxChildren is reached. It returns the first error of a start.
+func (s *Supervisor[K, C]) Warm(ctx context.Context, k K, n int) error {
+	for range n {
+		if !s.reserve() {
+			return nil
+		}
+		c, err := s.start(ctx, k)
+		if err != nil {
+			return err
+		}
+		s.Release(c)
+	}
+	return nil
+}
+
+// Acquire returns an idle child of class k, or starts one if there is
+// room, or kills an idle child of another class to make room, or waits
+// for a child to be released or discarded until ctx ends (ErrBusy).
+//
+// This is the seam for slot policies: today every class competes for
+// MaxChildren first come, first served.
+func (s *Supervisor[K, C]) Acquire(ctx context.Context, k K) (C, error) {
+	var zero C
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return zero, ErrClosed
+		}
+		if l := s.idle[k]; len(l) > 0 {
+			c := l[len(l)-1]
+			s.idle[k] = l[:len(l)-1]
+			s.mu.Unlock()
+			if len(l) == 1 && s.cfg.Spares {
+				s.spare(k)
+			}
+			return c, nil
+		}
+		if s.alive >= s.cfg.MaxChildren {
+			victim, ok := s.evictLocked()
+			if !ok {
+				changed := s.changed
+				s.mu.Unlock()
+				select {
+				case <-changed:
+					continue
+				case <-ctx.Done():
+					return zero, fmt.Errorf("%w: all %d %s stayed busy until the caller's context ended (%v); the function did not run: retry later",
+						ErrBusy, s.cfg.MaxChildren, s.cfg.Noun, context.Cause(ctx))
+				}
+			}
+			// The victim's slot is this call's.
+			delete(s.all, victim)
+			victim.Kill()
+		} else {
+			s.alive++
+		}
+		s.mu.Unlock()
+		c, err := s.start(ctx, k)
+		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+			return zero, fmt.Errorf("%w: no %s could start in time (%v); the function did not run", ErrBusy, s.cfg.Noun, context.Cause(ctx))
+		}
+		return c, err
+	}
+}
+
+// evictLocked removes and returns an idle child of any class, the one
+// idle longest in its class.
+func (s *Supervisor[K, C]) evictLocked() (C, bool) {
+	for k, l := range s.idle {
+		if len(l) > 0 {
+			c := l[0]
+			s.idle[k] = l[1:]
+			return c, true
+		}
+	}
+	var zero C
+	return zero, false
+}
+
+// reserve counts a child about to start, if there is room.
+func (s *Supervisor[K, C]) reserve() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.alive >= s.cfg.MaxChildren {
+		return false
+	}
+	s.alive++
+	return true
+}
+
+// start starts a child of k in a slot already counted in alive; on failure
+// it gives the slot back.
+func (s *Supervisor[K, C]) start(ctx context.Context, k K) (C, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(s.ctx, cancel)
+	defer stop()
+	c, err := s.cfg.Start(ctx, k)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err == nil && s.closed {
+		c.Kill()
+		err = ErrClosed
+	}
+	if err != nil {
+		s.alive--
+		s.notifyLocked()
+		var zero C
+		return zero, err
+	}
+	s.started.Add(1)
+	s.all[c] = k
+	return c, nil
+}
+
+// spare starts a child of k in the background, if there is room.
+func (s *Supervisor[K, C]) spare(k K) {
+	if !s.reserve() {
+		return
+	}
+	started := s.Track(func() {
+		c, err := s.start(s.ctx, k)
+		switch {
+		case err == nil:
+			s.Release(c)
+		case s.ctx.Err() == nil:
+			s.log.Error("cannot start a spare", "children", s.cfg.Noun, "error", err)
+		}
+	})
+	if !started {
+		s.mu.Lock()
+		s.alive--
+		s.mu.Unlock()
+	}
+}
+
+// Release gives back a healthy child, to serve its class's next call.
+func (s *Supervisor[K, C]) Release(c C) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.all[c]
+	if s.closed || !ok {
+		c.Kill()
+		return
+	}
+	s.idle[k] = append(s.idle[k], c)
+	s.notifyLocked()
+}
+
+// Discard kills a child that must not serve again, and with
+// SupervisorConfig.Replace starts another of its class in its place.
+func (s *Supervisor[K, C]) Discard(c C) {
+	c.Kill()
+	s.mu.Lock()
+	k, ok := s.all[c]
+	if ok {
+		delete(s.all, c)
+		s.alive--
+		s.discarded.Add(1)
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	if ok && s.cfg.Replace {
+		s.spare(k)
+	}
+}
+
+// Track runs f on a goroutine that Close waits for, unless the Supervisor
+// is closed: then it reports false and does not run f.
+func (s *Supervisor[K, C]) Track(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Go(f)
+	return true
+}
+
+// Done is closed when the Supervisor closes.
+func (s *Supervisor[K, C]) Done() <-chan struct{} { return s.ctx.Done() }
+
+// Close kills every child, idle or serving a call, and waits for them and
+// every goroutine Track runs.
+func (s *Supervisor[K, C]) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	all := slices.Collect(maps.Keys(s.all))
+	s.idle = map[K][]C{}
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.cancel()
+	for _, c := range all {
+		c.Kill()
+	}
+	s.wg.Wait()
+}
+
+// Children returns the children started and not discarded, idle or
+// serving a call.
+func (s *Supervisor[K, C]) Children() []C {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Keys(s.all))
+}
+
+// Busy returns the children serving a call.
+func (s *Supervisor[K, C]) Busy() []C {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	idle := map[C]bool{}
+	for _, l := range s.idle {
+		for _, c := range l {
+			idle[c] = true
+		}
+	}
+	var busy []C
+	for c := range s.all {
+		if !idle[c] {
+			busy = append(busy, c)
+		}
+	}
+	return busy
+}
+
+// Stats returns the Supervisor's counts.
+func (s *Supervisor[K, C]) Stats() SupervisorStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := SupervisorStats{Alive: s.alive, Started: s.started.Load(), Discarded: s.discarded.Load()}
+	for _, l := range s.idle {
+		st.Idle += len(l)
+	}
+	return st
+}
+
+// notifyLocked wakes the calls waiting for a child.
+func (s *Supervisor[K, C]) notifyLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
