@@ -243,7 +243,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 }
 
 // illegalFile finds the first file whose history is not linearizable and
-// lists its operations, by call time.
+// lists its first maxListed operations, by call time.
 func illegalFile(model porcupine.Model, ops []porcupine.Operation) (string, string) {
 	for _, part := range model.Partition(ops) {
 		if porcupine.CheckOperations(model, part) {
@@ -257,13 +257,19 @@ func illegalFile(model porcupine.Model, ops []porcupine.Operation) (string, stri
 			}
 			return fmt.Sprintf("%.3fs", float64(t)/1e9)
 		}
-		for _, op := range part {
+		for i, op := range part {
+			if i == maxListed {
+				fmt.Fprintf(&b, "  ... and %d more\n", len(part)-i)
+				break
+			}
 			fmt.Fprintf(&b, "  client %d  %s .. %s  %s\n", op.ClientId, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
 		}
 		return part[0].Input.(Input).File, b.String()
 	}
 	return "", ""
 }
+
+const maxListed = 60
 
 func artifactPath(cfg Config) string {
 	dir := cfg.Artifacts
