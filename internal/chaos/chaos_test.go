@@ -60,10 +60,12 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		t.Fatalf("%v\nreplay: go test ./internal/chaos -run TestLinearizableUnderFaults -chaos.seed %d (or TASKWORKER_CHAOS_SEED=%d)", err, seed, seed)
 	}
 	os.RemoveAll(dir)
-	for _, f := range []Fault{FaultKillWorker, FaultKillPool, FaultStopWorker} {
-		if rep.Faults[f] == 0 && cfg.Duration >= 30*time.Second {
-			t.Errorf("no %s fault in %s: the run did not test it", f, cfg.Duration)
-		}
+	total := 0
+	for _, n := range rep.Faults {
+		total += n
+	}
+	if total == 0 {
+		t.Errorf("no fault was injected in %s: the run tested nothing", cfg.Duration)
 	}
 }
 

@@ -48,6 +48,9 @@ const never = math.MaxInt64 / 2
 //   - an ambiguous Revise whose content some successful read later saw did
 //     take effect: it becomes a success at the version seen, returning no
 //     later than the first read that saw it;
+//   - an ambiguous conditional Revise expecting version v did not take
+//     effect if a read saw other content at version v+1, the only version
+//     it could have made;
 //   - an ambiguous write to a file that still exists at the end and whose
 //     content the final FileHistory (complete: versions are only ever
 //     removed with the whole file) does not hold did not take effect, and is
@@ -63,10 +66,16 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 		ret     int64
 	}
 	observed := map[string]seen{} // content SHA -> earliest read that saw it
-	see := func(sha string, version, ret int64) {
+	type fileVersion struct {
+		file    string
+		version int64
+	}
+	content := map[fileVersion]string{} // what some read saw at a version
+	see := func(file, sha string, version, ret int64) {
 		if s, ok := observed[sha]; !ok || ret < s.ret {
 			observed[sha] = seen{version, ret}
 		}
+		content[fileVersion{file, version}] = sha
 	}
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
@@ -75,10 +84,10 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 		}
 		switch in.Op {
 		case OpGet:
-			see(out.SHA, out.Version, op.Return)
+			see(in.File, out.SHA, out.Version, op.Return)
 		case OpHistory:
 			for _, e := range splitHistory(out.History) {
-				see(e.sha, e.version, op.Return)
+				see(in.File, e.sha, e.version, op.Return)
 			}
 		}
 	}
@@ -98,6 +107,9 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 				op.Return = max(s.ret, op.Call)
 				out = append(out, op)
 				continue
+			}
+			if sha, ok := content[fileVersion{in.File, in.Expected + 1}]; in.Expected != 0 && ok && sha != in.SHA {
+				continue // the one version it could have made holds other content
 			}
 		}
 		if existing[in.File] {

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"hash/fnv"
 	"sort"
@@ -60,8 +61,27 @@ type Output struct {
 	Version int64  // Push, Revise, Get: the version written or read
 	SHA     string // Get: the SHA-256 of the bytes read
 	// History: FileHistory's versions, newest first, as "v:sha" joined by
-	// spaces (a string so that outputs compare with ==).
+	// spaces; Chain is its digest (see historyOutput).
 	History string
+	Chain   [32]byte
+}
+
+// historyOutput is the Output of a successful FileHistory.
+func historyOutput(history string) Output {
+	out := Output{Result: OK, History: history}
+	es := splitHistory(history)
+	for i := len(es) - 1; i >= 0; i-- {
+		out.Chain = chain(out.Chain, es[i].version, es[i].sha)
+	}
+	return out
+}
+
+// chain digests a file's history: each version's digest covers the one
+// before, so two histories have the same digest only if they list the same
+// versions with the same contents in the same order. It keeps the model's
+// state small and comparable however many versions a file has.
+func chain(prev [32]byte, version int64, sha string) [32]byte {
+	return sha256.Sum256(fmt.Appendf(prev[:], " %d:%s", version, sha))
 }
 
 // fileState is the model's state of one file. It is comparable, so the
@@ -70,15 +90,8 @@ type fileState struct {
 	Created bool // pushed at some point (ids are never reused)
 	Exists  bool // created and not deleted
 	Version int64
-	// History is every version, newest first, in Output.History's form.
-	History string
-}
-
-// latestSHA is the SHA-256 of the file's latest version.
-func (s fileState) latestSHA() string {
-	top, _, _ := strings.Cut(s.History, " ")
-	_, sha, _ := strings.Cut(top, ":")
-	return sha
+	Latest  string   // the SHA-256 of the latest version
+	Chain   [32]byte // the digest of every version, as historyOutput's
 }
 
 // apply returns the state after in took effect successfully, and whether it
@@ -90,13 +103,13 @@ func apply(s fileState, in Input) (fileState, bool) {
 		if s.Created {
 			return s, false
 		}
-		return fileState{Created: true, Exists: true, Version: 1, History: entry(1, in.SHA)}, true
+		return fileState{Created: true, Exists: true, Version: 1, Latest: in.SHA, Chain: chain([32]byte{}, 1, in.SHA)}, true
 	case OpRevise:
 		if !s.Exists || (in.Expected != 0 && in.Expected != s.Version) {
 			return s, false
 		}
 		v := s.Version + 1
-		return fileState{Created: true, Exists: true, Version: v, History: entry(v, in.SHA) + " " + s.History}, true
+		return fileState{Created: true, Exists: true, Version: v, Latest: in.SHA, Chain: chain(s.Chain, v, in.SHA)}, true
 	case OpDelete:
 		if !s.Exists {
 			return s, false
@@ -135,10 +148,10 @@ func step(s fileState, in Input, out Output) []fileState {
 	case OpDelete:
 		ok = (out.Result == OK && could) || (out.Result == NotFound && !s.Exists)
 	case OpGet:
-		ok = (out.Result == OK && s.Exists && out.Version == s.Version && out.SHA == s.latestSHA()) ||
+		ok = (out.Result == OK && s.Exists && out.Version == s.Version && out.SHA == s.Latest) ||
 			(out.Result == NotFound && !s.Exists)
 	case OpHistory:
-		ok = (out.Result == OK && s.Exists && out.History == s.History) || (out.Result == NotFound && !s.Exists)
+		ok = (out.Result == OK && s.Exists && out.Chain == s.Chain) || (out.Result == NotFound && !s.Exists)
 	}
 	if !ok {
 		return nil
@@ -177,7 +190,7 @@ var Model = porcupine.NondeterministicModel{
 	Hash: func(state any) uint64 {
 		h := fnv.New64a()
 		s := state.(fileState)
-		fmt.Fprintf(h, "%t %t %d %s", s.Created, s.Exists, s.Version, s.History)
+		fmt.Fprintf(h, "%t %t %d %x", s.Created, s.Exists, s.Version, s.Chain)
 		return h.Sum64()
 	},
 	DescribeOperation: func(input, output any) string {
@@ -211,7 +224,7 @@ var Model = porcupine.NondeterministicModel{
 		case !s.Exists:
 			return "deleted"
 		}
-		return shortHistory(s.History)
+		return fmt.Sprintf("v%d %s", s.Version, short(s.Latest))
 	},
 }
 

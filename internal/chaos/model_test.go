@@ -24,7 +24,7 @@ func TestModel(t *testing.T) {
 		return op(client, call, ret, Input{Op: OpGet, File: f}, Output{Result: OK, Version: version, SHA: sha})
 	}
 	hist := func(client int, call, ret int64, h string) porcupine.Operation {
-		return op(client, call, ret, Input{Op: OpHistory, File: f}, Output{Result: OK, History: h})
+		return op(client, call, ret, Input{Op: OpHistory, File: f}, historyOutput(h))
 	}
 	del := func(client int, call, ret int64, r Result) porcupine.Operation {
 		return op(client, call, ret, Input{Op: OpDelete, File: f}, Output{Result: r})
@@ -79,8 +79,9 @@ func TestModel(t *testing.T) {
 }
 
 // An ambiguous Revise is resolved by what reads saw: as a success if some
-// read saw its content, dropped if the file's final history shows it did
-// not happen, left open (never returning) otherwise.
+// read saw its content, dropped if the file's final history or the version
+// it expected to follow shows it did not happen, left open (never
+// returning) otherwise.
 func TestResolve(t *testing.T) {
 	amb := func(file, sha string, call int64) porcupine.Operation {
 		return op(0, call, call+1, Input{Op: OpRevise, File: file, SHA: sha}, Output{Result: Ambiguous})
@@ -90,8 +91,10 @@ func TestResolve(t *testing.T) {
 		amb("f", "seen", 2),
 		amb("f", "unseen", 4),
 		amb("gone", "x", 6),
+		op(0, 6, 7, Input{Op: OpRevise, File: "gone", SHA: "cas", Expected: 1}, Output{Result: Ambiguous}),
+		op(1, 7, 8, Input{Op: OpGet, File: "gone"}, Output{Result: OK, Version: 2, SHA: "other"}),
 		op(1, 8, 9, Input{Op: OpGet, File: "f"}, Output{Result: Ambiguous}),
-		op(1, 10, 12, Input{Op: OpHistory, File: "f"}, Output{Result: OK, History: "2:seen 1:a"}),
+		op(1, 10, 12, Input{Op: OpHistory, File: "f"}, historyOutput("2:seen 1:a")),
 		op(1, 13, 14, Input{Op: OpPush, SHA: "p"}, Output{Result: Ambiguous}),
 	}
 	var got []string
@@ -107,6 +110,7 @@ func TestResolve(t *testing.T) {
 		"Push a ok v1 returns 1",
 		"Revise seen ok v2 returns 12",
 		"Revise x ambiguous v0 returns never",
+		"Get  ok v2 returns 8",
 		"FileHistory  ok v0 returns 12",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -1,7 +1,9 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,11 +223,21 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	rep.Outcomes = w.outcomes
 	cfg.logf("checking %d operations", len(ops))
 	model := Model.ToModel()
-	result, info := porcupine.CheckOperationsVerbose(model, ops, 5*time.Minute)
-	switch result {
+	switch porcupine.CheckOperationsTimeout(model, ops, checkTimeout) {
 	case porcupine.Illegal:
-		path := artifactPath(cfg)
-		file, text := illegalFile(model, ops)
+		// Visualize only the file that fails: computing the partial
+		// linearizations of every file is slow.
+		part, text := illegalFile(model, ops)
+		if len(part) == 0 {
+			errs = append(errs, errors.New("the history is not linearizable, though each file's is"))
+			break
+		}
+		file := part[0].Input.(Input).File
+		_, info := porcupine.CheckOperationsVerbose(model, part, checkTimeout)
+		path := artifactPath(cfg, "html")
+		if derr := dumpHistory(artifactPath(cfg, "jsonl"), part); derr != nil {
+			errs = append(errs, derr)
+		}
 		if verr := porcupine.VisualizePath(model, info, path); verr != nil {
 			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable (writing its visualization: %v):\n%s", file, verr, text))
 		} else {
@@ -233,7 +245,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable; see %s; its operations:\n%s", file, path, text))
 		}
 	case porcupine.Unknown:
-		errs = append(errs, errors.New("the linearizability check did not finish in 5 minutes: run shorter or with fewer clients"))
+		errs = append(errs, fmt.Errorf("the linearizability check did not finish in %s: run shorter or with fewer clients", checkTimeout))
 	}
 	if err := w.waitFullRedundancy(ctx, existing, deadline); err != nil {
 		errs = append(errs, err)
@@ -243,10 +255,11 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 }
 
 // illegalFile finds the first file whose history is not linearizable and
-// lists its first maxListed operations, by call time.
-func illegalFile(model porcupine.Model, ops []porcupine.Operation) (string, string) {
+// returns its operations, sorted by call time, and a listing of the first
+// maxListed.
+func illegalFile(model porcupine.Model, ops []porcupine.Operation) ([]porcupine.Operation, string) {
 	for _, part := range model.Partition(ops) {
-		if porcupine.CheckOperations(model, part) {
+		if porcupine.CheckOperationsTimeout(model, part, checkTimeout) != porcupine.Illegal {
 			continue
 		}
 		sort.Slice(part, func(i, j int) bool { return part[i].Call < part[j].Call })
@@ -264,14 +277,17 @@ func illegalFile(model porcupine.Model, ops []porcupine.Operation) (string, stri
 			}
 			fmt.Fprintf(&b, "  client %d  %s .. %s  %s\n", op.ClientId, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
 		}
-		return part[0].Input.(Input).File, b.String()
+		return part, b.String()
 	}
-	return "", ""
+	return nil, ""
 }
 
-const maxListed = 60
+const (
+	maxListed    = 60
+	checkTimeout = 5 * time.Minute
+)
 
-func artifactPath(cfg Config) string {
+func artifactPath(cfg Config, ext string) string {
 	dir := cfg.Artifacts
 	if dir == "" {
 		dir = os.Getenv("TASKWORKER_ARTIFACTS")
@@ -279,7 +295,19 @@ func artifactPath(cfg Config) string {
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	return filepath.Join(dir, fmt.Sprintf("taskworker-chaos-%d.html", cfg.Seed))
+	return filepath.Join(dir, fmt.Sprintf("taskworker-chaos-%d.%s", cfg.Seed, ext))
+}
+
+// dumpHistory writes operations as JSON lines, for a closer look than the
+// visualization gives.
+func dumpHistory(path string, ops []porcupine.Operation) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, op := range ops {
+		_ = enc.Encode(map[string]any{"client": op.ClientId, "call": op.Call, "return": op.Return,
+			"input": op.Input, "output": op.Output})
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
 // finalReads reads every file once the faults are over, recording the reads

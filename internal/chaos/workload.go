@@ -229,7 +229,7 @@ func (w *workload) history(client int, files v1.FileServiceClient, file string) 
 		for _, v := range resp.Versions {
 			es = append(es, entry(v.Version, v.Sha256))
 		}
-		out.History = strings.Join(es, " ")
+		out = historyOutput(strings.Join(es, " "))
 	}
 	if err == nil && len(resp.Versions) == 0 && !w.cfg.StrictHistory {
 		// See Config.StrictHistory: counted, left out of the check.
