@@ -46,6 +46,7 @@
 // checked (Config.StrictHistory checks them).
 //
 // The disk-full fault mounts a tmpfs and needs root; without it the fault
-// is skipped with a logged reason. Pools and workers are separate processes
+// is skipped with a logged reason. A run that is killed leaves it mounted
+// on DIR/disk: unmount it before removing DIR. Pools and workers are separate processes
 // of the binary, so the package's test builds it first.
 package chaos
