@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -217,69 +218,87 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	final := cfg.Clients // the client id of the final reads
 	existing, errs := w.finalReads(ctx, final, deadline)
 	rep.Files = len(existing)
+	if err := w.waitFullRedundancy(ctx, existing, deadline); err != nil {
+		errs = append(errs, err)
+	}
+	rep.Recovery = time.Since(recovered)
 
 	ops := resolve(h.operations(), existing)
 	rep.Operations, rep.Checked = len(h.operations()), len(ops)
 	rep.Outcomes = w.outcomes
 	cfg.logf("checking %d operations", len(ops))
 	model := Model.ToModel()
-	switch porcupine.CheckOperationsTimeout(model, ops, checkTimeout) {
+	checkBy := time.Now().Add(checkTimeout)
+	result := porcupine.CheckOperationsTimeout(model, ops, checkTimeout)
+	all := artifactPath(cfg, "jsonl")
+	if result != porcupine.Ok {
+		if derr := dumpHistory(all, ops); derr != nil {
+			errs = append(errs, derr)
+		}
+	}
+	switch result {
 	case porcupine.Illegal:
 		// Visualize only the file that fails: computing the partial
 		// linearizations of every file is slow.
-		part, text := illegalFile(model, ops)
+		part, text := illegalFile(model, ops, checkBy)
 		if len(part) == 0 {
-			errs = append(errs, errors.New("the history is not linearizable, though each file's is"))
+			errs = append(errs, fmt.Errorf("the history is not linearizable; no single file was found illegal within %s; its operations are in %s", checkTimeout, all))
 			break
 		}
 		file := part[0].Input.(Input).File
-		_, info := porcupine.CheckOperationsVerbose(model, part, checkTimeout)
+		_, info := porcupine.CheckOperationsVerbose(model, part, max(time.Until(checkBy), time.Minute))
 		path := artifactPath(cfg, "html")
-		if derr := dumpHistory(artifactPath(cfg, "jsonl"), part); derr != nil {
-			errs = append(errs, derr)
-		}
 		if verr := porcupine.VisualizePath(model, info, path); verr != nil {
-			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable (writing its visualization: %v):\n%s", file, verr, text))
+			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable (writing its visualization: %v; all operations in %s):\n%s", file, verr, all, text))
 		} else {
 			rep.Visualization = path
-			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable; see %s; its operations:\n%s", file, path, text))
+			errs = append(errs, fmt.Errorf("the history of file %s is not linearizable; see %s (all operations in %s); its operations:\n%s", file, path, all, text))
 		}
 	case porcupine.Unknown:
-		errs = append(errs, fmt.Errorf("the linearizability check did not finish in %s: run shorter or with fewer clients", checkTimeout))
+		errs = append(errs, fmt.Errorf("the linearizability check did not finish in %s (the operations are in %s): run shorter or with fewer clients", checkTimeout, all))
 	}
-	if err := w.waitFullRedundancy(ctx, existing, deadline); err != nil {
-		errs = append(errs, err)
-	}
-	rep.Recovery = time.Since(recovered)
 	return rep, errors.Join(errs...)
 }
 
-// illegalFile finds the first file whose history is not linearizable and
-// returns its operations, sorted by call time, and a listing of the first
-// maxListed.
-func illegalFile(model porcupine.Model, ops []porcupine.Operation) ([]porcupine.Operation, string) {
-	for _, part := range model.Partition(ops) {
-		if porcupine.CheckOperationsTimeout(model, part, checkTimeout) != porcupine.Illegal {
-			continue
-		}
-		sort.Slice(part, func(i, j int) bool { return part[i].Call < part[j].Call })
-		var b strings.Builder
-		ms := func(t int64) string {
-			if t == never {
-				return "never"
+// illegalFile finds a file whose history is not linearizable, checking the
+// files in parallel until the deadline, and returns its operations, sorted
+// by call time, and a listing of the first maxListed.
+func illegalFile(model porcupine.Model, ops []porcupine.Operation, deadline time.Time) ([]porcupine.Operation, string) {
+	parts := model.Partition(ops)
+	found := make(chan []porcupine.Operation, len(parts))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for _, part := range parts {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			if left := time.Until(deadline); left > 0 && porcupine.CheckOperationsTimeout(model, part, left) == porcupine.Illegal {
+				found <- part
 			}
-			return fmt.Sprintf("%.3fs", float64(t)/1e9)
-		}
-		for i, op := range part {
-			if i == maxListed {
-				fmt.Fprintf(&b, "  ... and %d more\n", len(part)-i)
-				break
-			}
-			fmt.Fprintf(&b, "  client %d  %s .. %s  %s\n", op.ClientId, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
-		}
-		return part, b.String()
+		})
 	}
-	return nil, ""
+	wg.Wait()
+	close(found)
+	part, ok := <-found
+	if !ok {
+		return nil, ""
+	}
+	sort.Slice(part, func(i, j int) bool { return part[i].Call < part[j].Call })
+	var b strings.Builder
+	ms := func(t int64) string {
+		if t == never {
+			return "never"
+		}
+		return fmt.Sprintf("%.3fs", float64(t)/1e9)
+	}
+	for i, op := range part {
+		if i == maxListed {
+			fmt.Fprintf(&b, "  ... and %d more\n", len(part)-i)
+			break
+		}
+		fmt.Fprintf(&b, "  client %d  %s .. %s  %s\n", op.ClientId, ms(op.Call), ms(op.Return), model.DescribeOperation(op.Input, op.Output))
+	}
+	return part, b.String()
 }
 
 const (

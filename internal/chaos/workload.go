@@ -94,9 +94,9 @@ func (w *workload) client(ctx context.Context, id int, files v1.FileServiceClien
 				expected = max(seen-1, 1) // likely stale: the refusal path
 			}
 			w.revise(id, files, file, content(rng, id, seq), expected)
-		case r < 93:
+		case r < 98:
 			w.history(id, files, file)
-		default:
+		default: // rarely: an ambiguous write to a file deleted later stays open (see resolve)
 			if w.delete(id, files, file) {
 				w.mu.Lock()
 				if w.slots[slot] == file {
