@@ -3,6 +3,7 @@ module github.com/hivemind/taskworker
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/extism/go-sdk v1.7.1
 	github.com/klauspost/reedsolomon v1.14.2
 	github.com/spf13/cobra v1.10.2

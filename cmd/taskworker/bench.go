@@ -92,7 +92,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	cmd.AddCommand(call, benchFilesCommand(e))
+	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e))
 	return cmd
 }
 

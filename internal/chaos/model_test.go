@@ -1,0 +1,130 @@
+package chaos
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// op is a history entry for the tests: client, call and return times.
+func op(client int, call, ret int64, in Input, out Output) porcupine.Operation {
+	return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
+}
+
+func TestModel(t *testing.T) {
+	const f = "f"
+	push := func(call, ret int64, sha string) porcupine.Operation {
+		return op(0, call, ret, Input{Op: OpPush, File: f, SHA: sha}, Output{Result: OK, Version: 1})
+	}
+	revise := func(client int, call, ret int64, sha string, expected int64, out Output) porcupine.Operation {
+		return op(client, call, ret, Input{Op: OpRevise, File: f, SHA: sha, Expected: expected}, out)
+	}
+	get := func(client int, call, ret int64, version int64, sha string) porcupine.Operation {
+		return op(client, call, ret, Input{Op: OpGet, File: f}, Output{Result: OK, Version: version, SHA: sha})
+	}
+	hist := func(client int, call, ret int64, h string) porcupine.Operation {
+		return op(client, call, ret, Input{Op: OpHistory, File: f}, historyOutput(h))
+	}
+	del := func(client int, call, ret int64, r Result) porcupine.Operation {
+		return op(client, call, ret, Input{Op: OpDelete, File: f}, Output{Result: r})
+	}
+	getGone := func(client int, call, ret int64) porcupine.Operation {
+		return op(client, call, ret, Input{Op: OpGet, File: f}, Output{Result: NotFound})
+	}
+	tests := []struct {
+		name         string
+		history      []porcupine.Operation
+		linearizable bool
+	}{
+		{"push then read", []porcupine.Operation{push(0, 1, "a"), get(1, 2, 3, 1, "a"), hist(1, 4, 5, "1:a")}, true},
+		{"read of content never written", []porcupine.Operation{push(0, 1, "a"), get(1, 2, 3, 1, "b")}, false},
+		{"a revision lost after its acknowledgement", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: OK, Version: 2}), get(1, 4, 5, 1, "a")}, false},
+		{"a stale read during a revision", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 6, "b", 0, Output{Result: OK, Version: 2}), get(1, 3, 4, 1, "a")}, true},
+		{"two revisions expecting the same version both succeed", []porcupine.Operation{
+			push(0, 1, "a"),
+			revise(0, 2, 5, "b", 1, Output{Result: OK, Version: 2}),
+			revise(1, 3, 6, "c", 1, Output{Result: OK, Version: 3})}, false},
+		{"the loser of a compare-and-swap is refused", []porcupine.Operation{
+			push(0, 1, "a"),
+			revise(0, 2, 5, "b", 1, Output{Result: OK, Version: 2}),
+			revise(1, 3, 6, "c", 1, Output{Result: Refused})}, true},
+		{"a refusal with nothing to lose to", []porcupine.Operation{
+			push(0, 1, "a"), revise(1, 2, 3, "c", 1, Output{Result: Refused})}, false},
+		{"an ambiguous revision that took effect", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, never, "b", 0, Output{Result: Ambiguous}), get(1, 10, 11, 2, "b")}, true},
+		{"an ambiguous revision that did not", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, never, "b", 0, Output{Result: Ambiguous}), get(1, 10, 11, 1, "a")}, true},
+		{"an ambiguous revision seen, then unseen", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, never, "b", 0, Output{Result: Ambiguous}),
+			get(1, 10, 11, 2, "b"), get(1, 12, 13, 1, "a")}, false},
+		{"a deleted file answers NotFound", []porcupine.Operation{
+			push(0, 1, "a"), del(0, 2, 3, OK), getGone(1, 4, 5), del(1, 6, 7, NotFound)}, true},
+		{"a deleted file read back", []porcupine.Operation{push(0, 1, "a"), del(0, 2, 3, OK), get(1, 4, 5, 1, "a")}, false},
+		{"a history missing a version", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: OK, Version: 2}), hist(1, 4, 5, "1:a")}, false},
+		{"a history out of order", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: OK, Version: 2}), hist(1, 4, 5, "1:a 2:b")}, false},
+	}
+	model := Model.ToModel()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := porcupine.CheckOperations(model, tt.history); got != tt.linearizable {
+				t.Errorf("linearizable = %t, want %t", got, tt.linearizable)
+			}
+		})
+	}
+}
+
+// An ambiguous Revise is resolved by what reads saw: as a success if some
+// read saw its content, dropped if the file's final history or the version
+// it expected to follow shows it did not happen, left open (never
+// returning) otherwise.
+func TestResolve(t *testing.T) {
+	amb := func(file, sha string, call int64) porcupine.Operation {
+		return op(0, call, call+1, Input{Op: OpRevise, File: file, SHA: sha}, Output{Result: Ambiguous})
+	}
+	ops := []porcupine.Operation{
+		op(0, 0, 1, Input{Op: OpPush, File: "f", SHA: "a"}, Output{Result: OK, Version: 1}),
+		amb("f", "seen", 2),
+		amb("f", "unseen", 4),
+		amb("gone", "x", 6),
+		op(0, 6, 7, Input{Op: OpRevise, File: "gone", SHA: "cas", Expected: 1}, Output{Result: Ambiguous}),
+		op(1, 7, 8, Input{Op: OpGet, File: "gone"}, Output{Result: OK, Version: 2, SHA: "other"}),
+		op(1, 8, 9, Input{Op: OpGet, File: "f"}, Output{Result: Ambiguous}),
+		op(1, 10, 12, Input{Op: OpHistory, File: "f"}, historyOutput("2:seen 1:a")),
+		op(1, 13, 14, Input{Op: OpPush, SHA: "p"}, Output{Result: Ambiguous}),
+	}
+	var got []string
+	for _, o := range resolve(ops, map[string]bool{"f": true}) {
+		in, out := o.Input.(Input), o.Output.(Output)
+		ret := fmt.Sprint(o.Return)
+		if o.Return == never {
+			ret = "never"
+		}
+		got = append(got, fmt.Sprintf("%s %s %s v%d returns %s", in.Op, in.SHA, out.Result, out.Version, ret))
+	}
+	want := []string{
+		"Push a ok v1 returns 1",
+		"Revise seen ok v2 returns 12",
+		"Revise x ambiguous v0 returns never",
+		"Get  ok v2 returns 8",
+		"FileHistory  ok v0 returns 12",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("resolved:\n%q\nwant\n%q", got, want)
+	}
+}
+
+func ExampleModel() {
+	history := []porcupine.Operation{
+		{ClientId: 0, Input: Input{Op: OpPush, File: "f", SHA: "a"}, Call: 0, Output: Output{Result: OK, Version: 1}, Return: 1},
+		// Two clients revise version 1 at once; both are told they won.
+		{ClientId: 0, Input: Input{Op: OpRevise, File: "f", SHA: "b", Expected: 1}, Call: 2, Output: Output{Result: OK, Version: 2}, Return: 4},
+		{ClientId: 1, Input: Input{Op: OpRevise, File: "f", SHA: "c", Expected: 1}, Call: 3, Output: Output{Result: OK, Version: 2}, Return: 5},
+	}
+	fmt.Println(porcupine.CheckOperations(Model.ToModel(), history))
+	// Output: false
+}
