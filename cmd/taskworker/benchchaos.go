@@ -77,7 +77,6 @@ A failing history is written as an HTML visualization to $TASKWORKER_ARTIFACTS
 	}
 	f.StringSliceVar(&faults, "faults", all, "fault classes to inject")
 	f.DurationVar(&cfg.RepairDeadline, "repair-deadline", cfg.RepairDeadline, "how long the network may take to heal after the faults")
-	f.BoolVar(&cfg.StrictHistory, "strict-history", false, "also check FileHistory answers that list no versions (a known race with Delete)")
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the network's data and logs (default: a temporary one, removed if the run passes)")
 	f.BoolVar(&keep, "keep", false, "keep --dir after a passing run")
 	return cmd

@@ -16,8 +16,6 @@ var (
 		"seed of TestLinearizableUnderFaults (0: a new one, printed); also $TASKWORKER_CHAOS_SEED")
 	durationFlag = flag.Duration("chaos.duration", envDuration("TASKWORKER_CHAOS_DURATION", 40*time.Second),
 		"faulty phase of TestLinearizableUnderFaults; also $TASKWORKER_CHAOS_DURATION")
-	strictFlag = flag.Bool("chaos.strict-history", os.Getenv("TASKWORKER_CHAOS_STRICT_HISTORY") != "",
-		"check FileHistory answers with no versions too (see Config.StrictHistory); also $TASKWORKER_CHAOS_STRICT_HISTORY")
 )
 
 func envUint(name string) uint64 {
@@ -53,7 +51,6 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	cfg := DefaultConfig(binary, dir, seed)
 	cfg.Duration = *durationFlag
 	cfg.Log = testWriter{t}
-	cfg.StrictHistory = *strictFlag
 	rep, err := Run(context.Background(), cfg)
 	t.Log("\n" + rep.String())
 	if err != nil {

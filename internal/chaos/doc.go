@@ -41,10 +41,6 @@
 // file's final FileHistory shows it did not happen, the history says so
 // instead, which keeps the check fast; the same refinement etcd's tests make.
 //
-// FileHistory answers OK with no versions when a Delete commits between
-// its two etcd reads; until that is fixed such answers are counted and not
-// checked (Config.StrictHistory checks them).
-//
 // The disk-full fault mounts a tmpfs and needs root; without it the fault
 // is skipped with a logged reason. A run that is killed leaves it mounted
 // on DIR/disk: unmount it before removing DIR. Pools and workers are separate processes

@@ -49,13 +49,6 @@ type Config struct {
 	Artifacts string
 	// Log receives progress lines (faults, phases); nil discards them.
 	Log io.Writer
-	// StrictHistory checks FileHistory answers that list no versions. The
-	// pool answers so when a Delete commits between FileHistory's two etcd
-	// reads (the file's record, then its manifests): the file is gone, and
-	// a linearizable FileHistory would answer NotFound. Until that is
-	// fixed such answers are counted in the report and left out of the
-	// check; with StrictHistory they fail it.
-	StrictHistory bool
 }
 
 // DefaultConfig returns a configuration for a run of exe with its data in

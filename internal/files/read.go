@@ -311,15 +311,23 @@ func (s *Service) FileHistory(ctx context.Context, req *v1.FileHistoryRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if _, err := s.load(ctx, user, req.FileId, 0); err != nil {
+	if err := checkFileID(req.FileId); err != nil {
 		return nil, err
 	}
-	resp, err := s.cli.Get(ctx, s.keys.manifests(req.FileId), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend))
+	// The file's record and its manifests in one read: a Delete that
+	// commits between two reads would make an existing file look empty.
+	txn, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.keys.file(user, req.FileId)),
+		clientv3.OpGet(s.keys.manifests(req.FileId), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
+	).Commit()
 	if err != nil {
 		return nil, serving.EtcdError(err)
 	}
+	if len(txn.Responses[0].GetResponseRange().Kvs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)
+	}
 	out := &v1.FileHistoryResponse{}
-	for _, kv := range resp.Kvs {
+	for _, kv := range txn.Responses[1].GetResponseRange().Kvs {
 		if m, err := unmarshalManifest(kv.Value); err == nil && m.Owner == user {
 			out.Versions = append(out.Versions, s.withRedundancy(ctx, m))
 		}
