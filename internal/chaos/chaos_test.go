@@ -4,11 +4,11 @@ import (
 	"context"
 	"flag"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/proctest"
 )
 
 var (
@@ -34,10 +34,9 @@ func envDuration(name string, def time.Duration) time.Duration {
 // stopped past its lease and a disk fills: the history is linearizable,
 // and afterwards every file is readable and at full redundancy.
 func TestLinearizableUnderFaults(t *testing.T) {
-	binary := filepath.Join(t.TempDir(), "taskworker")
-	build := exec.Command("go", "build", "-o", binary, "github.com/hivemind/taskworker/cmd/taskworker")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building taskworker: %v\n%s", err, out)
+	binary, err := proctest.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
 	}
 	seed := *seedFlag
 	if seed == 0 {

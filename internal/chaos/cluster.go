@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/pool"
+	"github.com/hivemind/taskworker/internal/proctest"
 )
 
 // cluster is the network under test: an etcd in this process (so that
@@ -25,9 +25,9 @@ import (
 type cluster struct {
 	cfg      Config
 	etcd     *etcdserver.Server
-	pools    []*process
+	pools    []*proctest.Process
 	balancer *balancer
-	workers  []*process
+	workers  []*proctest.Process
 	token    string // admin
 	// disk is the tmpfs that worker 0's data directory is on, "" when none
 	// could be mounted.
@@ -48,7 +48,7 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 	}
 	addrs := make([]string, 2)
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = proctest.FreeAddr(); err != nil {
 			return nil, err
 		}
 	}
@@ -71,7 +71,7 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 				}
 			}
 		}
-		p := &process{name: fmt.Sprintf("pool%d", i), exe: cfg.Executable, logDir: cfg.Dir, args: []string{"pool",
+		p := &proctest.Process{Name: fmt.Sprintf("pool%d", i), Exe: cfg.Executable, Log: dir + ".log", Args: []string{"pool",
 			"--listen", addr, "--data-dir", dir, "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","),
 			"--lease-ttl", cfg.LeaseTTL.String(), "--repair-grace", "1s", "--block-size", "65536",
 			"--gc-min-age", "30s", "--log-level", "debug"}}
@@ -94,10 +94,10 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 		if i == 0 && c.disk != "" {
 			dataDir = filepath.Join(c.disk, "data")
 		}
-		w := &process{name: id, exe: cfg.Executable, logDir: cfg.Dir, args: []string{"worker", "--id", id,
+		w := &proctest.Process{Name: id, Exe: cfg.Executable, Log: filepath.Join(cfg.Dir, id+".log"), Args: []string{"worker", "--id", id,
 			"--pool", c.balancer.addr(), "--listen", "127.0.0.1:0", "--data-dir", dataDir,
 			"--join-token-file", filepath.Join(cfg.Dir, "pool0", pool.JoinTokenFile), "--log-level", "debug"}}
-		if err := w.start(); err != nil {
+		if err := w.Start(); err != nil {
 			return nil, err
 		}
 		c.workers = append(c.workers, w)
@@ -128,33 +128,17 @@ func (c *cluster) mountDisk() string {
 }
 
 func (c *cluster) startPool(ctx context.Context, i int) error {
-	if err := c.pools[i].start(); err != nil {
+	p := c.pools[i]
+	if err := p.Start(); err != nil {
 		return err
 	}
-	// Ready once it answers with the admin token (read from its own
-	// directory: on the first start it writes it).
-	deadline := time.Now().Add(time.Minute)
-	for {
-		b, _ := os.ReadFile(filepath.Join(c.cfg.Dir, fmt.Sprintf("pool%d", i), pool.AdminTokenFile))
-		if tok := strings.TrimSpace(string(b)); tok != "" {
-			if cl, err := taskworker.Dial(c.balancer.backends[i], taskworker.WithToken(tok)); err == nil {
-				cctx, cancel := context.WithTimeout(ctx, time.Second)
-				_, err = cl.Workers(cctx)
-				cancel()
-				cl.Close()
-				if err == nil {
-					return nil
-				}
-			}
-		}
-		if c.pools[i].exited() {
-			return fmt.Errorf("pool%d exited at start; see %s", i, c.pools[i].logPath())
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("pool%d did not serve within a minute; see %s", i, c.pools[i].logPath())
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	_, err := proctest.WaitPool(ctx, p, c.balancer.backends[i], filepath.Join(c.cfg.Dir, p.Name, pool.AdminTokenFile))
+	if err != nil {
+		return fmt.Errorf("%w; see %s", err, p.Log)
 	}
+	return nil
 }
 
 // waitWorkers waits until the pools list every worker.
@@ -183,10 +167,10 @@ func (c *cluster) waitWorkers(ctx context.Context, within time.Duration) error {
 // stop kills everything and unmounts the tmpfs.
 func (c *cluster) stop() {
 	for _, w := range c.workers {
-		w.kill()
+		w.Kill()
 	}
 	for _, p := range c.pools {
-		p.kill()
+		p.Kill()
 	}
 	if c.balancer != nil {
 		c.balancer.close()
@@ -197,86 +181,6 @@ func (c *cluster) stop() {
 	if c.disk != "" {
 		_ = syscall.Unmount(c.disk, 0)
 	}
-}
-
-// process is a taskworker child process that can be killed, stopped and
-// started again with the same arguments. Its output is appended to
-// logDir/name.log across restarts.
-type process struct {
-	name, exe, logDir string
-	args              []string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func (p *process) logPath() string { return filepath.Join(p.logDir, p.name+".log") }
-
-func (p *process) start() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	log, err := os.OpenFile(p.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(log, "=== %s start\n", time.Now().Format(time.RFC3339Nano))
-	cmd := exec.Command(p.exe, p.args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("starting %s: %w", p.name, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		log.Close()
-		close(done)
-	}()
-	p.cmd, p.done = cmd, done
-	return nil
-}
-
-// signal sends sig to the running process.
-func (p *process) signal(sig syscall.Signal) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd != nil {
-		_ = p.cmd.Process.Signal(sig)
-	}
-}
-
-// kill SIGKILLs the process and waits for it to be gone.
-func (p *process) kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
-}
-
-func (p *process) exited() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // balancer forwards each TCP connection to the first pool, in turn, that

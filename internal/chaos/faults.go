@@ -94,29 +94,29 @@ func (in *injector) inject(ctx context.Context, f Fault) error {
 	switch f {
 	case FaultKillWorker:
 		w := c.workers[in.rng.IntN(len(c.workers))]
-		in.c.cfg.logf("fault: SIGKILL %s", w.name)
-		w.kill()
+		in.c.cfg.logf("fault: SIGKILL %s", w.Name)
+		w.Kill()
 		hold(time.Duration(in.rng.Int64N(int64(2 * lease))))
-		return w.start()
+		return w.Start()
 	case FaultKillPool:
 		i := in.rng.IntN(len(c.pools))
 		in.c.cfg.logf("fault: SIGKILL pool%d", i)
-		c.pools[i].kill()
+		c.pools[i].Kill()
 		hold(time.Duration(in.rng.Int64N(int64(2 * lease))))
 		return c.startPool(context.WithoutCancel(ctx), i)
 	case FaultStopWorker:
 		w := c.workers[in.rng.IntN(len(c.workers))]
 		d := lease + time.Duration(in.rng.Int64N(int64(lease)))
-		in.c.cfg.logf("fault: SIGSTOP %s for %s", w.name, d)
-		w.signal(syscall.SIGSTOP)
+		in.c.cfg.logf("fault: SIGSTOP %s for %s", w.Name, d)
+		_ = w.Signal(syscall.SIGSTOP)
 		hold(d)
-		w.signal(syscall.SIGCONT)
+		_ = w.Signal(syscall.SIGCONT)
 		return nil
 	case FaultFillDisk:
 		if c.disk == "" {
 			return nil // skipped, as logged at start
 		}
-		in.c.cfg.logf("fault: fill the disk of %s", c.workers[0].name)
+		in.c.cfg.logf("fault: fill the disk of %s", c.workers[0].Name)
 		filler := filepath.Join(c.disk, "filler")
 		if err := fill(filler); err != nil {
 			return err

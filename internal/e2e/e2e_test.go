@@ -44,7 +44,7 @@ func TestWorkerKilledUnderLoad(t *testing.T) {
 		})
 	}
 	time.Sleep(time.Second)
-	n.workers[1].kill()
+	n.workers[1].Kill()
 	killed := time.Now()
 	time.Sleep(2 * time.Second)
 	close(stop)
@@ -95,7 +95,7 @@ func TestPoolKilledAndRestarted(t *testing.T) {
 	if ok.Load() == 0 {
 		t.Fatal("no call succeeded before the pool was killed")
 	}
-	n.pool.kill()
+	n.pool.Kill()
 	time.Sleep(3 * time.Second) // past the workers' leases
 	n.startPool()
 	n.waitWorkers(3, 20*time.Second)
@@ -134,13 +134,13 @@ func TestUp(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "3" {
 		t.Fatalf("call add 1 2 through the env file: %q, %v", out, err)
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	_ = p.Signal(syscall.SIGINT)
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(30 * time.Second):
 		t.Fatal("up did not stop on SIGINT")
 	}
-	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+	if code := p.ExitCode(); code != 0 {
 		t.Errorf("up exited %d", code)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "env")); !os.IsNotExist(err) {

@@ -54,8 +54,8 @@ func TestFilesSurviveWorkerLoss(t *testing.T) {
 	for i := range 20 {
 		wg.Go(func() { push(100 + i) })
 	}
-	n.workers[1].kill()
-	n.workers[5].kill()
+	n.workers[1].Kill()
+	n.workers[5].Kill()
 	wg.Wait()
 	readAll := func(when string) {
 		t.Helper()
@@ -84,8 +84,8 @@ func TestFilesSurviveWorkerLoss(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	t.Logf("%d files at full redundancy after repair: %+v", len(stored), status())
-	n.workers[2].kill()
-	n.workers[6].kill()
+	n.workers[2].Kill()
+	n.workers[6].Kill()
 	readAll("four workers killed")
 }
 
@@ -105,7 +105,7 @@ func TestPoolKilledMidPush(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(700 * time.Millisecond)
-	n.pool.kill()
+	n.pool.Kill()
 	if err := <-done; err == nil {
 		t.Fatal("the upload succeeded although the pool was killed under it")
 	}

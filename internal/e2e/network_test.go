@@ -26,19 +26,19 @@ func TestSecondNetworkCannotTakeAWorkersDataDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(first.dir, "workers", "worker_001")
-	first.workers[0].kill()
+	first.workers[0].Kill()
 	before := cluster.Snapshot(t, dir)
 
 	second := startNetwork(t, 0)
 	intruder := start(t, "second network's worker_001", nil, "worker", "--id", "worker_001", "--pool", second.poolAddr,
 		"--listen", "127.0.0.1:0", "--join-token-file", filepath.Join(second.dir, "join.token"), "--data-dir", dir)
 	select {
-	case <-intruder.done:
+	case <-intruder.Done():
 	case <-time.After(time.Minute):
-		t.Fatalf("the worker kept running on another network's data directory:\n%s", intruder.out.String())
+		t.Fatalf("the worker kept running on another network's data directory:\n%s", intruder.Output())
 	}
-	if code := intruder.cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(intruder.out.String(), "belongs to network") {
-		t.Fatalf("exit code %d, output:\n%s\nwant a failure saying the directory belongs to another network", code, intruder.out.String())
+	if code := intruder.ExitCode(); code == 0 || !strings.Contains(intruder.Output(), "belongs to network") {
+		t.Fatalf("exit code %d, output:\n%s\nwant a failure saying the directory belongs to another network", code, intruder.Output())
 	}
 	after := cluster.Snapshot(t, dir)
 	if len(after) != len(before) {

@@ -6,32 +6,26 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hivemind/taskworker"
+	"github.com/hivemind/taskworker/internal/proctest"
 )
 
 var binary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "taskworker-e2e-")
+	if err == nil {
+		binary, err = proctest.Build(dir)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "taskworker")
-	build := exec.Command("go", "build", "-o", binary, "github.com/hivemind/taskworker/cmd/taskworker")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building taskworker:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -39,61 +33,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// proc is a taskworker process; its output goes to the test log on failure.
-type proc struct {
-	t    *testing.T
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func start(t *testing.T, name string, stdout io.Writer, args ...string) *proc {
+// start starts a taskworker process; its output goes to the test log on
+// failure. Its stdout goes to stdout if not nil.
+func start(t *testing.T, name string, stdout io.Writer, args ...string) *proctest.Process {
 	t.Helper()
-	p := &proc{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(binary, args...)
-	p.cmd.Stderr = p.out
-	p.cmd.Stdout = p.out
-	if stdout != nil {
-		p.cmd.Stdout = stdout
-	}
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	p := &proctest.Process{Name: name, Exe: binary, Args: args, Stdout: stdout, Log: filepath.Join(t.TempDir(), "out.log")}
+	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		p.kill()
+		p.Kill()
 		if t.Failed() {
-			t.Logf("--- output of %s:\n%s", p.name, p.out.String())
+			t.Logf("--- output of %s:\n%s", p.Name, p.Output())
 		}
 	})
 	return p
-}
-
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.done
 }
 
 // network is a pool process and worker processes.
@@ -101,18 +55,17 @@ type network struct {
 	t        *testing.T
 	dir      string
 	poolAddr string
-	pool     *proc
-	workers  []*proc
+	pool     *proctest.Process
+	workers  []*proctest.Process
 	token    string
 }
 
 func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proctest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func startNetwork(t *testing.T, workers int) *network {
@@ -125,7 +78,7 @@ func startNetwork(t *testing.T, workers int) *network {
 	return n
 }
 
-func (n *network) startWorker(id string) *proc {
+func (n *network) startWorker(id string) *proctest.Process {
 	return start(n.t, id, nil, "worker", "--id", id, "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
 		"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--log-level", "debug",
 		"--data-dir", filepath.Join(n.dir, "workers", id))
@@ -134,25 +87,11 @@ func (n *network) startWorker(id string) *proc {
 func (n *network) startPool() {
 	n.pool = start(n.t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
 		"--repair-grace", "1s", "--log-level", "debug")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		b, err := os.ReadFile(filepath.Join(n.dir, "admin.token"))
-		if err == nil {
-			n.token = strings.TrimSpace(string(b))
-			if c, err := taskworker.Dial(n.poolAddr, taskworker.WithToken(n.token)); err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_, err = c.Workers(ctx)
-				cancel()
-				c.Close()
-				if err == nil {
-					return
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			n.t.Fatal("the pool did not come up")
-		}
-		time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var err error
+	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token")); err != nil {
+		n.t.Fatalf("the pool did not come up: %v", err)
 	}
 }
 

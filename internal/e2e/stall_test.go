@@ -217,11 +217,11 @@ func TestWorkerStoppedMidCall(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	w := n.workers[0]
-	if err := w.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := w.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	stopped.Store(true)
-	defer func() { _ = w.cmd.Process.Signal(syscall.SIGCONT) }()
+	defer func() { _ = w.Signal(syscall.SIGCONT) }()
 	n.waitWorkers(1, 30*time.Second) // the lease (2s) lapses: retired
 	time.Sleep(time.Second)
 	close(stop)
@@ -236,7 +236,7 @@ func TestWorkerStoppedMidCall(t *testing.T) {
 		t.Error("no call succeeded on the other worker while one was stopped")
 	}
 
-	if err := w.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := w.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	n.waitWorkers(2, 30*time.Second)
@@ -257,10 +257,10 @@ func TestPoolStoppedMidCall(t *testing.T) {
 		inFlight = callAll(c, 20, "sleep", []byte("[1000]"), deadline)
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if err := n.pool.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := n.pool.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = n.pool.cmd.Process.Signal(syscall.SIGCONT) }()
+	defer func() { _ = n.pool.Signal(syscall.SIGCONT) }()
 	later := callAll(c, 20, "add", []byte("[1, 2]"), deadline)
 	<-done
 	for i, o := range append(inFlight, later...) {
@@ -278,16 +278,16 @@ func TestPoolStoppedMidCall(t *testing.T) {
 	// replies to the pool cannot hold it (its own stop gives its calls 30 s;
 	// it must not need them).
 	w := n.workers[1]
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := w.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-w.done:
+	case <-w.Done():
 	case <-time.After(25 * time.Second):
 		t.Error("a worker told to stop while the pool is stopped still runs after 25s")
 	}
 
-	if err := n.pool.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := n.pool.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
 	untilAllOK(t, c, "after the pool resumed")

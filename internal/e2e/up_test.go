@@ -10,11 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/proctest"
 )
 
 // startUp runs `taskworker up` with args and returns it once it has
 // printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN).
-func startUp(t *testing.T, args ...string) (*proc, map[string]string) {
+func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string) {
 	t.Helper()
 	stdout, w, err := os.Pipe()
 	if err != nil {
@@ -31,7 +33,7 @@ func startUp(t *testing.T, args ...string) (*proc, map[string]string) {
 	}
 	go io.Copy(io.Discard, stdout)
 	if vars["TASKWORKER_POOL"] == "" {
-		t.Fatalf("up printed no env; its output:\n%s", p.out.String())
+		t.Fatalf("up printed no env; its output:\n%s", p.Output())
 	}
 	return p, vars
 }
@@ -58,7 +60,7 @@ func TestUpRestartAfterKill(t *testing.T) {
 	t.Setenv("TASKWORKER_TOKEN", "")
 	addr := freeAddr(t)
 	first, _ := startUp(t, "--workers", "2", "--listen", addr)
-	first.kill()
+	first.Kill()
 	_, vars := startUp(t, "--workers", "2", "--listen", addr)
 	if vars["TASKWORKER_POOL"] != addr {
 		t.Fatalf("restarted up printed %v", vars)
@@ -140,7 +142,7 @@ func TestReadmeRealNetworkBesideUp(t *testing.T) {
 }
 
 // waitFile waits for p to write a file.
-func waitFile(t *testing.T, path string, p *proc) {
+func waitFile(t *testing.T, path string, p *proctest.Process) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -148,8 +150,8 @@ func waitFile(t *testing.T, path string, p *proc) {
 			return
 		}
 		select {
-		case <-p.done:
-			t.Fatalf("%s exited before writing %s:\n%s", p.name, path, p.out.String())
+		case <-p.Done():
+			t.Fatalf("%s exited before writing %s:\n%s", p.Name, path, p.Output())
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -1,0 +1,141 @@
+package proctest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hivemind/taskworker"
+)
+
+// Build builds cmd/taskworker into dir and returns the binary's path.
+func Build(dir string) (string, error) {
+	binary := filepath.Join(dir, "taskworker")
+	out, err := exec.Command("go", "build", "-o", binary, "github.com/hivemind/taskworker/cmd/taskworker").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building taskworker: %v\n%s", err, out)
+	}
+	return binary, nil
+}
+
+// FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// Process is a child process of Exe with Args, called Name in messages.
+// Start may be called again once a run has ended, with the same arguments.
+type Process struct {
+	Name, Exe string
+	Args      []string
+	// Log is the file every run appends its output to, after a line with
+	// its start time; Stdout, if set, receives the standard output instead.
+	Log    string
+	Stdout io.Writer
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start starts a run of the process.
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	log, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "=== %s start\n", time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.Exe, p.Args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if p.Stdout != nil {
+		cmd.Stdout = p.Stdout
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("starting %s: %w", p.Name, err)
+	}
+	p.cmd, p.done = cmd, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		log.Close()
+		close(done)
+	}(p.done)
+	return nil
+}
+
+// Signal sends sig to the current run.
+func (p *Process) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Signal(sig)
+}
+
+// Kill SIGKILLs the current run, if any, and waits for it to end.
+func (p *Process) Kill() {
+	if done := p.Done(); done != nil {
+		_ = p.Signal(syscall.SIGKILL)
+		<-done
+	}
+}
+
+// Done is closed when the current run ends; it is nil before Start.
+func (p *Process) Done() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done
+}
+
+// ExitCode is the exit code of the run, once Done is closed: -1 if killed.
+func (p *Process) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Output is what the runs wrote to Log.
+func (p *Process) Output() string {
+	b, _ := os.ReadFile(p.Log)
+	return string(b)
+}
+
+// WaitPool waits until the pool p serves at addr with the admin token it
+// writes to tokenFile, and returns the token; it fails if p exits first.
+func WaitPool(ctx context.Context, p *Process, addr, tokenFile string) (string, error) {
+	for {
+		b, _ := os.ReadFile(tokenFile)
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			if c, err := taskworker.Dial(addr, taskworker.WithToken(tok)); err == nil {
+				cctx, cancel := context.WithTimeout(ctx, time.Second)
+				_, err = c.Workers(cctx)
+				cancel()
+				c.Close()
+				if err == nil {
+					return tok, nil
+				}
+			}
+		}
+		select {
+		case <-p.Done():
+			return "", fmt.Errorf("%s exited before it served", p.Name)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s did not serve at %s: %w", p.Name, addr, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
