@@ -1,7 +1,9 @@
 // Package serving holds what the pool's and the worker's gRPC servers share
 // beyond authorization (package auth): stopping gracefully within a
-// deadline, and the status a failure of the control plane (etcd) reaches a
-// caller with.
+// deadline, the status a failure of the control plane (etcd) reaches a
+// caller with, and the mark on a write's failure that says it did not take
+// effect (NotCommitted), which lets a client tell a definite failure from
+// an ambiguous one.
 //
 // # Caveats
 //

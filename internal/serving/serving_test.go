@@ -92,3 +92,33 @@ func TestGracefulStop(t *testing.T) {
 		t.Errorf("GracefulStop of an idle server: %v", err)
 	}
 }
+
+func TestNotCommitted(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil stays nil", nil, false},
+		{"a plain error is not a status", errors.New("boom"), false},
+		{"an Unavailable status", status.Error(codes.Unavailable, "down"), true},
+		{"already marked", serving.NotCommitted(status.Error(codes.Aborted, "race")), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := serving.NotCommitted(tt.err)
+			if serving.IsNotCommitted(got) != tt.want {
+				t.Fatalf("serving.IsNotCommitted(NotCommitted(%v)) = %v, want %v", tt.err, !tt.want, tt.want)
+			}
+			if tt.err == nil && got != nil {
+				t.Fatalf("serving.NotCommitted(nil) = %v", got)
+			}
+			if tt.err != nil && status.Code(got) != status.Code(tt.err) {
+				t.Fatalf("code changed: %v -> %v", status.Code(tt.err), status.Code(got))
+			}
+		})
+	}
+	if serving.IsNotCommitted(status.Error(codes.Unavailable, "down")) {
+		t.Fatal("an unmarked status reads as not committed")
+	}
+}
