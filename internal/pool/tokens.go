@@ -20,6 +20,7 @@ import (
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Files in the pool's data directory holding the bootstrap tokens.
@@ -211,4 +212,18 @@ func checkUser(ctx context.Context, userID string) (string, error) {
 		return userID, nil
 	}
 	return "", status.Errorf(codes.PermissionDenied, "user_id %q does not match the token's user %q; leave user_id empty or use that user's token", userID, id.User)
+}
+
+// redeemJoin checks a join token presented to enrol a new worker and
+// records its use. It is the one place a join token is spent: its expiry
+// and its count of uses are checked here.
+func (s *tokenStore) redeemJoin(ctx context.Context, token string) (tokenRecord, error) {
+	rec, ok, err := s.lookup(ctx, token)
+	if err != nil {
+		return tokenRecord{}, serving.EtcdError(err)
+	}
+	if !ok || rec.Role != v1.Role_ROLE_WORKER {
+		return tokenRecord{}, status.Error(codes.Unauthenticated, "join token not recognised: it expired, was used up or revoked, or belongs to another network; ask the operator for one (taskworker token create --join)")
+	}
+	return rec, nil
 }
