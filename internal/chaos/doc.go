@@ -40,6 +40,9 @@
 // returns it (see resolve). Where a later read saw its content, or the
 // file's final FileHistory shows it did not happen, the history says so
 // instead, which keeps the check fast; the same refinement etcd's tests make.
+// A write whose failure the pool marks as not committed (serving.NotCommitted)
+// did nothing, and the check holds the pool to it: a file or version such a
+// write would have made fails the check.
 //
 // The disk-full fault mounts a tmpfs and needs root; without it the fault
 // is skipped with a logged reason. A run that is killed leaves it mounted

@@ -44,7 +44,8 @@ const never = math.MaxInt64 / 2
 // robustness tests do, so that faults that leave many calls ambiguous do not
 // make the check exponential:
 //
-//   - failed reads say nothing and are dropped;
+//   - failed reads say nothing, and writes that failed definitely
+//     (Failed) did nothing: both are dropped;
 //   - an ambiguous Revise whose content some successful read later saw did
 //     take effect: it becomes a success at the version seen, returning no
 //     later than the first read that saw it;
@@ -55,6 +56,9 @@ const never = math.MaxInt64 / 2
 //     content the final FileHistory (complete: versions are only ever
 //     removed with the whole file) does not hold did not take effect, and is
 //     dropped;
+//   - an ambiguous write to a file whose Delete was acknowledged can only
+//     have taken effect before that Delete returned (file ids are never
+//     reused): it returns then, or is dropped if it was called after;
 //   - any other ambiguous write keeps an unknown effect and never returns.
 //
 // existing holds the files that exist at the end, whose final FileHistory
@@ -77,12 +81,17 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 		}
 		content[fileVersion{file, version}] = sha
 	}
+	deleted := map[string]int64{} // file -> return of its first acknowledged Delete
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
 		if out.Result != OK {
 			continue
 		}
 		switch in.Op {
+		case OpDelete:
+			if r, ok := deleted[in.File]; !ok || op.Return < r {
+				deleted[in.File] = op.Return
+			}
 		case OpGet:
 			see(in.File, out.SHA, out.Version, op.Return)
 		case OpHistory:
@@ -94,6 +103,9 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 	var out []porcupine.Operation
 	for _, op := range ops {
 		in, o := op.Input.(Input), op.Output.(Output)
+		if o.Result == Failed {
+			continue
+		}
 		if o.Result != Ambiguous {
 			out = append(out, op)
 			continue
@@ -116,6 +128,12 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 			continue // the final state shows it did not take effect
 		}
 		op.Return = never
+		if d, ok := deleted[in.File]; ok {
+			if op.Call > d {
+				continue // the file was gone before the call
+			}
+			op.Return = d
+		}
 		out = append(out, op)
 	}
 	return out

@@ -39,10 +39,13 @@ const (
 	// Ambiguous: the call failed in a way that does not say whether it took
 	// effect (Unavailable, DeadlineExceeded, a broken connection, ...).
 	Ambiguous
+	// Failed: a write the server said did not take effect (its status is
+	// marked serving.NotCommitted), or a read that failed.
+	Failed
 )
 
 func (r Result) String() string {
-	return [...]string{"ok", "not found", "refused", "ambiguous"}[r]
+	return [...]string{"ok", "not found", "refused", "ambiguous", "failed"}[r]
 }
 
 // Input is an operation as called. Files are named by their id; content by
@@ -125,6 +128,9 @@ func entry(version int64, sha string) string { return fmt.Sprintf("%d:%s", versi
 // could follow s when in was called and out was seen. An ambiguous write
 // may or may not have taken effect, so both states follow it.
 func step(s fileState, in Input, out Output) []fileState {
+	if out.Result == Failed {
+		return []fileState{s}
+	}
 	next, could := apply(s, in)
 	if out.Result == Ambiguous {
 		if could && next != s {

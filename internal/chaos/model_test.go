@@ -60,6 +60,10 @@ func TestModel(t *testing.T) {
 		{"an ambiguous revision seen, then unseen", []porcupine.Operation{
 			push(0, 1, "a"), revise(0, 2, never, "b", 0, Output{Result: Ambiguous}),
 			get(1, 10, 11, 2, "b"), get(1, 12, 13, 1, "a")}, false},
+		{"a revision that failed definitely did nothing", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: Failed}), get(1, 4, 5, 1, "a")}, true},
+		{"a revision that failed definitely read back", []porcupine.Operation{
+			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: Failed}), get(1, 4, 5, 2, "b")}, false},
 		{"a deleted file answers NotFound", []porcupine.Operation{
 			push(0, 1, "a"), del(0, 2, 3, OK), getGone(1, 4, 5), del(1, 6, 7, NotFound)}, true},
 		{"a deleted file read back", []porcupine.Operation{push(0, 1, "a"), del(0, 2, 3, OK), get(1, 4, 5, 1, "a")}, false},
@@ -80,8 +84,9 @@ func TestModel(t *testing.T) {
 
 // An ambiguous Revise is resolved by what reads saw: as a success if some
 // read saw its content, dropped if the file's final history or the version
-// it expected to follow shows it did not happen, left open (never
-// returning) otherwise.
+// it expected to follow shows it did not happen, bounded by the file's
+// acknowledged Delete, left open (never returning) otherwise. A write that
+// failed definitely is dropped.
 func TestResolve(t *testing.T) {
 	amb := func(file, sha string, call int64) porcupine.Operation {
 		return op(0, call, call+1, Input{Op: OpRevise, File: file, SHA: sha}, Output{Result: Ambiguous})
@@ -96,6 +101,11 @@ func TestResolve(t *testing.T) {
 		op(1, 8, 9, Input{Op: OpGet, File: "f"}, Output{Result: Ambiguous}),
 		op(1, 10, 12, Input{Op: OpHistory, File: "f"}, historyOutput("2:seen 1:a")),
 		op(1, 13, 14, Input{Op: OpPush, SHA: "p"}, Output{Result: Ambiguous}),
+		op(1, 14, 15, Input{Op: OpRevise, File: "f", SHA: "refused"}, Output{Result: Failed}),
+		op(0, 20, 21, Input{Op: OpPush, File: "d", SHA: "d1"}, Output{Result: OK, Version: 1}),
+		amb("d", "before delete", 22),
+		op(1, 23, 30, Input{Op: OpDelete, File: "d"}, Output{Result: OK}),
+		amb("d", "after delete", 31),
 	}
 	var got []string
 	for _, o := range resolve(ops, map[string]bool{"f": true}) {
@@ -112,6 +122,9 @@ func TestResolve(t *testing.T) {
 		"Revise x ambiguous v0 returns never",
 		"Get  ok v2 returns 8",
 		"FileHistory  ok v0 returns 12",
+		"Push d1 ok v1 returns 21",
+		"Revise before delete ambiguous v0 returns 30",
+		"Delete  ok v0 returns 30",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("resolved:\n%q\nwant\n%q", got, want)

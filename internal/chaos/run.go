@@ -360,7 +360,7 @@ func (w *workload) finalReads(ctx context.Context, client int, deadline time.Tim
 	retry := func(what, file string, read func() (Result, error)) bool {
 		for {
 			r, err := read()
-			if r != Ambiguous {
+			if r != Ambiguous && r != Failed {
 				return r == OK
 			}
 			if time.Now().After(deadline) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // opTimeout bounds each call, so that a call stuck on a stopped worker ends
@@ -131,6 +132,9 @@ func shaOf(b []byte) string {
 
 // classify turns a call's error into what it tells the caller.
 func classify(in Input, err error) Result {
+	if serving.IsNotCommitted(err) {
+		return Failed
+	}
 	switch status.Code(err) {
 	case codes.OK:
 		return OK
