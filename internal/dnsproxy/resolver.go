@@ -310,6 +310,9 @@ func (r *Resolver) lookup(ctx context.Context, k cacheKey) (rrset, error) {
 	if set, ok := r.cache.get(k, r.now()); ok {
 		return set, nil
 	}
+	if err := ctx.Err(); err != nil {
+		return rrset{}, err
+	}
 	set, _, err := r.flights.do(ctx, k, func() (rrset, error) {
 		// The query outlives a caller that gives up: others may wait for it,
 		// and its answer is cached. The upstream timeout bounds it.
