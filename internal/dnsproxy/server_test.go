@@ -2,8 +2,8 @@ package dnsproxy
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -39,11 +39,7 @@ func newUpstreamServer(t testing.TB, zone ...string) *upstreamServer {
 	for _, line := range zone {
 		s.add(t, line)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, ln, err := listenBoth("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,4 +214,11 @@ func newTestResolver(t testing.TB, cfg Config, allow Allowlist, dir Directory) *
 		t.Fatal(err)
 	}
 	return r
+}
+
+func writeFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
