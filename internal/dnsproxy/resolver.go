@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -235,7 +236,7 @@ func (r *Resolver) InZone(fqdn string) bool { return dns.IsSubDomain(r.zone, fqd
 // filter leaves out the addresses the policy refuses. An answer whose
 // addresses are all refused is an error naming the rule.
 func (r *Resolver) filter(ans Answer) (Answer, error) {
-	kept := ans.Records[:0:0]
+	kept := make([]Record, 0, len(ans.Records))
 	var first error
 	for _, rec := range ans.Records {
 		if rec.Type != dns.TypeA && rec.Type != dns.TypeAAAA {
@@ -262,7 +263,6 @@ func (r *Resolver) filter(ans Answer) (Answer, error) {
 func (r *Resolver) chase(ctx context.Context, fqdn string, qtype uint16) (Answer, error) {
 	ans := Answer{Name: fqdn, Type: qtype, TTL: r.cfg.MaxTTL}
 	cur := fqdn
-	seen := map[string]bool{fqdn: true}
 	for {
 		set, err := r.lookup(ctx, cacheKey{cur, qtype})
 		if err != nil {
@@ -271,16 +271,16 @@ func (r *Resolver) chase(ctx context.Context, fqdn string, qtype uint16) (Answer
 		ans.TTL = min(ans.TTL, max(set.expires.Sub(r.now()), time.Second))
 		switch {
 		case set.cname != "":
-			if seen[set.cname] {
+			if set.cname == fqdn || slices.Contains(ans.Chain, set.cname) {
 				return Answer{}, fmt.Errorf("%w: %s: the CNAME chain loops at %s", ErrCNAMEChain, display(fqdn), display(set.cname))
 			}
 			if len(ans.Chain) >= r.cfg.MaxCNAMEChain {
 				return Answer{}, fmt.Errorf("%w: %s: more than %d CNAMEs in a row", ErrCNAMEChain, display(fqdn), r.cfg.MaxCNAMEChain)
 			}
-			seen[set.cname] = true
 			ans.Chain = append(ans.Chain, set.cname)
 			cur = set.cname
 		case len(set.records) > 0:
+			ans.Records = make([]Record, 0, len(set.records))
 			for _, rr := range set.records {
 				if rec, ok := recordOf(rr); ok {
 					ans.Records = append(ans.Records, rec)
