@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -271,6 +272,7 @@ func TestListenerMalformedQueries(t *testing.T) {
 func TestListenerStopsWithItsContext(t *testing.T) {
 	up := newUpstreamServer(t)
 	r := newTestResolver(t, testConfig(up, nil), nil, testDirectory)
+	before := runtime.NumGoroutine()
 	ctx, cancel := context.WithCancel(t.Context())
 	l, err := r.Serve(ctx, "127.0.0.1:0")
 	if err != nil {
@@ -293,6 +295,13 @@ func TestListenerStopsWithItsContext(t *testing.T) {
 	}
 	if err := l.Close(); err != nil {
 		t.Errorf("Close after the context ended: %v", err)
+	}
+	// Every goroutine the listener started has ended.
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines before the listener, %d after it stopped", before, runtime.NumGoroutine())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -27,6 +27,7 @@ var testZone = []string{
 	"mixed.example. 300 IN A 10.0.0.2",
 	"mixed.example. 300 IN A 192.0.2.12",
 	"loopback6.example. 300 IN AAAA ::1",
+	"mapped.example. 300 IN AAAA ::ffff:10.0.0.1",
 	"toprivate.example. 300 IN CNAME private.example.",
 	"loop1.example. 300 IN CNAME loop2.example.",
 	"loop2.example. 300 IN CNAME loop1.example.",
@@ -108,6 +109,7 @@ func TestResolveErrors(t *testing.T) {
 		{"private.example", TypeAddresses, ErrAllAddressesRefused, "10.0.0.1"},
 		{"toprivate.example", dns.TypeA, ErrAllAddressesRefused, "rule: RFC 1918"},
 		{"loopback6.example", dns.TypeAAAA, ErrAllAddressesRefused, "rule: loopback"},
+		{"mapped.example", dns.TypeAAAA, ErrAllAddressesRefused, "rule: RFC 1918"}, // the policy sees the address as sent
 		{"loop1.example", dns.TypeA, ErrCNAMEChain, "loops"},
 		{"chain0.example", dns.TypeA, ErrCNAMEChain, "more than 8 CNAMEs"},
 		{"bad..example", dns.TypeA, ErrInvalidName, "empty label"},
