@@ -215,8 +215,9 @@ func (r *Resolver) Resolve(ctx context.Context, user, name string, qtype uint16)
 	case e6 == nil:
 		v4 = v6
 	default:
-		// Neither has records: say the most useful of the two reasons.
-		for _, target := range []error{ErrUpstream, ErrCNAMEChain, ErrNotFound} {
+		// Neither has records: say the most telling of the two reasons (a
+		// name that does not exist has neither; a failed question might).
+		for _, target := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrCNAMEChain, ErrUpstream} {
 			if errors.Is(e4, target) {
 				return Answer{}, e4
 			}
