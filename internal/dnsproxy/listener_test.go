@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,7 +116,10 @@ func TestListenerAnswersTheZone(t *testing.T) {
 
 func TestListenerIsNotAnOpenResolver(t *testing.T) {
 	up := newUpstreamServer(t, testZone...)
-	l := serveTest(t, newTestResolver(t, testConfig(up, nil), nil, testDirectory))
+	cfg := testConfig(up, nil)
+	// Recursion for another network than the asker's is none for the asker.
+	cfg.Recursive = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	l := serveTest(t, newTestResolver(t, cfg, nil, testDirectory))
 	for _, network := range []string{"udp", "tcp"} {
 		for _, q := range []struct {
 			name  string
@@ -141,7 +145,18 @@ func TestListenerRecursionForConfiguredSources(t *testing.T) {
 	up := newUpstreamServer(t, testZone...)
 	cfg := testConfig(up, nil)
 	cfg.Recursive = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	l := serveTest(t, newTestResolver(t, cfg, nil, testDirectory))
+	var users []string
+	var mu sync.Mutex
+	allow := func(user, name string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		users = append(users, user)
+		if name == "www.example." {
+			return fmt.Errorf("%s is not for the listener (rule: allowlist)", name)
+		}
+		return nil
+	}
+	l := serveTest(t, newTestResolver(t, cfg, allow, testDirectory))
 	for _, network := range []string{"udp", "tcp"} {
 		resp := ask(t, l, network, "alias2.example", dns.TypeA, 0)
 		if resp.Rcode != dns.RcodeSuccess || !resp.RecursionAvailable || resp.Authoritative {
@@ -157,6 +172,7 @@ func TestListenerRecursionForConfiguredSources(t *testing.T) {
 			rcode int
 		}{
 			{"private.example", dns.TypeA, dns.RcodeRefused}, // the same policy as ResolveDomain
+			{"www.example", dns.TypeA, dns.RcodeRefused},     // and the same allowlist
 			{"nosuch.example", dns.TypeA, dns.RcodeNameError},
 			{"v4only.example", dns.TypeAAAA, dns.RcodeSuccess},
 			{"www.example", dns.TypeMX, dns.RcodeNotImplemented},
@@ -164,6 +180,13 @@ func TestListenerRecursionForConfiguredSources(t *testing.T) {
 			if resp := ask(t, l, network, c.name, c.qtype, 0); resp.Rcode != c.rcode || len(resp.Answer) != 0 {
 				t.Errorf("%s %s %s: rcode %s, %d answers; want %s and none", network, c.name, dns.TypeToString[c.qtype], dns.RcodeToString[resp.Rcode], len(resp.Answer), dns.RcodeToString[c.rcode])
 			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, u := range users {
+		if u != "" {
+			t.Errorf("the listener asked the allowlist for user %q, want \"\"", u)
 		}
 	}
 }
