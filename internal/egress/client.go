@@ -267,7 +267,7 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := g.c.transport.RoundTrip(out)
 	if err != nil {
-		return nil, classify(t, err)
+		return nil, classify(req.Context(), t, err)
 	}
 	defer resp.Body.Close()
 	if ce := resp.Header.Get("Content-Encoding"); ce != "" && ce != "identity" && !g.s.redactor.empty() {
@@ -276,7 +276,7 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 	max := g.c.cfg.MaxResponseBytes
 	data, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
-		return nil, classify(t, fmt.Errorf("reading the response: %w", err))
+		return nil, classify(req.Context(), t, fmt.Errorf("reading the response: %w", err))
 	}
 	if int64(len(data)) > max {
 		return nil, fmt.Errorf("the response from %s is over %d bytes: %w", t, max, ErrResponseTooLarge)
@@ -293,9 +293,14 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // classify gives a transport's error a kind, keeping the kind it has.
-func classify(t Target, err error) error {
-	if KindOf(err) != KindUnknown {
+func classify(ctx context.Context, t Target, err error) error {
+	switch {
+	case KindOf(err) != KindUnknown:
 		return err
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return fmt.Errorf("%s: %v: %w", t, err, ErrTimeout)
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -350,8 +355,8 @@ func (c *Client) Fetch(ctx context.Context, s *Scope, r Request) (*Response, err
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
-			if KindOf(err) == KindUnknown && ue.Timeout() {
-				err = fmt.Errorf("%v: %w", err, ErrTimeout)
+			if !errors.Is(err, ErrTimeout) && (KindOf(err) == KindTimeout || KindOf(err) == KindUnknown && ue.Timeout()) {
+				err = fmt.Errorf("no complete answer within the time limit (%s, or the call's deadline): %v: %w", c.cfg.Timeout, err, ErrTimeout)
 			}
 		}
 		if KindOf(err) == KindUnknown {

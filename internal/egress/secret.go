@@ -295,11 +295,12 @@ func (r *Redactor) String(s string) string {
 	return s
 }
 
-// Header returns h with every value replaced in its names and values.
+// Header returns h with every value replaced in its values, and in its
+// names whatever their case (names are canonicalised on the way).
 func (r *Redactor) Header(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	for k, vs := range h {
-		rk := r.String(k)
+		rk := r.name(k)
 		for _, v := range vs {
 			out[rk] = append(out[rk], r.String(v))
 		}
@@ -320,6 +321,24 @@ func (r *Redactor) Error(err error) error {
 		return err
 	}
 	return &kindError{kind: KindOf(err), msg: red}
+}
+
+// name redacts a header name, ignoring case.
+func (r *Redactor) name(k string) string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	for _, sec := range r.secrets {
+		v := strings.ToLower(string(sec.value))
+		for from := 0; ; {
+			i := strings.Index(strings.ToLower(k[from:]), v)
+			if i < 0 || len(strings.ToLower(k[from:])) != len(k[from:]) {
+				break
+			}
+			k = k[:from+i] + string(sec.mark) + k[from+i+len(v):]
+			from += i + len(sec.mark)
+		}
+	}
+	return k
 }
 
 func (r *Redactor) empty() bool {
