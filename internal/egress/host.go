@@ -1,11 +1,13 @@
 package egress
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/net/idna"
 )
@@ -60,6 +62,9 @@ func normalizeHost(h string) (string, netip.Addr, error) {
 		return a.String(), a, nil
 	}
 	name := strings.TrimSuffix(h, ".")
+	if name == "" || strings.HasSuffix(name, ".") || strings.HasPrefix(name, ".") {
+		return "", netip.Addr{}, fmt.Errorf("host %q has an empty label: %w", h, ErrInvalidURL)
+	}
 	if looksNumeric(name) {
 		a, canonical, ok := parseIPv4Loose(name)
 		switch {
@@ -71,7 +76,15 @@ func normalizeHost(h string) (string, netip.Addr, error) {
 		return a.String(), a, nil
 	}
 	ascii, err := hostProfile.ToASCII(name)
-	if err != nil || ascii == "" {
+	if err == nil {
+		// The ASCII form must be its own ASCII form, or two layers
+		// could read one name two ways.
+		again, err2 := hostProfile.ToASCII(ascii)
+		if err2 != nil || again != ascii {
+			err = errors.New("not stable")
+		}
+	}
+	if err != nil || ascii == "" || !utf8.ValidString(name) {
 		return "", netip.Addr{}, fmt.Errorf("host %q is not a valid host name (letters, digits and hyphens in dot-separated labels, or an internationalised name): %w", h, ErrInvalidURL)
 	}
 	// A name whose last label maps to digits (full-width digits, say) is
