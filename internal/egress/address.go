@@ -35,7 +35,7 @@ var blocked = mustRanges(
 	"10.0.0.0/8", "private (RFC 1918)",
 	"100.64.0.0/10", "carrier-grade NAT (shared address space)",
 	"127.0.0.0/8", "loopback",
-	"169.254.0.0/16", "link-local (cloud metadata services live here)",
+	"169.254.0.0/16", "link-local (where cloud metadata services answer)",
 	"172.16.0.0/12", "private (RFC 1918)",
 	"192.0.0.0/24", "reserved (IETF protocol assignments)",
 	"192.0.2.0/24", "documentation",
@@ -126,7 +126,7 @@ func (e *AddressError) Error() string {
 		fmt.Fprintf(&b, ": %s: outbound requests may not reach it", e.Reason)
 		return b.String()
 	}
-	fmt.Fprintf(&b, " is %s (%s): outbound requests may not reach it; the pool's operator may allow that network with %s %s",
+	fmt.Fprintf(&b, " is %s, in %s: outbound requests may not reach it; the pool's operator may allow that network with %s %s",
 		e.Reason, e.Range, AllowNetFlag, e.Range)
 	return b.String()
 }
