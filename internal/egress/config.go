@@ -105,11 +105,13 @@ type Resolver interface {
 	LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error)
 }
 
-// SystemResolver is the system's resolver, asked for absolute names (a
-// trailing dot), so that a short name never picks up a search domain.
+// SystemResolver is the system's resolver, with the system's rules (the
+// hosts file, search domains). Whatever it answers, the address policy
+// judges: a search domain that turns a name into an internal one leads to an
+// internal address, which is refused unless the operator allowed its network.
 type SystemResolver struct{}
 
-// LookupNetIP resolves host as an absolute name.
+// LookupNetIP resolves host.
 func (SystemResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
-	return net.DefaultResolver.LookupNetIP(ctx, network, host+".")
+	return net.DefaultResolver.LookupNetIP(ctx, network, host)
 }
