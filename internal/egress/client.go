@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -161,13 +162,38 @@ func (c *Client) NewScope(sc ScopeConfig) *Scope {
 	if n <= 0 {
 		n = c.cfg.MaxRequestsPerCall
 	}
-	s := &Scope{allow: sc.Allow, grants: sc.Grants, secrets: sc.Secrets, max: n, budget: make(chan struct{}, n)}
-	if s.secrets == nil {
+	s := &Scope{allow: sc.Allow, grants: sc.Grants, max: n, budget: make(chan struct{}, n)}
+	if sc.Secrets == nil {
 		s.secrets = SecretsFunc(func(context.Context, string) ([]byte, error) {
 			return nil, fmt.Errorf("no secrets are available to this call: %w", ErrSecretNotGranted)
 		})
+	} else {
+		s.secrets = &onceSecrets{from: sc.Secrets, values: map[string][]byte{}}
 	}
 	return s
+}
+
+// onceSecrets looks each secret up once per call: one read (one audit
+// record) however many requests and redirects carry it, and one value for
+// the whole call even if the secret is rotated meanwhile.
+type onceSecrets struct {
+	from   Secrets
+	mu     sync.Mutex
+	values map[string][]byte
+}
+
+func (o *onceSecrets) Secret(ctx context.Context, name string) ([]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if v, ok := o.values[name]; ok {
+		return v, nil
+	}
+	v, err := o.from.Secret(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	o.values[name] = v
+	return v, nil
 }
 
 // take spends one request of the budget.

@@ -23,7 +23,8 @@
 //     addresses after resolving, and dials what it checked").
 //   - [Scope]: one function call's rights and budget: its allowlist, its
 //     secret [Grants], a lookup of [Secrets], and how many requests it may
-//     still make. Every request and every redirect is checked against it.
+//     still make. Every request and every redirect is checked against it;
+//     each secret is read once per call, however many requests carry it.
 //     [Client.Fetch] takes a [Request] held in memory; [Client.HTTPClient]
 //     is the same as an *http.Client.
 //

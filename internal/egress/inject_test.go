@@ -174,11 +174,20 @@ func TestSecretInjectionAndRedaction(t *testing.T) {
 	})
 
 	t.Run("redirect to a granted host", func(t *testing.T) {
-		resp, err := c.Fetch(context.Background(), scope(), Request{Method: "POST", URL: api + "/to-granted", Header: auth, Body: []byte("b")})
+		store.looked = nil
+		s := scope()
+		resp, err := c.Fetch(context.Background(), s, Request{Method: "POST", URL: api + "/to-granted", Header: auth, Body: []byte("b")})
 		if err != nil {
 			t.Fatal(err)
 		}
 		noSecretResp(t, resp)
+		if _, err := c.Fetch(context.Background(), s, Request{URL: api + "/", Header: auth}); err != nil {
+			t.Fatal(err)
+		}
+		// Three requests carried it; the call read it once.
+		if len(store.looked) != 1 || s.Used() != 3 {
+			t.Errorf("looked up %v, used %d", store.looked, s.Used())
+		}
 	})
 
 	t.Run("redirect to an allowed host the secret is not granted for", func(t *testing.T) {
