@@ -141,11 +141,13 @@ func Inject(ctx context.Context, req *http.Request, t Target, query bool, grants
 			return nil, nil, err
 		}
 		dk, err := url.QueryUnescape(k)
-		if err == nil {
-			err = noTemplate("query key", dk)
-		}
-		if err != nil && strings.Contains(p, templateOpen) {
-			return nil, nil, fmt.Errorf("query parameter %q: %w", cut(k), err)
+		switch {
+		case err == nil:
+			if err := noTemplate("query key", dk); err != nil {
+				return nil, nil, err
+			}
+		case strings.Contains(p, templateOpen):
+			return nil, nil, fmt.Errorf("query parameter %q is not escaped correctly around its template: %w", cut(k), ErrTemplate)
 		}
 		dv, err := url.QueryUnescape(v)
 		if err != nil {

@@ -80,6 +80,8 @@ func TestInject(t *testing.T) {
 		{name: "in path", url: "https://api.example.com/{{secret:API_KEY}}/x", err: ErrTemplate, errPart: "path"},
 		{name: "in escaped path", url: "https://api.example.com/%7B%7Bsecret:API_KEY%7D%7D", err: ErrTemplate, errPart: "path"},
 		{name: "in query key", url: "https://api.example.com/?{{secret:API_KEY}}=1", err: ErrTemplate, errPart: "query key"},
+		{name: "in escaped query key", url: "https://api.example.com/?%7B%7Bsecret:API_KEY%7D%7D=1", err: ErrTemplate, errPart: "query key"},
+		{name: "badly escaped query key", url: "https://api.example.com/?%zz=a{{secret:API_KEY}}", err: ErrTemplate, errPart: "not escaped correctly"},
 		{name: "in header name", url: "https://api.example.com/",
 			header: http.Header{"{{secret:API_KEY}}": {"1"}}, err: ErrTemplate, errPart: "header name"},
 		{name: "unclosed", url: "https://api.example.com/",
