@@ -257,6 +257,15 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	size := len(u.String())
+	for k, vs := range req.Header {
+		for _, v := range vs {
+			size += len(k) + len(v) + 4
+		}
+	}
+	if int64(size) > g.c.cfg.MaxHeaderBytes {
+		return nil, fmt.Errorf("the request's URL and headers to %s are over %d bytes: send less: %w", t, g.c.cfg.MaxHeaderBytes, ErrRequestTooLarge)
+	}
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
 		body, err = io.ReadAll(io.LimitReader(req.Body, g.c.cfg.MaxRequestBytes+1))

@@ -412,6 +412,12 @@ func TestFetchLimits(t *testing.T) {
 		t.Errorf("a body over the limit reached the server")
 	}
 
+	_, err = fetch(nil, Request{URL: "/", Header: http.Header{"X-Big": {strings.Repeat("x", 64<<10)}}})
+	wantErr(t, err, ErrRequestTooLarge, codes.InvalidArgument, "headers")
+	if srv.hits.Load() != hits+1 {
+		t.Errorf("headers over the limit reached the server")
+	}
+
 	_, err = fetch(nil, Request{URL: "/stall"})
 	wantErr(t, err, ErrTimeout, codes.DeadlineExceeded)
 

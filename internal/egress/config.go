@@ -24,7 +24,7 @@ type Config struct {
 
 	MaxRequestBytes  int64         // a request body's size; default 1 MiB
 	MaxResponseBytes int64         // a response body's size, after decoding; default 8 MiB
-	MaxHeaderBytes   int64         // a response's headers; default 64 KiB
+	MaxHeaderBytes   int64         // a request's URL and headers, and a response's headers; default 64 KiB
 	Timeout          time.Duration // one request, redirects and body included; default 30 s
 	DialTimeout      time.Duration // resolving, connecting and the TLS handshake; default 10 s
 	MaxRedirects     int           // redirects followed per request; default 5
