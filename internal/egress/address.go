@@ -68,7 +68,7 @@ var blocked = mustRanges(
 
 // embedded is the IPv4 address an IPv6 address carries in one of the forms
 // that route to it (IPv4-compatible, NAT64, 6to4, Teredo), and the form's
-// name. IPv4-mapped addresses are unmapped before, since the kernel dials
+// name (IPv4-translated is SIIT's ::ffff:0:a.b.c.d). IPv4-mapped addresses are unmapped before, since the kernel dials
 // them as IPv4.
 func embedded(a netip.Addr) (netip.Addr, string, bool) {
 	if !a.Is6() {
@@ -81,6 +81,8 @@ func embedded(a netip.Addr) (netip.Addr, string, bool) {
 		return v4(12), "IPv4-compatible", true
 	case prefixNAT64.Contains(a):
 		return v4(12), "NAT64", true
+	case prefixIPv4Translated.Contains(a):
+		return v4(12), "IPv4-translated", true
 	case prefix6to4.Contains(a):
 		return v4(2), "6to4", true
 	case prefixTeredo.Contains(a):
@@ -98,6 +100,7 @@ var (
 	prefixIPv4Mapped     = netip.MustParsePrefix("::ffff:0:0/96")
 	prefixIPv4Compatible = netip.MustParsePrefix("::/96")
 	prefixNAT64          = netip.MustParsePrefix("64:ff9b::/96")
+	prefixIPv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96")
 	prefix6to4           = netip.MustParsePrefix("2002::/16")
 	prefixTeredo         = netip.MustParsePrefix("2001::/32")
 )

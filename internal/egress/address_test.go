@@ -68,6 +68,8 @@ func TestPolicyRefuses(t *testing.T) {
 		{"64:ff9b::127.0.0.1", "loopback", "NAT64"},
 		{"64:ff9b::a9fe:a9fe", "link-local", "NAT64"},
 		{"64:ff9b::c0a8:101", "private", "NAT64"},
+		{"::ffff:0:7f00:1", "loopback", "IPv4-translated"},
+		{"::ffff:0:a9fe:a9fe", "link-local", "IPv4-translated"},
 		{"2002:7f00:1::", "loopback", "6to4"},
 		{"2002:a9fe:a9fe::1", "link-local", "6to4"},
 		{"2002:ac10:1:2::3", "private", "6to4"},

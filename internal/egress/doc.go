@@ -14,7 +14,8 @@
 //     cloud metadata address, unique-local, CGNAT, multicast, unspecified,
 //     broadcast, reserved, documentation, benchmarking) and the IPv6 forms
 //     that embed such an IPv4 address (IPv4-mapped, IPv4-compatible, NAT64,
-//     6to4, Teredo), unless the operator allows a network (--egress-allow-net).
+//     6to4, Teredo, IPv4-translated), unless the operator allows a network
+//     (--egress-allow-net).
 //   - [Client]: the one HTTP client, shared by every function. It ignores
 //     proxy settings from the environment, resolves names itself through a
 //     [Resolver], checks every address of the answer, dials exactly the
