@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -94,9 +95,11 @@ type identity struct {
 	User string
 	Role v1.Role
 	// hash is the token's, expiresAt its expiry (Unix ms, 0: never): for
-	// recording its use and cutting its streams when it ends.
+	// recording its use and cutting its streams when it ends; deletions is
+	// the store's count of deleted tokens before it was looked up.
 	hash      string
 	expiresAt int64
+	deletions uint64
 }
 
 type identityKey struct{}
@@ -131,6 +134,10 @@ type tokenStore struct {
 
 	streamsMu sync.Mutex
 	streams   map[string]map[*liveStream]struct{} // hash -> the streams it authenticated
+	// deletions counts the tokens the watch has deleted, so that a stream
+	// can tell whether one went between its authentication and its
+	// tracking, when cutting it would have missed it.
+	deletions atomic.Uint64
 }
 
 // liveStream is a streaming call in progress, cut when its token goes.
@@ -200,7 +207,10 @@ func (s *tokenStore) apply(kvs []kv, reset bool, _ int64) {
 		}
 	}
 	s.mu.Unlock()
-	s.cutStreams(gone, errTokenRevoked)
+	if len(gone) > 0 {
+		s.deletions.Add(uint64(len(gone)))
+		s.cutStreams(gone, errTokenRevoked)
+	}
 }
 
 // lookup returns the record of the token whose hash is hash: from memory,
@@ -341,6 +351,7 @@ func (s *tokenStore) authenticate(ctx context.Context, method string, mayRead bo
 		return nil, status.Error(codes.Unauthenticated, err.Error())
 	}
 	hash := auth.Hash(token)
+	deletions := s.deletions.Load()
 	rec, ok, err := s.lookup(ctx, hash, mayRead)
 	switch {
 	case errors.Is(err, errNotInMemory):
@@ -359,7 +370,7 @@ func (s *tokenStore) authenticate(ctx context.Context, method string, mayRead bo
 		return nil, err
 	}
 	s.noteUse(hash, now)
-	return context.WithValue(ctx, identityKey{}, identity{User: rec.User, Role: rec.Role, hash: hash, expiresAt: rec.ExpiresAt}), nil
+	return context.WithValue(ctx, identityKey{}, identity{User: rec.User, Role: rec.Role, hash: hash, expiresAt: rec.ExpiresAt, deletions: deletions}), nil
 }
 
 // tap authenticates a call from its headers, before gRPC reads its message,
@@ -410,6 +421,13 @@ func (s *tokenStore) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	defer s.trackStream(id.hash, cancel)()
+	if s.deletions.Load() != id.deletions {
+		// A token was deleted since this one was looked up, perhaps this
+		// one, before the stream was tracked: look again.
+		if _, ok, err := s.lookup(ctx, id.hash, true); err == nil && !ok {
+			return status.Errorf(codes.Unauthenticated, "API token %s was revoked; ask the operator for a token (taskworker token create)", auth.ID(id.hash))
+		}
+	}
 	if id.expiresAt != 0 {
 		t := time.AfterFunc(time.Until(time.UnixMilli(id.expiresAt)), func() { cancel(errTokenExpired) })
 		defer t.Stop()

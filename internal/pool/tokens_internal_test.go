@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -409,4 +410,44 @@ func BenchmarkAuthenticateKnown(b *testing.B) {
 			}
 		}
 	})
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
+// TestStreamOfATokenRevokedBeforeItWasTracked: a revocation that the
+// watch delivers between a stream's authentication (in the tap) and its
+// tracking would cut nothing; the stream looks again and is refused.
+func TestStreamOfATokenRevokedBeforeItWasTracked(t *testing.T) {
+	s := tokenReplicas(t, 1, 0)[0]
+	ctx := context.Background()
+	tok, _, _ := s.create(ctx, "alice", v1.Role_ROLE_USER, "", 0, 0)
+	waitKnown(t, s, tok)
+	method := v1.FileService_WatchChanges_FullMethodName
+	authed, err := s.tap(incoming(tok), &tap.Info{FullMethodName: method})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.deletions.Load()
+	if _, err := s.revoke(ctx, auth.ID(auth.Hash(tok))); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); s.deletions.Load() == before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the watch never delivered the revocation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ran := false
+	err = s.streamInterceptor(nil, ctxStream{ctx: authed}, &grpc.StreamServerInfo{FullMethod: method}, func(any, grpc.ServerStream) error {
+		ran = true
+		return nil
+	})
+	if st := status.Convert(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "was revoked") || ran {
+		t.Errorf("a stream of a token revoked before it was tracked: handler ran %v, %v", ran, err)
+	}
 }
