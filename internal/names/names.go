@@ -66,6 +66,12 @@ var (
 		rest:       func(c byte) bool { return alnum(c) || c == '_' || c == '.' || c == '@' || c == '-' },
 		allowedMsg: "use 1 to 128 letters, digits, '_', '.', '@' or '-', starting with a letter or digit",
 	}
+	secretRule = rule{
+		what: "secret name", minLen: 1, maxLen: 128,
+		first:      func(c byte) bool { return letter(c) || c == '_' },
+		rest:       func(c byte) bool { return alnum(c) || c == '_' || c == '.' || c == '-' },
+		allowedMsg: "use 1 to 128 letters, digits, '_', '.' or '-', starting with a letter or '_'",
+	}
 	fileRule = rule{
 		what: "file id", first: base32Lower, rest: base32Lower, minLen: 26, maxLen: 26,
 		allowedMsg: "a file id is 26 characters a-z and 2-7, as Push returned it",
@@ -88,6 +94,11 @@ func Function(name string) error { return functionRule.check(name) }
 // User checks a user's name: 1 to 128 letters, digits, '_', '.', '@' or
 // '-', starting with a letter or digit.
 func User(name string) error { return userRule.check(name) }
+
+// Secret checks a secret's name: 1 to 128 letters, digits, '_', '.' or
+// '-', starting with a letter or '_' (so EXTERNAL_API_KEY and
+// external-api.key both fit, and a name never holds '/', ':', '{' or '}').
+func Secret(name string) error { return secretRule.check(name) }
 
 // FileID checks a file ID as the FileService makes them: 26 characters of
 // lowercase base32 (a-z, 2-7).
