@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 // A template in a header or query value, replaced on the way out by the
@@ -38,13 +40,14 @@ func (f SecretsFunc) Secret(ctx context.Context, name string) ([]byte, error) { 
 type Grants map[string]*Allowlist
 
 // templateNames lists the secret names s's templates name, in order, or an
-// error wrapping ErrTemplate for one that is not well formed.
+// error wrapping ErrTemplate for one that is not well formed or whose name
+// names.Secret refuses.
 func templateNames(s string) ([]string, error) {
-	var names []string
+	var found []string
 	for {
 		i := strings.Index(s, templateOpen)
 		if i < 0 {
-			return names, nil
+			return found, nil
 		}
 		s = s[i+len(templateOpen):]
 		j := strings.Index(s, templateClose)
@@ -52,26 +55,12 @@ func templateNames(s string) ([]string, error) {
 			return nil, fmt.Errorf("a %sNAME%s template is not closed: %w", templateOpen, templateClose, ErrTemplate)
 		}
 		name := s[:j]
-		if !validSecretName(name) {
-			return nil, fmt.Errorf("template %s%s%s: a secret's name is 1 to 200 letters, digits, '_', '.' or '-': %w",
-				templateOpen, cut(name), templateClose, ErrTemplate)
+		if err := names.Secret(name); err != nil {
+			return nil, fmt.Errorf("template %s%s%s: %v: %w", templateOpen, cut(name), templateClose, err, ErrTemplate)
 		}
-		names = append(names, name)
+		found = append(found, name)
 		s = s[j+len(templateClose):]
 	}
-}
-
-func validSecretName(name string) bool {
-	if name == "" || len(name) > 200 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // expand replaces s's templates with values.
