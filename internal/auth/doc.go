@@ -4,7 +4,13 @@
 // the network.
 //
 // A token is "tw_" followed by 43 base64url characters (32 random bytes). The
-// pool stores only its SHA-256; the token itself is shown once.
+// pool stores only its SHA-256; the token itself is shown once. Its [ID], the
+// first [IDLen] hex digits of that hash, names it in lists and revocations.
+//
+// A token's role is a field of its record, never read from its user's name.
+// The user names of the pool's bootstrap tokens, [AdminUser] and [JoinUser],
+// are reserved to their roles ([CheckReserved]), because a user's files and
+// functions are keyed by the name.
 //
 // # The table
 //

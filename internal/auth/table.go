@@ -87,6 +87,8 @@ var (
 		v1.AdminService_WhoAmI_FullMethodName:        user,
 		v1.AdminService_CreateToken_FullMethodName:   admin,
 		v1.AdminService_Status_FullMethodName:        admin,
+		v1.AdminService_ListTokens_FullMethodName:    admin,
+		v1.AdminService_RevokeToken_FullMethodName:   admin,
 
 		v1.DeployService_Deploy_FullMethodName:   user,
 		v1.DeployService_Rollback_FullMethodName: user,

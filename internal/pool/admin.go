@@ -7,13 +7,8 @@ import (
 	"slices"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/files"
-	"github.com/hivemind/taskworker/internal/names"
-	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // adminService answers operators and users about the network.
@@ -64,27 +59,6 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 
 func runtimeName(r v1.Runtime) string {
 	return strings.ToLower(strings.TrimPrefix(r.String(), "RUNTIME_"))
-}
-
-func (s *adminService) CreateToken(ctx context.Context, req *v1.CreateTokenRequest) (*v1.CreateTokenResponse, error) {
-	if err := names.User(req.User); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
-	}
-	role := req.Role
-	if role == v1.Role_ROLE_UNSPECIFIED {
-		role = v1.Role_ROLE_USER
-	}
-	if _, ok := v1.Role_name[int32(role)]; !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "unknown role %d", role)
-	}
-	if len(req.Description) > 1024 {
-		return nil, status.Error(codes.InvalidArgument, "description is over 1024 bytes")
-	}
-	token, err := s.tokens.create(ctx, req.User, role, req.Description)
-	if err != nil {
-		return nil, serving.EtcdError(err)
-	}
-	return &v1.CreateTokenResponse{Token: token, User: req.User, Role: role}, nil
 }
 
 func (s *adminService) WhoAmI(ctx context.Context, _ *v1.WhoAmIRequest) (*v1.WhoAmIResponse, error) {

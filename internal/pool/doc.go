@@ -9,7 +9,9 @@
 //
 //   - [Server] (pool.go): lifecycle; owns the gRPC server, etcd client and
 //     the goroutines below.
-//   - tokens (tokens.go): API tokens, stored as hashes, cached from a watch.
+//   - tokens (tokens.go): API tokens, stored as hashes, cached from a watch;
+//     their expiry, join tokens' uses (redeemJoin), listing and revocation;
+//     the tap that refuses bad credentials from a call's headers.
 //   - registry (registry.go): workers register with an etcd lease each; a
 //     watch keeps every pool's view of the live workers current.
 //   - router (router.go): picks a worker for a call by power of two choices
@@ -31,6 +33,20 @@
 // without a deadline, to a worker stuck but still heartbeating, waits until
 // its caller gives up; a retired worker's calls get a minute (RATIONALE.md,
 // "What bounds a call to a stalled worker?").
+//
+// Token checks answer from memory: a revocation takes effect on a pool
+// when its watch delivers it, and expiry is compared with each pool's own
+// clock, so pools with skewed clocks disagree by the skew. A token's last
+// use is written at most once a minute per pool, and a use noted in the
+// last moments before a pool is killed is lost. Unknown tokens cost at most
+// 20 etcd reads a second per pool; beyond that they are refused from memory,
+// which may refuse a token made through another pool in the last moments
+// (docs/RATIONALE.md, "Why tokens as hashes, cached?"). The open methods
+// (health, reflection) read messages up to the server's limit without a
+// token ("Why are bad credentials refused from the headers?").
+//
+// A join token's uses are spent by enrolment (redeemJoin); a worker's
+// registration and heartbeats present a join token without spending one.
 //
 // Connections between nodes are not yet encrypted: run the network on a
 // trusted network until mTLS lands.

@@ -136,6 +136,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.InTapHandle(s.tokens.tap),
 		grpc.ChainUnaryInterceptor(s.tokens.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.tokens.streamInterceptor),
 		grpc.InitialWindowSize(1<<20),

@@ -1212,10 +1212,18 @@ func (x *ListFunctionsResponse) GetFunctions() []*FunctionInfo {
 }
 
 type CreateTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
-	Role          Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=taskworker.v1.Role" json:"role,omitempty"`
-	Description   string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	User        string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Role        Role                   `protobuf:"varint,2,opt,name=role,proto3,enum=taskworker.v1.Role" json:"role,omitempty"`
+	Description string                 `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`
+	// How long the token is valid, in milliseconds; 0: until revoked.
+	TtlMs int64 `protobuf:"varint,4,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// For join tokens (role worker): how many workers may enrol with it;
+	// 0: no limit. Refused for other roles.
+	MaxUses int64 `protobuf:"varint,5,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
+	// Allows a reserved user name (admin, worker) with a role other than its
+	// own; without it such a request is refused.
+	Force         bool `protobuf:"varint,6,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1271,12 +1279,37 @@ func (x *CreateTokenRequest) GetDescription() string {
 	return ""
 }
 
+func (x *CreateTokenRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetMaxUses() int64 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
+func (x *CreateTokenRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type CreateTokenResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Shown once; the pool stores only its hash.
-	Token         string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
-	User          string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
-	Role          Role   `protobuf:"varint,3,opt,name=role,proto3,enum=taskworker.v1.Role" json:"role,omitempty"`
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	User  string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Role  Role   `protobuf:"varint,3,opt,name=role,proto3,enum=taskworker.v1.Role" json:"role,omitempty"`
+	// The token's id, as ListTokens shows it and RevokeToken takes it.
+	Id string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
+	// Unix milliseconds; 0: never.
+	ExpiresAtMs   int64 `protobuf:"varint,5,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1330,6 +1363,20 @@ func (x *CreateTokenResponse) GetRole() Role {
 		return x.Role
 	}
 	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *CreateTokenResponse) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
 }
 
 type WhoAmIRequest struct {
@@ -1418,6 +1465,308 @@ func (x *WhoAmIResponse) GetRole() Role {
 		return x.Role
 	}
 	return Role_ROLE_UNSPECIFIED
+}
+
+type ListTokensRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only this user's tokens; empty: every user's.
+	User          string `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ListTokensRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+// TokenInfo describes a token without its secret.
+type TokenInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first 12 hex digits of the token's SHA-256: enough to name it, and
+	// nothing to authenticate with.
+	Id          string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	User        string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Role        Role   `protobuf:"varint,3,opt,name=role,proto3,enum=taskworker.v1.Role" json:"role,omitempty"`
+	Description string `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
+	// Unix milliseconds. expires_at_ms 0: never. last_used_ms 0: not used
+	// since the pools started recording it; it is written at most once a
+	// minute per token and pool, so it may be up to a minute behind.
+	CreatedAtMs int64 `protobuf:"varint,5,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	ExpiresAtMs int64 `protobuf:"varint,6,opt,name=expires_at_ms,json=expiresAtMs,proto3" json:"expires_at_ms,omitempty"`
+	LastUsedMs  int64 `protobuf:"varint,7,opt,name=last_used_ms,json=lastUsedMs,proto3" json:"last_used_ms,omitempty"`
+	// Join tokens: workers enrolled with it, and the limit (0: none).
+	Uses    int64 `protobuf:"varint,8,opt,name=uses,proto3" json:"uses,omitempty"`
+	MaxUses int64 `protobuf:"varint,9,opt,name=max_uses,json=maxUses,proto3" json:"max_uses,omitempty"`
+	// Made by a pool at its first start (its admin.token or join.token).
+	Bootstrap     bool `protobuf:"varint,10,opt,name=bootstrap,proto3" json:"bootstrap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenInfo) Reset() {
+	*x = TokenInfo{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenInfo) ProtoMessage() {}
+
+func (x *TokenInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
+func (*TokenInfo) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *TokenInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *TokenInfo) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *TokenInfo) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetExpiresAtMs() int64 {
+	if x != nil {
+		return x.ExpiresAtMs
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetLastUsedMs() int64 {
+	if x != nil {
+		return x.LastUsedMs
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetUses() int64 {
+	if x != nil {
+		return x.Uses
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetMaxUses() int64 {
+	if x != nil {
+		return x.MaxUses
+	}
+	return 0
+}
+
+func (x *TokenInfo) GetBootstrap() bool {
+	if x != nil {
+		return x.Bootstrap
+	}
+	return false
+}
+
+type ListTokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tokens        []*TokenInfo           `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListTokensResponse) GetTokens() []*TokenInfo {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A token's id, as ListTokens shows it.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RevokeTokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *TokenInfo             `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *RevokeTokenResponse) GetToken() *TokenInfo {
+	if x != nil {
+		return x.Token
+	}
+	return nil
 }
 
 var File_taskworker_v1_control_proto protoreflect.FileDescriptor
@@ -1525,19 +1874,45 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"deployment\x18\x06 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
 	"deployment\"R\n" +
 	"\x15ListFunctionsResponse\x129\n" +
-	"\tfunctions\x18\x01 \x03(\v2\x1b.taskworker.v1.FunctionInfoR\tfunctions\"s\n" +
+	"\tfunctions\x18\x01 \x03(\v2\x1b.taskworker.v1.FunctionInfoR\tfunctions\"\xbb\x01\n" +
 	"\x12CreateTokenRequest\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12'\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"h\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x15\n" +
+	"\x06ttl_ms\x18\x04 \x01(\x03R\x05ttlMs\x12\x19\n" +
+	"\bmax_uses\x18\x05 \x01(\x03R\amaxUses\x12\x14\n" +
+	"\x05force\x18\x06 \x01(\bR\x05force\"\x9c\x01\n" +
 	"\x13CreateTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role\"\x0f\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\tR\x02id\x12\"\n" +
+	"\rexpires_at_ms\x18\x05 \x01(\x03R\vexpiresAtMs\"\x0f\n" +
 	"\rWhoAmIRequest\"M\n" +
 	"\x0eWhoAmIResponse\x12\x12\n" +
 	"\x04user\x18\x01 \x01(\tR\x04user\x12'\n" +
-	"\x04role\x18\x02 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role*L\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role\"'\n" +
+	"\x11ListTokensRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\"\xb1\x02\n" +
+	"\tTokenInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12'\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x13.taskworker.v1.RoleR\x04role\x12 \n" +
+	"\vdescription\x18\x04 \x01(\tR\vdescription\x12\"\n" +
+	"\rcreated_at_ms\x18\x05 \x01(\x03R\vcreatedAtMs\x12\"\n" +
+	"\rexpires_at_ms\x18\x06 \x01(\x03R\vexpiresAtMs\x12 \n" +
+	"\flast_used_ms\x18\a \x01(\x03R\n" +
+	"lastUsedMs\x12\x12\n" +
+	"\x04uses\x18\b \x01(\x03R\x04uses\x12\x19\n" +
+	"\bmax_uses\x18\t \x01(\x03R\amaxUses\x12\x1c\n" +
+	"\tbootstrap\x18\n" +
+	" \x01(\bR\tbootstrap\"F\n" +
+	"\x12ListTokensResponse\x120\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x18.taskworker.v1.TokenInfoR\x06tokens\"$\n" +
+	"\x12RevokeTokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
+	"\x13RevokeTokenResponse\x12.\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.taskworker.v1.TokenInfoR\x05token*L\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
@@ -1549,13 +1924,16 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tHeartbeat\x12\x1f.taskworker.v1.HeartbeatRequest\x1a .taskworker.v1.HeartbeatResponse\x12Q\n" +
 	"\n" +
 	"Deregister\x12 .taskworker.v1.DeregisterRequest\x1a!.taskworker.v1.DeregisterResponse\x12W\n" +
-	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse2\xa4\x03\n" +
+	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse2\xcd\x04\n" +
 	"\fAdminService\x12T\n" +
 	"\vListWorkers\x12!.taskworker.v1.ListWorkersRequest\x1a\".taskworker.v1.ListWorkersResponse\x12Z\n" +
 	"\rListFunctions\x12#.taskworker.v1.ListFunctionsRequest\x1a$.taskworker.v1.ListFunctionsResponse\x12T\n" +
 	"\vCreateToken\x12!.taskworker.v1.CreateTokenRequest\x1a\".taskworker.v1.CreateTokenResponse\x12E\n" +
 	"\x06WhoAmI\x12\x1c.taskworker.v1.WhoAmIRequest\x1a\x1d.taskworker.v1.WhoAmIResponse\x12E\n" +
-	"\x06Status\x12\x1c.taskworker.v1.StatusRequest\x1a\x1d.taskworker.v1.StatusResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"\x06Status\x12\x1c.taskworker.v1.StatusRequest\x1a\x1d.taskworker.v1.StatusResponse\x12Q\n" +
+	"\n" +
+	"ListTokens\x12 .taskworker.v1.ListTokensRequest\x1a!.taskworker.v1.ListTokensResponse\x12T\n" +
+	"\vRevokeToken\x12!.taskworker.v1.RevokeTokenRequest\x1a\".taskworker.v1.RevokeTokenResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_control_proto_rawDescOnce sync.Once
@@ -1570,7 +1948,7 @@ func file_taskworker_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_taskworker_v1_control_proto_goTypes = []any{
 	(Role)(0),                     // 0: taskworker.v1.Role
 	(*ReportDamageRequest)(nil),   // 1: taskworker.v1.ReportDamageRequest
@@ -1594,49 +1972,61 @@ var file_taskworker_v1_control_proto_goTypes = []any{
 	(*CreateTokenResponse)(nil),   // 19: taskworker.v1.CreateTokenResponse
 	(*WhoAmIRequest)(nil),         // 20: taskworker.v1.WhoAmIRequest
 	(*WhoAmIResponse)(nil),        // 21: taskworker.v1.WhoAmIResponse
-	nil,                           // 22: taskworker.v1.RegisterRequest.LabelsEntry
-	nil,                           // 23: taskworker.v1.WorkerInfo.LabelsEntry
-	(*ShardKey)(nil),              // 24: taskworker.v1.ShardKey
-	(Runtime)(0),                  // 25: taskworker.v1.Runtime
-	(*Deployment)(nil),            // 26: taskworker.v1.Deployment
+	(*ListTokensRequest)(nil),     // 22: taskworker.v1.ListTokensRequest
+	(*TokenInfo)(nil),             // 23: taskworker.v1.TokenInfo
+	(*ListTokensResponse)(nil),    // 24: taskworker.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),    // 25: taskworker.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 26: taskworker.v1.RevokeTokenResponse
+	nil,                           // 27: taskworker.v1.RegisterRequest.LabelsEntry
+	nil,                           // 28: taskworker.v1.WorkerInfo.LabelsEntry
+	(*ShardKey)(nil),              // 29: taskworker.v1.ShardKey
+	(Runtime)(0),                  // 30: taskworker.v1.Runtime
+	(*Deployment)(nil),            // 31: taskworker.v1.Deployment
 }
 var file_taskworker_v1_control_proto_depIdxs = []int32{
-	24, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
+	29, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
 	3,  // 1: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
-	22, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
-	25, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
+	27, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
+	30, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
 	3,  // 4: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
-	23, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
-	25, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
+	28, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
+	30, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
 	12, // 7: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
-	26, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
+	31, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
 	16, // 9: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
 	0,  // 10: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
 	0,  // 11: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
 	0,  // 12: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
-	4,  // 13: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
-	6,  // 14: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
-	8,  // 15: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
-	1,  // 16: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
-	13, // 17: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
-	15, // 18: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
-	18, // 19: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
-	20, // 20: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
-	10, // 21: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
-	5,  // 22: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
-	7,  // 23: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
-	9,  // 24: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
-	2,  // 25: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
-	14, // 26: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
-	17, // 27: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
-	19, // 28: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
-	21, // 29: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
-	11, // 30: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
-	22, // [22:31] is the sub-list for method output_type
-	13, // [13:22] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	0,  // 13: taskworker.v1.TokenInfo.role:type_name -> taskworker.v1.Role
+	23, // 14: taskworker.v1.ListTokensResponse.tokens:type_name -> taskworker.v1.TokenInfo
+	23, // 15: taskworker.v1.RevokeTokenResponse.token:type_name -> taskworker.v1.TokenInfo
+	4,  // 16: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
+	6,  // 17: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
+	8,  // 18: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
+	1,  // 19: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
+	13, // 20: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
+	15, // 21: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
+	18, // 22: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
+	20, // 23: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
+	10, // 24: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
+	22, // 25: taskworker.v1.AdminService.ListTokens:input_type -> taskworker.v1.ListTokensRequest
+	25, // 26: taskworker.v1.AdminService.RevokeToken:input_type -> taskworker.v1.RevokeTokenRequest
+	5,  // 27: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
+	7,  // 28: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
+	9,  // 29: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
+	2,  // 30: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
+	14, // 31: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
+	17, // 32: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
+	19, // 33: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
+	21, // 34: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
+	11, // 35: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
+	24, // 36: taskworker.v1.AdminService.ListTokens:output_type -> taskworker.v1.ListTokensResponse
+	26, // 37: taskworker.v1.AdminService.RevokeToken:output_type -> taskworker.v1.RevokeTokenResponse
+	27, // [27:38] is the sub-list for method output_type
+	16, // [16:27] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_control_proto_init() }
@@ -1652,7 +2042,7 @@ func file_taskworker_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_control_proto_rawDesc), len(file_taskworker_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
