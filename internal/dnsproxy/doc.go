@@ -27,6 +27,11 @@
 //     package's rules) are left out; a name left with no address is an
 //     error that names the rule.
 //
+// [Resolver.LookupNetIP] resolves through the same cache for the egress
+// client (it is an egress.Resolver), without the allowlist or the policy:
+// the egress client judges every address itself, and refuses a name with
+// any refused address whole.
+//
 // Answers are cached by question (name, type), for their records' TTL
 // clamped to [Config.MinTTL, Config.MaxTTL]; NXDOMAIN and NODATA answers for
 // their SOA's negative TTL (RFC 2308) capped by Config.MaxNegativeTTL.

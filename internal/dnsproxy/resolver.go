@@ -190,15 +190,62 @@ func (r *Resolver) Resolve(ctx context.Context, user, name string, qtype uint16)
 			return Answer{}, fmt.Errorf("%w: %s: %w", ErrNameRefused, display(fqdn), err)
 		}
 	}
-	if qtype != TypeAddresses {
-		ans, err := r.chase(ctx, fqdn, qtype)
-		if err != nil {
-			return Answer{}, err
-		}
-		return r.filter(ans)
+	var ans Answer
+	if qtype == TypeAddresses {
+		ans, err = r.chaseAddresses(ctx, fqdn)
+	} else {
+		ans, err = r.chase(ctx, fqdn, qtype)
 	}
+	if err != nil {
+		return Answer{}, err
+	}
+	return r.filter(ans)
+}
 
-	// A and AAAA together: both questions at once, the records of both.
+// LookupNetIP resolves host to its addresses for the egress client (it is
+// an egress.Resolver): network is "ip" (A and AAAA), "ip4" or "ip6". It
+// goes through the same cache, but neither the allowlist nor the policy
+// applies: the egress client has its own host allowlist, and checks every
+// address itself, refusing a name whose answer holds any refused address
+// whole rather than filtered (docs/RATIONALE.md, "Why the pool answers DNS,
+// and what it refuses").
+func (r *Resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	fqdn, err := Normalize(host)
+	if err != nil {
+		return nil, err
+	}
+	var qtype uint16
+	switch network {
+	case "ip":
+		qtype = TypeAddresses
+	case "ip4":
+		qtype = dns.TypeA
+	case "ip6":
+		qtype = dns.TypeAAAA
+	default:
+		return nil, fmt.Errorf("%w: network %q; use ip, ip4 or ip6", ErrInvalidType, network)
+	}
+	var ans Answer
+	switch {
+	case r.InZone(fqdn):
+		ans, err = r.zoneAnswer(fqdn, qtype)
+	case qtype == TypeAddresses:
+		ans, err = r.chaseAddresses(ctx, fqdn)
+	default:
+		ans, err = r.chase(ctx, fqdn, qtype)
+	}
+	if err != nil {
+		return nil, err
+	}
+	addrs := make([]netip.Addr, 0, len(ans.Records))
+	for _, rec := range ans.Records {
+		addrs = append(addrs, rec.Addr)
+	}
+	return addrs, nil
+}
+
+// chaseAddresses asks for A and AAAA at once and merges the records of both.
+func (r *Resolver) chaseAddresses(ctx context.Context, fqdn string) (Answer, error) {
 	var (
 		wg     sync.WaitGroup
 		v4, v6 Answer
@@ -228,7 +275,7 @@ func (r *Resolver) Resolve(ctx context.Context, user, name string, qtype uint16)
 		return Answer{}, fmt.Errorf("%w: %s has no A or AAAA records", ErrNoRecords, display(fqdn))
 	}
 	v4.Type = TypeAddresses
-	return r.filter(v4)
+	return v4, nil
 }
 
 // InZone says whether fqdn (normalized) is in the network's zone.
