@@ -45,6 +45,7 @@ var commands = []func(*env) *cobra.Command{
 	rmCommand,
 	syncCommand,
 	statusCommand,
+	resolveCommand,
 	tokenCommand,
 	benchCommand,
 	genDocsCommand,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ func poolCommand(e *env) *cobra.Command {
 	// The data directory defaults to one per port, never that of 'up's
 	// pool (DIR/pool): two pools must not share an etcd or tokens.
 	cfg := pool.DefaultConfig("")
+	var allowNets []string
 	cmd := &cobra.Command{
 		Use:   "pool",
 		Short: "Run a node pool (with an embedded etcd unless --etcd-endpoints is given)",
@@ -44,6 +46,13 @@ workers: --join-token-file) to its data directory, and prints both paths.`,
 			if cfg.DataDir == "" {
 				cfg.DataDir = defaultPoolDir(cfg.Listen)
 			}
+			for _, n := range allowNets {
+				p, err := netip.ParsePrefix(n)
+				if err != nil {
+					return fmt.Errorf("--egress-allow-net %q: %v; give a network as address/length, e.g. 10.1.2.0/24", n, err)
+				}
+				cfg.EgressAllowNets = append(cfg.EgressAllowNets, p)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return runPool(ctx, e, cfg)
@@ -58,6 +67,10 @@ workers: --join-token-file) to its data directory, and prints both paths.`,
 	f.DurationVar(&cfg.Files.RepairGrace, "repair-grace", cfg.Files.RepairGrace, "how long a lost worker's shards wait before they are rebuilt elsewhere")
 	f.IntVar(&cfg.Files.BlockSize, "block-size", cfg.Files.BlockSize, "size of the blocks files are erasure-coded in, in bytes")
 	f.DurationVar(&cfg.Files.GCMinAge, "gc-min-age", cfg.Files.GCMinAge, "age at which shards no file refers to are deleted")
+	f.StringVar(&cfg.DNSListen, "dns-listen", "", "serve standard DNS (UDP and TCP) for the network's zone on this address (off by default)")
+	f.StringVar(&cfg.DNS.Zone, "dns-zone", cfg.DNS.Zone, "the network's own DNS zone: FUNCTION.ZONE names the pools serving a function")
+	f.StringSliceVar(&cfg.DNS.Upstreams, "dns-upstream", nil, "resolvers (host:port) the pool asks for other names (default: the system's, from /etc/resolv.conf)")
+	f.StringSliceVar(&allowNets, "egress-allow-net", nil, "networks (address/length) that DNS answers and outbound requests may reach although private or local")
 	return cmd
 }
 

@@ -44,6 +44,9 @@ type Options struct {
 	// Files configures the pools' file service; zero: tuned for tests
 	// (64 KiB blocks, a 2s repair grace, inventories compared every second).
 	Files *files.Config
+	// PoolConfig, when set, adjusts pool i's configuration before it
+	// starts.
+	PoolConfig func(i int, cfg *pool.Config)
 	// Sandbox gives workers a WebAssembly runtime for deployed functions,
 	// and pools a checker for modules.
 	Sandbox bool
@@ -166,6 +169,9 @@ func (c *Cluster) StartPool(i int) {
 		// for 3s, twice 3s apart: far longer than any write here stalls.
 		cfg.Files.GCInterval = 3 * time.Second
 		cfg.Files.GCMinAge = 3 * time.Second
+	}
+	if c.opts.PoolConfig != nil {
+		c.opts.PoolConfig(i, &cfg)
 	}
 	if c.opts.Sandbox {
 		checker, err := deployed.NewChecker(context.Background(), c.wasmCache(), c.opts.WasmCommand)

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
 )
 
@@ -39,8 +41,17 @@ type Config struct {
 	// Checker checks modules at deploy; nil checks only their form.
 	Checker ModuleChecker
 	// Files configures file storage (its Prefix and Logger are the pool's).
-	Files  files.Config
-	Logger *slog.Logger
+	Files files.Config
+	// DNS configures the resolver behind DNSService and the DNS listener.
+	DNS dnsproxy.Config
+	// DNSListen, when set (host:port; port 0 picks one), serves standard
+	// DNS (UDP and TCP) for the network's zone.
+	DNSListen string
+	// EgressAllowNets are networks outbound requests and DNS answers may
+	// reach although the egress policy refuses them (private, loopback,
+	// link-local, ...): the operator's explicit exceptions.
+	EgressAllowNets []netip.Prefix
+	Logger          *slog.Logger
 }
 
 // DefaultConfig returns a configuration for a pool with its data in dir.
@@ -56,6 +67,7 @@ func DefaultConfig(dir string) Config {
 		MaxModuleBytes: 12 << 20,
 		DeployLimits:   DefaultLimits(),
 		Files:          files.DefaultConfig(""),
+		DNS:            dnsproxy.DefaultConfig(),
 	}
 }
 

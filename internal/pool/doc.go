@@ -45,6 +45,12 @@
 // (health, reflection) read messages up to the server's limit without a
 // token ("Why are bad credentials refused from the headers?").
 //
+// DNSService and the DNS listener (dns.go, package dnsproxy) answer the
+// network's zone with this pool's own address while a live worker serves
+// the function (loopback where the pool listens on every interface), not
+// the other replicas'. The zone lists every served function's name to
+// whoever asks: it tells which functions exist, nothing more.
+//
 // A join token's uses are spent by enrolment (redeemJoin); a worker's
 // registration and heartbeats present a join token without spending one.
 //

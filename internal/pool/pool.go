@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -40,6 +41,7 @@ type Server struct {
 	lis     net.Listener
 
 	adminToken, joinToken string
+	dnsAddr               netip.AddrPort
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -151,7 +153,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, s.files)
-	v1.RegisterDNSServiceServer(s.grpc, dnsService{})
+	if err := s.startDNS(runCtx); err != nil {
+		return err
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
