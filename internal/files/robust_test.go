@@ -352,7 +352,9 @@ func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
 func TestUploadPastTheLimitIsRefusedMidStream(t *testing.T) {
 	cfg := testFilesConfig(4 << 10)
 	cfg.MaxFileBytes = 1 << 20
-	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg})
+	// 4 KiB blocks of a fast stream keep a busy machine's workers from
+	// renewing short leases.
+	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg, LeaseTTL: 10 * time.Second})
 	ctx := ctxTimeout(t, 2*time.Minute)
 	stream, err := v1.NewFileServiceClient(c.Client(0).Conn()).Upload(ctx)
 	if err != nil {
