@@ -19,6 +19,8 @@ var errConflict = errors.New("the manifest kept changing during repair")
 //   - this network started the write: its intent record is in etcd (made
 //     before the first shard was stored, removed when the manifest
 //     committed), so shards another network wrote are never touched;
+//   - the intent is GCMinAge old: a write in progress refreshes it (see
+//     tendIntent);
 //   - no manifest refers to it, read after the intents;
 //   - its newest shard on the worker is GCMinAge old;
 //   - it was found so at two passes at least GCInterval apart (suspects
@@ -47,7 +49,7 @@ func (s *Service) collect(ctx context.Context, inv *inventory, suspects map[writ
 	for worker, writes := range inv.newest {
 		for ref, newest := range writes {
 			seen[ref] = true
-			if _, ours := intents[ref]; !ours || refs[ref] || newest >= cutoff {
+			if tended, ours := intents[ref]; !ours || refs[ref] || newest >= cutoff || tended >= cutoff {
 				continue
 			}
 			first, ok := suspects[ref]
@@ -83,8 +85,8 @@ func (s *Service) collect(ctx context.Context, inv *inventory, suspects map[writ
 	// An old intent whose write no worker lists is done with (a worker that
 	// was away keeps that write's shards: see the package's caveats).
 	complete := len(inv.held) == len(s.workers.StorageWorkers())
-	for ref, started := range intents {
-		if complete && !seen[ref] && !refs[ref] && started < cutoff {
+	for ref, tended := range intents {
+		if complete && !seen[ref] && !refs[ref] && tended < cutoff {
 			_, _ = s.cli.Delete(ctx, s.keys.write(ref.file, ref.write))
 		}
 	}

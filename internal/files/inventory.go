@@ -161,7 +161,8 @@ func (s *Service) inventoryChecked(ctx context.Context) (int64, error) {
 }
 
 // intents returns the writes this network started and has neither
-// committed nor collected (see write), with when each started (unix ms),
+// committed nor collected (see write), with when each was last tended
+// (unix ms; see tendIntent),
 // and the etcd revision they were read at.
 func (s *Service) intents(ctx context.Context) (map[writeRef]int64, int64, error) {
 	resp, err := s.cli.Get(ctx, s.keys.allWrites(), clientv3.WithPrefix())

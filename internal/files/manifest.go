@@ -228,7 +228,8 @@ func (k keys) segment(id, write string, n int) string {
 }
 
 // allWrites holds the intent records of writes in progress or failed:
-// writes/<file>/<write>, valued with the unix ms the write started.
+// writes/<file>/<write>, valued with the unix ms the write started or
+// last refreshed it (see tendIntent).
 func (k keys) allWrites() string               { return k.prefix + "writes/" }
 func (k keys) write(file, write string) string { return k.allWrites() + file + "/" + write }
 func (k keys) inventoryChecked() string        { return k.prefix + "inventory/checked" }

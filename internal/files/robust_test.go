@@ -389,3 +389,43 @@ func TestUploadPastTheLimitIsRefusedMidStream(t *testing.T) {
 		t.Fatalf("files after the refused upload: %v, %v", list, err)
 	}
 }
+
+// A write whose sender stalls for longer than the collector's minimum age,
+// with shards already stored, keeps them: the write tends its intent. It
+// commits, and every block reads back.
+func TestStalledWriteKeepsItsShards(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3}) // GCMinAge and GCInterval of 3s
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	stream, err := v1.NewFileServiceClient(cl.Conn()).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(20 * block)
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "slow", Size: int64(len(data))}}}); err != nil {
+		t.Fatal(err)
+	}
+	half := len(data) / 2
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: data[:half]}}); err != nil {
+		t.Fatal(err)
+	}
+	// Several collector passes, each of which sees the first half's
+	// shards older than GCMinAge.
+	waitFor(t, time.Minute, "the first half's shards stored", func() bool {
+		return len(shardFiles(t, workerDir(c, "worker_001"))) >= 5
+	})
+	time.Sleep(12 * time.Second)
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: data[half:]}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Get(ctx, resp.Info.FileId); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %d bytes, %v", len(got), err)
+	}
+	if err := c.Pools[0].Files().Verify(ctx); err != nil {
+		t.Fatalf("a stalled write lost shards: %v", err)
+	}
+}

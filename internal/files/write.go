@@ -210,6 +210,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 		if _, err := s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(now)); err != nil {
 			return nil, serving.EtcdError(err)
 		}
+		defer s.tendIntent(ctx, m)()
 		layout, err := erasure.LayoutFor(len(workers))
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
@@ -238,6 +239,36 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	}
 	s.log.Debug("file written", "file", m.FileID, "version", m.Version, "size", m.Size, "layout", m.Layout)
 	return m.proto(), nil
+}
+
+// tendIntent keeps the write's intent fresh until the returned function is
+// called: the collector takes the shards of a write only once its intent
+// has gone GCMinAge untouched, so a write that runs for hours, or waits on
+// a slow sender, keeps its shards; a write whose pool died stops tending
+// it. It only refreshes an intent that is there: one the collector
+// removed stays removed, and the write's commit fails.
+func (s *Service) tendIntent(ctx context.Context, m *manifest) (stop func()) {
+	key := s.keys.write(m.FileID, m.WriteID)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(s.cfg.GCMinAge/4, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+				Then(clientv3.OpPut(key, fmt.Sprint(time.Now().UnixMilli()))).Commit()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing a write's intent", "file", m.FileID, "write", m.WriteID, "err", err)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // maxFileBytes is the largest file the service takes.
