@@ -196,6 +196,10 @@ func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 	if n := keysUnder(t, etcd, segs); n != 7 {
 		t.Fatalf("%d segments, want 7", n)
 	}
+	_, cursor, err := cl.Sync(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// A revision of version 1 sends every byte; before it ends, another
 	// revision makes version 2.
@@ -222,6 +226,12 @@ func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 	hist, err := cl.History(ctx, id)
 	if err != nil || len(hist) != 2 || hist[0].Version != 2 || hist[0].Size != 5 {
 		t.Fatalf("history: %v, %v", hist, err)
+	}
+	if changes, _, err := cl.Sync(ctx, cursor); err != nil || len(changes) != 1 || changes[0].Version != 2 {
+		t.Fatalf("changes since the first version: %v, %v; want the small revision alone", changes, err)
+	}
+	if st := adminStatus(t, ctx, cl); st.Files != 1 || st.FilesFull+st.FilesSingleCopy != 2 || st.FilesLost+st.FilesReduced != 0 {
+		t.Fatalf("status: %+v", st)
 	}
 	waitFor(t, time.Minute, "the failed revision's segments deleted", func() bool { return keysUnder(t, etcd, segs) == 7 })
 
