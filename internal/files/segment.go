@@ -105,24 +105,20 @@ func (m *manifest) splitIntoSegments(per int64) {
 	m.Segments = int((blocks + per - 1) / per)
 }
 
-// segmentTxnBytes bounds the segments written in one transaction, below
-// etcd's request limit.
-func (s *Service) segmentTxnBytes() int { return s.cfg.MaxManifestBytes }
-
 // putSegments writes m's segments, several to a transaction as long as
-// they fit in one request. They are invisible until the commit puts the
-// head that counts them.
+// they fit in MaxManifestBytes (below etcd's request limit). They are
+// invisible until the commit puts the head that counts them.
 func (s *Service) putSegments(ctx context.Context, m *manifest) error {
 	var (
-		ops   []clientv3.Op
-		bytes int
+		ops  []clientv3.Op
+		size int
 	)
 	flush := func() error {
 		if len(ops) == 0 {
 			return nil
 		}
 		_, err := s.cli.Txn(ctx).Then(ops...).Commit()
-		ops, bytes = nil, 0
+		ops, size = nil, 0
 		return err
 	}
 	for n := range m.Segments {
@@ -130,13 +126,13 @@ func (s *Service) putSegments(ctx context.Context, m *manifest) error {
 		if err != nil {
 			return err
 		}
-		if bytes+len(val) > s.segmentTxnBytes() || len(ops) >= 64 {
+		if size+len(val) > s.cfg.MaxManifestBytes || len(ops) >= 64 {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 		ops = append(ops, clientv3.OpPut(s.keys.segment(m.FileID, m.WriteID, n), val))
-		bytes += len(val)
+		size += len(val)
 	}
 	return flush()
 }

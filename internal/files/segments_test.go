@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -31,9 +32,9 @@ func testFilesConfig(blockSize int) files.Config {
 	return cfg
 }
 
-// segmentBlocks is the segment size of the segment tests: a few MiB at
-// 4 KiB blocks make dozens of segments.
-const segmentBlocks = 8
+// segmentBlocks is the segment size of the segment tests: a few hundred
+// KiB at 4 KiB blocks make a dozen segments or more.
+const segmentBlocks = 4
 
 // segmentedCluster starts a cluster whose files have 4 KiB blocks and
 // segments of segmentBlocks. Thousands of tiny shards make writes long on
@@ -75,7 +76,7 @@ func TestSegmentedFileLifecycle(t *testing.T) {
 	etcd := etcdClient(t, c)
 	ctx := ctxTimeout(t, 5*time.Minute)
 
-	v1data := randomBytes(1<<20 + 1234) // 257 blocks: 33 segments
+	v1data := randomBytes(256<<10 + 1234) // 65 blocks: 17 segments
 	info, err := cl.Upload(ctx, "big", bytes.NewReader(v1data))
 	if err != nil {
 		t.Fatal(err)
@@ -85,8 +86,8 @@ func TestSegmentedFileLifecycle(t *testing.T) {
 		t.Fatalf("uploaded: %v", info)
 	}
 	segs := "/taskworker/segments/" + id + "/"
-	if n := keysUnder(t, etcd, segs); n != 33 {
-		t.Fatalf("%d segments in etcd, want 33", n)
+	if n := keysUnder(t, etcd, segs); n != 17 {
+		t.Fatalf("%d segments in etcd, want 17", n)
 	}
 	head, err := etcd.Get(ctx, "/taskworker/manifests/"+id+"/", clientv3.WithPrefix())
 	if err != nil || len(head.Kvs) != 1 || len(head.Kvs[0].Value) > 2<<10 {
@@ -101,9 +102,9 @@ func TestSegmentedFileLifecycle(t *testing.T) {
 		t.Fatalf("read back: %d bytes, %v", len(got), err)
 	}
 	for _, r := range []struct{ off, length int64 }{
-		{segmentBlocks*4<<10 - 10, 20},           // across the first segment boundary
-		{int64(len(v1data)) - 5000, 5000},        // the last segment, a partial block
-		{100 * 4 << 10, 3 * segmentBlocks << 12}, // three whole segments
+		{segmentBlocks*4<<10 - 10, 20},          // across the first segment boundary
+		{int64(len(v1data)) - 5000, 5000},       // the last segment, a partial block
+		{20 * 4 << 10, 3 * segmentBlocks << 12}, // three whole segments
 	} {
 		var buf bytes.Buffer
 		if _, err := cl.DownloadRange(ctx, id, 0, r.off, r.length, &buf); err != nil || !bytes.Equal(buf.Bytes(), v1data[r.off:r.off+r.length]) {
@@ -111,12 +112,12 @@ func TestSegmentedFileLifecycle(t *testing.T) {
 		}
 	}
 
-	v2data := randomBytes(512<<10 + 77) // 129 blocks: 17 segments
+	v2data := randomBytes(128<<10 + 77) // 33 blocks: 9 segments
 	if v2, err := cl.ReviseFrom(ctx, id, bytes.NewReader(v2data), 1); err != nil || v2.Version != 2 {
 		t.Fatalf("revise: %v, %v", v2, err)
 	}
-	if n := keysUnder(t, etcd, segs); n != 33+17 {
-		t.Fatalf("%d segments after the revision, want %d", n, 33+17)
+	if n := keysUnder(t, etcd, segs); n != 17+9 {
+		t.Fatalf("%d segments after the revision, want %d", n, 17+9)
 	}
 	changes, _, err := cl.Sync(ctx, cursor)
 	if err != nil || len(changes) != 1 || changes[0].Kind != v1.FileChange_KIND_REVISED || changes[0].Version != 2 {
@@ -187,7 +188,7 @@ func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 	cl := c.Client(0)
 	etcd := etcdClient(t, c)
 	ctx := ctxTimeout(t, 3*time.Minute)
-	base, err := cl.Upload(ctx, "f", bytes.NewReader(randomBytes(200<<10))) // 50 blocks: 7 segments
+	base, err := cl.Upload(ctx, "f", bytes.NewReader(randomBytes(100<<10))) // 25 blocks: 7 segments
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := randomBytes(300 << 10)
+	data := randomBytes(150 << 10)
 	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{FileId: id, ExpectedVersion: 1, Size: int64(len(data))}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +257,37 @@ func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 		return keysUnder(t, etcd, segs) == 7 && keysUnder(t, etcd, "/taskworker/writes/"+id+"/eeeeeeeeeeeeeeeeeeeeeeeeee") == 0
 	})
 	var buf bytes.Buffer
-	if _, err := cl.Download(ctx, id, 1, &buf); err != nil || buf.Len() != 200<<10 {
+	if _, err := cl.Download(ctx, id, 1, &buf); err != nil || buf.Len() != 100<<10 {
 		t.Fatalf("version 1 after collection: %d bytes, %v", buf.Len(), err)
+	}
+}
+
+// The comparison of the workers' inventories with the manifests reads the
+// segments: shards deleted behind a worker's back are found, reported and
+// rebuilt in place.
+func TestSegmentedShardsDeletedBehindAWorkersBackAreRebuilt(t *testing.T) {
+	c := segmentedCluster(t, 3)
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 3*time.Minute)
+	data := randomBytes(100 << 10) // 25 blocks: 7 segments
+	info, err := cl.Upload(ctx, "f", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := shardFiles(t, workerDir(c, "worker_002"))
+	if len(deleted) != 25 {
+		t.Fatalf("worker_002 holds %d shards, want one of each of the 25 blocks", len(deleted))
+	}
+	for _, p := range deleted {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 2*time.Minute, "the deleted shards rebuilt", func() bool {
+		st := adminStatus(t, ctx, cl)
+		return st.ShardsRebuilt >= int64(len(deleted)) && st.ShardsDamaged == 0 && st.FilesFull == 1
+	})
+	if got, err := cl.Get(ctx, info.FileId); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after repair: %d bytes, %v", len(got), err)
 	}
 }
