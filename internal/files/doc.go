@@ -11,7 +11,11 @@
 //   - manifest.go: what etcd holds: a small record per file (files/<user>/<id>,
 //     the one Synchronous follows) and a manifest per version
 //     (manifests/<id>/<version>) with the block checksums and placement.
-//   - write.go: Push, Revise and Upload; read.go: Get, Download.
+//   - segment.go: a large version's block checksums and placement, in
+//     values of SegmentBlocks blocks (segments/<id>/<write>/<n>) that its
+//     manifest counts, so that no etcd value bounds a file's size.
+//   - write.go: Push, Revise and Upload, and which of their failures are
+//     definite (serving.NotCommitted); read.go: Get, Download, Delete.
 //   - sync.go: Synchronous and WatchChanges, exact by etcd revision.
 //   - repair.go: the repairer; inventory.go: the comparison of the workers'
 //     shard listings with the manifests (anti-entropy); gc.go: the
@@ -21,18 +25,28 @@
 //
 // # Caveats
 //
-// A manifest is one etcd value, so a file's size is bounded by etcd's
-// request limit (Config.MaxManifestBytes): 37 GiB at the default 8 MiB
-// blocks and 4+2, 209 GiB at 1+0. An upload that declares a larger size is
-// refused before its first byte, one that does not as soon as it passes the
-// limit (ResourceExhausted), never after the whole upload. Repair,
+// A file's size is bounded by MaxFileBytes (by default only by the erasure
+// format) and by the workers' disks: an upload that declares a larger size
+// is refused before its first byte, one that does not as soon as it passes
+// the limit (ResourceExhausted). Free space is not checked ahead: a write
+// that fills the workers fails when no worker takes its shards. A write
+// holds its file's checksums and placement in memory until its commit, and
+// a read loads all of a version's segments before its first byte: some
+// 300 bytes a block at 4+2, 40 MiB for a TiB at 8 MiB blocks. Repair,
 // inventory comparison and collection run on the elected pool only; the
 // others serve reads and writes.
+//
+// Only a write whose commit transaction was sent and got no answer fails
+// without the NotCommitted mark: it may have been applied. Its shards and
+// segments are left to the collector, which keeps them if the manifest is
+// there.
 //
 // A shard deleted behind a worker's back is found at the next inventory
 // pass (InventoryInterval), not at once; each pass lists every worker's
 // shards, O(shards). The collector deletes only shards of writes that have
 // an intent record (writes/<file>/<write>) in this network's etcd: shards of
 // writes older than the intent records, or of a worker that was away when
-// an intent was dropped, are never collected (a leak, never a loss).
+// an intent was dropped, are never collected (a leak, never a loss). A write
+// refreshes its intent while it runs; one whose pool could not reach etcd
+// for GCMinAge may lose its intent, and then fails at its commit.
 package files

@@ -102,7 +102,7 @@ func (s *Service) reconcile(ctx context.Context, suspects map[writeRef]time.Time
 		shard  int
 	}
 	var expected []placed
-	err := s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
+	err := s.eachManifest(ctx, true, func(_ string, _ int64, m *manifest) error {
 		ref := writeRef{m.FileID, m.WriteID}
 		for b := range m.Placement {
 			for i := range m.Placement[b] {
@@ -161,11 +161,13 @@ func (s *Service) inventoryChecked(ctx context.Context) (int64, error) {
 }
 
 // intents returns the writes this network started and has neither
-// committed nor collected (see write), with when each started (unix ms).
-func (s *Service) intents(ctx context.Context) (map[writeRef]int64, error) {
+// committed nor collected (see write), with when each was last tended
+// (unix ms; see tendIntent),
+// and the etcd revision they were read at.
+func (s *Service) intents(ctx context.Context) (map[writeRef]int64, int64, error) {
 	resp, err := s.cli.Get(ctx, s.keys.allWrites(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	out := map[writeRef]int64{}
 	for _, kv := range resp.Kvs {
@@ -173,5 +175,5 @@ func (s *Service) intents(ctx context.Context) (map[writeRef]int64, error) {
 			out[writeRef{file, write}], _ = strconv.ParseInt(string(kv.Value), 10, 64)
 		}
 	}
-	return out, nil
+	return out, resp.Header.Revision, nil
 }

@@ -44,6 +44,33 @@ type manifest struct {
 	// Inline holds a small file's bytes (base64) in the manifest itself,
 	// with no shards: see inlineLayout.
 	Inline string `json:"inline,omitempty"`
+	// Segments counts the segments that hold Sums, Workers and Placement
+	// of a version with more blocks than one etcd value holds, each of
+	// SegmentBlocks blocks but the last; 0: they are in the manifest
+	// itself. See segment.
+	Segments      int `json:"segments,omitempty"`
+	SegmentBlocks int `json:"segment_blocks,omitempty"`
+	// segRevs are the segments' etcd mod revisions as read, for repair's
+	// compare-and-swap.
+	segRevs []int64
+	// sums caches Sums decoded (see sumBytes).
+	sums struct {
+		of  string
+		raw []byte
+	}
+}
+
+// sumBytes returns Sums decoded, decoding it once for every segment and
+// window that needs it.
+func (m *manifest) sumBytes() ([]byte, error) {
+	if m.sums.raw == nil || m.sums.of != m.Sums {
+		raw, err := base64.StdEncoding.DecodeString(m.Sums)
+		if err != nil {
+			return nil, fmt.Errorf("manifest of %s: bad sums: %w", m.FileID, err)
+		}
+		m.sums.of, m.sums.raw = m.Sums, raw
+	}
+	return m.sums.raw, nil
 }
 
 // manifestReserve is the part of Config.MaxManifestBytes left for what
@@ -79,9 +106,9 @@ func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
 		return nil, fmt.Errorf("manifest of %s: bad SHA-256 %q", m.FileID, m.SHA256)
 	}
 	copy(info.SHA256[:], sha)
-	raw, err := base64.StdEncoding.DecodeString(m.Sums)
+	raw, err := m.sumBytes()
 	if err != nil {
-		return nil, fmt.Errorf("manifest of %s: bad sums: %w", m.FileID, err)
+		return nil, err
 	}
 	n := l.Shards()
 	blocks := info.Blocks()
@@ -141,8 +168,16 @@ func (m *manifest) setHolder(b int64, i int, id string) {
 	m.Placement[b][i] = int16(len(m.Workers) - 1)
 }
 
+// marshal encodes the manifest's etcd value: without its blocks when they
+// are in segments.
 func (m *manifest) marshal() (string, error) {
-	b, err := json.Marshal(m)
+	v := m
+	if m.segmented() {
+		head := *m
+		head.Sums, head.Workers, head.Placement = "", nil, nil
+		v = &head
+	}
+	b, err := json.Marshal(v)
 	return string(b), err
 }
 
@@ -180,8 +215,21 @@ func (k keys) manifest(id string, v int64) string {
 }
 func (k keys) allDamage() string { return k.prefix + "damage/" }
 
+// fileSegments holds the segments of a file's versions (see segment):
+// segments/<file>/<write>/<n>. It is apart from manifests/<file>/, which
+// lists the file's versions.
+func (k keys) allSegments() string           { return k.prefix + "segments/" }
+func (k keys) fileSegments(id string) string { return k.allSegments() + id + "/" }
+func (k keys) writeSegments(id, write string) string {
+	return k.fileSegments(id) + write + "/"
+}
+func (k keys) segment(id, write string, n int) string {
+	return fmt.Sprintf("%s%08d", k.writeSegments(id, write), n)
+}
+
 // allWrites holds the intent records of writes in progress or failed:
-// writes/<file>/<write>, valued with the unix ms the write started.
+// writes/<file>/<write>, valued with the unix ms the write started or
+// last refreshed it (see tendIntent).
 func (k keys) allWrites() string               { return k.prefix + "writes/" }
 func (k keys) write(file, write string) string { return k.allWrites() + file + "/" + write }
 func (k keys) inventoryChecked() string        { return k.prefix + "inventory/checked" }

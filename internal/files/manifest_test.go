@@ -1,11 +1,16 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // A manifest of as many blocks as maxBlocks allows, with the widest
@@ -47,6 +52,54 @@ func TestManifestAtTheLimitFitsInEtcd(t *testing.T) {
 				t.Fatalf("%d blocks: a %d-byte manifest, over %d", blocks, len(val), DefaultMaxManifestBytes)
 			}
 			t.Logf("%s: %d blocks (%d GiB at 8 MiB), a manifest of %d bytes", l, blocks, blocks*8>>10, len(val))
+
+			// The same blocks as one segment of a larger file: as large as
+			// that manifest at most, and its head is small.
+			m.Placement = append(m.Placement, m.Placement...)
+			m.Sums = encodeSums(append(sums, sums...))
+			m.splitIntoSegments(blocks)
+			if m.Segments != 2 {
+				t.Fatalf("%d blocks in segments of %d: %d segments", 2*blocks, blocks, m.Segments)
+			}
+			seg, err := m.segment(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(seg) > DefaultMaxManifestBytes {
+				t.Fatalf("a segment of %d blocks: %d bytes, over %d", blocks, len(seg), DefaultMaxManifestBytes)
+			}
+			if head, _ := m.marshal(); len(head) > 8<<10 {
+				t.Fatalf("a head of %d bytes", len(head))
+			}
 		})
+	}
+}
+
+// A write's failure is marked not committed, unless its commit was sent
+// and its outcome is unknown.
+func TestDefiniteMarksAllButAmbiguousFailures(t *testing.T) {
+	unavailable := status.Error(codes.Unavailable, "etcd did not answer")
+	for _, tc := range []struct {
+		name   string
+		err    error
+		marked bool
+	}{
+		{"nil", nil, false},
+		{"a status", status.Error(codes.FailedPrecondition, "moved on"), true},
+		{"a commit etcd may have applied", &ambiguousError{unavailable}, false},
+		{"a wrapped ambiguous commit", fmt.Errorf("commit: %w", &ambiguousError{unavailable}), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := definite(tc.err)
+			if serving.IsNotCommitted(err) != tc.marked {
+				t.Fatalf("definite(%v) = %v; marked %v, want %v", tc.err, err, !tc.marked, tc.marked)
+			}
+			if tc.err != nil && status.Code(err) != status.Code(errors.Unwrap(tc.err)) && status.Code(err) != status.Code(tc.err) {
+				t.Fatalf("definite(%v) = %v: the code changed", tc.err, err)
+			}
+		})
+	}
+	if err := definite(&ambiguousError{unavailable}); err != unavailable {
+		t.Fatalf("an ambiguous failure comes back as %v, not as the status it holds", err)
 	}
 }

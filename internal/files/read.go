@@ -48,7 +48,21 @@ func (s *Service) load(ctx context.Context, user, fileID string, version int64) 
 	if err != nil || m.Owner != user {
 		return nil, status.Errorf(codes.DataLoss, "file %s version %d: unreadable manifest", fileID, version)
 	}
+	if err := s.loadSegments(ctx, m, resp.Header.Revision); err != nil {
+		return nil, segmentsError(m, err)
+	}
 	return m, nil
+}
+
+// segmentsError is the status of a version whose segments could not be read.
+func segmentsError(m *manifest, err error) error {
+	switch {
+	case errors.Is(err, errSegments):
+		return status.Errorf(codes.DataLoss, "file %s version %d: %v", m.FileID, m.Version, err)
+	case compacted(err):
+		return status.Errorf(codes.Unavailable, "file %s version %d changed while it was read; try again", m.FileID, m.Version)
+	}
+	return serving.EtcdError(err)
 }
 
 // fileReader reads a stored file back: the erasure Decoder, or the bytes
@@ -329,6 +343,10 @@ func (s *Service) FileHistory(ctx context.Context, req *v1.FileHistoryRequest) (
 	out := &v1.FileHistoryResponse{}
 	for _, kv := range txn.Responses[1].GetResponseRange().Kvs {
 		if m, err := unmarshalManifest(kv.Value); err == nil && m.Owner == user {
+			// The blocks as of the same read, for the redundancy.
+			if err := s.loadSegments(ctx, m, txn.Header.Revision); err != nil {
+				return nil, segmentsError(m, err)
+			}
 			out.Versions = append(out.Versions, s.withRedundancy(ctx, m))
 		}
 	}
@@ -370,7 +388,7 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 		info := rec.proto()
 		// The current version's redundancy, as Stat and FileHistory report it.
 		if mr, err := s.cli.Get(ctx, s.keys.manifest(rec.FileID, rec.Version)); err == nil && len(mr.Kvs) > 0 {
-			if m, err := unmarshalManifest(mr.Kvs[0].Value); err == nil {
+			if m, err := unmarshalManifest(mr.Kvs[0].Value); err == nil && s.loadSegments(ctx, m, mr.Header.Revision) == nil {
 				info.Redundancy = s.redundancy(m, live, damaged)
 			}
 		}
@@ -385,22 +403,25 @@ func (s *Service) List(ctx context.Context, req *v1.ListRequest) (*v1.ListRespon
 func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.DeleteResponse, error) {
 	user, err := s.userFrom(ctx, req.UserId)
 	if err != nil {
-		return nil, err
+		return nil, serving.NotCommitted(err)
 	}
 	if err := checkFileID(req.FileId); err != nil {
-		return nil, err
+		return nil, serving.NotCommitted(err)
 	}
 	fileKey := s.keys.file(user, req.FileId)
+	// The segments of every version go with the manifests, and so do those
+	// of a revision in progress: its commit then finds the file gone.
 	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(fileKey), ">", 0)).Then(
 		clientv3.OpGet(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
 		clientv3.OpDelete(fileKey),
 		clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
+		clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
 	).Commit()
 	if err != nil {
-		return nil, serving.EtcdError(err)
+		return nil, serving.EtcdError(err) // sent: it may have been applied
 	}
 	if !txn.Succeeded {
-		return nil, status.Errorf(codes.NotFound, "no file %s", req.FileId)
+		return nil, serving.NotCommitted(status.Errorf(codes.NotFound, "no file %s", req.FileId))
 	}
 	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
 		if m, err := unmarshalManifest(kv.Value); err == nil && !m.inline() {

@@ -149,7 +149,7 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 		return gone[id]
 	}
 	var jobs []string
-	err = s.eachManifest(ctx, func(key string, _ int64, m *manifest) error {
+	err = s.eachManifest(ctx, true, func(key string, _ int64, m *manifest) error {
 		for b := range m.Placement {
 			for i := range m.Placement[b] {
 				h := m.holder(int64(b), i)
@@ -250,27 +250,31 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 // a large file's repair keeps its progress across a pool restart.
 const repairWindow = 16
 
-// repairFile rebuilds the lost and damaged shards of one file version.
+// repairFile rebuilds the lost and damaged shards of one file version,
+// committing each window of blocks with compare-and-swap on the value that
+// holds them: the manifest, or for a version in segments the segment (a
+// window never spans two). A window that changed under it is read again
+// and redone.
 func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bool, damaged damageSet) error {
+	m, headRev, err := s.loadForRepair(ctx, key)
+	if m == nil || err != nil {
+		return err // nil, nil: deleted meanwhile
+	}
+	d, err := s.decoder(m)
+	if err != nil {
+		return err
+	}
 	var from int64
 	for attempt := 0; attempt < 5; {
-		resp, err := s.cli.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		if len(resp.Kvs) == 0 {
-			return nil // deleted meanwhile
-		}
-		m, err := unmarshalManifest(resp.Kvs[0].Value)
-		if err != nil {
-			return err
-		}
-		d, err := s.decoder(m)
-		if err != nil {
-			return err
-		}
+		blocks := int64(len(m.Placement))
 		workers := s.workers.StorageWorkers()
-		end := min(from+repairWindow, int64(len(m.Placement)))
+		end := min(from+repairWindow, blocks)
+		seg := -1
+		if m.segmented() {
+			seg = m.segmentOf(from)
+			_, segEnd := m.segmentBlockRange(seg)
+			end = min(end, segEnd)
+		}
 		// Blocks are rebuilt concurrently; m changes only after, as the
 		// decoder reads it meanwhile.
 		var (
@@ -301,27 +305,68 @@ func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bo
 			return err
 		}
 		if changed {
-			val, err := m.marshal()
-			if err != nil {
-				return err
+			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", headRev)}
+			var put clientv3.Op
+			if seg < 0 {
+				val, err := m.marshal()
+				if err != nil {
+					return err
+				}
+				put = clientv3.OpPut(key, val)
+			} else {
+				segKey := s.keys.segment(m.FileID, m.WriteID, seg)
+				val, err := m.segment(seg)
+				if err != nil {
+					return err
+				}
+				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(segKey), "=", m.segRevs[seg]))
+				put = clientv3.OpPut(segKey, val)
 			}
-			ops := []clientv3.Op{clientv3.OpPut(key, val)}
+			ops := []clientv3.Op{put}
 			for _, k := range repaired {
 				ops = append(ops, clientv3.OpDelete(k))
 			}
-			txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)).Then(ops...).Commit()
+			txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 			if err != nil {
 				return err
 			}
 			if !txn.Succeeded {
-				attempt++ // changed under us: redo this window
+				attempt++ // changed under us: read it again, redo this window
+				if m, headRev, err = s.loadForRepair(ctx, key); m == nil || err != nil {
+					return err
+				}
+				if d, err = s.decoder(m); err != nil {
+					return err
+				}
 				continue
 			}
+			if seg < 0 {
+				headRev = txn.Header.Revision
+			} else {
+				m.segRevs[seg] = txn.Header.Revision
+			}
 		}
-		if end == int64(len(m.Placement)) {
+		if end == blocks {
 			return nil
 		}
 		from = end
 	}
 	return errConflict
+}
+
+// loadForRepair reads the manifest under key, with its blocks, and its mod
+// revision; nil if it is gone.
+func (s *Service) loadForRepair(ctx context.Context, key string) (*manifest, int64, error) {
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 {
+		return nil, 0, err
+	}
+	m, err := unmarshalManifest(resp.Kvs[0].Value)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := s.loadSegments(ctx, m, resp.Header.Revision); err != nil {
+		return nil, 0, err
+	}
+	return m, resp.Kvs[0].ModRevision, nil
 }

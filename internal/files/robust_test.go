@@ -23,7 +23,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/cluster"
-	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 func adminStatus(t *testing.T, ctx context.Context, cl *taskworker.Client) *v1.StatusResponse {
@@ -303,20 +303,27 @@ func mustSize(t *testing.T, path string) int64 {
 	return fi.Size()
 }
 
-// An upload that declares a size larger than one file can be is refused
-// before any byte is sent, with what the limit is; a negative size is an
-// error of the caller.
+// An upload that declares a size larger than the pool takes is refused
+// before any byte is sent, with what the limit is; a negative size, or
+// bytes that do not match the size declared, are errors of the caller.
+// None is committed, and each says so.
 func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 3})
+	cfg := testFilesConfig(64 << 10)
+	cfg.MaxFileBytes = 1 << 30
+	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg})
 	ctx := ctxTimeout(t, time.Minute)
 	fs := v1.NewFileServiceClient(c.Client(0).Conn())
 	for _, tc := range []struct {
 		size int64
+		send []byte
 		code codes.Code
 		msg  string
 	}{
-		{1 << 50, codes.ResourceExhausted, "larger than this network stores in one file"},
-		{-1, codes.InvalidArgument, "declares a size of -1 bytes"},
+		{1<<30 + 1, nil, codes.ResourceExhausted, "larger than this network stores in one file (1073741824 bytes)"},
+		{-1, nil, codes.InvalidArgument, "declares a size of -1 bytes"},
+		{100, nil, codes.InvalidArgument, "ended after 0 of the 100 bytes its header declares"},
+		{100, randomBytes(10 << 10), codes.InvalidArgument, "sent more than the 100 bytes its header declares"},
+		{20 << 10, randomBytes(10 << 10), codes.InvalidArgument, "ended after 10240 of the 20480 bytes"},
 	} {
 		stream, err := fs.Upload(ctx)
 		if err != nil {
@@ -325,9 +332,13 @@ func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
 		if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "huge", Size: tc.size}}}); err != nil {
 			t.Fatal(err)
 		}
+		if tc.send != nil {
+			_ = stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: tc.send}})
+		}
 		_, err = stream.CloseAndRecv()
-		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) {
-			t.Errorf("upload declaring %d bytes: %v; want %v saying %q", tc.size, err, tc.code, tc.msg)
+		if st := status.Convert(err); st.Code() != tc.code || !strings.Contains(st.Message(), tc.msg) || !serving.IsNotCommitted(err) {
+			t.Errorf("upload declaring %d bytes, sending %d: %v (not committed: %v); want %v saying %q, not committed",
+				tc.size, len(tc.send), err, serving.IsNotCommitted(err), tc.code, tc.msg)
 		}
 	}
 	if files, err := c.Client(0).List(ctx); err != nil || len(files) != 0 {
@@ -336,13 +347,14 @@ func TestUploadOfATooLargeFileIsRefusedBeforeTheBytes(t *testing.T) {
 }
 
 // An upload that does not declare its size is refused as soon as it passes
-// what one manifest describes, not after the rest of its bytes; one that
-// does, on its header. Neither leaves a file.
-func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
-	cfg := files.DefaultConfig("")
-	cfg.BlockSize = 4 << 10
-	cfg.MaxManifestBytes = 128 << 10 // 458 blocks of 2+1: 1.8 MiB
-	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg})
+// the pool's limit, not after the rest of its bytes; one that does, on its
+// header. Neither leaves a file.
+func TestUploadPastTheLimitIsRefusedMidStream(t *testing.T) {
+	cfg := testFilesConfig(4 << 10)
+	cfg.MaxFileBytes = 1 << 20
+	// 4 KiB blocks of a fast stream keep a busy machine's workers from
+	// renewing short leases.
+	c := cluster.New(t, cluster.Options{Workers: 3, Files: &cfg, LeaseTTL: 10 * time.Second})
 	ctx := ctxTimeout(t, 2*time.Minute)
 	stream, err := v1.NewFileServiceClient(c.Client(0).Conn()).Upload(ctx)
 	if err != nil {
@@ -360,8 +372,8 @@ func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
 		sent += len(chunk)
 	}
 	_, err = stream.CloseAndRecv()
-	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "larger than this network stores in one file") {
-		t.Fatalf("an upload past the limit: %v; want ResourceExhausted", err)
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "larger than this network stores in one file") || !serving.IsNotCommitted(err) {
+		t.Fatalf("an upload past the limit: %v; want ResourceExhausted, not committed", err)
 	}
 	if sent == total {
 		t.Fatalf("the pool took all %d bytes before refusing", total)
@@ -375,5 +387,45 @@ func TestUploadPastTheManifestLimitIsRefusedMidStream(t *testing.T) {
 	}
 	if list, err := c.Client(0).List(ctx); err != nil || len(list) != 0 {
 		t.Fatalf("files after the refused upload: %v, %v", list, err)
+	}
+}
+
+// A write whose sender stalls for longer than the collector's minimum age,
+// with shards already stored, keeps them: the write tends its intent. It
+// commits, and every block reads back.
+func TestStalledWriteKeepsItsShards(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3}) // GCMinAge and GCInterval of 3s
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, 2*time.Minute)
+	stream, err := v1.NewFileServiceClient(cl.Conn()).Upload(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randomBytes(20 * block)
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Header{Header: &v1.UploadHeader{Filename: "slow", Size: int64(len(data))}}}); err != nil {
+		t.Fatal(err)
+	}
+	half := len(data) / 2
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: data[:half]}}); err != nil {
+		t.Fatal(err)
+	}
+	// Several collector passes, each of which sees the first half's
+	// shards older than GCMinAge.
+	waitFor(t, time.Minute, "the first half's shards stored", func() bool {
+		return len(shardFiles(t, workerDir(c, "worker_001"))) >= 5
+	})
+	time.Sleep(12 * time.Second)
+	if err := stream.Send(&v1.UploadRequest{Part: &v1.UploadRequest_Data{Data: data[half:]}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cl.Get(ctx, resp.Info.FileId); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read back: %d bytes, %v", len(got), err)
+	}
+	if err := c.Pools[0].Files().Verify(ctx); err != nil {
+		t.Fatalf("a stalled write lost shards: %v", err)
 	}
 }

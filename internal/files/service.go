@@ -38,11 +38,19 @@ type Config struct {
 	// InlineMax is the largest file kept in its manifest in etcd instead of
 	// as shards on workers (0: none).
 	InlineMax int
-	// MaxManifestBytes bounds a version's manifest, one etcd value, and so
-	// a file's blocks: etcd refuses requests over 1.5 MiB. An upload that
-	// declares, or reaches, a larger file is refused as soon as that is
-	// known (ResourceExhausted).
+	// MaxManifestBytes bounds a version's manifest and each of its
+	// segments, one etcd value each: etcd refuses requests over 1.5 MiB.
 	MaxManifestBytes int
+	// SegmentBlocks is how many blocks' checksums and placement one etcd
+	// value holds; a version with more blocks keeps them in segments of
+	// that many (see segment). 0: as many as fit in MaxManifestBytes
+	// (4834 at 4+2, 37 GiB at 8 MiB blocks), so only larger files have
+	// segments.
+	SegmentBlocks int
+	// MaxFileBytes bounds a file's size (0: only the erasure format's own
+	// bound). An upload that declares, or reaches, a larger file is
+	// refused as soon as that is known (ResourceExhausted).
+	MaxFileBytes int64
 	// MaxUnaryBytes bounds the files Push and Get carry in one message;
 	// larger ones go through Upload and Download.
 	MaxUnaryBytes int
@@ -97,6 +105,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxManifestBytes < 2*manifestReserve || c.MaxManifestBytes > DefaultMaxManifestBytes {
 		return fmt.Errorf("files: MaxManifestBytes %d must be between %d and %d (etcd's request limit)", c.MaxManifestBytes, 2*manifestReserve, DefaultMaxManifestBytes)
+	}
+	if most := maxBlocks(erasure.DefaultLayout, c.MaxManifestBytes); c.SegmentBlocks < 0 || int64(c.SegmentBlocks) > most {
+		return fmt.Errorf("files: SegmentBlocks %d must be between 1 and %d (what MaxManifestBytes holds at %s), or 0 for that", c.SegmentBlocks, most, erasure.DefaultLayout)
+	}
+	if c.MaxFileBytes < 0 || c.MaxFileBytes > erasure.MaxFileSize {
+		return fmt.Errorf("files: MaxFileBytes %d must be between 1 and %d, or 0 for no bound", c.MaxFileBytes, int64(erasure.MaxFileSize))
 	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")

@@ -55,8 +55,8 @@ func (s *Service) redundancy(m *manifest, live map[string]bool, damaged damageSe
 		return v1.Redundancy_REDUNDANCY_FULL // as redundant as etcd
 	}
 	l, err := erasure.ParseLayout(m.Layout)
-	if err != nil {
-		return v1.Redundancy_REDUNDANCY_LOST
+	if err != nil || m.segmented() && len(m.segRevs) != m.Segments {
+		return v1.Redundancy_REDUNDANCY_LOST // its blocks are not all known
 	}
 	worst := v1.Redundancy_REDUNDANCY_FULL
 	for b := range m.Placement {
@@ -111,7 +111,7 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	}
 	live := s.liveSet()
 	files := map[string]bool{}
-	err = s.eachManifest(ctx, func(_ string, _ int64, m *manifest) error {
+	err = s.eachManifest(ctx, true, func(_ string, _ int64, m *manifest) error {
 		out.BytesStored += m.Size
 		files[m.FileID] = true
 		switch s.redundancy(m, live, damaged) {
@@ -134,8 +134,9 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 }
 
 // eachManifest calls f with every manifest in etcd, a page at a time, with
-// its key and mod revision.
-func (s *Service) eachManifest(ctx context.Context, f func(key string, modRev int64, m *manifest) error) error {
+// its key and mod revision; with blocks, with the blocks of those in
+// segments too (else only their heads, which name the file and the write).
+func (s *Service) eachManifest(ctx context.Context, blocks bool, f func(key string, modRev int64, m *manifest) error) error {
 	prefix := s.keys.allManifests()
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
@@ -146,6 +147,14 @@ func (s *Service) eachManifest(ctx context.Context, f func(key string, modRev in
 		}
 		for _, kv := range resp.Kvs {
 			m, err := unmarshalManifest(kv.Value)
+			if err == nil && blocks {
+				if err := s.loadSegments(ctx, m, resp.Header.Revision); errors.Is(err, errSegments) {
+					// Passed on without blocks: lost (see redundancy).
+					s.log.Warn("unreadable segments", "key", string(kv.Key), "err", err)
+				} else if err != nil {
+					return err
+				}
+			}
 			if err != nil {
 				s.log.Warn("unreadable manifest", "key", string(kv.Key), "err", err)
 				continue
@@ -166,7 +175,7 @@ func (s *Service) eachManifest(ctx context.Context, f func(key string, modRev in
 // their checksums. It reads every shard, so it is for tests and audits.
 func (s *Service) Verify(ctx context.Context) error {
 	var errs []error
-	err := s.eachManifest(ctx, func(key string, _ int64, m *manifest) error {
+	err := s.eachManifest(ctx, true, func(key string, _ int64, m *manifest) error {
 		if m.inline() {
 			if _, err := s.open(m); err != nil {
 				errs = append(errs, err)

@@ -36,11 +36,11 @@ func (w writeRequest) revise() bool { return w.fileID != "" }
 func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushResponse, error) {
 	user, err := s.userFrom(ctx, req.UserId)
 	if err != nil {
-		return nil, err
+		return nil, definite(err)
 	}
 	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
-		return nil, err
+		return nil, definite(err)
 	}
 	return &v1.PushResponse{FileId: info.FileId, Version: info.Version, Info: info}, nil
 }
@@ -48,45 +48,88 @@ func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushRespon
 func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.ReviseResponse, error) {
 	user, err := s.userFrom(ctx, req.UserId)
 	if err != nil {
-		return nil, err
+		return nil, definite(err)
 	}
 	if err := checkFileID(req.FileId); err != nil {
-		return nil, err
+		return nil, definite(err)
 	}
 	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
 	if err != nil {
-		return nil, err
+		return nil, definite(err)
 	}
 	return &v1.ReviseResponse{FileId: info.FileId, Version: info.Version, Info: info}, nil
 }
 
 func (s *Service) Upload(stream v1.FileService_UploadServer) error {
+	info, err := s.upload(stream)
+	if err != nil {
+		return definite(err)
+	}
+	// Committed: a failure to answer now is the caller's ambiguity.
+	return stream.SendAndClose(&v1.UploadResponse{Info: info})
+}
+
+func (s *Service) upload(stream v1.FileService_UploadServer) (*v1.FileInfo, error) {
 	first, err := stream.Recv()
 	if err != nil {
-		return err
+		return nil, status.Convert(err).Err()
 	}
 	h := first.GetHeader()
 	if h == nil {
-		return status.Error(codes.InvalidArgument, "the first Upload message must be the header (filename, and file_id to revise)")
+		return nil, status.Error(codes.InvalidArgument, "the first Upload message must be the header (filename, and file_id to revise)")
 	}
 	user, err := s.userFrom(stream.Context(), h.UserId)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if h.FileId != "" {
 		if err := checkFileID(h.FileId); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if h.Size < 0 {
-		return status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
+		return nil, status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
 	}
-	info, err := s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
+	return s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
 		&uploadReader{stream: stream})
-	if err != nil {
-		return err
+}
+
+// ambiguousError is the failure of a commit etcd may have applied: the
+// transaction was sent and no answer came back. It is the one failure of a
+// write not marked NotCommitted (see definite).
+type ambiguousError struct{ err error }
+
+func (e *ambiguousError) Error() string { return e.err.Error() }
+func (e *ambiguousError) Unwrap() error { return e.err }
+
+// definite returns a write's failure as its caller sees it: marked
+// serving.NotCommitted, since the write did not take effect, unless its
+// commit was sent and its outcome is unknown.
+func definite(err error) error {
+	if a, ok := errors.AsType[*ambiguousError](err); ok {
+		return a.err
 	}
-	return stream.SendAndClose(&v1.UploadResponse{Info: info})
+	return serving.NotCommitted(err)
+}
+
+// declaredReader holds a stream to the size its sender declared: a byte
+// past it, or an end short of it, is the sender's error.
+type declaredReader struct {
+	r    io.Reader
+	size int64
+	read int64
+}
+
+func (d *declaredReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.read += int64(n)
+	switch {
+	case d.read > d.size:
+		return 0, status.Errorf(codes.InvalidArgument, "the upload sent more than the %d bytes its header declares; declare the file's size, or 0 if unknown", d.size)
+	case errors.Is(err, io.EOF) && d.read < d.size:
+		return n, status.Errorf(codes.InvalidArgument, "the upload ended after %d of the %d bytes its header declares; declare the file's size, or 0 if unknown", d.read, d.size)
+	}
+	return n, err
 }
 
 // uploadReader reads an Upload's data messages as one stream.
@@ -125,12 +168,8 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 		}
 	}
 	// A declared size over the limit is refused before any byte is read.
-	if workers := len(s.placeable(s.workers.StorageWorkers(), nil)); req.size > int64(s.cfg.InlineMax) && workers > 0 {
-		if layout, err := erasure.LayoutFor(workers); err == nil {
-			if limit := maxBlocks(layout, s.cfg.MaxManifestBytes) * int64(s.cfg.BlockSize); req.size > limit {
-				return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit, s.cfg.BlockSize, layout)
-			}
-		}
+	if limit := s.maxFileBytes(); req.size > limit {
+		return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit)
 	}
 	now := time.Now().UnixMilli()
 	m := &manifest{
@@ -142,6 +181,9 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if m.FileID == "" {
 		m.FileID = newID()
 	}
+	if req.size > 0 {
+		r = &declaredReader{r: r, size: req.size}
+	}
 	// A file that fits InlineMax lives in its manifest: see inlineLayout.
 	head := make([]byte, s.cfg.InlineMax+1)
 	n, err := io.ReadFull(r, head)
@@ -151,6 +193,9 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 		m.SHA256 = fmt.Sprintf("%x", sha256.Sum256(head[:n]))
 		m.Inline = base64.StdEncoding.EncodeToString(head[:n])
 	case err != nil:
+		if _, ok := status.FromError(err); ok {
+			return nil, err
+		}
 		return nil, status.Errorf(codes.Aborted, "reading the file: %v", err)
 	default:
 		workers := s.placeable(s.workers.StorageWorkers(), nil)
@@ -165,6 +210,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 		if _, err := s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(now)); err != nil {
 			return nil, serving.EtcdError(err)
 		}
+		defer s.tendIntent(ctx, m)()
 		layout, err := erasure.LayoutFor(len(workers))
 		if err != nil {
 			return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
@@ -174,19 +220,68 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 			s.dropWrite(m)
 			return nil, err
 		}
+		m.splitIntoSegments(s.segmentBlocks(layout))
+		if err := s.putSegments(ctx, m); err != nil {
+			s.dropWrite(m)
+			s.dropSegments(m)
+			return nil, serving.EtcdError(err)
+		}
 	}
 	if err := s.commit(ctx, req, m); err != nil {
-		s.dropWrite(m)
+		if _, ok := errors.AsType[*ambiguousError](err); !ok {
+			// Not committed: the shards and segments are garbage. (Had
+			// the commit been applied, they would be the file's: the
+			// collector decides once the manifests say.)
+			s.dropWrite(m)
+			s.dropSegments(m)
+		}
 		return nil, err
 	}
 	s.log.Debug("file written", "file", m.FileID, "version", m.Version, "size", m.Size, "layout", m.Layout)
 	return m.proto(), nil
 }
 
-// tooLarge is the status of a file larger than one manifest can describe.
-func tooLarge(size string, limit int64, blockSize int, l erasure.Layout) error {
-	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file: %d bytes at %d-byte blocks in layout %s; split it, or raise the pool's block size",
-		size, limit, blockSize, l)
+// tendIntent keeps the write's intent fresh until the returned function is
+// called: the collector takes the shards of a write only once its intent
+// has gone GCMinAge untouched, so a write that runs for hours, or waits on
+// a slow sender, keeps its shards; a write whose pool died stops tending
+// it. It only refreshes an intent that is there: one the collector
+// removed stays removed, and the write's commit fails.
+func (s *Service) tendIntent(ctx context.Context, m *manifest) (stop func()) {
+	key := s.keys.write(m.FileID, m.WriteID)
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(max(s.cfg.GCMinAge/4, 100*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), ">", 0)).
+				Then(clientv3.OpPut(key, fmt.Sprint(time.Now().UnixMilli()))).Commit()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("refreshing a write's intent", "file", m.FileID, "write", m.WriteID, "err", err)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// maxFileBytes is the largest file the service takes.
+func (s *Service) maxFileBytes() int64 {
+	if s.cfg.MaxFileBytes > 0 {
+		return s.cfg.MaxFileBytes
+	}
+	return erasure.MaxFileSize
+}
+
+// tooLarge is the status of a file larger than the service takes.
+func tooLarge(size string, limit int64) error {
+	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file (%d bytes); split it", size, limit)
 }
 
 // storeBlocks encodes r block by block and stores each block's shards,
@@ -219,10 +314,9 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			shards[i] = bytes.Clone(sh)
 		}
 		b := blk.Index
-		if limit := maxBlocks(layout, s.cfg.MaxManifestBytes); b >= limit {
+		if limit := s.maxFileBytes(); blk.Offset+int64(blk.Len) > limit {
 			// Refused now, not after the rest of the upload.
-			limit *= int64(m.BlockSize)
-			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit, m.BlockSize, layout))
+			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit))
 			break
 		}
 		select {
@@ -385,11 +479,15 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 // chunkBytes is the size of the data messages of shard and file streams.
 const chunkBytes = 1 << 20
 
-// commit makes the write visible: the manifest and the file's record in one
-// transaction; for a revision, only if the file is still at the version
-// the revision builds on.
+// commit makes the write visible: the manifest (the head, for a version in
+// segments) and the file's record in one transaction; for a revision, only
+// if the file is still at the version the revision builds on; for a write
+// with shards, only if its intent is still there (a write that outlived
+// GCMinAge may have had its shards and segments collected). A failure of
+// the transaction itself is an ambiguousError: it may have been applied.
 func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) error {
 	fileKey := s.keys.file(req.user, m.FileID)
+	intentKey := s.keys.write(m.FileID, m.WriteID)
 	for {
 		var cmp clientv3.Cmp
 		if req.revise() {
@@ -411,16 +509,29 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
 		}
 		record, _ := json.Marshal(m.fileRecord)
-		txn, err := s.cli.Txn(ctx).If(cmp).Then(
+		cmps := []clientv3.Cmp{cmp}
+		if !m.inline() {
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
-			clientv3.OpDelete(s.keys.write(m.FileID, m.WriteID)), // the manifest owns the shards now
+			clientv3.OpDelete(intentKey), // the manifest owns the shards now
 		).Commit()
 		if err != nil {
-			return serving.EtcdError(err)
+			return &ambiguousError{serving.EtcdError(err)}
 		}
 		if txn.Succeeded {
 			return nil
+		}
+		if !m.inline() {
+			resp, err := s.cli.Get(ctx, intentKey, clientv3.WithCountOnly())
+			if err != nil {
+				return serving.EtcdError(err)
+			}
+			if resp.Count == 0 {
+				return status.Errorf(codes.Aborted, "the write of file %s took so long that its shards were collected; write it again", m.FileID)
+			}
 		}
 		if !req.revise() {
 			return status.Errorf(codes.Internal, "file id %s is already taken", m.FileID)
