@@ -35,7 +35,9 @@ import (
 type Options struct {
 	Pools   int
 	Workers int
-	// LeaseTTL of workers (default 2s, so lost workers leave quickly).
+	// LeaseTTL of workers (default 4s: lost workers leave quickly, and a
+	// worker starved of CPU for a second or two on a loaded machine keeps
+	// its lease).
 	LeaseTTL time.Duration
 	// Setup registers functions on each worker; default: the examples.
 	Setup func(w *worker.Server) error
@@ -91,7 +93,7 @@ func New(t testing.TB, opts Options) *Cluster {
 		opts.Workers = 3
 	}
 	if opts.LeaseTTL == 0 {
-		opts.LeaseTTL = 2 * time.Second
+		opts.LeaseTTL = 4 * time.Second
 	}
 	if opts.Labels == nil {
 		opts.Labels = func(string) map[string]string { return nil }
@@ -309,7 +311,7 @@ func (c *Cluster) ClientWithToken(p int, token string) *taskworker.Client {
 // WaitWorkers waits until every running pool lists exactly n workers.
 func (c *Cluster) WaitWorkers(n int) {
 	c.t.Helper()
-	c.waitFor(10*time.Second, fmt.Sprintf("%d workers listed", n), func() (bool, string) {
+	c.waitFor(30*time.Second, fmt.Sprintf("%d workers listed", n), func() (bool, string) {
 		for i := range c.Pools {
 			got, err := c.Client(i).Workers(context.Background())
 			if err != nil || len(got) != n {

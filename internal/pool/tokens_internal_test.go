@@ -373,7 +373,9 @@ func TestLastUseIsBatched(t *testing.T) {
 		}
 		info = list[0]
 	}
-	rounds := int64(time.Since(start)/s.flushEvery) + 1
+	// The flushes' ticks are not aligned with start: a span of n periods
+	// holds up to n+1 of them, and one more may be the stop's flush.
+	rounds := int64(time.Since(start)/s.flushEvery) + 2
 	if n := c.txns.Load() - before; n > rounds {
 		t.Errorf("1000 calls cost %d etcd writes in %d flush rounds", n, rounds)
 	}
