@@ -3,24 +3,26 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/bench"
 	"github.com/hivemind/taskworker/internal/localnet"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 )
 
@@ -102,7 +104,6 @@ type standaloneWorker struct {
 	cmd  *exec.Cmd
 	dir  string
 	conn *grpc.ClientConn
-	key  string
 }
 
 func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
@@ -133,13 +134,19 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 			vars[k] = v
 		}
 	}
-	addr := vars["TASKWORKER_WORKER"]
-	w.key = vars["TASKWORKER_WORKER_KEY"]
-	if addr == "" || w.key == "" {
+	addr, tlsDir := vars["TASKWORKER_WORKER"], vars["TASKWORKER_WORKER_TLS"]
+	if addr == "" || tlsDir == "" {
 		w.stop()
-		return nil, errors.New("the baseline worker did not print its address and key")
+		return nil, errors.New("the baseline worker did not print its address and certificate directory")
 	}
-	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The baseline is over TLS too, calling as the worker's pool, with the
+	// certificate its throwaway CA made for that.
+	creds, err := standaloneCredentials(tlsDir)
+	if err != nil {
+		w.stop()
+		return nil, err
+	}
+	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		w.stop()
 		return nil, err
@@ -151,10 +158,30 @@ func (w *standaloneWorker) call(function string, args []byte) func(context.Conte
 	rpc := v1.NewRPCServiceClient(w.conn)
 	req := &v1.FunctionCallRequest{FunctionName: function, Args: args}
 	return func(ctx context.Context) error {
-		ctx = metadata.AppendToOutgoingContext(ctx, auth.HeaderCallKey, w.key)
 		_, err := rpc.CallFunction(ctx, req)
 		return err
 	}
+}
+
+// standaloneCredentials calls a standalone worker as its pool, with the
+// certificates it wrote to dir.
+func standaloneCredentials(dir string) (credentials.TransportCredentials, error) {
+	ca, err := pki.ReadCertFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "pool.crt"), filepath.Join(dir, "pool.key"))
+	if err != nil {
+		return nil, err
+	}
+	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	h := &pki.Holder{}
+	h.Set(cert)
+	return credentials.NewTLS(pki.ClientConfig(pki.Verify{CA: roots, URI: pki.WorkerURI("standalone", "bench-baseline")}, h)), nil
 }
 
 func (w *standaloneWorker) stop() {
@@ -209,7 +236,7 @@ of small files, and the time to repair after a worker is SIGKILLed.`,
 				return err
 			}
 			defer net.Stop()
-			c, err := taskworker.Dial(net.Env().Pool, taskworker.WithToken(net.Env().Token))
+			c, err := taskworker.Dial(net.Env().Pool, taskworker.WithToken(net.Env().Token), taskworker.WithCAFile(net.Env().CA))
 			if err != nil {
 				return err
 			}

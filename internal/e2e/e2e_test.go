@@ -129,7 +129,7 @@ func TestUp(t *testing.T) {
 		}
 	}
 	call := exec.Command(binary, "call", "add", "1", "2")
-	call.Env = append(os.Environ(), "TASKWORKER_HOME="+dir, "TASKWORKER_POOL=", "TASKWORKER_TOKEN=")
+	call.Env = append(os.Environ(), "TASKWORKER_HOME="+dir, "TASKWORKER_POOL=", "TASKWORKER_TOKEN=", "TASKWORKER_CA=")
 	out, err := call.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "3" {
 		t.Fatalf("call add 1 2 through the env file: %q, %v", out, err)

@@ -23,6 +23,7 @@ type adminService struct {
 	tokens  *tokenStore
 	deploys *deployments
 	files   *files.Service
+	ids     *identities
 }
 
 func (s *adminService) ListWorkers(ctx context.Context, _ *v1.ListWorkersRequest) (*v1.ListWorkersResponse, error) {
