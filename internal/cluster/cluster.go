@@ -57,6 +57,9 @@ type Options struct {
 	// StarlarkCommand starts the workers' Starlark children (the test
 	// binary, re-executed; see starlarkrun.Main); empty: no Starlark.
 	StarlarkCommand []string
+	// WorkerCertTTL is the lifetime of the workers' certificates (0: the
+	// pool's default, a day).
+	WorkerCertTTL time.Duration
 	// WasmCommand runs the workers' WebAssembly calls in child processes
 	// (the test binary, re-executed; see sandbox.ChildMain); empty: in the
 	// worker's process.
@@ -274,6 +277,7 @@ func (c *Cluster) StartPool(i int) {
 	cfg.EtcdEndpoints = c.Etcd.Endpoints()
 	cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey = c.etcdTLS.CA, c.etcdTLS.ClientCert, c.etcdTLS.ClientKey
 	cfg.CACert, cfg.CAKey = c.caCert, c.caKey
+	cfg.WorkerCertTTL = c.opts.WorkerCertTTL
 	cfg.LeaseTTL = c.opts.LeaseTTL
 	cfg.Logger = c.log.With("pool", i)
 	if c.opts.Files != nil {

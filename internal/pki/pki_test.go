@@ -256,7 +256,7 @@ func TestClientVerify(t *testing.T) {
 		{"trusted", good, pki.Verify{CA: ca.Pool()}, ""},
 		{"trusted, by identity", good, pki.Verify{CA: ca.Pool(), URI: pki.PoolURI("tw-a")}, ""},
 		{"another CA", serve(stranger, pki.PoolURI("tw-a"), "127.0.0.1"), pki.Verify{CA: ca.Pool(), CAName: "the CA in /x/ca.crt"},
-			`issued by "` + stranger.Name() + `", which the CA in /x/ca.crt does not hold`},
+			`issued by "` + stranger.Name() + `", and this client trusts only the CA in /x/ca.crt`},
 		{"no CA given", good, pki.Verify{}, "this system's trusted CAs (no --ca given)"},
 		{"another name", serve(ca, pki.PoolURI("tw-a"), "pool.example"), pki.Verify{CA: ca.Pool()}, "--tls-san 127.0.0.1"},
 		{"another identity", good, pki.Verify{CA: ca.Pool(), URI: pki.WorkerURI("tw-a", "w1")}, "not spiffe://tw-a/worker/w1"},

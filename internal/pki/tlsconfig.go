@@ -92,7 +92,7 @@ func (v Verify) verify(cs tls.ConnectionState) error {
 	if _, err := leaf.Verify(opts); err != nil {
 		var unknown x509.UnknownAuthorityError
 		if errors.As(err, &unknown) {
-			return fmt.Errorf("%w: the server's certificate is issued by %q, which %s does not hold: give this client that network's CA certificate with --ca or TASKWORKER_CA (ca.crt in the pool's data directory; 'taskworker up' names it in its env file)",
+			return fmt.Errorf("%w: the server's certificate is issued by %q, and this client trusts only %s: give it that network's CA certificate with --ca or TASKWORKER_CA (ca.crt in the pool's data directory; 'taskworker up' names it in its env file)",
 				ErrUntrusted, leaf.Issuer.CommonName, v.caName())
 		}
 		var host x509.HostnameError

@@ -44,9 +44,8 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 	}
 	workers := s.reg.list()
 	for name, d := range s.deploys.all() {
-		if byName[name] != nil {
-			continue // a native function of the same name takes the calls
-		}
+		// The deployed function takes the calls, never a native one of
+		// the same name (rpcService.CallFunction).
 		fi := &v1.FunctionInfo{Name: name, Idempotent: d.Idempotent, Runtime: runtimeName(d.Runtime), Deployment: d,
 			Signature: fmt.Sprintf("v%d %s export %s", d.Version, d.ModuleSha256[:12], d.Export)}
 		for _, w := range workers {

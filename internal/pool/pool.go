@@ -145,6 +145,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
 	s.deploys = &deployments{}
+	s.reg.deployed = s.deploys.get
 	tokensReady, idsReady, workersReady, deploysReady := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	s.goRun(func() { s.tokens.run(runCtx, tokensReady) })
 	s.goRun(func() { s.ids.run(runCtx, idsReady) })

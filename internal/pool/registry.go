@@ -130,6 +130,9 @@ type registry struct {
 	dial func(id, address string) (*grpc.ClientConn, error)
 	// clusterID is the network's identity (see clusterID).
 	clusterID string
+	// deployed returns the deployment of a function name, if any: a
+	// worker may not serve a native function of that name.
+	deployed func(name string) *v1.Deployment
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -147,6 +150,7 @@ func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *sl
 		log:      log,
 		workers:  map[string]*worker{},
 		retiring: map[string][]*worker{},
+		deployed: func(string) *v1.Deployment { return nil },
 	}
 	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}})
 	return r
@@ -358,6 +362,10 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 			return nil, status.Errorf(codes.InvalidArgument, "function %q is listed twice", f.Name)
 		}
 		listed[f.Name] = true
+		if d := r.deployed(f.Name); d != nil {
+			return nil, status.Errorf(codes.AlreadyExists, "worker %s: function %q is deployed (by user %s), and a native function never takes a deployed one's name: rename the native function, or undeploy the deployed one first",
+				req.WorkerId, f.Name, d.Owner)
+		}
 	}
 	key := r.prefix + req.WorkerId
 	prev, err := r.cli.Get(ctx, key)

@@ -125,8 +125,8 @@ func (s *Server) usableCert(certPEM []byte) (tls.Certificate, error) {
 	if who.Role != pki.RoleWorker || who.WorkerID != s.cfg.ID {
 		return tls.Certificate{}, fmt.Errorf("the certificate names %s, not worker %s", c.Leaf.URIs[0], s.cfg.ID)
 	}
-	if time.Until(c.Leaf.NotAfter) < time.Minute {
-		return tls.Certificate{}, errors.New("expired, or about to")
+	if !time.Now().Before(c.Leaf.NotAfter) {
+		return tls.Certificate{}, errors.New("expired")
 	}
 	return c, nil
 }
@@ -310,13 +310,13 @@ func (s *Server) requestCert(ctx context.Context, conn *grpc.ClientConn, joinTok
 }
 
 // needsEnrolment reports whether the worker has no certificate it can
-// use: none, or one about to expire (renewal failed until then).
+// use: none, or an expired one (renewal failed until then).
 func (s *Server) needsEnrolment() bool {
 	if s.cfg.Insecure {
 		return false
 	}
 	c := s.id.cert.Current()
-	return c == nil || time.Until(c.Leaf.NotAfter) < time.Minute
+	return c == nil || !time.Now().Before(c.Leaf.NotAfter)
 }
 
 // renewLoop renews the worker's certificate over mTLS, with its current
@@ -335,8 +335,9 @@ func (s *Server) renewLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if s.id.cert.Current() == nil || s.needsEnrolment() {
-			continue // the registration loop enrols
+		c := s.id.cert.Current()
+		if c == nil || s.needsEnrolment() || !pki.NeedsRenewal(c.Leaf, time.Now()) {
+			continue // not due, or the registration loop enrols
 		}
 		if err := s.requestCert(ctx, s.poolConn(), ""); err != nil {
 			s.log.Warn("renewing the certificate", "err", err)
