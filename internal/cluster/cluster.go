@@ -3,6 +3,14 @@
 // with helpers to stop, kill and restart any of them. Integration tests share
 // it; the end-to-end tests that run the built binary live in package e2e.
 //
+// It is locked as a real network is: one CA (Cluster.CA) signs the pools'
+// and the workers' certificates and etcd's, etcd admits only the pools'
+// certificate, and workers enrol with the join token. Tests that act as a
+// node get its credentials here: EtcdClient (as the pool), WorkerConn (to a
+// worker, as its pool), EnrollWorker (to the pool, as a worker), PoolConn
+// (to the pool, with no credentials). StartEtcd is the one place the
+// harnesses get a locked etcd.
+//
 // Every cluster checks its invariants when the test ends (t.Cleanup): every
 // pool's view of the workers agrees with etcd's.
 package cluster

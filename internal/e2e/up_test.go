@@ -15,7 +15,8 @@ import (
 )
 
 // startUp runs `taskworker up` with args and returns it once it has
-// printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN).
+// printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN, TASKWORKER_CA,
+// TASKWORKER_JOIN_TOKEN_FILE).
 func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string) {
 	t.Helper()
 	stdout, w, err := os.Pipe()
@@ -26,7 +27,7 @@ func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string
 	w.Close()
 	vars := map[string]string{}
 	sc := bufio.NewScanner(stdout)
-	for len(vars) < 2 && sc.Scan() {
+	for len(vars) < 4 && sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
 			vars[k] = v
 		}

@@ -10,6 +10,10 @@
 //   - [Server] (pool.go): lifecycle; owns the gRPC server, etcd client and
 //     the goroutines below.
 //   - tokens (tokens.go): API tokens, stored as hashes, cached from a watch.
+//   - identities (identity.go, enroll.go, tls.go): the cluster CA, the
+//     pool's certificate, workers' enrolment and the binding of each worker
+//     id to one key; who a worker's call comes from (its certificate, for
+//     the methods internal/auth gives to workers) and revocation.
 //   - registry (registry.go): workers register with an etcd lease each; a
 //     watch keeps every pool's view of the live workers current.
 //   - router (router.go): picks a worker for a call by power of two choices
@@ -32,6 +36,11 @@
 // its caller gives up; a retired worker's calls get a minute (RATIONALE.md,
 // "What bounds a call to a stalled worker?").
 //
-// Connections between nodes are not yet encrypted: run the network on a
-// trusted network until mTLS lands.
+// A worker's certificate is checked when its connection is made, and its
+// binding (not revoked, not replaced) on every call; a connection outlives
+// the certificate's expiry, not its revocation.
+//
+// With Config.Insecure everything is plaintext and workers join by the join
+// token alone: any holder of it can register as any worker id. For a
+// trusted host only; the pool logs a warning at every start.
 package pool
