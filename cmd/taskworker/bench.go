@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -43,7 +44,9 @@ func benchCommand(e *env) *cobra.Command {
 		Short: "Calls/s and latency of a function through the pool, against a direct single-hop baseline",
 		Long: `Call a function through the pool at each concurrency for --duration, and in the
 same run call the same function directly on a standalone worker process (one
-gRPC hop, no pool) as the baseline; print both and their ratios.`,
+gRPC hop, no pool) as the baseline; print both and their ratios. Both go over
+TLS (the baseline with a certificate the worker makes for it), or both in
+plaintext with --insecure (against a pool run with --insecure).`,
 		Args: cobra.NoArgs,
 		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx := cmd.Context()
@@ -57,7 +60,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 			}
 			var direct func(context.Context) error
 			if !noDirect {
-				w, err := startStandaloneWorker(ctx)
+				w, err := startStandaloneWorker(ctx, cf.insecure)
 				if err != nil {
 					return err
 				}
@@ -106,7 +109,7 @@ type standaloneWorker struct {
 	conn *grpc.ClientConn
 }
 
-func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
+func startStandaloneWorker(ctx context.Context, plaintext bool) (*standaloneWorker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -117,6 +120,9 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 	}
 	cmd := exec.Command(exe, "worker", "--standalone", "--examples", "--id", "bench-baseline", "--listen", "127.0.0.1:0",
 		"--data-dir", dir, "--log-level", "error")
+	if plaintext {
+		cmd.Args = append(cmd.Args, "--insecure")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -139,12 +145,15 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 		w.stop()
 		return nil, errors.New("the baseline worker did not print its address and certificate directory")
 	}
-	// The baseline is over TLS too, calling as the worker's pool, with the
-	// certificate its throwaway CA made for that.
-	creds, err := standaloneCredentials(tlsDir)
-	if err != nil {
-		w.stop()
-		return nil, err
+	// The baseline is over TLS too (unless the pool is plaintext: --insecure),
+	// calling as the worker's pool, with the certificate its throwaway CA
+	// made for that.
+	creds := insecure.NewCredentials()
+	if !plaintext {
+		if creds, err = standaloneCredentials(tlsDir); err != nil {
+			w.stop()
+			return nil, err
+		}
 	}
 	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {

@@ -136,7 +136,11 @@ benchmarks.`,
 				return err
 			}
 			if standalone {
-				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_TLS=%s\n", w.Addr(), filepath.Join(cfg.DataDir, worker.StandaloneTLSDir))
+				tlsDir := filepath.Join(cfg.DataDir, worker.StandaloneTLSDir)
+				if cfg.Insecure {
+					tlsDir = "none (--insecure)"
+				}
+				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_TLS=%s\n", w.Addr(), tlsDir)
 			}
 			select {
 			case <-ctx.Done():
