@@ -39,8 +39,11 @@ type options struct {
 	caFile       string
 }
 
-// WithPool registers the worker with the node pool at addr, authenticated by
-// the network's join token. Without it the worker runs standalone.
+// WithPool registers the worker with the node pool at addr. The network's
+// join token pays for the worker's first certificate (enrolment); with
+// WithDataDir the worker keeps it and needs the token no more. Give the
+// network's CA too (WithPoolCA). Without WithPool the worker runs
+// standalone.
 func WithPool(addr, joinToken string) Option {
 	return func(c *options) { c.PoolAddr, c.JoinToken = addr, joinToken }
 }

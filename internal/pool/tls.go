@@ -166,9 +166,9 @@ type workerIDer interface{ GetWorkerId() string }
 
 type workerIDKey struct{}
 
-// authenticate decides who a call comes from: for the methods the table
-// gives to workers, the worker's certificate (workerPeer); for the others,
-// a token (tokenStore).
+// unaryAuth decides who a call comes from: for the methods the table gives
+// to workers, the worker's certificate (workerPeer); for the others, a
+// token (tokenStore).
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if auth.Lookup(auth.Pool, info.FullMethod) != auth.WorkerCert {
 		return s.tokens.unaryInterceptor(ctx, req, info, handler)
@@ -180,6 +180,7 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 	return handler(ctx, req)
 }
 
+// streamAuth is unaryAuth for streaming calls.
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if auth.Lookup(auth.Pool, info.FullMethod) != auth.WorkerCert {
 		return s.tokens.streamInterceptor(srv, ss, info, handler)
