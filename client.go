@@ -2,16 +2,20 @@ package taskworker
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/overload"
+	"github.com/hivemind/taskworker/internal/pki"
 )
 
 // Client calls a TaskWorker network through its pool. It is safe for
@@ -27,7 +31,33 @@ type ClientOption func(*clientConfig)
 
 type clientConfig struct {
 	token    string
+	ca       []byte
+	caName   string
+	caErr    error
+	insecure bool
 	dialOpts []grpc.DialOption
+}
+
+// WithCA verifies the pool with the network's CA certificate (PEM), as
+// `taskworker up` writes it (TASKWORKER_CA) and a pool keeps it (ca.crt in
+// its data directory). Without WithCA or WithCAFile the client trusts the
+// system's CAs, which do not know a network's own CA.
+func WithCA(certPEM []byte) ClientOption {
+	return func(c *clientConfig) { c.ca, c.caName = certPEM, "the CA given to the client" }
+}
+
+// WithCAFile is WithCA with the certificate read from a file.
+func WithCAFile(path string) ClientOption {
+	return func(c *clientConfig) {
+		c.ca, c.caErr = os.ReadFile(path)
+		c.caName = "the CA in " + path
+	}
+}
+
+// WithInsecure talks to a pool run with --insecure: plaintext, the token
+// readable by anyone on the path. For a trusted host only.
+func WithInsecure() ClientOption {
+	return func(c *clientConfig) { c.insecure = true }
 }
 
 // WithToken authenticates the client with an API token.
@@ -53,9 +83,13 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 	if err := auth.Validate(c.token); err != nil {
 		return nil, err
 	}
+	creds, err := c.credentials(addr)
+	if err != nil {
+		return nil, err
+	}
 	dialOpts := append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Bearer{Token: c.token}),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(auth.Bearer{Token: c.token, Secure: !c.insecure}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 		liveness.DialOption(),
 		grpc.WithChainUnaryInterceptor(overload.DefaultRetry.UnaryClientInterceptor()),
@@ -65,6 +99,26 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 		return nil, fmt.Errorf("pool address %q: %w", addr, err)
 	}
 	return &Client{conn: conn, rpc: v1.NewRPCServiceClient(conn), admin: v1.NewAdminServiceClient(conn)}, nil
+}
+
+// credentials verify the pool by the CA (pki.ClientConfig: an untrusted
+// pool fails with an error naming the CA this client holds and the one it
+// needs).
+func (c *clientConfig) credentials(addr string) (credentials.TransportCredentials, error) {
+	if c.insecure {
+		return insecure.NewCredentials(), nil
+	}
+	if c.caErr != nil {
+		return nil, fmt.Errorf("the network's CA certificate: %w", c.caErr)
+	}
+	v := pki.Verify{CAName: c.caName, Host: pki.HostOf(addr)}
+	if c.ca != nil {
+		v.CA = x509.NewCertPool()
+		if !v.CA.AppendCertsFromPEM(c.ca) {
+			return nil, fmt.Errorf("%s holds no PEM certificate; give the network's ca.crt", c.caName)
+		}
+	}
+	return credentials.NewTLS(pki.ClientConfig(v, nil)), nil
 }
 
 // Close releases the client's connection.
@@ -118,6 +172,17 @@ func (c *Client) CreateToken(ctx context.Context, user, description string) (str
 		return "", err
 	}
 	return resp.Token, nil
+}
+
+// RevokeWorker revokes a worker's certificate (admin tokens only): every
+// pool drops the worker at once, its key can never enrol again, and its id
+// is free for a new worker. It reports whether the id was enrolled.
+func (c *Client) RevokeWorker(ctx context.Context, id string) (bool, error) {
+	resp, err := c.admin.RevokeWorker(ctx, &v1.RevokeWorkerRequest{WorkerId: id})
+	if err != nil {
+		return false, err
+	}
+	return resp.Revoked, nil
 }
 
 // Conn returns the client's gRPC connection, for the generated clients of

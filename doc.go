@@ -4,14 +4,15 @@
 //
 // There are two types. A [Worker] serves functions:
 //
-//	w, _ := taskworker.New("worker_001", taskworker.WithPool("pool:50051", joinToken))
+//	w, _ := taskworker.New("worker_001", taskworker.WithPool("pool:50051", joinToken),
+//		taskworker.WithPoolCAFile("ca.crt"), taskworker.WithDataDir("/var/lib/worker_001"))
 //	w.Function("add", func(a, b int) int { return a + b }, taskworker.Idempotent())
 //	w.Start(ctx, ":50052")
 //	defer w.Stop(ctx)
 //
 // A [Client] calls them through the pool:
 //
-//	c, _ := taskworker.Dial("pool:50051", taskworker.WithToken(token))
+//	c, _ := taskworker.Dial("pool:50051", taskworker.WithToken(token), taskworker.WithCAFile("ca.crt"))
 //	sum, _ := c.Call(ctx, "add", 1, 2) // json.RawMessage("3")
 //
 // A function's error reaches the caller as a gRPC status: [Errorf] (or
@@ -23,6 +24,8 @@
 //
 // # Caveats
 //
-// Connections are not yet encrypted (mTLS between nodes and TLS for clients
-// land with the security work): run networks on a trusted network.
+// Every connection is TLS, verified by the network's CA (ca.crt in the
+// pool's data directory; `taskworker up` names it in TASKWORKER_CA). A
+// client or worker without it fails with an error naming the CA it needs;
+// WithInsecure and WithInsecurePool talk to a pool run with --insecure.
 package taskworker

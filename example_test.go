@@ -18,10 +18,10 @@ import (
 // would run: it gives the pool's address and its admin and join tokens.)
 func Example() {
 	ctx := context.Background()
-	poolAddr, adminToken, joinToken, stop := startPool()
+	poolAddr, adminToken, joinToken, ca, stop := startPool()
 	defer stop()
 
-	w, err := taskworker.New("worker_001", taskworker.WithPool(poolAddr, joinToken))
+	w, err := taskworker.New("worker_001", taskworker.WithPool(poolAddr, joinToken), taskworker.WithPoolCA(ca))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -31,9 +31,9 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer w.Stop(ctx)
-	waitForFunction(poolAddr, adminToken, "add")
+	waitForFunction(poolAddr, adminToken, ca, "add")
 
-	c, err := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	c, err := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken), taskworker.WithCA(ca))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -51,14 +51,14 @@ func Example() {
 // caller's context and return an error.
 func ExampleWorker_Function() {
 	ctx := context.Background()
-	poolAddr, adminToken, joinToken, stop := startPool()
+	poolAddr, adminToken, joinToken, ca, stop := startPool()
 	defer stop()
 
 	type order struct {
 		Item     string
 		Quantity int
 	}
-	w, _ := taskworker.New("worker_002", taskworker.WithPool(poolAddr, joinToken))
+	w, _ := taskworker.New("worker_002", taskworker.WithPool(poolAddr, joinToken), taskworker.WithPoolCA(ca))
 	_ = w.Function("process_data", func(ctx context.Context, o order) (map[string]any, error) {
 		if o.Quantity <= 0 {
 			return nil, fmt.Errorf("quantity %d: order at least one", o.Quantity)
@@ -67,9 +67,9 @@ func ExampleWorker_Function() {
 	})
 	_ = w.Start(ctx, "127.0.0.1:0")
 	defer w.Stop(ctx)
-	waitForFunction(poolAddr, adminToken, "process_data")
+	waitForFunction(poolAddr, adminToken, ca, "process_data")
 
-	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken), taskworker.WithCA(ca))
 	defer c.Close()
 	out, _ := c.CallJSON(ctx, "process_data", []byte(`{"Item": "tea", "Quantity": 2}`))
 	fmt.Println(string(out))
@@ -84,12 +84,12 @@ func ExampleWorker_Function() {
 // caller reads the file back.
 func ExampleWorker_Storage() {
 	ctx := context.Background()
-	poolAddr, adminToken, joinToken, stop := startPool()
+	poolAddr, adminToken, joinToken, ca, stop := startPool()
 	defer stop()
 	dir, _ := os.MkdirTemp("", "taskworker-example-worker-")
 	defer os.RemoveAll(dir)
 
-	w, _ := taskworker.New("worker_003", taskworker.WithPool(poolAddr, joinToken),
+	w, _ := taskworker.New("worker_003", taskworker.WithPool(poolAddr, joinToken), taskworker.WithPoolCA(ca),
 		taskworker.WithDataDir(dir), taskworker.WithStorageToken(adminToken))
 	_ = w.Function("save", func(ctx context.Context, name, text string) (string, error) {
 		storage, err := w.Storage()
@@ -104,9 +104,9 @@ func ExampleWorker_Storage() {
 	})
 	_ = w.Start(ctx, "127.0.0.1:0")
 	defer w.Stop(ctx)
-	waitForFunction(poolAddr, adminToken, "save")
+	waitForFunction(poolAddr, adminToken, ca, "save")
 
-	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken), taskworker.WithCA(ca))
 	defer c.Close()
 	out, err := c.Call(ctx, "save", "data.txt", "Hello from HiveMind!")
 	if err != nil {
@@ -123,11 +123,11 @@ func ExampleWorker_Storage() {
 // Errorf (or status.Error) picks it; a plain error arrives as Unknown.
 func ExampleErrorf() {
 	ctx := context.Background()
-	poolAddr, adminToken, joinToken, stop := startPool()
+	poolAddr, adminToken, joinToken, ca, stop := startPool()
 	defer stop()
 
 	prices := map[string]int{"tea": 3}
-	w, _ := taskworker.New("worker_004", taskworker.WithPool(poolAddr, joinToken))
+	w, _ := taskworker.New("worker_004", taskworker.WithPool(poolAddr, joinToken), taskworker.WithPoolCA(ca))
 	_ = w.Function("price", func(item string) (int, error) {
 		p, ok := prices[item]
 		if !ok {
@@ -137,9 +137,9 @@ func ExampleErrorf() {
 	})
 	_ = w.Start(ctx, "127.0.0.1:0")
 	defer w.Stop(ctx)
-	waitForFunction(poolAddr, adminToken, "price")
+	waitForFunction(poolAddr, adminToken, ca, "price")
 
-	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken))
+	c, _ := taskworker.Dial(poolAddr, taskworker.WithToken(adminToken), taskworker.WithCA(ca))
 	defer c.Close()
 	p, _ := c.Call(ctx, "price", "tea")
 	fmt.Println(string(p))

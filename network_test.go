@@ -14,8 +14,10 @@ import (
 // `taskworker up` (or a deployed pool); the examples start a pool in
 // process, here, so that they run as tests.
 
-// startPool runs a pool with an embedded etcd in a temporary directory.
-func startPool() (addr, adminToken, joinToken string, stop func()) {
+// startPool runs a pool with an embedded etcd in a temporary directory. ca
+// is the network's CA certificate, which workers and clients verify the
+// pool with (`taskworker up` writes it to a file, TASKWORKER_CA).
+func startPool() (addr, adminToken, joinToken string, ca []byte, stop func()) {
 	dir, err := os.MkdirTemp("", "taskworker-example-")
 	if err != nil {
 		log.Fatal(err)
@@ -30,15 +32,15 @@ func startPool() (addr, adminToken, joinToken string, stop func()) {
 	if err := p.Start(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	return p.Addr(), p.AdminToken(), p.JoinToken(), func() {
+	return p.Addr(), p.AdminToken(), p.JoinToken(), p.CACertPEM(), func() {
 		_ = p.Stop(context.Background())
 		os.RemoveAll(dir)
 	}
 }
 
 // waitForFunction waits until the pool routes the function.
-func waitForFunction(addr, token, name string) {
-	c, _ := taskworker.Dial(addr, taskworker.WithToken(token))
+func waitForFunction(addr, token string, ca []byte, name string) {
+	c, _ := taskworker.Dial(addr, taskworker.WithToken(token), taskworker.WithCA(ca))
 	defer c.Close()
 	for range 500 {
 		fs, _ := c.Functions(context.Background())

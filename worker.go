@@ -3,7 +3,9 @@ package taskworker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,7 @@ type Worker struct {
 	s            *worker.Server
 	poolAddr     string
 	storageToken string
+	storageOpts  []ClientOption // how Storage verifies the pool
 
 	storageOnce sync.Once
 	storage     *Client
@@ -33,12 +36,36 @@ type Option func(*options)
 type options struct {
 	worker.Config
 	storageToken string
+	caFile       string
 }
 
-// WithPool registers the worker with the node pool at addr, authenticated by
-// the network's join token. Without it the worker runs standalone.
+// WithPool registers the worker with the node pool at addr. The network's
+// join token pays for the worker's first certificate (enrolment); with
+// WithDataDir the worker keeps it and needs the token no more. Give the
+// network's CA too (WithPoolCA). Without WithPool the worker runs
+// standalone.
 func WithPool(addr, joinToken string) Option {
 	return func(c *options) { c.PoolAddr, c.JoinToken = addr, joinToken }
+}
+
+// WithPoolCA gives the worker the network's CA certificate (PEM): it
+// verifies the pool with it, and admits calls only from the pool's
+// certificate. A worker with a pool needs it (or WithInsecurePool).
+func WithPoolCA(certPEM []byte) Option {
+	return func(c *options) { c.CA, c.CAName = certPEM, "the CA given to the worker" }
+}
+
+// WithPoolCAFile is WithPoolCA with the certificate read from a file (by
+// New).
+func WithPoolCAFile(path string) Option {
+	return func(c *options) { c.caFile, c.CAName = path, "the CA in "+path }
+}
+
+// WithInsecurePool runs the worker without TLS, for a pool run with
+// --insecure: any peer that reaches the worker can call it. For a trusted
+// host only.
+func WithInsecurePool() Option {
+	return func(c *options) { c.Insecure = true }
 }
 
 // WithAdvertiseAddr sets the address the pool dials when it is not the one
@@ -63,8 +90,10 @@ func WithDrainDelay(d time.Duration) Option {
 	return func(c *options) { c.DrainDelay = d }
 }
 
-// WithDataDir keeps file shards and deployed modules in dir: the worker
-// then stores files for the network.
+// WithDataDir keeps file shards, deployed modules and the worker's key and
+// certificate in dir: the worker then stores files for the network, and
+// keeps its identity across restarts (without one, it makes a new key and
+// enrols again, with its join token, at every start).
 func WithDataDir(dir string) Option {
 	return func(c *options) { c.DataDir = dir }
 }
@@ -81,11 +110,24 @@ func New(id string, opts ...Option) (*Worker, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.caFile != "" {
+		ca, err := os.ReadFile(o.caFile)
+		if err != nil {
+			return nil, fmt.Errorf("taskworker: the network's CA certificate: %w", err)
+		}
+		o.CA = ca
+	}
 	s, err := worker.New(o.Config)
 	if err != nil {
 		return nil, err
 	}
-	return &Worker{s: s, poolAddr: o.PoolAddr, storageToken: o.storageToken}, nil
+	w := &Worker{s: s, poolAddr: o.PoolAddr, storageToken: o.storageToken}
+	if o.Insecure {
+		w.storageOpts = []ClientOption{WithInsecure()}
+	} else if o.CA != nil {
+		w.storageOpts = []ClientOption{WithCA(o.CA)}
+	}
+	return w, nil
 }
 
 // errStopped is what Storage answers once the worker has stopped.
@@ -105,7 +147,7 @@ func (w *Worker) Storage() (*Client, error) {
 		case w.storageToken == "":
 			w.storageErr = errors.New("taskworker: Storage needs a user's API token: use WithStorageToken")
 		default:
-			w.storage, w.storageErr = Dial(w.poolAddr, WithToken(w.storageToken))
+			w.storage, w.storageErr = Dial(w.poolAddr, append([]ClientOption{WithToken(w.storageToken)}, w.storageOpts...)...)
 		}
 	})
 	return w.storage, w.storageErr

@@ -50,7 +50,7 @@ func TestFunctionRefusesBadNames(t *testing.T) {
 func TestWaitRegisteredSaysWhyThePoolRefused(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Workers: 1})
 	unknown := "tw_" + strings.Repeat("A", 43)
-	w, err := taskworker.New("stranger", taskworker.WithPool(c.PoolAddr(0), unknown))
+	w, err := taskworker.New("stranger", taskworker.WithPool(c.PoolAddr(0), unknown), taskworker.WithPoolCA(c.CA.CertPEM()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestNewCopiesItsOptions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	labels := map[string]string{"zone": "a"}
-	w, err := taskworker.New("labelled", taskworker.WithPool(c.PoolAddr(0), c.JoinToken), taskworker.WithLabels(labels))
+	w, err := taskworker.New("labelled", taskworker.WithPool(c.PoolAddr(0), c.JoinToken), taskworker.WithPoolCA(c.CA.CertPEM()), taskworker.WithLabels(labels))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestStopWaitsForCallsBeforeClosingStorage(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Workers: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	w, err := taskworker.New("library_worker", taskworker.WithPool(c.PoolAddr(0), c.JoinToken),
+	w, err := taskworker.New("library_worker", taskworker.WithPool(c.PoolAddr(0), c.JoinToken), taskworker.WithPoolCA(c.CA.CertPEM()),
 		taskworker.WithStorageToken(c.AdminToken), taskworker.WithDrainDelay(0))
 	if err != nil {
 		t.Fatal(err)

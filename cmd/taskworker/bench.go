@@ -3,24 +3,27 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/bench"
 	"github.com/hivemind/taskworker/internal/localnet"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 )
 
@@ -41,7 +44,9 @@ func benchCommand(e *env) *cobra.Command {
 		Short: "Calls/s and latency of a function through the pool, against a direct single-hop baseline",
 		Long: `Call a function through the pool at each concurrency for --duration, and in the
 same run call the same function directly on a standalone worker process (one
-gRPC hop, no pool) as the baseline; print both and their ratios.`,
+gRPC hop, no pool) as the baseline; print both and their ratios. Both go over
+TLS (the baseline with a certificate the worker makes for it), or both in
+plaintext with --insecure (against a pool run with --insecure).`,
 		Args: cobra.NoArgs,
 		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx := cmd.Context()
@@ -55,7 +60,7 @@ gRPC hop, no pool) as the baseline; print both and their ratios.`,
 			}
 			var direct func(context.Context) error
 			if !noDirect {
-				w, err := startStandaloneWorker(ctx)
+				w, err := startStandaloneWorker(ctx, cf.insecure)
 				if err != nil {
 					return err
 				}
@@ -102,10 +107,9 @@ type standaloneWorker struct {
 	cmd  *exec.Cmd
 	dir  string
 	conn *grpc.ClientConn
-	key  string
 }
 
-func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
+func startStandaloneWorker(ctx context.Context, plaintext bool) (*standaloneWorker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -116,6 +120,9 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 	}
 	cmd := exec.Command(exe, "worker", "--standalone", "--examples", "--id", "bench-baseline", "--listen", "127.0.0.1:0",
 		"--data-dir", dir, "--log-level", "error")
+	if plaintext {
+		cmd.Args = append(cmd.Args, "--insecure")
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -133,13 +140,22 @@ func startStandaloneWorker(ctx context.Context) (*standaloneWorker, error) {
 			vars[k] = v
 		}
 	}
-	addr := vars["TASKWORKER_WORKER"]
-	w.key = vars["TASKWORKER_WORKER_KEY"]
-	if addr == "" || w.key == "" {
+	addr, tlsDir := vars["TASKWORKER_WORKER"], vars["TASKWORKER_WORKER_TLS"]
+	if addr == "" || tlsDir == "" {
 		w.stop()
-		return nil, errors.New("the baseline worker did not print its address and key")
+		return nil, errors.New("the baseline worker did not print its address and certificate directory")
 	}
-	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// The baseline is over TLS too (unless the pool is plaintext: --insecure),
+	// calling as the worker's pool, with the certificate its throwaway CA
+	// made for that.
+	creds := insecure.NewCredentials()
+	if !plaintext {
+		if creds, err = standaloneCredentials(tlsDir); err != nil {
+			w.stop()
+			return nil, err
+		}
+	}
+	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		w.stop()
 		return nil, err
@@ -151,10 +167,30 @@ func (w *standaloneWorker) call(function string, args []byte) func(context.Conte
 	rpc := v1.NewRPCServiceClient(w.conn)
 	req := &v1.FunctionCallRequest{FunctionName: function, Args: args}
 	return func(ctx context.Context) error {
-		ctx = metadata.AppendToOutgoingContext(ctx, auth.HeaderCallKey, w.key)
 		_, err := rpc.CallFunction(ctx, req)
 		return err
 	}
+}
+
+// standaloneCredentials calls a standalone worker as its pool, with the
+// certificates it wrote to dir.
+func standaloneCredentials(dir string) (credentials.TransportCredentials, error) {
+	ca, err := pki.ReadCertFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "pool.crt"), filepath.Join(dir, "pool.key"))
+	if err != nil {
+		return nil, err
+	}
+	if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	h := &pki.Holder{}
+	h.Set(cert)
+	return credentials.NewTLS(pki.ClientConfig(pki.Verify{CA: roots, URI: pki.WorkerURI("standalone", "bench-baseline")}, h)), nil
 }
 
 func (w *standaloneWorker) stop() {
@@ -209,7 +245,7 @@ of small files, and the time to repair after a worker is SIGKILLed.`,
 				return err
 			}
 			defer net.Stop()
-			c, err := taskworker.Dial(net.Env().Pool, taskworker.WithToken(net.Env().Token))
+			c, err := taskworker.Dial(net.Env().Pool, taskworker.WithToken(net.Env().Token), taskworker.WithCAFile(net.Env().CA))
 			if err != nil {
 				return err
 			}

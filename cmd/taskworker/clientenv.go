@@ -16,11 +16,13 @@ import (
 	"github.com/hivemind/taskworker"
 )
 
-// Where client commands find the pool and a token: --pool/--token, else
-// TASKWORKER_POOL/TASKWORKER_TOKEN, else the env file `taskworker up` wrote
-// in its directory (TASKWORKER_HOME, default ~/.taskworker).
+// Where client commands find the pool, a token and the CA: --pool/--token/
+// --ca, else TASKWORKER_POOL/TASKWORKER_TOKEN/TASKWORKER_CA, else the env
+// file `taskworker up` wrote in its directory (TASKWORKER_HOME, default
+// ~/.taskworker).
 type clientFlags struct {
-	pool, token string
+	pool, token, ca string
+	insecure        bool
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
@@ -28,25 +30,12 @@ func (f *clientFlags) register(cmd *cobra.Command) {
 	// flag's value name.
 	cmd.Flags().StringVar(&f.pool, "pool", "", "pool address host:port (default $TASKWORKER_POOL, else that of the running 'taskworker up')")
 	cmd.Flags().StringVar(&f.token, "token", "", "API token (default $TASKWORKER_TOKEN, else that of the running 'taskworker up')")
+	cmd.Flags().StringVar(&f.ca, "ca", "", "the network's CA certificate, to verify the pool (default $TASKWORKER_CA, else that of the running 'taskworker up'; ca.crt in a pool's data directory)")
+	cmd.Flags().BoolVar(&f.insecure, "insecure", false, "talk to a pool run with --insecure, in plaintext")
 }
 
 func (f *clientFlags) dial() (*taskworker.Client, error) {
-	pool, token := f.pool, f.token
-	if pool == "" {
-		pool = os.Getenv("TASKWORKER_POOL")
-	}
-	if token == "" {
-		token = os.Getenv("TASKWORKER_TOKEN")
-	}
-	if pool == "" || token == "" {
-		vars, _ := readEnvFile(filepath.Join(homeDir(), "env"))
-		if pool == "" {
-			pool = vars["TASKWORKER_POOL"]
-		}
-		if token == "" {
-			token = vars["TASKWORKER_TOKEN"]
-		}
-	}
+	pool, token, ca := fromEnv(f.pool, "TASKWORKER_POOL"), fromEnv(f.token, "TASKWORKER_TOKEN"), fromEnv(f.ca, "TASKWORKER_CA")
 	if pool == "" {
 		return nil, errors.New("no pool address: pass --pool, set TASKWORKER_POOL, or start a local network with 'taskworker up'")
 	}
@@ -56,7 +45,27 @@ func (f *clientFlags) dial() (*taskworker.Client, error) {
 	if token == "" {
 		return nil, errors.New("no API token: pass --token or set TASKWORKER_TOKEN (the admin token of a pool is in admin.token in its data directory)")
 	}
-	return taskworker.Dial(pool, taskworker.WithToken(token))
+	opts := []taskworker.ClientOption{taskworker.WithToken(token)}
+	switch {
+	case f.insecure:
+		opts = append(opts, taskworker.WithInsecure())
+	case ca != "":
+		opts = append(opts, taskworker.WithCAFile(ca))
+	}
+	return taskworker.Dial(pool, opts...)
+}
+
+// fromEnv returns flag if set, else the environment variable name, else
+// name in the env file of the running 'taskworker up'.
+func fromEnv(flag, name string) string {
+	if flag != "" {
+		return flag
+	}
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	vars, _ := readEnvFile(filepath.Join(homeDir(), "env"))
+	return vars[name]
 }
 
 // unreachable rewrites an error that means the pool could not be reached

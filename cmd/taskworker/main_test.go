@@ -27,6 +27,17 @@ func run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 }
 
 // runWithInput runs a command line with stdin as its standard input.
+// writeCA writes the cluster's CA certificate to a file, as TASKWORKER_CA
+// names it.
+func writeCA(t *testing.T, c *cluster.Cluster) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(path, c.CA.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func runWithInput(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
@@ -39,6 +50,7 @@ func TestClientCommands(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", t.TempDir()) // no env file to fall back on
 	t.Setenv("TASKWORKER_POOL", c.PoolAddr(0))
 	t.Setenv("TASKWORKER_TOKEN", c.AdminToken)
+	t.Setenv("TASKWORKER_CA", writeCA(t, c))
 	tests := []struct {
 		name     string
 		args     []string
@@ -139,6 +151,7 @@ func TestNoPoolConfigured(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", t.TempDir())
 	t.Setenv("TASKWORKER_POOL", "")
 	t.Setenv("TASKWORKER_TOKEN", "")
+	t.Setenv("TASKWORKER_CA", "")
 	code, _, stderr := run(t, "call", "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, "no pool address") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -176,6 +189,7 @@ func TestFileCommands(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", t.TempDir())
 	t.Setenv("TASKWORKER_POOL", c.PoolAddr(0))
 	t.Setenv("TASKWORKER_TOKEN", c.AdminToken)
+	t.Setenv("TASKWORKER_CA", writeCA(t, c))
 	dir := t.TempDir()
 	src := filepath.Join(dir, "notes.txt")
 	content := strings.Repeat("a line of notes\n", 20_000) // 320 KB: sharded, not inline
@@ -235,6 +249,7 @@ func TestCommandLineMistakes(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", t.TempDir())
 	t.Setenv("TASKWORKER_POOL", "127.0.0.1:1")
 	t.Setenv("TASKWORKER_TOKEN", "tw_"+strings.Repeat("a", 43))
+	t.Setenv("TASKWORKER_CA", "")
 	tests := []struct {
 		name string
 		args []string
@@ -312,7 +327,7 @@ func TestFlagUsage(t *testing.T) {
 // JSON as text. Shown here as grpcurl would print it (protojson).
 func TestCallWithJSONText(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Workers: 1})
-	client, err := taskworker.Dial(c.PoolAddr(0), taskworker.WithToken(c.AdminToken))
+	client, err := taskworker.Dial(c.PoolAddr(0), taskworker.WithToken(c.AdminToken), taskworker.WithCA(c.CA.CertPEM()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
 )
@@ -30,7 +31,16 @@ func poolCommand(e *env) *cobra.Command {
 		Long: `Run a node pool: the front door of a network. It authenticates callers, routes
 function calls to workers and keeps the network's state in etcd. On first start
 it writes admin.token (for clients: the admin's API token) and join.token (for
-workers: --join-token-file) to its data directory, and prints both paths.`,
+workers: --join-token-file) to its data directory, and prints both paths.
+
+It serves TLS with a certificate from the network's CA: made on first start in
+the data directory (ca.crt, which clients and workers need as --ca; ca.key,
+which never leaves it), or the operator's (--ca-cert, --ca-key). Every replica
+of a network needs the same CA: start the others with --ca-cert and --ca-key
+pointing at copies of the first one's files. Workers get a certificate naming
+their id (enrolment, paid with a join token) and talk to the pool over mTLS.
+The embedded etcd serves only the pool's certificate, on loopback. With
+--insecure everything is plaintext, for a trusted host only.`,
 		Example: `  taskworker pool --listen 0.0.0.0:7051
   taskworker pool --listen 10.0.0.5:7051 --data-dir /srv/taskworker/pool
   taskworker pool --listen 0.0.0.0:7051 --etcd-endpoints 10.0.0.2:2379,10.0.0.3:2379`,
@@ -62,6 +72,14 @@ workers: --join-token-file) to its data directory, and prints both paths.`,
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "address to serve gRPC on")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for the embedded etcd and the bootstrap tokens (default $TASKWORKER_HOME/pool-PORT)")
 	f.StringSliceVar(&cfg.EtcdEndpoints, "etcd-endpoints", nil, "use this etcd cluster instead of an embedded one (comma-separated)")
+	f.StringVar(&cfg.EtcdCA, "etcd-ca", "", "with --etcd-endpoints: the CA certificate that signed etcd's")
+	f.StringVar(&cfg.EtcdCert, "etcd-cert", "", "with --etcd-endpoints: the pool's client certificate for etcd")
+	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "with --etcd-endpoints: the key of --etcd-cert")
+	f.StringVar(&cfg.CACert, "ca-cert", "", "the network's CA certificate (default: ca.crt in the data directory, made on first start)")
+	f.StringVar(&cfg.CAKey, "ca-key", "", "the key of --ca-cert")
+	f.StringSliceVar(&cfg.TLSHosts, "tls-san", nil, "extra names and addresses for the pool's certificate, for clients that dial it by them (comma-separated)")
+	f.DurationVar(&cfg.WorkerCertTTL, "worker-cert-ttl", 24*time.Hour, "lifetime of workers' certificates (renewed at two thirds)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext with no certificates; workers join by the join token alone: for a trusted host only")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "how long a silent worker stays listed")
 	f.IntVar(&cfg.MaxArgsBytes, "max-call-bytes", cfg.MaxArgsBytes, "largest accepted call arguments, in bytes")
 	f.DurationVar(&cfg.Files.RepairGrace, "repair-grace", cfg.Files.RepairGrace, "how long a lost worker's shards wait before they are rebuilt elsewhere")
@@ -104,8 +122,12 @@ func runPool(ctx context.Context, e *env, cfg pool.Config) error {
 	if err := p.Start(ctx); err != nil {
 		return err
 	}
+	caFile := cfg.CACert
+	if caFile == "" && !cfg.Insecure {
+		caFile = filepath.Join(cfg.DataDir, pki.CACertFile)
+	}
 	cfg.Logger.Info("pool ready", "address", p.Addr(), "admin_token_file", filepath.Join(cfg.DataDir, pool.AdminTokenFile),
-		"join_token_file", filepath.Join(cfg.DataDir, pool.JoinTokenFile))
+		"join_token_file", filepath.Join(cfg.DataDir, pool.JoinTokenFile), "ca_file", caFile)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -28,33 +28,44 @@ func workerCommand(e *env) *cobra.Command {
 		withExamples  bool
 		standalone    bool
 		wasmInProcess bool
+		caFile        string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run a worker daemon that registers with a pool",
-		Long: `Run a worker daemon. It registers with the pool given by --pool using the
-network's join token (--join-token-file, or $TASKWORKER_JOIN_TOKEN), and serves
-the functions it has: --examples registers hello, add, echo and sleep.
+		Long: `Run a worker daemon. It enrols with the pool given by --pool once, paying with
+the network's join token (--join-token-file): it makes its key, gets a
+certificate naming its id, keeps both in its data directory and renews the
+certificate before it expires. It then registers and serves the functions it
+has (--examples registers hello, add, echo and sleep) to the pool alone, over
+mTLS. It verifies the pool with the network's CA certificate (--ca).
+
+Each of --pool, --ca and --join-token-file defaults to its environment variable
+(TASKWORKER_POOL, TASKWORKER_CA, TASKWORKER_JOIN_TOKEN_FILE), else to the env
+file of the running 'taskworker up': a worker started by hand beside it joins
+with only --id.
 
 Its data (file shards, compiled modules) goes to --data-dir, by default a
 directory keyed by the pool's address and the worker's id, apart from those of
 'taskworker up': a worker of one network never takes over another's shards.
 
-With --standalone it registers with no pool and prints the address and call key
-to call it directly, for benchmarks.`,
+With --standalone it registers with no pool, makes a throwaway CA and prints its
+address and the directory holding a certificate to call it with, for
+benchmarks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
 			if standalone {
 				cfg.PoolAddr = ""
 			} else {
-				if cfg.PoolAddr == "" {
-					cfg.PoolAddr = os.Getenv("TASKWORKER_POOL")
-				}
+				cfg.PoolAddr = fromEnv(cfg.PoolAddr, "TASKWORKER_POOL")
 				if cfg.PoolAddr == "" {
 					return errors.New("no pool: pass --pool host:port (or --standalone)")
 				}
 				cfg.JoinToken = os.Getenv("TASKWORKER_JOIN_TOKEN")
+				if cfg.JoinToken == "" {
+					joinTokenFile = fromEnv(joinTokenFile, "TASKWORKER_JOIN_TOKEN_FILE")
+				}
 				if joinTokenFile != "" {
 					tok, err := readSecretFile(joinTokenFile)
 					if err != nil {
@@ -79,6 +90,17 @@ to call it directly, for benchmarks.`,
 			}
 			if cfg.DataDir == "" {
 				cfg.DataDir = defaultWorkerDir(cfg.PoolAddr, cfg.ID)
+			}
+			if cfg.PoolAddr != "" && !cfg.Insecure {
+				caFile = fromEnv(caFile, "TASKWORKER_CA")
+				if caFile == "" {
+					return errors.New("no CA certificate to verify the pool with: pass --ca with the network's ca.crt (in the pool's data directory), set TASKWORKER_CA, or --insecure if the pool runs with it")
+				}
+				ca, err := os.ReadFile(caFile)
+				if err != nil {
+					return fmt.Errorf("--ca: %w", err)
+				}
+				cfg.CA, cfg.CAName = ca, "the CA in "+caFile
 			}
 			exe, err := os.Executable()
 			if err != nil {
@@ -114,7 +136,11 @@ to call it directly, for benchmarks.`,
 				return err
 			}
 			if standalone {
-				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_KEY=%s\n", w.Addr(), w.CallKey())
+				tlsDir := filepath.Join(cfg.DataDir, worker.StandaloneTLSDir)
+				if cfg.Insecure {
+					tlsDir = "none (--insecure)"
+				}
+				fmt.Fprintf(e.stdout, "TASKWORKER_WORKER=%s\nTASKWORKER_WORKER_TLS=%s\n", w.Addr(), tlsDir)
 			}
 			select {
 			case <-ctx.Done():
@@ -130,14 +156,16 @@ to call it directly, for benchmarks.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.ID, "id", "", "worker id, unique in the network (default worker-HOSTNAME)")
 	f.StringVar(&cfg.PoolAddr, "pool", "", "pool address host:port (default $TASKWORKER_POOL)")
-	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the network's join token (the pool's join.token)")
+	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the network's join token (the pool's join.token), for the first enrolment (default $TASKWORKER_JOIN_TOKEN_FILE)")
+	f.StringVar(&caFile, "ca", "", "the network's CA certificate (the pool's ca.crt; default $TASKWORKER_CA)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, for a pool run with --insecure: any peer can call this worker; for a trusted host only")
 	f.StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to serve on")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the pool should dial, if not the listen address")
 	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default $TASKWORKER_HOME/joined/POOL/ID)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
-	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
+	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and the directory of a certificate to call it with")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
 	return cmd
 }

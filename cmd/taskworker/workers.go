@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/names"
 )
 
 func workersCommand(e *env) *cobra.Command {
@@ -51,6 +52,39 @@ func workersCommand(e *env) *cobra.Command {
 	}
 	cf.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(revokeWorkerCommand(e))
+	return cmd
+}
+
+func revokeWorkerCommand(e *env) *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a worker's certificate and drop it at once (admin)",
+		Long: `Revoke the certificate of worker ID: every pool drops its connections and
+registration at once, its key can never enrol again, and the id is free to be
+enrolled by a new worker (with a join token). Use it for a worker that is
+compromised or gone for good, or to free the id of a worker that lost its key.`,
+		Example: `  taskworker workers revoke worker_003`,
+		Args:    cobra.ExactArgs(1),
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
+			if err := names.WorkerID(args[0]); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			revoked, err := c.RevokeWorker(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if !revoked {
+				return fmt.Errorf("worker %s is not enrolled: nothing to revoke", args[0])
+			}
+			fmt.Fprintf(e.stdout, "revoked worker %s\n", args[0])
+			return nil
+		}),
+	}
+	cf.register(cmd)
 	return cmd
 }
 

@@ -21,9 +21,6 @@ const Prefix = "tw_"
 const (
 	// HeaderAuthorization carries "Bearer <token>" from clients and workers.
 	HeaderAuthorization = "authorization"
-	// HeaderCallKey carries a worker's call key on calls from the pool, so a
-	// worker serves only the pool it registered with.
-	HeaderCallKey = "x-taskworker-call-key"
 	// HeaderUser carries the caller's user from the pool to a worker.
 	HeaderUser = "x-taskworker-user"
 	// TrailerWorker is set by a worker on every response: a response that
@@ -46,8 +43,8 @@ func NewToken() string {
 	return Prefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// NewSecret returns a random string for internal keys, such as a worker's
-// call key.
+// NewSecret returns a random string for internal identifiers, such as the
+// cluster id.
 func NewSecret() string {
 	b := make([]byte, 24)
 	_, _ = rand.Read(b)

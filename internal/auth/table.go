@@ -42,7 +42,8 @@ const (
 	// NotServed: listed, and refused on purpose (the method's service is
 	// registered on this server, but the method is the other server's).
 	NotServed
-	// Open: anyone, with no credentials. Health and reflection only.
+	// Open: anyone, with no credentials: health, reflection, and Enroll
+	// (which carries its join token in the request).
 	Open
 	// UserToken: a user's or an admin's API token.
 	UserToken
@@ -50,8 +51,11 @@ const (
 	WorkerToken
 	// AdminToken: an admin's token only.
 	AdminToken
-	// CallKey: the pool, presenting the call key the worker registered with.
-	CallKey
+	// PoolCert: the pool, presenting its certificate (mTLS).
+	PoolCert
+	// WorkerCert: a worker, presenting its certificate (mTLS), for the
+	// worker id the certificate names.
+	WorkerCert
 )
 
 // Rule is one method's access on each server.
@@ -62,10 +66,11 @@ type Rule struct {
 var (
 	open       = Rule{Pool: Open, Worker: Open}
 	user       = Rule{Pool: UserToken, Worker: NotServed}
-	fromWorker = Rule{Pool: WorkerToken, Worker: NotServed}
+	fromWorker = Rule{Pool: WorkerCert, Worker: NotServed}
+	enrol      = Rule{Pool: Open, Worker: NotServed}
 	admin      = Rule{Pool: AdminToken, Worker: NotServed}
-	fromPool   = Rule{Pool: NotServed, Worker: CallKey}
-	userOrPool = Rule{Pool: UserToken, Worker: CallKey}
+	fromPool   = Rule{Pool: NotServed, Worker: PoolCert}
+	userOrPool = Rule{Pool: UserToken, Worker: PoolCert}
 	methods    = map[string]Rule{
 		healthpb.Health_Check_FullMethodName:                                   open,
 		healthpb.Health_List_FullMethodName:                                    open,
@@ -80,6 +85,7 @@ var (
 		v1.RegistryService_Heartbeat_FullMethodName:    fromWorker,
 		v1.RegistryService_Deregister_FullMethodName:   fromWorker,
 		v1.RegistryService_ReportDamage_FullMethodName: fromWorker,
+		v1.RegistryService_Enroll_FullMethodName:       enrol,
 		v1.ModuleService_GetModule_FullMethodName:      fromWorker,
 
 		v1.AdminService_ListWorkers_FullMethodName:   user,
@@ -89,6 +95,7 @@ var (
 		v1.AdminService_Status_FullMethodName:        admin,
 		v1.AdminService_ListTokens_FullMethodName:    admin,
 		v1.AdminService_RevokeToken_FullMethodName:   admin,
+		v1.AdminService_RevokeWorker_FullMethodName:  admin,
 
 		v1.DeployService_Deploy_FullMethodName:   user,
 		v1.DeployService_Rollback_FullMethodName: user,
@@ -158,8 +165,11 @@ func Authorize(method string, role v1.Role) error {
 
 // refused is the status for a method that no credential opens on srv.
 func refused(srv Server, method string, access Access) error {
-	if access == Denied {
+	switch access {
+	case Denied:
 		return status.Errorf(codes.PermissionDenied, "%s: not in the %s's authorization table (internal/auth), so nobody may call it", method, srv)
+	case WorkerCert:
+		return status.Errorf(codes.PermissionDenied, "%s: only a worker's certificate opens it, no token", method)
 	}
 	return status.Errorf(codes.PermissionDenied, "%s: not served by the %s", method, srv)
 }

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -57,9 +56,9 @@ func TestAuthorize(t *testing.T) {
 		{v1.RPCService_CallFunction_FullMethodName, admin, ""},
 		{v1.RPCService_CallFunction_FullMethodName, worker, "use a token with role user"},
 		{v1.FileService_Push_FullMethodName, user, ""},
-		{v1.RegistryService_Register_FullMethodName, worker, ""},
-		{v1.RegistryService_Register_FullMethodName, user, "use a token with role worker"},
-		{v1.ModuleService_GetModule_FullMethodName, user, "use a token with role worker"},
+		{v1.RegistryService_Register_FullMethodName, worker, "a worker's certificate"},
+		{v1.RegistryService_Register_FullMethodName, admin, "a worker's certificate"},
+		{v1.ModuleService_GetModule_FullMethodName, user, "a worker's certificate"},
 		{v1.AdminService_CreateToken_FullMethodName, user, "use a token with role admin"},
 		{v1.AdminService_CreateToken_FullMethodName, admin, ""},
 		{v1.AdminService_Status_FullMethodName, worker, "use a token with role admin"},
@@ -105,11 +104,11 @@ var extraDesc = grpc.ServiceDesc{
 }
 
 // TestUnlistedMethodIsDenied serves a method missing from the table on a
-// real worker-style server: even the right call key does not open it, and
+// real worker-style server: even the pool does not open it, and
 // CheckServices names it.
 func TestUnlistedMethodIsDenied(t *testing.T) {
-	const key = "the-call-key"
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(key)))
+	isPool := func(context.Context) error { return nil } // every caller is the pool here
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(auth.UnaryWorkerInterceptor(isPool)))
 	srv.RegisterService(&extraDesc, struct{}{})
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -123,11 +122,11 @@ func TestUnlistedMethodIsDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx := metadata.AppendToOutgoingContext(context.Background(), auth.HeaderCallKey, key)
+	ctx := context.Background()
 
 	err = conn.Invoke(ctx, unlisted, &emptypb.Empty{}, &emptypb.Empty{})
 	if st := status.Convert(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "not in the worker's authorization table") {
-		t.Errorf("calling a method the table does not list, with the right call key: %v; want PermissionDenied", err)
+		t.Errorf("calling a method the table does not list, from the pool: %v; want PermissionDenied", err)
 	}
 	if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
 		t.Errorf("health, open to all: %v", err)

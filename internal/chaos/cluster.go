@@ -14,6 +14,7 @@ import (
 
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/etcdserver"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/proctest"
 )
@@ -29,6 +30,10 @@ type cluster struct {
 	balancer *balancer
 	workers  []*proctest.Process
 	token    string // admin
+	// ca is the network's CA: the pools share it (--ca-cert, --ca-key), as
+	// replicas must, and it signs etcd's certificates.
+	ca      string
+	etcdTLS pki.EtcdFiles
 	// disk is the tmpfs that worker 0's data directory is on, "" when none
 	// could be mounted.
 	disk string
@@ -41,8 +46,17 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 			c.stop()
 		}
 	}()
+	caDir := filepath.Join(cfg.Dir, "ca")
+	ca, err := pki.LoadOrCreateCA(caDir)
+	if err != nil {
+		return nil, err
+	}
+	c.ca = filepath.Join(caDir, pki.CACertFile)
 	ecfg := etcdserver.DefaultConfig(filepath.Join(cfg.Dir, "etcd"))
 	ecfg.TickMs, ecfg.ElectionMs = 10, 100
+	if ecfg.TLS, c.etcdTLS, err = etcdserver.Locked(ca, filepath.Join(cfg.Dir, "etcd-tls")); err != nil {
+		return nil, err
+	}
 	if c.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
 		return nil, err
 	}
@@ -73,6 +87,8 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 		}
 		p := &proctest.Process{Name: fmt.Sprintf("pool%d", i), Exe: cfg.Executable, Log: dir + ".log", Args: []string{"pool",
 			"--listen", addr, "--data-dir", dir, "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","),
+			"--etcd-ca", c.etcdTLS.CA, "--etcd-cert", c.etcdTLS.ClientCert, "--etcd-key", c.etcdTLS.ClientKey,
+			"--ca-cert", c.ca, "--ca-key", filepath.Join(caDir, pki.CAKeyFile),
 			"--lease-ttl", cfg.LeaseTTL.String(), "--repair-grace", "1s", "--block-size", "65536",
 			"--gc-min-age", "30s", "--log-level", "debug"}}
 		c.pools = append(c.pools, p)
@@ -96,13 +112,18 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 		}
 		w := &proctest.Process{Name: id, Exe: cfg.Executable, Log: filepath.Join(cfg.Dir, id+".log"), Args: []string{"worker", "--id", id,
 			"--pool", c.balancer.addr(), "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-			"--join-token-file", filepath.Join(cfg.Dir, "pool0", pool.JoinTokenFile), "--log-level", "debug"}}
+			"--join-token-file", filepath.Join(cfg.Dir, "pool0", pool.JoinTokenFile), "--ca", c.ca, "--log-level", "debug"}}
 		if err := w.Start(); err != nil {
 			return nil, err
 		}
 		c.workers = append(c.workers, w)
 	}
 	return c, c.waitWorkers(ctx, time.Minute)
+}
+
+// dial returns a client of the pools, through the balancer, with token.
+func (c *cluster) dial(token string) (*taskworker.Client, error) {
+	return taskworker.Dial(c.balancer.addr(), taskworker.WithToken(token), taskworker.WithCAFile(c.ca))
 }
 
 // mountDisk mounts a small tmpfs for worker 0's data, so that the disk-full
@@ -134,7 +155,7 @@ func (c *cluster) startPool(ctx context.Context, i int) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	_, err := proctest.WaitPool(ctx, p, c.balancer.backends[i], filepath.Join(c.cfg.Dir, p.Name, pool.AdminTokenFile))
+	_, err := proctest.WaitPool(ctx, p, c.balancer.backends[i], filepath.Join(c.cfg.Dir, p.Name, pool.AdminTokenFile), c.ca)
 	if err != nil {
 		return fmt.Errorf("%w; see %s", err, p.Log)
 	}
@@ -143,7 +164,7 @@ func (c *cluster) startPool(ctx context.Context, i int) error {
 
 // waitWorkers waits until the pools list every worker.
 func (c *cluster) waitWorkers(ctx context.Context, within time.Duration) error {
-	cl, err := taskworker.Dial(c.balancer.addr(), taskworker.WithToken(c.token))
+	cl, err := c.dial(c.token)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 )
 
@@ -162,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	}
 	defer c.stop()
 
-	admin, err := taskworker.Dial(c.balancer.addr(), taskworker.WithToken(c.token))
+	admin, err := c.dial(c.token)
 	if err != nil {
 		return rep, err
 	}
@@ -171,7 +170,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	if err != nil {
 		return rep, fmt.Errorf("creating the clients' token: %w", err)
 	}
-	user, err := taskworker.Dial(c.balancer.addr(), taskworker.WithToken(token))
+	user, err := c.dial(token)
 	if err != nil {
 		return rep, err
 	}
@@ -183,7 +182,7 @@ func Run(ctx context.Context, cfg Config) (rep Report, err error) {
 	defer stop()
 	var wg sync.WaitGroup
 	for i := range cfg.Clients {
-		conn, err := taskworker.Dial(c.balancer.addr(), taskworker.WithToken(token))
+		conn, err := c.dial(token)
 		if err != nil {
 			return rep, err
 		}

@@ -3,6 +3,14 @@
 // with helpers to stop, kill and restart any of them. Integration tests share
 // it; the end-to-end tests that run the built binary live in package e2e.
 //
+// It is locked as a real network is: one CA (Cluster.CA) signs the pools'
+// and the workers' certificates and etcd's, etcd admits only the pools'
+// certificate, and workers enrol with the join token. Tests that act as a
+// node get its credentials here: EtcdClient (as the pool), WorkerConn (to a
+// worker, as its pool), EnrollWorker (to the pool, as a worker), PoolConn
+// (to the pool, with no credentials). StartEtcd is the one place the
+// harnesses get a locked etcd.
+//
 // Every cluster checks its invariants when the test ends (t.Cleanup): every
 // pool's view of the workers agrees with etcd's.
 package cluster
@@ -20,12 +28,16 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/hivemind/taskworker"
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/examples"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/worker"
 )
@@ -58,6 +70,9 @@ type Options struct {
 	// StarlarkCommand starts the workers' Starlark children (the test
 	// binary, re-executed; see starlarkrun.Main); empty: no Starlark.
 	StarlarkCommand []string
+	// WorkerCertTTL is the lifetime of the workers' certificates (0: the
+	// pool's default, a day).
+	WorkerCertTTL time.Duration
 	// WasmCommand runs the workers' WebAssembly calls in child processes
 	// (the test binary, re-executed; see sandbox.ChildMain); empty: in the
 	// worker's process.
@@ -81,6 +96,13 @@ type Cluster struct {
 	workerPool []int // the pool each worker registers with
 	AdminToken string
 	JoinToken  string
+	// CA is the network's CA, shared by its pools (as an operator gives
+	// every replica the same --ca-cert and --ca-key); etcd's certificates
+	// are from it too.
+	CA      *pki.CA
+	etcdTLS pki.EtcdFiles
+	caCert  string
+	caKey   string
 }
 
 // New starts a cluster and stops it when the test ends.
@@ -104,13 +126,12 @@ func New(t testing.TB, opts Options) *Cluster {
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), log: testLogger(t)}
 	ctx := context.Background()
 
-	ecfg := etcdserver.DefaultConfig(c.dir + "/etcd")
-	ecfg.TickMs, ecfg.ElectionMs = 10, 100
 	var err error
-	if c.Etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
+	if c.Etcd, c.CA, c.etcdTLS, err = StartEtcd(ctx, c.dir); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Etcd.Close)
+	c.caCert, c.caKey = filepath.Join(c.dir, "ca", pki.CACertFile), filepath.Join(c.dir, "ca", pki.CAKeyFile)
 
 	for i := range opts.Pools {
 		c.Pools = append(c.Pools, nil)
@@ -124,6 +145,115 @@ func New(t testing.TB, opts Options) *Cluster {
 	c.WaitWorkers(opts.Workers)
 	t.Cleanup(c.shutdown)
 	return c
+}
+
+// StartEtcd starts an etcd for a test network in dir/etcd, locked as the
+// pool's embedded one is (TLS, only the pool's client certificate), with a
+// CA made in dir/ca: the one place the harnesses get their certificates.
+// EtcdClient connects to it as the pool does.
+func StartEtcd(ctx context.Context, dir string) (*etcdserver.Server, *pki.CA, pki.EtcdFiles, error) {
+	ca, err := pki.LoadOrCreateCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		return nil, nil, pki.EtcdFiles{}, err
+	}
+	ecfg := etcdserver.DefaultConfig(filepath.Join(dir, "etcd"))
+	ecfg.TickMs, ecfg.ElectionMs = 10, 100
+	var files pki.EtcdFiles
+	if ecfg.TLS, files, err = etcdserver.Locked(ca, filepath.Join(dir, "etcd-tls")); err != nil {
+		return nil, nil, pki.EtcdFiles{}, err
+	}
+	e, err := etcdserver.Start(ctx, ecfg)
+	return e, ca, files, err
+}
+
+// EtcdClient returns a client of the cluster's etcd with the pool's
+// certificate, closed when the test ends.
+func (c *Cluster) EtcdClient() *clientv3.Client {
+	c.t.Helper()
+	cli, err := c.etcdClient()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func (c *Cluster) etcdClient() (*clientv3.Client, error) {
+	tlsCfg, err := pki.EtcdClientConfig(c.etcdTLS.CA, c.etcdTLS.ClientCert, c.etcdTLS.ClientKey)
+	if err != nil {
+		return nil, err
+	}
+	return clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), TLS: tlsCfg, Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
+}
+
+// WorkerConn returns a connection to worker i as its pool: with a pool
+// certificate of the network, for tests that call a worker's services
+// directly.
+func (c *Cluster) WorkerConn(i int) *grpc.ClientConn {
+	c.t.Helper()
+	cert, err := c.CA.IssueKeyPair(pki.Leaf{CommonName: pki.PoolCommonName, URIs: []string{pki.PoolURI(c.Pools[0].ClusterID())}, Client: true, TTL: time.Hour})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h := &pki.Holder{}
+	h.Set(cert)
+	id := c.Workers[i].ID()
+	conn, err := grpc.NewClient(c.Workers[i].Addr(), grpc.WithTransportCredentials(credentials.NewTLS(
+		pki.ClientConfig(pki.Verify{CA: c.CA.Pool(), URI: pki.WorkerURI(c.Pools[0].ClusterID(), id)}, h))))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// PoolConn returns a plain gRPC connection to pool p, trusting the
+// network's CA and carrying no credentials, for tests that craft their own
+// requests.
+func (c *Cluster) PoolConn(p int) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := grpc.NewClient(c.poolAddrs[p], grpc.WithTransportCredentials(credentials.NewTLS(
+		pki.ClientConfig(pki.Verify{CA: c.CA.Pool(), Host: pki.HostOf(c.poolAddrs[p])}, nil))))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// EnrollWorker enrols worker id with pool p, paying with the join token as
+// a new worker does, without running a worker, and returns a connection to
+// the pool that presents the certificate it got: for tests that act as a
+// worker, or as a fake one. The error is the pool's refusal.
+func (c *Cluster) EnrollWorker(p int, id string) (*grpc.ClientConn, error) {
+	c.t.Helper()
+	key, err := pki.NewKey()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := v1.NewRegistryServiceClient(c.PoolConn(p)).Enroll(ctx, &v1.EnrollRequest{WorkerId: id, Csr: csr, JoinToken: c.JoinToken})
+	if err != nil {
+		return nil, err
+	}
+	cert, err := pki.KeyPair(resp.Certificate, key)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	h := &pki.Holder{}
+	h.Set(cert)
+	conn, err := grpc.NewClient(c.poolAddrs[p], grpc.WithTransportCredentials(credentials.NewTLS(
+		pki.ClientConfig(pki.Verify{CA: c.CA.Pool(), Host: pki.HostOf(c.poolAddrs[p])}, h))))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { conn.Close() })
+	return conn, nil
 }
 
 // Snapshot returns every file under dir with its bytes, for tests that
@@ -158,6 +288,9 @@ func (c *Cluster) StartPool(i int) {
 	cfg := pool.DefaultConfig(fmt.Sprintf("%s/pool%d", c.dir, i))
 	cfg.Listen = c.poolAddrs[i]
 	cfg.EtcdEndpoints = c.Etcd.Endpoints()
+	cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey = c.etcdTLS.CA, c.etcdTLS.ClientCert, c.etcdTLS.ClientKey
+	cfg.CACert, cfg.CAKey = c.caCert, c.caKey
+	cfg.WorkerCertTTL = c.opts.WorkerCertTTL
 	cfg.LeaseTTL = c.opts.LeaseTTL
 	cfg.Logger = c.log.With("pool", i)
 	if c.opts.Files != nil {
@@ -258,6 +391,7 @@ func (c *Cluster) startWorker(id string, p int) (*worker.Server, *deployed.Runne
 		ID:        id,
 		PoolAddr:  c.poolAddrs[p],
 		JoinToken: c.JoinToken,
+		CA:        c.CA.CertPEM(),
 		DataDir:   dir,
 		// Scrub often, so damage is found within a test.
 		ScrubInterval: time.Second,
@@ -300,7 +434,7 @@ func (c *Cluster) Client(p int) *taskworker.Client {
 // ClientWithToken returns a client of pool p with the given token.
 func (c *Cluster) ClientWithToken(p int, token string) *taskworker.Client {
 	c.t.Helper()
-	cl, err := taskworker.Dial(c.poolAddrs[p], taskworker.WithToken(token))
+	cl, err := taskworker.Dial(c.poolAddrs[p], taskworker.WithToken(token), taskworker.WithCA(c.CA.CertPEM()))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -354,7 +488,7 @@ func (c *Cluster) CheckInvariants() error {
 }
 
 func (c *Cluster) checkWorkerViews() error {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop(), DialTimeout: 5 * time.Second})
+	cli, err := c.etcdClient()
 	if err != nil {
 		return err
 	}

@@ -129,11 +129,33 @@ func TestUp(t *testing.T) {
 		}
 	}
 	call := exec.Command(binary, "call", "add", "1", "2")
-	call.Env = append(os.Environ(), "TASKWORKER_HOME="+dir, "TASKWORKER_POOL=", "TASKWORKER_TOKEN=")
+	call.Env = append(os.Environ(), "TASKWORKER_HOME="+dir, "TASKWORKER_POOL=", "TASKWORKER_TOKEN=", "TASKWORKER_CA=")
 	out, err := call.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "3" {
 		t.Fatalf("call add 1 2 through the env file: %q, %v", out, err)
 	}
+	if vars["TASKWORKER_CA"] != filepath.Join(dir, "ca.crt") || vars["TASKWORKER_JOIN_TOKEN_FILE"] != filepath.Join(dir, "pool", "join.token") {
+		t.Errorf("up printed %v; want the CA and the join token file", vars)
+	}
+	// A worker started by hand beside it needs only its id: the pool, the
+	// CA and the join token come from the env file.
+	t.Setenv("TASKWORKER_HOME", dir)
+	for _, v := range []string{"TASKWORKER_POOL", "TASKWORKER_TOKEN", "TASKWORKER_CA", "TASKWORKER_JOIN_TOKEN_FILE", "TASKWORKER_JOIN_TOKEN"} {
+		t.Setenv(v, "")
+	}
+	extra := start(t, "extra", nil, "worker", "--id", "extra", "--examples", "--listen", "127.0.0.1:0")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := exec.Command(binary, "workers").CombinedOutput()
+		if err == nil && strings.Contains(string(out), "extra ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hand-started worker did not join: %s, %v\n%s", out, err, extra.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	extra.Kill()
 	_ = p.Signal(syscall.SIGINT)
 	select {
 	case <-p.Done():

@@ -31,7 +31,7 @@ func TestSecondNetworkCannotTakeAWorkersDataDirectory(t *testing.T) {
 
 	second := startNetwork(t, 0)
 	intruder := start(t, "second network's worker_001", nil, "worker", "--id", "worker_001", "--pool", second.poolAddr,
-		"--listen", "127.0.0.1:0", "--join-token-file", filepath.Join(second.dir, "join.token"), "--data-dir", dir)
+		"--listen", "127.0.0.1:0", "--join-token-file", filepath.Join(second.dir, "join.token"), "--ca", second.ca(), "--data-dir", dir)
 	select {
 	case <-intruder.Done():
 	case <-time.After(time.Minute):

@@ -80,7 +80,7 @@ func startNetwork(t *testing.T, workers int) *network {
 
 func (n *network) startWorker(id string) *proctest.Process {
 	return start(n.t, id, nil, "worker", "--id", id, "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
-		"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--log-level", "debug",
+		"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--ca", n.ca(), "--log-level", "debug",
 		"--data-dir", filepath.Join(n.dir, "workers", id))
 }
 
@@ -90,13 +90,17 @@ func (n *network) startPool() {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var err error
-	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token")); err != nil {
+	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token"), ""); err != nil {
 		n.t.Fatalf("the pool did not come up: %v", err)
 	}
 }
 
+// ca is the network's CA certificate, which the pool makes in its data
+// directory.
+func (n *network) ca() string { return filepath.Join(n.dir, "ca.crt") }
+
 func (n *network) client() *taskworker.Client {
-	c, err := taskworker.Dial(n.poolAddr, taskworker.WithToken(n.token))
+	c, err := taskworker.Dial(n.poolAddr, taskworker.WithToken(n.token), taskworker.WithCAFile(n.ca()))
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -107,7 +111,7 @@ func (n *network) client() *taskworker.Client {
 // cli runs a client command against the network and returns its stdout.
 func (n *network) cli(args ...string) (string, error) {
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "TASKWORKER_POOL="+n.poolAddr, "TASKWORKER_TOKEN="+n.token)
+	cmd.Env = append(os.Environ(), "TASKWORKER_POOL="+n.poolAddr, "TASKWORKER_TOKEN="+n.token, "TASKWORKER_CA="+n.ca())
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,12 +15,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/pki"
 )
 
 // Stalled peers: every test asserts outcomes (the codes returned, that each
@@ -85,27 +86,59 @@ func startStalledWorker(t *testing.T, n *network, fn string) *stalledWorker {
 	}
 	// A small fixed window (no BDP growth): the pool's sends block after a
 	// few frames.
-	w := &stalledWorker{srv: grpc.NewServer(grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10)),
+	// It enrols as any worker does: a key, a CSR paid with the join token,
+	// then mTLS with the certificate both ways.
+	join, err := os.ReadFile(filepath.Join(n.dir, "join.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.ReadCertFile(n.ca())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	key, err := pki.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := pki.NewCSR(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	enrol, err := grpc.NewClient(n.poolAddr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(pki.Verify{CA: roots, Host: pki.HostOf(n.poolAddr)}, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enrol.Close()
+	cert, err := v1.NewRegistryServiceClient(enrol).Enroll(ctx, &v1.EnrollRequest{WorkerId: "stalled", Csr: csr, JoinToken: strings.TrimSpace(string(join))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := pki.KeyPair(cert.Certificate, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := &pki.Holder{}
+	id.Set(pair)
+
+	w := &stalledWorker{srv: grpc.NewServer(grpc.Creds(credentials.NewTLS(pki.ServerConfig(id, roots))),
+		grpc.InitialWindowSize(64<<10), grpc.InitialConnWindowSize(64<<10)),
 		addr: lis.Addr().String(), stopped: make(chan struct{})}
 	v1.RegisterRPCServiceServer(w.srv, w)
 	go func() { _ = w.srv.Serve(lis) }()
 	t.Cleanup(w.srv.Stop)
 
-	join, err := os.ReadFile(filepath.Join(n.dir, "join.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(n.poolAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(auth.Bearer{Token: strings.TrimSpace(string(join))}))
+	conn, err := grpc.NewClient(n.poolAddr, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(pki.Verify{CA: roots, Host: pki.HostOf(n.poolAddr)}, id))))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	reg := v1.NewRegistryServiceClient(conn)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	resp, err := reg.Register(ctx, &v1.RegisterRequest{WorkerId: "stalled", Address: w.addr, CallKey: "stalled-key",
+	resp, err := reg.Register(ctx, &v1.RegisterRequest{WorkerId: "stalled", Address: w.addr,
 		Functions: []*v1.FunctionSpec{{Name: fn}}})
-	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}

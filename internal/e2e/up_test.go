@@ -15,7 +15,8 @@ import (
 )
 
 // startUp runs `taskworker up` with args and returns it once it has
-// printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN).
+// printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN, TASKWORKER_CA,
+// TASKWORKER_JOIN_TOKEN_FILE).
 func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string) {
 	t.Helper()
 	stdout, w, err := os.Pipe()
@@ -26,7 +27,7 @@ func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string
 	w.Close()
 	vars := map[string]string{}
 	sc := bufio.NewScanner(stdout)
-	for len(vars) < 2 && sc.Scan() {
+	for len(vars) < 4 && sc.Scan() {
 		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
 			vars[k] = v
 		}
@@ -58,6 +59,7 @@ func TestUpRestartAfterKill(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", dir)
 	t.Setenv("TASKWORKER_POOL", "")
 	t.Setenv("TASKWORKER_TOKEN", "")
+	t.Setenv("TASKWORKER_CA", "")
 	addr := freeAddr(t)
 	first, _ := startUp(t, "--workers", "2", "--listen", addr)
 	first.Kill()
@@ -105,6 +107,7 @@ func TestReadmeRealNetworkBesideUp(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", home)
 	t.Setenv("TASKWORKER_POOL", "")
 	t.Setenv("TASKWORKER_TOKEN", "")
+	t.Setenv("TASKWORKER_CA", "")
 	startUp(t, "--workers", "1", "--listen", freeAddr(t))
 
 	addr := freeAddr(t)
@@ -113,13 +116,14 @@ func TestReadmeRealNetworkBesideUp(t *testing.T) {
 	pool := start(t, "pool", nil, "pool", "--listen", addr)
 	joinToken := filepath.Join(poolDir, "join.token")
 	waitFile(t, joinToken, pool)
-	start(t, "worker", nil, "worker", "--pool", addr, "--join-token-file", joinToken, "--id", "worker_001", "--examples",
+	ca := filepath.Join(poolDir, "ca.crt")
+	start(t, "worker", nil, "worker", "--pool", addr, "--join-token-file", joinToken, "--ca", ca, "--id", "worker_001", "--examples",
 		"--listen", "127.0.0.1:0")
 	admin, err := os.ReadFile(filepath.Join(poolDir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	client := []string{"TASKWORKER_POOL=" + addr, "TASKWORKER_TOKEN=" + strings.TrimSpace(string(admin))}
+	client := []string{"TASKWORKER_POOL=" + addr, "TASKWORKER_TOKEN=" + strings.TrimSpace(string(admin)), "TASKWORKER_CA=" + ca}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out, err := runCLI(t, client, "call", "add", "1", "2")

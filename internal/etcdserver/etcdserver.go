@@ -5,6 +5,11 @@
 //
 // # Caveats
 //
+// With Config.TLS (what the pool always sets unless --insecure) etcd serves
+// clients and its peer port over TLS and admits only a client certificate
+// signed by the given CA with the allowed common name: the pool's. Nothing
+// else on the machine can read or write the control plane.
+//
 // One node has no redundancy: losing its disk loses the control plane's
 // state (worker registry, tokens, manifests). The peer port listens on
 // loopback only; it is needed by etcd even with one member.
@@ -17,8 +22,11 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/hivemind/taskworker/internal/pki"
 )
 
 // Config configures the embedded etcd.
@@ -35,9 +43,20 @@ type Config struct {
 	QuotaBackendBytes int64
 	// StartTimeout bounds how long Start waits for etcd to be ready.
 	StartTimeout time.Duration
+	// TLS, when set, serves clients and peers over TLS and requires a
+	// client certificate (see TLS).
+	TLS *TLS
 	// Logger receives etcd's own logs; nil discards them (etcd logs
 	// expected shutdown events as errors; real failures come through Err).
 	Logger *zap.Logger
+}
+
+// TLS are the PEM files of etcd's TLS: its certificate and key (valid for
+// 127.0.0.1, server and client use, as it is its own peer), the CA that
+// signs clients, and the one common name a client certificate must have.
+type TLS struct {
+	CertFile, KeyFile, TrustedCAFile string
+	AllowedCN                        string
 }
 
 // DefaultConfig returns the configuration used by `taskworker pool` and
@@ -64,6 +83,9 @@ func (c Config) Validate() error {
 	if c.TickMs == 0 || c.ElectionMs < 5*c.TickMs {
 		return fmt.Errorf("etcd: election timeout (%d ms) must be at least 5 times the tick (%d ms)", c.ElectionMs, c.TickMs)
 	}
+	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.TrustedCAFile == "" || c.TLS.AllowedCN == "") {
+		return errors.New("etcd: TLS needs a certificate, a key, a CA and the allowed client name")
+	}
 	if c.QuotaBackendBytes > 8<<30 {
 		return fmt.Errorf("etcd: quota %d bytes is over etcd's 8 GiB maximum; lower it", c.QuotaBackendBytes)
 	}
@@ -73,6 +95,7 @@ func (c Config) Validate() error {
 // Server is a running embedded etcd.
 type Server struct {
 	etcd *embed.Etcd
+	tls  bool
 }
 
 // Start starts etcd and waits until it serves.
@@ -83,6 +106,17 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	curl, _ := url.Parse(c.ClientURL)
 	purl, _ := url.Parse("http://127.0.0.1:0")
 	cfg := embed.NewConfig()
+	if c.TLS != nil {
+		curl.Scheme, purl.Scheme = "https", "https"
+		info := transport.TLSInfo{
+			CertFile:       c.TLS.CertFile,
+			KeyFile:        c.TLS.KeyFile,
+			TrustedCAFile:  c.TLS.TrustedCAFile,
+			ClientCertAuth: true,
+			AllowedCNs:     []string{c.TLS.AllowedCN},
+		}
+		cfg.ClientTLSInfo, cfg.PeerTLSInfo = info, info
+	}
 	cfg.Name = "taskworker"
 	cfg.Dir = c.Dir
 	cfg.ListenClientUrls = []url.URL{*curl}
@@ -112,7 +146,7 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	defer timeout.Stop()
 	select {
 	case <-e.Server.ReadyNotify():
-		return &Server{etcd: e}, nil
+		return &Server{etcd: e, tls: c.TLS != nil}, nil
 	case err := <-e.Err():
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd: %w", err)
@@ -125,9 +159,14 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	}
 }
 
-// Endpoints returns the client endpoints, for clientv3.Config.
+// Endpoints returns the client endpoints, for clientv3.Config: https://
+// URLs with TLS, host:port without.
 func (s *Server) Endpoints() []string {
-	return []string{s.etcd.Clients[0].Addr().String()}
+	addr := s.etcd.Clients[0].Addr().String()
+	if s.tls {
+		return []string{"https://" + addr}
+	}
+	return []string{addr}
 }
 
 // Err reports a fatal etcd error after start.
@@ -135,3 +174,14 @@ func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
 // Close stops etcd and releases its data directory.
 func (s *Server) Close() { s.etcd.Close() }
+
+// Locked returns the TLS of an etcd that admits only the pool: etcd's and
+// the pool's certificates, issued by ca and written under dir (see
+// pki.WriteEtcdFiles). The pool's client files are in the second result.
+func Locked(ca *pki.CA, dir string) (*TLS, pki.EtcdFiles, error) {
+	files, err := pki.WriteEtcdFiles(ca, dir)
+	if err != nil {
+		return nil, pki.EtcdFiles{}, err
+	}
+	return &TLS{CertFile: files.ServerCert, KeyFile: files.ServerKey, TrustedCAFile: files.CA, AllowedCN: pki.PoolCommonName}, files, nil
+}

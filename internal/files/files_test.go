@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -192,11 +190,7 @@ func TestSynchronous(t *testing.T) {
 	}
 
 	// Compact etcd past the cursor: the caller is told to resync.
-	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
+	etcd := c.EtcdClient()
 	resp, _ := etcd.Get(ctx, "x")
 	if _, err := etcd.Compact(ctx, resp.Header.Revision); err != nil {
 		t.Fatal(err)

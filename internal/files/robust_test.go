@@ -12,16 +12,11 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -126,16 +121,10 @@ func TestStatusTellsWhatIsReallyThere(t *testing.T) {
 	}
 }
 
-// shardConn calls a worker's ShardService directly, with its call key.
+// shardConn calls a worker's ShardService directly, as its pool.
 func shardConn(t *testing.T, c *cluster.Cluster, i int) (v1.ShardServiceClient, context.Context) {
 	t.Helper()
-	conn, err := grpc.NewClient(c.Workers[i].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, time.Minute), auth.HeaderCallKey, c.Workers[i].CallKey())
-	return v1.NewShardServiceClient(conn), ctx
+	return v1.NewShardServiceClient(c.WorkerConn(i)), ctxTimeout(t, time.Minute)
 }
 
 func putShard(ctx context.Context, sc v1.ShardServiceClient, key *v1.ShardKey, data []byte) error {
@@ -169,11 +158,7 @@ func TestCollectorDeletesOnlyThisNetworksFailedWrites(t *testing.T) {
 	}
 	// The failed write is this network's: its intent record is in etcd,
 	// as a write that stopped before its commit leaves it.
-	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer etcd.Close()
+	etcd := c.EtcdClient()
 	started := time.Now().Add(-time.Hour).UnixMilli()
 	if _, err := etcd.Put(ctx, "/taskworker/writes/"+failed.FileId+"/"+failed.WriteId, fmt.Sprint(started)); err != nil {
 		t.Fatal(err)

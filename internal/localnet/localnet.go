@@ -18,6 +18,7 @@ import (
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
@@ -60,16 +61,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Env is what a client needs to use the network.
+// Env is what a client, or a worker started by hand, needs to use the
+// network.
 type Env struct {
 	Pool  string
 	Token string
+	// CA is the file holding the network's CA certificate (CAFile in Dir).
+	CA string
+	// JoinTokenFile is the pool's join token file, for workers.
+	JoinTokenFile string
 }
 
 // String renders the env file's lines.
 func (e Env) String() string {
-	return fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\n", e.Pool, e.Token)
+	return fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\nTASKWORKER_CA=%s\nTASKWORKER_JOIN_TOKEN_FILE=%s\n",
+		e.Pool, e.Token, e.CA, e.JoinTokenFile)
 }
+
+// CAFile is the file in Dir where Start writes the network's CA
+// certificate, beside the env file.
+const CAFile = "ca.crt"
 
 // EnvFile is the file in Dir where Start writes the Env while the network
 // runs.
@@ -161,6 +172,10 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 			n.Stop()
 		}
 	}()
+	caFile := filepath.Join(c.Dir, CAFile)
+	if err := atomicfile.Write(caFile, p.CACertPEM(), 0o644); err != nil {
+		return nil, err
+	}
 	wctx, stop := context.WithCancel(context.Background())
 	n.stop = stop
 	out := c.WorkerOutput
@@ -177,12 +192,12 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
 			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
 				"--data-dir", filepath.Join(c.Dir, "workers", id),
-				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}}
+				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile), "--ca", caFile}}
 		n.workers = append(n.workers, w)
 		n.wg.Go(func() { w.run(wctx) })
 	}
 
-	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken()}
+	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken(), CA: caFile, JoinTokenFile: filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}
 	if err := n.waitRegistered(ctx, started); err != nil {
 		return nil, err
 	}
@@ -195,7 +210,7 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 // waitRegistered waits until every worker of this run has registered with
 // the pool since started, asking the pool as a client would.
 func (n *Network) waitRegistered(ctx context.Context, started time.Time) error {
-	c, err := taskworker.Dial(n.env.Pool, taskworker.WithToken(n.env.Token))
+	c, err := taskworker.Dial(n.env.Pool, taskworker.WithToken(n.env.Token), taskworker.WithCAFile(n.env.CA))
 	if err != nil {
 		return err
 	}

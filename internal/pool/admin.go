@@ -18,6 +18,7 @@ type adminService struct {
 	tokens  *tokenStore
 	deploys *deployments
 	files   *files.Service
+	ids     *identities
 }
 
 func (s *adminService) ListWorkers(ctx context.Context, _ *v1.ListWorkersRequest) (*v1.ListWorkersResponse, error) {
@@ -38,9 +39,8 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 	}
 	workers := s.reg.list()
 	for name, d := range s.deploys.all() {
-		if byName[name] != nil {
-			continue // a native function of the same name takes the calls
-		}
+		// The deployed function takes the calls, never a native one of
+		// the same name (rpcService.CallFunction).
 		fi := &v1.FunctionInfo{Name: name, Idempotent: d.Idempotent, Runtime: runtimeName(d.Runtime), Deployment: d,
 			Signature: fmt.Sprintf("v%d %s export %s", d.Version, d.ModuleSha256[:12], d.Export)}
 		for _, w := range workers {

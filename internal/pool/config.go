@@ -21,6 +21,26 @@ type Config struct {
 	// EtcdEndpoints, when set, points at an existing etcd cluster instead of
 	// starting an embedded one.
 	EtcdEndpoints []string
+	// EtcdCA, EtcdCert and EtcdKey are PEM files for the pool's TLS
+	// connection to an external etcd (--etcd-endpoints): the CA that signed
+	// etcd's certificate, and the pool's client certificate and key. The
+	// embedded etcd needs none: the pool makes them from its CA.
+	EtcdCA, EtcdCert, EtcdKey string
+	// CACert and CAKey are the cluster CA's certificate and key (PEM); empty:
+	// the CA in DataDir, made on first start. Every replica of a network
+	// needs the same CA (docs/RATIONALE.md, "Why the CA key lives where it
+	// does").
+	CACert, CAKey string
+	// TLSHosts are extra names and addresses the pool's certificate holds,
+	// for clients that dial it by a name that is not its listen address.
+	TLSHosts []string
+	// WorkerCertTTL is how long a worker's certificate is valid (0:
+	// pki.WorkerLifetime); workers renew at two thirds of it.
+	WorkerCertTTL time.Duration
+	// Insecure serves plaintext, with no certificates: workers are then
+	// admitted by the join token alone and any peer may call them. For a
+	// network on a trusted host only; logged as a warning at every start.
+	Insecure bool
 	// EtcdTickMs and EtcdElectionMs tune the embedded etcd (0: defaults).
 	EtcdTickMs, EtcdElectionMs uint
 	// Prefix namespaces every etcd key, so several networks can share an etcd.
@@ -96,6 +116,22 @@ func (c Config) Validate() error {
 	}
 	if err := c.Files.Validate(); err != nil {
 		return err
+	}
+	if (c.CACert == "") != (c.CAKey == "") {
+		return errors.New("pool: give both --ca-cert and --ca-key (the cluster CA's certificate and key), or neither to use the CA in the data directory")
+	}
+	if c.EtcdCA != "" || c.EtcdCert != "" || c.EtcdKey != "" {
+		if len(c.EtcdEndpoints) == 0 {
+			return errors.New("pool: --etcd-ca, --etcd-cert and --etcd-key are for an external etcd; give --etcd-endpoints too, or drop them (the embedded etcd needs none)")
+		}
+		if c.EtcdCA == "" || c.EtcdCert == "" || c.EtcdKey == "" {
+			return errors.New("pool: an external etcd over TLS needs all of --etcd-ca, --etcd-cert and --etcd-key")
+		}
+	} else if len(c.EtcdEndpoints) > 0 && !c.Insecure {
+		return errors.New("pool: an external etcd needs TLS with a client certificate: give --etcd-ca, --etcd-cert and --etcd-key (or --insecure, for plaintext on a trusted host)")
+	}
+	if c.WorkerCertTTL < 0 || (c.WorkerCertTTL > 0 && c.WorkerCertTTL < 10*time.Second) {
+		return fmt.Errorf("pool: worker certificate lifetime %s is too short; give at least 10s (default 24h)", c.WorkerCertTTL)
 	}
 	if c.CallAttempts < 1 {
 		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)

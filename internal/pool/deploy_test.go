@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -135,20 +136,27 @@ func TestModuleFetch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fetch := func(token, sha string) ([]byte, error) { return fetchModule(ctx, c, token, sha) }
-	got, err := fetch(c.JoinToken, d.ModuleSha256)
+	worker, err := c.EnrollWorker(0, "fetcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(conn *grpc.ClientConn, sha string) ([]byte, error) { return fetchModule(ctx, conn, sha) }
+	got, err := fetch(worker, d.ModuleSha256)
 	if err != nil || !bytes.Equal(got, module) {
 		t.Fatalf("fetching a %d-byte module: %d bytes, %v", len(module), len(got), err)
 	}
-	if _, err := fetch(c.AdminToken, strings.Repeat("0", 64)); status.Code(err) != codes.NotFound {
+	if _, err := fetch(worker, strings.Repeat("0", 64)); status.Code(err) != codes.NotFound {
 		t.Errorf("unknown module: %v", err)
 	}
-	if _, err := fetch(c.AdminToken, "../../etc/passwd"); status.Code(err) != codes.InvalidArgument {
+	if _, err := fetch(worker, "../../etc/passwd"); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("bad module id: %v", err)
 	}
+	// Modules are for workers' certificates: no token opens them.
 	userTok, _ := c.Client(0).CreateToken(ctx, "eve", "")
-	if _, err := fetch(userTok, d.ModuleSha256); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("a user fetching a module: %v", err)
+	for _, tok := range []string{userTok, c.AdminToken, c.JoinToken} {
+		if _, err := fetch(c.ClientWithToken(0, tok).Conn(), d.ModuleSha256); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("a token fetching a module: %v", err)
+		}
 	}
 }
 
@@ -162,9 +170,9 @@ func userClient(ctx context.Context, t *testing.T, c *cluster.Cluster, user stri
 	return c.ClientWithToken(0, tok)
 }
 
-// fetchModule fetches a module from pool 0 as a worker would.
-func fetchModule(ctx context.Context, c *cluster.Cluster, token, sha string) ([]byte, error) {
-	stream, err := v1.NewModuleServiceClient(c.ClientWithToken(0, token).Conn()).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
+// fetchModule fetches a module on conn as a worker would.
+func fetchModule(ctx context.Context, conn *grpc.ClientConn, sha string) ([]byte, error) {
+	stream, err := v1.NewModuleServiceClient(conn).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
 	if err != nil {
 		return nil, err
 	}
@@ -248,13 +256,17 @@ func TestDeployNamesCannotReachIntoEachOther(t *testing.T) {
 	if got := history(bob, "reports2"); len(got) != 2 || got[0] != 2 || got[1] != 1 {
 		t.Errorf("Bob's history after Eve's undeploy: versions %v; want [2 1]", got)
 	}
-	if _, err := fetchModule(ctx, c, c.JoinToken, bobV1.ModuleSha256); err != nil {
+	worker, err := c.EnrollWorker(0, "fetcher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fetchModule(ctx, worker, bobV1.ModuleSha256); err != nil {
 		t.Errorf("the module Bob's version 1 uses (Eve used it too) is gone after Eve's undeploy: %v", err)
 	}
-	if _, err := fetchModule(ctx, c, c.JoinToken, bobV2.ModuleSha256); err != nil {
+	if _, err := fetchModule(ctx, worker, bobV2.ModuleSha256); err != nil {
 		t.Errorf("Bob's own module is gone after Eve's undeploy: %v", err)
 	}
-	if _, err := fetchModule(ctx, c, c.JoinToken, eveV2.ModuleSha256); status.Code(err) != codes.NotFound {
+	if _, err := fetchModule(ctx, worker, eveV2.ModuleSha256); status.Code(err) != codes.NotFound {
 		t.Errorf("the module only Eve used outlived her undeploy: %v", err)
 	}
 	if _, err := bob.Rollback(ctx, "reports2", 1); err != nil {

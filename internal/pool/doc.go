@@ -12,6 +12,10 @@
 //   - tokens (tokens.go): API tokens, stored as hashes, cached from a watch;
 //     their expiry, join tokens' uses (redeemJoin), listing and revocation;
 //     the tap that refuses bad credentials from a call's headers.
+//   - identities (identity.go, enroll.go, tls.go): the cluster CA, the
+//     pool's certificate, workers' enrolment and the binding of each worker
+//     id to one key; who a worker's call comes from (its certificate, for
+//     the methods internal/auth gives to workers) and revocation.
 //   - registry (registry.go): workers register with an etcd lease each; a
 //     watch keeps every pool's view of the live workers current.
 //   - router (router.go): picks a worker for a call by power of two choices
@@ -20,8 +24,8 @@
 //   - deployments (deploy.go, modules.go): deployed functions' versions and
 //     their modules, content-addressed in etcd.
 //   - files: the FileService, in package files, which the pool serves.
-//   - services (rpc.go, admin.go, registration.go, unimplemented.go): the
-//     gRPC services.
+//   - services (rpc.go, admin.go, registration.go, dns.go): the gRPC
+//     services.
 //
 // # Caveats
 //
@@ -51,9 +55,14 @@
 // the other replicas'. The zone lists every served function's name to
 // whoever asks: it tells which functions exist, nothing more.
 //
-// A join token's uses are spent by enrolment (redeemJoin); a worker's
-// registration and heartbeats present a join token without spending one.
+// A join token's uses are spent by enrolment (redeemJoin), once per
+// worker key; registration and heartbeats go by the worker's certificate.
 //
-// Connections between nodes are not yet encrypted: run the network on a
-// trusted network until mTLS lands.
+// A worker's certificate is checked when its connection is made, and its
+// binding (not revoked, not replaced) on every call; a connection outlives
+// the certificate's expiry, not its revocation.
+//
+// With Config.Insecure everything is plaintext and workers join by the join
+// token alone: any holder of it can register as any worker id. For a
+// trusted host only; the pool logs a warning at every start.
 package pool

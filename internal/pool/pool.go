@@ -2,11 +2,11 @@ package pool
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -22,6 +22,7 @@ import (
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -32,6 +33,9 @@ type Server struct {
 
 	etcd    *etcdserver.Server // nil with external etcd
 	cli     *clientv3.Client
+	ca      *pki.CA     // nil with --insecure
+	cert    *pki.Holder // the pool's certificate; nil with --insecure
+	ids     *identities
 	tokens  *tokenStore
 	reg     *registry
 	deploys *deployments
@@ -68,8 +72,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			s.Kill()
 		}
 	}()
-	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+	if err := pki.OwnerOnlyDir(s.cfg.DataDir); err != nil {
 		return fmt.Errorf("pool data directory: %w", err)
+	}
+	if s.cfg.Insecure {
+		s.log.Warn("INSECURE: the pool serves plaintext with no certificates (--insecure): tokens travel in the clear, any join-token holder can be any worker, and any peer can call the workers; use it only on a trusted host")
+	} else if s.ca, err = s.loadCA(); err != nil {
+		return err
+	}
+	etcdTLS, etcdServerTLS, err := s.etcdTLS()
+	if err != nil {
+		return fmt.Errorf("etcd TLS: %w", err)
 	}
 	endpoints := s.cfg.EtcdEndpoints
 	if len(endpoints) == 0 {
@@ -77,12 +90,16 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		if s.cfg.EtcdTickMs != 0 {
 			ecfg.TickMs, ecfg.ElectionMs = s.cfg.EtcdTickMs, s.cfg.EtcdElectionMs
 		}
+		ecfg.TLS = etcdServerTLS
 		if s.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
 			return err
 		}
 		endpoints = s.etcd.Endpoints()
+	} else if etcdTLS == nil {
+		s.log.Warn("INSECURE: the pool talks to etcd in plaintext, with no client certificate; give --etcd-ca, --etcd-cert and --etcd-key", "etcd", endpoints)
 	}
 	s.cli, err = clientv3.New(clientv3.Config{
+		TLS:         etcdTLS,
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
 		// etcd stopped or cut off: its connection closes, and the pool's
@@ -109,16 +126,34 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("cluster id: %w", err)
 	}
+	if s.ca != nil {
+		if err := checkCA(bctx, s.cli, s.cfg.Prefix, s.ca); err != nil {
+			return err
+		}
+		hosts := certHosts(s.cfg.Listen, s.cfg.TLSHosts)
+		s.cert, err = pki.NewHolder(func() (tls.Certificate, error) {
+			return s.ca.IssueKeyPair(pki.Leaf{CommonName: pki.PoolCommonName, URIs: []string{pki.PoolURI(id)}, Hosts: hosts,
+				Server: true, Client: true, TTL: pki.PoolLifetime})
+		})
+		if err != nil {
+			return fmt.Errorf("the pool's certificate: %w", err)
+		}
+	}
 	s.reg = newRegistry(s.cli, s.cfg.Prefix, s.cfg.LeaseTTL, s.log)
 	s.reg.clusterID = id
+	s.reg.dial = s.dialWorker
+	s.ids = newIdentities(s.cli, s.cfg.Prefix)
+	s.ids.dropped = s.reg.drop
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
 	s.deploys = &deployments{}
-	tokensReady, workersReady, deploysReady := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	s.reg.deployed = s.deploys.get
+	tokensReady, idsReady, workersReady, deploysReady := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	s.goRun(func() { s.tokens.run(runCtx, tokensReady) })
+	s.goRun(func() { s.ids.run(runCtx, idsReady) })
 	s.goRun(func() { s.reg.run(runCtx, workersReady) })
 	s.goRun(func() { s.deploys.run(runCtx, s.cli, s.cfg.Prefix+"deploy/current/", deploysReady) })
-	for _, ready := range []chan struct{}{tokensReady, workersReady, deploysReady} {
+	for _, ready := range []chan struct{}{tokensReady, idsReady, workersReady, deploysReady} {
 		select {
 		case <-ready:
 		case <-bctx.Done():
@@ -136,19 +171,25 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("pool listen: %w", err)
 	}
 	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
+		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.InTapHandle(s.tokens.tap),
-		grpc.ChainUnaryInterceptor(s.tokens.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.tokens.streamInterceptor),
+		grpc.ChainUnaryInterceptor(s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
 	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
 	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys})
-	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files})
-	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files})
+	ttl := s.cfg.WorkerCertTTL
+	if ttl == 0 {
+		ttl = pki.WorkerLifetime
+	}
+	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files,
+		enroller: &enroller{ca: s.ca, ids: s.ids, tokens: s.tokens, reg: s.reg, ttl: ttl, insecure: s.cfg.Insecure}})
+	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files, ids: s.ids})
 	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
 		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
@@ -176,6 +217,15 @@ func (s *Server) goRun(f func()) {
 
 // Addr returns the address the pool serves on.
 func (s *Server) Addr() string { return s.lis.Addr().String() }
+
+// CACertPEM returns the cluster CA's certificate, which clients verify the
+// pool with; nil with --insecure.
+func (s *Server) CACertPEM() []byte {
+	if s.ca == nil {
+		return nil
+	}
+	return s.ca.CertPEM()
+}
 
 // AdminToken returns the network's bootstrap admin token.
 func (s *Server) AdminToken() string { return s.adminToken }

@@ -8,9 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -68,11 +66,7 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(c.PoolAddr(0), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.PoolConn(0)
 	rpc := v1.NewRPCServiceClient(conn)
 	admin := v1.NewAdminServiceClient(conn)
 	withToken := func(tok string) context.Context {
@@ -333,19 +327,6 @@ func TestPoolRestartWorkersComeBack(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d calls succeeded, %d failed while the pool was down", ok.Load(), failed.Load())
-}
-
-func TestWorkerCallKey(t *testing.T) {
-	c := cluster.New(t, cluster.Options{Workers: 1})
-	conn, err := grpc.NewClient(c.Workers[0].Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_, err = v1.NewRPCServiceClient(conn).CallFunction(ctxTimeout(t, 10*time.Second), &v1.FunctionCallRequest{FunctionName: "add", Args: []byte("[1,2]")})
-	if status.Code(err) != codes.PermissionDenied {
-		t.Fatalf("calling a worker directly without its call key: %v; want PermissionDenied", err)
-	}
 }
 
 func TestFunctionAddedAfterStart(t *testing.T) {

@@ -10,8 +10,9 @@ import (
 // registryService lets workers join, heartbeat and leave.
 type registryService struct {
 	v1.UnimplementedRegistryServiceServer
-	reg   *registry
-	files *files.Service
+	reg      *registry
+	files    *files.Service
+	enroller *enroller
 }
 
 func (s *registryService) Register(ctx context.Context, req *v1.RegisterRequest) (*v1.RegisterResponse, error) {

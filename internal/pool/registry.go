@@ -18,13 +18,12 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
@@ -32,32 +31,31 @@ import (
 )
 
 // workerRecord is what etcd holds under workers/<id>, attached to the
-// worker's lease: the public description and the key the pool presents when
-// calling the worker (kept out of WorkerInfo so listings never show it).
+// worker's lease: its public description. Nothing secret: the pool and the
+// worker prove who they are with certificates.
 type workerRecord struct {
-	Info    []byte `json:"info"` // a proto-encoded v1.WorkerInfo
-	CallKey string `json:"call_key"`
+	Info []byte `json:"info"` // a proto-encoded v1.WorkerInfo
 }
 
-func encodeRecord(info *v1.WorkerInfo, callKey string) (string, error) {
+func encodeRecord(info *v1.WorkerInfo) (string, error) {
 	b, err := proto.Marshal(info)
 	if err != nil {
 		return "", err
 	}
-	rec, err := json.Marshal(workerRecord{Info: b, CallKey: callKey})
+	rec, err := json.Marshal(workerRecord{Info: b})
 	return string(rec), err
 }
 
-func decodeRecord(b []byte) (*v1.WorkerInfo, string, error) {
+func decodeRecord(b []byte) (*v1.WorkerInfo, error) {
 	var rec workerRecord
 	if err := json.Unmarshal(b, &rec); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	info := &v1.WorkerInfo{}
 	if err := proto.Unmarshal(rec.Info, info); err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return info, rec.CallKey, nil
+	return info, nil
 }
 
 // worker is one live worker as this pool sees it, with the connection the
@@ -65,7 +63,6 @@ func decodeRecord(b []byte) (*v1.WorkerInfo, string, error) {
 type worker struct {
 	id      string
 	address string
-	callKey string
 	conn    *grpc.ClientConn
 	mux     *callMux
 
@@ -73,6 +70,9 @@ type worker struct {
 	// outstanding counts this pool's calls to the worker that have not
 	// returned: the load that power of two choices compares.
 	outstanding atomic.Int64
+	// dropped is set when the worker's certificate is revoked: its calls
+	// are cut off at once instead of drained.
+	dropped atomic.Bool
 	// suspectUntil (unix nanoseconds) marks a worker whose connection just
 	// failed; it is avoided until then, or until the registry drops it.
 	suspectUntil atomic.Int64
@@ -86,10 +86,11 @@ func (w *worker) suspect(now time.Time) bool { return now.UnixNano() < w.suspect
 // keepalive finds the connection dead; retireDrain bounds the wait for
 // calls that have neither, so that a worker stuck with its connection
 // alive is still let go.
-func (w *worker) retire() {
+func (w *worker) retire(done func()) {
 	go func() {
+		defer done()
 		give := time.Now().Add(retireDrain)
-		for w.outstanding.Load() > 0 && time.Now().Before(give) {
+		for w.outstanding.Load() > 0 && time.Now().Before(give) && !w.dropped.Load() {
 			time.Sleep(50 * time.Millisecond)
 		}
 		w.mux.close()
@@ -125,41 +126,40 @@ type registry struct {
 	prefix string
 	ttl    time.Duration
 	log    *slog.Logger
-	dial   func(address, callKey string) (*grpc.ClientConn, error)
+	// dial connects to a worker, checking that it is the worker id names.
+	dial func(id, address string) (*grpc.ClientConn, error)
 	// clusterID is the network's identity (see clusterID).
 	clusterID string
+	// deployed returns the deployment of a function name, if any: a
+	// worker may not serve a native function of that name.
+	deployed func(name string) *v1.Deployment
 
 	mu      sync.Mutex
 	workers map[string]*worker
-	table   atomic.Pointer[routeTable]
+	// retiring holds the workers that left and are finishing their calls,
+	// so that a revocation cuts them off too.
+	retiring map[string][]*worker
+	table    atomic.Pointer[routeTable]
 }
 
 func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger) *registry {
 	r := &registry{
-		cli:     cli,
-		prefix:  prefix + "workers/",
-		ttl:     ttl,
-		log:     log,
-		workers: map[string]*worker{},
-		dial:    dialWorker,
+		cli:      cli,
+		prefix:   prefix + "workers/",
+		ttl:      ttl,
+		log:      log,
+		workers:  map[string]*worker{},
+		retiring: map[string][]*worker{},
+		deployed: func(string) *v1.Deployment { return nil },
 	}
 	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}})
 	return r
 }
 
-// callKeyCreds presents a worker's call key on every call to it.
-type callKeyCreds string
-
-func (k callKeyCreds) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{auth.HeaderCallKey: string(k)}, nil
-}
-
-func (callKeyCreds) RequireTransportSecurity() bool { return false }
-
-func dialWorker(address, callKey string) (*grpc.ClientConn, error) {
+// dialWorker connects to a worker over creds.
+func dialWorker(address string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithPerRPCCredentials(callKeyCreds(callKey)),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 		grpc.WithInitialWindowSize(1<<20),
 		grpc.WithInitialConnWindowSize(1<<22),
@@ -195,35 +195,35 @@ func (r *registry) apply(kvs []kv, reset bool, _ int64) {
 		old := r.workers[id]
 		if e.value == nil {
 			if old != nil {
-				old.retire()
+				r.retire(old)
 				delete(r.workers, id)
 				changed = true
 				r.log.Info("worker left", "worker", id)
 			}
 			continue
 		}
-		info, callKey, err := decodeRecord(e.value)
+		info, err := decodeRecord(e.value)
 		if err != nil {
 			r.log.Warn("ignoring an unreadable worker record", "key", e.key, "err", err)
 			continue
 		}
-		if old != nil && old.address == info.Address && old.callKey == callKey {
+		if old != nil && old.address == info.Address {
 			prev := old.info.Swap(info)
 			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) || prev.StoresFiles != info.StoresFiles {
 				changed = true
 			}
 			continue
 		}
-		conn, err := r.dial(info.Address, callKey)
+		conn, err := r.dial(id, info.Address)
 		if err != nil {
 			r.log.Warn("cannot dial worker", "worker", id, "address", info.Address, "err", err)
 			continue
 		}
-		w := &worker{id: id, address: info.Address, callKey: callKey, conn: conn,
+		w := &worker{id: id, address: info.Address, conn: conn,
 			mux: &callMux{client: v1.NewRPCServiceClient(conn)}}
 		w.info.Store(info)
 		if old != nil {
-			old.retire()
+			r.retire(old)
 		}
 		r.workers[id] = w
 		changed = true
@@ -232,13 +232,49 @@ func (r *registry) apply(kvs []kv, reset bool, _ int64) {
 	if reset {
 		for id, w := range r.workers {
 			if !seen[id] {
-				w.retire()
+				r.retire(w)
 				delete(r.workers, id)
 			}
 		}
 	}
 	if changed {
 		r.rebuild()
+	}
+}
+
+// retire lets a worker that left finish its calls (worker.retire),
+// remembering it until then so that drop can cut it off; r.mu is held.
+func (r *registry) retire(w *worker) {
+	r.retiring[w.id] = append(r.retiring[w.id], w)
+	w.retire(func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.retiring[w.id] = slices.DeleteFunc(r.retiring[w.id], func(x *worker) bool { return x == w })
+		if len(r.retiring[w.id]) == 0 {
+			delete(r.retiring, w.id)
+		}
+	})
+}
+
+// drop cuts off a worker whose certificate was revoked: its connection is
+// closed at once, with the calls on it, and it is routed to no more.
+func (r *registry) drop(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var cut []*worker
+	if w := r.workers[id]; w != nil {
+		cut = append(cut, w)
+		delete(r.workers, id)
+		r.rebuild()
+	}
+	cut = append(cut, r.retiring[id]...)
+	for _, w := range cut {
+		w.dropped.Store(true)
+		w.mux.close()
+		w.conn.Close()
+	}
+	if len(cut) > 0 {
+		r.log.Warn("worker dropped: its certificate was revoked", "worker", id)
 	}
 }
 
@@ -313,9 +349,6 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "worker address %q: %v", req.Address, err)
 	}
-	if req.CallKey == "" {
-		return nil, status.Error(codes.InvalidArgument, "no call key: a worker must send one so that it serves only its pool")
-	}
 	if req.ClusterId != "" && req.ClusterId != r.clusterID {
 		return nil, status.Errorf(codes.FailedPrecondition, "worker %s: its data directory belongs to network %s, and this pool serves network %s; give the worker a data directory of its own (--data-dir), or point it at its own network's pool",
 			req.WorkerId, req.ClusterId, r.clusterID)
@@ -329,6 +362,10 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 			return nil, status.Errorf(codes.InvalidArgument, "function %q is listed twice", f.Name)
 		}
 		listed[f.Name] = true
+		if d := r.deployed(f.Name); d != nil {
+			return nil, status.Errorf(codes.AlreadyExists, "worker %s: function %q is deployed (by user %s), and a native function never takes a deployed one's name: rename the native function, or undeploy the deployed one first",
+				req.WorkerId, f.Name, d.Owner)
+		}
 	}
 	key := r.prefix + req.WorkerId
 	prev, err := r.cli.Get(ctx, key)
@@ -352,7 +389,7 @@ func (r *registry) register(ctx context.Context, req *v1.RegisterRequest) (*v1.R
 		RegisteredAtMs:  now,
 		LastHeartbeatMs: now,
 	}
-	rec, err := encodeRecord(info, req.CallKey)
+	rec, err := encodeRecord(info)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "encoding worker record: %v", err)
 	}
@@ -413,7 +450,7 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != req.LeaseId {
 		return status.Errorf(codes.NotFound, "worker %s: lease %x no longer holds the registration (another worker registered under this id?); register again", req.WorkerId, req.LeaseId)
 	}
-	info, callKey, err := decodeRecord(resp.Kvs[0].Value)
+	info, err := decodeRecord(resp.Kvs[0].Value)
 	if err != nil {
 		return status.Errorf(codes.Internal, "worker %s: unreadable record: %v", req.WorkerId, err)
 	}
@@ -424,7 +461,7 @@ func (r *registry) heartbeat(ctx context.Context, req *v1.HeartbeatRequest) erro
 	}
 	info.CompiledModules = req.CompiledModules
 	info.LastHeartbeatMs = time.Now().UnixMilli()
-	rec, err := encodeRecord(info, callKey)
+	rec, err := encodeRecord(info)
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoding worker record: %v", err)
 	}

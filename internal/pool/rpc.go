@@ -48,12 +48,13 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(args), s.cfg.MaxArgsBytes)
 	}
 	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: args, UserId: user}
-	// A native function takes the calls over a deployed one of the same name
-	// (deploy refuses such names, but a native worker may join later).
+	// A deployed function is never shadowed by a native one of the same
+	// name: deploy and registration each refuse a name the other holds, and
+	// should both slip through at once, the deployed one takes the calls.
 	routes := s.reg.routes(req.FunctionName)
 	prefer := ""
 	idempotent := func(r route) bool { return r.spec.Idempotent }
-	if d := s.deploys.get(req.FunctionName); d != nil && len(routes) == 0 {
+	if d := s.deploys.get(req.FunctionName); d != nil {
 		routes = s.reg.runtimeRoutes(d.Runtime)
 		if len(routes) == 0 {
 			return nil, status.Errorf(codes.Unavailable, "%s is a %s function and no live worker runs %s functions", req.FunctionName, runtimeName(d.Runtime), runtimeName(d.Runtime))

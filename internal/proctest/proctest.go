@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hivemind/taskworker"
+	"github.com/hivemind/taskworker/internal/pki"
 )
 
 // Build builds cmd/taskworker into dir and returns the binary's path.
@@ -115,12 +116,17 @@ func (p *Process) Output() string {
 }
 
 // WaitPool waits until the pool p serves at addr with the admin token it
-// writes to tokenFile, and returns the token; it fails if p exits first.
-func WaitPool(ctx context.Context, p *Process, addr, tokenFile string) (string, error) {
+// writes to tokenFile, verified by the CA certificate in caFile (empty:
+// ca.crt beside tokenFile, where a pool makes it), and returns the token;
+// it fails if p exits first.
+func WaitPool(ctx context.Context, p *Process, addr, tokenFile, caFile string) (string, error) {
+	if caFile == "" {
+		caFile = filepath.Join(filepath.Dir(tokenFile), pki.CACertFile)
+	}
 	for {
 		b, _ := os.ReadFile(tokenFile)
 		if tok := strings.TrimSpace(string(b)); tok != "" {
-			if c, err := taskworker.Dial(addr, taskworker.WithToken(tok)); err == nil {
+			if c, err := taskworker.Dial(addr, taskworker.WithToken(tok), taskworker.WithCAFile(caFile)); err == nil {
 				cctx, cancel := context.WithTimeout(ctx, time.Second)
 				_, err = c.Workers(cctx)
 				cancel()

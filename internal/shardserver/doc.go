@@ -27,7 +27,6 @@
 //     shard may both count it.
 //   - A corrupt shard found by GetShard is answered DataLoss and logged but not reported by this package;
 //     the caller that got DataLoss reports it (or the next scrub pass does).
-//   - The worker's gRPC server admits only the pool (auth.UnaryCallKeyInterceptor): the call key is a
-//     shared secret in cleartext metadata, so without TLS between pool and worker anyone on the path can
-//     read it.
+//   - The server does not authenticate: the worker's gRPC server admits only the pool's certificate
+//     (auth.UnaryWorkerInterceptor over mTLS), and with --insecure anyone who reaches the worker.
 package shardserver

@@ -3,6 +3,7 @@ package shardserver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,10 +27,25 @@ import (
 	"github.com/hivemind/taskworker/internal/shardstore"
 )
 
-const testCallKey = "test-call-key"
+// testCallKey stands for the pool's certificate in these tests: the worker's interceptors admit a
+// caller that sends it under testHeader. The certificates themselves are tested with real workers
+// (internal/worker, internal/pool).
+const (
+	testHeader  = "x-test-pool"
+	testCallKey = "test-call-key"
+)
+
+// isTestPool is the worker interceptors' isPool for the harness.
+func isTestPool(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if got := md.Get(testHeader); len(got) != 1 || got[0] != testCallKey {
+		return errors.New("not the test's pool")
+	}
+	return nil
+}
 
 // harness is a Server over a real store in a temp directory, served over TCP on 127.0.0.1 behind the
-// call-key interceptors, with a client that presents the key.
+// worker's interceptors, with a client that passes them.
 type harness struct {
 	dir    string
 	store  *shardstore.Store
@@ -57,8 +73,8 @@ func newHarness(t *testing.T, opts shardserver.Options) *harness {
 	h.addr = lis.Addr().String()
 	gs := grpc.NewServer(
 		grpc.WaitForHandlers(true),
-		grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(testCallKey)),
-		grpc.ChainStreamInterceptor(auth.StreamCallKeyInterceptor(testCallKey)),
+		grpc.ChainUnaryInterceptor(auth.UnaryWorkerInterceptor(isTestPool)),
+		grpc.ChainStreamInterceptor(auth.StreamWorkerInterceptor(isTestPool)),
 	)
 	v1.RegisterShardServiceServer(gs, shardserver.New(store, opts))
 	healthpb.RegisterHealthServer(gs, health.NewServer())
@@ -93,14 +109,14 @@ func newHarness(t *testing.T, opts shardserver.Options) *harness {
 	return h
 }
 
-// dial connects to addr, presenting key as the call key on every call (none if key is empty).
+// dial connects to addr, presenting key under testHeader on every call (none if key is empty).
 func dial(t *testing.T, addr, key string) *grpc.ClientConn {
 	t.Helper()
 	withKey := func(ctx context.Context) context.Context {
 		if key == "" {
 			return ctx
 		}
-		return metadata.AppendToOutgoingContext(ctx, auth.HeaderCallKey, key)
+		return metadata.AppendToOutgoingContext(ctx, testHeader, key)
 	}
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),

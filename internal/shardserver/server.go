@@ -21,7 +21,7 @@ const getChunk = 1 << 20
 const listBatch = 4096
 
 // Server serves ShardService over a shardstore.Store. It does not authenticate: the worker's gRPC server
-// does, with UnaryCallKeyInterceptor and StreamCallKeyInterceptor. Its methods are safe for concurrent use.
+// does, with auth.UnaryWorkerInterceptor and StreamWorkerInterceptor. Its methods are safe for concurrent use.
 type Server struct {
 	v1.UnimplementedShardServiceServer
 	store *shardstore.Store

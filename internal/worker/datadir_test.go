@@ -35,7 +35,7 @@ func TestDataDirectoryBelongsToOneNetwork(t *testing.T) {
 	before := cluster.Snapshot(t, dir)
 
 	second := cluster.New(t, cluster.Options{Workers: 1})
-	w, err := worker.New(worker.Config{ID: "worker_001", PoolAddr: second.PoolAddr(0), JoinToken: second.JoinToken, DataDir: dir})
+	w, err := worker.New(worker.Config{ID: "worker_001", PoolAddr: second.PoolAddr(0), JoinToken: second.JoinToken, CA: second.CA.CertPEM(), DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

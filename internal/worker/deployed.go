@@ -116,10 +116,11 @@ func moduleHash(b []byte) string {
 
 // fetchModule streams a module from the pool.
 func (s *Server) fetchModule(ctx context.Context, sha string) ([]byte, error) {
-	if s.pool == nil {
+	conn := s.poolConn()
+	if conn == nil {
 		return nil, errors.New("standalone worker: no pool to fetch modules from")
 	}
-	stream, err := v1.NewModuleServiceClient(s.pool).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
+	stream, err := v1.NewModuleServiceClient(conn).GetModule(ctx, &v1.GetModuleRequest{ModuleSha256: sha})
 	if err != nil {
 		return nil, err
 	}

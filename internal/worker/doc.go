@@ -6,8 +6,12 @@
 // `taskworker worker` daemon are thin layers over it; the cluster test
 // harness uses it directly to kill workers the way a crash would.
 //
-// A worker serves only its pool: every call must present the call key the
-// worker sent when it registered.
+// A worker proves who it is with a certificate naming its id, which it
+// gets once from the pool (enrolment, paid with a join token) for a key it
+// makes and keeps in <data-dir>/identity, and renews over mTLS at two
+// thirds of its life. It serves only its pool: every call must come over
+// mTLS from the pool's certificate (spiffe://<cluster>/pool) from the CA it
+// was given.
 //
 // A data directory belongs to one network: the worker records its pool's
 // cluster ID in <data-dir>/network at the first registration, and a pool of
@@ -17,7 +21,11 @@
 // # Caveats
 //
 // A data directory without a network file is claimed by the first network
-// the worker registers with, shards and all.
+// the worker enrols with, shards and all.
+//
+// A worker without a data directory makes a new key at every start and
+// enrols again, paying with its join token each time; its id is bound to
+// its key only while it is live (EnrollRequest.ephemeral_key).
 //
 // Between a worker's deregistration and the moment every pool has seen it,
 // a pool may still send it a call; Stop waits Config.DrainDelay for that

@@ -17,9 +17,18 @@ import (
 // pool says the lease is gone (expired while the pool or etcd was down, or
 // after a restart of either).
 func (s *Server) registerLoop(ctx context.Context) {
-	client := v1.NewRegistryServiceClient(s.pool)
 	backoff := newBackoff(100*time.Millisecond, 2*time.Second)
 	for ctx.Err() == nil {
+		if s.needsEnrolment() {
+			if err := s.enroll(ctx); err != nil {
+				if s.Err() != nil {
+					return // the data directory is another network's
+				}
+				s.registrationFailed(ctx, "enrolling with the pool", err, backoff)
+				continue
+			}
+		}
+		client := v1.NewRegistryServiceClient(s.poolConn())
 		select {
 		case <-s.changed: // this registration carries the current functions
 		default:
@@ -39,7 +48,6 @@ func (s *Server) registerLoop(ctx context.Context) {
 			WorkerId:    s.cfg.ID,
 			Address:     address,
 			Functions:   s.specs(),
-			CallKey:     s.cfg.CallKey,
 			Labels:      s.cfg.Labels,
 			Version:     s.cfg.Version,
 			ClusterId:   s.network,
@@ -56,13 +64,13 @@ func (s *Server) registerLoop(ctx context.Context) {
 			}
 		}
 		if err != nil {
-			level := s.log.Debug
-			if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
-				level = s.log.Error // bad token or bad request: the operator must act
-				s.lastRefusal.Store(&err)
+			if c := status.Code(err); !s.cfg.Insecure && (c == codes.PermissionDenied || c == codes.Unauthenticated) {
+				// The pool no longer takes this certificate (revoked, or
+				// the id was enrolled again): enrol again, which says why
+				// if it cannot be mended.
+				s.id.cert.Clear()
 			}
-			level("registering with the pool", "pool", s.cfg.PoolAddr, "err", err)
-			backoff.wait(ctx)
+			s.registrationFailed(ctx, "registering with the pool", err, backoff)
 			continue
 		}
 		backoff.reset()
@@ -72,6 +80,18 @@ func (s *Server) registerLoop(ctx context.Context) {
 		s.log.Info("registered with the pool", "pool", s.cfg.PoolAddr, "address", resp.Address, "lease", resp.LeaseId)
 		s.heartbeat(ctx, client, resp)
 	}
+}
+
+// registrationFailed logs a failed enrolment or registration, keeps a
+// refusal for WaitRegistered, and waits before the next try.
+func (s *Server) registrationFailed(ctx context.Context, what string, err error, backoff *backoff) {
+	level := s.log.Debug
+	if c := status.Code(err); c != codes.Unavailable && c != codes.DeadlineExceeded && c != codes.Canceled {
+		level = s.log.Error // bad token or bad request: the operator must act
+		s.lastRefusal.Store(&err)
+	}
+	level(what, "pool", s.cfg.PoolAddr, "err", err)
+	backoff.wait(ctx)
 }
 
 // claimDataDir records the network's identity in the data directory at the

@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
@@ -49,13 +48,22 @@ type Config struct {
 	// in by the pool from the address the registration came from.
 	Advertise string
 	// PoolAddr is the pool to register with; empty runs the worker
-	// standalone (callable directly with its call key, e.g. for benchmarks).
+	// standalone, with a throwaway CA (callable directly with the
+	// certificate it writes to <data-dir>/standalone-tls, for benchmarks).
 	PoolAddr string
-	// JoinToken authenticates the worker to the pool.
+	// JoinToken pays for the worker's first enrolment (its certificate).
+	// A worker with a valid certificate in its data directory needs none.
 	JoinToken string
-	// CallKey is the secret the pool must present; empty picks a random one.
-	CallKey string
-	Labels  map[string]string
+	// CA is the cluster CA's certificate (PEM): the worker verifies the pool
+	// with it, and admits calls only from the pool's certificate it signed.
+	CA []byte
+	// CAName says where CA came from (a file), for error messages.
+	CAName string
+	// Insecure runs with no TLS: the worker registers with the join token,
+	// and admits calls from any peer. Only with a pool run --insecure, on a
+	// trusted host; logged as a warning at every start.
+	Insecure bool
+	Labels   map[string]string
 	// Version is reported to the pool for listings.
 	Version string
 	// Sandbox runs deployed functions; nil runs only native ones.
@@ -78,13 +86,16 @@ func (c Config) Validate() error {
 	if err := names.WorkerID(c.ID); err != nil {
 		return err
 	}
-	if c.PoolAddr != "" && c.JoinToken == "" {
-		return errors.New("worker: a join token is needed to register with the pool: pass --join-token (the pool writes it to join.token in its data directory)")
+	if c.PoolAddr != "" && c.Insecure && c.JoinToken == "" {
+		return errors.New("worker: a join token is needed to register with an --insecure pool: pass --join-token-file (the pool writes it to join.token in its data directory)")
 	}
 	if c.JoinToken != "" {
 		if err := auth.Validate(c.JoinToken); err != nil {
 			return fmt.Errorf("worker join token: %w", err)
 		}
+	}
+	if c.PoolAddr != "" && !c.Insecure && len(c.CA) == 0 {
+		return errors.New("worker: no CA certificate to verify the pool with: pass --ca (or TASKWORKER_CA) with the network's ca.crt (in the pool's data directory; 'taskworker up' writes its path to its env file), or --insecure if the pool runs with it")
 	}
 	return nil
 }
@@ -108,7 +119,10 @@ type Server struct {
 	lis    net.Listener
 	grpc   *grpc.Server
 	health *health.Server
-	pool   *grpc.ClientConn
+	// pool is the connection to the pool, made again after an enrolment
+	// so that it presents the new certificate.
+	pool atomic.Pointer[grpc.ClientConn]
+	id   *identity
 
 	// draining is closed when Stop begins refusing calls, so that call
 	// streams end and GracefulStop can finish.
@@ -148,9 +162,6 @@ func New(cfg Config) (*Server, error) {
 	cfg.Labels = maps.Clone(cfg.Labels)
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
-	}
-	if cfg.CallKey == "" {
-		cfg.CallKey = auth.NewSecret()
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -234,14 +245,22 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
 		}
 	}
+	if s.cfg.Insecure {
+		s.log.Warn("INSECURE: the worker runs with no TLS (--insecure): any peer that reaches its address can call its functions and read and write its shards; use it only on a trusted host")
+	} else if err := s.loadIdentity(); err != nil {
+		s.lis.Close()
+		s.closeShards()
+		return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+	}
 	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
+		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
 		// Who may call what: internal/auth's table.
-		grpc.ChainUnaryInterceptor(auth.UnaryCallKeyInterceptor(s.cfg.CallKey)),
-		grpc.ChainStreamInterceptor(auth.StreamCallKeyInterceptor(s.cfg.CallKey)),
+		grpc.ChainUnaryInterceptor(auth.UnaryWorkerInterceptor(s.isPool)),
+		grpc.ChainStreamInterceptor(auth.StreamWorkerInterceptor(s.isPool)),
 	)...)
 	v1.RegisterRPCServiceServer(s.grpc, rpcService{s: s})
 	if s.shards != nil {
@@ -259,23 +278,34 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		_ = srv.Serve(lis)
 	}()
 	if s.cfg.PoolAddr != "" {
-		s.pool, err = grpc.NewClient(s.cfg.PoolAddr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithPerRPCCredentials(auth.Bearer{Token: s.cfg.JoinToken}),
-			liveness.DialOption())
+		conn, err := s.dialPool(true)
 		if err != nil {
 			s.Kill()
-			return fmt.Errorf("worker %s: pool address %q: %w", s.cfg.ID, s.cfg.PoolAddr, err)
+			return err
 		}
+		s.pool.Store(conn)
 		s.looping.Add(1)
 		go func() {
 			defer s.looping.Done()
 			s.registerLoop(runCtx)
 		}()
+		if !s.cfg.Insecure {
+			s.looping.Add(1)
+			go func() {
+				defer s.looping.Done()
+				s.renewLoop(runCtx)
+			}()
+		}
 		if s.shards != nil {
 			s.looping.Add(1)
 			go func() {
 				defer s.looping.Done()
+				// Damage is reported once the pool knows the worker.
+				select {
+				case <-s.registered:
+				case <-runCtx.Done():
+					return
+				}
 				_ = shardserver.RunScrubber(runCtx, s.shards, s.reportDamage, shardserver.ScrubberOptions{Logger: s.log})
 			}()
 		}
@@ -293,10 +323,6 @@ func (s *Server) Services() map[string]grpc.ServiceInfo { return s.grpc.GetServi
 
 // ID returns the worker's id.
 func (s *Server) ID() string { return s.cfg.ID }
-
-// CallKey returns the secret a caller must present (metadata
-// x-taskworker-call-key) to call the worker directly.
-func (s *Server) CallKey() string { return s.cfg.CallKey }
 
 // WaitRegistered waits until the pool has accepted the worker's
 // registration.
@@ -354,9 +380,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 	s.cancel()
 	s.looping.Wait()
-	if lease := s.lease.Load(); lease != 0 && s.pool != nil {
+	if lease := s.lease.Load(); lease != 0 && s.poolConn() != nil {
 		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := v1.NewRegistryServiceClient(s.pool).Deregister(dctx, &v1.DeregisterRequest{WorkerId: s.cfg.ID, LeaseId: lease})
+		_, err := v1.NewRegistryServiceClient(s.poolConn()).Deregister(dctx, &v1.DeregisterRequest{WorkerId: s.cfg.ID, LeaseId: lease})
 		cancel()
 		if err != nil {
 			s.log.Warn("deregistering", "err", err)
@@ -406,19 +432,19 @@ func (s *Server) closeShards() {
 
 // reportDamage tells the pool of shards the scrubber found damaged.
 func (s *Server) reportDamage(ctx context.Context, keys []shardstore.Key) error {
-	if s.pool == nil {
+	conn := s.poolConn()
+	if conn == nil {
 		return errors.New("standalone worker: no pool to report damaged shards to")
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := v1.NewRegistryServiceClient(s.pool).ReportDamage(ctx, &v1.ReportDamageRequest{WorkerId: s.cfg.ID, Shards: shardserver.KeysToProto(keys)})
+	_, err := v1.NewRegistryServiceClient(conn).ReportDamage(ctx, &v1.ReportDamageRequest{WorkerId: s.cfg.ID, Shards: shardserver.KeysToProto(keys)})
 	return err
 }
 
 func (s *Server) closePool() {
-	if s.pool != nil {
-		s.pool.Close()
-		s.pool = nil
+	if conn := s.pool.Swap(nil); conn != nil {
+		conn.Close()
 	}
 }
 

@@ -234,13 +234,10 @@ type RegisterRequest struct {
 	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	// host:port the pool dials. An empty or unspecified host is replaced by the
 	// address the registration came from.
-	Address   string          `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Functions []*FunctionSpec `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
-	// A secret the pool presents on every call to this worker, so that the
-	// worker serves only its pool.
-	CallKey string            `protobuf:"bytes,4,opt,name=call_key,json=callKey,proto3" json:"call_key,omitempty"`
-	Labels  map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Version string            `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
+	Address   string            `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Functions []*FunctionSpec   `protobuf:"bytes,3,rep,name=functions,proto3" json:"functions,omitempty"`
+	Labels    map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Version   string            `protobuf:"bytes,6,opt,name=version,proto3" json:"version,omitempty"`
 	// Sandbox runtimes the worker can run deployed functions in.
 	Runtimes []Runtime `protobuf:"varint,7,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
 	// The worker keeps file shards (serves ShardService).
@@ -302,13 +299,6 @@ func (x *RegisterRequest) GetFunctions() []*FunctionSpec {
 		return x.Functions
 	}
 	return nil
-}
-
-func (x *RegisterRequest) GetCallKey() string {
-	if x != nil {
-		return x.CallKey
-	}
-	return ""
 }
 
 func (x *RegisterRequest) GetLabels() map[string]string {
@@ -1769,6 +1759,250 @@ func (x *RevokeTokenResponse) GetToken() *TokenInfo {
 	return nil
 }
 
+type EnrollRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// A PKCS#10 certificate request (DER) for the worker's key (ECDSA P-256).
+	// Its subject and names are ignored: the pool names the certificate.
+	Csr []byte `protobuf:"bytes,2,opt,name=csr,proto3" json:"csr,omitempty"`
+	// The join token spent on a first enrolment; empty to renew over mTLS.
+	JoinToken string `protobuf:"bytes,3,opt,name=join_token,json=joinToken,proto3" json:"join_token,omitempty"`
+	// The worker keeps its key only in memory (no data directory), so its
+	// next start brings a new one: the id is bound to the key only while the
+	// worker is live. A durable key binds the id until it is revoked.
+	EphemeralKey bool `protobuf:"varint,4,opt,name=ephemeral_key,json=ephemeralKey,proto3" json:"ephemeral_key,omitempty"`
+	// The network the worker's data directory belongs to, as in
+	// RegisterRequest: the pool refuses another network's directory before it
+	// binds the id.
+	ClusterId     string `protobuf:"bytes,5,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollRequest) Reset() {
+	*x = EnrollRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollRequest) ProtoMessage() {}
+
+func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
+func (*EnrollRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EnrollRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetCsr() []byte {
+	if x != nil {
+		return x.Csr
+	}
+	return nil
+}
+
+func (x *EnrollRequest) GetJoinToken() string {
+	if x != nil {
+		return x.JoinToken
+	}
+	return ""
+}
+
+func (x *EnrollRequest) GetEphemeralKey() bool {
+	if x != nil {
+		return x.EphemeralKey
+	}
+	return false
+}
+
+func (x *EnrollRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+type EnrollResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The worker's certificate (DER), short-lived: renew it before not_after.
+	Certificate []byte `protobuf:"bytes,1,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// The cluster CA's certificate (PEM).
+	CaCertificate []byte `protobuf:"bytes,2,opt,name=ca_certificate,json=caCertificate,proto3" json:"ca_certificate,omitempty"`
+	ClusterId     string `protobuf:"bytes,3,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NotAfterMs    int64  `protobuf:"varint,4,opt,name=not_after_ms,json=notAfterMs,proto3" json:"not_after_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollResponse) Reset() {
+	*x = EnrollResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollResponse) ProtoMessage() {}
+
+func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
+func (*EnrollResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *EnrollResponse) GetCertificate() []byte {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetCaCertificate() []byte {
+	if x != nil {
+		return x.CaCertificate
+	}
+	return nil
+}
+
+func (x *EnrollResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *EnrollResponse) GetNotAfterMs() int64 {
+	if x != nil {
+		return x.NotAfterMs
+	}
+	return 0
+}
+
+type RevokeWorkerRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeWorkerRequest) Reset() {
+	*x = RevokeWorkerRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeWorkerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeWorkerRequest) ProtoMessage() {}
+
+func (x *RevokeWorkerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeWorkerRequest.ProtoReflect.Descriptor instead.
+func (*RevokeWorkerRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RevokeWorkerRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+type RevokeWorkerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the id was enrolled (false: nothing to revoke).
+	Revoked       bool `protobuf:"varint,1,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeWorkerResponse) Reset() {
+	*x = RevokeWorkerResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeWorkerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeWorkerResponse) ProtoMessage() {}
+
+func (x *RevokeWorkerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeWorkerResponse.ProtoReflect.Descriptor instead.
+func (*RevokeWorkerResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RevokeWorkerResponse) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
 var File_taskworker_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_control_proto_rawDesc = "" +
@@ -1783,12 +2017,11 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"idempotent\x18\x02 \x01(\bR\n" +
 	"idempotent\x12\x1c\n" +
-	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xad\x03\n" +
+	"\tsignature\x18\x03 \x01(\tR\tsignature\"\xa2\x03\n" +
 	"\x0fRegisterRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x129\n" +
-	"\tfunctions\x18\x03 \x03(\v2\x1b.taskworker.v1.FunctionSpecR\tfunctions\x12\x19\n" +
-	"\bcall_key\x18\x04 \x01(\tR\acallKey\x12B\n" +
+	"\tfunctions\x18\x03 \x03(\v2\x1b.taskworker.v1.FunctionSpecR\tfunctions\x12B\n" +
 	"\x06labels\x18\x05 \x03(\v2*.taskworker.v1.RegisterRequest.LabelsEntryR\x06labels\x12\x18\n" +
 	"\aversion\x18\x06 \x01(\tR\aversion\x122\n" +
 	"\bruntimes\x18\a \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12!\n" +
@@ -1797,7 +2030,7 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"cluster_id\x18\t \x01(\tR\tclusterId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01J\x04\b\x04\x10\x05R\bcall_key\"\xbc\x01\n" +
 	"\x10RegisterResponse\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\x03R\aleaseId\x12 \n" +
 	"\flease_ttl_ms\x18\x02 \x01(\x03R\n" +
@@ -1912,19 +2145,39 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x12RevokeTokenRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"E\n" +
 	"\x13RevokeTokenResponse\x12.\n" +
-	"\x05token\x18\x01 \x01(\v2\x18.taskworker.v1.TokenInfoR\x05token*L\n" +
+	"\x05token\x18\x01 \x01(\v2\x18.taskworker.v1.TokenInfoR\x05token\"\xa1\x01\n" +
+	"\rEnrollRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x10\n" +
+	"\x03csr\x18\x02 \x01(\fR\x03csr\x12\x1d\n" +
+	"\n" +
+	"join_token\x18\x03 \x01(\tR\tjoinToken\x12#\n" +
+	"\rephemeral_key\x18\x04 \x01(\bR\fephemeralKey\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x05 \x01(\tR\tclusterId\"\x9a\x01\n" +
+	"\x0eEnrollResponse\x12 \n" +
+	"\vcertificate\x18\x01 \x01(\fR\vcertificate\x12%\n" +
+	"\x0eca_certificate\x18\x02 \x01(\fR\rcaCertificate\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x03 \x01(\tR\tclusterId\x12 \n" +
+	"\fnot_after_ms\x18\x04 \x01(\x03R\n" +
+	"notAfterMs\"2\n" +
+	"\x13RevokeWorkerRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"0\n" +
+	"\x14RevokeWorkerResponse\x12\x18\n" +
+	"\arevoked\x18\x01 \x01(\bR\arevoked*L\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x02\x12\x0f\n" +
-	"\vROLE_WORKER\x10\x032\xda\x02\n" +
+	"\vROLE_WORKER\x10\x032\xa1\x03\n" +
 	"\x0fRegistryService\x12K\n" +
 	"\bRegister\x12\x1e.taskworker.v1.RegisterRequest\x1a\x1f.taskworker.v1.RegisterResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.taskworker.v1.HeartbeatRequest\x1a .taskworker.v1.HeartbeatResponse\x12Q\n" +
 	"\n" +
 	"Deregister\x12 .taskworker.v1.DeregisterRequest\x1a!.taskworker.v1.DeregisterResponse\x12W\n" +
-	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse2\xcd\x04\n" +
+	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse\x12E\n" +
+	"\x06Enroll\x12\x1c.taskworker.v1.EnrollRequest\x1a\x1d.taskworker.v1.EnrollResponse2\xa6\x05\n" +
 	"\fAdminService\x12T\n" +
 	"\vListWorkers\x12!.taskworker.v1.ListWorkersRequest\x1a\".taskworker.v1.ListWorkersResponse\x12Z\n" +
 	"\rListFunctions\x12#.taskworker.v1.ListFunctionsRequest\x1a$.taskworker.v1.ListFunctionsResponse\x12T\n" +
@@ -1933,7 +2186,8 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x06Status\x12\x1c.taskworker.v1.StatusRequest\x1a\x1d.taskworker.v1.StatusResponse\x12Q\n" +
 	"\n" +
 	"ListTokens\x12 .taskworker.v1.ListTokensRequest\x1a!.taskworker.v1.ListTokensResponse\x12T\n" +
-	"\vRevokeToken\x12!.taskworker.v1.RevokeTokenRequest\x1a\".taskworker.v1.RevokeTokenResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"\vRevokeToken\x12!.taskworker.v1.RevokeTokenRequest\x1a\".taskworker.v1.RevokeTokenResponse\x12W\n" +
+	"\fRevokeWorker\x12\".taskworker.v1.RevokeWorkerRequest\x1a#.taskworker.v1.RevokeWorkerResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_control_proto_rawDescOnce sync.Once
@@ -1948,7 +2202,7 @@ func file_taskworker_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_taskworker_v1_control_proto_goTypes = []any{
 	(Role)(0),                     // 0: taskworker.v1.Role
 	(*ReportDamageRequest)(nil),   // 1: taskworker.v1.ReportDamageRequest
@@ -1977,22 +2231,26 @@ var file_taskworker_v1_control_proto_goTypes = []any{
 	(*ListTokensResponse)(nil),    // 24: taskworker.v1.ListTokensResponse
 	(*RevokeTokenRequest)(nil),    // 25: taskworker.v1.RevokeTokenRequest
 	(*RevokeTokenResponse)(nil),   // 26: taskworker.v1.RevokeTokenResponse
-	nil,                           // 27: taskworker.v1.RegisterRequest.LabelsEntry
-	nil,                           // 28: taskworker.v1.WorkerInfo.LabelsEntry
-	(*ShardKey)(nil),              // 29: taskworker.v1.ShardKey
-	(Runtime)(0),                  // 30: taskworker.v1.Runtime
-	(*Deployment)(nil),            // 31: taskworker.v1.Deployment
+	(*EnrollRequest)(nil),         // 27: taskworker.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 28: taskworker.v1.EnrollResponse
+	(*RevokeWorkerRequest)(nil),   // 29: taskworker.v1.RevokeWorkerRequest
+	(*RevokeWorkerResponse)(nil),  // 30: taskworker.v1.RevokeWorkerResponse
+	nil,                           // 31: taskworker.v1.RegisterRequest.LabelsEntry
+	nil,                           // 32: taskworker.v1.WorkerInfo.LabelsEntry
+	(*ShardKey)(nil),              // 33: taskworker.v1.ShardKey
+	(Runtime)(0),                  // 34: taskworker.v1.Runtime
+	(*Deployment)(nil),            // 35: taskworker.v1.Deployment
 }
 var file_taskworker_v1_control_proto_depIdxs = []int32{
-	29, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
+	33, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
 	3,  // 1: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
-	27, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
-	30, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
+	31, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
+	34, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
 	3,  // 4: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
-	28, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
-	30, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
+	32, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
+	34, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
 	12, // 7: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
-	31, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
+	35, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
 	16, // 9: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
 	0,  // 10: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
 	0,  // 11: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
@@ -2004,26 +2262,30 @@ var file_taskworker_v1_control_proto_depIdxs = []int32{
 	6,  // 17: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
 	8,  // 18: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
 	1,  // 19: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
-	13, // 20: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
-	15, // 21: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
-	18, // 22: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
-	20, // 23: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
-	10, // 24: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
-	22, // 25: taskworker.v1.AdminService.ListTokens:input_type -> taskworker.v1.ListTokensRequest
-	25, // 26: taskworker.v1.AdminService.RevokeToken:input_type -> taskworker.v1.RevokeTokenRequest
-	5,  // 27: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
-	7,  // 28: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
-	9,  // 29: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
-	2,  // 30: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
-	14, // 31: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
-	17, // 32: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
-	19, // 33: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
-	21, // 34: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
-	11, // 35: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
-	24, // 36: taskworker.v1.AdminService.ListTokens:output_type -> taskworker.v1.ListTokensResponse
-	26, // 37: taskworker.v1.AdminService.RevokeToken:output_type -> taskworker.v1.RevokeTokenResponse
-	27, // [27:38] is the sub-list for method output_type
-	16, // [16:27] is the sub-list for method input_type
+	27, // 20: taskworker.v1.RegistryService.Enroll:input_type -> taskworker.v1.EnrollRequest
+	13, // 21: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
+	15, // 22: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
+	18, // 23: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
+	20, // 24: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
+	10, // 25: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
+	22, // 26: taskworker.v1.AdminService.ListTokens:input_type -> taskworker.v1.ListTokensRequest
+	25, // 27: taskworker.v1.AdminService.RevokeToken:input_type -> taskworker.v1.RevokeTokenRequest
+	29, // 28: taskworker.v1.AdminService.RevokeWorker:input_type -> taskworker.v1.RevokeWorkerRequest
+	5,  // 29: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
+	7,  // 30: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
+	9,  // 31: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
+	2,  // 32: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
+	28, // 33: taskworker.v1.RegistryService.Enroll:output_type -> taskworker.v1.EnrollResponse
+	14, // 34: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
+	17, // 35: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
+	19, // 36: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
+	21, // 37: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
+	11, // 38: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
+	24, // 39: taskworker.v1.AdminService.ListTokens:output_type -> taskworker.v1.ListTokensResponse
+	26, // 40: taskworker.v1.AdminService.RevokeToken:output_type -> taskworker.v1.RevokeTokenResponse
+	30, // 41: taskworker.v1.AdminService.RevokeWorker:output_type -> taskworker.v1.RevokeWorkerResponse
+	29, // [29:42] is the sub-list for method output_type
+	16, // [16:29] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2042,7 +2304,7 @@ func file_taskworker_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_control_proto_rawDesc), len(file_taskworker_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -25,6 +25,7 @@ const (
 	RegistryService_Heartbeat_FullMethodName    = "/taskworker.v1.RegistryService/Heartbeat"
 	RegistryService_Deregister_FullMethodName   = "/taskworker.v1.RegistryService/Deregister"
 	RegistryService_ReportDamage_FullMethodName = "/taskworker.v1.RegistryService/ReportDamage"
+	RegistryService_Enroll_FullMethodName       = "/taskworker.v1.RegistryService/Enroll"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -45,6 +46,12 @@ type RegistryServiceClient interface {
 	// ReportDamage tells the pool of shards the worker found missing or
 	// corrupt (its scrubber, or a failed read), so they are rebuilt.
 	ReportDamage(ctx context.Context, in *ReportDamageRequest, opts ...grpc.CallOption) (*ReportDamageResponse, error)
+	// Enroll gives a worker its certificate: the pool's CA signs the CSR with
+	// a URI SAN spiffe://<cluster_id>/worker/<worker_id>. A new worker pays
+	// with a join token; a worker presenting its current certificate for the
+	// same id renews it with none. Open at the transport (no client
+	// certificate needed): a plain call any gRPC client can make.
+	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
 }
 
 type registryServiceClient struct {
@@ -95,6 +102,16 @@ func (c *registryServiceClient) ReportDamage(ctx context.Context, in *ReportDama
 	return out, nil
 }
 
+func (c *registryServiceClient) Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(EnrollResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Enroll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -113,6 +130,12 @@ type RegistryServiceServer interface {
 	// ReportDamage tells the pool of shards the worker found missing or
 	// corrupt (its scrubber, or a failed read), so they are rebuilt.
 	ReportDamage(context.Context, *ReportDamageRequest) (*ReportDamageResponse, error)
+	// Enroll gives a worker its certificate: the pool's CA signs the CSR with
+	// a URI SAN spiffe://<cluster_id>/worker/<worker_id>. A new worker pays
+	// with a join token; a worker presenting its current certificate for the
+	// same id renews it with none. Open at the transport (no client
+	// certificate needed): a plain call any gRPC client can make.
+	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -134,6 +157,9 @@ func (UnimplementedRegistryServiceServer) Deregister(context.Context, *Deregiste
 }
 func (UnimplementedRegistryServiceServer) ReportDamage(context.Context, *ReportDamageRequest) (*ReportDamageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportDamage not implemented")
+}
+func (UnimplementedRegistryServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -228,6 +254,24 @@ func _RegistryService_ReportDamage_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_Enroll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(EnrollRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).Enroll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_Enroll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).Enroll(ctx, req.(*EnrollRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,6 +295,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportDamage",
 			Handler:    _RegistryService_ReportDamage_Handler,
 		},
+		{
+			MethodName: "Enroll",
+			Handler:    _RegistryService_Enroll_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "taskworker/v1/control.proto",
@@ -264,6 +312,7 @@ const (
 	AdminService_Status_FullMethodName        = "/taskworker.v1.AdminService/Status"
 	AdminService_ListTokens_FullMethodName    = "/taskworker.v1.AdminService/ListTokens"
 	AdminService_RevokeToken_FullMethodName   = "/taskworker.v1.AdminService/RevokeToken"
+	AdminService_RevokeWorker_FullMethodName  = "/taskworker.v1.AdminService/RevokeWorker"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -288,6 +337,10 @@ type AdminServiceClient interface {
 	// RevokeToken deletes a token by its id; every pool refuses it at once.
 	// Admin only.
 	RevokeToken(ctx context.Context, in *RevokeTokenRequest, opts ...grpc.CallOption) (*RevokeTokenResponse, error)
+	// RevokeWorker revokes a worker's certificate: its key can never enrol
+	// again, its id is free to be enrolled by a new key, and every pool drops
+	// it at once. Admin only.
+	RevokeWorker(ctx context.Context, in *RevokeWorkerRequest, opts ...grpc.CallOption) (*RevokeWorkerResponse, error)
 }
 
 type adminServiceClient struct {
@@ -368,6 +421,16 @@ func (c *adminServiceClient) RevokeToken(ctx context.Context, in *RevokeTokenReq
 	return out, nil
 }
 
+func (c *adminServiceClient) RevokeWorker(ctx context.Context, in *RevokeWorkerRequest, opts ...grpc.CallOption) (*RevokeWorkerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeWorkerResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -390,6 +453,10 @@ type AdminServiceServer interface {
 	// RevokeToken deletes a token by its id; every pool refuses it at once.
 	// Admin only.
 	RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error)
+	// RevokeWorker revokes a worker's certificate: its key can never enrol
+	// again, its id is free to be enrolled by a new key, and every pool drops
+	// it at once. Admin only.
+	RevokeWorker(context.Context, *RevokeWorkerRequest) (*RevokeWorkerResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -420,6 +487,9 @@ func (UnimplementedAdminServiceServer) ListTokens(context.Context, *ListTokensRe
 }
 func (UnimplementedAdminServiceServer) RevokeToken(context.Context, *RevokeTokenRequest) (*RevokeTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeToken not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeWorker(context.Context, *RevokeWorkerRequest) (*RevokeWorkerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeWorker not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -568,6 +638,24 @@ func _AdminService_RevokeToken_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RevokeWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeWorkerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeWorker(ctx, req.(*RevokeWorkerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -602,6 +690,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeToken",
 			Handler:    _AdminService_RevokeToken_Handler,
+		},
+		{
+			MethodName: "RevokeWorker",
+			Handler:    _AdminService_RevokeWorker_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

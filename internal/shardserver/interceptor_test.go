@@ -9,11 +9,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/shardserver"
 )
 
-func TestCallKeyInterceptors(t *testing.T) {
+func TestWorkerInterceptors(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, shardserver.Options{})
 	calls := []struct {
@@ -69,13 +68,4 @@ func TestCallKeyInterceptors(t *testing.T) {
 			})
 		}
 	}
-}
-
-func TestCallKeyInterceptorEmptyKeyPanics(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Error("an empty call key was accepted; it would admit any caller sending an empty header")
-		}
-	}()
-	auth.UnaryCallKeyInterceptor("")
 }
