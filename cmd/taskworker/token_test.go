@@ -15,6 +15,7 @@ func TestTokenCommands(t *testing.T) {
 	t.Setenv("TASKWORKER_HOME", t.TempDir())
 	t.Setenv("TASKWORKER_POOL", c.PoolAddr(0))
 	t.Setenv("TASKWORKER_TOKEN", c.AdminToken)
+	t.Setenv("TASKWORKER_CA", writeCA(t, c))
 	idLine := regexp.MustCompile(`^token ([0-9a-f]{12}) for user (\S+), role (\S+), expires (.+)\n$`)
 	create := func(args ...string) (token, id, stderr string) {
 		t.Helper()

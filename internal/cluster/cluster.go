@@ -212,8 +212,14 @@ func (c *Cluster) WorkerConn(i int) *grpc.ClientConn {
 // requests.
 func (c *Cluster) PoolConn(p int) *grpc.ClientConn {
 	c.t.Helper()
-	conn, err := grpc.NewClient(c.poolAddrs[p], grpc.WithTransportCredentials(credentials.NewTLS(
-		pki.ClientConfig(pki.Verify{CA: c.CA.Pool(), Host: pki.HostOf(c.poolAddrs[p])}, nil))))
+	return c.ConnTo(c.poolAddrs[p])
+}
+
+// ConnTo is PoolConn for a pool at addr that the test started itself.
+func (c *Cluster) ConnTo(addr string) *grpc.ClientConn {
+	c.t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
+		pki.ClientConfig(pki.Verify{CA: c.CA.Pool(), Host: pki.HostOf(addr)}, nil))))
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -282,9 +288,10 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// StartPool starts (or restarts) pool i on its previous address.
-func (c *Cluster) StartPool(i int) {
-	c.t.Helper()
+// PoolConfig returns the configuration StartPool gives pool i: its data
+// directory, address, the cluster's etcd and CA, and the test's options;
+// for tests that start a pool process of their own over the same network.
+func (c *Cluster) PoolConfig(i int) pool.Config {
 	cfg := pool.DefaultConfig(fmt.Sprintf("%s/pool%d", c.dir, i))
 	cfg.Listen = c.poolAddrs[i]
 	cfg.EtcdEndpoints = c.Etcd.Endpoints()
@@ -308,6 +315,13 @@ func (c *Cluster) StartPool(i int) {
 	if c.opts.PoolConfig != nil {
 		c.opts.PoolConfig(i, &cfg)
 	}
+	return cfg
+}
+
+// StartPool starts (or restarts) pool i on its previous address.
+func (c *Cluster) StartPool(i int) {
+	c.t.Helper()
+	cfg := c.PoolConfig(i)
 	if c.opts.Sandbox {
 		checker, err := deployed.NewChecker(context.Background(), c.wasmCache(), c.opts.WasmCommand)
 		if err != nil {

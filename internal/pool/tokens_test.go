@@ -11,7 +11,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -29,12 +28,7 @@ func conns(t *testing.T, c *cluster.Cluster, n int) []*grpc.ClientConn {
 	t.Helper()
 	var out []*grpc.ClientConn
 	for p := range n {
-		conn, err := grpc.NewClient(c.PoolAddr(p), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		out = append(out, conn)
+		out = append(out, c.PoolConn(p))
 	}
 	return out
 }
@@ -266,9 +260,8 @@ func TestRevokedBootstrapTokenStaysRevoked(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.KillPool(1)
-	cfg := pool.DefaultConfig(filepath.Join(c.Dir(), "pool1"))
+	cfg := c.PoolConfig(1)
 	cfg.Listen = "127.0.0.1:0"
-	cfg.EtcdEndpoints = c.Etcd.Endpoints()
 	p, err := pool.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -288,11 +281,7 @@ func TestRevokedBootstrapTokenStaysRevoked(t *testing.T) {
 	if p.AdminToken() == second {
 		t.Fatal("the revoked token came back")
 	}
-	conn, err := grpc.NewClient(p.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := c.ConnTo(p.Addr())
 	if err := whoAmI(ctx, conn, p.AdminToken()); err != nil {
 		t.Errorf("the new admin token: %v", err)
 	}
