@@ -56,9 +56,10 @@ const never = math.MaxInt64 / 2
 //     content the final FileHistory (complete: versions are only ever
 //     removed with the whole file) does not hold did not take effect, and is
 //     dropped;
-//   - an ambiguous write to a file whose Delete was acknowledged can only
-//     have taken effect before that Delete returned (file ids are never
-//     reused): it returns then, or is dropped if it was called after;
+//   - an ambiguous write to a file whose Delete was acknowledged, or that
+//     some call found gone, can only have taken effect before that call
+//     returned (file ids are never reused): it returns then, or is dropped
+//     if it was called after;
 //   - any other ambiguous write keeps an unknown effect and never returns.
 //
 // existing holds the files that exist at the end, whose final FileHistory
@@ -81,17 +82,21 @@ func resolve(ops []porcupine.Operation, existing map[string]bool) []porcupine.Op
 		}
 		content[fileVersion{file, version}] = sha
 	}
-	deleted := map[string]int64{} // file -> return of its first acknowledged Delete
+	// deleted: file -> the earliest return of an acknowledged Delete or of
+	// any call that found the file gone. Files are known only from
+	// acknowledged Pushes, so a file found gone had been deleted by then.
+	deleted := map[string]int64{}
 	for _, op := range ops {
 		in, out := op.Input.(Input), op.Output.(Output)
+		if in.File != "" && (out.Result == NotFound || (out.Result == OK && in.Op == OpDelete)) {
+			if r, ok := deleted[in.File]; !ok || op.Return < r {
+				deleted[in.File] = op.Return
+			}
+		}
 		if out.Result != OK {
 			continue
 		}
 		switch in.Op {
-		case OpDelete:
-			if r, ok := deleted[in.File]; !ok || op.Return < r {
-				deleted[in.File] = op.Return
-			}
 		case OpGet:
 			see(in.File, out.SHA, out.Version, op.Return)
 		case OpHistory:

@@ -106,6 +106,10 @@ func TestResolve(t *testing.T) {
 		amb("d", "before delete", 22),
 		op(1, 23, 30, Input{Op: OpDelete, File: "d"}, Output{Result: OK}),
 		amb("d", "after delete", 31),
+		op(0, 40, 41, Input{Op: OpPush, File: "g", SHA: "g1"}, Output{Result: OK, Version: 1}),
+		op(1, 42, never, Input{Op: OpDelete, File: "g"}, Output{Result: Ambiguous}),
+		op(0, 43, 44, Input{Op: OpGet, File: "g"}, Output{Result: NotFound}),
+		amb("g", "after gone", 45),
 	}
 	var got []string
 	for _, o := range resolve(ops, map[string]bool{"f": true}) {
@@ -125,6 +129,9 @@ func TestResolve(t *testing.T) {
 		"Push d1 ok v1 returns 21",
 		"Revise before delete ambiguous v0 returns 30",
 		"Delete  ok v0 returns 30",
+		"Push g1 ok v1 returns 41",
+		"Delete  ambiguous v0 returns 44",
+		"Get  not found v0 returns 44",
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("resolved:\n%q\nwant\n%q", got, want)

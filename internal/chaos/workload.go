@@ -132,9 +132,6 @@ func shaOf(b []byte) string {
 
 // classify turns a call's error into what it tells the caller.
 func classify(in Input, err error) Result {
-	if serving.IsNotCommitted(err) {
-		return Failed
-	}
 	switch status.Code(err) {
 	case codes.OK:
 		return OK
@@ -148,6 +145,11 @@ func classify(in Input, err error) Result {
 		if in.Op == OpRevise && in.Expected != 0 {
 			return Refused // lost the race to another revision
 		}
+	}
+	// What the codes above say is checked against the model; a write that
+	// failed otherwise, before its commit, is known to have done nothing.
+	if serving.IsNotCommitted(err) {
+		return Failed
 	}
 	return Ambiguous
 }
@@ -163,6 +165,15 @@ func (w *workload) record(client int, in Input, call int64, out Output, err erro
 	w.outcomes[key]++
 	if out.Version > 0 && out.Version > w.versions[in.File] {
 		w.versions[in.File] = out.Version
+	}
+	if out.Result == NotFound && in.File != "" {
+		// The file is gone (an ambiguous Delete took effect): its slot
+		// takes a new file, so that no file's history grows without end.
+		for i, f := range w.slots {
+			if f == in.File {
+				w.slots[i] = ""
+			}
+		}
 	}
 	w.mu.Unlock()
 }
