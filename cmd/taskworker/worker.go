@@ -28,6 +28,7 @@ func workerCommand(e *env) *cobra.Command {
 		withExamples  bool
 		standalone    bool
 		wasmInProcess bool
+		unconfined    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -92,6 +93,7 @@ to call it directly, for benchmarks.`,
 				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
 				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
 				WasmCommand:     wasmCommand,
+				AllowUnconfined: unconfined,
 				Logger:          cfg.Logger,
 			})
 			if err != nil {
@@ -139,6 +141,7 @@ to call it directly, for benchmarks.`,
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and call key")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
+	f.BoolVar(&unconfined, "allow-unconfined", false, "run function code even where its child processes cannot install their seccomp filter (default: they refuse and calls fail)")
 	return cmd
 }
 
