@@ -197,3 +197,40 @@ func BenchmarkStart(b *testing.B) {
 		})
 	}
 }
+
+// TestStartFallsBackWithoutNamespaces starts a child where user namespaces
+// are refused, as where a sysctl or a security module forbids them: it
+// starts without them, still confined by its filter, Namespaces says why,
+// and the next start does not ask again.
+func TestStartFallsBackWithoutNamespaces(t *testing.T) {
+	if err := childproctest.NamespacesWork(); err != nil {
+		t.Skipf("no namespaces on this machine to be refused (%v): TestStartConfined covers it", err)
+	}
+	// What this test finds must not stay for the others.
+	saved := namespaceLayer.state.Swap(namespacesUntried)
+	t.Cleanup(func() { namespaceLayer.state.Store(saved) })
+
+	command := childproctest.WithoutUserNamespaces(echoCommand(t))
+	for i := range 2 {
+		p, pid, hardening, err := startEcho(t, Spec{Command: command, Hello: []byte("refuse")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo(t, p)
+		c, err := Inspect(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Namespaced() || len(c.Namespaces) > 0 || c.Seccomp != 2 || Unconfined(hardening) {
+			t.Errorf("start %d: Namespaced %v, %+v, %q: want the filter and no namespaces", i, p.Namespaced(), c, hardening)
+		}
+		if p.PID() != pid {
+			t.Errorf("start %d: child %d runs under %d: want no process between, as without namespaces", i, pid, p.PID())
+		}
+		inUse, why := Namespaces()
+		if inUse || !strings.Contains(why, "operation not permitted") {
+			t.Errorf("start %d: Namespaces() = %v, %q: want false and the refusal", i, inUse, why)
+		}
+		t.Logf("start %d: child %d, namespaces refused: %s", i, pid, why)
+	}
+}

@@ -20,6 +20,7 @@ import (
 // The arguments by which a test binary becomes a wrapper or a probe.
 const (
 	noSeccompArg = "__childproctest-no-seccomp"
+	noUserNSArg  = "__childproctest-no-userns"
 	exitArg      = "__childproctest-exit"
 )
 
@@ -33,11 +34,11 @@ func Main() {
 	switch os.Args[1] {
 	case exitArg:
 		os.Exit(0)
-	case noSeccompArg:
+	case noSeccompArg, noUserNSArg:
 		if len(os.Args) < 3 {
 			os.Exit(2)
 		}
-		denySeccompAndExec(os.Args[2:]) // returns only on error
+		denyAndExec(os.Args[1] == noUserNSArg, os.Args[2:]) // returns only on error
 		os.Exit(2)
 	}
 }
@@ -48,4 +49,11 @@ func Main() {
 // filter on itself that refuses seccomp, which the exec'd child inherits.
 func WithoutSeccomp(command []string) []string {
 	return append([]string{command[0], noSeccompArg}, command...)
+}
+
+// WithoutUserNamespaces returns a child's command that starts it where new
+// user namespaces are refused (EPERM), as where a sysctl or a security
+// module forbids them.
+func WithoutUserNamespaces(command []string) []string {
+	return append([]string{command[0], noUserNSArg}, command...)
 }

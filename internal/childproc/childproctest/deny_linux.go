@@ -11,20 +11,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// denySeccompAndExec installs a filter that answers every seccomp call with
-// ENOSYS and allows everything else, then execs argv: filters survive exec,
-// and a later filter cannot undo an earlier one's answer.
-func denySeccompAndExec(argv []string) {
+// denyAndExec installs a filter that answers every seccomp call with ENOSYS
+// (or, with userNS, every clone or unshare that asks for a user namespace
+// with EPERM, and clone3 with ENOSYS, so that its flags are seen in clone's)
+// and allows everything else, then execs argv: filters survive exec, and a
+// later filter cannot undo an earlier one's answer.
+func denyAndExec(userNS bool, argv []string) {
 	runtime.LockOSThread()
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		fmt.Fprintln(os.Stderr, "childproctest: no_new_privs:", err)
 		return
 	}
+	const (
+		load  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq   = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jset  = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ret   = unix.BPF_RET | unix.BPF_K
+		allow = unix.SECCOMP_RET_ALLOW
+		nosys = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+		eperm = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
+	)
 	prog := []unix.SockFilter{
-		{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 0}, // the call's number
-		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: unix.SYS_SECCOMP, Jt: 0, Jf: 1},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
-		{Code: unix.BPF_RET | unix.BPF_K, K: unix.SECCOMP_RET_ALLOW},
+		{Code: load, K: 0}, // the call's number
+		{Code: jeq, K: unix.SYS_SECCOMP, Jt: 0, Jf: 1},
+		{Code: ret, K: nosys},
+		{Code: ret, K: allow},
+	}
+	if userNS {
+		prog = []unix.SockFilter{
+			{Code: load, K: 0},
+			{Code: jeq, K: unix.SYS_CLONE3, Jt: 0, Jf: 1},
+			{Code: ret, K: nosys},
+			{Code: jeq, K: unix.SYS_CLONE, Jt: 1, Jf: 0},
+			{Code: jeq, K: unix.SYS_UNSHARE, Jt: 0, Jf: 3},
+			{Code: load, K: 16}, // args[0]: the flags of both
+			{Code: jset, K: unix.CLONE_NEWUSER, Jt: 0, Jf: 1},
+			{Code: ret, K: eperm},
+			{Code: ret, K: allow},
+		}
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC,
