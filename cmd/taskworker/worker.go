@@ -29,6 +29,7 @@ func workerCommand(e *env) *cobra.Command {
 		standalone    bool
 		wasmInProcess bool
 		caFile        string
+		unconfined    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -114,6 +115,7 @@ benchmarks.`,
 				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
 				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
 				WasmCommand:     wasmCommand,
+				AllowUnconfined: unconfined,
 				Logger:          cfg.Logger,
 			})
 			if err != nil {
@@ -167,6 +169,7 @@ benchmarks.`,
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and the directory of a certificate to call it with")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
+	f.BoolVar(&unconfined, "allow-unconfined", false, "run function code even where its child processes cannot install their seccomp filter (default: they refuse and calls fail)")
 	return cmd
 }
 

@@ -66,3 +66,43 @@ func Audit(pid int, seccomp bool) ([]string, error) {
 	}
 	return problems, nil
 }
+
+// Confinement is what confines a running child, read from outside through
+// /proc.
+type Confinement struct {
+	// Seccomp is the Seccomp: line of its status: 2 under a filter.
+	Seccomp int
+	// Namespaces are those of user, mnt and net that it does not share
+	// with this process.
+	Namespaces []string
+}
+
+// Inspect reads what confines the process pid (see Confinement).
+func Inspect(pid int) (Confinement, error) {
+	var c Confinement
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return c, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
+			if _, err := fmt.Sscan(v, &c.Seccomp); err != nil {
+				return c, fmt.Errorf("/proc/%d/status: %q: %w", pid, line, err)
+			}
+		}
+	}
+	for _, ns := range []string{"user", "mnt", "net"} {
+		theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
+		if err != nil {
+			return c, err
+		}
+		ours, err := os.Readlink("/proc/self/ns/" + ns)
+		if err != nil {
+			return c, err
+		}
+		if theirs != ours {
+			c.Namespaces = append(c.Namespaces, ns)
+		}
+	}
+	return c, nil
+}

@@ -43,7 +43,14 @@
 // baseline, a Go soft memory limit, and no_new_privs and a seccomp filter
 // that answers EPERM to every system call the Go runtime does not need: no
 // open, socket, exec, fork, ptrace, setrlimit; no new executable mappings;
-// signals only to itself. Audit checks a running child from outside.
+// signals only to itself. A child that cannot install the filter refuses to
+// run (ErrUnconfined, FailedPrecondition) unless the operator allowed it
+// (--allow-unconfined, passed in each payload's hello to Harden). Where
+// the system allows, a child also runs in new user, mount and network
+// namespaces: Start asks Attach for them, which starts the child again in
+// them (Namespaces says whether they are in use, LogLayers logs it).
+// Audit and Inspect check a running child from outside; package
+// childproctest starts children where seccomp is refused, for tests.
 //
 // # Where fairness goes
 //
@@ -57,12 +64,20 @@
 //
 // # Caveats
 //
-//   - The seccomp filter exists for linux/amd64 only; elsewhere on Linux
-//     the child has no_new_privs (on the starting thread only if the binary
-//     has cgo) and the rlimits; off Linux, only the soft memory limit.
-//     The filter allows read and write on any descriptor the child has:
+//   - The seccomp filter exists for linux/amd64 and linux/arm64 (the
+//     arm64 one is built and vetted here, not run); elsewhere children
+//     refuse to run unless allowed, and then have no_new_privs (on the
+//     starting thread only if the binary has cgo) and the rlimits on
+//     Linux, only the soft memory limit off it. The filter allows read and write on any descriptor the child has:
 //     its pipes, and the cgroup CPU files the Go runtime keeps open to
 //     size GOMAXPROCS (read-only).
+//   - With namespaces, each child is two processes: the one Start started,
+//     which made the namespaces and waits, and the payload under it, whose
+//     pid its ready frame carries (Process.PID is the first's). Making them
+//     in the worker would be a fork of the whole worker: see
+//     docs/RATIONALE.md, "Why namespaces under the seccomp filter?".
+//     A start whose namespaces are refused is made again without them,
+//     and then no later start asks for them.
 //   - If the worker runs as root, so do its children; seccomp then still
 //     refuses setrlimit, ptrace and file access, but the process keeps
 //     root's identity. Run the worker as an unprivileged user.

@@ -21,6 +21,7 @@ const (
 	KindExhausted               // memory, output, or every child busy: ResourceExhausted
 	KindCrashed                 // the code crashed, or its process died: Aborted
 	KindUnavailable             // closed, or no process could start: Unavailable
+	KindRefused                 // the worker cannot run it as configured (unconfined): FailedPrecondition
 )
 
 var kindCodes = [...]codes.Code{
@@ -31,6 +32,7 @@ var kindCodes = [...]codes.Code{
 	KindExhausted:   codes.ResourceExhausted,
 	KindCrashed:     codes.Aborted,
 	KindUnavailable: codes.Unavailable,
+	KindRefused:     codes.FailedPrecondition,
 }
 
 // Code is the gRPC code of errors of kind k.
@@ -68,6 +70,10 @@ var (
 	ErrBusy = NewError(KindExhausted, "busy")
 	// ErrClosed: the Supervisor (its runner) was closed.
 	ErrClosed = NewError(KindUnavailable, "closed")
+	// ErrUnconfined: a child could not install its seccomp filter and, as
+	// the operator did not allow it (--allow-unconfined), refused to run
+	// any code. Start's error wraps it with the cause and what to do.
+	ErrUnconfined = NewError(KindRefused, "the worker cannot confine function code (no seccomp filter) and refuses to run it")
 )
 
 // KindOf is the kind of err: that of the first error in its chain that has

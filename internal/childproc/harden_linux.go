@@ -162,11 +162,17 @@ func virtualSize() (int64, error) {
 	return pages * int64(os.Getpagesize()), nil
 }
 
-// harden is the last step of a child's start-up, before any script runs:
-// it moves to /, sets no_new_privs on every thread and installs the seccomp
-// filter where there is one for this architecture. It returns what it did,
-// for the parent's log; an error only if no_new_privs failed.
-func Harden() (string, error) {
+// Harden is the last step of a child's start-up, before any code runs: it
+// moves to /, sets no_new_privs on every thread and installs the seccomp
+// filter. It returns what it did, for the parent's log.
+//
+// A child that cannot install the filter (no filter for this architecture,
+// a kernel without seccomp, a container that forbids it) fails closed: it
+// writes the cause to stderr and returns an error wrapping ErrUnconfined,
+// after which it must exit with ExitUnconfined, which Start turns into an
+// error that says what to do. With allowUnconfined (the operator's
+// --allow-unconfined) it goes on without the filter and says so.
+func Harden(allowUnconfined bool) (string, error) {
 	done := []string{}
 	if err := os.Chdir("/"); err == nil {
 		done = append(done, "cwd=/")
@@ -189,12 +195,16 @@ func Harden() (string, error) {
 		return "", fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %w", err)
 	}
 	if err := installSeccomp(); err != nil {
+		if !allowUnconfined {
+			fmt.Fprintln(os.Stderr, err) // the cause, for Start's error
+			return "", fmt.Errorf("%w: %w", ErrUnconfined, err)
+		}
 		if !allThreads {
 			done = append(done, "no_new_privs(this thread)")
 		} else {
 			done = append(done, "no_new_privs")
 		}
-		done = append(done, "no seccomp: "+err.Error())
+		done = append(done, unconfinedMark+" (no seccomp: "+err.Error()+")")
 	} else {
 		done = append(done, "no_new_privs", "seccomp")
 	}

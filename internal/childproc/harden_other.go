@@ -3,6 +3,7 @@
 package childproc
 
 import (
+	"fmt"
 	"os"
 	"runtime/debug"
 )
@@ -24,5 +25,13 @@ func LimitMemory(limit int64) (baseline, cap int64, err error) {
 // softMemoryLimit is the Go runtime's memory limit for a live-heap limit.
 func softMemoryLimit(limit int64) int64 { return limit + limit/4 + 4*MiB }
 
-// harden does nothing off Linux (see Caveats in doc.go).
-func Harden() (string, error) { return "none (not Linux)", nil }
+// Harden has no seccomp filter to install off Linux (see Caveats in
+// doc.go): it refuses unless allowUnconfined, as a Linux child without its
+// filter does.
+func Harden(allowUnconfined bool) (string, error) {
+	if !allowUnconfined {
+		fmt.Fprintln(os.Stderr, "no seccomp filter off Linux")
+		return "", fmt.Errorf("%w: not Linux", ErrUnconfined)
+	}
+	return unconfinedMark + " (not Linux)", nil
+}

@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux && (amd64 || arm64)
 
 package childproc
 
@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hivemind/taskworker/internal/childproc/childproctest"
 )
 
 // hardenProbeArg makes the test binary run hardenProbe instead of the
@@ -28,7 +30,7 @@ func hardenProbe() int {
 	results := map[string]string{}
 	_, _, err := LimitMemory(64 * MiB)
 	results["LimitMemory"] = fmt.Sprint(err)
-	results["hardening"], err = Harden()
+	results["hardening"], err = Harden(false)
 	results["harden"] = fmt.Sprint(err)
 
 	try := func(name string, err error) { results[name] = fmt.Sprint(err) }
@@ -107,10 +109,15 @@ func TestHardening(t *testing.T) {
 	}
 }
 
-// TestMain runs the test binary as the hardening probe when asked.
+// TestMain runs the test binary as the hardening probe or a child when
+// asked.
 func TestMain(m *testing.M) {
+	childproctest.Main()
 	if len(os.Args) > 1 && os.Args[1] == hardenProbeArg {
 		os.Exit(hardenProbe())
+	}
+	if len(os.Args) > 1 && os.Args[1] == echoChildArg {
+		os.Exit(echoChild())
 	}
 	os.Exit(m.Run())
 }

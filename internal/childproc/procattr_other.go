@@ -4,5 +4,11 @@ package childproc
 
 import "syscall"
 
-// ProcAttr has nothing to set off Linux (see Caveats in doc.go).
-func ProcAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{} }
+// procAttr has nothing to set off Linux (see Caveats in doc.go).
+func procAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{} }
+
+// namespacesPossible: there are no namespaces off Linux.
+const namespacesPossible = false
+
+// enterNamespaces is never called off Linux.
+func enterNamespaces() int { return exitNoNamespaces }

@@ -46,7 +46,24 @@ type Spec struct {
 	// reports false when the caller is closed (Supervisor.Track does
 	// both): Start then kills the child and fails with ErrClosed.
 	Track func(func()) bool
+
+	// noNamespaces starts the child without namespaces of its own whatever
+	// the system allows, for the benchmark that measures what they cost.
+	noNamespaces bool
 }
+
+// ExitUnconfined is the exit code of a child whose Harden refused to run
+// unconfined; Start turns it into ErrUnconfined. Payloads' own exit codes
+// must differ.
+const ExitUnconfined = 6
+
+// exitNoNamespaces is the exit code of a child whose namespaces were
+// refused (enterNamespaces).
+const exitNoNamespaces = 7
+
+// namespacesEnv, in a child's environment, makes Attach run it again in
+// namespaces of its own (enterNamespaces).
+const namespacesEnv = "TASKWORKER_CHILD_NAMESPACES"
 
 // ErrHandshake wraps Start's errors when the child started but did not
 // answer the hello frame with a ready frame in time.
@@ -64,6 +81,8 @@ type Process struct {
 	outFD  int // stdout's descriptor, for Spin
 	stderr *HeadBuffer
 	exited chan struct{}
+	// namespaced says the child is in namespaces of its own.
+	namespaced bool
 }
 
 // Start starts a child, sends it the hello frame and returns it with the
@@ -88,10 +107,15 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		stderr: &HeadBuffer{Max: stderrKept},
 		exited: make(chan struct{}),
 	}
+	p.namespaced = !spec.noNamespaces && tryNamespaces()
+	env := []string{} // empty, not inherited
+	if p.namespaced {
+		env = []string{namespacesEnv + "=1"} // for Attach; the child proper gets none
+	}
 	p.cmd = &exec.Cmd{
 		Path:   spec.Command[0],
 		Args:   spec.Command,
-		Env:    []string{}, // empty, not inherited
+		Env:    env,
 		Dir:    "/",
 		Stdin:  childIn,
 		Stdout: childOut,
@@ -99,7 +123,7 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		// Only stdin, stdout and stderr are passed: every descriptor the
 		// worker opened is close-on-exec, and the child closes any it
 		// inherited from the worker's own parent.
-		SysProcAttr: ProcAttr(),
+		SysProcAttr: procAttr(),
 		// Stderr is copied by a goroutine of exec's; bound how long Wait
 		// waits for it after the child is gone.
 		WaitDelay: time.Second,
@@ -130,12 +154,25 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		p.Kill()
 		<-p.exited
 		switch {
+		case p.ExitCode() == exitNoNamespaces && p.namespaced:
+			// This system refuses the namespaces: start again without
+			// them, and no later start asks again.
+			namespacesRefused(strings.TrimPrefix(p.StderrSummary(), ": "))
+			spec.noNamespaces = true
+			return Start(ctx, spec)
+		case p.ExitCode() == ExitUnconfined:
+			return nil, nil, fmt.Errorf("%w%s. Run the worker where it can install seccomp filters "+
+				"(Linux on amd64 or arm64, not inside a container or sandbox that forbids them), "+
+				"or start it with --allow-unconfined to run function code without its filter", ErrUnconfined, p.StderrSummary())
 		case ctx.Err() == context.DeadlineExceeded:
 			return nil, nil, fmt.Errorf("%w within %s%s", ErrHandshake, spec.StartTimeout, p.StderrSummary())
 		case ctx.Err() != nil:
 			return nil, nil, context.Cause(ctx)
 		}
 		return nil, nil, fmt.Errorf("%w: %v%s", ErrHandshake, err, p.StderrSummary())
+	}
+	if p.namespaced {
+		namespacesWorked()
 	}
 	return p, ready, nil
 }
@@ -191,7 +228,13 @@ func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
 	return false
 }
 
-// PID is the child's process id.
+// Namespaced reports whether the child is in new user, mount and network
+// namespaces (see Namespaces).
+func (p *Process) Namespaced() bool { return p.namespaced }
+
+// PID is the process id of the process Start started. With namespaces that
+// is the parent of the one that runs the payload (enterNamespaces), whose
+// own id a payload's ready frame may carry.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Kill ends the child at once. It is safe to call at any time, from any

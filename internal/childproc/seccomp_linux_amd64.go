@@ -1,171 +1,29 @@
 package childproc
 
-import (
-	"fmt"
-	"os"
-	"unsafe"
+import "golang.org/x/sys/unix"
 
-	"golang.org/x/sys/unix"
-)
-
-// The seccomp filter a child installs on all its threads once it is set up
-// (docs/RATIONALE.md, Starlark, "What does a child's process boundary
-// hold?"). It allows the system calls the Go runtime makes in steady state
-// and the pipe I/O, and answers every other one with EPERM: no open, no
-// socket, no exec, no fork, no ptrace, no setrlimit. Narrowed further:
-// mmap and mprotect without PROT_EXEC, clone only for threads, kill and
-// tgkill only of the child itself; clone3, whose flags a filter cannot
-// read, answers ENOSYS so that glibc falls back to clone. A call from another ABI (x32, i386)
-// kills the process.
-
-// allowedSyscalls may be called with any arguments.
-var allowedSyscalls = []uint32{
-	unix.SYS_READ, unix.SYS_WRITE, unix.SYS_READV, unix.SYS_WRITEV, unix.SYS_CLOSE, unix.SYS_FSTAT,
-	unix.SYS_FCNTL,
-	unix.SYS_MUNMAP, unix.SYS_MADVISE, unix.SYS_MREMAP, unix.SYS_BRK, unix.SYS_MINCORE,
-	unix.SYS_RT_SIGACTION, unix.SYS_RT_SIGPROCMASK, unix.SYS_RT_SIGRETURN, unix.SYS_SIGALTSTACK,
-	unix.SYS_SCHED_YIELD, unix.SYS_SCHED_GETAFFINITY, unix.SYS_NANOSLEEP, unix.SYS_CLOCK_NANOSLEEP,
-	unix.SYS_CLOCK_GETTIME, unix.SYS_CLOCK_GETRES, unix.SYS_GETTIMEOFDAY, unix.SYS_TIME,
-	unix.SYS_FUTEX, unix.SYS_GETPID, unix.SYS_GETTID, unix.SYS_ARCH_PRCTL,
-	unix.SYS_EXIT, unix.SYS_EXIT_GROUP, unix.SYS_RESTART_SYSCALL,
-	unix.SYS_EPOLL_CREATE1, unix.SYS_EPOLL_CTL, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT,
-	unix.SYS_EVENTFD2, unix.SYS_PIPE2,
-	unix.SYS_POLL, unix.SYS_PPOLL, // readiness of descriptors it has: Spin
-	unix.SYS_GETRANDOM, unix.SYS_GETRLIMIT,
-	// glibc's pthread_create, in binaries with cgo or the race detector.
-	unix.SYS_RSEQ, unix.SYS_SET_ROBUST_LIST,
-}
-
-// seccomp_data offsets (linux/seccomp.h), little-endian.
-const (
-	offNr   = 0
-	offArch = 4
-	offArg0 = 16 // args[i] at offArg0 + 8*i; the high half 4 bytes later
-)
-
-func installSeccomp() error {
-	prog, err := seccompFilter(uint32(os.Getpid()))
-	if err != nil {
-		return err
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	// TSYNC applies the filter (and no_new_privs) to every thread of the
-	// process; threads started later inherit it.
-	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC,
-		uintptr(unsafe.Pointer(&fprog)))
-	if errno != 0 {
-		return fmt.Errorf("seccomp(SET_MODE_FILTER): %w", errno)
-	}
-	if r != 0 {
-		return fmt.Errorf("seccomp(SET_MODE_FILTER): thread %d could not be synchronized", r)
-	}
-	return nil
-}
-
-// seccompFilter assembles the filter for a process whose id is pid.
-func seccompFilter(pid uint32) ([]unix.SockFilter, error) {
-	const deny = unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)
-	var a bpfAssembler
-	a.load(offArch)
-	a.jumpIf(unix.AUDIT_ARCH_X86_64, "", "kill")
-	a.load(offNr)
-	a.jumpSet(0x40000000, "deny", "") // the x32 ABI's numbers
-	for _, nr := range allowedSyscalls {
-		a.jumpIf(nr, "allow", "")
-	}
-	a.jumpIf(unix.SYS_MMAP, "noexec", "")
-	a.jumpIf(unix.SYS_MPROTECT, "noexec", "")
-	a.jumpIf(unix.SYS_CLONE, "thread", "")
-	a.jumpIf(unix.SYS_KILL, "self", "")
-	a.jumpIf(unix.SYS_TGKILL, "self", "")
-	a.jumpIf(unix.SYS_CLONE3, "nosys", "") // its flags are out of reach: make glibc fall back to clone
-	a.ret(deny)
-	a.label("nosys")
-	a.ret(unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS))
-	a.label("noexec") // mmap and mprotect: prot is args[2]
-	a.load(offArg0 + 8*2)
-	a.jumpSet(unix.PROT_EXEC, "deny", "allow")
-	a.label("thread") // clone: flags are args[0]
-	a.load(offArg0)
-	a.jumpSet(unix.CLONE_THREAD, "allow", "deny")
-	a.label("self") // kill(pid, sig), tgkill(pid, tid, sig)
-	a.load(offArg0)
-	a.jumpIf(pid, "", "deny")
-	a.load(offArg0 + 4)
-	a.jumpIf(0, "allow", "deny")
-	// Jumps go forward only: the returns come last.
-	a.label("deny")
-	a.ret(deny)
-	a.label("allow")
-	a.ret(unix.SECCOMP_RET_ALLOW)
-	a.label("kill")
-	a.ret(unix.SECCOMP_RET_KILL_PROCESS)
-	return a.assemble()
-}
-
-// bpfAssembler builds a classic BPF program with symbolic jump targets.
-type bpfAssembler struct {
-	prog   []unix.SockFilter
-	jumps  []bpfJump
-	labels map[string]int
-}
-
-type bpfJump struct {
-	at     int
-	jt, jf string // "" is the next instruction
-}
-
-func (a *bpfAssembler) load(off uint32) {
-	a.prog = append(a.prog, unix.SockFilter{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: off})
-}
-
-func (a *bpfAssembler) ret(v uint32) {
-	a.prog = append(a.prog, unix.SockFilter{Code: unix.BPF_RET | unix.BPF_K, K: v})
-}
-
-// jumpIf jumps to jt when the accumulator equals k, else to jf.
-func (a *bpfAssembler) jumpIf(k uint32, jt, jf string) { a.jump(unix.BPF_JEQ, k, jt, jf) }
-
-// jumpSet jumps to jt when the accumulator has any bit of k, else to jf.
-func (a *bpfAssembler) jumpSet(k uint32, jt, jf string) { a.jump(unix.BPF_JSET, k, jt, jf) }
-
-func (a *bpfAssembler) jump(op uint16, k uint32, jt, jf string) {
-	a.jumps = append(a.jumps, bpfJump{at: len(a.prog), jt: jt, jf: jf})
-	a.prog = append(a.prog, unix.SockFilter{Code: unix.BPF_JMP | op | unix.BPF_K, K: k})
-}
-
-func (a *bpfAssembler) label(name string) {
-	if a.labels == nil {
-		a.labels = map[string]int{}
-	}
-	a.labels[name] = len(a.prog)
-}
-
-// assemble resolves the jump targets: classic BPF jumps forward only, by
-// at most 255 instructions.
-func (a *bpfAssembler) assemble() ([]unix.SockFilter, error) {
-	offset := func(from int, target string) (uint8, error) {
-		if target == "" {
-			return 0, nil
-		}
-		to, ok := a.labels[target]
-		if !ok {
-			return 0, fmt.Errorf("bpf: no label %q", target)
-		}
-		d := to - from - 1
-		if d < 0 || d > 255 {
-			return 0, fmt.Errorf("bpf: jump from %d to %q (%d) out of range", from, target, to)
-		}
-		return uint8(d), nil
-	}
-	for _, j := range a.jumps {
-		var err error
-		if a.prog[j.at].Jt, err = offset(j.at, j.jt); err != nil {
-			return nil, err
-		}
-		if a.prog[j.at].Jf, err = offset(j.at, j.jf); err != nil {
-			return nil, err
-		}
-	}
-	return a.prog, nil
+// thisArch is the filter's architecture: x86-64, whose kernels also take
+// x32 and i386 calls.
+var thisArch = seccompArch{
+	audit: unix.AUDIT_ARCH_X86_64,
+	x32:   true,
+	allowed: []uint32{
+		unix.SYS_READ, unix.SYS_WRITE, unix.SYS_READV, unix.SYS_WRITEV, unix.SYS_CLOSE, unix.SYS_FSTAT,
+		unix.SYS_FCNTL,
+		unix.SYS_MUNMAP, unix.SYS_MADVISE, unix.SYS_MREMAP, unix.SYS_BRK, unix.SYS_MINCORE,
+		unix.SYS_RT_SIGACTION, unix.SYS_RT_SIGPROCMASK, unix.SYS_RT_SIGRETURN, unix.SYS_SIGALTSTACK,
+		unix.SYS_SCHED_YIELD, unix.SYS_SCHED_GETAFFINITY, unix.SYS_NANOSLEEP, unix.SYS_CLOCK_NANOSLEEP,
+		unix.SYS_CLOCK_GETTIME, unix.SYS_CLOCK_GETRES, unix.SYS_GETTIMEOFDAY, unix.SYS_TIME,
+		unix.SYS_FUTEX, unix.SYS_GETPID, unix.SYS_GETTID, unix.SYS_ARCH_PRCTL,
+		unix.SYS_EXIT, unix.SYS_EXIT_GROUP, unix.SYS_RESTART_SYSCALL,
+		unix.SYS_EPOLL_CREATE1, unix.SYS_EPOLL_CTL, unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT,
+		unix.SYS_EVENTFD2, unix.SYS_PIPE2,
+		unix.SYS_POLL, unix.SYS_PPOLL, // readiness of descriptors it has: Spin
+		unix.SYS_GETRANDOM, unix.SYS_GETRLIMIT,
+		// glibc's pthread_create, in binaries with cgo or the race detector.
+		unix.SYS_RSEQ, unix.SYS_SET_ROBUST_LIST,
+	},
+	mmap: unix.SYS_MMAP, mprotect: unix.SYS_MPROTECT,
+	clone: unix.SYS_CLONE, clone3: unix.SYS_CLONE3,
+	kill: unix.SYS_KILL, tgkill: unix.SYS_TGKILL,
 }

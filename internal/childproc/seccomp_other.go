@@ -1,4 +1,4 @@
-//go:build linux && !amd64
+//go:build linux && !amd64 && !arm64
 
 package childproc
 
@@ -7,7 +7,8 @@ import (
 	"runtime"
 )
 
-// installSeccomp has a filter for linux/amd64 only (see Caveats in doc.go).
+// installSeccomp has filters for linux/amd64 and linux/arm64 only (see
+// Caveats in doc.go).
 func installSeccomp() error {
 	return fmt.Errorf("no filter for %s", runtime.GOARCH)
 }

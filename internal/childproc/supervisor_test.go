@@ -160,6 +160,7 @@ func TestGRPCCode(t *testing.T) {
 		{NewError(KindCrashed, "crashed"), codes.Aborted},
 		{&CallError{Sentinel: ErrTimeout}, codes.DeadlineExceeded},
 		{ErrClosed, codes.Unavailable},
+		{fmt.Errorf("start: %w", ErrUnconfined), codes.FailedPrecondition},
 		{errors.New("not ours"), codes.Unknown},
 	} {
 		if got := GRPCCode(tt.err); got != tt.want {

@@ -68,7 +68,12 @@ type Config struct {
 	// sandbox.ChildArg (sandbox.Config.ChildCommand). Empty: WebAssembly
 	// runs in the worker's process, stopped by deadline checks.
 	WasmCommand []string
-	Logger      *slog.Logger
+	// AllowUnconfined lets child processes run function code without
+	// their seccomp filter where they cannot install it (the worker's
+	// --allow-unconfined); New then logs a warning. False: they refuse,
+	// and calls fail with FailedPrecondition saying why.
+	AllowUnconfined bool
+	Logger          *slog.Logger
 }
 
 // New returns a runner.
@@ -80,7 +85,12 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	cfg := sandbox.DefaultConfig()
 	cfg.CacheDir = c.CacheDir
 	cfg.ChildCommand = c.WasmCommand
+	cfg.AllowUnconfined = c.AllowUnconfined
 	cfg.Logger = log
+	if c.AllowUnconfined {
+		log.Warn("--allow-unconfined: where a child process cannot install its seccomp filter, " +
+			"function code runs without it, behind its rlimits and, where the system allows, namespaces")
+	}
 	rt, err := sandbox.NewRuntime(ctx, cfg)
 	if err != nil {
 		return nil, err
@@ -89,6 +99,7 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	if len(c.StarlarkCommand) > 0 {
 		scfg := starlarkrun.DefaultConfig()
 		scfg.Command = c.StarlarkCommand
+		scfg.AllowUnconfined = c.AllowUnconfined
 		scfg.Logger = log
 		if r.star, err = starlarkrun.New(scfg); err != nil {
 			rt.Close(ctx)

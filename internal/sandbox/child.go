@@ -46,6 +46,9 @@ type childHello struct {
 	// per-function rate is the parent's to apply.
 	MaxLogLine         int `json:"max_log_line"`
 	MaxLogLinesPerCall int `json:"max_log_lines"`
+	// AllowUnconfined lets the child run without its seccomp filter when
+	// it cannot install it (Config.AllowUnconfined).
+	AllowUnconfined bool `json:"allow_unconfined,omitempty"`
 }
 
 // childReady is a child's report once it has loaded the module and
@@ -161,7 +164,10 @@ func ChildMain() int {
 	wasm := payload[4+n:]
 
 	c := &childServer{out: out}
-	ready, m := c.load(hello, wasm)
+	ready, m, err := c.load(hello, wasm)
+	if err != nil {
+		return childproc.ExitUnconfined // Harden said why
+	}
 	if err := childproc.WriteJSONFrame(out, childproc.FrameReady, ready); err != nil || ready.Error != nil {
 		return childExitSetup
 	}
@@ -236,12 +242,14 @@ type childServer struct {
 
 // load loads the module and hardens the process: the compiled code is read
 // from the cache directory and mapped before the seccomp filter forbids
-// both.
-func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module) {
+// both. What goes wrong is in the ready frame, but for a refusal to run
+// unconfined, returned as an error wrapping childproc.ErrUnconfined, after
+// which the child exits with childproc.ExitUnconfined.
+func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module, error) {
 	ready := childReady{PID: os.Getpid()}
-	fail := func(err error) (childReady, *Module) {
+	fail := func(err error) (childReady, *Module, error) {
 		ready.Error = toErrorMsg(err)
-		return ready, nil
+		return ready, nil, nil
 	}
 	cfg := DefaultConfig()
 	cfg.CacheDir = hello.CacheDir
@@ -274,10 +282,14 @@ func (c *childServer) load(hello childHello, wasm []byte) (childReady, *Module) 
 	if err != nil {
 		return fail(fmt.Errorf("%w: memory limit: %v", ErrInvalidSpec, err))
 	}
-	if ready.Hardening, err = childproc.Harden(); err != nil {
+	ready.Hardening, err = childproc.Harden(hello.AllowUnconfined)
+	switch {
+	case errors.Is(err, childproc.ErrUnconfined):
+		return ready, nil, err
+	case err != nil:
 		return fail(fmt.Errorf("%w: %v", ErrInvalidSpec, err))
 	}
-	return ready, m
+	return ready, m, nil
 }
 
 // pipeHost is a child's Host: it sends each log line to the parent, which

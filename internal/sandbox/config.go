@@ -51,6 +51,12 @@ type Config struct {
 	// wazero's per-loop deadline checks, behind a second boundary. Empty:
 	// calls run in this process, stopped by those checks.
 	ChildCommand []string
+	// AllowUnconfined lets child processes run guests without their seccomp
+	// filter where they cannot install it (the worker's
+	// --allow-unconfined). False: such a child refuses, and calls and
+	// loads fail with childproc.ErrUnconfined (docs/RATIONALE.md, "Why
+	// fail closed?"). Only with ChildCommand.
+	AllowUnconfined bool
 	// ChildStartTimeout bounds a child's start, from exec to loaded and
 	// hardened. Zero: 30 s.
 	ChildStartTimeout time.Duration

@@ -43,7 +43,10 @@
 //   - In child processes (Config.ChildCommand; what a worker does): each
 //     instance lives in a supervised process of its own (package
 //     childproc: started from the worker binary, ChildMain, hardened with
-//     rlimits, no_new_privs and seccomp after it has loaded the module),
+//     rlimits, no_new_privs and seccomp after it has loaded the module, in
+//     namespaces of its own where the system allows; without its seccomp
+//     filter it refuses, and Load fails with ErrUnconfined, unless
+//     Config.AllowUnconfined),
 //     serving one call at a time over pipes. A call past its deadline is
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a

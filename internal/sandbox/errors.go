@@ -35,6 +35,10 @@ var (
 	ErrBusy           = childproc.ErrBusy
 	ErrCanceled       = childproc.ErrCanceled
 	ErrClosed         = childproc.ErrClosed
+	// ErrUnconfined: a child process could not install its seccomp filter
+	// and Config.AllowUnconfined is false; Load and Call fail with it
+	// until the worker runs where it can, or is allowed to run unconfined.
+	ErrUnconfined = childproc.ErrUnconfined
 
 	// ErrTrap: the function crashed (a WebAssembly trap, a panic, a call
 	// the host refused, or a non-zero exit).

@@ -14,12 +14,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc/childproctest"
 )
 
 // buildDir holds the guests built by this test binary, each built once.
 var buildDir string
 
 func TestMain(m *testing.M) {
+	childproctest.Main()
 	if len(os.Args) > 1 && os.Args[1] == ChildArg {
 		os.Exit(ChildMain())
 	}

@@ -35,6 +35,7 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 	header, err := json.Marshal(childHello{
 		Spec: m.spec, CacheDir: cfg.CacheDir,
 		MaxLogLine: cfg.MaxLogLine, MaxLogLinesPerCall: cfg.MaxLogLinesPerCall,
+		AllowUnconfined: cfg.AllowUnconfined,
 	})
 	if err != nil {
 		return nil, err
@@ -50,7 +51,7 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 		Command: cfg.ChildCommand, Hello: hello, StartTimeout: timeout, Track: m.sup.Track,
 	})
 	switch {
-	case errors.Is(err, childproc.ErrClosed):
+	case errors.Is(err, childproc.ErrClosed), errors.Is(err, childproc.ErrUnconfined):
 		return nil, err
 	case err != nil:
 		return nil, fmt.Errorf("%w: starting its process (%s): %v", ErrTrap, cfg.ChildCommand[0], err)
@@ -64,6 +65,7 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 		c.kill()
 		return nil, c.ready.Error.err()
 	}
+	m.rt.layers.Do(func() { childproc.LogLayers(m.rt.logger, "WebAssembly", proc, c.ready.Hardening) })
 	if c.ready.FromDisk {
 		m.fromDisk.Add(1)
 	}

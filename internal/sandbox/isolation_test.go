@@ -31,6 +31,7 @@ func TestChildProcess(t *testing.T) {
 		t.Error(p)
 	}
 	t.Logf("child %d: %s, RLIMIT_AS %d MiB, compiled code from disk: %v", c.ready.PID, c.ready.Hardening, c.ready.AddressSpace>>20, c.ready.FromDisk)
+	checkConfined(t, c.ready.PID, c.ready.Hardening)
 
 	hostile := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Limits: Limits{Timeout: 200 * time.Millisecond}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

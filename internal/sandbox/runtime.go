@@ -42,6 +42,9 @@ type Runtime struct {
 
 	compiled, fromDisk, fromMemory atomic.Uint64
 
+	// layers logs once which layers confine the child processes.
+	layers sync.Once
+
 	mu      sync.Mutex
 	modules map[*Module]struct{}
 	live    map[[32]byte]int // compiled plugins open, by module digest

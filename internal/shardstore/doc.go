@@ -5,6 +5,8 @@
 // with the payload's length and CRC32C; see format.go. Put writes a temp file beside the shard, fsyncs it,
 // renames it over the shard's name and fsyncs the directory, so a reader or a crash sees the old shard or
 // the new one, never a mix, and a file cut short by a power loss fails its checks instead of passing them.
+// What the store creates is owner-only whatever the umask (directories 0700, files 0600), and Open
+// tightens the shard directory of a store made before that.
 //
 // The types are few:
 //   - Config, with DefaultConfig and Validate.

@@ -11,7 +11,7 @@ import (
 // lockDir on systems without flock only creates DIR/LOCK: two processes on one store are not prevented
 // there (see # Caveats in doc.go).
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shardstore: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 // lockDir takes an exclusive flock on DIR/LOCK. The kernel drops it when the process dies, so a crashed
 // worker never leaves the store locked.
 func lockDir(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shardstore: %w", err)
 	}

@@ -85,8 +85,14 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("shardstore: %w", err)
 	}
 	cfg.Dir = dir
-	if err := os.MkdirAll(filepath.Join(dir, shardsDir), 0o755); err != nil {
+	// Shards are owner-only whatever the umask: directories 0700, files
+	// 0600. A store made before that had 0755; its root is tightened here,
+	// which closes every path into it.
+	if err := os.MkdirAll(filepath.Join(dir, shardsDir), 0o700); err != nil {
 		return nil, fmt.Errorf("shardstore: creating the store: %w", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, shardsDir), 0o700); err != nil {
+		return nil, fmt.Errorf("shardstore: making the store owner-only: %w", err)
 	}
 	lock, err := lockDir(dir)
 	if err != nil {
@@ -202,7 +208,7 @@ func (s *Store) createTemp(dir string) (*os.File, string, error) {
 			s.temps[tmp] = true
 			s.mu.Unlock()
 			var f *os.File
-			if f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+			if f, err = os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
 				return f, tmp, nil
 			}
 			s.forgetTemp(tmp)
@@ -235,7 +241,7 @@ func (s *Store) mkdirs(dir string) error {
 	parent := s.root
 	for _, part := range strings.Split(filepath.ToSlash(rel), "/") {
 		next := filepath.Join(parent, part)
-		err := os.Mkdir(next, 0o755)
+		err := os.Mkdir(next, 0o700)
 		switch {
 		case err == nil:
 			if s.group != nil {

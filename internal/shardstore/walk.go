@@ -159,7 +159,7 @@ func (s *Store) ensureRoot() error {
 	}
 	s.logger.Error("shardstore: the shard directory was deleted under the store; recreating it empty (the pool rebuilds what it held)",
 		"dir", s.root)
-	if err := os.MkdirAll(s.root, 0o755); err != nil {
+	if err := os.MkdirAll(s.root, 0o700); err != nil {
 		return fmt.Errorf("shardstore: recreating the shard directory %s: %w", s.root, err)
 	}
 	return syncDir(filepath.Dir(s.root))

@@ -96,8 +96,11 @@ func (s *server) serve() int {
 	for name, v := range libraryModules {
 		s.predeclared[name] = v
 	}
-	hardening, err := childproc.Harden()
-	if err != nil {
+	hardening, err := childproc.Harden(s.hello.AllowUnconfined)
+	switch {
+	case errors.Is(err, childproc.ErrUnconfined):
+		return childproc.ExitUnconfined // Harden said why
+	case err != nil:
 		fmt.Fprintln(os.Stderr, "starlarkrun child: harden:", err)
 		return exitSetup
 	}

@@ -60,6 +60,12 @@ type Config struct {
 	MaxLogLine         int
 	MaxLogLinesPerCall int
 
+	// AllowUnconfined lets children run scripts without their seccomp
+	// filter where they cannot install it (the worker's
+	// --allow-unconfined). False: such a child refuses, and calls fail
+	// with ErrUnconfined (docs/RATIONALE.md, "Why fail closed?").
+	AllowUnconfined bool
+
 	// Logger receives the pool's own messages (children that died, lines of
 	// scripts run without a Host). Nil: slog.Default().
 	Logger *slog.Logger

@@ -51,8 +51,11 @@
 // is replaced in the background; a script error leaves the child serving.
 //
 // What a child is: the process boundary of package childproc (empty
-// environment, no files, no sockets, rlimits, no_new_privs, seccomp), set up
-// before any script runs.
+// environment, no files, no sockets, rlimits, no_new_privs, seccomp, and
+// new user, mount and network namespaces where the system allows), set up
+// before any script runs. A child that cannot install its seccomp filter
+// refuses, and calls fail with ErrUnconfined, unless
+// Config.AllowUnconfined.
 //
 // # Caveats
 //

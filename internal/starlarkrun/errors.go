@@ -27,6 +27,10 @@ var (
 	ErrBusy           = childproc.ErrBusy
 	ErrCanceled       = childproc.ErrCanceled
 	ErrClosed         = childproc.ErrClosed
+	// ErrUnconfined: a child could not install its seccomp filter and
+	// Config.AllowUnconfined is false; no script runs until the worker
+	// runs where it can, or is allowed to run unconfined.
+	ErrUnconfined = childproc.ErrUnconfined
 
 	// ErrInvalidArgs: the arguments are not a JSON array or object, or do
 	// not fit the function's parameters.

@@ -10,11 +10,14 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc/childproctest"
 )
 
 // TestMain runs the test binary as a child when a Pool starts it with
 // ChildArg, the way the worker binary does.
 func TestMain(m *testing.M) {
+	childproctest.Main()
 	if len(os.Args) > 1 && os.Args[1] == ChildArg {
 		os.Exit(Main())
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/hivemind/taskworker/internal/childproc"
 )
@@ -43,13 +44,17 @@ type Pool struct {
 	cfg Config
 	log *slog.Logger
 	sup *childproc.Supervisor[class, *process]
+	// layers logs once which layers confine the children.
+	layers sync.Once
 }
 
 // Stats counts a Pool's children.
 type Stats = childproc.SupervisorStats
 
 // New validates cfg and starts its warm children. A child that cannot start
-// is an error wrapping ErrStart: Command is wrong.
+// is an error wrapping ErrStart: Command is wrong. A child that refuses to
+// run unconfined is not: New logs it as an error and returns the pool,
+// whose calls fail with ErrUnconfined, so that callers learn why.
 func New(cfg Config) (*Pool, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("starlarkrun: invalid config: %w", err)
@@ -66,7 +71,11 @@ func New(cfg Config) (*Pool, error) {
 		Noun:        "Starlark processes",
 		Logger:      p.log,
 	})
-	if err := p.sup.Warm(context.Background(), class{memory: cfg.Defaults.Memory}, cfg.WarmChildren); err != nil {
+	err := p.sup.Warm(context.Background(), class{memory: cfg.Defaults.Memory}, cfg.WarmChildren)
+	switch {
+	case errors.Is(err, ErrUnconfined):
+		p.log.Error("Starlark functions cannot run on this worker", "error", err)
+	case err != nil:
 		p.Close()
 		return nil, err
 	}
@@ -246,7 +255,9 @@ func (p *Pool) start(ctx context.Context, cl class) (*process, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.layers.Do(func() { childproc.LogLayers(p.log, "Starlark", proc.Process, proc.ready.Hardening) })
 	p.log.Debug("starlark child started", "pid", proc.ready.PID, "memory", cl.memory,
-		"baseline_vsz", proc.ready.BaselineVSZ, "rlimit_as", proc.ready.AddressSpace, "hardening", proc.ready.Hardening)
+		"baseline_vsz", proc.ready.BaselineVSZ, "rlimit_as", proc.ready.AddressSpace, "hardening", proc.ready.Hardening,
+		"namespaces", proc.Namespaced())
 	return proc, nil
 }

@@ -38,6 +38,7 @@ func startProcess(ctx context.Context, cfg *Config, cl class, track func(func())
 		MaxLogLine:      cfg.MaxLogLine,
 		MaxLogLines:     cfg.MaxLogLinesPerCall,
 		MaxErrorMessage: 1 * KiB,
+		AllowUnconfined: cfg.AllowUnconfined,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
@@ -46,7 +47,7 @@ func startProcess(ctx context.Context, cfg *Config, cl class, track func(func())
 		Command: cfg.Command, Hello: hello, StartTimeout: cfg.StartTimeout, Track: track,
 	})
 	switch {
-	case errors.Is(err, childproc.ErrClosed):
+	case errors.Is(err, childproc.ErrClosed), errors.Is(err, childproc.ErrUnconfined):
 		return nil, err
 	case errors.Is(err, childproc.ErrHandshake):
 		return nil, fmt.Errorf("%w: %s did not start as a Starlark child (is %q the argument its main passes to starlarkrun.Main?): %w",

@@ -43,6 +43,9 @@ type helloMsg struct {
 	MaxLogLine      int   `json:"max_log_line"`
 	MaxLogLines     int   `json:"max_log_lines"`
 	MaxErrorMessage int   `json:"max_error_message"`
+	// AllowUnconfined lets the child run without its seccomp filter when
+	// it cannot install it (Config.AllowUnconfined).
+	AllowUnconfined bool `json:"allow_unconfined,omitempty"`
 }
 
 // readyMsg is the child's report once it is set up and hardened.
