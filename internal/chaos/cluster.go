@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"google.golang.org/grpc"
 	"io"
 	"net"
 	"os"
@@ -123,7 +124,11 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 
 // dial returns a client of the pools, through the balancer, with token.
 func (c *cluster) dial(token string) (*taskworker.Client, error) {
-	return taskworker.Dial(c.balancer.addr(), taskworker.WithToken(token), taskworker.WithCAFile(c.ca))
+	// Calls wait for a connection rather than fail at once while a pool is
+	// down: a call that fails before it is sent would only be one more
+	// ambiguous write for the check to carry.
+	return taskworker.Dial(c.balancer.addr(), taskworker.WithToken(token), taskworker.WithCAFile(c.ca),
+		taskworker.WithDialOptions(grpc.WithDefaultCallOptions(grpc.WaitForReady(true))))
 }
 
 // mountDisk mounts a small tmpfs for worker 0's data, so that the disk-full
