@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -47,20 +46,12 @@ func segmentedCluster(t *testing.T, workers int) *cluster.Cluster {
 	return cluster.New(t, cluster.Options{Workers: workers, Files: &cfg, LeaseTTL: 10 * time.Second})
 }
 
-func etcdClient(t *testing.T, c *cluster.Cluster) *clientv3.Client {
-	t.Helper()
-	etcd, err := clientv3.New(clientv3.Config{Endpoints: c.Etcd.Endpoints(), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { etcd.Close() })
-	return etcd
-}
-
 // keysUnder counts the etcd keys under a prefix.
 func keysUnder(t *testing.T, etcd *clientv3.Client, prefix string) int64 {
 	t.Helper()
-	resp, err := etcd.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := etcd.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +64,7 @@ func keysUnder(t *testing.T, etcd *clientv3.Client, prefix string) int64 {
 func TestSegmentedFileLifecycle(t *testing.T) {
 	c := segmentedCluster(t, 3)
 	cl := c.Client(0)
-	etcd := etcdClient(t, c)
+	etcd := c.EtcdClient()
 	ctx := ctxTimeout(t, 5*time.Minute)
 
 	v1data := randomBytes(256<<10 + 1234) // 65 blocks: 17 segments
@@ -186,7 +177,7 @@ func TestSegmentedFileLifecycle(t *testing.T) {
 func TestFailedSegmentedWriteIsInvisibleAndCollected(t *testing.T) {
 	c := segmentedCluster(t, 3)
 	cl := c.Client(0)
-	etcd := etcdClient(t, c)
+	etcd := c.EtcdClient()
 	ctx := ctxTimeout(t, 3*time.Minute)
 	base, err := cl.Upload(ctx, "f", bytes.NewReader(randomBytes(100<<10))) // 25 blocks: 7 segments
 	if err != nil {
