@@ -173,9 +173,10 @@ func TestHolderRenews(t *testing.T) {
 	if again, _ := h.Get(); again != first || issued != 1 {
 		t.Fatalf("a fresh certificate was renewed (issued %d)", issued)
 	}
-	// A certificate issued for 3 s is due 2 s on (x509 times are whole
-	// seconds: it stays valid a little longer).
-	ttl = 3 * time.Second
+	// A certificate issued for 6 s is due two thirds on. x509 keeps whole
+	// seconds, so its life may be up to a second shorter than asked: wait
+	// for the time it says, which leaves it valid for a second or more.
+	ttl = 6 * time.Second
 	h2, _ := pki.NewHolder(func() (tls.Certificate, error) {
 		if fail {
 			return tls.Certificate{}, errors.New("no")
@@ -187,7 +188,7 @@ func TestHolderRenews(t *testing.T) {
 	if pki.NeedsRenewal(c1.Leaf, time.Now()) {
 		t.Fatal("a fresh certificate is due")
 	}
-	time.Sleep(2200 * time.Millisecond)
+	time.Sleep(time.Until(pki.RenewAt(c1.Leaf)) + 50*time.Millisecond)
 	if !pki.NeedsRenewal(c1.Leaf, time.Now()) {
 		t.Fatal("a certificate past two thirds of its life is not due")
 	}
