@@ -77,6 +77,7 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 	f.StringVar(&cfg.EtcdKey, "etcd-key", "", "with --etcd-endpoints: the key of --etcd-cert")
 	f.StringVar(&cfg.CACert, "ca-cert", "", "the network's CA certificate (default: ca.crt in the data directory, made on first start)")
 	f.StringVar(&cfg.CAKey, "ca-key", "", "the key of --ca-cert")
+	f.StringVar(&cfg.KeyFile, "key-file", "", "the master keys that wrap files' and secrets' data keys (default: master.keys in the data directory, made on first start; every replica needs the same)")
 	f.StringSliceVar(&cfg.TLSHosts, "tls-san", nil, "extra names and addresses for the pool's certificate, for clients that dial it by them (comma-separated)")
 	f.DurationVar(&cfg.WorkerCertTTL, "worker-cert-ttl", 24*time.Hour, "lifetime of workers' certificates (renewed at two thirds)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plaintext with no certificates; workers join by the join token alone: for a trusted host only")

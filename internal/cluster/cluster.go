@@ -37,6 +37,7 @@ import (
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/examples"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/worker"
@@ -297,6 +298,7 @@ func (c *Cluster) PoolConfig(i int) pool.Config {
 	cfg.EtcdEndpoints = c.Etcd.Endpoints()
 	cfg.EtcdCA, cfg.EtcdCert, cfg.EtcdKey = c.etcdTLS.CA, c.etcdTLS.ClientCert, c.etcdTLS.ClientKey
 	cfg.CACert, cfg.CAKey = c.caCert, c.caKey
+	cfg.KeyFile = filepath.Join(c.dir, "ca", keyring.FileName)
 	cfg.WorkerCertTTL = c.opts.WorkerCertTTL
 	cfg.LeaseTTL = c.opts.LeaseTTL
 	cfg.Logger = c.log.With("pool", i)

@@ -15,6 +15,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
 )
@@ -31,6 +32,8 @@ type Workers interface {
 type Config struct {
 	// Prefix namespaces the etcd keys (the pool's prefix).
 	Prefix string
+	// Keyring wraps each file version's data key (the pool's master keys).
+	Keyring *keyring.Keyring
 	// BlockSize is the size of the blocks files are cut into.
 	BlockSize int
 	// BlocksInFlight bounds the blocks a write sends at once.

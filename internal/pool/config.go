@@ -31,6 +31,12 @@ type Config struct {
 	// needs the same CA (docs/RATIONALE.md, "Why the CA key lives where it
 	// does").
 	CACert, CAKey string
+	// KeyFile holds the master keys that wrap every file version's and
+	// secret's data key (package keyring); empty: master.keys in DataDir,
+	// made on first start. Every replica of a network needs the same key
+	// file (docs/RATIONALE.md, "Why the CA key lives where it does", goes
+	// for it too).
+	KeyFile string
 	// TLSHosts are extra names and addresses the pool's certificate holds,
 	// for clients that dial it by a name that is not its listen address.
 	TLSHosts []string

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/serving"
@@ -40,6 +41,7 @@ type Server struct {
 	reg     *registry
 	deploys *deployments
 	files   *files.Service
+	keys    *keyring.Keyring
 	grpc    *grpc.Server
 	health  *health.Server
 	lis     net.Listener
@@ -160,8 +162,15 @@ func (s *Server) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("loading state from etcd at %v: %w", endpoints, bctx.Err())
 		}
 	}
+	keyFile := s.cfg.KeyFile
+	if keyFile == "" {
+		keyFile = filepath.Join(s.cfg.DataDir, keyring.FileName)
+	}
+	if s.keys, err = keyring.Open(keyFile); err != nil {
+		return fmt.Errorf("master keys: %w", err)
+	}
 	fcfg := s.cfg.Files
-	fcfg.Prefix, fcfg.Logger = s.cfg.Prefix, s.log
+	fcfg.Prefix, fcfg.Logger, fcfg.Keyring = s.cfg.Prefix, s.log, s.keys
 	if s.files, err = files.New(fcfg, s.cli, s.reg, checkUser); err != nil {
 		return err
 	}
@@ -243,6 +252,9 @@ func (s *Server) ClusterID() string { return s.reg.clusterID }
 
 // Files returns the pool's file service, for tests' invariant checks.
 func (s *Server) Files() *files.Service { return s.files }
+
+// Keyring returns the master keys that wrap data keys.
+func (s *Server) Keyring() *keyring.Keyring { return s.keys }
 
 // Services returns what the pool's gRPC server serves, for the test that
 // every method is in internal/auth's table.
