@@ -1,0 +1,13 @@
+// Package quota holds each user's quotas: how much storage, how many and
+// how large deployed modules, how many calls at once, how many sandbox
+// processes, how many tasks, and how many file versions are kept. An admin
+// sets them per user; users who have none get the network's defaults.
+//
+// The services that spend a resource check it before doing any work, and
+// answer ResourceExhausted naming the quota and the current use.
+//
+// # Caveats
+//
+//   - Quotas bound what a user may start, not what already exists: lowering
+//     one below the current use refuses new work but deletes nothing.
+package quota
