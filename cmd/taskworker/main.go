@@ -47,6 +47,7 @@ var commands = []func(*env) *cobra.Command{
 	statusCommand,
 	resolveCommand,
 	tokenCommand,
+	quotaCommand,
 	benchCommand,
 	genDocsCommand,
 }

@@ -116,6 +116,10 @@ var (
 
 		v1.DNSService_ResolveDomain_FullMethodName: user,
 
+		v1.QuotaService_SetQuota_FullMethodName:   admin,
+		v1.QuotaService_GetQuota_FullMethodName:   user,
+		v1.QuotaService_ListQuotas_FullMethodName: admin,
+
 		v1.ShardService_PutShard_FullMethodName:     fromPool,
 		v1.ShardService_GetShard_FullMethodName:     fromPool,
 		v1.ShardService_DeleteShards_FullMethodName: fromPool,
