@@ -39,6 +39,9 @@ type Config struct {
 	Executable string
 	// LeaseTTL of the workers' registrations.
 	LeaseTTL time.Duration
+	// DNSListen, when set, is where the pool answers standard DNS for the
+	// network's zone (port 0 picks one; Env says which).
+	DNSListen string
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
 	// Pool configures the pool (its DataDir, Listen, LeaseTTL and Logger are
@@ -70,12 +73,18 @@ type Env struct {
 	CA string
 	// JoinTokenFile is the pool's join token file, for workers.
 	JoinTokenFile string
+	// DNS is the pool's standard DNS listener (host:port), if it has one.
+	DNS string
 }
 
 // String renders the env file's lines.
 func (e Env) String() string {
-	return fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\nTASKWORKER_CA=%s\nTASKWORKER_JOIN_TOKEN_FILE=%s\n",
-		e.Pool, e.Token, e.CA, e.JoinTokenFile)
+	s := fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\nTASKWORKER_CA=%s\n", e.Pool, e.Token, e.CA)
+	if e.DNS != "" {
+		s += "TASKWORKER_DNS=" + e.DNS + "\n"
+	}
+	// The join token file comes last: readers may stop at it.
+	return s + "TASKWORKER_JOIN_TOKEN_FILE=" + e.JoinTokenFile + "\n"
 }
 
 // CAFile is the file in Dir where Start writes the network's CA
@@ -148,6 +157,9 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	pcfg.DataDir = filepath.Join(c.Dir, "pool")
 	pcfg.Listen = c.Listen
 	pcfg.Logger = n.log
+	if c.DNSListen != "" {
+		pcfg.DNSListen = c.DNSListen
+	}
 	if c.LeaseTTL > 0 {
 		pcfg.LeaseTTL = c.LeaseTTL
 	}
@@ -198,6 +210,9 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	}
 
 	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken(), CA: caFile, JoinTokenFile: filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}
+	if a := n.pool.DNSAddr(); a.IsValid() {
+		n.env.DNS = a.String()
+	}
 	if err := n.waitRegistered(ctx, started); err != nil {
 		return nil, err
 	}
