@@ -48,6 +48,8 @@ var commands = []func(*env) *cobra.Command{
 	resolveCommand,
 	tokenCommand,
 	quotaCommand,
+	initCommand,
+	etcdCommand,
 	benchCommand,
 	genDocsCommand,
 }
