@@ -48,6 +48,9 @@ var commands = []func(*env) *cobra.Command{
 	resolveCommand,
 	tokenCommand,
 	quotaCommand,
+	submitCommand,
+	taskCommand,
+	tasksCommand,
 	benchCommand,
 	genDocsCommand,
 }

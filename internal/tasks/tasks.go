@@ -76,7 +76,9 @@ func (k keys) running(id string) string       { return k.p + "running/" + id }
 func (k keys) runnings() string               { return k.p + "running/" }
 func (k keys) cancel(id string) string        { return k.p + "cancel/" + id }
 func (k keys) cancels() string                { return k.p + "cancel/" }
-func (k keys) idem(owner, key string) string  { return k.p + "idem/" + owner + "/" + hex.EncodeToString([]byte(key)) }
+func (k keys) idem(owner, key string) string {
+	return k.p + "idem/" + owner + "/" + hex.EncodeToString([]byte(key))
+}
 
 // newID returns a task id: the time in nanoseconds then randomness, in hex,
 // so ids sort by submission.
@@ -99,7 +101,9 @@ func CheckID(id string) error {
 
 // queueEntry is a queue key's value: the owner and the time before which
 // the task may not start.
-func queueValue(owner string, notBefore int64) string { return owner + " " + strconv.FormatInt(notBefore, 10) }
+func queueValue(owner string, notBefore int64) string {
+	return owner + " " + strconv.FormatInt(notBefore, 10)
+}
 
 func parseQueueValue(v []byte) (owner string, notBefore int64) {
 	o, nb, _ := strings.Cut(string(v), " ")
