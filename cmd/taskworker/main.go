@@ -51,6 +51,7 @@ var commands = []func(*env) *cobra.Command{
 	submitCommand,
 	taskCommand,
 	tasksCommand,
+	scheduleCommand,
 	benchCommand,
 	genDocsCommand,
 }

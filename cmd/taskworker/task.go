@@ -281,3 +281,134 @@ func printTask(e *env, t *v1.Task) error {
 	}
 	return tw.Flush()
 }
+
+func scheduleCommand(e *env) *cobra.Command {
+	var (
+		cf             clientFlags
+		name, cronExpr string
+		missed         string
+		every, timeout time.Duration
+		attempts       int32
+		strict         bool
+	)
+	cmd := &cobra.Command{
+		Use:   "schedule [flags] FUNCTION [ARG...]",
+		Short: "Submit a task of a function every interval or on a cron schedule",
+		Long: `Make (or replace) a schedule that submits a task of FUNCTION with the given
+arguments every --every, or at the times of --cron (five fields: minute hour
+day-of-month month day-of-week, in UTC; or @hourly, @daily...). Each tick
+submits exactly one task, whichever pool replica fires it.
+
+Ticks missed while no pool could fire them: --missed one (the default) runs
+once for all of them, then goes on from the next tick; --missed skip drops
+them. 'schedule ls' lists your schedules, 'schedule rm NAME' removes one (the
+tasks it submitted stay).`,
+		Example: `  taskworker schedule --every 1m cleanup
+  taskworker schedule --name nightly --cron '30 2 * * *' report daily
+  taskworker schedule ls
+  taskworker schedule rm nightly`,
+		Args: namedArgs(cobra.MinimumNArgs(1), functionArg, nil),
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
+			callArgs, err := cliArgs(args[1:], strict)
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = args[0]
+			}
+			sc := &v1.Schedule{Name: name, FunctionName: args[0], Args: callArgs, EveryMs: every.Milliseconds(), Cron: cronExpr,
+				TimeoutMs: timeout.Milliseconds(), Retry: &v1.RetryPolicy{MaxAttempts: attempts}}
+			switch missed {
+			case "one":
+				sc.Missed = v1.MissedTicks_MISSED_TICKS_ONE
+			case "skip":
+				sc.Missed = v1.MissedTicks_MISSED_TICKS_SKIP
+			default:
+				return fmt.Errorf("--missed %q: give one or skip", missed)
+			}
+			if (every != 0) == (cronExpr != "") {
+				return errors.New("give --every or --cron, one of them")
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := v1.NewTaskServiceClient(c.Conn()).PutSchedule(ctx, &v1.PutScheduleRequest{Schedule: sc})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "schedule %s: %s, first run %s\n", resp.Schedule.Name, args[0], formatMillis(resp.Schedule.NextRunAtMs, "-"))
+			return nil
+		}),
+	}
+	cmd.Flags().SetInterspersed(false)
+	cf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&name, "name", "", "the schedule's name (default: the function's)")
+	f.DurationVar(&every, "every", 0, "submit every interval, e.g. 1m (at least 1s)")
+	f.StringVar(&cronExpr, "cron", "", "submit at the times of this cron expression (UTC)")
+	f.StringVar(&missed, "missed", "one", "ticks missed during an outage: one (run once) or skip")
+	f.DurationVar(&timeout, "timeout", 0, "time bound of each attempt (default: the function's own)")
+	f.Int32Var(&attempts, "attempts", 0, "attempts of each task (default: the pool's, 3)")
+	f.BoolVar(&strict, "json", false, "require every ARG to be valid JSON")
+	cmd.AddCommand(scheduleListCommand(e), scheduleRemoveCommand(e))
+	return cmd
+}
+
+func scheduleListCommand(e *env) *cobra.Command {
+	var (
+		cf     clientFlags
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List your schedules",
+		Args:  cobra.NoArgs,
+		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			resp, err := v1.NewTaskServiceClient(c.Conn()).ListSchedules(ctx, &v1.ListSchedulesRequest{})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(e, resp)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tFUNCTION\tWHEN\tNEXT\tLAST\tLAST TASK")
+			for _, s := range resp.Schedules {
+				when := s.Cron
+				if s.EveryMs > 0 {
+					when = "every " + (time.Duration(s.EveryMs) * time.Millisecond).String()
+				}
+				last := s.LastTaskId
+				if last == "" {
+					last = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.FunctionName, when, formatMillis(s.NextRunAtMs, "-"), formatMillis(s.LastRunAtMs, "never"), last)
+			}
+			return tw.Flush()
+		}),
+	}
+	cf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func scheduleRemoveCommand(e *env) *cobra.Command {
+	var cf clientFlags
+	cmd := &cobra.Command{
+		Use:   "rm NAME",
+		Short: "Remove a schedule (the tasks it submitted stay)",
+		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
+		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), 10*time.Second)
+			defer cancel()
+			if _, err := v1.NewTaskServiceClient(c.Conn()).DeleteSchedule(ctx, &v1.DeleteScheduleRequest{Name: args[0]}); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "removed schedule %s\n", args[0])
+			return nil
+		}),
+	}
+	cf.register(cmd)
+	return cmd
+}

@@ -121,6 +121,9 @@ var (
 		v1.TaskService_ListTasks_FullMethodName:  user,
 		v1.TaskService_WaitTask_FullMethodName:   user,
 		v1.TaskService_CancelTask_FullMethodName: user,
+		v1.TaskService_PutSchedule_FullMethodName:    user,
+		v1.TaskService_ListSchedules_FullMethodName:  user,
+		v1.TaskService_DeleteSchedule_FullMethodName: user,
 
 		v1.QuotaService_SetQuota_FullMethodName:   admin,
 		v1.QuotaService_GetQuota_FullMethodName:   user,

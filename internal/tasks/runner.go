@@ -75,6 +75,7 @@ func (r *Runner) Run(ctx context.Context, ready chan<- struct{}) error {
 	wg.Go(func() { etcdwatch.Prefix(ctx, r.s.cli, r.s.k.queues(), r.applyQueue, queueReady) })
 	wg.Go(func() { etcdwatch.Prefix(ctx, r.s.cli, r.s.k.cancels(), r.applyCancels, nil) })
 	wg.Go(func() { r.watchClaims(ctx) })
+	wg.Go(func() { r.schedule(ctx) })
 	select {
 	case <-queueReady:
 	case <-ctx.Done():

@@ -127,3 +127,55 @@ func (s *Server) CancelTask(ctx context.Context, req *v1.CancelTaskRequest) (*v1
 	}
 	return &v1.CancelTaskResponse{Task: t}, nil
 }
+
+func (s *Server) PutSchedule(ctx context.Context, req *v1.PutScheduleRequest) (*v1.PutScheduleResponse, error) {
+	user, err := s.user(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	sc := req.GetSchedule()
+	if sc == nil {
+		return nil, status.Error(codes.InvalidArgument, "no schedule given")
+	}
+	if len(sc.Args) > 0 && !json.Valid(sc.Args) {
+		return nil, status.Errorf(codes.InvalidArgument, "args are not valid JSON: %q", names.Truncate(string(sc.Args), 64))
+	}
+	if s.maxArgs > 0 && len(sc.Args) > s.maxArgs {
+		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; a task takes at most %d", len(sc.Args), s.maxArgs)
+	}
+	if s.callable != nil {
+		if err := names.Function(sc.FunctionName); err == nil {
+			if err := s.callable(ctx, user, sc.FunctionName); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out, err := s.store.PutSchedule(ctx, user, sc)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &v1.PutScheduleResponse{Schedule: out}, nil
+}
+
+func (s *Server) ListSchedules(ctx context.Context, req *v1.ListSchedulesRequest) (*v1.ListSchedulesResponse, error) {
+	user, err := s.user(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.store.ListSchedules(ctx, user)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	return &v1.ListSchedulesResponse{Schedules: out}, nil
+}
+
+func (s *Server) DeleteSchedule(ctx context.Context, req *v1.DeleteScheduleRequest) (*v1.DeleteScheduleResponse, error) {
+	user, err := s.user(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.DeleteSchedule(ctx, user, req.Name); err != nil {
+		return nil, statusOf(err)
+	}
+	return &v1.DeleteScheduleResponse{}, nil
+}

@@ -132,39 +132,23 @@ func NewStore(cli *clientv3.Client, cfg Config) *Store {
 // Submit records a task for owner and returns it, or the task an earlier
 // submit with the same idempotency key made (existing).
 func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest, args []byte) (t *v1.Task, existing bool, err error) {
-	retry := proto.Clone(req.GetRetry()).(*v1.RetryPolicy)
+	retry := req.GetRetry()
 	if retry == nil {
 		retry = &v1.RetryPolicy{}
 	}
-	switch {
-	case retry.MaxAttempts < 0 || retry.MaxAttempts > 100:
-		return nil, false, invalidf("max_attempts %d: give 1 to 100, or 0 for the default of %d", retry.MaxAttempts, s.cfg.DefaultAttempts)
-	case retry.BackoffMs < 0 || retry.BackoffMs > int64(time.Hour/time.Millisecond):
-		return nil, false, invalidf("backoff %d ms: give 0 (the default) up to an hour", retry.BackoffMs)
-	case req.TimeoutMs < 0:
-		return nil, false, invalidf("timeout %d ms is negative", req.TimeoutMs)
-	case len(req.IdempotencyKey) > 256:
+	if err := s.checkPolicy(retry, req.TimeoutMs); err != nil {
+		return nil, false, err
+	}
+	if len(req.IdempotencyKey) > 256 {
 		return nil, false, invalidf("idempotency key is %d bytes; at most 256", len(req.IdempotencyKey))
 	}
-	if retry.MaxAttempts == 0 {
-		retry.MaxAttempts = s.cfg.DefaultAttempts
-	}
-	if retry.BackoffMs == 0 {
-		retry.BackoffMs = s.cfg.DefaultBackoff.Milliseconds()
-	}
-	now := time.Now()
-	t = &v1.Task{Id: newID(now), Owner: owner, FunctionName: req.FunctionName, Args: args, State: v1.TaskState_TASK_STATE_QUEUED,
-		Retry: retry, TimeoutMs: req.TimeoutMs, IdempotencyKey: req.IdempotencyKey, CreatedAtMs: now.UnixMilli()}
-	val, err := proto.Marshal(t)
+	t, ops, err := s.newTask(owner, req.FunctionName, args, retry, req.TimeoutMs, req.IdempotencyKey, time.Now())
 	if err != nil {
 		return nil, false, err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(s.k.record(owner, t.Id), string(val)), clientv3.OpPut(s.k.queue(t.Id), queueValue(owner, 0))}
 	var conds []clientv3.Cmp
 	if req.IdempotencyKey != "" {
-		ik := s.k.idem(owner, req.IdempotencyKey)
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(ik), "=", 0))
-		ops = append(ops, clientv3.OpPut(ik, t.Id))
+		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.k.idem(owner, req.IdempotencyKey)), "=", 0))
 	}
 	for {
 		tx, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
@@ -187,6 +171,42 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 		}
 		return first, true, err
 	}
+}
+
+// checkPolicy refuses a retry policy or time bound that cannot work.
+func (s *Store) checkPolicy(retry *v1.RetryPolicy, timeoutMs int64) error {
+	switch {
+	case retry.MaxAttempts < 0 || retry.MaxAttempts > 100:
+		return invalidf("max_attempts %d: give 1 to 100, or 0 for the default of %d", retry.MaxAttempts, s.cfg.DefaultAttempts)
+	case retry.BackoffMs < 0 || retry.BackoffMs > int64(time.Hour/time.Millisecond):
+		return invalidf("backoff %d ms: give 0 (the default) up to an hour", retry.BackoffMs)
+	case timeoutMs < 0:
+		return invalidf("timeout %d ms is negative", timeoutMs)
+	}
+	return nil
+}
+
+// newTask returns a new queued task and the etcd operations that record
+// it and its idempotency key.
+func (s *Store) newTask(owner, function string, args []byte, retry *v1.RetryPolicy, timeoutMs int64, key string, now time.Time) (*v1.Task, []clientv3.Op, error) {
+	retry = proto.Clone(retry).(*v1.RetryPolicy)
+	if retry.MaxAttempts == 0 {
+		retry.MaxAttempts = s.cfg.DefaultAttempts
+	}
+	if retry.BackoffMs == 0 {
+		retry.BackoffMs = s.cfg.DefaultBackoff.Milliseconds()
+	}
+	t := &v1.Task{Id: newID(now), Owner: owner, FunctionName: function, Args: args, State: v1.TaskState_TASK_STATE_QUEUED,
+		Retry: retry, TimeoutMs: timeoutMs, IdempotencyKey: key, CreatedAtMs: now.UnixMilli()}
+	val, err := proto.Marshal(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	ops := []clientv3.Op{clientv3.OpPut(s.k.record(owner, t.Id), string(val)), clientv3.OpPut(s.k.queue(t.Id), queueValue(owner, 0))}
+	if key != "" {
+		ops = append(ops, clientv3.OpPut(s.k.idem(owner, key), t.Id))
+	}
+	return t, ops, nil
 }
 
 // Get returns owner's task id and its record's revision.
@@ -357,3 +377,6 @@ func statusOf(err error) error {
 	}
 	return status.Errorf(codes.Unavailable, "%v; try again when etcd is reachable", err)
 }
+
+func (k keys) schedule(owner, name string) string { return k.p + "sched/" + owner + "/" + name }
+func (k keys) schedules() string                  { return k.p + "sched/" }

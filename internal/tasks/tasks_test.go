@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -291,5 +292,79 @@ func TestStoppingReplicaHandsTasksBack(t *testing.T) {
 	got := wait(t, s, "bob", task.Id)
 	if got.State != v1.TaskState_TASK_STATE_SUCCEEDED || len(got.Attempts) != 2 || !got.Attempts[0].HandedBack {
 		t.Fatalf("state %v, attempts %v", got.State, got.Attempts)
+	}
+}
+
+// Three replicas, one schedule every second: each tick submits exactly one
+// task, whichever replica is elected, also when the elected one stops.
+func TestScheduleFiresOncePerTick(t *testing.T) {
+	endpoints := startEtcd(t)
+	s := tasks.NewStore(client(t, endpoints), config("p0"))
+	var stops []func()
+	for i := range 3 {
+		_, stop := runner(t, client(t, endpoints), fmt.Sprintf("p%d", i+1), echo)
+		stops = append(stops, stop)
+	}
+	ctx := context.Background()
+	sc, err := s.PutSchedule(ctx, "bob", &v1.Schedule{Name: "tick", FunctionName: "f", EveryMs: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	stops[0]() // the first elected, most likely; another takes over
+	stops[1]()
+	time.Sleep(3500 * time.Millisecond)
+	if err := s.DeleteSchedule(ctx, "bob", "tick"); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List(ctx, "bob", v1.TaskState_TASK_STATE_UNSPECIFIED, "f", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticks := map[string]int{}
+	for _, task := range list {
+		ticks[task.IdempotencyKey]++
+	}
+	for k, n := range ticks {
+		if n != 1 {
+			t.Errorf("tick %s ran %d times", k, n)
+		}
+	}
+	// About seven ticks passed; a replica's stop may delay one.
+	if len(ticks) < 5 || len(ticks) > 8 {
+		t.Errorf("%d ticks fired in 7 s: %v", len(ticks), ticks)
+	}
+	for i := range len(ticks) {
+		want := fmt.Sprintf("schedule/tick/%d", sc.CreatedAtMs+int64(i+1)*1000)
+		if ticks[want] != 1 {
+			t.Errorf("tick %d (%s) did not fire: %v", i+1, want, ticks)
+		}
+	}
+}
+
+func TestBadSchedulesAreRefused(t *testing.T) {
+	s := tasks.NewStore(client(t, startEtcd(t)), config("p0"))
+	for _, tc := range []struct {
+		sc   *v1.Schedule
+		want string
+	}{
+		{&v1.Schedule{Name: "a", FunctionName: "f"}, "not neither"},
+		{&v1.Schedule{Name: "a", FunctionName: "f", EveryMs: 1000, Cron: "* * * * *"}, "not both"},
+		{&v1.Schedule{Name: "a", FunctionName: "f", EveryMs: 10}, "shortest is one second"},
+		{&v1.Schedule{Name: "a", FunctionName: "f", Cron: "every day"}, "cron expression"},
+		{&v1.Schedule{Name: "a/b", FunctionName: "f", EveryMs: 1000}, "schedule name"},
+		{&v1.Schedule{Name: "a", FunctionName: "", EveryMs: 1000}, "function"},
+	} {
+		_, err := s.PutSchedule(context.Background(), "bob", tc.sc)
+		if !errors.Is(err, tasks.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("PutSchedule(%v) = %v, want an error with %q", tc.sc, err, tc.want)
+		}
+	}
+	sc, err := s.PutSchedule(context.Background(), "bob", &v1.Schedule{Name: "nightly", FunctionName: "f", Cron: "30 2 * * *"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next := time.UnixMilli(sc.NextRunAtMs).UTC(); next.Hour() != 2 || next.Minute() != 30 {
+		t.Errorf("next run of 30 2 * * *: %v", next)
 	}
 }

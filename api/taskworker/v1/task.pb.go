@@ -85,6 +85,60 @@ func (TaskState) EnumDescriptor() ([]byte, []int) {
 	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{0}
 }
 
+// What a schedule does about the ticks it missed while no pool replica
+// could fire it.
+type MissedTicks int32
+
+const (
+	// Run once for the ticks missed, then go on from the next tick.
+	MissedTicks_MISSED_TICKS_UNSPECIFIED MissedTicks = 0
+	// Run once for the ticks missed (the default).
+	MissedTicks_MISSED_TICKS_ONE MissedTicks = 1
+	// Drop the ticks missed.
+	MissedTicks_MISSED_TICKS_SKIP MissedTicks = 2
+)
+
+// Enum value maps for MissedTicks.
+var (
+	MissedTicks_name = map[int32]string{
+		0: "MISSED_TICKS_UNSPECIFIED",
+		1: "MISSED_TICKS_ONE",
+		2: "MISSED_TICKS_SKIP",
+	}
+	MissedTicks_value = map[string]int32{
+		"MISSED_TICKS_UNSPECIFIED": 0,
+		"MISSED_TICKS_ONE":         1,
+		"MISSED_TICKS_SKIP":        2,
+	}
+)
+
+func (x MissedTicks) Enum() *MissedTicks {
+	p := new(MissedTicks)
+	*p = x
+	return p
+}
+
+func (x MissedTicks) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MissedTicks) Descriptor() protoreflect.EnumDescriptor {
+	return file_taskworker_v1_task_proto_enumTypes[1].Descriptor()
+}
+
+func (MissedTicks) Type() protoreflect.EnumType {
+	return &file_taskworker_v1_task_proto_enumTypes[1]
+}
+
+func (x MissedTicks) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MissedTicks.Descriptor instead.
+func (MissedTicks) EnumDescriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{1}
+}
+
 // RetryPolicy says how often a task is tried. A lost worker or pool always
 // counts as a failed attempt that is retried; the function's own errors only
 // when retry_errors is set.
@@ -954,6 +1008,424 @@ func (x *CancelTaskResponse) GetTask() *Task {
 	return nil
 }
 
+type Schedule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique among the owner's schedules.
+	Name         string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Owner        string `protobuf:"bytes,2,opt,name=owner,proto3" json:"owner,omitempty"`
+	FunctionName string `protobuf:"bytes,3,opt,name=function_name,json=functionName,proto3" json:"function_name,omitempty"`
+	Args         []byte `protobuf:"bytes,4,opt,name=args,proto3" json:"args,omitempty"`
+	// Set one: an interval in milliseconds (at least 1000), or a cron
+	// expression of five fields (minute hour day-of-month month day-of-week,
+	// UTC) or a descriptor such as @hourly.
+	EveryMs     int64        `protobuf:"varint,5,opt,name=every_ms,json=everyMs,proto3" json:"every_ms,omitempty"`
+	Cron        string       `protobuf:"bytes,6,opt,name=cron,proto3" json:"cron,omitempty"`
+	Missed      MissedTicks  `protobuf:"varint,7,opt,name=missed,proto3,enum=taskworker.v1.MissedTicks" json:"missed,omitempty"`
+	Retry       *RetryPolicy `protobuf:"bytes,8,opt,name=retry,proto3" json:"retry,omitempty"`
+	TimeoutMs   int64        `protobuf:"varint,9,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	CreatedAtMs int64        `protobuf:"varint,10,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// The tick the schedule fires next.
+	NextRunAtMs int64 `protobuf:"varint,11,opt,name=next_run_at_ms,json=nextRunAtMs,proto3" json:"next_run_at_ms,omitempty"`
+	// The tick it fired last, and the task it submitted.
+	LastRunAtMs   int64  `protobuf:"varint,12,opt,name=last_run_at_ms,json=lastRunAtMs,proto3" json:"last_run_at_ms,omitempty"`
+	LastTaskId    string `protobuf:"bytes,13,opt,name=last_task_id,json=lastTaskId,proto3" json:"last_task_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Schedule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Schedule) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
+
+func (x *Schedule) GetFunctionName() string {
+	if x != nil {
+		return x.FunctionName
+	}
+	return ""
+}
+
+func (x *Schedule) GetArgs() []byte {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *Schedule) GetEveryMs() int64 {
+	if x != nil {
+		return x.EveryMs
+	}
+	return 0
+}
+
+func (x *Schedule) GetCron() string {
+	if x != nil {
+		return x.Cron
+	}
+	return ""
+}
+
+func (x *Schedule) GetMissed() MissedTicks {
+	if x != nil {
+		return x.Missed
+	}
+	return MissedTicks_MISSED_TICKS_UNSPECIFIED
+}
+
+func (x *Schedule) GetRetry() *RetryPolicy {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *Schedule) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *Schedule) GetCreatedAtMs() int64 {
+	if x != nil {
+		return x.CreatedAtMs
+	}
+	return 0
+}
+
+func (x *Schedule) GetNextRunAtMs() int64 {
+	if x != nil {
+		return x.NextRunAtMs
+	}
+	return 0
+}
+
+func (x *Schedule) GetLastRunAtMs() int64 {
+	if x != nil {
+		return x.LastRunAtMs
+	}
+	return 0
+}
+
+func (x *Schedule) GetLastTaskId() string {
+	if x != nil {
+		return x.LastTaskId
+	}
+	return ""
+}
+
+type PutScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutScheduleRequest) Reset() {
+	*x = PutScheduleRequest{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutScheduleRequest) ProtoMessage() {}
+
+func (x *PutScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutScheduleRequest.ProtoReflect.Descriptor instead.
+func (*PutScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PutScheduleRequest) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+func (x *PutScheduleRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type PutScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedule      *Schedule              `protobuf:"bytes,1,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutScheduleResponse) Reset() {
+	*x = PutScheduleResponse{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutScheduleResponse) ProtoMessage() {}
+
+func (x *PutScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutScheduleResponse.ProtoReflect.Descriptor instead.
+func (*PutScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *PutScheduleResponse) GetSchedule() *Schedule {
+	if x != nil {
+		return x.Schedule
+	}
+	return nil
+}
+
+type ListSchedulesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesRequest) Reset() {
+	*x = ListSchedulesRequest{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesRequest) ProtoMessage() {}
+
+func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
+func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListSchedulesRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type ListSchedulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Schedules     []*Schedule            `protobuf:"bytes,1,rep,name=schedules,proto3" json:"schedules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSchedulesResponse) Reset() {
+	*x = ListSchedulesResponse{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSchedulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSchedulesResponse) ProtoMessage() {}
+
+func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
+func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
+	if x != nil {
+		return x.Schedules
+	}
+	return nil
+}
+
+type DeleteScheduleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	UserId        string                 `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleRequest) Reset() {
+	*x = DeleteScheduleRequest{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleRequest) ProtoMessage() {}
+
+func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DeleteScheduleRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteScheduleRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeleteScheduleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteScheduleResponse) Reset() {
+	*x = DeleteScheduleResponse{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteScheduleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteScheduleResponse) ProtoMessage() {}
+
+func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
+func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{19}
+}
+
 var File_taskworker_v1_task_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_task_proto_rawDesc = "" +
@@ -1023,21 +1495,58 @@ const file_taskworker_v1_task_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\"=\n" +
 	"\x12CancelTaskResponse\x12'\n" +
-	"\x04task\x18\x01 \x01(\v2\x13.taskworker.v1.TaskR\x04task*\xa1\x01\n" +
+	"\x04task\x18\x01 \x01(\v2\x13.taskworker.v1.TaskR\x04task\"\xb1\x03\n" +
+	"\bSchedule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05owner\x18\x02 \x01(\tR\x05owner\x12#\n" +
+	"\rfunction_name\x18\x03 \x01(\tR\ffunctionName\x12\x12\n" +
+	"\x04args\x18\x04 \x01(\fR\x04args\x12\x19\n" +
+	"\bevery_ms\x18\x05 \x01(\x03R\aeveryMs\x12\x12\n" +
+	"\x04cron\x18\x06 \x01(\tR\x04cron\x122\n" +
+	"\x06missed\x18\a \x01(\x0e2\x1a.taskworker.v1.MissedTicksR\x06missed\x120\n" +
+	"\x05retry\x18\b \x01(\v2\x1a.taskworker.v1.RetryPolicyR\x05retry\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\t \x01(\x03R\ttimeoutMs\x12\"\n" +
+	"\rcreated_at_ms\x18\n" +
+	" \x01(\x03R\vcreatedAtMs\x12#\n" +
+	"\x0enext_run_at_ms\x18\v \x01(\x03R\vnextRunAtMs\x12#\n" +
+	"\x0elast_run_at_ms\x18\f \x01(\x03R\vlastRunAtMs\x12 \n" +
+	"\flast_task_id\x18\r \x01(\tR\n" +
+	"lastTaskId\"b\n" +
+	"\x12PutScheduleRequest\x123\n" +
+	"\bschedule\x18\x01 \x01(\v2\x17.taskworker.v1.ScheduleR\bschedule\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"J\n" +
+	"\x13PutScheduleResponse\x123\n" +
+	"\bschedule\x18\x01 \x01(\v2\x17.taskworker.v1.ScheduleR\bschedule\"/\n" +
+	"\x14ListSchedulesRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"N\n" +
+	"\x15ListSchedulesResponse\x125\n" +
+	"\tschedules\x18\x01 \x03(\v2\x17.taskworker.v1.ScheduleR\tschedules\"D\n" +
+	"\x15DeleteScheduleRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x18\n" +
+	"\x16DeleteScheduleResponse*\xa1\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n" +
 	"\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n" +
 	"\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n" +
 	"\x11TASK_STATE_FAILED\x10\x04\x12\x18\n" +
-	"\x14TASK_STATE_CANCELLED\x10\x052\x8e\x03\n" +
+	"\x14TASK_STATE_CANCELLED\x10\x05*X\n" +
+	"\vMissedTicks\x12\x1c\n" +
+	"\x18MISSED_TICKS_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10MISSED_TICKS_ONE\x10\x01\x12\x15\n" +
+	"\x11MISSED_TICKS_SKIP\x10\x022\x9f\x05\n" +
 	"\vTaskService\x12E\n" +
 	"\x06Submit\x12\x1c.taskworker.v1.SubmitRequest\x1a\x1d.taskworker.v1.SubmitResponse\x12H\n" +
 	"\aGetTask\x12\x1d.taskworker.v1.GetTaskRequest\x1a\x1e.taskworker.v1.GetTaskResponse\x12N\n" +
 	"\tListTasks\x12\x1f.taskworker.v1.ListTasksRequest\x1a .taskworker.v1.ListTasksResponse\x12K\n" +
 	"\bWaitTask\x12\x1e.taskworker.v1.WaitTaskRequest\x1a\x1f.taskworker.v1.WaitTaskResponse\x12Q\n" +
 	"\n" +
-	"CancelTask\x12 .taskworker.v1.CancelTaskRequest\x1a!.taskworker.v1.CancelTaskResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"CancelTask\x12 .taskworker.v1.CancelTaskRequest\x1a!.taskworker.v1.CancelTaskResponse\x12T\n" +
+	"\vPutSchedule\x12!.taskworker.v1.PutScheduleRequest\x1a\".taskworker.v1.PutScheduleResponse\x12Z\n" +
+	"\rListSchedules\x12#.taskworker.v1.ListSchedulesRequest\x1a$.taskworker.v1.ListSchedulesResponse\x12]\n" +
+	"\x0eDeleteSchedule\x12$.taskworker.v1.DeleteScheduleRequest\x1a%.taskworker.v1.DeleteScheduleResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_task_proto_rawDescOnce sync.Once
@@ -1051,50 +1560,69 @@ func file_taskworker_v1_task_proto_rawDescGZIP() []byte {
 	return file_taskworker_v1_task_proto_rawDescData
 }
 
-var file_taskworker_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_taskworker_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_taskworker_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_taskworker_v1_task_proto_goTypes = []any{
-	(TaskState)(0),             // 0: taskworker.v1.TaskState
-	(*RetryPolicy)(nil),        // 1: taskworker.v1.RetryPolicy
-	(*Attempt)(nil),            // 2: taskworker.v1.Attempt
-	(*Task)(nil),               // 3: taskworker.v1.Task
-	(*SubmitRequest)(nil),      // 4: taskworker.v1.SubmitRequest
-	(*SubmitResponse)(nil),     // 5: taskworker.v1.SubmitResponse
-	(*GetTaskRequest)(nil),     // 6: taskworker.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),    // 7: taskworker.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),   // 8: taskworker.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),  // 9: taskworker.v1.ListTasksResponse
-	(*WaitTaskRequest)(nil),    // 10: taskworker.v1.WaitTaskRequest
-	(*WaitTaskResponse)(nil),   // 11: taskworker.v1.WaitTaskResponse
-	(*CancelTaskRequest)(nil),  // 12: taskworker.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil), // 13: taskworker.v1.CancelTaskResponse
+	(TaskState)(0),                 // 0: taskworker.v1.TaskState
+	(MissedTicks)(0),               // 1: taskworker.v1.MissedTicks
+	(*RetryPolicy)(nil),            // 2: taskworker.v1.RetryPolicy
+	(*Attempt)(nil),                // 3: taskworker.v1.Attempt
+	(*Task)(nil),                   // 4: taskworker.v1.Task
+	(*SubmitRequest)(nil),          // 5: taskworker.v1.SubmitRequest
+	(*SubmitResponse)(nil),         // 6: taskworker.v1.SubmitResponse
+	(*GetTaskRequest)(nil),         // 7: taskworker.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),        // 8: taskworker.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),       // 9: taskworker.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),      // 10: taskworker.v1.ListTasksResponse
+	(*WaitTaskRequest)(nil),        // 11: taskworker.v1.WaitTaskRequest
+	(*WaitTaskResponse)(nil),       // 12: taskworker.v1.WaitTaskResponse
+	(*CancelTaskRequest)(nil),      // 13: taskworker.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),     // 14: taskworker.v1.CancelTaskResponse
+	(*Schedule)(nil),               // 15: taskworker.v1.Schedule
+	(*PutScheduleRequest)(nil),     // 16: taskworker.v1.PutScheduleRequest
+	(*PutScheduleResponse)(nil),    // 17: taskworker.v1.PutScheduleResponse
+	(*ListSchedulesRequest)(nil),   // 18: taskworker.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),  // 19: taskworker.v1.ListSchedulesResponse
+	(*DeleteScheduleRequest)(nil),  // 20: taskworker.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil), // 21: taskworker.v1.DeleteScheduleResponse
 }
 var file_taskworker_v1_task_proto_depIdxs = []int32{
 	0,  // 0: taskworker.v1.Task.state:type_name -> taskworker.v1.TaskState
-	1,  // 1: taskworker.v1.Task.retry:type_name -> taskworker.v1.RetryPolicy
-	2,  // 2: taskworker.v1.Task.attempts:type_name -> taskworker.v1.Attempt
-	1,  // 3: taskworker.v1.SubmitRequest.retry:type_name -> taskworker.v1.RetryPolicy
-	3,  // 4: taskworker.v1.SubmitResponse.task:type_name -> taskworker.v1.Task
-	3,  // 5: taskworker.v1.GetTaskResponse.task:type_name -> taskworker.v1.Task
+	2,  // 1: taskworker.v1.Task.retry:type_name -> taskworker.v1.RetryPolicy
+	3,  // 2: taskworker.v1.Task.attempts:type_name -> taskworker.v1.Attempt
+	2,  // 3: taskworker.v1.SubmitRequest.retry:type_name -> taskworker.v1.RetryPolicy
+	4,  // 4: taskworker.v1.SubmitResponse.task:type_name -> taskworker.v1.Task
+	4,  // 5: taskworker.v1.GetTaskResponse.task:type_name -> taskworker.v1.Task
 	0,  // 6: taskworker.v1.ListTasksRequest.state:type_name -> taskworker.v1.TaskState
-	3,  // 7: taskworker.v1.ListTasksResponse.tasks:type_name -> taskworker.v1.Task
-	3,  // 8: taskworker.v1.WaitTaskResponse.task:type_name -> taskworker.v1.Task
-	3,  // 9: taskworker.v1.CancelTaskResponse.task:type_name -> taskworker.v1.Task
-	4,  // 10: taskworker.v1.TaskService.Submit:input_type -> taskworker.v1.SubmitRequest
-	6,  // 11: taskworker.v1.TaskService.GetTask:input_type -> taskworker.v1.GetTaskRequest
-	8,  // 12: taskworker.v1.TaskService.ListTasks:input_type -> taskworker.v1.ListTasksRequest
-	10, // 13: taskworker.v1.TaskService.WaitTask:input_type -> taskworker.v1.WaitTaskRequest
-	12, // 14: taskworker.v1.TaskService.CancelTask:input_type -> taskworker.v1.CancelTaskRequest
-	5,  // 15: taskworker.v1.TaskService.Submit:output_type -> taskworker.v1.SubmitResponse
-	7,  // 16: taskworker.v1.TaskService.GetTask:output_type -> taskworker.v1.GetTaskResponse
-	9,  // 17: taskworker.v1.TaskService.ListTasks:output_type -> taskworker.v1.ListTasksResponse
-	11, // 18: taskworker.v1.TaskService.WaitTask:output_type -> taskworker.v1.WaitTaskResponse
-	13, // 19: taskworker.v1.TaskService.CancelTask:output_type -> taskworker.v1.CancelTaskResponse
-	15, // [15:20] is the sub-list for method output_type
-	10, // [10:15] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 7: taskworker.v1.ListTasksResponse.tasks:type_name -> taskworker.v1.Task
+	4,  // 8: taskworker.v1.WaitTaskResponse.task:type_name -> taskworker.v1.Task
+	4,  // 9: taskworker.v1.CancelTaskResponse.task:type_name -> taskworker.v1.Task
+	1,  // 10: taskworker.v1.Schedule.missed:type_name -> taskworker.v1.MissedTicks
+	2,  // 11: taskworker.v1.Schedule.retry:type_name -> taskworker.v1.RetryPolicy
+	15, // 12: taskworker.v1.PutScheduleRequest.schedule:type_name -> taskworker.v1.Schedule
+	15, // 13: taskworker.v1.PutScheduleResponse.schedule:type_name -> taskworker.v1.Schedule
+	15, // 14: taskworker.v1.ListSchedulesResponse.schedules:type_name -> taskworker.v1.Schedule
+	5,  // 15: taskworker.v1.TaskService.Submit:input_type -> taskworker.v1.SubmitRequest
+	7,  // 16: taskworker.v1.TaskService.GetTask:input_type -> taskworker.v1.GetTaskRequest
+	9,  // 17: taskworker.v1.TaskService.ListTasks:input_type -> taskworker.v1.ListTasksRequest
+	11, // 18: taskworker.v1.TaskService.WaitTask:input_type -> taskworker.v1.WaitTaskRequest
+	13, // 19: taskworker.v1.TaskService.CancelTask:input_type -> taskworker.v1.CancelTaskRequest
+	16, // 20: taskworker.v1.TaskService.PutSchedule:input_type -> taskworker.v1.PutScheduleRequest
+	18, // 21: taskworker.v1.TaskService.ListSchedules:input_type -> taskworker.v1.ListSchedulesRequest
+	20, // 22: taskworker.v1.TaskService.DeleteSchedule:input_type -> taskworker.v1.DeleteScheduleRequest
+	6,  // 23: taskworker.v1.TaskService.Submit:output_type -> taskworker.v1.SubmitResponse
+	8,  // 24: taskworker.v1.TaskService.GetTask:output_type -> taskworker.v1.GetTaskResponse
+	10, // 25: taskworker.v1.TaskService.ListTasks:output_type -> taskworker.v1.ListTasksResponse
+	12, // 26: taskworker.v1.TaskService.WaitTask:output_type -> taskworker.v1.WaitTaskResponse
+	14, // 27: taskworker.v1.TaskService.CancelTask:output_type -> taskworker.v1.CancelTaskResponse
+	17, // 28: taskworker.v1.TaskService.PutSchedule:output_type -> taskworker.v1.PutScheduleResponse
+	19, // 29: taskworker.v1.TaskService.ListSchedules:output_type -> taskworker.v1.ListSchedulesResponse
+	21, // 30: taskworker.v1.TaskService.DeleteSchedule:output_type -> taskworker.v1.DeleteScheduleResponse
+	23, // [23:31] is the sub-list for method output_type
+	15, // [15:23] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_task_proto_init() }
@@ -1107,8 +1635,8 @@ func file_taskworker_v1_task_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_task_proto_rawDesc), len(file_taskworker_v1_task_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
