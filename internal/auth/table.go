@@ -116,11 +116,11 @@ var (
 
 		v1.DNSService_ResolveDomain_FullMethodName: user,
 
-		v1.TaskService_Submit_FullMethodName:     user,
-		v1.TaskService_GetTask_FullMethodName:    user,
-		v1.TaskService_ListTasks_FullMethodName:  user,
-		v1.TaskService_WaitTask_FullMethodName:   user,
-		v1.TaskService_CancelTask_FullMethodName: user,
+		v1.TaskService_Submit_FullMethodName:         user,
+		v1.TaskService_GetTask_FullMethodName:        user,
+		v1.TaskService_ListTasks_FullMethodName:      user,
+		v1.TaskService_WaitTask_FullMethodName:       user,
+		v1.TaskService_CancelTask_FullMethodName:     user,
 		v1.TaskService_PutSchedule_FullMethodName:    user,
 		v1.TaskService_ListSchedules_FullMethodName:  user,
 		v1.TaskService_DeleteSchedule_FullMethodName: user,
