@@ -50,6 +50,10 @@ var commands = []func(*env) *cobra.Command{
 	quotaCommand,
 	initCommand,
 	etcdCommand,
+	submitCommand,
+	taskCommand,
+	tasksCommand,
+	scheduleCommand,
 	benchCommand,
 	genDocsCommand,
 }
