@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/function"
 )
 
 // Task is a call that outlives its caller: see Client.Submit.
@@ -79,3 +80,12 @@ func (c *Client) CancelTask(ctx context.Context, id string) (*Task, error) {
 	}
 	return resp.Task, nil
 }
+
+// TaskInfo names the task a function runs for and which attempt this is
+// (from 1). A task runs at least once: a function with effects outside
+// itself uses them to make those effects idempotent.
+type TaskInfo = function.Task
+
+// TaskFrom returns the task a function's call runs for; ok is false for a
+// plain call.
+func TaskFrom(ctx context.Context) (t TaskInfo, ok bool) { return function.TaskFrom(ctx) }
