@@ -70,6 +70,7 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the network's data and env file (default $TASKWORKER_HOME, else ~/.taskworker)")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of worker processes")
+	f.StringVar(&cfg.WorkerPrefix, "worker-prefix", "worker_", "the workers' ids: this and a number (worker_001, ...)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address; when the default is taken, a free port on 127.0.0.1")
 	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")

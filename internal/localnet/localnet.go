@@ -20,6 +20,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
 )
@@ -28,8 +29,10 @@ import (
 type Config struct {
 	// Dir holds everything: pool/ (etcd, tokens), workers/, and env.
 	Dir string
-	// Workers is how many worker processes to run.
-	Workers int
+	// Workers is how many worker processes to run, named WorkerPrefix and
+	// a number: worker_001, worker_002...
+	Workers      int
+	WorkerPrefix string
 	// Listen is the pool's address.
 	Listen string
 	// AnyPortIfBusy makes the pool listen on a free port of Listen's host
@@ -57,6 +60,11 @@ func (c Config) Validate() error {
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		return fmt.Errorf("--workers %d: run 1 to 64 workers", c.Workers)
+	}
+	if c.WorkerPrefix != "" {
+		if err := names.WorkerID(c.WorkerPrefix + "001"); err != nil {
+			return fmt.Errorf("--worker-prefix %q: %w", c.WorkerPrefix, err)
+		}
 	}
 	if c.Executable == "" {
 		return errors.New("no taskworker executable to run workers with")
@@ -200,7 +208,11 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	// that registered after it count as ready.
 	started := time.Now()
 	for i := range c.Workers {
-		id := fmt.Sprintf("worker_%03d", i+1)
+		prefix := c.WorkerPrefix
+		if prefix == "" {
+			prefix = "worker_"
+		}
+		id := fmt.Sprintf("%s%03d", prefix, i+1)
 		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
 			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
 				"--data-dir", filepath.Join(c.Dir, "workers", id),

@@ -9,6 +9,7 @@ that joins one, over the same gRPC API as the Go ones.
 
 from .client import AsyncClient, Client
 from .errors import TaskWorkerError
+from .worker import TaskWorker
 from .v1 import control_pb2, deploy_pb2, task_pb2, taskworker_pb2, taskworker_pb2_grpc
 
-__all__ = ["AsyncClient", "Client", "TaskWorkerError", "control_pb2", "deploy_pb2", "task_pb2", "taskworker_pb2", "taskworker_pb2_grpc"]
+__all__ = ["AsyncClient", "Client", "TaskWorker", "TaskWorkerError", "control_pb2", "deploy_pb2", "task_pb2", "taskworker_pb2", "taskworker_pb2_grpc"]

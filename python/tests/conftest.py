@@ -24,7 +24,7 @@ def binary(tmp_path_factory):
 def network(binary):
     home = tempfile.mkdtemp(prefix="taskworker-py-")
     log = open(os.path.join(home, "up.log"), "w")
-    p = subprocess.Popen([binary, "up", "--dir", home, "--listen", "127.0.0.1:0", "--workers", "3"], stdout=log, stderr=subprocess.STDOUT)
+    p = subprocess.Popen([binary, "up", "--dir", home, "--listen", "127.0.0.1:0", "--workers", "3", "--worker-prefix", "go_"], stdout=log, stderr=subprocess.STDOUT)
     env = os.path.join(home, "env")
     deadline = time.time() + 120
     while not (os.path.exists(env) and "TASKWORKER_JOIN_TOKEN_FILE" in open(env).read()):
