@@ -136,8 +136,8 @@ func coldCost(w *worker, module string) int64 {
 
 // callCounts counts each user's calls running on this pool, for the Calls
 // quota. The count is per pool replica: with N pools, a user may run up to
-// N times the quota at once on the network (docs/RATIONALE.md, "Why is the
-// calls quota counted per pool?").
+// N times the quota at once on the network (docs/RATIONALE.md, "Why these
+// quotas, checked where they are?").
 type callCounts struct {
 	mu      sync.Mutex
 	running map[string]int64
