@@ -157,6 +157,12 @@ func (c Config) Validate() error {
 	if c.WorkerCertTTL < 0 || (c.WorkerCertTTL > 0 && c.WorkerCertTTL < 10*time.Second) {
 		return fmt.Errorf("pool: worker certificate lifetime %s is too short; give at least 10s (default 24h)", c.WorkerCertTTL)
 	}
+	if c.EtcdCompactRetain < 0 {
+		return fmt.Errorf("pool: etcd history kept %s is negative; give a duration (0: an hour)", c.EtcdCompactRetain)
+	}
+	if c.EtcdDefragMinFree < 0 {
+		return fmt.Errorf("pool: etcd defragmentation threshold %d bytes is negative; give a size (0: 64 MiB)", c.EtcdDefragMinFree)
+	}
 	if c.CallAttempts < 1 {
 		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)
 	}

@@ -63,16 +63,32 @@ func TestQuotasRefuseBeforeStoring(t *testing.T) {
 	_, err = carol.Deploy(ctx, "big", module(strings.Repeat("x", 100)), star)
 	refused("Carol's module over her bytes", err, "module bytes quota: user carol's modules take 0 bytes, this one 136 more, and the quota allows 100")
 
-	// Calls: Dave may run one at a time on the pool.
+	// Calls: Dave may run one at a time on the pool. His long call may
+	// lose the one slot to a probe of the loop below, and is then started
+	// again.
 	done := make(chan error, 1)
-	go func() {
-		_, err := dave.Call(ctx, "sleep", 3000)
-		done <- err
-	}()
-	waitFor(t, func() bool {
-		_, err := dave.Call(ctx, "add", 1, 2)
-		return status.Code(err) == codes.ResourceExhausted
-	})
+	sleep := func() {
+		go func() {
+			_, err := dave.Call(ctx, "sleep", 5000)
+			done <- err
+		}()
+	}
+	sleep()
+	for {
+		select {
+		case err := <-done:
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("Dave's long call ended before his second: %v", err)
+			}
+			sleep()
+			continue
+		default:
+		}
+		if _, err := dave.Call(ctx, "add", 1, 2); status.Code(err) == codes.ResourceExhausted {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_, err = dave.Call(ctx, "add", 1, 2)
 	refused("Dave's second call at once", err, "calls quota: user dave has 1 calls running on this pool, and the quota allows 1 at once")
 	if out, err := bob.Call(ctx, "add", 1, 2); err != nil || string(out) != "3" {

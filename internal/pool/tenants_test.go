@@ -276,3 +276,37 @@ func moduleKeys(ctx context.Context, t *testing.T, c *cluster.Cluster, sha strin
 	}
 	return keys
 }
+
+// TestZoneNamesPublicFunctionsOnly: the DNS zone answers anyone, so it
+// names a deployed function only while it is public, as <name>.<owner>.
+func TestZoneNamesPublicFunctionsOnly(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, StarlarkCommand: starlarkCommand})
+	ctx := ctxTimeout(t, time.Minute)
+	bob, eve := userClient(ctx, t, c, "bob"), userClient(ctx, t, c, "eve")
+	spec := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: "who"}
+	if _, err := bob.Deploy(ctx, "reports", whoScript("bob"), spec); err != nil {
+		t.Fatal(err)
+	}
+	spec.Public = true
+	if _, err := bob.Deploy(ctx, "open.data", whoScript("bob"), spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Grant(ctx, "reports", "eve"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		code codes.Code
+	}{
+		{"open.data.bob.fn.taskworker.internal", codes.OK},
+		{"reports.bob.fn.taskworker.internal", codes.NotFound},
+		{"reports.fn.taskworker.internal", codes.NotFound},
+		{"open.data.fn.taskworker.internal", codes.NotFound},
+	} {
+		for _, cl := range []*taskworker.Client{bob, eve} {
+			if _, _, err := cl.Resolve(ctx, tt.name, "A"); status.Code(err) != tt.code {
+				t.Errorf("resolving %s: %v; want %v", tt.name, err, tt.code)
+			}
+		}
+	}
+}
