@@ -34,7 +34,12 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// DeployService is served by the pool to clients.
+// DeployService is served by the pool to clients. Each user has a namespace
+// of deployed functions: a request names a function as NAME, in the acting
+// user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+// function that the caller may not call is NotFound, as if it did not
+// exist; one the caller may call but does not own is PermissionDenied to
+// everything but calls.
 type DeployServiceClient interface {
 	// Deploy stores a module and makes it the function's current version. The
 	// module is checked first (it must load, export the function and import
@@ -126,7 +131,12 @@ func (c *deployServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opt
 // All implementations must embed UnimplementedDeployServiceServer
 // for forward compatibility.
 //
-// DeployService is served by the pool to clients.
+// DeployService is served by the pool to clients. Each user has a namespace
+// of deployed functions: a request names a function as NAME, in the acting
+// user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+// function that the caller may not call is NotFound, as if it did not
+// exist; one the caller may call but does not own is PermissionDenied to
+// everything but calls.
 type DeployServiceServer interface {
 	// Deploy stores a module and makes it the function's current version. The
 	// module is checked first (it must load, export the function and import
