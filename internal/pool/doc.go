@@ -66,6 +66,16 @@
 // quota holds across replicas (its transaction requires the user's
 // versions unchanged since it counted them).
 //
+// An undeploy is one etcd transaction with an operation per distinct
+// module in the function's history: a function whose versions used more
+// modules than etcd's limit of operations per transaction (128 by
+// default) cannot be undeployed until that limit is raised.
+//
+// A user may deploy a name no native function has yet, and a worker that
+// later registers a native function of that name is refused until the
+// deployed one is undeployed: names are first come, first served between
+// native and deployed functions.
+//
 // A join token's uses are spent by enrolment (redeemJoin), once per
 // worker key; registration and heartbeats go by the worker's certificate.
 //
