@@ -61,9 +61,11 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if d != nil && !s.deploys.mayCall(identityFrom(ctx), user, d) {
 		d = nil
 	}
-	notFound := status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
+	notFound := func() error {
+		return status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
+	}
 	if d == nil && owner != "" {
-		return nil, notFound
+		return nil, notFound()
 	}
 	fwd := &v1.FunctionCallRequest{FunctionName: name, Args: args, UserId: user}
 	routes := s.reg.routes(name)
@@ -81,7 +83,7 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		warmKey = fullName(d.Owner, d.Name)
 	}
 	if len(routes) == 0 {
-		return nil, notFound
+		return nil, notFound()
 	}
 	if err := s.running.acquire(ctx, s.cfg.Quotas, user); err != nil {
 		return nil, err
