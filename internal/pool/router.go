@@ -144,28 +144,32 @@ type callCounts struct {
 }
 
 // acquire counts one more call of user, or refuses it with
-// ResourceExhausted when the user's Calls quota is reached. Every
-// acquire that returns nil needs a release.
-func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, string) (quota.Limits, error), user string) error {
-	var limit int64
-	if quotas != nil {
-		q, err := quotas(ctx, user)
-		if err != nil {
-			return status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
-		}
-		limit = q.Calls
+// ResourceExhausted when the user's Calls quota is reached. Only calls of
+// users with a Calls quota are counted (so calls pay for no lock where
+// there are no quotas); counted reports whether this one was, and then it
+// needs a release.
+func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, string) (quota.Limits, error), user string) (counted bool, err error) {
+	if quotas == nil {
+		return false, nil
+	}
+	q, err := quotas(ctx, user)
+	if err != nil {
+		return false, status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
+	}
+	if q.Calls <= 0 {
+		return false, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.running == nil {
 		c.running = map[string]int64{}
 	}
-	if n := c.running[user]; limit > 0 && n >= limit {
-		return status.Errorf(codes.ResourceExhausted, "calls quota: user %s has %d calls running on this pool, and the quota allows %d at once; wait for some to finish, or ask an admin to raise it",
-			user, n, limit)
+	if n := c.running[user]; n >= q.Calls {
+		return false, status.Errorf(codes.ResourceExhausted, "calls quota: user %s has %d calls running on this pool, and the quota allows %d at once; wait for some to finish, or ask an admin to raise it",
+			user, n, q.Calls)
 	}
 	c.running[user]++
-	return nil
+	return true, nil
 }
 
 func (c *callCounts) release(user string) {

@@ -85,10 +85,11 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if len(routes) == 0 {
 		return nil, notFound()
 	}
-	if err := s.running.acquire(ctx, s.cfg.Quotas, user); err != nil {
+	if counted, err := s.running.acquire(ctx, s.cfg.Quotas, user); err != nil {
 		return nil, err
+	} else if counted {
+		defer s.running.release(user)
 	}
-	defer s.running.release(user)
 
 	var warm *worker
 	if fwd.Deployment != nil {
