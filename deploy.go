@@ -29,11 +29,16 @@ type DeploySpec struct {
 	// AllowHosts and Secrets are the capabilities granted to the function.
 	AllowHosts []string
 	Secrets    []string
+	// Public lets every user call the function, as owner/name; without it
+	// only its owner, admins and the users it is granted to (Grant) may.
+	Public bool
 }
 
 // Deploy uploads module (a .wasm plugin or a Starlark script) and makes it
 // the current version of the function name, switching atomically; calls in
-// flight finish on the version they started on.
+// flight finish on the version they started on. The function lives in the
+// caller's namespace: others call it as owner/name, once it is public or
+// granted to them.
 func (c *Client) Deploy(ctx context.Context, name string, module []byte, spec DeploySpec) (*v1.Deployment, error) {
 	rt := spec.Runtime
 	if rt == v1.Runtime_RUNTIME_UNSPECIFIED {
@@ -56,6 +61,7 @@ func (c *Client) Deploy(ctx context.Context, name string, module []byte, spec De
 		},
 		Idempotent:   spec.Idempotent,
 		Capabilities: &v1.Capabilities{AllowHosts: spec.AllowHosts, Secrets: spec.Secrets},
+		Public:       spec.Public,
 	})
 	if err != nil {
 		return nil, err
@@ -77,4 +83,24 @@ func (c *Client) Rollback(ctx context.Context, name string, version int64) (*v1.
 func (c *Client) Undeploy(ctx context.Context, name string) error {
 	_, err := v1.NewDeployServiceClient(c.conn).Undeploy(ctx, &v1.UndeployRequest{Name: name})
 	return err
+}
+
+// Grant lets user call the deployed function name (NAME, or OWNER/NAME for
+// an admin), and returns the users it is granted to now.
+func (c *Client) Grant(ctx context.Context, name, user string) ([]string, error) {
+	resp, err := v1.NewDeployServiceClient(c.conn).Grant(ctx, &v1.GrantRequest{Name: name, User: user})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GrantedUsers, nil
+}
+
+// Revoke takes user's grant of the deployed function name away, and returns
+// the users it is granted to now.
+func (c *Client) Revoke(ctx context.Context, name, user string) ([]string, error) {
+	resp, err := v1.NewDeployServiceClient(c.conn).Revoke(ctx, &v1.RevokeRequest{Name: name, User: user})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GrantedUsers, nil
 }

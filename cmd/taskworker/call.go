@@ -38,14 +38,19 @@ Flags go before NAME: every word after NAME is an argument, so negative
 numbers need no escaping (taskworker call add -1 5).
 
 --args-file reads the whole argument array as JSON from a file, or from
-standard input with -, for input too long or too awkward for a command line.`,
+standard input with -, for input too long or too awkward for a command line.
+
+NAME is a native function, or one you deployed; another user's deployed
+function is OWNER/NAME, callable once its owner made it public or granted it
+to you (see "taskworker grant").`,
 		Example: `  taskworker call add 1 2
   taskworker call add -1 5
+  taskworker call bob/reports
   taskworker call echo '{"x": [1, 2]}'
   taskworker call --json echo '"a string"'
   echo '[1, 2]' | taskworker call --args-file - add
   taskworker call --timeout 2m slow_report`,
-		Args: namedArgs(cobra.MinimumNArgs(1), functionArg, nil),
+		Args: namedArgs(cobra.MinimumNArgs(1), qualifiedFunctionArg, nil),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			var callArgs []byte
 			var err error

@@ -30,9 +30,16 @@ func deployCommand(e *env) *cobra.Command {
 		Long: `Deploy code as a function every worker with a sandbox can run. A .wasm file is
 an Extism-compatible plugin (any Extism PDK, or this repository's Go guest SDK);
 a .star file is a Starlark (Python dialect) script. Deploying again makes a new
-version and switches to it atomically; see "deploy rollback" and "deploy history".`,
+version and switches to it atomically; see "deploy rollback" and "deploy history".
+
+Each user has a namespace of their own: your NAME is yours, beside other users'
+functions of the same name, and is private: only you and admins may call it,
+until you deploy it with --public (every user may call it, as YOU/NAME) or grant
+it to a user ("taskworker grant NAME --user U"). Each deploy says again whether
+the function is public.`,
 		Example: `  taskworker deploy add add.star
-  taskworker deploy count_vowels count_vowels.wasm --memory 32MiB --timeout 2s --idempotent`,
+  taskworker deploy count_vowels count_vowels.wasm --memory 32MiB --timeout 2s --idempotent
+  taskworker deploy reports reports.star --public`,
 		Args: namedArgs(cobra.ExactArgs(2), functionArg, nil),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Accepting a grant that nothing enforces would let a deployer
@@ -92,8 +99,12 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
 			if err != nil {
 				return unreachable(err, c.Conn().Target())
 			}
-			fmt.Fprintf(e.stdout, "deployed %s version %d (%s, %d bytes, sha256 %s)\n", d.Name, d.Version,
-				strings.ToLower(strings.TrimPrefix(d.Runtime.String(), "RUNTIME_")), d.ModuleSize, d.ModuleSha256)
+			access := "private"
+			if d.Public {
+				access = "public, as " + d.Owner + "/" + d.Name
+			}
+			fmt.Fprintf(e.stdout, "deployed %s version %d (%s, %d bytes, sha256 %s, %s)\n", d.Name, d.Version,
+				strings.ToLower(strings.TrimPrefix(d.Runtime.String(), "RUNTIME_")), d.ModuleSize, d.ModuleSha256, access)
 			return nil
 		},
 	}
@@ -107,6 +118,7 @@ version and switches to it atomically; see "deploy rollback" and "deploy history
 	f.StringVar(&maxIn, "max-input", "", "largest input per call, e.g. 1MiB")
 	f.StringVar(&out, "max-output", "", "largest output per call, e.g. 1MiB")
 	f.BoolVar(&spec.Idempotent, "idempotent", false, "calls may be retried on another worker if theirs dies")
+	f.BoolVar(&spec.Public, "public", false, "let every user call the function (as YOU/NAME); default: only you, admins and the users you grant it to")
 	f.StringArrayVar(&spec.AllowHosts, "allow-host", nil, "host pattern the function may fetch from (repeatable; refused until enforced)")
 	f.StringArrayVar(&spec.Secrets, "secret", nil, "secret the function may read (repeatable; refused until enforced)")
 	cmd.AddCommand(rollbackCommand(e), historyCommand(e))
@@ -121,7 +133,7 @@ func rollbackCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollback NAME",
 		Short: "Make the previous (or --version N) version of a deployed function current",
-		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
+		Args:  namedArgs(cobra.ExactArgs(1), qualifiedFunctionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			d, err := c.Rollback(cmd.Context(), args[0], version)
 			if err != nil {
@@ -141,23 +153,29 @@ func historyCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "history NAME",
 		Short: "List a deployed function's versions",
-		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
+		Args:  namedArgs(cobra.ExactArgs(1), qualifiedFunctionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			resp, err := v1.NewDeployServiceClient(c.Conn()).History(cmd.Context(), &v1.HistoryRequest{Name: args[0]})
 			if err != nil {
 				return err
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "VERSION\tCURRENT\tRUNTIME\tSIZE\tSHA256\tDEPLOYED\tBY")
+			fmt.Fprintln(tw, "VERSION\tCURRENT\tRUNTIME\tSIZE\tSHA256\tDEPLOYED\tBY\tPUBLIC")
 			for _, d := range resp.Versions {
 				cur := ""
 				if d.Version == resp.CurrentVersion {
 					cur = "*"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\n", d.Version, cur, strings.ToLower(strings.TrimPrefix(d.Runtime.String(), "RUNTIME_")),
-					d.ModuleSize, d.ModuleSha256[:12], time.UnixMilli(d.CreatedAtMs).Format(time.RFC3339), d.Owner)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%s\t%s\t%v\n", d.Version, cur, strings.ToLower(strings.TrimPrefix(d.Runtime.String(), "RUNTIME_")),
+					d.ModuleSize, d.ModuleSha256[:12], time.UnixMilli(d.CreatedAtMs).Format(time.RFC3339), d.Owner, d.Public)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(resp.GrantedUsers) > 0 {
+				fmt.Fprintf(e.stdout, "granted to: %s\n", strings.Join(resp.GrantedUsers, ", "))
+			}
+			return nil
 		}),
 	}
 	cf.register(cmd)
@@ -169,7 +187,7 @@ func undeployCommand(e *env) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "undeploy NAME",
 		Short: "Remove a deployed function and all its versions",
-		Args:  namedArgs(cobra.ExactArgs(1), functionArg),
+		Args:  namedArgs(cobra.ExactArgs(1), qualifiedFunctionArg),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
 			if err := c.Undeploy(cmd.Context(), args[0]); err != nil {
 				return err

@@ -37,6 +37,8 @@ var commands = []func(*env) *cobra.Command{
 	functionsCommand,
 	deployCommand,
 	undeployCommand,
+	grantCommand,
+	revokeCommand,
 	pushCommand,
 	getCommand,
 	reviseCommand,

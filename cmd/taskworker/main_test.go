@@ -262,7 +262,9 @@ func TestCommandLineMistakes(t *testing.T) {
 		{"allow-host not enforced", []string{"deploy", "--allow-host", "files.test", "f", "f.star"}, "--allow-host is not enforced yet"},
 		{"secret not enforced", []string{"deploy", "--secret", "db", "f", "f.star"}, "--secret is not enforced yet"},
 		// Names are checked by the pool's rules before anything is dialed.
-		{"function name with a slash", []string{"call", "reports/daily"}, `function name "reports/daily": use 1 to 200 letters`},
+		{"function name with two slashes", []string{"call", "bob/reports/daily"}, `function name "reports/daily": use 1 to 200 letters`},
+		{"owner that is no user name", []string{"call", "../reports"}, `user "..": use 1 to 128 letters`},
+		{"grant to no user name", []string{"grant", "reports", "--user", "a b"}, `--user: user "a b"`},
 		{"deploy name with a slash", []string{"deploy", "a/b", "f.star"}, `function name "a/b"`},
 		{"not a file id", []string{"get", "README.md"}, `file id "README.md": a file id is 26 characters`},
 		{"one bad file id of several", []string{"rm", "aaaaaaaaaaaaaaaaaaaaaaaaaa", "../x"}, `file id "../x"`},

@@ -32,3 +32,10 @@ var (
 	functionArg = names.Function
 	fileIDArg   = names.FileID
 )
+
+// qualifiedFunctionArg is a function as callers name it: NAME, or
+// OWNER/NAME for another user's deployed function.
+func qualifiedFunctionArg(s string) error {
+	_, _, err := names.QualifiedFunction(s)
+	return err
+}

@@ -101,6 +101,8 @@ var (
 		v1.DeployService_Rollback_FullMethodName: user,
 		v1.DeployService_Undeploy_FullMethodName: user,
 		v1.DeployService_History_FullMethodName:  user,
+		v1.DeployService_Grant_FullMethodName:    user,
+		v1.DeployService_Revoke_FullMethodName:   user,
 
 		v1.FileService_Push_FullMethodName:         user,
 		v1.FileService_Get_FullMethodName:          user,

@@ -10,8 +10,10 @@
 //	// function name "reports/daily": use 1 to 200 letters, digits, '_', '.', ':' or '-', starting with a letter or '_'
 //
 // No name may contain '/': names become parts of etcd keys
-// (deploy/versions/<name>/<version>), and a '/' would let one name reach
-// into the keys of another (docs/RATIONALE.md, "Why one rulebook for names?").
+// (deploy/versions/<owner>/<name>/<version>), and a '/' would let one name
+// reach into the keys of another (docs/RATIONALE.md, "Why one rulebook for
+// names?"). The one '/' there is separates a deployed function's owner from
+// its name, OWNER/NAME, which [QualifiedFunction] splits.
 //
 // # Caveats
 //

@@ -3,6 +3,7 @@ package names
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -90,6 +91,24 @@ func WorkerID(id string) error { return workerRule.check(id) }
 // ':' or '-', starting with a letter or '_'. Native and deployed functions
 // share the rule.
 func Function(name string) error { return functionRule.check(name) }
+
+// QualifiedFunction splits a function's name as callers write it: NAME, a
+// function of the caller's own namespace or a native one, or OWNER/NAME,
+// the function NAME that user OWNER deployed. owner is "" for NAME. Each
+// part is checked by its own rule ([Function], [User]); one '/' at most.
+func QualifiedFunction(s string) (owner, name string, err error) {
+	owner, name, qualified := strings.Cut(s, "/")
+	if !qualified {
+		return "", s, Function(s)
+	}
+	if err := User(owner); err != nil {
+		return "", "", fmt.Errorf("%w (in %q, OWNER/NAME)", err, Truncate(s, 64))
+	}
+	if err := Function(name); err != nil {
+		return "", "", fmt.Errorf("%w (in %q, OWNER/NAME)", err, Truncate(s, 64))
+	}
+	return owner, name, nil
+}
 
 // User checks a user's name: 1 to 128 letters, digits, '_', '.', '@' or
 // '-', starting with a letter or digit.

@@ -92,6 +92,35 @@ func TestTruncate(t *testing.T) {
 	}
 }
 
+func TestQualifiedFunction(t *testing.T) {
+	tests := []struct {
+		in          string
+		owner, name string
+		ok          bool
+	}{
+		{"reports", "", "reports", true},
+		{"bob/reports", "bob", "reports", true},
+		{"alice@example.org/f.v2", "alice@example.org", "f.v2", true},
+		{"bob/reports/daily", "", "", false},
+		{"/reports", "", "", false},
+		{"bob/", "", "", false},
+		{"b ob/reports", "", "", false},
+		{"bob/1reports", "", "", false},
+		{"", "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			owner, name, err := names.QualifiedFunction(tt.in)
+			if (err == nil) != tt.ok || owner != tt.owner || name != tt.name {
+				t.Fatalf("got %q, %q, %v; want %q, %q, ok = %v", owner, name, err, tt.owner, tt.name, tt.ok)
+			}
+			if err != nil && !errors.Is(err, names.ErrInvalid) {
+				t.Fatalf("err = %v, does not wrap ErrInvalid", err)
+			}
+		})
+	}
+}
+
 func FuzzFunctionHasNoSlash(f *testing.F) {
 	f.Add("reports/daily")
 	f.Add("reports")

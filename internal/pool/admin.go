@@ -38,11 +38,25 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 		}
 	}
 	workers := s.reg.list()
-	for name, d := range s.deploys.all() {
+	id := identityFrom(ctx)
+	for full, d := range s.deploys.all() {
+		// Only what the caller may call is listed, and the details (owner,
+		// module, limits, capabilities) only of the caller's own, or to an
+		// admin; another user's function goes by owner/name.
+		if !s.deploys.mayCall(id, id.User, d) {
+			continue
+		}
+		name := full
+		if d.Owner == id.User {
+			name = d.Name
+		}
 		// The deployed function takes the calls, never a native one of
 		// the same name (rpcService.CallFunction).
-		fi := &v1.FunctionInfo{Name: name, Idempotent: d.Idempotent, Runtime: runtimeName(d.Runtime), Deployment: d,
-			Signature: fmt.Sprintf("v%d %s export %s", d.Version, d.ModuleSha256[:12], d.Export)}
+		fi := &v1.FunctionInfo{Name: name, Idempotent: d.Idempotent, Runtime: runtimeName(d.Runtime)}
+		if mayChange(id, id.User, d) {
+			fi.Deployment = d
+			fi.Signature = fmt.Sprintf("v%d %s export %s", d.Version, d.ModuleSha256[:12], d.Export)
+		}
 		for _, w := range workers {
 			if slices.Contains(w.Runtimes, d.Runtime) {
 				fi.WorkerIds = append(fi.WorkerIds, w.WorkerId)

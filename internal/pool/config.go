@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Config configures a pool process.
@@ -78,6 +80,22 @@ type Config struct {
 	// link-local, ...): the operator's explicit exceptions.
 	EgressAllowNets []netip.Prefix
 	Logger          *slog.Logger
+	// Quotas returns a user's quotas; nil: no quotas. It is asked on every
+	// deploy and every call, so it should answer from memory. The pool
+	// enforces Modules, ModuleBytes and Calls.
+	Quotas func(ctx context.Context, user string) (quota.Limits, error)
+	// EtcdCompactEvery is how often the pool compacts etcd's history (0:
+	// 5 minutes; negative: never), keeping the revisions of the last
+	// EtcdCompactRetain (0: an hour): what a watch or a change feed may
+	// resume from (docs/RATIONALE.md, "Why compact and defragment etcd, and
+	// when?").
+	EtcdCompactEvery, EtcdCompactRetain time.Duration
+	// EtcdDefragEvery is how often the pool looks at its embedded etcd's
+	// database (0: 10 minutes; negative: never), and defragments it when at
+	// least EtcdDefragMinFree bytes (0: 64 MiB) and half the file are free.
+	// An external etcd is its operator's to defragment.
+	EtcdDefragEvery   time.Duration
+	EtcdDefragMinFree int64
 }
 
 // DefaultConfig returns a configuration for a pool with its data in dir.
@@ -138,6 +156,12 @@ func (c Config) Validate() error {
 	}
 	if c.WorkerCertTTL < 0 || (c.WorkerCertTTL > 0 && c.WorkerCertTTL < 10*time.Second) {
 		return fmt.Errorf("pool: worker certificate lifetime %s is too short; give at least 10s (default 24h)", c.WorkerCertTTL)
+	}
+	if c.EtcdCompactRetain < 0 {
+		return fmt.Errorf("pool: etcd history kept %s is negative; give a duration (0: an hour)", c.EtcdCompactRetain)
+	}
+	if c.EtcdDefragMinFree < 0 {
+		return fmt.Errorf("pool: etcd defragmentation threshold %d bytes is negative; give a size (0: 64 MiB)", c.EtcdDefragMinFree)
 	}
 	if c.CallAttempts < 1 {
 		return fmt.Errorf("pool: call attempts %d must be at least 1", c.CallAttempts)

@@ -3,10 +3,11 @@ package pool
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -17,6 +18,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -92,78 +94,6 @@ func humanDuration(ms int64) string {
 	return d
 }
 
-// deployments is every pool's view of the current version of each deployed
-// function, kept by a watch.
-type deployments struct {
-	current atomic.Pointer[map[string]*v1.Deployment]
-
-	mu      sync.Mutex
-	rev     int64         // the etcd revision current reflects
-	changed chan struct{} // closed and replaced when rev moves
-}
-
-// waitFor waits until this pool's view includes etcd revision rev, so that
-// a deploy, rollback or undeploy is in effect on the pool that answered it
-// before the caller hears so.
-func (d *deployments) waitFor(ctx context.Context, rev int64) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for {
-		d.mu.Lock()
-		at, changed := d.rev, d.changed
-		d.mu.Unlock()
-		if at >= rev {
-			return
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return // the watch lags; other pools are eventual anyway
-		}
-	}
-}
-
-func (d *deployments) get(name string) *v1.Deployment {
-	return (*d.current.Load())[name]
-}
-
-func (d *deployments) all() map[string]*v1.Deployment { return *d.current.Load() }
-
-func (d *deployments) run(ctx context.Context, cli *clientv3.Client, prefix string, ready chan<- struct{}) {
-	empty := map[string]*v1.Deployment{}
-	d.current.Store(&empty)
-	d.mu.Lock()
-	d.changed = make(chan struct{})
-	d.mu.Unlock()
-	watchPrefix(ctx, cli, prefix, func(kvs []kv, reset bool, rev int64) {
-		next := map[string]*v1.Deployment{}
-		if !reset {
-			for k, v := range *d.current.Load() {
-				next[k] = v
-			}
-		}
-		for _, e := range kvs {
-			name := strings.TrimPrefix(e.key, prefix)
-			if e.value == nil {
-				delete(next, name)
-				continue
-			}
-			dep := &v1.Deployment{}
-			if proto.Unmarshal(e.value, dep) == nil {
-				next[name] = dep
-			}
-		}
-		d.current.Store(&next)
-		d.mu.Lock()
-		if rev > d.rev {
-			d.rev = rev
-			close(d.changed)
-			d.changed = make(chan struct{})
-		}
-		d.mu.Unlock()
-	}, ready)
-}
-
 // deployService stores and switches deployed functions.
 type deployService struct {
 	v1.UnimplementedDeployServiceServer
@@ -176,17 +106,31 @@ type deployService struct {
 	deploys *deployments
 }
 
-// The keys of a deployed function: deploy/current/<name> and
-// deploy/versions/<name>/<version>. They are exact only because a function
-// name cannot contain '/' (names.Function): versions/<name>/ is then a
-// prefix of no other name's versions, not even of a name that <name> is a
-// prefix of (versions/reports/ against versions/reports2/).
-func (s *deployService) currentKey(name string) string { return s.prefix + "current/" + name }
-func (s *deployService) versionsKey(name string) string {
-	return s.prefix + "versions/" + name + "/"
+// The keys of user owner's function name:
+//
+//	deploy/current/<owner>/<name>              the current version
+//	deploy/versions/<owner>/<name>/<version>   every version
+//	deploy/grants/<owner>/<name>               the users it is granted to
+//
+// Neither a user nor a function name contains '/' (package names), so each
+// key names one function, and versions/<owner>/<name>/ is the prefix of that
+// function's versions only, never of another name that <name> is a prefix
+// of (versions/bob/reports/ against versions/bob/reports2/), and
+// versions/<owner>/ the prefix of that user's versions only.
+func (s *deployService) currentKey(owner, name string) string {
+	return s.prefix + "current/" + owner + "/" + name
 }
-func (s *deployService) versionKey(name string, v int64) string {
-	return fmt.Sprintf("%s%020d", s.versionsKey(name), v)
+func (s *deployService) grantsKey(owner, name string) string {
+	return s.prefix + "grants/" + owner + "/" + name
+}
+func (s *deployService) userVersionsKey(owner string) string {
+	return s.prefix + "versions/" + owner + "/"
+}
+func (s *deployService) versionsKey(owner, name string) string {
+	return s.userVersionsKey(owner) + name + "/"
+}
+func (s *deployService) versionKey(owner, name string, v int64) string {
+	return fmt.Sprintf("%s%020d", s.versionsKey(owner, name), v)
 }
 
 var wasmMagic = []byte("\x00asm")
@@ -197,7 +141,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		return nil, err
 	}
 	if err := names.Function(req.Name); err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Errorf(codes.InvalidArgument, "%v (a deploy names a function of your own namespace; an admin deploys for another user with user_id)", err)
 	}
 	if len(req.Module) == 0 {
 		return nil, status.Error(codes.InvalidArgument, "the module is empty")
@@ -225,12 +169,23 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "%s: %v", req.Name, err)
 	}
+	// A name is either native or deployed, for every user: a call of NAME
+	// then never has two meanings.
 	for _, w := range s.reg.list() {
 		for _, f := range w.Functions {
 			if f.Name == req.Name {
 				return nil, status.Errorf(codes.AlreadyExists, "%q is a native function served by worker %s; choose another name", req.Name, w.WorkerId)
 			}
 		}
+	}
+	quotas, err := s.quotas(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	sha := moduleSHA256(req.Module)
+	// Refused before anything is stored or started.
+	if _, err := s.checkModuleQuota(ctx, user, sha, int64(len(req.Module)), quotas); err != nil {
+		return nil, err
 	}
 	if s.checker != nil {
 		if err := s.checker.CheckModule(ctx, req.Runtime, req.Module, export); err != nil {
@@ -240,7 +195,7 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 	dep := &v1.Deployment{
 		Name:         req.Name,
 		Runtime:      req.Runtime,
-		ModuleSha256: moduleSHA256(req.Module),
+		ModuleSha256: sha,
 		ModuleSize:   int64(len(req.Module)),
 		Export:       export,
 		Limits:       limits,
@@ -248,28 +203,36 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 		Capabilities: req.Capabilities,
 		Owner:        user,
 		CreatedAtMs:  time.Now().UnixMilli(),
+		Public:       req.Public,
 	}
 	for {
-		// (Re)store the module on every attempt: an undeploy elsewhere may
-		// have dropped it since, and the transaction below insists on it.
-		if _, err := s.modules.put(ctx, req.Module); err != nil {
+		// The user's versions as the quota saw them: the transaction below
+		// insists they are unchanged, so two deploys at once cannot both
+		// squeeze under the quota.
+		quotaRev, err := s.checkModuleQuota(ctx, user, sha, dep.ModuleSize, quotas)
+		if err != nil {
+			return nil, err
+		}
+		// (Re)store the module's bytes on every attempt: an undeploy
+		// elsewhere may have dropped them since, and the transaction
+		// below insists on them.
+		chunks, err := s.modules.put(ctx, req.Module)
+		if err != nil {
 			return nil, serving.EtcdError(err)
 		}
-		cur, err := s.cli.Get(ctx, s.currentKey(req.Name))
+		refs, refsRev, err := s.modules.refs(ctx, sha)
+		if err != nil {
+			return nil, serving.EtcdError(err)
+		}
+		cur, err := s.cli.Get(ctx, s.currentKey(user, req.Name))
 		if err != nil {
 			return nil, serving.EtcdError(err)
 		}
 		var rev int64
 		if len(cur.Kvs) > 0 {
 			rev = cur.Kvs[0].ModRevision
-			old := &v1.Deployment{}
-			if err := proto.Unmarshal(cur.Kvs[0].Value, old); err == nil {
-				if err := mayChange(ctx, old); err != nil {
-					return nil, err
-				}
-			}
 		}
-		last, err := s.cli.Get(ctx, s.versionsKey(req.Name), clientv3.WithLastKey()...)
+		last, err := s.cli.Get(ctx, s.versionsKey(user, req.Name), clientv3.WithLastKey()...)
 		if err != nil {
 			return nil, serving.EtcdError(err)
 		}
@@ -281,12 +244,19 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 			}
 		}
 		b, _ := proto.Marshal(dep)
-		txn, err := s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev),
-				clientv3.Compare(clientv3.CreateRevision(s.versionKey(req.Name, dep.Version)), "=", 0),
-				clientv3.Compare(clientv3.CreateRevision(s.modules.metaKey(dep.ModuleSha256)), ">", 0)).
-			Then(clientv3.OpPut(s.currentKey(req.Name), string(b)), clientv3.OpPut(s.versionKey(req.Name, dep.Version), string(b))).
-			Commit()
+		conds := []clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(s.currentKey(user, req.Name)), "=", rev),
+			clientv3.Compare(clientv3.CreateRevision(s.versionKey(user, req.Name, dep.Version)), "=", 0),
+		}
+		if quotaRev != 0 {
+			conds = append(conds, clientv3.Compare(clientv3.ModRevision(s.userVersionsKey(user)), "<", quotaRev+1).WithPrefix())
+		}
+		conds = append(conds, s.modules.completeCmps(sha, chunks, refsRev)...)
+		ops := append([]clientv3.Op{
+			clientv3.OpPut(s.currentKey(user, req.Name), string(b)),
+			clientv3.OpPut(s.versionKey(user, req.Name, dep.Version), string(b)),
+		}, s.modules.referOps(sha, dep.ModuleSize, chunks, refs+1)...)
+		txn, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
 		if err != nil {
 			return nil, serving.EtcdError(err)
 		}
@@ -294,69 +264,137 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 			s.deploys.waitFor(ctx, txn.Header.Revision)
 			return &v1.DeployResponse{Deployment: dep}, nil
 		}
-		// A concurrent deploy of the same name won, or an undeploy dropped
-		// the module: build on what is there now.
+		// A concurrent deploy of the same name or module won, or an
+		// undeploy dropped the module: build on what is there now.
 	}
 }
 
-// mayChange checks that the caller owns a deployed function (or is admin).
-func mayChange(ctx context.Context, d *v1.Deployment) error {
-	id := identityFrom(ctx)
-	if id.Role == v1.Role_ROLE_ADMIN || id.User == d.Owner {
-		return nil
+// quotas returns user's quotas (none without Config.Quotas).
+func (s *deployService) quotas(ctx context.Context, user string) (quota.Limits, error) {
+	if s.cfg.Quotas == nil {
+		return quota.Limits{}, nil
 	}
-	return status.Errorf(codes.PermissionDenied, "%s was deployed by another user; choose another name", d.Name)
+	q, err := s.cfg.Quotas(ctx, user)
+	if err != nil {
+		return quota.Limits{}, status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
+	}
+	return q, nil
 }
 
-func (s *deployService) history(ctx context.Context, name string) (cur *v1.Deployment, rev int64, versions []*v1.Deployment, err error) {
-	if err := names.Function(name); err != nil {
-		return nil, 0, nil, status.Error(codes.InvalidArgument, err.Error())
+// checkModuleQuota refuses a deploy of module sha (size bytes) that would
+// take user's distinct modules, in all versions of all the user's
+// functions, over the Modules or ModuleBytes quota. It returns the etcd
+// revision it read the user's versions at, or 0 when no module quota is
+// set.
+func (s *deployService) checkModuleQuota(ctx context.Context, user, sha string, size int64, q quota.Limits) (int64, error) {
+	if q.Modules <= 0 && q.ModuleBytes <= 0 {
+		return 0, nil
+	}
+	resp, err := s.cli.Get(ctx, s.userVersionsKey(user), clientv3.WithPrefix())
+	if err != nil {
+		return 0, serving.EtcdError(err)
+	}
+	sizes := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		d := &v1.Deployment{}
+		if proto.Unmarshal(kv.Value, d) == nil {
+			sizes[d.ModuleSha256] = d.ModuleSize
+		}
+	}
+	if _, have := sizes[sha]; have {
+		return resp.Header.Revision, nil // no new module: nothing more is spent
+	}
+	var total int64
+	for _, n := range sizes {
+		total += n
+	}
+	if q.Modules > 0 && int64(len(sizes))+1 > q.Modules {
+		return 0, status.Errorf(codes.ResourceExhausted, "modules quota: user %s has %d distinct modules in the versions of their deployed functions, and the quota allows %d; undeploy functions you no longer need (their old versions count too), or ask an admin to raise it",
+			user, len(sizes), q.Modules)
+	}
+	if q.ModuleBytes > 0 && total+size > q.ModuleBytes {
+		return 0, status.Errorf(codes.ResourceExhausted, "module bytes quota: user %s's modules take %d bytes, this one %d more, and the quota allows %d; undeploy functions you no longer need (their old versions count too), or ask an admin to raise it",
+			user, total, size, q.ModuleBytes)
+	}
+	return resp.Header.Revision, nil
+}
+
+// notFound is the answer for a deployed function that does not exist and
+// for one the caller may not see: the same words, so that the answer does
+// not tell which.
+func notFound(name string) error {
+	return status.Errorf(codes.NotFound, "no deployed function %q", name)
+}
+
+// target resolves a request's function name, NAME or OWNER/NAME, to its
+// owner and name; NAME is the acting user's.
+func target(name, user string) (owner, fn string, err error) {
+	owner, fn, err = names.QualifiedFunction(name)
+	if err != nil {
+		return "", "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	if owner == "" {
+		owner = user
+	}
+	return owner, fn, nil
+}
+
+// history reads a function's current version and all its versions, for a
+// caller who may change it. Another user's function is NotFound, as if it
+// did not exist, unless the caller may call it: then PermissionDenied.
+func (s *deployService) history(ctx context.Context, name, userID string) (owner, fn string, cur *v1.Deployment, rev int64, versions []*v1.Deployment, err error) {
+	user, err := checkUser(ctx, userID)
+	if err != nil {
+		return "", "", nil, 0, nil, err
+	}
+	if owner, fn, err = target(name, user); err != nil {
+		return "", "", nil, 0, nil, err
 	}
 	resp, err := s.cli.Txn(ctx).Then(
-		clientv3.OpGet(s.currentKey(name)),
-		clientv3.OpGet(s.versionsKey(name), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
+		clientv3.OpGet(s.currentKey(owner, fn)),
+		clientv3.OpGet(s.versionsKey(owner, fn), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend)),
 	).Commit()
 	if err != nil {
-		return nil, 0, nil, serving.EtcdError(err)
+		return "", "", nil, 0, nil, serving.EtcdError(err)
 	}
 	curKvs := resp.Responses[0].GetResponseRange().Kvs
 	if len(curKvs) == 0 {
-		return nil, 0, nil, status.Errorf(codes.NotFound, "no deployed function %q", name)
+		return "", "", nil, 0, nil, notFound(name)
 	}
 	cur = &v1.Deployment{}
 	if err := proto.Unmarshal(curKvs[0].Value, cur); err != nil {
-		return nil, 0, nil, status.Errorf(codes.DataLoss, "%s: unreadable deployment: %v", name, err)
+		return "", "", nil, 0, nil, status.Errorf(codes.DataLoss, "%s: unreadable deployment: %v", name, err)
 	}
-	if err := mayChange(ctx, cur); err != nil {
-		return nil, 0, nil, err
+	id := identityFrom(ctx)
+	if !mayChange(id, user, cur) {
+		if s.deploys.mayCall(id, user, cur) {
+			return "", "", nil, 0, nil, status.Errorf(codes.PermissionDenied, "%s belongs to user %s: only its owner (or an admin) may see its versions, roll it back, undeploy or grant it", name, cur.Owner)
+		}
+		return "", "", nil, 0, nil, notFound(name)
 	}
 	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
 		d := &v1.Deployment{}
-		// The name check keeps out keys that a name with '/', stored before
-		// names.Function refused it, put under this name's prefix.
-		if proto.Unmarshal(kv.Value, d) == nil && d.Name == name {
+		if proto.Unmarshal(kv.Value, d) == nil {
 			versions = append(versions, d)
 		}
 	}
-	return cur, curKvs[0].ModRevision, versions, nil
+	return owner, fn, cur, curKvs[0].ModRevision, versions, nil
 }
 
 func (s *deployService) History(ctx context.Context, req *v1.HistoryRequest) (*v1.HistoryResponse, error) {
-	if _, err := checkUser(ctx, req.UserId); err != nil {
-		return nil, err
-	}
-	cur, _, versions, err := s.history(ctx, req.Name)
+	owner, fn, cur, _, versions, err := s.history(ctx, req.Name, req.UserId)
 	if err != nil {
 		return nil, err
 	}
-	return &v1.HistoryResponse{Versions: versions, CurrentVersion: cur.Version}, nil
+	g, _, err := s.readGrants(ctx, owner, fn)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.HistoryResponse{Versions: versions, CurrentVersion: cur.Version, GrantedUsers: g}, nil
 }
 
 func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (*v1.RollbackResponse, error) {
-	if _, err := checkUser(ctx, req.UserId); err != nil {
-		return nil, err
-	}
-	cur, rev, versions, err := s.history(ctx, req.Name)
+	owner, fn, cur, rev, versions, err := s.history(ctx, req.Name, req.UserId)
 	if err != nil {
 		return nil, err
 	}
@@ -374,8 +412,8 @@ func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (
 		return nil, status.Errorf(codes.NotFound, "%s has no version %d (see `taskworker deploy history %s`)", req.Name, req.Version, req.Name)
 	}
 	b, _ := proto.Marshal(target)
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
-		Then(clientv3.OpPut(s.currentKey(req.Name), string(b))).Commit()
+	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(owner, fn)), "=", rev)).
+		Then(clientv3.OpPut(s.currentKey(owner, fn), string(b))).Commit()
 	if err != nil {
 		return nil, serving.EtcdError(err)
 	}
@@ -386,66 +424,121 @@ func (s *deployService) Rollback(ctx context.Context, req *v1.RollbackRequest) (
 	return &v1.RollbackResponse{Deployment: target}, nil
 }
 
+// Undeploy deletes a function's current version, its versions and its
+// grants, and releases its references to modules in the same transaction:
+// a module whose last reference goes is deleted with it.
 func (s *deployService) Undeploy(ctx context.Context, req *v1.UndeployRequest) (*v1.UndeployResponse, error) {
-	if _, err := checkUser(ctx, req.UserId); err != nil {
-		return nil, err
-	}
-	_, rev, versions, err := s.history(ctx, req.Name)
-	if err != nil {
-		return nil, err
-	}
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(s.currentKey(req.Name)), "=", rev)).
-		Then(s.deleteOps(req.Name, versions)...).Commit()
-	if err != nil {
-		return nil, serving.EtcdError(err)
-	}
-	if !txn.Succeeded {
-		return nil, status.Errorf(codes.Aborted, "%s changed during the undeploy; try again", req.Name)
-	}
-	s.deploys.waitFor(ctx, txn.Header.Revision)
-	// Drop the modules no other deployment uses.
-	for _, d := range versions {
-		if err := s.dropIfUnused(ctx, d.ModuleSha256); err != nil {
-			s.reg.log.Warn("removing an unused module", "module", d.ModuleSha256, "err", err)
+	for {
+		owner, fn, _, rev, versions, err := s.history(ctx, req.Name, req.UserId)
+		if err != nil {
+			return nil, err
 		}
+		uses := map[string]int64{} // module -> versions of this function using it
+		for _, d := range versions {
+			uses[d.ModuleSha256]++
+		}
+		conds := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.currentKey(owner, fn)), "=", rev)}
+		// The function's versions change only with its current key, which
+		// the condition above holds: the prefix deletes exactly those read.
+		ops := []clientv3.Op{
+			clientv3.OpDelete(s.currentKey(owner, fn)),
+			clientv3.OpDelete(s.versionsKey(owner, fn), clientv3.WithPrefix()),
+			clientv3.OpDelete(s.grantsKey(owner, fn)),
+		}
+		for _, sha := range slices.Sorted(maps.Keys(uses)) {
+			refs, refsRev, err := s.modules.refs(ctx, sha)
+			if err != nil {
+				return nil, serving.EtcdError(err)
+			}
+			conds = append(conds, clientv3.Compare(clientv3.ModRevision(s.modules.refsKey(sha)), "=", refsRev))
+			ops = append(ops, s.modules.releaseOps(sha, refs-uses[sha])...)
+		}
+		txn, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
+		if err != nil {
+			return nil, serving.EtcdError(err)
+		}
+		if txn.Succeeded {
+			s.deploys.waitFor(ctx, txn.Header.Revision)
+			return &v1.UndeployResponse{}, nil
+		}
+		// The function, or another's use of one of its modules, changed
+		// meanwhile: read again.
 	}
-	return &v1.UndeployResponse{}, nil
 }
 
-// deleteOps deletes a function's current key and exactly the versions
-// history read: each by its own key, never by prefix.
-func (s *deployService) deleteOps(name string, versions []*v1.Deployment) []clientv3.Op {
-	ops := []clientv3.Op{clientv3.OpDelete(s.currentKey(name))}
-	for _, d := range versions {
-		ops = append(ops, clientv3.OpDelete(s.versionKey(name, d.Version)))
+// readGrants returns the users a function is granted to and the revision
+// of its record (0: none).
+func (s *deployService) readGrants(ctx context.Context, owner, fn string) ([]string, int64, error) {
+	resp, err := s.cli.Get(ctx, s.grantsKey(owner, fn))
+	if err != nil {
+		return nil, 0, serving.EtcdError(err)
 	}
-	return ops
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	var g grantRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &g); err != nil {
+		return nil, 0, status.Errorf(codes.DataLoss, "%s: unreadable grants: %v", fn, err)
+	}
+	return g.Users, resp.Kvs[0].ModRevision, nil
 }
 
-// dropIfUnused removes a module that no current or historical version of
-// any deployment uses. The removal is conditional on nothing under deploy/
-// having changed since the check, so a deploy of the same module that
-// lands meanwhile keeps it (and a deploy that lands after the removal
-// stores it again: its transaction requires the module).
-func (s *deployService) dropIfUnused(ctx context.Context, sha string) error {
-	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+func (s *deployService) Grant(ctx context.Context, req *v1.GrantRequest) (*v1.GrantResponse, error) {
+	users, err := s.grant(ctx, req.Name, req.UserId, req.User, true)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, kv := range resp.Kvs {
-		d := &v1.Deployment{}
-		if proto.Unmarshal(kv.Value, d) == nil && d.ModuleSha256 == sha {
-			return nil
+	return &v1.GrantResponse{GrantedUsers: users}, nil
+}
+
+func (s *deployService) Revoke(ctx context.Context, req *v1.RevokeRequest) (*v1.RevokeResponse, error) {
+	users, err := s.grant(ctx, req.Name, req.UserId, req.User, false)
+	if err != nil {
+		return nil, err
+	}
+	return &v1.RevokeResponse{GrantedUsers: users}, nil
+}
+
+// grant adds (on) or removes a user from a function's grants, while the
+// function exists.
+func (s *deployService) grant(ctx context.Context, name, userID, grantee string, on bool) ([]string, error) {
+	if err := names.User(grantee); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "user: %v", err)
+	}
+	for {
+		owner, fn, _, _, _, err := s.history(ctx, name, userID)
+		if err != nil {
+			return nil, err
 		}
+		users, rev, err := s.readGrants(ctx, owner, fn)
+		if err != nil {
+			return nil, err
+		}
+		i, found := slices.BinarySearch(users, grantee)
+		switch {
+		case on && !found:
+			users = slices.Insert(users, i, grantee)
+		case !on && found:
+			users = slices.Delete(users, i, i+1)
+		default:
+			return users, nil // already so
+		}
+		op := clientv3.OpDelete(s.grantsKey(owner, fn))
+		if len(users) > 0 {
+			b, _ := json.Marshal(grantRecord{Users: users})
+			op = clientv3.OpPut(s.grantsKey(owner, fn), string(b))
+		}
+		txn, err := s.cli.Txn(ctx).If(
+			clientv3.Compare(clientv3.CreateRevision(s.currentKey(owner, fn)), ">", 0),
+			clientv3.Compare(clientv3.ModRevision(s.grantsKey(owner, fn)), "=", rev),
+		).Then(op).Commit()
+		if err != nil {
+			return nil, serving.EtcdError(err)
+		}
+		if txn.Succeeded {
+			s.deploys.waitForGrants(ctx, txn.Header.Revision)
+			return users, nil
+		}
+		// Undeployed, or granted elsewhere meanwhile: look again.
 	}
-	txn, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(s.prefix), "<", resp.Header.Revision+1).WithPrefix()).
-		Then(s.modules.removeOp(sha)).Commit()
-	if err != nil {
-		return err
-	}
-	if !txn.Succeeded {
-		return s.dropIfUnused(ctx, sha) // something was deployed meanwhile: look again
-	}
-	return nil
 }

@@ -86,12 +86,13 @@ func TestDeployRefuses(t *testing.T) {
 		code codes.Code
 		msg  string
 	}{
-		{"another user's function", func() error {
-			_, err := bob.Deploy(ctx, "mine", []byte(addScript), taskworker.DeploySpec{})
+		{"another user's rollback", func() error { _, err := bob.Rollback(ctx, "alice/mine", 0); return err }(), codes.NotFound, `no deployed function "alice/mine"`},
+		{"another user's undeploy", bob.Undeploy(ctx, "alice/mine"), codes.NotFound, `no deployed function "alice/mine"`},
+		{"a name of one's own namespace", func() error { _, err := bob.Rollback(ctx, "mine", 0); return err }(), codes.NotFound, `no deployed function "mine"`},
+		{"a deploy into another namespace", func() error {
+			_, err := bob.Deploy(ctx, "alice/mine", []byte(addScript), taskworker.DeploySpec{})
 			return err
-		}(), codes.PermissionDenied, "deployed by another user"},
-		{"another user's rollback", func() error { _, err := bob.Rollback(ctx, "mine", 0); return err }(), codes.PermissionDenied, "another user"},
-		{"another user's undeploy", bob.Undeploy(ctx, "mine"), codes.PermissionDenied, "another user"},
+		}(), codes.InvalidArgument, "your own namespace"},
 		{"nothing to roll back to", func() error { _, err := alice.Rollback(ctx, "mine", 0); return err }(), codes.FailedPrecondition, "no version before 1"},
 		{"no such version", func() error { _, err := alice.Rollback(ctx, "mine", 7); return err }(), codes.NotFound, "no version 7"},
 		{"native name", func() error {
@@ -123,7 +124,7 @@ func TestDeployRefuses(t *testing.T) {
 		})
 	}
 	// An admin may change anyone's function.
-	if _, err := admin.Rollback(ctx, "mine", 1); err != nil {
+	if _, err := admin.Rollback(ctx, "alice/mine", 1); err != nil {
 		t.Errorf("admin rollback: %v", err)
 	}
 }

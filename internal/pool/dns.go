@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/dnsproxy"
@@ -39,7 +40,10 @@ func newResolver(cfg Config, dir dnsproxy.Directory) (*dnsproxy.Resolver, error)
 
 // poolDirectory answers the zone: a function is served at this pool's
 // address while some live worker can run it, since clients reach functions
-// through a pool, never a worker directly.
+// through a pool, never a worker directly. The zone is open to anyone who
+// can send it a question, so it names native functions and, as
+// <name>.<owner>, public deployed ones only: a private function, even one
+// granted to some users, is not in it.
 type poolDirectory struct {
 	reg     *registry
 	deploys *deployments
@@ -48,8 +52,17 @@ type poolDirectory struct {
 
 func (d poolDirectory) Serving(function string) []netip.AddrPort {
 	served := len(d.reg.routes(function)) > 0
-	if dep := d.deploys.get(function); !served && dep != nil {
-		served = len(d.reg.runtimeRoutes(dep.Runtime)) > 0
+	// Both names and users may hold dots: try every split of
+	// <name>.<owner>.
+	for i := strings.IndexByte(function, '.'); !served && i >= 0; {
+		if dep := d.deploys.get(function[i+1:], function[:i]); dep != nil && dep.Public {
+			served = len(d.reg.runtimeRoutes(dep.Runtime)) > 0
+		}
+		j := strings.IndexByte(function[i+1:], '.')
+		if j < 0 {
+			break
+		}
+		i += 1 + j
 	}
 	if a := d.addr(); served && a.IsValid() {
 		return []netip.AddrPort{a}

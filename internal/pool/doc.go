@@ -21,8 +21,12 @@
 //   - router (router.go): picks a worker for a call by power of two choices
 //     on outstanding calls; rpc.go forwards it, on the worker's call stream
 //     (mux.go) or, for large arguments, as a call of its own.
-//   - deployments (deploy.go, modules.go): deployed functions' versions and
-//     their modules, content-addressed in etcd.
+//   - deployments (deploy.go, deployments.go, modules.go): deployed
+//     functions, one namespace per user (OWNER/NAME), private unless public
+//     or granted; their versions, grants and modules, content-addressed in
+//     etcd and counted by reference; the module quotas.
+//   - upkeep (compact.go): etcd's history compacted, and the embedded
+//     etcd defragmented, on a schedule.
 //   - files: the FileService, in package files, which the pool serves.
 //   - services (rpc.go, admin.go, registration.go, dns.go): the gRPC
 //     services.
@@ -52,8 +56,25 @@
 // DNSService and the DNS listener (dns.go, package dnsproxy) answer the
 // network's zone with this pool's own address while a live worker serves
 // the function (loopback where the pool listens on every interface), not
-// the other replicas'. The zone lists every served function's name to
-// whoever asks: it tells which functions exist, nothing more.
+// the other replicas'. The zone answers anyone, so it holds native
+// functions and public deployed ones (<name>.<owner>) only, and tells
+// whether they exist, nothing more; a private function is not in it, even
+// for the users it is granted to.
+//
+// The Calls quota is counted per pool replica (router.go, callCounts):
+// with N pools, a user may run up to N times it at once. A deploy's module
+// quota holds across replicas (its transaction requires the user's
+// versions unchanged since it counted them).
+//
+// An undeploy is one etcd transaction with an operation per distinct
+// module in the function's history: a function whose versions used more
+// modules than etcd's limit of operations per transaction (128 by
+// default) cannot be undeployed until that limit is raised.
+//
+// A user may deploy a name no native function has yet, and a worker that
+// later registers a native function of that name is refused until the
+// deployed one is undeployed: names are first come, first served between
+// native and deployed functions.
 //
 // A join token's uses are spent by enrolment (redeemJoin), once per
 // worker key; registration and heartbeats go by the worker's certificate.

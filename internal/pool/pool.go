@@ -149,12 +149,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	s.cancel = stop
 	s.deploys = &deployments{}
-	s.reg.deployed = s.deploys.get
+	s.reg.deployed = s.deploys.named
 	tokensReady, idsReady, workersReady, deploysReady := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	s.goRun(func() { s.tokens.run(runCtx, tokensReady) })
 	s.goRun(func() { s.ids.run(runCtx, idsReady) })
 	s.goRun(func() { s.reg.run(runCtx, workersReady) })
-	s.goRun(func() { s.deploys.run(runCtx, s.cli, s.cfg.Prefix+"deploy/current/", deploysReady) })
+	s.goRun(func() { s.deploys.run(runCtx, s.cli, s.cfg.Prefix+"deploy/", deploysReady) })
 	for _, ready := range []chan struct{}{tokensReady, idsReady, workersReady, deploysReady} {
 		select {
 		case <-ready:
@@ -191,7 +191,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.InitialConnWindowSize(1<<22),
 	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
-	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys})
+	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}})
 	ttl := s.cfg.WorkerCertTTL
 	if ttl == 0 {
 		ttl = pki.WorkerLifetime
@@ -212,6 +212,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	srv, lis := s.grpc, s.lis
 	s.goRun(func() { _ = srv.Serve(lis) })
 	s.goRun(func() { s.files.Run(runCtx, s.lis.Addr().String()) })
+	s.startUpkeep(runCtx)
 	s.log.Info("pool serving", "address", s.lis.Addr().String(), "etcd", endpoints)
 	return nil
 }

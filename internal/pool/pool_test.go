@@ -86,7 +86,9 @@ func TestBadInput(t *testing.T) {
 		{"wrong arity", call(alice, "add", "[1]", ""), codes.InvalidArgument, "takes 2 arguments (float64, float64), got 1"},
 		{"wrong type", call(alice, "add", `[1, "x"]`, ""), codes.InvalidArgument, "argument 2 (float64)"},
 		{"unknown function", call(alice, "nope", "[]", ""), codes.NotFound, `no function "nope"`},
-		{"invalid function name", call(alice, "../etc", "[]", ""), codes.InvalidArgument, "function name \"../etc\": use 1 to 200 letters"},
+		{"invalid function name", call(alice, "..", "[]", ""), codes.InvalidArgument, "function name \"..\": use 1 to 200 letters"},
+		{"invalid owner", call(alice, "../etc", "[]", ""), codes.InvalidArgument, "user \"..\": use 1 to 128 letters"},
+		{"a name with two slashes", call(alice, "bob/reports/daily", "[]", ""), codes.InvalidArgument, "function name \"reports/daily\": use 1 to 200 letters"},
 		{"empty function name", call(alice, "", "[]", ""), codes.InvalidArgument, "no function_name"},
 		{"missing token", func() error {
 			_, err := rpc.CallFunction(ctx, &v1.FunctionCallRequest{FunctionName: "add"})

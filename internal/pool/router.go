@@ -1,9 +1,16 @@
 package pool
 
 import (
+	"context"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // pick chooses a worker for a function by power of two choices: of two
@@ -125,4 +132,50 @@ func coldCost(w *worker, module string) int64 {
 		return 0
 	}
 	return coldPenalty
+}
+
+// callCounts counts each user's calls running on this pool, for the Calls
+// quota. The count is per pool replica: with N pools, a user may run up to
+// N times the quota at once on the network (docs/RATIONALE.md, "Why these
+// quotas, checked where they are?").
+type callCounts struct {
+	mu      sync.Mutex
+	running map[string]int64
+}
+
+// acquire counts one more call of user, or refuses it with
+// ResourceExhausted when the user's Calls quota is reached. Only calls of
+// users with a Calls quota are counted (so calls pay for no lock where
+// there are no quotas); counted reports whether this one was, and then it
+// needs a release.
+func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, string) (quota.Limits, error), user string) (counted bool, err error) {
+	if quotas == nil {
+		return false, nil
+	}
+	q, err := quotas(ctx, user)
+	if err != nil {
+		return false, status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
+	}
+	if q.Calls <= 0 {
+		return false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running == nil {
+		c.running = map[string]int64{}
+	}
+	if n := c.running[user]; n >= q.Calls {
+		return false, status.Errorf(codes.ResourceExhausted, "calls quota: user %s has %d calls running on this pool, and the quota allows %d at once; wait for some to finish, or ask an admin to raise it",
+			user, n, q.Calls)
+	}
+	c.running[user]++
+	return true, nil
+}
+
+func (c *callCounts) release(user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.running[user]--; c.running[user] <= 0 {
+		delete(c.running, user)
+	}
 }

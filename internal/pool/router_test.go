@@ -1,11 +1,16 @@
 package pool
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 func fakeRoutes(n int) []route {
@@ -119,5 +124,39 @@ func TestPickSticksToWarm(t *testing.T) {
 	gone := fakeRoutes(1)[0].w
 	if _, ok := pick(rs, nil, time.Now(), "m", gone); !ok {
 		t.Fatal("no pick when the warm worker has left")
+	}
+}
+
+func TestCallCounts(t *testing.T) {
+	limits := map[string]quota.Limits{"dave": {Calls: 2}}
+	quotas := func(_ context.Context, user string) (quota.Limits, error) { return limits[user], nil }
+	var c callCounts
+	ctx := context.Background()
+	steps := []struct {
+		user    string
+		release bool
+		counted bool
+		code    codes.Code
+	}{
+		{user: "dave", counted: true},
+		{user: "dave", counted: true},
+		{user: "dave", code: codes.ResourceExhausted},
+		{user: "bob"}, // no Calls quota: not counted
+		{user: "dave", release: true},
+		{user: "dave", counted: true},
+		{user: "dave", code: codes.ResourceExhausted},
+	}
+	for i, s := range steps {
+		if s.release {
+			c.release(s.user)
+			continue
+		}
+		counted, err := c.acquire(ctx, quotas, s.user)
+		if counted != s.counted || status.Code(err) != s.code {
+			t.Fatalf("step %d (%s): counted %v, %v; want %v, %v", i, s.user, counted, err, s.counted, s.code)
+		}
+	}
+	if counted, err := c.acquire(ctx, nil, "dave"); counted || err != nil {
+		t.Errorf("without quotas: counted %v, %v", counted, err)
 	}
 }

@@ -1,6 +1,7 @@
 package pool
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"sync"
@@ -24,7 +25,8 @@ type rpcService struct {
 	cfg     Config
 	reg     *registry
 	deploys *deployments
-	// warm maps a deployed function's name to the worker that served it
+	running *callCounts
+	// warm maps a deployed function's owner/name to the worker that served it
 	// last, which pick prefers while it is no busier (see pick).
 	warm sync.Map
 }
@@ -37,7 +39,8 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if req.FunctionName == "" {
 		return nil, status.Error(codes.InvalidArgument, "no function_name given")
 	}
-	if err := names.Function(req.FunctionName); err != nil {
+	owner, name, err := names.QualifiedFunction(req.FunctionName)
+	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	args, err := callArgs(req)
@@ -47,14 +50,29 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if len(args) > s.cfg.MaxArgsBytes {
 		return nil, status.Errorf(codes.ResourceExhausted, "arguments are %d bytes; the pool accepts at most %d (pass large data as a file and its file_id instead)", len(args), s.cfg.MaxArgsBytes)
 	}
-	fwd := &v1.FunctionCallRequest{FunctionName: req.FunctionName, Args: args, UserId: user}
+	// NAME is the caller's own deployed function, or else a native one;
+	// OWNER/NAME is OWNER's deployed function, for whom may call it. One
+	// the caller may not call is answered as one that does not exist.
 	// A deployed function is never shadowed by a native one of the same
-	// name: deploy and registration each refuse a name the other holds, and
-	// should both slip through at once, the deployed one takes the calls.
-	routes := s.reg.routes(req.FunctionName)
+	// name: deploy and registration each refuse a name the other holds,
+	// and should both slip through at once, the deployed one takes the
+	// calls.
+	d := s.deploys.get(cmp.Or(owner, user), name)
+	if d != nil && !s.deploys.mayCall(identityFrom(ctx), user, d) {
+		d = nil
+	}
+	notFound := func() error {
+		return status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
+	}
+	if d == nil && owner != "" {
+		return nil, notFound()
+	}
+	fwd := &v1.FunctionCallRequest{FunctionName: name, Args: args, UserId: user}
+	routes := s.reg.routes(name)
 	prefer := ""
 	idempotent := func(r route) bool { return r.spec.Idempotent }
-	if d := s.deploys.get(req.FunctionName); d != nil {
+	warmKey := ""
+	if d != nil {
 		routes = s.reg.runtimeRoutes(d.Runtime)
 		if len(routes) == 0 {
 			return nil, status.Errorf(codes.Unavailable, "%s is a %s function and no live worker runs %s functions", req.FunctionName, runtimeName(d.Runtime), runtimeName(d.Runtime))
@@ -62,14 +80,20 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		fwd.Deployment = d
 		prefer = d.ModuleSha256
 		idempotent = func(route) bool { return d.Idempotent }
+		warmKey = fullName(d.Owner, d.Name)
 	}
 	if len(routes) == 0 {
-		return nil, status.Errorf(codes.NotFound, "no function %q: no live worker serves it (see `taskworker functions`)", req.FunctionName)
+		return nil, notFound()
+	}
+	if counted, err := s.running.acquire(ctx, s.cfg.Quotas, user); err != nil {
+		return nil, err
+	} else if counted {
+		defer s.running.release(user)
 	}
 
 	var warm *worker
 	if fwd.Deployment != nil {
-		if w, ok := s.warm.Load(req.FunctionName); ok {
+		if w, ok := s.warm.Load(warmKey); ok {
 			warm = w.(*worker)
 		}
 	}
@@ -83,7 +107,7 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		resp, err, reached := s.forward(ctx, r.w, fwd, user)
 		if err == nil {
 			if fwd.Deployment != nil && r.w != warm {
-				s.warm.Store(req.FunctionName, r.w)
+				s.warm.Store(warmKey, r.w)
 			}
 			if req.ArgsJson != "" && utf8.Valid(resp.Result) {
 				resp.ResultJson = string(resp.Result)

@@ -224,9 +224,12 @@ type Deployment struct {
 	Limits       *Limits       `protobuf:"bytes,7,opt,name=limits,proto3" json:"limits,omitempty"`
 	Idempotent   bool          `protobuf:"varint,8,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	Capabilities *Capabilities `protobuf:"bytes,9,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
-	// The user who deployed it.
-	Owner         string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`
-	CreatedAtMs   int64  `protobuf:"varint,11,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// The user who deployed it: the function lives in that user's namespace.
+	Owner       string `protobuf:"bytes,10,opt,name=owner,proto3" json:"owner,omitempty"`
+	CreatedAtMs int64  `protobuf:"varint,11,opt,name=created_at_ms,json=createdAtMs,proto3" json:"created_at_ms,omitempty"`
+	// Any user may call it (as owner/name); otherwise only its owner, admins
+	// and the users it is granted to.
+	Public        bool `protobuf:"varint,12,opt,name=public,proto3" json:"public,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -338,6 +341,13 @@ func (x *Deployment) GetCreatedAtMs() int64 {
 	return 0
 }
 
+func (x *Deployment) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
+}
+
 type DeployRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -350,7 +360,10 @@ type DeployRequest struct {
 	Capabilities *Capabilities `protobuf:"bytes,7,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// The user the request acts for; empty: the token's user. Only an
 	// admin token may name another user.
-	UserId        string `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,8,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Lets any user call the function (as owner/name). Each deploy says it
+	// again: a deploy without it makes the function private.
+	Public        bool `protobuf:"varint,9,opt,name=public,proto3" json:"public,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +452,13 @@ func (x *DeployRequest) GetUserId() string {
 		return x.UserId
 	}
 	return ""
+}
+
+func (x *DeployRequest) GetPublic() bool {
+	if x != nil {
+		return x.Public
+	}
+	return false
 }
 
 type DeployResponse struct {
@@ -740,8 +760,10 @@ type HistoryResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	Versions       []*Deployment          `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
 	CurrentVersion int64                  `protobuf:"varint,2,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The users the function is granted to, sorted.
+	GrantedUsers  []string `protobuf:"bytes,3,rep,name=granted_users,json=grantedUsers,proto3" json:"granted_users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HistoryResponse) Reset() {
@@ -786,6 +808,13 @@ func (x *HistoryResponse) GetCurrentVersion() int64 {
 		return x.CurrentVersion
 	}
 	return 0
+}
+
+func (x *HistoryResponse) GetGrantedUsers() []string {
+	if x != nil {
+		return x.GrantedUsers
+	}
+	return nil
 }
 
 type GetModuleRequest struct {
@@ -885,6 +914,225 @@ func (x *ModuleChunk) GetTotalSize() int64 {
 	return 0
 }
 
+// A function's name in GrantRequest and RevokeRequest, as in the other
+// requests of DeployService, is NAME (in the acting user's namespace) or
+// OWNER/NAME.
+type GrantRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The user who may call the function.
+	User string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantRequest) Reset() {
+	*x = GrantRequest{}
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantRequest) ProtoMessage() {}
+
+func (x *GrantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantRequest.ProtoReflect.Descriptor instead.
+func (*GrantRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_deploy_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GrantRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GrantRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *GrantRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type GrantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The users the function is granted to now, sorted.
+	GrantedUsers  []string `protobuf:"bytes,1,rep,name=granted_users,json=grantedUsers,proto3" json:"granted_users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GrantResponse) Reset() {
+	*x = GrantResponse{}
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrantResponse) ProtoMessage() {}
+
+func (x *GrantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrantResponse.ProtoReflect.Descriptor instead.
+func (*GrantResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_deploy_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *GrantResponse) GetGrantedUsers() []string {
+	if x != nil {
+		return x.GrantedUsers
+	}
+	return nil
+}
+
+type RevokeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The user whose grant is taken away.
+	User string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	// The user the request acts for; empty: the token's user. Only an
+	// admin token may name another user.
+	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeRequest) Reset() {
+	*x = RevokeRequest{}
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeRequest) ProtoMessage() {}
+
+func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
+func (*RevokeRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_deploy_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RevokeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *RevokeRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type RevokeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The users the function is granted to now, sorted.
+	GrantedUsers  []string `protobuf:"bytes,1,rep,name=granted_users,json=grantedUsers,proto3" json:"granted_users,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeResponse) Reset() {
+	*x = RevokeResponse{}
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeResponse) ProtoMessage() {}
+
+func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_deploy_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
+func (*RevokeResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_deploy_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RevokeResponse) GetGrantedUsers() []string {
+	if x != nil {
+		return x.GrantedUsers
+	}
+	return nil
+}
+
 var File_taskworker_v1_deploy_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_deploy_proto_rawDesc = "" +
@@ -900,7 +1148,7 @@ const file_taskworker_v1_deploy_proto_rawDesc = "" +
 	"\fCapabilities\x12\x1f\n" +
 	"\vallow_hosts\x18\x01 \x03(\tR\n" +
 	"allowHosts\x12\x18\n" +
-	"\asecrets\x18\x02 \x03(\tR\asecrets\"\x94\x03\n" +
+	"\asecrets\x18\x02 \x03(\tR\asecrets\"\xac\x03\n" +
 	"\n" +
 	"Deployment\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -917,7 +1165,8 @@ const file_taskworker_v1_deploy_proto_rawDesc = "" +
 	"\fcapabilities\x18\t \x01(\v2\x1b.taskworker.v1.CapabilitiesR\fcapabilities\x12\x14\n" +
 	"\x05owner\x18\n" +
 	" \x01(\tR\x05owner\x12\"\n" +
-	"\rcreated_at_ms\x18\v \x01(\x03R\vcreatedAtMs\"\xae\x02\n" +
+	"\rcreated_at_ms\x18\v \x01(\x03R\vcreatedAtMs\x12\x16\n" +
+	"\x06public\x18\f \x01(\bR\x06public\"\xc6\x02\n" +
 	"\rDeployRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +
 	"\aruntime\x18\x02 \x01(\x0e2\x16.taskworker.v1.RuntimeR\aruntime\x12\x16\n" +
@@ -928,7 +1177,8 @@ const file_taskworker_v1_deploy_proto_rawDesc = "" +
 	"idempotent\x18\x06 \x01(\bR\n" +
 	"idempotent\x12?\n" +
 	"\fcapabilities\x18\a \x01(\v2\x1b.taskworker.v1.CapabilitiesR\fcapabilities\x12\x17\n" +
-	"\auser_id\x18\b \x01(\tR\x06userId\"K\n" +
+	"\auser_id\x18\b \x01(\tR\x06userId\x12\x16\n" +
+	"\x06public\x18\t \x01(\bR\x06public\"K\n" +
 	"\x0eDeployResponse\x129\n" +
 	"\n" +
 	"deployment\x18\x01 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
@@ -947,25 +1197,40 @@ const file_taskworker_v1_deploy_proto_rawDesc = "" +
 	"\x10UndeployResponse\"=\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"q\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\x96\x01\n" +
 	"\x0fHistoryResponse\x125\n" +
 	"\bversions\x18\x01 \x03(\v2\x19.taskworker.v1.DeploymentR\bversions\x12'\n" +
-	"\x0fcurrent_version\x18\x02 \x01(\x03R\x0ecurrentVersion\"7\n" +
+	"\x0fcurrent_version\x18\x02 \x01(\x03R\x0ecurrentVersion\x12#\n" +
+	"\rgranted_users\x18\x03 \x03(\tR\fgrantedUsers\"7\n" +
 	"\x10GetModuleRequest\x12#\n" +
 	"\rmodule_sha256\x18\x01 \x01(\tR\fmoduleSha256\"@\n" +
 	"\vModuleChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x1d\n" +
 	"\n" +
-	"total_size\x18\x02 \x01(\x03R\ttotalSize*J\n" +
+	"total_size\x18\x02 \x01(\x03R\ttotalSize\"O\n" +
+	"\fGrantRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"4\n" +
+	"\rGrantResponse\x12#\n" +
+	"\rgranted_users\x18\x01 \x03(\tR\fgrantedUsers\"P\n" +
+	"\rRevokeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x17\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\"5\n" +
+	"\x0eRevokeResponse\x12#\n" +
+	"\rgranted_users\x18\x01 \x03(\tR\fgrantedUsers*J\n" +
 	"\aRuntime\x12\x17\n" +
 	"\x13RUNTIME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fRUNTIME_WASM\x10\x01\x12\x14\n" +
-	"\x10RUNTIME_STARLARK\x10\x022\xba\x02\n" +
+	"\x10RUNTIME_STARLARK\x10\x022\xc5\x03\n" +
 	"\rDeployService\x12E\n" +
 	"\x06Deploy\x12\x1c.taskworker.v1.DeployRequest\x1a\x1d.taskworker.v1.DeployResponse\x12K\n" +
 	"\bRollback\x12\x1e.taskworker.v1.RollbackRequest\x1a\x1f.taskworker.v1.RollbackResponse\x12K\n" +
 	"\bUndeploy\x12\x1e.taskworker.v1.UndeployRequest\x1a\x1f.taskworker.v1.UndeployResponse\x12H\n" +
-	"\aHistory\x12\x1d.taskworker.v1.HistoryRequest\x1a\x1e.taskworker.v1.HistoryResponse2[\n" +
+	"\aHistory\x12\x1d.taskworker.v1.HistoryRequest\x1a\x1e.taskworker.v1.HistoryResponse\x12B\n" +
+	"\x05Grant\x12\x1b.taskworker.v1.GrantRequest\x1a\x1c.taskworker.v1.GrantResponse\x12E\n" +
+	"\x06Revoke\x12\x1c.taskworker.v1.RevokeRequest\x1a\x1d.taskworker.v1.RevokeResponse2[\n" +
 	"\rModuleService\x12J\n" +
 	"\tGetModule\x12\x1f.taskworker.v1.GetModuleRequest\x1a\x1a.taskworker.v1.ModuleChunk0\x01B?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
@@ -982,7 +1247,7 @@ func file_taskworker_v1_deploy_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_deploy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_taskworker_v1_deploy_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_taskworker_v1_deploy_proto_goTypes = []any{
 	(Runtime)(0),             // 0: taskworker.v1.Runtime
 	(*Limits)(nil),           // 1: taskworker.v1.Limits
@@ -998,6 +1263,10 @@ var file_taskworker_v1_deploy_proto_goTypes = []any{
 	(*HistoryResponse)(nil),  // 11: taskworker.v1.HistoryResponse
 	(*GetModuleRequest)(nil), // 12: taskworker.v1.GetModuleRequest
 	(*ModuleChunk)(nil),      // 13: taskworker.v1.ModuleChunk
+	(*GrantRequest)(nil),     // 14: taskworker.v1.GrantRequest
+	(*GrantResponse)(nil),    // 15: taskworker.v1.GrantResponse
+	(*RevokeRequest)(nil),    // 16: taskworker.v1.RevokeRequest
+	(*RevokeResponse)(nil),   // 17: taskworker.v1.RevokeResponse
 }
 var file_taskworker_v1_deploy_proto_depIdxs = []int32{
 	0,  // 0: taskworker.v1.Deployment.runtime:type_name -> taskworker.v1.Runtime
@@ -1013,14 +1282,18 @@ var file_taskworker_v1_deploy_proto_depIdxs = []int32{
 	6,  // 10: taskworker.v1.DeployService.Rollback:input_type -> taskworker.v1.RollbackRequest
 	8,  // 11: taskworker.v1.DeployService.Undeploy:input_type -> taskworker.v1.UndeployRequest
 	10, // 12: taskworker.v1.DeployService.History:input_type -> taskworker.v1.HistoryRequest
-	12, // 13: taskworker.v1.ModuleService.GetModule:input_type -> taskworker.v1.GetModuleRequest
-	5,  // 14: taskworker.v1.DeployService.Deploy:output_type -> taskworker.v1.DeployResponse
-	7,  // 15: taskworker.v1.DeployService.Rollback:output_type -> taskworker.v1.RollbackResponse
-	9,  // 16: taskworker.v1.DeployService.Undeploy:output_type -> taskworker.v1.UndeployResponse
-	11, // 17: taskworker.v1.DeployService.History:output_type -> taskworker.v1.HistoryResponse
-	13, // 18: taskworker.v1.ModuleService.GetModule:output_type -> taskworker.v1.ModuleChunk
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
+	14, // 13: taskworker.v1.DeployService.Grant:input_type -> taskworker.v1.GrantRequest
+	16, // 14: taskworker.v1.DeployService.Revoke:input_type -> taskworker.v1.RevokeRequest
+	12, // 15: taskworker.v1.ModuleService.GetModule:input_type -> taskworker.v1.GetModuleRequest
+	5,  // 16: taskworker.v1.DeployService.Deploy:output_type -> taskworker.v1.DeployResponse
+	7,  // 17: taskworker.v1.DeployService.Rollback:output_type -> taskworker.v1.RollbackResponse
+	9,  // 18: taskworker.v1.DeployService.Undeploy:output_type -> taskworker.v1.UndeployResponse
+	11, // 19: taskworker.v1.DeployService.History:output_type -> taskworker.v1.HistoryResponse
+	15, // 20: taskworker.v1.DeployService.Grant:output_type -> taskworker.v1.GrantResponse
+	17, // 21: taskworker.v1.DeployService.Revoke:output_type -> taskworker.v1.RevokeResponse
+	13, // 22: taskworker.v1.ModuleService.GetModule:output_type -> taskworker.v1.ModuleChunk
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1037,7 +1310,7 @@ func file_taskworker_v1_deploy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_deploy_proto_rawDesc), len(file_taskworker_v1_deploy_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -26,13 +26,20 @@ const (
 	DeployService_Rollback_FullMethodName = "/taskworker.v1.DeployService/Rollback"
 	DeployService_Undeploy_FullMethodName = "/taskworker.v1.DeployService/Undeploy"
 	DeployService_History_FullMethodName  = "/taskworker.v1.DeployService/History"
+	DeployService_Grant_FullMethodName    = "/taskworker.v1.DeployService/Grant"
+	DeployService_Revoke_FullMethodName   = "/taskworker.v1.DeployService/Revoke"
 )
 
 // DeployServiceClient is the client API for DeployService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// DeployService is served by the pool to clients.
+// DeployService is served by the pool to clients. Each user has a namespace
+// of deployed functions: a request names a function as NAME, in the acting
+// user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+// function that the caller may not call is NotFound, as if it did not
+// exist; one the caller may call but does not own is PermissionDenied to
+// everything but calls.
 type DeployServiceClient interface {
 	// Deploy stores a module and makes it the function's current version. The
 	// module is checked first (it must load, export the function and import
@@ -45,6 +52,11 @@ type DeployServiceClient interface {
 	Undeploy(ctx context.Context, in *UndeployRequest, opts ...grpc.CallOption) (*UndeployResponse, error)
 	// History lists a deployed function's versions, newest first.
 	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// Grant lets another user call a private deployed function. Owner or
+	// admin only.
+	Grant(ctx context.Context, in *GrantRequest, opts ...grpc.CallOption) (*GrantResponse, error)
+	// Revoke takes a grant away.
+	Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error)
 }
 
 type deployServiceClient struct {
@@ -95,11 +107,36 @@ func (c *deployServiceClient) History(ctx context.Context, in *HistoryRequest, o
 	return out, nil
 }
 
+func (c *deployServiceClient) Grant(ctx context.Context, in *GrantRequest, opts ...grpc.CallOption) (*GrantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GrantResponse)
+	err := c.cc.Invoke(ctx, DeployService_Grant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *deployServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeResponse)
+	err := c.cc.Invoke(ctx, DeployService_Revoke_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DeployServiceServer is the server API for DeployService service.
 // All implementations must embed UnimplementedDeployServiceServer
 // for forward compatibility.
 //
-// DeployService is served by the pool to clients.
+// DeployService is served by the pool to clients. Each user has a namespace
+// of deployed functions: a request names a function as NAME, in the acting
+// user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+// function that the caller may not call is NotFound, as if it did not
+// exist; one the caller may call but does not own is PermissionDenied to
+// everything but calls.
 type DeployServiceServer interface {
 	// Deploy stores a module and makes it the function's current version. The
 	// module is checked first (it must load, export the function and import
@@ -112,6 +149,11 @@ type DeployServiceServer interface {
 	Undeploy(context.Context, *UndeployRequest) (*UndeployResponse, error)
 	// History lists a deployed function's versions, newest first.
 	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// Grant lets another user call a private deployed function. Owner or
+	// admin only.
+	Grant(context.Context, *GrantRequest) (*GrantResponse, error)
+	// Revoke takes a grant away.
+	Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error)
 	mustEmbedUnimplementedDeployServiceServer()
 }
 
@@ -133,6 +175,12 @@ func (UnimplementedDeployServiceServer) Undeploy(context.Context, *UndeployReque
 }
 func (UnimplementedDeployServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedDeployServiceServer) Grant(context.Context, *GrantRequest) (*GrantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Grant not implemented")
+}
+func (UnimplementedDeployServiceServer) Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
 }
 func (UnimplementedDeployServiceServer) mustEmbedUnimplementedDeployServiceServer() {}
 func (UnimplementedDeployServiceServer) testEmbeddedByValue()                       {}
@@ -227,6 +275,42 @@ func _DeployService_History_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DeployService_Grant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GrantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeployServiceServer).Grant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeployService_Grant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeployServiceServer).Grant(ctx, req.(*GrantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _DeployService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DeployServiceServer).Revoke(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DeployService_Revoke_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DeployServiceServer).Revoke(ctx, req.(*RevokeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DeployService_ServiceDesc is the grpc.ServiceDesc for DeployService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -249,6 +333,14 @@ var DeployService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "History",
 			Handler:    _DeployService_History_Handler,
+		},
+		{
+			MethodName: "Grant",
+			Handler:    _DeployService_Grant_Handler,
+		},
+		{
+			MethodName: "Revoke",
+			Handler:    _DeployService_Revoke_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
