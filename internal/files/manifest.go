@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 )
 
@@ -35,6 +36,10 @@ type manifest struct {
 	Owner string `json:"owner"`
 	// WriteID names the shards of this version on the workers.
 	WriteID string `json:"write_id"`
+	// Key is the write's data key, wrapped by a master key and bound to
+	// the file and the write (see seal.go). Empty: a version written
+	// before blocks were sealed, stored as plaintext.
+	Key string `json:"key,omitempty"`
 	// Sums holds every shard's BLAKE3 checksum, block by block, base64.
 	Sums string `json:"sums"`
 	// Workers and Placement record where shards are: Placement[b][i] is
@@ -94,7 +99,13 @@ func (m *manifest) inline() bool { return m.Layout == inlineLayout }
 
 func (m *manifest) layout() (erasure.Layout, error) { return erasure.ParseLayout(m.Layout) }
 
-// fileInfo is the manifest in the erasure package's terms.
+// sealed reports whether m's blocks (or inline bytes) are ciphertext.
+func (m *manifest) sealed() bool { return m.Key != "" }
+
+// fileInfo is the manifest in the erasure package's terms: for a sealed
+// version, the geometry of the sealed stream the shards code, with no
+// SHA-256 (the manifest's is the plaintext's: sealedReader checks it, and
+// the Decoder's Copy, which would check the stream's, is not used).
 func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
 	l, err := m.layout()
 	if err != nil {
@@ -105,7 +116,14 @@ func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
 	if err != nil || len(sha) != 32 {
 		return nil, fmt.Errorf("manifest of %s: bad SHA-256 %q", m.FileID, m.SHA256)
 	}
-	copy(info.SHA256[:], sha)
+	if m.sealed() {
+		if m.BlockSize < 1 || m.Size < 0 || m.Size > erasure.MaxFileSize {
+			return nil, fmt.Errorf("manifest of %s: %d bytes in blocks of %d", m.FileID, m.Size, m.BlockSize)
+		}
+		info.BlockSize, info.Size = m.BlockSize+keyring.Overhead, sealedSize(m.Size, m.BlockSize)
+	} else {
+		copy(info.SHA256[:], sha)
+	}
 	raw, err := m.sumBytes()
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -75,10 +76,24 @@ type fileReader interface {
 
 // open returns a reader for the file version m describes.
 func (s *Service) open(m *manifest) (fileReader, error) {
+	sealer, err := s.sealer(m)
+	switch {
+	case errors.Is(err, keyring.ErrCorrupt):
+		return nil, status.Errorf(codes.DataLoss, "file %s version %d: %v", m.FileID, m.Version, err)
+	case err != nil:
+		return nil, status.Errorf(codes.FailedPrecondition, "file %s version %d: %v", m.FileID, m.Version, err)
+	}
 	if !m.inline() {
-		return s.decoder(m)
+		d, err := s.decoder(m)
+		if err != nil || sealer == nil {
+			return d, err
+		}
+		return &sealedReader{d: d, sealer: sealer, size: m.Size, blockSize: m.BlockSize, sha256: m.SHA256}, nil
 	}
 	data, err := base64.StdEncoding.DecodeString(m.Inline)
+	if err == nil && sealer != nil {
+		data, err = sealer.Open(nil, 0, data)
+	}
 	if err != nil || int64(len(data)) != m.Size || fmt.Sprintf("%x", sha256.Sum256(data)) != m.SHA256 {
 		return nil, status.Errorf(codes.DataLoss, "file %s version %d: the inline bytes do not match the manifest", m.FileID, m.Version)
 	}
@@ -195,7 +210,7 @@ func decodeError(fileID string, err error) error {
 	switch {
 	case errors.As(err, &be):
 		return status.Errorf(codes.Unavailable, "file %s: %v; the file is unreadable until more workers come back", fileID, err)
-	case errors.Is(err, erasure.ErrFileChecksum):
+	case errors.Is(err, erasure.ErrFileChecksum), errors.Is(err, keyring.ErrCorrupt):
 		return status.Errorf(codes.DataLoss, "file %s: %v", fileID, err)
 	case errors.Is(err, erasure.ErrRange):
 		return status.Errorf(codes.OutOfRange, "file %s: %v", fileID, err)

@@ -100,8 +100,8 @@ func DefaultConfig(prefix string) Config {
 
 // Validate reports a configuration that cannot work, saying what to change.
 func (c Config) Validate() error {
-	if c.BlockSize < 4<<10 || c.BlockSize > erasure.MaxBlockSize {
-		return fmt.Errorf("files: block size %d must be between 4 KiB and %d", c.BlockSize, erasure.MaxBlockSize)
+	if most := erasure.MaxBlockSize - keyring.Overhead; c.BlockSize < 4<<10 || c.BlockSize > most {
+		return fmt.Errorf("files: block size %d must be between 4 KiB and %d (a sealed block is %d bytes longer)", c.BlockSize, most, keyring.Overhead)
 	}
 	if c.InlineMax < 0 || c.InlineMax > 64<<10 {
 		return fmt.Errorf("files: inline maximum %d must be between 0 and 64 KiB (etcd holds these files)", c.InlineMax)
@@ -112,8 +112,8 @@ func (c Config) Validate() error {
 	if most := maxBlocks(erasure.DefaultLayout, c.MaxManifestBytes); c.SegmentBlocks < 0 || int64(c.SegmentBlocks) > most {
 		return fmt.Errorf("files: SegmentBlocks %d must be between 1 and %d (what MaxManifestBytes holds at %s), or 0 for that", c.SegmentBlocks, most, erasure.DefaultLayout)
 	}
-	if c.MaxFileBytes < 0 || c.MaxFileBytes > erasure.MaxFileSize {
-		return fmt.Errorf("files: MaxFileBytes %d must be between 1 and %d, or 0 for no bound", c.MaxFileBytes, int64(erasure.MaxFileSize))
+	if c.MaxFileBytes < 0 || c.MaxFileBytes > MaxFileSize {
+		return fmt.Errorf("files: MaxFileBytes %d must be between 1 and %d, or 0 for no bound", c.MaxFileBytes, int64(MaxFileSize))
 	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")
@@ -146,6 +146,9 @@ type Service struct {
 func New(cfg Config, cli *clientv3.Client, workers Workers, userFrom func(ctx context.Context, userID string) (string, error)) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Keyring == nil {
+		return nil, errors.New("files: no Keyring: every file version is sealed under a data key that a master key wraps; give the master keys (keyring.Open)")
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -19,6 +19,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/placement"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -184,6 +185,10 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if req.size > 0 {
 		r = &declaredReader{r: r, size: req.size}
 	}
+	sealer, err := s.newSealer(m)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
 	// A file that fits InlineMax lives in its manifest: see inlineLayout.
 	head := make([]byte, s.cfg.InlineMax+1)
 	n, err := io.ReadFull(r, head)
@@ -191,7 +196,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		m.Layout, m.Size = inlineLayout, int64(n)
 		m.SHA256 = fmt.Sprintf("%x", sha256.Sum256(head[:n]))
-		m.Inline = base64.StdEncoding.EncodeToString(head[:n])
+		m.Inline = base64.StdEncoding.EncodeToString(sealer.Seal(nil, 0, head[:n]))
 	case err != nil:
 		if _, ok := status.FromError(err); ok {
 			return nil, err
@@ -216,7 +221,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 			return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
 		}
 		m.Layout = layout.String()
-		if err := s.storeBlocks(ctx, m, layout, workers, io.MultiReader(bytes.NewReader(head), r)); err != nil {
+		if err := s.storeBlocks(ctx, m, layout, workers, sealer, io.MultiReader(bytes.NewReader(head), r)); err != nil {
 			s.dropWrite(m)
 			return nil, err
 		}
@@ -276,18 +281,24 @@ func (s *Service) maxFileBytes() int64 {
 	if s.cfg.MaxFileBytes > 0 {
 		return s.cfg.MaxFileBytes
 	}
-	return erasure.MaxFileSize
+	return MaxFileSize
 }
+
+// MaxFileSize bounds Config.MaxFileBytes: half the erasure format's own
+// bound, so that a file's sealed stream (keyring.Overhead more a block)
+// always fits in it.
+const MaxFileSize = erasure.MaxFileSize / 2
 
 // tooLarge is the status of a file larger than the service takes.
 func tooLarge(size string, limit int64) error {
 	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file (%d bytes); split it", size, limit)
 }
 
-// storeBlocks encodes r block by block and stores each block's shards,
-// BlocksInFlight blocks at a time, filling in m.
-func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, r io.Reader) error {
-	enc, err := erasure.NewEncoder(r, layout, m.BlockSize)
+// storeBlocks seals r block by block, encodes each sealed block and stores
+// its shards, BlocksInFlight blocks at a time, filling in m.
+func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, sealer *keyring.Sealer, r io.Reader) error {
+	sr := newSealingReader(r, sealer, m.BlockSize)
+	enc, err := erasure.NewEncoder(sr, layout, m.BlockSize+keyring.Overhead)
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
@@ -314,7 +325,8 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			shards[i] = bytes.Clone(sh)
 		}
 		b := blk.Index
-		if limit := s.maxFileBytes(); blk.Offset+int64(blk.Len) > limit {
+		// The plaintext's end: each sealed block is Overhead longer.
+		if limit := s.maxFileBytes(); b*int64(m.BlockSize)+int64(blk.Len-keyring.Overhead) > limit {
 			// Refused now, not after the rest of the upload.
 			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit))
 			break
@@ -340,8 +352,11 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
-		if _, ok := status.FromError(err); ok {
-			return err
+		if st, ok := errors.AsType[interface {
+			error
+			GRPCStatus() *status.Status
+		}](err); ok {
+			return st.GRPCStatus().Err() // the reader's own, unwrapped
 		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return status.FromContextError(err).Err()
@@ -352,8 +367,11 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
-	m.Size = info.Size
-	m.SHA256 = fmt.Sprintf("%x", info.SHA256)
+	if info.Size != sealedSize(sr.size, m.BlockSize) {
+		return status.Errorf(codes.Internal, "sealed %d bytes into %d, not %d", sr.size, info.Size, sealedSize(sr.size, m.BlockSize))
+	}
+	m.Size = sr.size
+	m.SHA256 = sr.sum()
 	m.Sums = encodeSums(info.Sums)
 	m.Placement = make([][]int16, info.Blocks())
 	for b := range m.Placement {
