@@ -28,6 +28,8 @@ type fileRecord struct {
 	BlockSize  int    `json:"block_size"`
 	CreatedMs  int64  `json:"created_ms"`
 	ModifiedMs int64  `json:"modified_ms"`
+	// KeepVersions is the file's own retention (0: its owner's).
+	KeepVersions int64 `json:"keep_versions,omitempty"`
 }
 
 // manifest is one version of a file: everything needed to read it back.
@@ -232,6 +234,9 @@ func (k keys) manifest(id string, v int64) string {
 	return fmt.Sprintf("%s%020d", k.manifests(id), v)
 }
 func (k keys) allDamage() string { return k.prefix + "damage/" }
+
+// usage holds the bytes of a user's stored versions (see retention.go).
+func (k keys) usage(user string) string { return k.prefix + "usage/storage/" + user }
 
 // fileSegments holds the segments of a file's versions (see segment):
 // segments/<file>/<write>/<n>. It is apart from manifests/<file>/, which

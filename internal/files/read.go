@@ -424,27 +424,54 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		return nil, serving.NotCommitted(err)
 	}
 	fileKey := s.keys.file(user, req.FileId)
-	// The segments of every version go with the manifests, and so do those
-	// of a revision in progress: its commit then finds the file gone.
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(fileKey), ">", 0)).Then(
-		clientv3.OpGet(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
-		clientv3.OpDelete(fileKey),
-		clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return nil, serving.EtcdError(err) // sent: it may have been applied
-	}
-	if !txn.Succeeded {
-		return nil, serving.NotCommitted(status.Errorf(codes.NotFound, "no file %s", req.FileId))
-	}
-	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
-		if m, err := unmarshalManifest(kv.Value); err == nil && !m.inline() {
-			// The intent lets the collector finish what dropWrite misses
-			// (a worker that is away now).
-			_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
-			s.dropWrite(m)
+	for attempt := 0; attempt < maxUsageRetries; attempt++ {
+		rec, err := s.cli.Get(ctx, fileKey)
+		if err != nil {
+			return nil, serving.NotCommitted(serving.EtcdError(err))
 		}
+		if len(rec.Kvs) == 0 {
+			return nil, serving.NotCommitted(status.Errorf(codes.NotFound, "no file %s", req.FileId))
+		}
+		// The versions as of the record: every change to them but repair's
+		// (which changes no size) rewrites the record, which the
+		// transaction compares.
+		var versions []*manifest
+		var freed int64
+		if err := s.eachVersion(ctx, req.FileId, func(m *manifest) {
+			versions = append(versions, m)
+			freed += m.Size
+		}); err != nil {
+			return nil, serving.NotCommitted(err)
+		}
+		use, useRev, err := s.usage(ctx, user)
+		if err != nil {
+			return nil, serving.NotCommitted(err)
+		}
+		usageCmp, usagePut := s.setUsage(user, useRev, use-freed)
+		// The segments of every version go with the manifests, and so do
+		// those of a revision in progress: its commit then finds the file
+		// gone.
+		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(fileKey), "=", rec.Kvs[0].ModRevision), usageCmp).Then(
+			clientv3.OpDelete(fileKey),
+			clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
+			clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
+			usagePut,
+		).Commit()
+		if err != nil {
+			return nil, serving.EtcdError(err) // sent: it may have been applied
+		}
+		if !txn.Succeeded {
+			continue // the file or the user's use changed: read them again
+		}
+		for _, m := range versions {
+			if !m.inline() {
+				// The intent lets the collector finish what dropWrite
+				// misses (a worker that is away now).
+				_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
+				s.dropWrite(m)
+			}
+		}
+		return &v1.DeleteResponse{}, nil
 	}
-	return &v1.DeleteResponse{}, nil
+	return nil, serving.NotCommitted(status.Errorf(codes.Aborted, "file %s kept changing while it was deleted; delete it again", req.FileId))
 }

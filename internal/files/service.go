@@ -18,6 +18,7 @@ import (
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Workers is what the file service needs of the pool's registry.
@@ -73,7 +74,11 @@ type Config struct {
 	// find a failed write's shards unreferenced are, and how old its
 	// newest shard must be (a write in progress is not yet referenced).
 	GCInterval, GCMinAge time.Duration
-	Logger               *slog.Logger
+	// Limits returns a user's quotas: StorageBytes bounds the bytes of all
+	// their file versions, KeepVersions and KeepFor how many of a file's
+	// versions are kept (see retention.go). nil: the defaults for all.
+	Limits func(ctx context.Context, user string) (quota.Limits, error)
+	Logger *slog.Logger
 }
 
 // DefaultMaxManifestBytes keeps a manifest and its file record within

@@ -21,6 +21,7 @@ import (
 	"github.com/hivemind/taskworker/internal/erasure"
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -30,16 +31,27 @@ type writeRequest struct {
 	fileID         string // set for a revision
 	expected       int64  // for a revision: refuse unless the current version is this
 	size           int64  // the size the sender declared; 0: unknown
+	keep           int64  // the file's retention, if the sender sets it
+	what           string // "this push", for messages
+	limits         quota.Limits
 }
 
 func (w writeRequest) revise() bool { return w.fileID != "" }
+
+// keepOr is the file's retention: the request's, else the file's own.
+func (w writeRequest) keepOr(current int64) int64 {
+	if w.keep > 0 {
+		return w.keep
+	}
+	return current
+}
 
 func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushResponse, error) {
 	user, err := s.userFrom(ctx, req.UserId)
 	if err != nil {
 		return nil, definite(err)
 	}
-	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData)), keep: req.KeepVersions, what: "this push"}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, definite(err)
 	}
@@ -54,7 +66,7 @@ func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.Revise
 	if err := checkFileID(req.FileId); err != nil {
 		return nil, definite(err)
 	}
-	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData)), what: "this revision"}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, definite(err)
 	}
@@ -91,7 +103,7 @@ func (s *Service) upload(stream v1.FileService_UploadServer) (*v1.FileInfo, erro
 	if h.Size < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
 	}
-	return s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
+	return s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size, keep: h.KeepVersions, what: "this upload"},
 		&uploadReader{stream: stream})
 }
 
@@ -162,15 +174,27 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if err := checkFilename(req.filename); err != nil {
 		return nil, err
 	}
+	if req.keep < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "keep_versions %d is negative; send how many versions to keep, or 0 for the default", req.keep)
+	}
+	var cur fileRecord
 	if req.revise() {
 		// Fail fast on a revision that cannot commit; commit checks again.
-		if _, _, err := s.current(ctx, req.user, req.fileID, req.expected); err != nil {
+		var err error
+		if cur, _, err = s.current(ctx, req.user, req.fileID, req.expected); err != nil {
 			return nil, err
 		}
 	}
 	// A declared size over the limit is refused before any byte is read.
 	if limit := s.maxFileBytes(); req.size > limit {
 		return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit)
+	}
+	var err error
+	if req.limits, err = s.limits(ctx, req.user); err != nil {
+		return nil, err
+	}
+	if r, err = s.checkQuota(ctx, req, cur, r); err != nil {
+		return nil, err
 	}
 	now := time.Now().UnixMilli()
 	m := &manifest{
@@ -494,6 +518,10 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 	return err
 }
 
+// maxUsageRetries bounds how often a commit counts its user's storage use
+// again because another write or delete of the user's changed it.
+const maxUsageRetries = 100
+
 // chunkBytes is the size of the data messages of shard and file streams.
 const chunkBytes = 1 << 20
 
@@ -506,8 +534,10 @@ const chunkBytes = 1 << 20
 func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) error {
 	fileKey := s.keys.file(req.user, m.FileID)
 	intentKey := s.keys.write(m.FileID, m.WriteID)
+	usageRetries := 0
 	for {
 		var cmp clientv3.Cmp
+		m.KeepVersions = req.keep
 		if req.revise() {
 			cur, rev, err := s.current(ctx, req.user, req.fileID, req.expected)
 			if err != nil {
@@ -515,6 +545,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			}
 			m.Version = cur.Version + 1
 			m.CreatedMs = cur.CreatedMs
+			m.KeepVersions = req.keepOr(cur.KeepVersions)
 			if m.Filename == "" {
 				m.Filename = cur.Filename
 			}
@@ -522,25 +553,62 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		} else {
 			cmp = clientv3.Compare(clientv3.CreateRevision(fileKey), "=", 0)
 		}
+		// Retention: the versions this one leaves beyond the file's policy
+		// go in the same transaction (see retention.go).
+		var pruned []prunedVersion
+		var freed int64
+		if req.revise() {
+			var err error
+			if pruned, err = s.prunable(ctx, m.FileID, retentionOf(req.limits, m.KeepVersions), time.Now()); err != nil {
+				return err
+			}
+			for _, p := range pruned {
+				freed += p.size
+			}
+		}
+		use, useRev, err := s.usage(ctx, req.user)
+		if err != nil {
+			return err
+		}
+		next := use + m.Size - freed
+		if l := req.limits.StorageBytes; l > 0 && next > l && next > use {
+			return overQuota(req.user, req.what, req.limits, use, formatBytes(m.Size))
+		}
 		manifest, err := m.marshal()
 		if err != nil {
 			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
 		}
 		record, _ := json.Marshal(m.fileRecord)
-		cmps := []clientv3.Cmp{cmp}
+		usageCmp, usagePut := s.setUsage(req.user, useRev, next)
+		cmps := []clientv3.Cmp{cmp, usageCmp}
 		if !m.inline() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
 		}
-		txn, err := s.cli.Txn(ctx).If(cmps...).Then(
+		ops := []clientv3.Op{
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
 			clientv3.OpDelete(intentKey), // the manifest owns the shards now
-		).Commit()
+			usagePut,
+		}
+		for _, p := range pruned {
+			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return &ambiguousError{serving.EtcdError(err)}
 		}
 		if txn.Succeeded {
+			s.dropPruned(ctx, m.FileID, pruned)
 			return nil
+		}
+		if _, rev, err := s.usage(ctx, req.user); err != nil {
+			return err
+		} else if rev != useRev {
+			// Another write or delete of the user's: count again.
+			if usageRetries++; usageRetries > maxUsageRetries {
+				return status.Errorf(codes.Aborted, "the storage use of %s kept changing under this write (other writes at once); write again", req.user)
+			}
+			continue
 		}
 		if !m.inline() {
 			resp, err := s.cli.Get(ctx, intentKey, clientv3.WithCountOnly())
