@@ -153,36 +153,79 @@ func (r *sealedReader) CopyRange(ctx context.Context, w io.Writer, off, length i
 }
 
 // copyRange reads the blocks that hold [off, off+length), each whole (a
-// block is authenticated as a whole), and writes the part asked for.
+// block is authenticated as a whole), and writes the part asked for. The
+// next block's shards are fetched while one is opened and written.
 func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
 	if length == 0 {
 		return 0, nil
 	}
 	bs, sbs := int64(r.blockSize), int64(r.blockSize+keyring.Overhead)
 	end := off + length
+	first, last := off/bs, (end-1)/bs
+	blockLen := func(b int64) int64 { return min(bs, r.size-b*bs) }
+
+	type sealedBlock struct {
+		b   int64
+		buf *bytes.Buffer
+		err error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	blocks := make(chan sealedBlock, 1)
+	free := make(chan *bytes.Buffer, 3)
+	go func() {
+		defer close(blocks)
+		for b := first; b <= last; b++ {
+			var buf *bytes.Buffer
+			select {
+			case buf = <-free:
+				buf.Reset()
+			default:
+				buf = bytes.NewBuffer(make([]byte, 0, sbs))
+			}
+			_, err := r.d.CopyRange(ctx, buf, b*sbs, blockLen(b)+keyring.Overhead)
+			select {
+			case blocks <- sealedBlock{b, buf, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		for range blocks { // the fetcher is done before the Decoder is left
+		}
+	}()
 	var (
-		buf     bytes.Buffer
 		plain   []byte
 		written int64
+		next    = first
 	)
-	buf.Grow(int(sbs))
-	for b := off / bs; b <= (end-1)/bs; b++ {
-		start := b * bs
-		blockLen := min(bs, r.size-start)
-		buf.Reset()
-		if _, err := r.d.CopyRange(ctx, &buf, b*sbs, blockLen+keyring.Overhead); err != nil {
-			return written, err
+	for blk := range blocks {
+		if blk.err != nil {
+			return written, blk.err
 		}
 		var err error
-		if plain, err = r.sealer.Open(plain[:0], uint64(b), buf.Bytes()); err != nil {
+		if plain, err = r.sealer.Open(plain[:0], uint64(blk.b), blk.buf.Bytes()); err != nil {
 			return written, err
 		}
-		lo, hi := max(off, start)-start, min(end, start+blockLen)-start
+		start := blk.b * bs
+		lo, hi := max(off, start)-start, min(end, start+blockLen(blk.b))-start
 		n, err := w.Write(plain[lo:hi])
 		written += int64(n)
 		if err != nil {
 			return written, err
 		}
+		select {
+		case free <- blk.buf:
+		default:
+		}
+		next = blk.b + 1
+	}
+	if next <= last {
+		return written, context.Cause(ctx)
 	}
 	return written, nil
 }
