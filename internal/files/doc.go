@@ -53,8 +53,9 @@
 // file's next commit, not by itself. A write of unknown size is refused by
 // the storage quota only once its bytes pass what is left, so it may have
 // stored (and then drops) shards; the use counts plaintext bytes, not the
-// shards' overhead. Two writes of one user committing at the same instant
-// contend on the user's use record, and one of them retries.
+// shards' overhead. Once a storage quota applies to a user, their commits
+// compare-and-swap one record: two committing at the same instant retry
+// one of them.
 //
 // Only a write whose commit transaction was sent and got no answer fails
 // without the NotCommitted mark: it may have been applied. Its shards and

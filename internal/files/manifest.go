@@ -238,6 +238,10 @@ func (k keys) allDamage() string { return k.prefix + "damage/" }
 // usage holds the bytes of a user's stored versions (see retention.go).
 func (k keys) usage(user string) string { return k.prefix + "usage/storage/" + user }
 
+// usageChanged marks changes to a user's files while their use is not
+// counted (see usage).
+func (k keys) usageChanged(user string) string { return k.prefix + "usage/changed/" + user }
+
 // fileSegments holds the segments of a file's versions (see segment):
 // segments/<file>/<write>/<n>. It is apart from manifests/<file>/, which
 // lists the file's versions.

@@ -443,20 +443,19 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		}); err != nil {
 			return nil, serving.NotCommitted(err)
 		}
-		use, useRev, err := s.usage(ctx, user)
+		u, err := s.readUsage(ctx, user, false)
 		if err != nil {
 			return nil, serving.NotCommitted(err)
 		}
-		usageCmp, usagePut := s.setUsage(user, useRev, use-freed)
+		usageCmps, usageOps := u.move(s.keys, -freed)
 		// The segments of every version go with the manifests, and so do
 		// those of a revision in progress: its commit then finds the file
 		// gone.
-		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(fileKey), "=", rec.Kvs[0].ModRevision), usageCmp).Then(
+		txn, err := s.cli.Txn(ctx).If(append(usageCmps, clientv3.Compare(clientv3.ModRevision(fileKey), "=", rec.Kvs[0].ModRevision))...).Then(append(usageOps,
 			clientv3.OpDelete(fileKey),
 			clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
 			clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
-			usagePut,
-		).Commit()
+		)...).Commit()
 		if err != nil {
 			return nil, serving.EtcdError(err) // sent: it may have been applied
 		}

@@ -26,9 +26,10 @@ import (
 //   - the quota: usage/storage/<user> holds the bytes of all the user's
 //     versions (plaintext sizes, as the user sees them); every transaction
 //     that adds or deletes manifests updates it, with compare-and-swap on
-//     its revision, so pool replicas agree and a restart loses nothing. A
-//     commit that would take it past Limits.StorageBytes is refused, and a
-//     write whose size is known is refused before its first shard.
+//     its revision, so pool replicas agree and a restart loses nothing
+//     (see usage for users without a quota). A commit that would take it
+//     past Limits.StorageBytes is refused, and a write whose size is known
+//     is refused before its first shard.
 
 // maxPrunedPerCommit bounds the versions one commit deletes (etcd bounds a
 // transaction's operations); more, after the policy was lowered, go at the
@@ -120,23 +121,74 @@ func (s *Service) dropPruned(ctx context.Context, fileID string, pruned []pruned
 	}
 }
 
-// usage returns the bytes of user's stored versions and the mod revision
-// of the record that holds them (0: none yet; they are then counted from
-// the manifests, once, and the next transaction creates the record).
-func (s *Service) usage(ctx context.Context, user string) (int64, int64, error) {
-	resp, err := s.cli.Get(ctx, s.keys.usage(user))
+// usage is a user's storage use as one transaction reads and moves it.
+// It is counted (the record usage/storage/<user>, moved by compare-and-
+// swap) only for a user whose record exists, which the first write under
+// a storage quota creates: the writes of other users compare only that
+// the record is still absent, and mark that they changed the user's files
+// (usage/changed/<user>, written blind), so that they never contend with
+// each other and a record created from a count of the manifests misses no
+// write that committed during the count.
+type usage struct {
+	user       string
+	tracked    bool
+	use        int64 // with tracked: the bytes of the user's versions
+	rev        int64 // the record's mod revision; 0: absent (counted from the manifests)
+	changedRev int64 // with rev 0: the mod revision of the change mark before the count
+}
+
+// readUsage reads user's use: counted when track is set or the record
+// exists, else only noted absent.
+func (s *Service) readUsage(ctx context.Context, user string, track bool) (usage, error) {
+	u := usage{user: user}
+	txn, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.keys.usage(user)), clientv3.OpGet(s.keys.usageChanged(user))).Commit()
 	if err != nil {
-		return 0, 0, serving.EtcdError(err)
+		return u, serving.EtcdError(err)
 	}
-	if len(resp.Kvs) > 0 {
-		n, err := strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+	if kvs := txn.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		n, err := strconv.ParseInt(string(kvs[0].Value), 10, 64)
 		if err != nil {
-			return 0, 0, status.Errorf(codes.DataLoss, "the storage use of %s is unreadable: %v", user, err)
+			return u, status.Errorf(codes.DataLoss, "the storage use of %s is unreadable: %v", user, err)
 		}
-		return n, resp.Kvs[0].ModRevision, nil
+		u.tracked, u.use, u.rev = true, n, kvs[0].ModRevision
+		return u, nil
 	}
-	n, err := s.countUsage(ctx, user)
-	return n, 0, err
+	if !track {
+		return u, nil
+	}
+	if kvs := txn.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		u.changedRev = kvs[0].ModRevision
+	}
+	u.tracked = true
+	u.use, err = s.countUsage(ctx, user)
+	return u, err
+}
+
+// move returns the transaction's part that moves the use by delta.
+func (u usage) move(k keys, delta int64) ([]clientv3.Cmp, []clientv3.Op) {
+	key := k.usage(u.user)
+	put := clientv3.OpPut(key, strconv.FormatInt(max(u.use+delta, 0), 10))
+	switch {
+	case !u.tracked:
+		return []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+			[]clientv3.Op{clientv3.OpPut(k.usageChanged(u.user), "")}
+	case u.rev == 0:
+		return []clientv3.Cmp{
+			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			clientv3.Compare(clientv3.ModRevision(k.usageChanged(u.user)), "=", u.changedRev),
+		}, []clientv3.Op{put}
+	}
+	return []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", u.rev)}, []clientv3.Op{put}
+}
+
+// usageChanged reports whether a transaction built on u may have failed
+// because of it: read it again.
+func (s *Service) usageChanged(ctx context.Context, u usage) (bool, error) {
+	now, err := s.readUsage(ctx, u.user, false)
+	if err != nil {
+		return false, err
+	}
+	return now.tracked != u.tracked || now.rev != u.rev || u.tracked && u.rev == 0, nil
 }
 
 // countUsage adds up the sizes of every version of user's files.
@@ -191,15 +243,8 @@ func (s *Service) eachVersion(ctx context.Context, fileID string, f func(*manife
 // StorageUsed returns the bytes of all of user's stored file versions, as
 // the storage quota counts them.
 func (s *Service) StorageUsed(ctx context.Context, user string) (int64, error) {
-	n, _, err := s.usage(ctx, user)
-	return n, err
-}
-
-// setUsage is the transaction's part that moves user's use from use (at
-// mod revision rev) to next.
-func (s *Service) setUsage(user string, rev, next int64) (clientv3.Cmp, clientv3.Op) {
-	key := s.keys.usage(user)
-	return clientv3.Compare(clientv3.ModRevision(key), "=", rev), clientv3.OpPut(key, strconv.FormatInt(max(next, 0), 10))
+	u, err := s.readUsage(ctx, user, true)
+	return u.use, err
 }
 
 // overQuota is the status of a write that would take its user past the
@@ -255,10 +300,11 @@ func (s *Service) checkQuota(ctx context.Context, req writeRequest, cur fileReco
 	if l.StorageBytes <= 0 {
 		return r, nil
 	}
-	use, _, err := s.usage(ctx, req.user)
+	u, err := s.readUsage(ctx, req.user, true)
 	if err != nil {
 		return nil, err
 	}
+	use := u.use
 	var freed int64
 	if req.revise() {
 		pruned, err := s.prunable(ctx, req.fileID, retentionOf(l, req.keepOr(cur.KeepVersions)), time.Now())

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,9 +27,18 @@ import (
 // quotaCluster starts a cluster whose users' quotas are limits[user]
 // (the defaults for others).
 func quotaCluster(t *testing.T, opts cluster.Options, limits map[string]quota.Limits) *cluster.Cluster {
+	var mu sync.Mutex
+	return quotaClusterFunc(t, opts, func(user string) quota.Limits {
+		mu.Lock()
+		defer mu.Unlock()
+		return limits[user]
+	})
+}
+
+func quotaClusterFunc(t *testing.T, opts cluster.Options, limits func(user string) quota.Limits) *cluster.Cluster {
 	opts.PoolConfig = func(_ int, cfg *pool.Config) {
 		cfg.Files.Limits = func(_ context.Context, user string) (quota.Limits, error) {
-			return limits[user], nil
+			return limits(user), nil
 		}
 	}
 	return cluster.New(t, opts)
@@ -279,5 +289,49 @@ func TestStorageQuotaAcrossReplicas(t *testing.T) {
 		if n, err := c.Pools[p].Files().StorageUsed(ctx, "bob"); err != nil || n != 1000<<10 {
 			t.Fatalf("pool %d after a restart: use %d, %v; want 1000 KiB", p, n, err)
 		}
+	}
+}
+
+// A user's use is counted only once a storage quota applies to them; one
+// set later counts what their writes and deletes left, and holds from
+// then on.
+func TestStorageQuotaSetLater(t *testing.T) {
+	var limit atomic.Int64
+	c := quotaClusterFunc(t, cluster.Options{Workers: 3}, func(string) quota.Limits {
+		return quota.Limits{StorageBytes: limit.Load()}
+	})
+	ctx := ctxTimeout(t, 2*time.Minute)
+	erin := userClient(t, c, 0, "erin")
+	var ids []string
+	for _, n := range []int{300 << 10, 200 << 10, 2000} {
+		info, err := erin.Push(ctx, "f", make([]byte, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.FileId)
+	}
+	if _, err := erin.Revise(ctx, ids[0], make([]byte, 100<<10), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := erin.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(300<<10 + 100<<10 + 2000)
+	if n, err := c.Pools[0].Files().StorageUsed(ctx, "erin"); err != nil || n != want {
+		t.Fatalf("use before any quota: %d, %v; want %d", n, err, want)
+	}
+	limit.Store(1 << 20)
+	_, err := erin.Push(ctx, "g", make([]byte, 700<<10))
+	if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "402 KiB in use") {
+		t.Fatalf("a push over a quota set later: %v", err)
+	}
+	if _, err := erin.Push(ctx, "g", make([]byte, 600<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := erin.Delete(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Pools[0].Files().StorageUsed(ctx, "erin"); err != nil || n != want-(400<<10)+(600<<10) {
+		t.Fatalf("use under the quota: %d, %v; want %d", n, err, want-(400<<10)+(600<<10))
 	}
 }

@@ -535,6 +535,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 	fileKey := s.keys.file(req.user, m.FileID)
 	intentKey := s.keys.write(m.FileID, m.WriteID)
 	usageRetries := 0
+	track := req.limits.StorageBytes > 0
 	for {
 		var cmp clientv3.Cmp
 		m.KeepVersions = req.keep
@@ -566,21 +567,22 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 				freed += p.size
 			}
 		}
-		use, useRev, err := s.usage(ctx, req.user)
+		u, err := s.readUsage(ctx, req.user, track)
 		if err != nil {
 			return err
 		}
-		next := use + m.Size - freed
-		if l := req.limits.StorageBytes; l > 0 && next > l && next > use {
-			return overQuota(req.user, req.what, req.limits, use, formatBytes(m.Size))
+		if l := req.limits.StorageBytes; u.tracked && l > 0 {
+			if next := u.use + m.Size - freed; next > l && next > u.use {
+				return overQuota(req.user, req.what, req.limits, u.use, formatBytes(m.Size))
+			}
 		}
 		manifest, err := m.marshal()
 		if err != nil {
 			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
 		}
 		record, _ := json.Marshal(m.fileRecord)
-		usageCmp, usagePut := s.setUsage(req.user, useRev, next)
-		cmps := []clientv3.Cmp{cmp, usageCmp}
+		usageCmps, usageOps := u.move(s.keys, m.Size-freed)
+		cmps := append([]clientv3.Cmp{cmp}, usageCmps...)
 		if !m.inline() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
 		}
@@ -588,8 +590,8 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
 			clientv3.OpDelete(intentKey), // the manifest owns the shards now
-			usagePut,
 		}
+		ops = append(ops, usageOps...)
 		for _, p := range pruned {
 			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
 		}
@@ -601,10 +603,12 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			s.dropPruned(ctx, m.FileID, pruned)
 			return nil
 		}
-		if _, rev, err := s.usage(ctx, req.user); err != nil {
+		if changed, err := s.usageChanged(ctx, u); err != nil {
 			return err
-		} else if rev != useRev {
-			// Another write or delete of the user's: count again.
+		} else if changed {
+			// Another write or delete of the user's, or a record
+			// created meanwhile: read it again, and keep it.
+			track = track || u.tracked || changed
 			if usageRetries++; usageRetries > maxUsageRetries {
 				return status.Errorf(codes.Aborted, "the storage use of %s kept changing under this write (other writes at once); write again", req.user)
 			}
