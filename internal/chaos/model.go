@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/anishathalye/porcupine"
+
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Op is one kind of FileService operation in a history.
@@ -87,14 +89,35 @@ func chain(prev [32]byte, version int64, sha string) [32]byte {
 	return sha256.Sum256(fmt.Appendf(prev[:], " %d:%s", version, sha))
 }
 
+// keptVersions is how many versions of a file FileHistory lists: the
+// pool's default retention, which the chaos network keeps.
+const keptVersions = quota.DefaultKeepVersions
+
 // fileState is the model's state of one file. It is comparable, so the
 // checker's cache can use it directly.
 type fileState struct {
 	Created bool // pushed at some point (ids are never reused)
 	Exists  bool // created and not deleted
 	Version int64
-	Latest  string   // the SHA-256 of the latest version
-	Chain   [32]byte // the digest of every version, as historyOutput's
+	Latest  string // the SHA-256 of the latest version
+	// Kept holds the SHA-256 of the versions retention keeps, newest
+	// first, and Chain their digest, as historyOutput's.
+	Kept  [keptVersions]string
+	Chain [32]byte
+}
+
+// next is s with a new version of content sha, the oldest kept one
+// dropped once there are more than keptVersions.
+func (s fileState) next(sha string) fileState {
+	s.Version++
+	s.Latest = sha
+	copy(s.Kept[1:], s.Kept[:keptVersions-1])
+	s.Kept[0] = sha
+	s.Chain = [32]byte{}
+	for i := min(s.Version, keptVersions) - 1; i >= 0; i-- {
+		s.Chain = chain(s.Chain, s.Version-i, s.Kept[i])
+	}
+	return s
 }
 
 // apply returns the state after in took effect successfully, and whether it
@@ -106,13 +129,12 @@ func apply(s fileState, in Input) (fileState, bool) {
 		if s.Created {
 			return s, false
 		}
-		return fileState{Created: true, Exists: true, Version: 1, Latest: in.SHA, Chain: chain([32]byte{}, 1, in.SHA)}, true
+		return fileState{Created: true, Exists: true}.next(in.SHA), true
 	case OpRevise:
 		if !s.Exists || (in.Expected != 0 && in.Expected != s.Version) {
 			return s, false
 		}
-		v := s.Version + 1
-		return fileState{Created: true, Exists: true, Version: v, Latest: in.SHA, Chain: chain(s.Chain, v, in.SHA)}, true
+		return s.next(in.SHA), true
 	case OpDelete:
 		if !s.Exists {
 			return s, false

@@ -2,6 +2,8 @@ package chaos
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -72,6 +74,29 @@ func TestModel(t *testing.T) {
 		{"a history out of order", []porcupine.Operation{
 			push(0, 1, "a"), revise(0, 2, 3, "b", 0, Output{Result: OK, Version: 2}), hist(1, 4, 5, "1:a 2:b")}, false},
 	}
+	// Retention: after keptVersions+1 versions, FileHistory lists the last
+	// keptVersions.
+	many := []porcupine.Operation{push(0, 1, "v1")}
+	var kept, all []string
+	for v := int64(2); v <= keptVersions+1; v++ {
+		many = append(many, revise(0, 2*v, 2*v+1, fmt.Sprintf("v%d", v), 0, Output{Result: OK, Version: v}))
+	}
+	for v := int64(keptVersions + 1); v >= 1; v-- {
+		all = append(all, fmt.Sprintf("%d:v%d", v, v))
+	}
+	kept = all[:keptVersions]
+	tests = append(tests,
+		struct {
+			name         string
+			history      []porcupine.Operation
+			linearizable bool
+		}{"a history of the kept versions", append(slices.Clone(many), hist(1, 100, 101, strings.Join(kept, " "))), true},
+		struct {
+			name         string
+			history      []porcupine.Operation
+			linearizable bool
+		}{"a history with a version retention dropped", append(slices.Clone(many), hist(1, 100, 101, strings.Join(all, " "))), false},
+	)
 	model := Model.ToModel()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

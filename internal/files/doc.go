@@ -1,6 +1,7 @@
 // Package files is the pool's side of distributed file storage: the
-// FileService. It cuts files into blocks, erasure-codes each block into k+m
-// shards (package erasure), places them on distinct workers (package
+// FileService. It cuts files into blocks, seals each block under the
+// write's own data key (package keyring), erasure-codes each sealed block
+// into k+m shards (package erasure), places them on distinct workers (package
 // placement), stores them through the workers' ShardService, and commits a
 // manifest to etcd only once every block is durable. Reads fetch any k
 // verified shards per block. A repairer rebuilds the shards of lost workers
@@ -16,6 +17,11 @@
 //     manifest counts, so that no etcd value bounds a file's size.
 //   - write.go: Push, Revise and Upload, and which of their failures are
 //     definite (serving.NotCommitted); read.go: Get, Download, Delete.
+//   - seal.go: the data key of each write, the sealing of blocks and inline
+//     files, and RewrapKeys after a master key rotation.
+//   - retention.go: which versions a commit deletes (keep the last N, and
+//     those younger than KeepFor), and each user's storage use, which the
+//     quota bounds, kept by the same transactions.
 //   - sync.go: Synchronous and WatchChanges, exact by etcd revision.
 //   - repair.go: the repairer; inventory.go: the comparison of the workers'
 //     shard listings with the manifests (anti-entropy); gc.go: the
@@ -35,6 +41,21 @@
 // 300 bytes a block at 4+2, 40 MiB for a TiB at 8 MiB blocks. Repair,
 // inventory comparison and collection run on the elected pool only; the
 // others serve reads and writes.
+//
+// Workers and etcd hold ciphertext, but not everything is hidden: a worker
+// sees file and write ids and the sizes of blocks (so a file's size, to 16
+// bytes a block); etcd's manifests keep filenames and the plaintext's
+// SHA-256 (etcd is the pools' alone). Data keys are per write and never
+// seal a block index twice; a pool without the master key that wrapped a
+// version's key cannot read it (FailedPrecondition, naming the key).
+//
+// Retention runs at commits: a version that ages past KeepFor goes at its
+// file's next commit, not by itself. A write of unknown size is refused by
+// the storage quota only once its bytes pass what is left, so it may have
+// stored (and then drops) shards; the use counts plaintext bytes, not the
+// shards' overhead. Once a storage quota applies to a user, their commits
+// compare-and-swap one record: two committing at the same instant retry
+// one of them.
 //
 // Only a write whose commit transaction was sent and got no answer fails
 // without the NotCommitted mark: it may have been applied. Its shards and

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 )
 
@@ -27,6 +28,8 @@ type fileRecord struct {
 	BlockSize  int    `json:"block_size"`
 	CreatedMs  int64  `json:"created_ms"`
 	ModifiedMs int64  `json:"modified_ms"`
+	// KeepVersions is the file's own retention (0: its owner's).
+	KeepVersions int64 `json:"keep_versions,omitempty"`
 }
 
 // manifest is one version of a file: everything needed to read it back.
@@ -35,6 +38,10 @@ type manifest struct {
 	Owner string `json:"owner"`
 	// WriteID names the shards of this version on the workers.
 	WriteID string `json:"write_id"`
+	// Key is the write's data key, wrapped by a master key and bound to
+	// the file and the write (see seal.go). Empty: a version written
+	// before blocks were sealed, stored as plaintext.
+	Key string `json:"key,omitempty"`
 	// Sums holds every shard's BLAKE3 checksum, block by block, base64.
 	Sums string `json:"sums"`
 	// Workers and Placement record where shards are: Placement[b][i] is
@@ -94,7 +101,13 @@ func (m *manifest) inline() bool { return m.Layout == inlineLayout }
 
 func (m *manifest) layout() (erasure.Layout, error) { return erasure.ParseLayout(m.Layout) }
 
-// fileInfo is the manifest in the erasure package's terms.
+// sealed reports whether m's blocks (or inline bytes) are ciphertext.
+func (m *manifest) sealed() bool { return m.Key != "" }
+
+// fileInfo is the manifest in the erasure package's terms: for a sealed
+// version, the geometry of the sealed stream the shards code, with no
+// SHA-256 (the manifest's is the plaintext's: sealedReader checks it, and
+// the Decoder's Copy, which would check the stream's, is not used).
 func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
 	l, err := m.layout()
 	if err != nil {
@@ -105,7 +118,14 @@ func (m *manifest) fileInfo() (*erasure.FileInfo, error) {
 	if err != nil || len(sha) != 32 {
 		return nil, fmt.Errorf("manifest of %s: bad SHA-256 %q", m.FileID, m.SHA256)
 	}
-	copy(info.SHA256[:], sha)
+	if m.sealed() {
+		if m.BlockSize < 1 || m.Size < 0 || m.Size > erasure.MaxFileSize {
+			return nil, fmt.Errorf("manifest of %s: %d bytes in blocks of %d", m.FileID, m.Size, m.BlockSize)
+		}
+		info.BlockSize, info.Size = m.BlockSize+keyring.Overhead, sealedSize(m.Size, m.BlockSize)
+	} else {
+		copy(info.SHA256[:], sha)
+	}
 	raw, err := m.sumBytes()
 	if err != nil {
 		return nil, err
@@ -214,6 +234,13 @@ func (k keys) manifest(id string, v int64) string {
 	return fmt.Sprintf("%s%020d", k.manifests(id), v)
 }
 func (k keys) allDamage() string { return k.prefix + "damage/" }
+
+// usage holds the bytes of a user's stored versions (see retention.go).
+func (k keys) usage(user string) string { return k.prefix + "usage/storage/" + user }
+
+// usageChanged marks changes to a user's files while their use is not
+// counted (see usage).
+func (k keys) usageChanged(user string) string { return k.prefix + "usage/changed/" + user }
 
 // fileSegments holds the segments of a file's versions (see segment):
 // segments/<file>/<write>/<n>. It is apart from manifests/<file>/, which

@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -75,10 +76,24 @@ type fileReader interface {
 
 // open returns a reader for the file version m describes.
 func (s *Service) open(m *manifest) (fileReader, error) {
+	sealer, err := s.sealer(m)
+	switch {
+	case errors.Is(err, keyring.ErrCorrupt):
+		return nil, status.Errorf(codes.DataLoss, "file %s version %d: %v", m.FileID, m.Version, err)
+	case err != nil:
+		return nil, status.Errorf(codes.FailedPrecondition, "file %s version %d: %v", m.FileID, m.Version, err)
+	}
 	if !m.inline() {
-		return s.decoder(m)
+		d, err := s.decoder(m)
+		if err != nil || sealer == nil {
+			return d, err
+		}
+		return &sealedReader{d: d, sealer: sealer, size: m.Size, blockSize: m.BlockSize, sha256: m.SHA256}, nil
 	}
 	data, err := base64.StdEncoding.DecodeString(m.Inline)
+	if err == nil && sealer != nil {
+		data, err = sealer.Open(nil, 0, data)
+	}
 	if err != nil || int64(len(data)) != m.Size || fmt.Sprintf("%x", sha256.Sum256(data)) != m.SHA256 {
 		return nil, status.Errorf(codes.DataLoss, "file %s version %d: the inline bytes do not match the manifest", m.FileID, m.Version)
 	}
@@ -195,7 +210,7 @@ func decodeError(fileID string, err error) error {
 	switch {
 	case errors.As(err, &be):
 		return status.Errorf(codes.Unavailable, "file %s: %v; the file is unreadable until more workers come back", fileID, err)
-	case errors.Is(err, erasure.ErrFileChecksum):
+	case errors.Is(err, erasure.ErrFileChecksum), errors.Is(err, keyring.ErrCorrupt):
 		return status.Errorf(codes.DataLoss, "file %s: %v", fileID, err)
 	case errors.Is(err, erasure.ErrRange):
 		return status.Errorf(codes.OutOfRange, "file %s: %v", fileID, err)
@@ -409,27 +424,53 @@ func (s *Service) Delete(ctx context.Context, req *v1.DeleteRequest) (*v1.Delete
 		return nil, serving.NotCommitted(err)
 	}
 	fileKey := s.keys.file(user, req.FileId)
-	// The segments of every version go with the manifests, and so do those
-	// of a revision in progress: its commit then finds the file gone.
-	txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(fileKey), ">", 0)).Then(
-		clientv3.OpGet(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
-		clientv3.OpDelete(fileKey),
-		clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
-		clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return nil, serving.EtcdError(err) // sent: it may have been applied
-	}
-	if !txn.Succeeded {
-		return nil, serving.NotCommitted(status.Errorf(codes.NotFound, "no file %s", req.FileId))
-	}
-	for _, kv := range txn.Responses[0].GetResponseRange().Kvs {
-		if m, err := unmarshalManifest(kv.Value); err == nil && !m.inline() {
-			// The intent lets the collector finish what dropWrite misses
-			// (a worker that is away now).
-			_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
-			s.dropWrite(m)
+	for attempt := 0; attempt < maxUsageRetries; attempt++ {
+		rec, err := s.cli.Get(ctx, fileKey)
+		if err != nil {
+			return nil, serving.NotCommitted(serving.EtcdError(err))
 		}
+		if len(rec.Kvs) == 0 {
+			return nil, serving.NotCommitted(status.Errorf(codes.NotFound, "no file %s", req.FileId))
+		}
+		// The versions as of the record: every change to them but repair's
+		// (which changes no size) rewrites the record, which the
+		// transaction compares.
+		var versions []*manifest
+		var freed int64
+		if err := s.eachVersion(ctx, req.FileId, func(m *manifest) {
+			versions = append(versions, m)
+			freed += m.Size
+		}); err != nil {
+			return nil, serving.NotCommitted(err)
+		}
+		u, err := s.readUsage(ctx, user, false)
+		if err != nil {
+			return nil, serving.NotCommitted(err)
+		}
+		usageCmps, usageOps := u.move(s.keys, -freed)
+		// The segments of every version go with the manifests, and so do
+		// those of a revision in progress: its commit then finds the file
+		// gone.
+		txn, err := s.cli.Txn(ctx).If(append(usageCmps, clientv3.Compare(clientv3.ModRevision(fileKey), "=", rec.Kvs[0].ModRevision))...).Then(append(usageOps,
+			clientv3.OpDelete(fileKey),
+			clientv3.OpDelete(s.keys.manifests(req.FileId), clientv3.WithPrefix()),
+			clientv3.OpDelete(s.keys.fileSegments(req.FileId), clientv3.WithPrefix()),
+		)...).Commit()
+		if err != nil {
+			return nil, serving.EtcdError(err) // sent: it may have been applied
+		}
+		if !txn.Succeeded {
+			continue // the file or the user's use changed: read them again
+		}
+		for _, m := range versions {
+			if !m.inline() {
+				// The intent lets the collector finish what dropWrite
+				// misses (a worker that is away now).
+				_, _ = s.cli.Put(ctx, s.keys.write(m.FileID, m.WriteID), fmt.Sprint(time.Now().UnixMilli()))
+				s.dropWrite(m)
+			}
+		}
+		return &v1.DeleteResponse{}, nil
 	}
-	return &v1.DeleteResponse{}, nil
+	return nil, serving.NotCommitted(status.Errorf(codes.Aborted, "file %s kept changing while it was deleted; delete it again", req.FileId))
 }

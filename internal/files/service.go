@@ -18,6 +18,7 @@ import (
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Workers is what the file service needs of the pool's registry.
@@ -73,7 +74,11 @@ type Config struct {
 	// find a failed write's shards unreferenced are, and how old its
 	// newest shard must be (a write in progress is not yet referenced).
 	GCInterval, GCMinAge time.Duration
-	Logger               *slog.Logger
+	// Limits returns a user's quotas: StorageBytes bounds the bytes of all
+	// their file versions, KeepVersions and KeepFor how many of a file's
+	// versions are kept (see retention.go). nil: the defaults for all.
+	Limits func(ctx context.Context, user string) (quota.Limits, error)
+	Logger *slog.Logger
 }
 
 // DefaultMaxManifestBytes keeps a manifest and its file record within
@@ -100,8 +105,8 @@ func DefaultConfig(prefix string) Config {
 
 // Validate reports a configuration that cannot work, saying what to change.
 func (c Config) Validate() error {
-	if c.BlockSize < 4<<10 || c.BlockSize > erasure.MaxBlockSize {
-		return fmt.Errorf("files: block size %d must be between 4 KiB and %d", c.BlockSize, erasure.MaxBlockSize)
+	if most := erasure.MaxBlockSize - keyring.Overhead; c.BlockSize < 4<<10 || c.BlockSize > most {
+		return fmt.Errorf("files: block size %d must be between 4 KiB and %d (a sealed block is %d bytes longer)", c.BlockSize, most, keyring.Overhead)
 	}
 	if c.InlineMax < 0 || c.InlineMax > 64<<10 {
 		return fmt.Errorf("files: inline maximum %d must be between 0 and 64 KiB (etcd holds these files)", c.InlineMax)
@@ -112,8 +117,8 @@ func (c Config) Validate() error {
 	if most := maxBlocks(erasure.DefaultLayout, c.MaxManifestBytes); c.SegmentBlocks < 0 || int64(c.SegmentBlocks) > most {
 		return fmt.Errorf("files: SegmentBlocks %d must be between 1 and %d (what MaxManifestBytes holds at %s), or 0 for that", c.SegmentBlocks, most, erasure.DefaultLayout)
 	}
-	if c.MaxFileBytes < 0 || c.MaxFileBytes > erasure.MaxFileSize {
-		return fmt.Errorf("files: MaxFileBytes %d must be between 1 and %d, or 0 for no bound", c.MaxFileBytes, int64(erasure.MaxFileSize))
+	if c.MaxFileBytes < 0 || c.MaxFileBytes > MaxFileSize {
+		return fmt.Errorf("files: MaxFileBytes %d must be between 1 and %d, or 0 for no bound", c.MaxFileBytes, int64(MaxFileSize))
 	}
 	if c.BlocksInFlight < 1 || c.RepairConcurrency < 1 {
 		return errors.New("files: blocks in flight and repair concurrency must be at least 1")
@@ -146,6 +151,9 @@ type Service struct {
 func New(cfg Config, cli *clientv3.Client, workers Workers, userFrom func(ctx context.Context, userID string) (string, error)) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.Keyring == nil {
+		return nil, errors.New("files: no Keyring: every file version is sealed under a data key that a master key wraps; give the master keys (keyring.Open)")
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -19,7 +19,9 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -29,16 +31,27 @@ type writeRequest struct {
 	fileID         string // set for a revision
 	expected       int64  // for a revision: refuse unless the current version is this
 	size           int64  // the size the sender declared; 0: unknown
+	keep           int64  // the file's retention, if the sender sets it
+	what           string // "this push", for messages
+	limits         quota.Limits
 }
 
 func (w writeRequest) revise() bool { return w.fileID != "" }
+
+// keepOr is the file's retention: the request's, else the file's own.
+func (w writeRequest) keepOr(current int64) int64 {
+	if w.keep > 0 {
+		return w.keep
+	}
+	return current
+}
 
 func (s *Service) Push(ctx context.Context, req *v1.PushRequest) (*v1.PushResponse, error) {
 	user, err := s.userFrom(ctx, req.UserId)
 	if err != nil {
 		return nil, definite(err)
 	}
-	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, filename: req.Filename, size: int64(len(req.FileData)), keep: req.KeepVersions, what: "this push"}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, definite(err)
 	}
@@ -53,7 +66,7 @@ func (s *Service) Revise(ctx context.Context, req *v1.ReviseRequest) (*v1.Revise
 	if err := checkFileID(req.FileId); err != nil {
 		return nil, definite(err)
 	}
-	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData))}, bytes.NewReader(req.FileData))
+	info, err := s.write(ctx, writeRequest{user: user, fileID: req.FileId, expected: req.ExpectedVersion, size: int64(len(req.FileData)), what: "this revision"}, bytes.NewReader(req.FileData))
 	if err != nil {
 		return nil, definite(err)
 	}
@@ -90,7 +103,7 @@ func (s *Service) upload(stream v1.FileService_UploadServer) (*v1.FileInfo, erro
 	if h.Size < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "the header declares a size of %d bytes; send the file's size, or 0 if unknown", h.Size)
 	}
-	return s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size},
+	return s.write(stream.Context(), writeRequest{user: user, filename: h.Filename, fileID: h.FileId, expected: h.ExpectedVersion, size: h.Size, keep: h.KeepVersions, what: "this upload"},
 		&uploadReader{stream: stream})
 }
 
@@ -161,15 +174,27 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if err := checkFilename(req.filename); err != nil {
 		return nil, err
 	}
+	if req.keep < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "keep_versions %d is negative; send how many versions to keep, or 0 for the default", req.keep)
+	}
+	var cur fileRecord
 	if req.revise() {
 		// Fail fast on a revision that cannot commit; commit checks again.
-		if _, _, err := s.current(ctx, req.user, req.fileID, req.expected); err != nil {
+		var err error
+		if cur, _, err = s.current(ctx, req.user, req.fileID, req.expected); err != nil {
 			return nil, err
 		}
 	}
 	// A declared size over the limit is refused before any byte is read.
 	if limit := s.maxFileBytes(); req.size > limit {
 		return nil, tooLarge(fmt.Sprintf("%d bytes", req.size), limit)
+	}
+	var err error
+	if req.limits, err = s.limits(ctx, req.user); err != nil {
+		return nil, err
+	}
+	if r, err = s.checkQuota(ctx, req, cur, r); err != nil {
+		return nil, err
 	}
 	now := time.Now().UnixMilli()
 	m := &manifest{
@@ -184,6 +209,10 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	if req.size > 0 {
 		r = &declaredReader{r: r, size: req.size}
 	}
+	sealer, err := s.newSealer(m)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v", err)
+	}
 	// A file that fits InlineMax lives in its manifest: see inlineLayout.
 	head := make([]byte, s.cfg.InlineMax+1)
 	n, err := io.ReadFull(r, head)
@@ -191,7 +220,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 		m.Layout, m.Size = inlineLayout, int64(n)
 		m.SHA256 = fmt.Sprintf("%x", sha256.Sum256(head[:n]))
-		m.Inline = base64.StdEncoding.EncodeToString(head[:n])
+		m.Inline = base64.StdEncoding.EncodeToString(sealer.Seal(nil, 0, head[:n]))
 	case err != nil:
 		if _, ok := status.FromError(err); ok {
 			return nil, err
@@ -216,7 +245,7 @@ func (s *Service) write(ctx context.Context, req writeRequest, r io.Reader) (*v1
 			return nil, status.Errorf(codes.Internal, "choosing a layout for %d workers: %v", len(workers), err)
 		}
 		m.Layout = layout.String()
-		if err := s.storeBlocks(ctx, m, layout, workers, io.MultiReader(bytes.NewReader(head), r)); err != nil {
+		if err := s.storeBlocks(ctx, m, layout, workers, sealer, io.MultiReader(bytes.NewReader(head), r)); err != nil {
 			s.dropWrite(m)
 			return nil, err
 		}
@@ -276,18 +305,24 @@ func (s *Service) maxFileBytes() int64 {
 	if s.cfg.MaxFileBytes > 0 {
 		return s.cfg.MaxFileBytes
 	}
-	return erasure.MaxFileSize
+	return MaxFileSize
 }
+
+// MaxFileSize bounds Config.MaxFileBytes: half the erasure format's own
+// bound, so that a file's sealed stream (keyring.Overhead more a block)
+// always fits in it.
+const MaxFileSize = erasure.MaxFileSize / 2
 
 // tooLarge is the status of a file larger than the service takes.
 func tooLarge(size string, limit int64) error {
 	return status.Errorf(codes.ResourceExhausted, "the file (%s) is larger than this network stores in one file (%d bytes); split it", size, limit)
 }
 
-// storeBlocks encodes r block by block and stores each block's shards,
-// BlocksInFlight blocks at a time, filling in m.
-func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, r io.Reader) error {
-	enc, err := erasure.NewEncoder(r, layout, m.BlockSize)
+// storeBlocks seals r block by block, encodes each sealed block and stores
+// its shards, BlocksInFlight blocks at a time, filling in m.
+func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, sealer *keyring.Sealer, r io.Reader) error {
+	sr := newSealingReader(r, sealer, m.BlockSize)
+	enc, err := erasure.NewEncoder(sr, layout, m.BlockSize+keyring.Overhead)
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
@@ -314,7 +349,8 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			shards[i] = bytes.Clone(sh)
 		}
 		b := blk.Index
-		if limit := s.maxFileBytes(); blk.Offset+int64(blk.Len) > limit {
+		// The plaintext's end: each sealed block is Overhead longer.
+		if limit := s.maxFileBytes(); b*int64(m.BlockSize)+int64(blk.Len-keyring.Overhead) > limit {
 			// Refused now, not after the rest of the upload.
 			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit))
 			break
@@ -340,8 +376,11 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
-		if _, ok := status.FromError(err); ok {
-			return err
+		if st, ok := errors.AsType[interface {
+			error
+			GRPCStatus() *status.Status
+		}](err); ok {
+			return st.GRPCStatus().Err() // the reader's own, unwrapped
 		}
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 			return status.FromContextError(err).Err()
@@ -352,8 +391,11 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
-	m.Size = info.Size
-	m.SHA256 = fmt.Sprintf("%x", info.SHA256)
+	if info.Size != sealedSize(sr.size, m.BlockSize) {
+		return status.Errorf(codes.Internal, "sealed %d bytes into %d, not %d", sr.size, info.Size, sealedSize(sr.size, m.BlockSize))
+	}
+	m.Size = sr.size
+	m.SHA256 = sr.sum()
 	m.Sums = encodeSums(info.Sums)
 	m.Placement = make([][]int16, info.Blocks())
 	for b := range m.Placement {
@@ -476,6 +518,10 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 	return err
 }
 
+// maxUsageRetries bounds how often a commit counts its user's storage use
+// again because another write or delete of the user's changed it.
+const maxUsageRetries = 100
+
 // chunkBytes is the size of the data messages of shard and file streams.
 const chunkBytes = 1 << 20
 
@@ -488,8 +534,11 @@ const chunkBytes = 1 << 20
 func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) error {
 	fileKey := s.keys.file(req.user, m.FileID)
 	intentKey := s.keys.write(m.FileID, m.WriteID)
+	usageRetries := 0
+	track := req.limits.StorageBytes > 0
 	for {
 		var cmp clientv3.Cmp
+		m.KeepVersions = req.keep
 		if req.revise() {
 			cur, rev, err := s.current(ctx, req.user, req.fileID, req.expected)
 			if err != nil {
@@ -497,6 +546,7 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 			}
 			m.Version = cur.Version + 1
 			m.CreatedMs = cur.CreatedMs
+			m.KeepVersions = req.keepOr(cur.KeepVersions)
 			if m.Filename == "" {
 				m.Filename = cur.Filename
 			}
@@ -504,25 +554,65 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		} else {
 			cmp = clientv3.Compare(clientv3.CreateRevision(fileKey), "=", 0)
 		}
+		// Retention: the versions this one leaves beyond the file's policy
+		// go in the same transaction (see retention.go).
+		var pruned []prunedVersion
+		var freed int64
+		if req.revise() {
+			var err error
+			if pruned, err = s.prunable(ctx, m.FileID, retentionOf(req.limits, m.KeepVersions), time.Now()); err != nil {
+				return err
+			}
+			for _, p := range pruned {
+				freed += p.size
+			}
+		}
+		u, err := s.readUsage(ctx, req.user, track)
+		if err != nil {
+			return err
+		}
+		if l := req.limits.StorageBytes; u.tracked && l > 0 {
+			if next := u.use + m.Size - freed; next > l && next > u.use {
+				return overQuota(req.user, req.what, req.limits, u.use, formatBytes(m.Size))
+			}
+		}
 		manifest, err := m.marshal()
 		if err != nil {
 			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
 		}
 		record, _ := json.Marshal(m.fileRecord)
-		cmps := []clientv3.Cmp{cmp}
+		usageCmps, usageOps := u.move(s.keys, m.Size-freed)
+		cmps := append([]clientv3.Cmp{cmp}, usageCmps...)
 		if !m.inline() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
 		}
-		txn, err := s.cli.Txn(ctx).If(cmps...).Then(
+		ops := []clientv3.Op{
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
 			clientv3.OpDelete(intentKey), // the manifest owns the shards now
-		).Commit()
+		}
+		ops = append(ops, usageOps...)
+		for _, p := range pruned {
+			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return &ambiguousError{serving.EtcdError(err)}
 		}
 		if txn.Succeeded {
+			s.dropPruned(ctx, m.FileID, pruned)
 			return nil
+		}
+		if changed, err := s.usageChanged(ctx, u); err != nil {
+			return err
+		} else if changed {
+			// Another write or delete of the user's, or a record
+			// created meanwhile: read it again, and keep it.
+			track = track || u.tracked || changed
+			if usageRetries++; usageRetries > maxUsageRetries {
+				return status.Errorf(codes.Aborted, "the storage use of %s kept changing under this write (other writes at once); write again", req.user)
+			}
+			continue
 		}
 		if !m.inline() {
 			resp, err := s.cli.Get(ctx, intentKey, clientv3.WithCountOnly())

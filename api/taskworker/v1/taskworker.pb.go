@@ -277,7 +277,11 @@ type UploadHeader struct {
 	ExpectedVersion int64 `protobuf:"varint,4,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
 	// The file's size in bytes, when the sender knows it (0: unknown). A file
 	// larger than the pool can store is refused before any byte is sent.
-	Size          int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,5,opt,name=size,proto3" json:"size,omitempty"`
+	// How many versions of this file to keep, older ones being deleted as
+	// new ones are written (0: the user's retention, by default 10). Kept by
+	// the file: a revision that does not set it keeps the file's.
+	KeepVersions  int64 `protobuf:"varint,6,opt,name=keep_versions,json=keepVersions,proto3" json:"keep_versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -343,6 +347,13 @@ func (x *UploadHeader) GetExpectedVersion() int64 {
 func (x *UploadHeader) GetSize() int64 {
 	if x != nil {
 		return x.Size
+	}
+	return 0
+}
+
+func (x *UploadHeader) GetKeepVersions() int64 {
+	if x != nil {
+		return x.KeepVersions
 	}
 	return 0
 }
@@ -1020,7 +1031,10 @@ type PushRequest struct {
 	Filename string                 `protobuf:"bytes,2,opt,name=filename,proto3" json:"filename,omitempty"`
 	// The user the request acts for; empty: the token's user. Only an
 	// admin token may name another user.
-	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// How many versions of this file to keep (0: the user's retention, by
+	// default 10); see UploadHeader.keep_versions.
+	KeepVersions  int64 `protobuf:"varint,4,opt,name=keep_versions,json=keepVersions,proto3" json:"keep_versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1074,6 +1088,13 @@ func (x *PushRequest) GetUserId() string {
 		return x.UserId
 	}
 	return ""
+}
+
+func (x *PushRequest) GetKeepVersions() int64 {
+	if x != nil {
+		return x.KeepVersions
+	}
+	return 0
 }
 
 type PushResponse struct {
@@ -2018,13 +2039,14 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
 	"redundancy\x18\n" +
 	" \x01(\x0e2\x19.taskworker.v1.RedundancyR\n" +
-	"redundancy\"\x9b\x01\n" +
+	"redundancy\"\xc0\x01\n" +
 	"\fUploadHeader\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x17\n" +
 	"\afile_id\x18\x03 \x01(\tR\x06fileId\x12)\n" +
 	"\x10expected_version\x18\x04 \x01(\x03R\x0fexpectedVersion\x12\x12\n" +
-	"\x04size\x18\x05 \x01(\x03R\x04size\"d\n" +
+	"\x04size\x18\x05 \x01(\x03R\x04size\x12#\n" +
+	"\rkeep_versions\x18\x06 \x01(\x03R\fkeepVersions\"d\n" +
 	"\rUploadRequest\x125\n" +
 	"\x06header\x18\x01 \x01(\v2\x1b.taskworker.v1.UploadHeaderH\x00R\x06header\x12\x14\n" +
 	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
@@ -2062,11 +2084,12 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\"J\n" +
 	"\x13FileHistoryResponse\x123\n" +
-	"\bversions\x18\x01 \x03(\v2\x17.taskworker.v1.FileInfoR\bversions\"_\n" +
+	"\bversions\x18\x01 \x03(\v2\x17.taskworker.v1.FileInfoR\bversions\"\x84\x01\n" +
 	"\vPushRequest\x12\x1b\n" +
 	"\tfile_data\x18\x01 \x01(\fR\bfileData\x12\x1a\n" +
 	"\bfilename\x18\x02 \x01(\tR\bfilename\x12\x17\n" +
-	"\auser_id\x18\x03 \x01(\tR\x06userId\"n\n" +
+	"\auser_id\x18\x03 \x01(\tR\x06userId\x12#\n" +
+	"\rkeep_versions\x18\x04 \x01(\x03R\fkeepVersions\"n\n" +
 	"\fPushResponse\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\tR\x06fileId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x03R\aversion\x12+\n" +

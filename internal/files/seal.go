@@ -1,0 +1,344 @@
+package files
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hivemind/taskworker/internal/erasure"
+	"github.com/hivemind/taskworker/internal/keyring"
+	"github.com/hivemind/taskworker/internal/serving"
+)
+
+// Every write (a file's first version, or a revision) gets a data key of
+// its own, and every block it stores is sealed under that key
+// (keyring.Sealer: AES-256-GCM, the block's index as nonce) before it is
+// erasure coded; a file kept inline is sealed as block 0. The manifest
+// keeps the data key wrapped by the pool's master key (manifest.Key), bound
+// to the file and the write: workers hold ciphertext shards, etcd holds
+// ciphertext inline files and wrapped keys. A write never seals a block
+// index twice, repair rebuilds shards of ciphertext without sealing again,
+// and a revision is a new write with a new key: no nonce repeats under a
+// key (see keyring's caveats).
+//
+// The manifest's Size, BlockSize and SHA-256 are the plaintext's, as users
+// see them; the erasure layer codes the sealed stream, whose blocks are
+// keyring.Overhead bytes longer (fileInfo), and the shard checksums are of
+// ciphertext, so that repair and the workers' scrubs check what is stored
+// without any key.
+
+// keyContext is what a write's data key is bound to: a wrapped key copied
+// onto another file's or write's manifest does not open there.
+func keyContext(fileID, writeID string) string {
+	return "file " + fileID + " write " + writeID
+}
+
+// newSealer gives m's write a new data key, wrapped into m.Key, and
+// returns its sealer.
+func (s *Service) newSealer(m *manifest) (*keyring.Sealer, error) {
+	d := keyring.NewDataKey()
+	wrapped, err := s.cfg.Keyring.Wrap(d, keyContext(m.FileID, m.WriteID))
+	if err != nil {
+		return nil, fmt.Errorf("wrapping the data key of file %s: %w", m.FileID, err)
+	}
+	m.Key = wrapped
+	return d.Sealer()
+}
+
+// sealer returns the sealer of m's data key, or nil for a version written
+// before blocks were sealed (stored as plaintext).
+func (s *Service) sealer(m *manifest) (*keyring.Sealer, error) {
+	if !m.sealed() {
+		return nil, nil
+	}
+	d, err := s.cfg.Keyring.Unwrap(m.Key, keyContext(m.FileID, m.WriteID))
+	if err != nil {
+		return nil, err
+	}
+	return d.Sealer()
+}
+
+// sealedSize is the size of the sealed stream of a size-byte file in
+// blockSize blocks.
+func sealedSize(size int64, blockSize int) int64 {
+	blocks := (size + int64(blockSize) - 1) / int64(blockSize)
+	return size + blocks*keyring.Overhead
+}
+
+// sealingReader reads a file in blocks of blockSize and hands out each
+// block sealed under its index, noting the plaintext's size and SHA-256.
+// It reads the next block (in the caller's goroutine: it alone touches
+// the upload) and seals it on another while the erasure Encoder codes the
+// one before; the SHA-256 runs beside the sealing.
+type sealingReader struct {
+	r         io.Reader
+	sealer    *keyring.Sealer
+	plain     [2][]byte // the block being sealed, and the other
+	sealed    [2][]byte // the block being handed out, and the other
+	index     uint64
+	inflight  chan []byte // the block being sealed; nil: none
+	pending   []byte
+	eof       bool
+	size      int64
+	sha       hash.Hash
+	blockSize int
+}
+
+func newSealingReader(r io.Reader, sealer *keyring.Sealer, blockSize int) *sealingReader {
+	return &sealingReader{r: r, sealer: sealer, blockSize: blockSize, sha: sha256.New()}
+}
+
+func (sr *sealingReader) Read(p []byte) (int, error) {
+	for len(sr.pending) == 0 {
+		if sr.inflight == nil {
+			if sr.eof {
+				return 0, io.EOF
+			}
+			if err := sr.startNext(); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		sealed := <-sr.inflight
+		sr.inflight = nil
+		if !sr.eof {
+			if err := sr.startNext(); err != nil {
+				return 0, err
+			}
+		}
+		sr.pending = sealed
+	}
+	n := copy(p, sr.pending)
+	sr.pending = sr.pending[n:]
+	return n, nil
+}
+
+// startNext reads the next block and starts sealing it; at the end of the
+// stream it only notes the end.
+func (sr *sealingReader) startNext() error {
+	slot := sr.index % 2
+	if sr.plain[slot] == nil {
+		sr.plain[slot] = make([]byte, sr.blockSize)
+	}
+	plain := sr.plain[slot]
+	n, err := io.ReadFull(sr.r, plain)
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		sr.eof = true
+	case err != nil:
+		return err
+	}
+	if n == 0 {
+		return nil
+	}
+	index, done := sr.index, make(chan []byte, 1)
+	sr.index++
+	sr.size += int64(n)
+	sr.inflight = done
+	go func() {
+		hashed := make(chan struct{})
+		go func() {
+			sr.sha.Write(plain[:n])
+			close(hashed)
+		}()
+		sealed := sr.sealer.Seal(sr.sealed[slot][:0], index, plain[:n])
+		sr.sealed[slot] = sealed
+		<-hashed
+		done <- sealed
+	}()
+	return nil
+}
+
+// sum is the plaintext's SHA-256, once Read has returned io.EOF.
+func (sr *sealingReader) sum() string { return hex.EncodeToString(sr.sha.Sum(nil)) }
+
+// sealedReader reads a sealed file version: it fetches each block's
+// ciphertext through the erasure Decoder and opens it.
+type sealedReader struct {
+	d         *erasure.Decoder
+	sealer    *keyring.Sealer
+	size      int64
+	blockSize int
+	sha256    string
+}
+
+// Copy writes the whole file to w and checks its SHA-256. (Every block is
+// authenticated before it is written; the SHA-256 is checked after.)
+func (r *sealedReader) Copy(ctx context.Context, w io.Writer) (int64, error) {
+	h := sha256.New()
+	n, err := r.copyRange(ctx, io.MultiWriter(w, h), 0, r.size)
+	if err != nil {
+		return n, err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != r.sha256 {
+		return n, fmt.Errorf("%w: %d bytes read", erasure.ErrFileChecksum, n)
+	}
+	return n, nil
+}
+
+func (r *sealedReader) CopyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
+	if off < 0 || length < 0 || off > r.size || length > r.size-off {
+		return 0, fmt.Errorf("%w: %d bytes at offset %d of a %d-byte file", erasure.ErrRange, length, off, r.size)
+	}
+	return r.copyRange(ctx, w, off, length)
+}
+
+// copyRange reads the blocks that hold [off, off+length), each whole (a
+// block is authenticated as a whole), and writes the part asked for. The
+// next block's shards are fetched while one is opened and written.
+func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error) {
+	if length == 0 {
+		return 0, nil
+	}
+	bs, sbs := int64(r.blockSize), int64(r.blockSize+keyring.Overhead)
+	end := off + length
+	first, last := off/bs, (end-1)/bs
+	blockLen := func(b int64) int64 { return min(bs, r.size-b*bs) }
+
+	type sealedBlock struct {
+		b   int64
+		buf *bytes.Buffer
+		err error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	blocks := make(chan sealedBlock, 1)
+	free := make(chan *bytes.Buffer, 3)
+	go func() {
+		defer close(blocks)
+		for b := first; b <= last; b++ {
+			var buf *bytes.Buffer
+			select {
+			case buf = <-free:
+				buf.Reset()
+			default:
+				buf = bytes.NewBuffer(make([]byte, 0, sbs))
+			}
+			_, err := r.d.CopyRange(ctx, buf, b*sbs, blockLen(b)+keyring.Overhead)
+			select {
+			case blocks <- sealedBlock{b, buf, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		cancel()
+		for range blocks { // the fetcher is done before the Decoder is left
+		}
+	}()
+	var (
+		plain   []byte
+		written int64
+		next    = first
+	)
+	for blk := range blocks {
+		if blk.err != nil {
+			return written, blk.err
+		}
+		var err error
+		if plain, err = r.sealer.Open(plain[:0], uint64(blk.b), blk.buf.Bytes()); err != nil {
+			return written, err
+		}
+		start := blk.b * bs
+		lo, hi := max(off, start)-start, min(end, start+blockLen(blk.b))-start
+		n, err := w.Write(plain[lo:hi])
+		written += int64(n)
+		if err != nil {
+			return written, err
+		}
+		select {
+		case free <- blk.buf:
+		default:
+		}
+		next = blk.b + 1
+	}
+	if next <= last {
+		return written, context.Cause(ctx)
+	}
+	return written, nil
+}
+
+// RewrapKeys wraps every file version's data key under the keyring's
+// current master key (after keyring.Rotate), so that older master keys can
+// be retired. Only manifests change, each by compare-and-swap: no shard is
+// read or written. It returns how many keys it rewrapped; a version
+// deleted meanwhile is skipped, and a manifest changed meanwhile (repair)
+// is read again.
+func (s *Service) RewrapKeys(ctx context.Context) (int, error) {
+	var keys []string
+	err := s.eachManifest(ctx, false, func(key string, _ int64, m *manifest) error {
+		if by, err := keyring.WrappedBy(m.Key); err == nil && by != s.cfg.Keyring.Current() {
+			keys = append(keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, serving.EtcdError(err)
+	}
+	n := 0
+	for _, key := range keys {
+		changed, err := s.rewrap(ctx, key)
+		if err != nil {
+			return n, err
+		}
+		if changed {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// rewrap rewraps the data key of the manifest under key, changing no other
+// field, even those this version of the code does not know.
+func (s *Service) rewrap(ctx context.Context, key string) (bool, error) {
+	for attempt := 0; attempt < 10; attempt++ {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return false, serving.EtcdError(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return false, nil // deleted meanwhile
+		}
+		kv := resp.Kvs[0]
+		m, err := unmarshalManifest(kv.Value)
+		if err != nil || !m.sealed() {
+			return false, nil
+		}
+		wrapped, changed, err := s.cfg.Keyring.Rewrap(m.Key, keyContext(m.FileID, m.WriteID))
+		if err != nil {
+			return false, fmt.Errorf("rewrapping the data key of file %s version %d: %w", m.FileID, m.Version, err)
+		}
+		if !changed {
+			return false, nil
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(kv.Value, &fields); err != nil {
+			return false, fmt.Errorf("manifest %s: %w", key, err)
+		}
+		fields["key"], _ = json.Marshal(wrapped)
+		val, err := json.Marshal(fields)
+		if err != nil {
+			return false, err
+		}
+		txn, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
+			Then(clientv3.OpPut(key, string(val))).Commit()
+		if err != nil {
+			return false, serving.EtcdError(err)
+		}
+		if txn.Succeeded {
+			return true, nil
+		}
+	}
+	return false, fmt.Errorf("manifest %s: %w", key, errConflict)
+}
