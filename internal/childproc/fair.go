@@ -3,6 +3,7 @@ package childproc
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 )
 
@@ -34,7 +35,7 @@ type FairConfig struct {
 	Slots int
 	// PerTenant bounds the slots one tenant holds at once. Zero: the
 	// default, DefaultPerTenant(Slots), which leaves room for another
-	// tenant's call however long one tenant's calls run.
+	// tenant's call however long one tenant's calls run, and CPU time.
 	PerTenant int
 	// Weight is a tenant's weight, at least 1: a tenant of weight 2 is
 	// served as if it held half the slots it holds. Nil: 1 for everyone.
@@ -46,8 +47,12 @@ type FairConfig struct {
 
 // DefaultPerTenant is the per-tenant cap a FairQueue of n slots has unless
 // told otherwise: all but one slot, so that one tenant's calls, however many
-// and however long, always leave one slot for the others.
-func DefaultPerTenant(n int) int { return max(1, n-1) }
+// and however long, always leave one for the others; and no more than the
+// CPUs the process may use (GOMAXPROCS), as function code computes (it has
+// no I/O but its host calls), so that more calls of one tenant than CPUs buy
+// it no throughput and only slow every other call (docs/RATIONALE.md, "Why
+// fewest-held-first fair queuing?", has the figures).
+func DefaultPerTenant(n int) int { return max(1, min(n-1, runtime.GOMAXPROCS(0))) }
 
 // FairStats counts a FairQueue's grants and waits.
 type FairStats struct {

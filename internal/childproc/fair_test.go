@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,14 +119,14 @@ func TestFairQueue(t *testing.T) {
 		want      map[string]int
 	}{
 		{"under capacity everyone runs", 4, 0, "+a +b +c", map[string]int{"a": 1, "b": 1, "c": 1}},
-		{"the default cap leaves one slot", 4, 0, "+a +a +a +a +a", map[string]int{"a": 3}},
-		{"the last slot goes to another tenant", 4, 0, "+a +a +a +a +b", map[string]int{"a": 3, "b": 1}},
-		{"a freed slot goes to the tenant holding fewest", 4, 0, "+a +a +a +b +a +a +c -a", map[string]int{"a": 2, "b": 1, "c": 1}},
+		{"a cap of all but one leaves one slot", 4, 3, "+a +a +a +a +a", map[string]int{"a": 3}},
+		{"the last slot goes to another tenant", 4, 3, "+a +a +a +a +b", map[string]int{"a": 3, "b": 1}},
+		{"a freed slot goes to the tenant holding fewest", 4, 3, "+a +a +a +b +a +a +c -a", map[string]int{"a": 2, "b": 1, "c": 1}},
 		{"equal holders alternate", 2, 2, "+a +a +a +b +b -a -a", map[string]int{"a": 1, "b": 1}},
 		{"one slot is shared in turn", 1, 0, "+a +a +b +c -a -b", map[string]int{"c": 1}},
 		{"a cap of all slots lets one tenant take them", 3, 3, "+a +a +a +b", map[string]int{"a": 3}},
-		{"a tenant's own calls are served in order", 2, 0, "+a +b +a +a -a", map[string]int{"a": 1, "b": 1}},
-		{"the empty tenant is a tenant", 2, 0, "+ + +b", map[string]int{"": 1, "b": 1}},
+		{"a tenant's own calls are served in order", 2, 1, "+a +b +a +a -a", map[string]int{"a": 1, "b": 1}},
+		{"the empty tenant is a tenant", 2, 1, "+ + +b", map[string]int{"": 1, "b": 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,7 +258,7 @@ func TestFairQueueSharesConverge(t *testing.T) {
 		{3, []string{"a", "b", "c", "d", "e"}},
 	} {
 		t.Run(fmt.Sprintf("%d slots %d tenants", tt.slots, len(tt.tenants)), func(t *testing.T) {
-			q := NewFairQueue(FairConfig{Slots: tt.slots})
+			q := NewFairQueue(FairConfig{Slots: tt.slots, PerTenant: tt.slots - 1})
 			cs := &calls{q: q}
 			var live []*call
 			defer func() {
@@ -374,5 +375,21 @@ func TestFairQueueWeights(t *testing.T) {
 	}
 	if h := holders(q); h["heavy"] != 4 || h["light"] != 2 {
 		t.Fatalf("holders %v, want heavy 4 and light 2", h)
+	}
+}
+
+func TestDefaultPerTenant(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for _, tt := range []struct{ slots, cpus, want int }{
+		{1, 4, 1},  // one slot: it is shared in turn
+		{2, 4, 1},  // all but one
+		{8, 16, 7}, // all but one
+		{8, 2, 2},  // no more than the CPUs
+		{8, 1, 1},
+	} {
+		runtime.GOMAXPROCS(tt.cpus)
+		if got := DefaultPerTenant(tt.slots); got != tt.want {
+			t.Errorf("DefaultPerTenant(%d) with %d CPUs = %d, want %d", tt.slots, tt.cpus, got, tt.want)
+		}
 	}
 }

@@ -34,7 +34,7 @@ type SupervisorConfig[K comparable, C Child] struct {
 	MaxChildren int
 	// PerTenant bounds the children one tenant's calls hold at once
 	// (FairConfig.PerTenant). Zero: DefaultPerTenant(MaxChildren), all
-	// but one.
+	// but one and no more than the CPUs.
 	PerTenant int
 	// Spares: when a call takes the last idle child of its class, another
 	// starts in the background (room permitting), so that the next call

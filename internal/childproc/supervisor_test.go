@@ -178,7 +178,7 @@ func TestGRPCCode(t *testing.T) {
 func TestSupervisorTenants(t *testing.T) {
 	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
 		Start:       func(_ context.Context, k string) (*fakeChild, error) { return &fakeChild{class: k}, nil },
-		MaxChildren: 3, Noun: "fakes",
+		MaxChildren: 3, PerTenant: 2, Noun: "fakes",
 	})
 	defer s.Close()
 	ctx := context.Background()

@@ -44,6 +44,10 @@ type Runner struct {
 	star *starlarkrun.Pool // nil: no Starlark
 	log  *slog.Logger
 
+	// wasmCalls shares the worker's WebAssembly calls, of every function,
+	// fairly between the calling users.
+	wasmCalls *childproc.FairQueue
+
 	mu       sync.Mutex
 	loading  map[loadKey]*load
 	unloaded uint64
@@ -101,13 +105,29 @@ type Config struct {
 	// ModuleIdleTimeout unloads a version not called for this long, and
 	// stops its processes. Zero: DefaultModuleIdleTimeout; negative: never.
 	ModuleIdleTimeout time.Duration
-	Logger            *slog.Logger
+	// MaxWasmCalls bounds the WebAssembly calls running at once on the
+	// worker, of all functions (each function's own Concurrency bounds its
+	// calls too). They are shared fairly between the calling users
+	// (childproc.FairQueue), each holding at most MaxWasmCallsPerCaller.
+	// Zero: DefaultMaxWasmCalls.
+	MaxWasmCalls int
+	// MaxWasmCallsPerCaller: zero is childproc.DefaultPerTenant(MaxWasmCalls),
+	// all but one and no more than the CPUs.
+	MaxWasmCallsPerCaller int
+	// MaxStarlarkChildren bounds the Starlark child processes, which are
+	// also the Starlark calls running at once; MaxStarlarkChildrenPerCaller
+	// bounds one calling user's (starlarkrun.Config.MaxChildren and
+	// MaxChildrenPerCaller). Zero: starlarkrun's defaults.
+	MaxStarlarkChildren          int
+	MaxStarlarkChildrenPerCaller int
+	Logger                       *slog.Logger
 }
 
 // The defaults of Config.
 const (
 	DefaultMaxModuleMemory   = 2 << 30
 	DefaultModuleIdleTimeout = 10 * time.Minute
+	DefaultMaxWasmCalls      = 64
 )
 
 // compiledFactor is the memory a loaded module's bytes stand for: the
@@ -140,12 +160,23 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	if c.ModuleIdleTimeout == 0 {
 		c.ModuleIdleTimeout = DefaultModuleIdleTimeout
 	}
-	r := &Runner{cfg: c, wasm: rt, log: log, loading: map[loadKey]*load{}, stop: make(chan struct{})}
+	if c.MaxWasmCalls == 0 {
+		c.MaxWasmCalls = DefaultMaxWasmCalls
+	}
+	r := &Runner{cfg: c, wasm: rt, log: log, loading: map[loadKey]*load{}, stop: make(chan struct{}),
+		wasmCalls: childproc.NewFairQueue(childproc.FairConfig{
+			Slots: c.MaxWasmCalls, PerTenant: c.MaxWasmCallsPerCaller, Noun: "WebAssembly calls on this worker",
+		})}
 	if len(c.StarlarkCommand) > 0 {
 		scfg := starlarkrun.DefaultConfig()
 		scfg.Command = c.StarlarkCommand
 		scfg.AllowUnconfined = c.AllowUnconfined
 		scfg.Logger = log
+		if c.MaxStarlarkChildren > 0 {
+			scfg.MaxChildren = c.MaxStarlarkChildren
+			scfg.WarmChildren = min(scfg.WarmChildren, scfg.MaxChildren)
+		}
+		scfg.MaxChildrenPerCaller = c.MaxStarlarkChildrenPerCaller
 		if r.star, err = starlarkrun.New(scfg); err != nil {
 			rt.Close(ctx)
 			return nil, err
@@ -161,11 +192,15 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 func (r *Runner) Close(ctx context.Context) error {
 	r.stopOnce.Do(func() { close(r.stop) })
 	r.unloading.Wait()
+	r.wasmCalls.Close()
 	if r.star != nil {
 		r.star.Close()
 	}
 	return r.wasm.Close(ctx)
 }
+
+// WasmCalls returns the counts of the WebAssembly calls' FairQueue.
+func (r *Runner) WasmCalls() childproc.FairStats { return r.wasmCalls.Stats() }
 
 // Unloaded counts the versions unloaded because they were idle or memory
 // was short.
@@ -216,6 +251,11 @@ func (r *Runner) Call(ctx context.Context, caller string, d *v1.Deployment, args
 		return nil, err
 	}
 	defer r.done(l)
+	if err := r.wasmCalls.Acquire(ctx, caller); err != nil {
+		st := childproc.GRPCStatus(err)
+		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
+	}
+	defer r.wasmCalls.Release(caller)
 	// The plugin's input is the call's arguments as the caller sent them
 	// (docs/ABI.md, "Arguments and results").
 	out, err := l.mod.CallFor(ctx, caller, args)

@@ -37,7 +37,8 @@ type Config struct {
 	// MaxChildrenPerCaller bounds the children one caller's calls
 	// (Request.Caller) hold at once; when children are short, the caller
 	// holding fewest is served first. Zero: all but one of MaxChildren,
-	// so that another caller's call never waits for one caller's.
+	// so that another caller's call never waits for one caller's, and no
+	// more than the CPUs (childproc.DefaultPerTenant).
 	MaxChildrenPerCaller int
 	// WarmChildren are started by New for the default limits, so the first
 	// calls do not wait for a process to start.

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/childproc"
 )
 
 // TestFloodDelaysOnlyTheFlooder floods a pool of real children with
@@ -20,6 +22,7 @@ func TestFloodDelaysOnlyTheFlooder(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.MaxChildren = 4
 	p := newPool(t, cfg)
+	share := childproc.DefaultPerTenant(cfg.MaxChildren)
 
 	flood, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -39,10 +42,10 @@ func TestFloodDelaysOnlyTheFlooder(t *testing.T) {
 			}
 		})
 	}
-	// The flood holds all it may (all children but one) and the rest of it
-	// waits.
+	// The flood holds all it may (all children but one, at most one per
+	// CPU) and the rest of it waits.
 	deadline := time.Now().Add(time.Minute)
-	for st := p.Stats(); st.Waiting != floodCalls-(cfg.MaxChildren-1); st = p.Stats() {
+	for st := p.Stats(); st.Waiting != floodCalls-share; st = p.Stats() {
 		if time.Now().After(deadline) {
 			t.Fatalf("the flood did not settle: %+v", st)
 		}
@@ -61,11 +64,11 @@ func TestFloodDelaysOnlyTheFlooder(t *testing.T) {
 			t.Fatalf("bob's call %d under the flood: %s, %v", i, out, err)
 		}
 	}
-	if st := p.Stats(); st.Alive > cfg.MaxChildren || st.Waiting != floodCalls-(cfg.MaxChildren-1) {
+	if st := p.Stats(); st.Alive > cfg.MaxChildren || st.Waiting != floodCalls-share {
 		t.Fatalf("stats %+v: want at most %d alive, the flood's extra calls waiting", st, cfg.MaxChildren)
 	}
-	if held := p.sup.Held("eve"); held != cfg.MaxChildren-1 {
-		t.Fatalf("the flood holds %d children, want %d", held, cfg.MaxChildren-1)
+	if held := p.sup.Held("eve"); held != share {
+		t.Fatalf("the flood holds %d children, want %d", held, share)
 	}
 }
 
