@@ -13,13 +13,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -245,9 +248,21 @@ the worker shared its processes first come, first served.`,
 			if err := call(ctx); err != nil {
 				return fmt.Errorf("a first call of bob's add failed: %w", err)
 			}
-			r := bench.Fair(ctx, warmup, duration, call, flood, w.callDeployed(loop, floodUser, nil))
+			var mu sync.Mutex
+			ended := map[codes.Code]int{}
+			spinCall := w.callDeployed(loop, floodUser, nil)
+			r := bench.Fair(ctx, warmup, duration, call, flood, func(ctx context.Context) error {
+				err := spinCall(ctx)
+				mu.Lock()
+				ended[status.Code(err)]++
+				mu.Unlock()
+				return err
+			})
 			fmt.Fprintf(e.stdout, "bob's add at concurrency 1, %s per run after %s warm-up; %s's flood: %d spinning calls of up to %s\n%s\n%s\n",
 				duration, warmup, floodUser, flood, spin, bench.Header, r)
+			mu.Lock()
+			fmt.Fprintf(e.stdout, "the flood's calls ended (in all): %v\n", ended)
+			mu.Unlock()
 			for _, x := range []bench.Result{r.Alone, r.Flooded} {
 				if x.FirstError != nil {
 					fmt.Fprintf(e.stdout, "  %s: first error: %s\n", x.Target, oneLine(x.FirstError))

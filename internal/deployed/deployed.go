@@ -3,6 +3,12 @@
 // one loaded module per deployed version, and checks modules for the pool
 // at deploy time.
 //
+// Calls are shared fairly between the calling users (the worker passes the
+// request's user): the WebAssembly calls of all functions take a turn in one
+// childproc.FairQueue (Config.MaxWasmCalls, at most MaxWasmCallsPerCaller
+// per user), then an instance of their function, shared fairly too; the
+// Starlark calls share the worker's Starlark children the same way.
+//
 // # Caveats
 //
 // A loaded version stays loaded while it is called: one not called for
