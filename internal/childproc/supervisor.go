@@ -284,6 +284,9 @@ func (s *Supervisor[K, C]) spare(k K) {
 		if s.pending[k]--; s.pending[k] == 0 {
 			delete(s.pending, k)
 		}
+		// A call may wait for this start (acquire): if it failed, that
+		// call must look again.
+		s.notifyLocked()
 		s.mu.Unlock()
 	}
 	started := s.Track(func() {

@@ -285,3 +285,44 @@ func TestSupervisorWaitsForItsReplacement(t *testing.T) {
 		t.Fatalf("got %+v; the other class's idle child killed: %v", c, other.killed.Load())
 	}
 }
+
+// TestSupervisorReplacementFails: a call waiting for its class's
+// replacement starts its own when the replacement fails.
+func TestSupervisorReplacementFails(t *testing.T) {
+	gate := make(chan struct{})
+	var starts atomic.Int32
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start: func(_ context.Context, k string) (*fakeChild, error) {
+			if k == "flaky" && starts.Add(1) == 2 {
+				<-gate // the replacement, which fails
+				return nil, errors.New("cannot start")
+			}
+			return &fakeChild{class: k}, nil
+		},
+		MaxChildren: 2, PerTenant: 2, Replace: true, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx := context.Background()
+	other, _ := s.Acquire(ctx, "", "other")
+	s.Release(other)
+	flaky, _ := s.Acquire(ctx, "", "flaky")
+	s.Discard(flaky)
+	for s.Stats().Alive != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan *fakeChild)
+	go func() {
+		c, _ := s.Acquire(ctx, "", "flaky")
+		got <- c
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(gate)
+	select {
+	case c := <-got:
+		if c == nil || c.class != "flaky" {
+			t.Fatalf("got %+v", c)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the call still waits for a replacement that failed")
+	}
+}
