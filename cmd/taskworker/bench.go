@@ -3,21 +3,26 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -97,7 +102,7 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e))
+	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e))
 	return cmd
 }
 
@@ -200,6 +205,104 @@ func (w *standaloneWorker) stop() {
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	_ = w.cmd.Wait()
 	os.RemoveAll(w.dir)
+}
+
+func benchFairCommand(e *env) *cobra.Command {
+	var (
+		flood            int
+		duration, warmup time.Duration
+		spin             time.Duration
+		oneTenant        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "fair",
+		Short: "Latency of one user's Starlark calls while another floods the worker with spinning calls",
+		Long: `Start a standalone worker process, give it two Starlark functions (one user's
+add, another user's endless loop), and call it directly as its pool would: bob's
+add at concurrency 1, alone, then while eve keeps --flood calls of her loop
+running (each until its time limit, --spin, then again). Print both runs and the
+ratio of their p99 latencies. With --one-tenant both run as one user, as if
+the worker shared its processes first come, first served.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			w, err := startStandaloneWorker(ctx, false)
+			if err != nil {
+				return err
+			}
+			defer w.stop()
+			limits := &v1.Limits{TimeoutMs: spin.Milliseconds(), MemoryBytes: 64 << 20}
+			add, err := w.deployStarlark("add", "bob", "def add(a, b):\n    return a + b\n", limits)
+			if err != nil {
+				return err
+			}
+			loop, err := w.deployStarlark("spin", "eve", "def spin():\n    while True:\n        pass\n", limits)
+			if err != nil {
+				return err
+			}
+			floodUser := "eve"
+			if oneTenant {
+				floodUser = "bob"
+			}
+			call := w.callDeployed(add, "bob", []byte("[1, 2]"))
+			if err := call(ctx); err != nil {
+				return fmt.Errorf("a first call of bob's add failed: %w", err)
+			}
+			var mu sync.Mutex
+			ended := map[codes.Code]int{}
+			spinCall := w.callDeployed(loop, floodUser, nil)
+			r := bench.Fair(ctx, warmup, duration, call, flood, func(ctx context.Context) error {
+				err := spinCall(ctx)
+				mu.Lock()
+				ended[status.Code(err)]++
+				mu.Unlock()
+				return err
+			})
+			fmt.Fprintf(e.stdout, "bob's add at concurrency 1, %s per run after %s warm-up; %s's flood: %d spinning calls of up to %s\n%s\n%s\n",
+				duration, warmup, floodUser, flood, spin, bench.Header, r)
+			mu.Lock()
+			fmt.Fprintf(e.stdout, "the flood's calls ended (in all): %v\n", ended)
+			mu.Unlock()
+			for _, x := range []bench.Result{r.Alone, r.Flooded} {
+				if x.FirstError != nil {
+					fmt.Fprintf(e.stdout, "  %s: first error: %s\n", x.Target, oneLine(x.FirstError))
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&flood, "flood", 27, "spinning calls kept running at once")
+	f.DurationVar(&spin, "spin", 2*time.Second, "time limit of each spinning call (and of bob's calls)")
+	f.DurationVar(&duration, "duration", 10*time.Second, "measured time per run")
+	f.DurationVar(&warmup, "warmup", 2*time.Second, "unmeasured time before each run")
+	f.BoolVar(&oneTenant, "one-tenant", false, "flood as bob himself: no fair sharing between the two")
+	return cmd
+}
+
+// deployStarlark puts a script in the standalone worker's module cache, as
+// a worker keeps what it fetched from its pool, and returns its deployment.
+func (w *standaloneWorker) deployStarlark(name, owner, script string, limits *v1.Limits) (*v1.Deployment, error) {
+	sum := sha256.Sum256([]byte(script))
+	sha := hex.EncodeToString(sum[:])
+	dir := filepath.Join(w.dir, "modules")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, sha), []byte(script), 0o600); err != nil {
+		return nil, err
+	}
+	return &v1.Deployment{Name: name, Version: 1, ModuleSha256: sha, Export: name, Runtime: v1.Runtime_RUNTIME_STARLARK, Owner: owner, Limits: limits}, nil
+}
+
+// callDeployed calls a deployed function on the standalone worker for user.
+func (w *standaloneWorker) callDeployed(d *v1.Deployment, user string, args []byte) func(context.Context) error {
+	rpc := v1.NewRPCServiceClient(w.conn)
+	req := &v1.FunctionCallRequest{FunctionName: d.Name, Args: args, UserId: user, Deployment: d}
+	return func(ctx context.Context) error {
+		_, err := rpc.CallFunction(ctx, req)
+		return err
+	}
 }
 
 func benchFilesCommand(e *env) *cobra.Command {

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,5 +46,36 @@ func TestRunLetsCallsInFlightFinish(t *testing.T) {
 	})
 	if r.Errors != 0 || r.Calls < 4 {
 		t.Fatalf("%d calls, %d errors (first: %v); want every call in flight finished", r.Calls, r.Errors, r.FirstError)
+	}
+}
+
+// TestFairRunsTheFloodOnlyForTheSecondRun checks the harness, with
+// fakes: the measured calls see no flood in the first run and a steady one
+// in the second.
+func TestFairRunsTheFloodOnlyForTheSecondRun(t *testing.T) {
+	var flooding atomic.Int64
+	var alone, flooded atomic.Int64
+	r := bench.Fair(context.Background(), 10*time.Millisecond, 50*time.Millisecond, func(context.Context) error {
+		if flooding.Load() == 0 {
+			alone.Add(1)
+		} else {
+			flooded.Add(1)
+		}
+		time.Sleep(time.Millisecond)
+		return nil
+	}, 3, func(ctx context.Context) error {
+		flooding.Add(1)
+		defer flooding.Add(-1)
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if r.Alone.Calls == 0 || r.Flooded.Calls == 0 || r.Alone.Errors+r.Flooded.Errors != 0 {
+		t.Fatalf("%+v", r)
+	}
+	if flooded.Load() < int64(r.Flooded.Calls) || alone.Load() < int64(r.Alone.Calls) {
+		t.Fatalf("%d calls alone, %d flooded; the runs counted %d and %d", alone.Load(), flooded.Load(), r.Alone.Calls, r.Flooded.Calls)
+	}
+	if flooding.Load() != 0 {
+		t.Fatal("the flood outlived Fair")
 	}
 }

@@ -10,13 +10,21 @@
 //
 //   - Supervisor keeps a payload's children per class (what a child is
 //     started for and cannot change: a Starlark child's memory limit and
-//     tenant, a WebAssembly child's module): Acquire takes an idle one,
-//     starts one, evicts an idle child of another class, or waits
-//     (ErrBusy); Release and Discard give it back; spares start when a
-//     call takes a class's last idle child, replacements after a discard;
-//     Close kills them all and waits. It also keeps the WebAssembly
-//     runner's in-process instances, which are children in all but the
-//     process.
+//     owner, a WebAssembly child's module): Acquire, for a tenant (the user
+//     calling), first takes the tenant's turn in a FairQueue, then an idle
+//     child of the class, or starts one, or evicts the idle child of
+//     another class used least recently, or waits (ErrBusy); Release and
+//     Discard give the child and the turn back; spares start when a call
+//     takes a class's last idle child, replacements after a discard; Close
+//     kills them all and waits. It also keeps the WebAssembly runner's
+//     in-process instances, which are children in all but the process.
+//   - FairQueue shares a number of slots between tenants: at most
+//     PerTenant each (by default all but one slot, and no more than the
+//     CPUs: DefaultPerTenant), and, when slots are short, the next free
+//     one to the waiting tenant holding fewest (by weight), then to the one
+//     served longest ago, then to the one waiting longest. A tenant that
+//     floods delays its own calls. The worker also uses one on its own
+//     for the WebAssembly calls of all functions.
 //   - Process.Call is one call on a child: the call frame, the child's
 //     frames (served by the payload) until a result or an error frame,
 //     the kill at the deadline, and a CallError that says why a child was
@@ -52,18 +60,27 @@
 // Audit and Inspect check a running child from outside; package
 // childproctest starts children where seccomp is refused, for tests.
 //
-// # Where fairness goes
+// # Fair sharing
 //
-// Supervisor.Acquire is the only place a call gets a child, first come,
-// first served within MaxChildren; evictLocked picks which idle child
-// makes room. Per-tenant slots, fair queuing across tenants (a queue per
-// class instead of one changed channel that wakes every waiter) and LRU
-// eviction of idle classes (and, with them, a WebAssembly module's
-// processes) belong there, as a policy the Supervisor consults; the
-// payloads need not change.
+// Acquire is the only place a call gets a child, and the FairQueue in
+// front of it is where tenants are kept apart: one user's many calls wait
+// in that user's queue, never in front of another user's, and never hold
+// every child, so another user's call gets a child at once (its own idle
+// one, or one started in the room kept free), however long the flood's
+// calls run. Making room evicts the idle child used least recently, and a
+// call whose class has a spare or replacement starting waits for it rather
+// than evict another class's; no replacement starts while calls wait
+// their turn, as they will start their own. docs/RATIONALE.md, "Why
+// fewest-held-first fair queuing?", has the reasons and the figures.
 //
 // # Caveats
 //
+//   - Fair sharing bounds how many children each tenant holds, not the CPU
+//     time they take: the cap of at most one child per CPU is what keeps a
+//     flood from slowing others' calls much (docs/BENCHMARKS.md, "Fair
+//     sharing"). Calls of different functions of one tenant share its cap.
+//     A tenant is whatever the payload passes (the worker passes the
+//     calling user); the empty tenant is one tenant like the others.
 //   - The seccomp filter exists for linux/amd64 and linux/arm64 (the
 //     arm64 one is built and vetted here, not run); elsewhere children
 //     refuse to run unless allowed, and then have no_new_privs (on the

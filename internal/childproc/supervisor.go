@@ -32,6 +32,10 @@ type SupervisorConfig[K comparable, C Child] struct {
 	// the calls that run at once. Past it, a call takes the place of an
 	// idle child of another class, or waits.
 	MaxChildren int
+	// PerTenant bounds the children one tenant's calls hold at once
+	// (FairConfig.PerTenant). Zero: DefaultPerTenant(MaxChildren), all
+	// but one and no more than the CPUs.
+	PerTenant int
 	// Spares: when a call takes the last idle child of its class, another
 	// starts in the background (room permitting), so that the next call
 	// does not wait for a process to start.
@@ -53,9 +57,10 @@ type SupervisorConfig[K comparable, C Child] struct {
 // are interchangeable; a class is what a child is started for and cannot
 // change (its memory limit, its module, its tenant).
 //
-// Acquire is the one place where a call gets a slot: a per-tenant or
-// per-class policy (slots per tenant, fair queuing across tenants, which
-// idle child to evict) goes there; see the package documentation.
+// Acquire is the one place where a call gets a child: first a slot from a
+// FairQueue of MaxChildren slots shared by the tenants (the users calling),
+// then a child of the call's class. Making room evicts the idle child
+// used least recently, of any class.
 //
 // It is safe for concurrent use.
 type Supervisor[K comparable, C Child] struct {
@@ -66,11 +71,17 @@ type Supervisor[K comparable, C Child] struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	fair *FairQueue
+
 	mu      sync.Mutex
 	closed  bool
-	idle    map[K][]C // last in, first out: the warmest first
-	all     map[C]K   // started and not yet discarded
-	alive   int       // children alive or starting: at most MaxChildren
+	idle    map[K][]C    // last in, first out: the warmest first
+	all     map[C]K      // started and not yet discarded
+	alive   int          // children alive or starting: at most MaxChildren
+	holder  map[C]string // the tenant of the call each busy child serves
+	used    map[C]uint64 // when each idle child was released (a count of releases)
+	uses    uint64       // releases so far
+	pending map[K]int    // spares and replacements starting, by class
 	changed chan struct{}
 
 	wg sync.WaitGroup // every goroutine Track runs
@@ -82,6 +93,7 @@ type Supervisor[K comparable, C Child] struct {
 type SupervisorStats struct {
 	Alive     int    // children alive or starting
 	Idle      int    // children waiting for a call
+	Waiting   int    // calls waiting for their turn (FairQueue)
 	Started   uint64 // children started
 	Discarded uint64 // children killed or lost (timeouts, traps, memory, crashes)
 }
@@ -93,8 +105,12 @@ func NewSupervisor[K comparable, C Child](cfg SupervisorConfig[K, C]) *Superviso
 		log:     cfg.Logger,
 		idle:    map[K][]C{},
 		all:     map[C]K{},
+		holder:  map[C]string{},
+		used:    map[C]uint64{},
+		pending: map[K]int{},
 		changed: make(chan struct{}),
 	}
+	s.fair = NewFairQueue(FairConfig{Slots: cfg.MaxChildren, PerTenant: cfg.PerTenant, Noun: cfg.Noun})
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -118,13 +134,34 @@ func (s *Supervisor[K, C]) Warm(ctx context.Context, k K, n int) error {
 	return nil
 }
 
-// Acquire returns an idle child of class k, or starts one if there is
-// room, or kills an idle child of another class to make room, or waits
-// for a child to be released or discarded until ctx ends (ErrBusy).
-//
-// This is the seam for slot policies: today every class competes for
-// MaxChildren first come, first served.
-func (s *Supervisor[K, C]) Acquire(ctx context.Context, k K) (C, error) {
+// Acquire returns a child of class k for a call of tenant: once the
+// tenant's turn comes in the Supervisor's FairQueue (at most PerTenant
+// children per tenant; when children are short, the tenant holding fewest
+// goes first), an idle child of class k, or one it starts if there is
+// room, or in place of the idle child of another class used least
+// recently. It waits until ctx ends (ErrBusy, or ErrTenantCap when the
+// tenant holds all it may). Release or Discard gives the child, and the
+// tenant's slot, back.
+func (s *Supervisor[K, C]) Acquire(ctx context.Context, tenant string, k K) (C, error) {
+	var zero C
+	if err := s.fair.Acquire(ctx, tenant); err != nil {
+		return zero, err
+	}
+	c, err := s.acquire(ctx, k)
+	if err != nil {
+		s.fair.Release(tenant)
+		return zero, err
+	}
+	s.mu.Lock()
+	s.holder[c] = tenant
+	s.mu.Unlock()
+	return c, nil
+}
+
+// acquire returns a child of class k for a call that holds a slot. As
+// slots are no more than MaxChildren, it waits only for children that are
+// starting.
+func (s *Supervisor[K, C]) acquire(ctx context.Context, k K) (C, error) {
 	var zero C
 	for {
 		s.mu.Lock()
@@ -135,6 +172,7 @@ func (s *Supervisor[K, C]) Acquire(ctx context.Context, k K) (C, error) {
 		if l := s.idle[k]; len(l) > 0 {
 			c := l[len(l)-1]
 			s.idle[k] = l[:len(l)-1]
+			delete(s.used, c)
 			s.mu.Unlock()
 			if len(l) == 1 && s.cfg.Spares {
 				s.spare(k)
@@ -142,7 +180,12 @@ func (s *Supervisor[K, C]) Acquire(ctx context.Context, k K) (C, error) {
 			return c, nil
 		}
 		if s.alive >= s.cfg.MaxChildren {
-			victim, ok := s.evictLocked()
+			victim, ok := zero, false
+			if s.pending[k] == 0 {
+				// Wait for a spare of this class rather than kill
+				// another class's idle child for one.
+				victim, ok = s.evictLocked()
+			}
 			if !ok {
 				changed := s.changed
 				s.mu.Unlock()
@@ -169,18 +212,27 @@ func (s *Supervisor[K, C]) Acquire(ctx context.Context, k K) (C, error) {
 	}
 }
 
-// evictLocked removes and returns an idle child of any class, the one
-// idle longest in its class.
+// evictLocked removes and returns the idle child, of any class, released
+// longest ago.
 func (s *Supervisor[K, C]) evictLocked() (C, bool) {
+	var victim C
+	var class K
+	found := false
 	for k, l := range s.idle {
-		if len(l) > 0 {
-			c := l[0]
-			s.idle[k] = l[1:]
-			return c, true
+		// Each class's list is in the order of release: its first is its
+		// oldest.
+		if len(l) > 0 && (!found || s.used[l[0]] < s.used[victim]) {
+			victim, class, found = l[0], k, true
 		}
 	}
-	var zero C
-	return zero, false
+	if found {
+		s.idle[class] = s.idle[class][1:]
+		if len(s.idle[class]) == 0 {
+			delete(s.idle, class)
+		}
+		delete(s.used, victim)
+	}
+	return victim, found
 }
 
 // reserve counts a child about to start, if there is room.
@@ -224,8 +276,22 @@ func (s *Supervisor[K, C]) spare(k K) {
 	if !s.reserve() {
 		return
 	}
+	s.mu.Lock()
+	s.pending[k]++
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		if s.pending[k]--; s.pending[k] == 0 {
+			delete(s.pending, k)
+		}
+		// A call may wait for this start (acquire): if it failed, that
+		// call must look again.
+		s.notifyLocked()
+		s.mu.Unlock()
+	}
 	started := s.Track(func() {
 		c, err := s.start(s.ctx, k)
+		done()
 		switch {
 		case err == nil:
 			s.Release(c)
@@ -234,30 +300,42 @@ func (s *Supervisor[K, C]) spare(k K) {
 		}
 	})
 	if !started {
+		done()
 		s.mu.Lock()
 		s.alive--
 		s.mu.Unlock()
 	}
 }
 
-// Release gives back a healthy child, to serve its class's next call.
+// Release gives back a healthy child, to serve its class's next call, and
+// the slot of the call it served.
 func (s *Supervisor[K, C]) Release(c C) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	tenant, held := s.holder[c]
+	delete(s.holder, c)
 	k, ok := s.all[c]
 	if s.closed || !ok {
 		c.Kill()
-		return
+	} else {
+		s.idle[k] = append(s.idle[k], c)
+		s.uses++
+		s.used[c] = s.uses
+		s.notifyLocked()
 	}
-	s.idle[k] = append(s.idle[k], c)
-	s.notifyLocked()
+	s.mu.Unlock()
+	if held {
+		s.fair.Release(tenant)
+	}
 }
 
-// Discard kills a child that must not serve again, and with
-// SupervisorConfig.Replace starts another of its class in its place.
+// Discard kills a child that must not serve again, gives back the slot of
+// the call it served, and with SupervisorConfig.Replace starts another of
+// its class in its place.
 func (s *Supervisor[K, C]) Discard(c C) {
 	c.Kill()
 	s.mu.Lock()
+	tenant, held := s.holder[c]
+	delete(s.holder, c)
 	k, ok := s.all[c]
 	if ok {
 		delete(s.all, c)
@@ -266,8 +344,13 @@ func (s *Supervisor[K, C]) Discard(c C) {
 		s.notifyLocked()
 	}
 	s.mu.Unlock()
-	if ok && s.cfg.Replace {
+	// Calls waiting for a slot start their own children: a replacement
+	// would take the room one of them may need for another class.
+	if ok && s.cfg.Replace && !s.fair.Waiting() {
 		s.spare(k)
+	}
+	if held {
+		s.fair.Release(tenant)
 	}
 }
 
@@ -297,8 +380,10 @@ func (s *Supervisor[K, C]) Close() {
 	s.closed = true
 	all := slices.Collect(maps.Keys(s.all))
 	s.idle = map[K][]C{}
+	s.used = map[C]uint64{}
 	s.notifyLocked()
 	s.mu.Unlock()
+	s.fair.Close()
 	s.cancel()
 	for _, c := range all {
 		c.Kill()
@@ -337,12 +422,15 @@ func (s *Supervisor[K, C]) Busy() []C {
 func (s *Supervisor[K, C]) Stats() SupervisorStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := SupervisorStats{Alive: s.alive, Started: s.started.Load(), Discarded: s.discarded.Load()}
+	st := SupervisorStats{Alive: s.alive, Started: s.started.Load(), Discarded: s.discarded.Load(), Waiting: s.fair.Stats().Waiting}
 	for _, l := range s.idle {
 		st.Idle += len(l)
 	}
 	return st
 }
+
+// Held returns the children the calls of tenant hold.
+func (s *Supervisor[K, C]) Held(tenant string) int { return s.fair.Held(tenant) }
 
 // notifyLocked wakes the calls waiting for a child.
 func (s *Supervisor[K, C]) notifyLocked() {

@@ -29,7 +29,9 @@ func newFakeSupervisor(t *testing.T, max int, spares, replace bool) *Supervisor[
 			}
 			return &fakeChild{class: k}, nil
 		},
-		MaxChildren: max, Spares: spares, Replace: replace, Noun: "fakes",
+		// One tenant may take every child: these tests are of children,
+		// not of tenants (TestSupervisorTenants).
+		MaxChildren: max, PerTenant: max, Spares: spares, Replace: replace, Noun: "fakes",
 	})
 	t.Cleanup(func() {
 		all := s.Children()
@@ -57,12 +59,12 @@ func waitIdle(t *testing.T, s *Supervisor[string, *fakeChild], n int) {
 func TestSupervisorReuse(t *testing.T) {
 	s := newFakeSupervisor(t, 2, false, false)
 	ctx := context.Background()
-	a, _ := s.Acquire(ctx, "a")
+	a, _ := s.Acquire(ctx, "", "a")
 	s.Release(a)
-	if again, _ := s.Acquire(ctx, "a"); again != a {
+	if again, _ := s.Acquire(ctx, "", "a"); again != a {
 		t.Fatal("a released child was not reused for its class")
 	}
-	if b, _ := s.Acquire(ctx, "b"); b == a || b.class != "b" {
+	if b, _ := s.Acquire(ctx, "", "b"); b == a || b.class != "b" {
 		t.Fatalf("class b got %+v", b)
 	}
 	if st := s.Stats(); st.Alive != 2 || st.Started != 2 || st.Idle != 0 {
@@ -73,9 +75,9 @@ func TestSupervisorReuse(t *testing.T) {
 func TestSupervisorEvictsIdleOfAnotherClass(t *testing.T) {
 	s := newFakeSupervisor(t, 1, false, false)
 	ctx := context.Background()
-	a, _ := s.Acquire(ctx, "a")
+	a, _ := s.Acquire(ctx, "", "a")
 	s.Release(a)
-	b, err := s.Acquire(ctx, "b")
+	b, err := s.Acquire(ctx, "", "b")
 	if err != nil || b.class != "b" || !a.killed.Load() {
 		t.Fatalf("got %+v, %v; a killed: %v", b, err, a.killed.Load())
 	}
@@ -86,16 +88,16 @@ func TestSupervisorEvictsIdleOfAnotherClass(t *testing.T) {
 
 func TestSupervisorBusy(t *testing.T) {
 	s := newFakeSupervisor(t, 1, false, false)
-	a, _ := s.Acquire(context.Background(), "a")
+	a, _ := s.Acquire(context.Background(), "", "a")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := s.Acquire(ctx, "a")
+	_, err := s.Acquire(ctx, "", "a")
 	if !errors.Is(err, ErrBusy) || GRPCCode(err) != codes.ResourceExhausted {
 		t.Fatalf("got %v, want ErrBusy", err)
 	}
 	done := make(chan *fakeChild)
 	go func() {
-		c, _ := s.Acquire(context.Background(), "a")
+		c, _ := s.Acquire(context.Background(), "", "a")
 		done <- c
 	}()
 	s.Release(a)
@@ -110,7 +112,7 @@ func TestSupervisorSparesAndReplacements(t *testing.T) {
 	if err := s.Warm(ctx, "a", 1); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := s.Acquire(ctx, "a") // the last idle one: a spare starts
+	a, _ := s.Acquire(ctx, "", "a") // the last idle one: a spare starts
 	waitIdle(t, s, 1)
 	s.Discard(a) // a replacement starts
 	waitIdle(t, s, 2)
@@ -121,22 +123,22 @@ func TestSupervisorSparesAndReplacements(t *testing.T) {
 
 func TestSupervisorStartFails(t *testing.T) {
 	s := newFakeSupervisor(t, 1, false, false)
-	if _, err := s.Acquire(context.Background(), "broken"); err == nil || errors.Is(err, ErrBusy) {
+	if _, err := s.Acquire(context.Background(), "", "broken"); err == nil || errors.Is(err, ErrBusy) {
 		t.Fatalf("got %v, want the start's error", err)
 	}
-	if c, err := s.Acquire(context.Background(), "a"); err != nil || c == nil {
+	if c, err := s.Acquire(context.Background(), "", "a"); err != nil || c == nil {
 		t.Fatalf("after a failed start: %v; its slot was not given back", err)
 	}
 }
 
 func TestSupervisorClosed(t *testing.T) {
 	s := newFakeSupervisor(t, 1, false, false)
-	a, _ := s.Acquire(context.Background(), "a")
+	a, _ := s.Acquire(context.Background(), "", "a")
 	s.Close()
 	if !a.killed.Load() {
 		t.Fatal("Close did not kill a busy child")
 	}
-	if _, err := s.Acquire(context.Background(), "a"); !errors.Is(err, ErrClosed) || GRPCCode(err) != codes.Unavailable {
+	if _, err := s.Acquire(context.Background(), "", "a"); !errors.Is(err, ErrClosed) || GRPCCode(err) != codes.Unavailable {
 		t.Fatalf("after Close: %v", err)
 	}
 	if s.Track(func() {}) {
@@ -166,5 +168,161 @@ func TestGRPCCode(t *testing.T) {
 		if got := GRPCCode(tt.err); got != tt.want {
 			t.Errorf("GRPCCode(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// TestSupervisorTenants floods a Supervisor from one tenant: its calls
+// hold all but one child and the rest wait, while another tenant's call
+// gets a child at once, and the flood's waiting calls get theirs as the
+// flood's own calls end.
+func TestSupervisorTenants(t *testing.T) {
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start:       func(_ context.Context, k string) (*fakeChild, error) { return &fakeChild{class: k}, nil },
+		MaxChildren: 3, PerTenant: 2, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx := context.Background()
+	var flood []*fakeChild
+	for range 2 {
+		c, err := s.Acquire(ctx, "eve", "eve's")
+		if err != nil {
+			t.Fatal(err)
+		}
+		flood = append(flood, c)
+	}
+	waiting := make(chan *fakeChild, 5)
+	for range 5 {
+		go func() {
+			c, err := s.Acquire(ctx, "eve", "eve's")
+			if err != nil {
+				t.Error(err)
+			}
+			waiting <- c
+		}()
+	}
+	for s.Stats().Waiting != 5 {
+		time.Sleep(time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	bob, err := s.Acquire(short, "bob", "bob's")
+	if err != nil {
+		t.Fatalf("bob's call, under eve's flood: %v", err)
+	}
+	s.Release(bob)
+	// Bob's idle child stays: eve holds all she may.
+	again, err := s.Acquire(short, "bob", "bob's")
+	if err != nil || again != bob {
+		t.Fatalf("bob's second call got %v, %v; want his idle child", again, err)
+	}
+	s.Release(again)
+	for i := range 5 {
+		s.Discard(flood[0])
+		flood = append(flood[1:], <-waiting)
+		if bob.killed.Load() {
+			t.Fatalf("after %d of eve's calls ended, bob's idle child was evicted for hers", i+1)
+		}
+	}
+	if st := s.Stats(); st.Waiting != 0 || st.Alive != 3 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestSupervisorEvictsLeastRecentlyUsed(t *testing.T) {
+	s := newFakeSupervisor(t, 3, false, false)
+	ctx := context.Background()
+	var cs []*fakeChild
+	for _, k := range []string{"x", "y", "z"} {
+		c, _ := s.Acquire(ctx, "", k)
+		cs = append(cs, c)
+	}
+	// Released in the order y, x, z: y is the least recently used.
+	for _, i := range []int{1, 0, 2} {
+		s.Release(cs[i])
+	}
+	if w, err := s.Acquire(ctx, "", "w"); err != nil || w.class != "w" {
+		t.Fatalf("got %v, %v", w, err)
+	}
+	for i, want := range []bool{false, true, false} {
+		if cs[i].killed.Load() != want {
+			t.Errorf("%s killed: %v, want %v", cs[i].class, !want, want)
+		}
+	}
+}
+
+// TestSupervisorWaitsForItsReplacement: a call of a class whose
+// replacement is starting waits for it, rather than evict another class's
+// idle child.
+func TestSupervisorWaitsForItsReplacement(t *testing.T) {
+	gate := make(chan struct{})
+	var slowStarts atomic.Int32
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start: func(_ context.Context, k string) (*fakeChild, error) {
+			if k == "slow" && slowStarts.Add(1) == 2 {
+				<-gate // the replacement
+			}
+			return &fakeChild{class: k}, nil
+		},
+		MaxChildren: 2, PerTenant: 2, Replace: true, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx := context.Background()
+	other, _ := s.Acquire(ctx, "", "other")
+	s.Release(other)
+	slow, _ := s.Acquire(ctx, "", "slow")
+	s.Discard(slow) // a replacement starts, and waits at the gate
+	for s.Stats().Alive != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan *fakeChild)
+	go func() {
+		c, _ := s.Acquire(ctx, "", "slow")
+		got <- c
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(gate)
+	if c := <-got; c.class != "slow" || other.killed.Load() {
+		t.Fatalf("got %+v; the other class's idle child killed: %v", c, other.killed.Load())
+	}
+}
+
+// TestSupervisorReplacementFails: a call waiting for its class's
+// replacement starts its own when the replacement fails.
+func TestSupervisorReplacementFails(t *testing.T) {
+	gate := make(chan struct{})
+	var starts atomic.Int32
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start: func(_ context.Context, k string) (*fakeChild, error) {
+			if k == "flaky" && starts.Add(1) == 2 {
+				<-gate // the replacement, which fails
+				return nil, errors.New("cannot start")
+			}
+			return &fakeChild{class: k}, nil
+		},
+		MaxChildren: 2, PerTenant: 2, Replace: true, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx := context.Background()
+	other, _ := s.Acquire(ctx, "", "other")
+	s.Release(other)
+	flaky, _ := s.Acquire(ctx, "", "flaky")
+	s.Discard(flaky)
+	for s.Stats().Alive != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	got := make(chan *fakeChild)
+	go func() {
+		c, _ := s.Acquire(ctx, "", "flaky")
+		got <- c
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(gate)
+	select {
+	case c := <-got:
+		if c == nil || c.class != "flaky" {
+			t.Fatalf("got %+v", c)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the call still waits for a replacement that failed")
 	}
 }

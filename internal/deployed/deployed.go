@@ -3,13 +3,26 @@
 // one loaded module per deployed version, and checks modules for the pool
 // at deploy time.
 //
+// Calls are shared fairly between the calling users (the worker passes the
+// request's user): the WebAssembly calls of all functions take a turn in one
+// childproc.FairQueue (Config.MaxWasmCalls, at most MaxWasmCallsPerCaller
+// per user), then an instance of their function, shared fairly too; the
+// Starlark calls share the worker's Starlark children the same way.
+//
 // # Caveats
 //
-// Loaded versions stay loaded until the worker stops; a worker that sees
-// many versions of many functions holds their compiled code and idle
-// instances in memory. Starlark scripts share the worker's pool of child
-// processes (Config.Starlark), so a deployment's concurrency limit does not
-// apply to them; the pool's MaxChildren does.
+// A loaded version stays loaded while it is called: one not called for
+// Config.ModuleIdleTimeout is unloaded, its processes stopped, and when the
+// loaded versions' memory (an estimate: see Config.MaxModuleMemory) is
+// over its bound, those least recently called are unloaded first. A
+// version being called is never unloaded, so calls in flight can hold
+// more. The next call of an unloaded version loads it again, from the
+// compiled-code cache on disk.
+//
+// Starlark scripts share the worker's pool of child processes
+// (Config.Starlark), so a deployment's concurrency limit does not apply to
+// them; the pool's MaxChildren does, shared fairly by the calling users.
+// Their idle children stay until another class of call needs their room.
 package deployed
 
 import (
@@ -32,12 +45,22 @@ import (
 
 // Runner runs deployed functions. It implements worker.Sandbox.
 type Runner struct {
+	cfg  Config
 	wasm *sandbox.Runtime
 	star *starlarkrun.Pool // nil: no Starlark
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	loading map[loadKey]*load
+	// wasmCalls shares the worker's WebAssembly calls, of every function,
+	// fairly between the calling users.
+	wasmCalls *childproc.FairQueue
+
+	mu       sync.Mutex
+	loading  map[loadKey]*load
+	unloaded uint64
+
+	stop      chan struct{} // closed by Close: the idle sweep ends
+	stopOnce  sync.Once
+	unloading sync.WaitGroup
 }
 
 // loadKey is what makes a loaded module: its bytes and its limits.
@@ -54,6 +77,11 @@ type load struct {
 	mod  *sandbox.Module
 	err  error
 	sha  string
+	size int64 // the module's bytes
+
+	// Under Runner.mu.
+	calls    int       // calls that hold the module now
+	lastUsed time.Time // when the last call ended
 }
 
 // Config configures a Runner.
@@ -73,8 +101,45 @@ type Config struct {
 	// --allow-unconfined); New then logs a warning. False: they refuse,
 	// and calls fail with FailedPrecondition saying why.
 	AllowUnconfined bool
-	Logger          *slog.Logger
+	// MaxModuleMemory bounds the memory of the WebAssembly versions loaded
+	// on the worker and not being called, as estimated: for each,
+	// compiledFactor times its module's size (the bytes, the compiled
+	// code) and its memory limit for each of its instances (or processes)
+	// alive. Past it, the versions least recently called are unloaded.
+	// Zero: DefaultMaxModuleMemory.
+	MaxModuleMemory int64
+	// ModuleIdleTimeout unloads a version not called for this long, and
+	// stops its processes. Zero: DefaultModuleIdleTimeout; negative: never.
+	ModuleIdleTimeout time.Duration
+	// MaxWasmCalls bounds the WebAssembly calls running at once on the
+	// worker, of all functions (each function's own Concurrency bounds its
+	// calls too). They are shared fairly between the calling users
+	// (childproc.FairQueue), each holding at most MaxWasmCallsPerCaller.
+	// Zero: DefaultMaxWasmCalls.
+	MaxWasmCalls int
+	// MaxWasmCallsPerCaller: zero is childproc.DefaultPerTenant(MaxWasmCalls),
+	// all but one and no more than the CPUs.
+	MaxWasmCallsPerCaller int
+	// MaxStarlarkChildren bounds the Starlark child processes, which are
+	// also the Starlark calls running at once; MaxStarlarkChildrenPerCaller
+	// bounds one calling user's (starlarkrun.Config.MaxChildren and
+	// MaxChildrenPerCaller). Zero: starlarkrun's defaults.
+	MaxStarlarkChildren          int
+	MaxStarlarkChildrenPerCaller int
+	Logger                       *slog.Logger
 }
+
+// The defaults of Config.
+const (
+	DefaultMaxModuleMemory   = 2 << 30
+	DefaultModuleIdleTimeout = 10 * time.Minute
+	DefaultMaxWasmCalls      = 64
+)
+
+// compiledFactor is the memory a loaded module's bytes stand for: the
+// bytes themselves, kept to start processes, and the compiled code (a few
+// times the bytes).
+const compiledFactor = 4
 
 // New returns a runner.
 func New(ctx context.Context, c Config) (*Runner, error) {
@@ -95,26 +160,60 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Runner{wasm: rt, log: log, loading: map[loadKey]*load{}}
+	if c.MaxModuleMemory == 0 {
+		c.MaxModuleMemory = DefaultMaxModuleMemory
+	}
+	if c.ModuleIdleTimeout == 0 {
+		c.ModuleIdleTimeout = DefaultModuleIdleTimeout
+	}
+	if c.MaxWasmCalls == 0 {
+		c.MaxWasmCalls = DefaultMaxWasmCalls
+	}
+	r := &Runner{cfg: c, wasm: rt, log: log, loading: map[loadKey]*load{}, stop: make(chan struct{}),
+		wasmCalls: childproc.NewFairQueue(childproc.FairConfig{
+			Slots: c.MaxWasmCalls, PerTenant: c.MaxWasmCallsPerCaller, Noun: "WebAssembly calls on this worker",
+		})}
 	if len(c.StarlarkCommand) > 0 {
 		scfg := starlarkrun.DefaultConfig()
 		scfg.Command = c.StarlarkCommand
 		scfg.AllowUnconfined = c.AllowUnconfined
 		scfg.Logger = log
+		if c.MaxStarlarkChildren > 0 {
+			scfg.MaxChildren = c.MaxStarlarkChildren
+			scfg.WarmChildren = min(scfg.WarmChildren, scfg.MaxChildren)
+		}
+		scfg.MaxChildrenPerCaller = c.MaxStarlarkChildrenPerCaller
 		if r.star, err = starlarkrun.New(scfg); err != nil {
 			rt.Close(ctx)
 			return nil, err
 		}
+	}
+	if c.ModuleIdleTimeout > 0 {
+		r.unloading.Go(r.sweepIdle)
 	}
 	return r, nil
 }
 
 // Close unloads everything and stops the Starlark children.
 func (r *Runner) Close(ctx context.Context) error {
+	r.stopOnce.Do(func() { close(r.stop) })
+	r.unloading.Wait()
+	r.wasmCalls.Close()
 	if r.star != nil {
 		r.star.Close()
 	}
 	return r.wasm.Close(ctx)
+}
+
+// WasmCalls returns the counts of the WebAssembly calls' FairQueue.
+func (r *Runner) WasmCalls() childproc.FairStats { return r.wasmCalls.Stats() }
+
+// Unloaded counts the versions unloaded because they were idle or memory
+// was short.
+func (r *Runner) Unloaded() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.unloaded
 }
 
 // Stats reports the runtime's compile and cache counters.
@@ -146,20 +245,26 @@ func (r *Runner) Compiled() []string {
 }
 
 // Call implements worker.Sandbox.
-func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
+func (r *Runner) Call(ctx context.Context, caller string, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
 	switch {
 	case d.Runtime == v1.Runtime_RUNTIME_STARLARK && r.star != nil:
-		return r.callStarlark(ctx, d, args, modules)
+		return r.callStarlark(ctx, caller, d, args, modules)
 	case d.Runtime != v1.Runtime_RUNTIME_WASM:
 		return nil, status.Errorf(codes.Unimplemented, "%s: this worker does not run %s functions", d.Name, d.Runtime)
 	}
-	m, err := r.module(ctx, d, modules)
+	l, err := r.module(ctx, d, modules)
 	if err != nil {
 		return nil, err
 	}
+	defer r.done(l)
+	if err := r.wasmCalls.Acquire(ctx, caller); err != nil {
+		st := childproc.GRPCStatus(err)
+		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
+	}
+	defer r.wasmCalls.Release(caller)
 	// The plugin's input is the call's arguments as the caller sent them
 	// (docs/ABI.md, "Arguments and results").
-	out, err := m.Call(ctx, args)
+	out, err := l.mod.CallFor(ctx, caller, args)
 	if err != nil {
 		st := childproc.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
@@ -169,7 +274,7 @@ func (r *Runner) Call(ctx context.Context, d *v1.Deployment, args []byte, module
 
 // callStarlark runs a call of a Starlark function in a child process.
 // Scripts are cached by the children, keyed by their hash.
-func (r *Runner) callStarlark(ctx context.Context, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
+func (r *Runner) callStarlark(ctx context.Context, caller string, d *v1.Deployment, args []byte, modules worker.ModuleSource) ([]byte, error) {
 	source, err := modules(ctx, d.ModuleSha256)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%s v%d: fetching its script: %v", d.Name, d.Version, err)
@@ -181,6 +286,7 @@ func (r *Runner) callStarlark(ctx context.Context, d *v1.Deployment, args []byte
 		Args:     args,
 		Limits:   limits(d.GetLimits()),
 		Tenant:   d.Owner,
+		Caller:   caller,
 		Host:     sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)},
 	})
 	if err != nil {
@@ -207,8 +313,9 @@ func spec(d *v1.Deployment) sandbox.Spec {
 }
 
 // module returns the loaded module of a deployed version, loading it (once,
-// however many calls wait for it) on first use.
-func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.ModuleSource) (*sandbox.Module, error) {
+// however many calls wait for it) on first use, and counts the call as
+// holding it until done.
+func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.ModuleSource) (*load, error) {
 	sp := spec(d)
 	key := loadKey{d.ModuleSha256, sp}
 	r.mu.Lock()
@@ -217,9 +324,10 @@ func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.Mo
 		l = &load{done: make(chan struct{}), sha: d.ModuleSha256}
 		r.loading[key] = l
 	}
+	l.calls++
 	r.mu.Unlock()
 	if !ok {
-		l.mod, l.err = r.loadModule(context.WithoutCancel(ctx), d, sp, modules)
+		l.mod, l.size, l.err = r.loadModule(context.WithoutCancel(ctx), d, sp, modules)
 		close(l.done)
 		if l.err != nil {
 			r.mu.Lock()
@@ -230,23 +338,129 @@ func (r *Runner) module(ctx context.Context, d *v1.Deployment, modules worker.Mo
 	select {
 	case <-l.done:
 	case <-ctx.Done():
+		r.done(l)
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
-	return l.mod, l.err
+	if l.err != nil {
+		r.done(l)
+		return nil, l.err
+	}
+	return l, nil
 }
 
-func (r *Runner) loadModule(ctx context.Context, d *v1.Deployment, sp sandbox.Spec, modules worker.ModuleSource) (*sandbox.Module, error) {
+// done ends a call's hold on l, and unloads what is over the memory bound.
+func (r *Runner) done(l *load) {
+	r.mu.Lock()
+	l.calls--
+	l.lastUsed = time.Now()
+	victims := r.overBoundLocked()
+	r.mu.Unlock()
+	r.unload(victims, "over the worker's memory bound for loaded functions")
+}
+
+// cost is the memory a loaded version stands for (Config.MaxModuleMemory).
+func (l *load) cost() int64 {
+	st := l.mod.Stats()
+	alive := int64(st.Created - st.Discarded)
+	return compiledFactor*l.size + alive*l.mod.Spec().Memory
+}
+
+// overBoundLocked removes from r.loading, least recently used first, the
+// idle versions that must go for the rest to fit in MaxModuleMemory.
+func (r *Runner) overBoundLocked() map[loadKey]*load {
+	var total int64
+	var idle []loadKey
+	for k, l := range r.loading {
+		if !isLoaded(l) {
+			continue
+		}
+		total += l.cost()
+		if l.calls == 0 {
+			idle = append(idle, k)
+		}
+	}
+	if total <= r.cfg.MaxModuleMemory {
+		return nil
+	}
+	slices.SortFunc(idle, func(a, b loadKey) int { return r.loading[a].lastUsed.Compare(r.loading[b].lastUsed) })
+	victims := map[loadKey]*load{}
+	for _, k := range idle {
+		if total <= r.cfg.MaxModuleMemory {
+			break
+		}
+		l := r.loading[k]
+		total -= l.cost()
+		victims[k] = l
+		delete(r.loading, k)
+	}
+	return victims
+}
+
+// isLoaded reports whether l's load has finished, and well.
+func isLoaded(l *load) bool {
+	select {
+	case <-l.done:
+		return l.err == nil
+	default:
+		return false
+	}
+}
+
+// sweepIdle unloads, until Close, the versions not called for
+// ModuleIdleTimeout.
+func (r *Runner) sweepIdle() {
+	every := min(r.cfg.ModuleIdleTimeout/2, time.Minute)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		victims := map[loadKey]*load{}
+		for k, l := range r.loading {
+			if isLoaded(l) && l.calls == 0 && time.Since(l.lastUsed) >= r.cfg.ModuleIdleTimeout {
+				victims[k] = l
+				delete(r.loading, k)
+			}
+		}
+		r.mu.Unlock()
+		r.unload(victims, "not called for "+r.cfg.ModuleIdleTimeout.String())
+	}
+}
+
+// unload closes versions no call holds, already out of r.loading.
+func (r *Runner) unload(victims map[loadKey]*load, why string) {
+	if len(victims) == 0 {
+		return
+	}
+	r.mu.Lock()
+	r.unloaded += uint64(len(victims))
+	r.mu.Unlock()
+	for _, l := range victims {
+		r.log.Info("unloaded a deployed function", "module", l.sha[:12], "export", l.mod.Spec().Export, "why", why)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := l.mod.Close(ctx); err != nil {
+			r.log.Warn("unloading a deployed function", "module", l.sha[:12], "error", err)
+		}
+		cancel()
+	}
+}
+
+func (r *Runner) loadModule(ctx context.Context, d *v1.Deployment, sp sandbox.Spec, modules worker.ModuleSource) (*sandbox.Module, int64, error) {
 	wasm, err := modules(ctx, d.ModuleSha256)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "%s v%d: fetching its module: %v", d.Name, d.Version, err)
+		return nil, 0, status.Errorf(codes.Unavailable, "%s v%d: fetching its module: %v", d.Name, d.Version, err)
 	}
 	m, err := r.wasm.Load(ctx, wasm, sp, sandbox.SlogHost{Logger: r.log.With("function", d.Name, "version", d.Version)})
 	if err != nil {
 		st := childproc.GRPCStatus(err)
-		return nil, status.Errorf(st.Code(), "%s v%d: loading its module: %s", d.Name, d.Version, st.Message())
+		return nil, 0, status.Errorf(st.Code(), "%s v%d: loading its module: %s", d.Name, d.Version, st.Message())
 	}
 	r.log.Info("loaded a deployed function", "function", d.Name, "version", d.Version, "module", d.ModuleSha256[:12])
-	return m, nil
+	return m, int64(len(wasm)), nil
 }
 
 // Checker checks modules at deploy time for the pool: a WebAssembly module

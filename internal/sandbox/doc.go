@@ -13,7 +13,10 @@
 //   - Module, one per deployed function version, made with a Spec (export,
 //     memory, timeout, concurrency, input and output sizes). Module.Call runs
 //     one call on an instance kept by a childproc.Supervisor (as the
-//     Starlark runner's processes are); Module.Close drains and releases it.
+//     Starlark runner's processes are), Module.CallFor one for a caller:
+//     the Spec.Concurrency instances are shared fairly between callers
+//     (childproc.FairQueue: all but one each, no more than the CPUs);
+//     Module.Close drains and releases it.
 //   - Host, the worker's side of the taskworker import namespace
 //     (docs/ABI.md): today log, routed to a slog.Logger by SlogHost.
 //   - Errors wrap sentinels grouped by phase (Load: ErrNotWasm,

@@ -136,6 +136,13 @@ func (m *Module) Stats() ModuleStats {
 // sentinels of this package (childproc.GRPCStatus turns them into what the
 // caller should see); a *GuestError is the function's own error.
 func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
+	return m.CallFor(ctx, "", input)
+}
+
+// CallFor is Call for a caller (the user calling): the module's instances
+// are shared fairly between callers (childproc.FairQueue), so that one
+// caller's many calls delay only its own. Call is CallFor the empty caller.
+func (m *Module) CallFor(ctx context.Context, caller string, input []byte) ([]byte, error) {
 	if len(input) > m.spec.MaxInput {
 		return nil, fmt.Errorf("%w: the input is %d bytes, over this function's limit of %s: send less",
 			ErrInputTooLarge, len(input), formatBytes(int64(m.spec.MaxInput)))
@@ -149,7 +156,7 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 	m.mu.Unlock()
 	defer m.inflight.Done()
 
-	r, err := m.acquire(ctx)
+	r, err := m.acquire(ctx, caller)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +177,7 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 		// looks like success) and closed it; nothing ran: run on
 		// another. A new instance is never closed, so this ends.
 		m.sup.Discard(r)
-		if r, err = m.acquire(ctx); err != nil {
+		if r, err = m.acquire(ctx, caller); err != nil {
 			return nil, err
 		}
 		out, keep, err = r.run(ctx, input)
@@ -184,8 +191,8 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 }
 
 // acquire takes an idle runner, makes one, or waits for one.
-func (m *Module) acquire(ctx context.Context) (runner, error) {
-	r, err := m.sup.Acquire(ctx, struct{}{})
+func (m *Module) acquire(ctx context.Context, caller string) (runner, error) {
+	r, err := m.sup.Acquire(ctx, caller, struct{}{})
 	switch {
 	case err == nil:
 		return r, nil

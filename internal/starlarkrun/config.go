@@ -34,6 +34,12 @@ type Config struct {
 	// MaxChildren bounds the child processes alive at once, which is also
 	// the number of calls that run at once; more calls wait for a child.
 	MaxChildren int
+	// MaxChildrenPerCaller bounds the children one caller's calls
+	// (Request.Caller) hold at once; when children are short, the caller
+	// holding fewest is served first. Zero: all but one of MaxChildren,
+	// so that another caller's call never waits for one caller's, and no
+	// more than the CPUs (childproc.DefaultPerTenant).
+	MaxChildrenPerCaller int
 	// WarmChildren are started by New for the default limits, so the first
 	// calls do not wait for a process to start.
 	WarmChildren int
@@ -114,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxChildren <= 0 {
 		bad("MaxChildren (%d) must be positive", c.MaxChildren)
+	}
+	if c.MaxChildrenPerCaller < 0 || c.MaxChildrenPerCaller > c.MaxChildren {
+		bad("MaxChildrenPerCaller (%d) must be between 0 (all but one) and MaxChildren (%d)", c.MaxChildrenPerCaller, c.MaxChildren)
 	}
 	if c.WarmChildren < 0 || c.WarmChildren > c.MaxChildren {
 		bad("WarmChildren (%d) must be between 0 and MaxChildren (%d)", c.WarmChildren, c.MaxChildren)

@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no command", func(c *Config) { c.Command = nil }, "Command is empty"},
 		{"relative command", func(c *Config) { c.Command = []string{"taskworker", ChildArg} }, `Command[0] ("taskworker") must be an absolute path`},
 		{"no children", func(c *Config) { c.MaxChildren = 0 }, "MaxChildren (0) must be positive"},
+		{"caller cap over the children", func(c *Config) { c.MaxChildrenPerCaller = 9 }, "MaxChildrenPerCaller (9) must be between 0 (all but one) and MaxChildren (8)"},
 		{"too many warm", func(c *Config) { c.WarmChildren = 9 }, "WarmChildren (9) must be between 0 and MaxChildren (8)"},
 		{"tiny memory", func(c *Config) { c.MaxMemory = MiB }, "MaxMemory (1048576 bytes) must be at least 16 MiB"},
 		{"no timeout", func(c *Config) { c.MaxTimeout = 0 }, "MaxTimeout (0s) must be positive"},

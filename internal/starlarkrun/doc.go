@@ -19,9 +19,10 @@
 //   - Pool, made by New from a Config (the child command, how many children,
 //     the operator's maximums and the default Limits). Pool.Call runs one
 //     Request (a script's source, the function to call, its JSON arguments,
-//     Limits, a tenant, a Host) on an idle child, kept per memory limit and
-//     tenant by a childproc.Supervisor (as the WebAssembly runner's are),
-//     and returns the result as JSON. Pool.Close kills every child and
+//     Limits, a tenant, a caller, a Host) on an idle child, kept per memory
+//     limit and tenant by a childproc.Supervisor (as the WebAssembly
+//     runner's are) and shared fairly between callers (at most
+//     Config.MaxChildrenPerCaller each), and returns the result as JSON. Pool.Close kills every child and
 //     waits for them.
 //   - Check compiles a script in-process, as a deploy must, and reports a
 //     syntax error, an undefined name, a load statement or a missing

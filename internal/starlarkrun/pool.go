@@ -32,6 +32,11 @@ type Request struct {
 	// Tenant keeps calls apart: calls with different tenants never run in
 	// the same child process. The worker passes the function's owner.
 	Tenant string
+	// Caller is who the call is for: children are shared fairly between
+	// callers (childproc.FairQueue), so that one caller's many calls delay
+	// only its own. The worker passes the calling user; empty is one
+	// shared caller.
+	Caller string
 	// Host serves the call's host builtins. Nil: log lines go to
 	// Config.Logger and nothing else is granted.
 	Host Host
@@ -67,6 +72,7 @@ func New(cfg Config) (*Pool, error) {
 	p.sup = childproc.NewSupervisor(childproc.SupervisorConfig[class, *process]{
 		Start:       p.start,
 		MaxChildren: cfg.MaxChildren,
+		PerTenant:   cfg.MaxChildrenPerCaller,
 		Replace:     true,
 		Noun:        "Starlark processes",
 		Logger:      p.log,
@@ -140,7 +146,7 @@ func (p *Pool) Call(ctx context.Context, req Request) (json.RawMessage, error) {
 
 	cl := class{memory: limits.Memory, tenant: req.Tenant}
 	for attempt := 1; ; attempt++ {
-		out, err := p.run(ctx, cl, c, payload, limits)
+		out, err := p.run(ctx, req.Caller, cl, c, payload, limits)
 		var ce *childproc.CallError
 		if errors.As(err, &ce) && ce.NotSent() && attempt < 3 {
 			continue // the child died before it got the call (killed while idle): another one
@@ -150,9 +156,9 @@ func (p *Pool) Call(ctx context.Context, req Request) (json.RawMessage, error) {
 }
 
 // run runs one call on one child.
-func (p *Pool) run(ctx context.Context, cl class, c *callFrame, payload []byte, limits Limits) (json.RawMessage, error) {
+func (p *Pool) run(ctx context.Context, caller string, cl class, c *callFrame, payload []byte, limits Limits) (json.RawMessage, error) {
 	fn := c.msg.Function
-	proc, err := p.sup.Acquire(ctx, cl)
+	proc, err := p.sup.Acquire(ctx, caller, cl)
 	if err != nil {
 		return nil, err
 	}

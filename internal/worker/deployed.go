@@ -28,9 +28,10 @@ type Sandbox interface {
 	Runtimes() []v1.Runtime
 	// Compiled lists the modules (hex SHA-256) it has compiled and ready.
 	Compiled() []string
-	// Call runs one call of d with the call's JSON arguments. It gets the
-	// module's bytes from modules on first use.
-	Call(ctx context.Context, d *v1.Deployment, args []byte, modules ModuleSource) ([]byte, error)
+	// Call runs one call of d for caller (the user calling, by whom the
+	// sandbox shares its processes fairly) with the call's JSON
+	// arguments. It gets the module's bytes from modules on first use.
+	Call(ctx context.Context, caller string, d *v1.Deployment, args []byte, modules ModuleSource) ([]byte, error)
 }
 
 // ModuleSource returns a module's verified bytes by hex SHA-256.
@@ -155,7 +156,7 @@ func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) 
 		return nil, status.Errorf(codes.FailedPrecondition, "worker %s runs no sandboxed functions", s.cfg.ID)
 	}
 	d := req.Deployment
-	out, err := s.cfg.Sandbox.Call(ctx, d, req.Args, s.modules.get)
+	out, err := s.cfg.Sandbox.Call(ctx, req.UserId, d, req.Args, s.modules.get)
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
 			return nil, err
