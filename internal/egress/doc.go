@@ -44,11 +44,11 @@
 //
 // Every error wraps one of the sentinels (ErrHostNotAllowed,
 // ErrAddressRefused, ...) and says which rule refused and what would allow
-// it; a refused address is an [*AddressError]. [GRPCCode] and [GRPCStatus]
-// map them for the pool's RPC boundary: policy refusals are
-// PermissionDenied, malformed input InvalidArgument, limits
-// ResourceExhausted, time DeadlineExceeded, a destination that does not
-// answer Unavailable.
+// it; a refused address is an [*AddressError]. Each sentinel has a
+// serving.Kind, so serving.GRPCStatus maps them at the pool's RPC boundary:
+// policy refusals are PermissionDenied, malformed input InvalidArgument,
+// limits ResourceExhausted, time DeadlineExceeded, a destination that does
+// not answer Unavailable.
 //
 // # Caveats
 //

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // A template in a header or query value, replaced on the way out by the
@@ -311,7 +312,7 @@ func (r *Redactor) Error(err error) error {
 	if red == msg {
 		return err
 	}
-	return &kindError{kind: KindOf(err), msg: red}
+	return serving.NewError(serving.KindOf(err), red)
 }
 
 // name redacts a header name, ignoring case.
