@@ -39,7 +39,7 @@ var (
 
 // record is what etcd holds under secrets/<owner>/<name>.
 type record struct {
-	Versions  []version `json:"versions"` // oldest first
+	Versions  []version `json:"versions"`         // oldest first
 	Grants    []Grant   `json:"grants,omitempty"` // by function
 	CreatedMs int64     `json:"created_ms"`
 	UpdatedMs int64     `json:"updated_ms"`
@@ -76,11 +76,11 @@ type Info struct {
 
 // Event is one read of a secret.
 type Event struct {
-	Owner    string    `json:"owner"`
-	Secret   string    `json:"secret"`
-	Version  int64     `json:"version"`
-	Function string    `json:"function"`
-	Caller   string    `json:"caller,omitempty"` // who called the function
+	Owner    string `json:"owner"`
+	Secret   string `json:"secret"`
+	Version  int64  `json:"version"`
+	Function string `json:"function"`
+	Caller   string `json:"caller,omitempty"` // who called the function
 	// Injected: the egress proxy read the value to send it out, and the
 	// function never saw it.
 	Injected bool      `json:"injected,omitempty"`
