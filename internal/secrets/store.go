@@ -17,6 +17,7 @@ import (
 	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Limits.
@@ -28,13 +29,14 @@ const (
 
 // Errors a caller maps to statuses (Server does): ErrNotFound and
 // ErrNoGrant to NotFound, ErrNotGranted to PermissionDenied, ErrTooLarge,
-// names.ErrInvalid and egress.ErrInvalidRule to InvalidArgument. Anything
+// ErrEmpty, names.ErrInvalid and egress.ErrInvalidRule to InvalidArgument. Anything
 // else is the control plane's failure.
 var (
 	ErrNotFound   = errors.New("no such secret")
 	ErrNotGranted = errors.New("the function has no grant for the secret")
 	ErrNoGrant    = errors.New("no such grant")
 	ErrTooLarge   = fmt.Errorf("a secret's value is at most %d bytes", MaxValueBytes)
+	ErrEmpty      = errors.New("a secret's value may not be empty")
 )
 
 // record is what etcd holds under secrets/<owner>/<name>.
@@ -178,6 +180,9 @@ func (s *Store) Put(ctx context.Context, owner, name string, value []byte) (int6
 	}
 	if len(value) > MaxValueBytes {
 		return 0, ErrTooLarge
+	}
+	if len(value) == 0 {
+		return 0, fmt.Errorf("secret %s: %w", name, ErrEmpty)
 	}
 	var v int64
 	err := s.update(ctx, owner, name, func(rec *record) (*record, error) {
@@ -409,13 +414,14 @@ func (s *Store) read(ctx context.Context, r Reader, name string, want int64, inj
 	return value, v.Version, nil
 }
 
-// EgressGrants returns what the egress proxy needs for a call of r.Function
-// (of r.Owner, made by r.Caller) to inject its secrets: each secret it is
+// EgressGrants returns what the egress proxy needs for a call of function
+// (of owner, made by caller) to inject its secrets: each secret it is
 // granted, with the destinations its value may go to (the grant's hosts,
 // or allow, the function's own --allow-host rules, for a grant without
 // hosts), and the lookup of their values. Each lookup checks the grant
 // again and is recorded as a read ([Event.Injected]).
-func (s *Store) EgressGrants(ctx context.Context, r Reader, allow *egress.Allowlist) (egress.Grants, egress.Secrets, error) {
+func (s *Store) EgressGrants(ctx context.Context, owner, function, caller string, allow *egress.Allowlist) (egress.Grants, egress.Secrets, error) {
+	r := Reader{Owner: owner, Function: function, Caller: caller}
 	if err := names.Function(r.Function); err != nil {
 		return nil, nil, err
 	}
@@ -441,7 +447,13 @@ func (s *Store) EgressGrants(ctx context.Context, r Reader, allow *egress.Allowl
 	}
 	lookup := egress.SecretsFunc(func(ctx context.Context, name string) ([]byte, error) {
 		v, _, err := s.read(ctx, r, name, 0, true)
-		return v, err
+		switch {
+		case errors.Is(err, ErrNotGranted), errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("%w: %w", err, egress.ErrSecretNotGranted)
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", err, errUnavailable)
+		}
+		return v, nil
 	})
 	return grants, lookup, nil
 }
@@ -564,6 +576,10 @@ func (s *Store) RewrapKeys(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// errUnavailable is the kind of a failed lookup for the egress proxy: the
+// control plane's or the key file's, not the request's.
+var errUnavailable = serving.NewError(serving.KindUnavailable, "secrets unavailable")
 
 // errGone stops a rewrap of a secret deleted meanwhile.
 var errGone = errors.New("deleted meanwhile")
