@@ -91,8 +91,8 @@ type served struct {
 // fakeFiles stands in for the file service's data keys in the KeyService
 // tests: it counts its rewraps and fails when told to.
 type fakeFiles struct {
-	mu    sync.Mutex
-	fail  error
+	mu   sync.Mutex
+	fail error
 }
 
 func (f *fakeFiles) failWith(err error) {
