@@ -47,6 +47,10 @@ var commands = []func(*env) *cobra.Command{
 	statusCommand,
 	resolveCommand,
 	tokenCommand,
+	secretCommand,
+	auditCommand,
+	keysCommand,
+	fetchCommand,
 	benchCommand,
 	genDocsCommand,
 }
