@@ -33,8 +33,10 @@ names the rule that refused and what would allow it.
 
 With --function, the request is tried as that function of yours: a header
 value may hold {{secret:NAME}}, which the pool replaces with the secret's
-value toward the hosts the function's grant allows, and redacts from the
-answer (the read is recorded in 'taskworker audit').
+value toward the hosts the function's grant names ('secret grant --host'), and
+redacts from the answer (the read is recorded in 'taskworker audit'). A grant
+without --host follows the function's deployed --allow-host rules, which only
+its calls carry: tried by hand, it sends the value nowhere.
 
 The answer's body goes to standard output; its status, final URL and the
 number of requests made to standard error. --include prints the headers

@@ -52,7 +52,8 @@ func NewServer(client *Client, grantor Grantor, checkUser func(ctx context.Conte
 func (s *Server) Register(srv *grpc.Server) { v1.RegisterEgressServiceServer(srv, s) }
 
 // Fetch carries out req under its allow_hosts, the pool's address policy
-// and, if it names a function, that function's secret grants.
+// and, if it names a function, that function's secret grants that name
+// hosts.
 func (s *Server) Fetch(ctx context.Context, req *v1.FetchRequest) (*v1.FetchResponse, error) {
 	user, err := s.checkUser(ctx, req.GetUserId())
 	if err != nil {
@@ -67,7 +68,12 @@ func (s *Server) Fetch(ctx context.Context, req *v1.FetchRequest) (*v1.FetchResp
 		if s.grantor == nil {
 			return nil, status.Error(codes.FailedPrecondition, "this pool keeps no secrets, so a request cannot carry one: leave function empty")
 		}
-		sc.Grants, sc.Secrets, err = s.grantor.EgressGrants(ctx, user, fn, user, allow)
+		// Only grants with hosts apply: a grant without them follows the
+		// function's deployed --allow-host rules, which only its own calls
+		// carry. Were it the request's allow_hosts, whoever may name the
+		// user (the user, an admin) could send the value to a host of
+		// their choosing and read it there.
+		sc.Grants, sc.Secrets, err = s.grantor.EgressGrants(ctx, user, fn, user, nil)
 		switch {
 		case errors.Is(err, names.ErrInvalid):
 			return nil, status.Errorf(codes.InvalidArgument, "function: %v", err)

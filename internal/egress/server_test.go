@@ -202,6 +202,9 @@ func TestFetchInjectsGrantedSecret(t *testing.T) {
 	if _, err := h.store.Grant(ctx, "alice", "TOKEN", "elsewhere", []string{"https://api.example.com"}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := h.store.Grant(ctx, "alice", "TOKEN", "reader", nil); err != nil {
+		t.Fatal(err)
+	}
 	auth := []*v1.HTTPHeader{{Name: "Authorization", Value: "Bearer {{secret:TOKEN}}"}}
 	resp, err := h.client.Fetch(ctx, &v1.FetchRequest{Url: ts.URL + "/api", AllowHosts: []string{ts.URL}, Headers: auth, Function: "caller"})
 	if err != nil {
@@ -226,6 +229,10 @@ func TestFetchInjectsGrantedSecret(t *testing.T) {
 		{"no function: no secrets", "", "not granted"},
 		{"a function whose grant names another host", "elsewhere", "may be sent only to https://api.example.com"},
 		{"a function with no grant", "stranger", "not granted"},
+		// Its grant follows the function's deployed rules, which a request
+		// by hand does not carry: else whoever may act for alice could send
+		// the value to a host of their own and read it there.
+		{"a function whose grant names no host", "reader", "its grant names no host"},
 	}
 	for _, tt := range refused {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,7 +33,8 @@ const (
 type PutSecretRequest struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	UserId string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Letters, digits, '_', '-' and '.', starting with a letter or digit.
+	// 1 to 128 letters, digits, '_', '-' and '.', starting with a letter or
+	// '_' (EXTERNAL_API_KEY).
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// At most 64 KiB. Never echoed back.
 	Value         []byte `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
@@ -1110,10 +1111,12 @@ type FetchRequest struct {
 	Body    []byte        `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	// --allow-host rules the request is tried under, as a deploy gives them.
 	AllowHosts []string `protobuf:"bytes,6,rep,name=allow_hosts,json=allowHosts,proto3" json:"allow_hosts,omitempty"`
-	// Try the request as this function of the user: its secret grants apply,
-	// so {{secret:NAME}} in a header or query value is replaced on the way
-	// out toward the hosts its grant allows (each read recorded in the audit
-	// log), and redacted from the response. Empty: no secrets.
+	// Try the request as this function of the user: its secret grants that
+	// name hosts apply, so {{secret:NAME}} in a header or query value is
+	// replaced on the way out toward those hosts (each read recorded in the
+	// audit log), and redacted from the response. A grant without hosts
+	// follows the function's deployed --allow-host rules, which only its own
+	// calls carry: by hand, it sends the value nowhere. Empty: no secrets.
 	Function      string `protobuf:"bytes,7,opt,name=function,proto3" json:"function,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
