@@ -172,7 +172,7 @@ func TestSecretCommands(t *testing.T) {
 		{"keys rotate as a user", "", []string{"keys", "rotate"}, 1, "", "use a token with role admin"},
 		{"keys rotate as the admin", "", []string{"keys", "rotate", "--token", p.adminToken}, 0, "secrets: 2 data keys rewrapped", ""},
 		{"keys rotate --rewrap-only", "", []string{"keys", "rotate", "--token", p.adminToken, "--rewrap-only"}, 0, "secrets: 0 data keys rewrapped", ""},
-		{"the admin lists alice's", "", []string{"secret", "ls", "--user", "alice", "--token", p.adminToken, "--json"}, 0, `"name": "API_KEY"`, ""},
+		{"the admin lists alice's", "", []string{"secret", "ls", "--user", "alice", "--token", p.adminToken, "--json"}, 0, `"API_KEY"`, ""},
 		{"revoke", "", []string{"secret", "revoke", "API_KEY", "--function", "prices"}, 0, "revoked from prices; granted to -", ""},
 		{"revoke again", "", []string{"secret", "revoke", "API_KEY", "--function", "prices"}, 1, "", "no such grant"},
 		{"fetch after the revoke", "", []string{"fetch", api.URL, "--allow-host", api.URL, "--function", "prices", "-H", "X-Key: {{secret:API_KEY}}"}, 1, "", "not granted"},
