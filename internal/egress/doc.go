@@ -81,8 +81,8 @@
 //   - An operator's --egress-allow-net applies to every function, and to
 //     every user's fetch by hand. Never allow the networks of the pool
 //     itself or of etcd.
-//   - A fetch by hand is bounded per request (its Scope's budget), not per
-//     user: the pool's per-user quotas are what bound a user's requests.
+//   - A fetch by hand is bounded per request (its Scope's budget, its time
+//     and sizes); nothing here bounds how many requests a user makes.
 //   - Connections are reused across calls for the same scheme, host and
 //     port: the check is per connection, and a name's new answer applies to
 //     new connections only.
