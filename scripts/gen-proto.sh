@@ -29,3 +29,6 @@ if [ "${1:-}" = "--check" ]; then
 else
   "$GOBIN/buf" generate
 fi
+
+# The Python stubs come from the same files.
+scripts/gen-proto-python.sh "$@"

@@ -51,6 +51,13 @@ var commands = []func(*env) *cobra.Command{
 	auditCommand,
 	keysCommand,
 	fetchCommand,
+	quotaCommand,
+	initCommand,
+	etcdCommand,
+	submitCommand,
+	taskCommand,
+	tasksCommand,
+	scheduleCommand,
 	benchCommand,
 	genDocsCommand,
 }

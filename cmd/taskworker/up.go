@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -12,7 +13,7 @@ import (
 )
 
 func upCommand(e *env) *cobra.Command {
-	cfg := localnet.Config{Workers: 3, Listen: "127.0.0.1:50051"}
+	cfg := localnet.Config{Workers: 3, Listen: "127.0.0.1:50051", DNSListen: "127.0.0.1:0"}
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole local network: embedded etcd, a pool and N workers on 127.0.0.1",
@@ -21,6 +22,11 @@ process, and --workers worker processes serving the example functions and
 keeping files. When every worker has registered afresh it prints
 TASKWORKER_POOL and TASKWORKER_TOKEN (also written to DIR/env, where the other
 commands find them). Ctrl-C stops everything.
+
+The pool also answers standard DNS for the network's zone on a free port of
+127.0.0.1, printed as TASKWORKER_DNS: 'dig @127.0.0.1 -p PORT
+add.fn.taskworker.internal' gives the pools that serve add. --dns-listen ""
+turns it off.
 
 If the default address 127.0.0.1:50051 is taken, the pool listens on a free
 port instead and prints it; an address given with --listen must be free. One
@@ -52,6 +58,10 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 			defer n.Stop()
 			cfg.Logger.Info("network ready; in another shell: taskworker call add 1 2", "workers", cfg.Workers,
 				"pool", n.Env().Pool, "env_file", filepath.Join(cfg.Dir, localnet.EnvFile))
+			if dns := n.Env().DNS; dns != "" {
+				host, port, _ := net.SplitHostPort(dns)
+				cfg.Logger.Info("DNS for the network's zone: dig @"+host+" -p "+port+" add.fn.taskworker.internal", "dns", dns)
+			}
 			_, _ = e.stdout.Write([]byte(n.Env().String()))
 			<-ctx.Done()
 			return nil
@@ -60,7 +70,9 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the network's data and env file (default $TASKWORKER_HOME, else ~/.taskworker)")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of worker processes")
+	f.StringVar(&cfg.WorkerPrefix, "worker-prefix", "worker_", "the workers' ids: this and a number (worker_001, ...)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address; when the default is taken, a free port on 127.0.0.1")
+	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")
 	return cmd
 }

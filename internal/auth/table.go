@@ -125,6 +125,19 @@ var (
 		v1.KeyService_RotateKeys_FullMethodName: admin,
 		v1.EgressService_Fetch_FullMethodName:   user,
 
+		v1.TaskService_Submit_FullMethodName:         user,
+		v1.TaskService_GetTask_FullMethodName:        user,
+		v1.TaskService_ListTasks_FullMethodName:      user,
+		v1.TaskService_WaitTask_FullMethodName:       user,
+		v1.TaskService_CancelTask_FullMethodName:     user,
+		v1.TaskService_PutSchedule_FullMethodName:    user,
+		v1.TaskService_ListSchedules_FullMethodName:  user,
+		v1.TaskService_DeleteSchedule_FullMethodName: user,
+
+		v1.QuotaService_SetQuota_FullMethodName:   admin,
+		v1.QuotaService_GetQuota_FullMethodName:   user,
+		v1.QuotaService_ListQuotas_FullMethodName: admin,
+
 		v1.ShardService_PutShard_FullMethodName:     fromPool,
 		v1.ShardService_GetShard_FullMethodName:     fromPool,
 		v1.ShardService_DeleteShards_FullMethodName: fromPool,

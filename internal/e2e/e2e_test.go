@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"google.golang.org/grpc/status"
 )
 
@@ -136,6 +137,13 @@ func TestUp(t *testing.T) {
 	}
 	if vars["TASKWORKER_CA"] != filepath.Join(dir, "ca.crt") || vars["TASKWORKER_JOIN_TOKEN_FILE"] != filepath.Join(dir, "pool", "join.token") {
 		t.Errorf("up printed %v; want the CA and the join token file", vars)
+	}
+	// Its DNS listener answers for the network's zone, as dig would ask it.
+	q := new(dns.Msg)
+	q.SetQuestion("add.fn.taskworker.internal.", dns.TypeA)
+	in, _, err := (&dns.Client{Timeout: 5 * time.Second}).Exchange(q, vars["TASKWORKER_DNS"])
+	if err != nil || len(in.Answer) != 1 || in.Answer[0].(*dns.A).A.String() != "127.0.0.1" {
+		t.Errorf("DNS at TASKWORKER_DNS=%q for add.fn.taskworker.internal: %v, %v", vars["TASKWORKER_DNS"], in, err)
 	}
 	// A worker started by hand beside it needs only its id: the pool, the
 	// CA and the join token come from the env file.

@@ -58,6 +58,9 @@ type network struct {
 	pool     *proctest.Process
 	workers  []*proctest.Process
 	token    string
+	// caFile, when set, is the network's CA certificate (the operator's,
+	// from taskworker init); else the pool makes one in dir.
+	caFile string
 }
 
 func freeAddr(t *testing.T) string {
@@ -97,7 +100,12 @@ func (n *network) startPool() {
 
 // ca is the network's CA certificate, which the pool makes in its data
 // directory.
-func (n *network) ca() string { return filepath.Join(n.dir, "ca.crt") }
+func (n *network) ca() string {
+	if n.caFile != "" {
+		return n.caFile
+	}
+	return filepath.Join(n.dir, "ca.crt")
+}
 
 func (n *network) client() *taskworker.Client {
 	c, err := taskworker.Dial(n.poolAddr, taskworker.WithToken(n.token), taskworker.WithCAFile(n.ca()))

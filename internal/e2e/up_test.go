@@ -16,7 +16,7 @@ import (
 
 // startUp runs `taskworker up` with args and returns it once it has
 // printed its env (TASKWORKER_POOL, TASKWORKER_TOKEN, TASKWORKER_CA,
-// TASKWORKER_JOIN_TOKEN_FILE).
+// TASKWORKER_JOIN_TOKEN_FILE, and TASKWORKER_DNS unless --dns-listen "").
 func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string) {
 	t.Helper()
 	stdout, w, err := os.Pipe()
@@ -27,9 +27,14 @@ func startUp(t *testing.T, args ...string) (*proctest.Process, map[string]string
 	w.Close()
 	vars := map[string]string{}
 	sc := bufio.NewScanner(stdout)
-	for len(vars) < 4 && sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-			vars[k] = v
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), "=")
+		if !ok {
+			break
+		}
+		vars[k] = v
+		if k == "TASKWORKER_JOIN_TOKEN_FILE" {
+			break // the last line
 		}
 	}
 	go io.Copy(io.Discard, stdout)

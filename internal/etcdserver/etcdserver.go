@@ -35,6 +35,9 @@ type Config struct {
 	Dir string
 	// ClientURL is where etcd serves clients. Port 0 picks a free port.
 	ClientURL string
+	// Member, when set, makes this etcd one member of a cluster instead of
+	// a single node on loopback (`taskworker etcd`).
+	Member *Member
 	// TickMs and ElectionMs are etcd's heartbeat interval and election
 	// timeout. Start-up takes about one election timeout; the shortest lease
 	// etcd grants is about 1.5 times it.
@@ -49,6 +52,20 @@ type Config struct {
 	// Logger receives etcd's own logs; nil discards them (etcd logs
 	// expected shutdown events as errors; real failures come through Err).
 	Logger *zap.Logger
+}
+
+// Member places an etcd in a cluster of several: its name, the URLs it
+// listens on and those it gives the others, and the whole cluster's peers.
+type Member struct {
+	Name string
+	// ListenClient and ListenPeer are where it listens (https://0.0.0.0:2379);
+	// AdvertiseClient and AdvertisePeer how others reach it
+	// (https://etcd1:2379).
+	ListenClient, AdvertiseClient, ListenPeer, AdvertisePeer string
+	// InitialCluster lists every member's name=peer URL, this one's too.
+	InitialCluster string
+	// PeerCN is the common name peers' certificates must have.
+	PeerCN string
 }
 
 // TLS are the PEM files of etcd's TLS: its certificate and key (valid for
@@ -82,6 +99,20 @@ func (c Config) Validate() error {
 	}
 	if c.TickMs == 0 || c.ElectionMs < 5*c.TickMs {
 		return fmt.Errorf("etcd: election timeout (%d ms) must be at least 5 times the tick (%d ms)", c.ElectionMs, c.TickMs)
+	}
+	if m := c.Member; m != nil {
+		if m.Name == "" || m.InitialCluster == "" {
+			return errors.New("etcd: a cluster member needs --name and --initial-cluster")
+		}
+		for flag, u := range map[string]string{"--listen-client": m.ListenClient, "--advertise-client": m.AdvertiseClient,
+			"--listen-peer": m.ListenPeer, "--advertise-peer": m.AdvertisePeer} {
+			if _, err := url.Parse(u); err != nil || u == "" {
+				return fmt.Errorf("etcd: %s %q is not a URL like https://etcd1:2379", flag, u)
+			}
+		}
+		if c.TLS == nil {
+			return errors.New("etcd: a cluster member needs TLS: --cert, --key and --ca")
+		}
 	}
 	if c.TLS != nil && (c.TLS.CertFile == "" || c.TLS.KeyFile == "" || c.TLS.TrustedCAFile == "" || c.TLS.AllowedCN == "") {
 		return errors.New("etcd: TLS needs a certificate, a key, a CA and the allowed client name")
@@ -124,6 +155,15 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	cfg.ListenPeerUrls = []url.URL{*purl}
 	cfg.AdvertisePeerUrls = []url.URL{*purl}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	if m := c.Member; m != nil {
+		parse := func(s string) []url.URL { u, _ := url.Parse(s); return []url.URL{*u} }
+		cfg.Name, cfg.InitialCluster, cfg.InitialClusterToken = m.Name, m.InitialCluster, "taskworker"
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = parse(m.ListenClient), parse(m.AdvertiseClient)
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = parse(m.ListenPeer), parse(m.AdvertisePeer)
+		cfg.PeerTLSInfo.AllowedCNs = []string{m.PeerCN}
+		// A member that starts before the others waits for them.
+		cfg.StrictReconfigCheck = true
+	}
 	cfg.TickMs = c.TickMs
 	cfg.ElectionMs = c.ElectionMs
 	cfg.QuotaBackendBytes = c.QuotaBackendBytes

@@ -20,6 +20,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
 )
@@ -28,8 +29,10 @@ import (
 type Config struct {
 	// Dir holds everything: pool/ (etcd, tokens), workers/, and env.
 	Dir string
-	// Workers is how many worker processes to run.
-	Workers int
+	// Workers is how many worker processes to run, named WorkerPrefix and
+	// a number: worker_001, worker_002...
+	Workers      int
+	WorkerPrefix string
 	// Listen is the pool's address.
 	Listen string
 	// AnyPortIfBusy makes the pool listen on a free port of Listen's host
@@ -39,6 +42,9 @@ type Config struct {
 	Executable string
 	// LeaseTTL of the workers' registrations.
 	LeaseTTL time.Duration
+	// DNSListen, when set, is where the pool answers standard DNS for the
+	// network's zone (port 0 picks one; Env says which).
+	DNSListen string
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
 	// Pool configures the pool (its DataDir, Listen, LeaseTTL and Logger are
@@ -55,6 +61,11 @@ func (c Config) Validate() error {
 	if c.Workers < 1 || c.Workers > 64 {
 		return fmt.Errorf("--workers %d: run 1 to 64 workers", c.Workers)
 	}
+	if c.WorkerPrefix != "" {
+		if err := names.WorkerID(c.WorkerPrefix + "001"); err != nil {
+			return fmt.Errorf("--worker-prefix %q: %w", c.WorkerPrefix, err)
+		}
+	}
 	if c.Executable == "" {
 		return errors.New("no taskworker executable to run workers with")
 	}
@@ -70,12 +81,18 @@ type Env struct {
 	CA string
 	// JoinTokenFile is the pool's join token file, for workers.
 	JoinTokenFile string
+	// DNS is the pool's standard DNS listener (host:port), if it has one.
+	DNS string
 }
 
 // String renders the env file's lines.
 func (e Env) String() string {
-	return fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\nTASKWORKER_CA=%s\nTASKWORKER_JOIN_TOKEN_FILE=%s\n",
-		e.Pool, e.Token, e.CA, e.JoinTokenFile)
+	s := fmt.Sprintf("TASKWORKER_POOL=%s\nTASKWORKER_TOKEN=%s\nTASKWORKER_CA=%s\n", e.Pool, e.Token, e.CA)
+	if e.DNS != "" {
+		s += "TASKWORKER_DNS=" + e.DNS + "\n"
+	}
+	// The join token file comes last: readers may stop at it.
+	return s + "TASKWORKER_JOIN_TOKEN_FILE=" + e.JoinTokenFile + "\n"
 }
 
 // CAFile is the file in Dir where Start writes the network's CA
@@ -148,6 +165,9 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	pcfg.DataDir = filepath.Join(c.Dir, "pool")
 	pcfg.Listen = c.Listen
 	pcfg.Logger = n.log
+	if c.DNSListen != "" {
+		pcfg.DNSListen = c.DNSListen
+	}
 	if c.LeaseTTL > 0 {
 		pcfg.LeaseTTL = c.LeaseTTL
 	}
@@ -188,7 +208,11 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	// that registered after it count as ready.
 	started := time.Now()
 	for i := range c.Workers {
-		id := fmt.Sprintf("worker_%03d", i+1)
+		prefix := c.WorkerPrefix
+		if prefix == "" {
+			prefix = "worker_"
+		}
+		id := fmt.Sprintf("%s%03d", prefix, i+1)
 		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
 			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
 				"--data-dir", filepath.Join(c.Dir, "workers", id),
@@ -198,6 +222,9 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	}
 
 	n.env = Env{Pool: n.pool.Addr(), Token: n.pool.AdminToken(), CA: caFile, JoinTokenFile: filepath.Join(pcfg.DataDir, pool.JoinTokenFile)}
+	if a := n.pool.DNSAddr(); a.IsValid() {
+		n.env.DNS = a.String()
+	}
 	if err := n.waitRegistered(ctx, started); err != nil {
 		return nil, err
 	}

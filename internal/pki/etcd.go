@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hivemind/taskworker/internal/atomicfile"
 )
@@ -70,4 +71,34 @@ func EtcdClientConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, errors.New("etcd client certificate: empty")
 	}
 	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}}, nil
+}
+
+// EtcdMemberCN is the common name of an etcd cluster member's certificate
+// (`taskworker init`): members admit as peers only certificates with it.
+const EtcdMemberCN = "taskworker-etcd"
+
+// WriteEtcdMember issues the certificate of one member of an etcd cluster,
+// valid for hosts as a server and as a client of its peers, and writes it
+// under dir as NAME.crt and NAME.key. ca should be etcd's own CA, not the
+// network's: a certificate the network's CA signs, such as a worker's,
+// must not open etcd.
+func WriteEtcdMember(ca *CA, dir, name string, hosts []string, ttl time.Duration) (certFile, keyFile string, err error) {
+	c, err := ca.IssueKeyPair(Leaf{CommonName: EtcdMemberCN, Hosts: hosts, Server: true, Client: true, TTL: ttl})
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	return certFile, keyFile, WriteKeyPair(certFile, keyFile, c)
+}
+
+// WriteEtcdClient issues the pools' client certificate for an etcd cluster
+// (common name PoolCommonName) and writes it under dir as pool.crt and
+// pool.key.
+func WriteEtcdClient(ca *CA, dir string, ttl time.Duration) (certFile, keyFile string, err error) {
+	c, err := ca.IssueKeyPair(Leaf{CommonName: PoolCommonName, Client: true, TTL: ttl})
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "pool.crt"), filepath.Join(dir, "pool.key")
+	return certFile, keyFile, WriteKeyPair(certFile, keyFile, c)
 }

@@ -1732,7 +1732,11 @@ type FunctionCallRequest struct {
 	// (grpcurl): {"function_name": "add", "args_json": "[1, 2]"}. Set args or
 	// args_json, not both. A call made with args_json is answered with
 	// result_json too. Served by the pool.
-	ArgsJson      string `protobuf:"bytes,5,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
+	ArgsJson string `protobuf:"bytes,5,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
+	// Set by the pool on calls that run a task: its id and which attempt
+	// this is (from 1), so the function can make its effects idempotent.
+	TaskId        string `protobuf:"bytes,6,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	TaskAttempt   int32  `protobuf:"varint,7,opt,name=task_attempt,json=taskAttempt,proto3" json:"task_attempt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1800,6 +1804,20 @@ func (x *FunctionCallRequest) GetArgsJson() string {
 		return x.ArgsJson
 	}
 	return ""
+}
+
+func (x *FunctionCallRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *FunctionCallRequest) GetTaskAttempt() int32 {
+	if x != nil {
+		return x.TaskAttempt
+	}
+	return 0
 }
 
 type FunctionCallResponse struct {
@@ -2098,7 +2116,7 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x17\n" +
-	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xbf\x01\n" +
+	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xfb\x01\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
@@ -2106,7 +2124,9 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\n" +
 	"deployment\x18\x04 \x01(\v2\x19.taskworker.v1.DeploymentR\n" +
 	"deployment\x12\x1b\n" +
-	"\targs_json\x18\x05 \x01(\tR\bargsJson\"l\n" +
+	"\targs_json\x18\x05 \x01(\tR\bargsJson\x12\x17\n" +
+	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12!\n" +
+	"\ftask_attempt\x18\a \x01(\x05R\vtaskAttempt\"l\n" +
 	"\x14FunctionCallResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +

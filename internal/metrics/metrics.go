@@ -1,0 +1,164 @@
+// Package metrics is where a TaskWorker process keeps its Prometheus
+// metrics: one registry per process, the metric families every part reports
+// into, a gRPC interceptor that counts and times every RPC served, and the
+// HTTP server of --metrics-listen.
+//
+// Names follow Prometheus's conventions: taskworker_ prefix, base units
+// (seconds, bytes), _total for counters. Labels are bounded: function names
+// (bounded by what is deployed and registered), gRPC codes, methods, and a
+// few fixed words; never user names, file ids or task ids.
+//
+// # Caveats
+//
+//   - A function label per deployed function grows with what users deploy:
+//     an operator with very many functions should drop the label at
+//     scrape time (metric_relabel_configs).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds one process's registry and metric families. The zero value
+// is not usable; New makes one.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	// Every gRPC method served, by method and code (the interceptors).
+	RPCs       *prometheus.CounterVec
+	RPCSeconds *prometheus.HistogramVec
+
+	// Function calls, by function and code: on a pool, those it routed; on
+	// a worker, those it ran.
+	Calls         *prometheus.CounterVec
+	CallSeconds   *prometheus.HistogramVec
+	CallsInFlight prometheus.Gauge
+	// CallRetries counts calls a pool sent to another worker after one failed.
+	CallRetries *prometheus.CounterVec
+
+	// Workers is how many workers a pool has live; WorkerCalls their calls
+	// in flight, by worker.
+	Workers     prometheus.Gauge
+	WorkerCalls *prometheus.GaugeVec
+
+	// Sandbox child processes, by class (starlark, wasm): running, started,
+	// killed (by reason: deadline, memory, output, crash), and limits hit.
+	SandboxProcesses *prometheus.GaugeVec
+	SandboxStarts    *prometheus.CounterVec
+	SandboxKills     *prometheus.CounterVec
+
+	// Storage: bytes and shards held (a worker), files by how many more
+	// shards they can lose (a pool), repair's backlog and work done.
+	StoredBytes       prometheus.Gauge
+	Shards            prometheus.Gauge
+	FilesByRedundancy *prometheus.GaugeVec
+	RepairBacklog     prometheus.Gauge
+	RepairedShards    prometheus.Counter
+
+	// The pool as function code's door: egress requests and DNS answers by
+	// decision (allowed, denied), secret reads by outcome.
+	EgressRequests *prometheus.CounterVec
+	DNSQueries     *prometheus.CounterVec
+	SecretReads    *prometheus.CounterVec
+
+	// Tasks by state, as this pool last counted them, and attempts by
+	// outcome.
+	Tasks        *prometheus.GaugeVec
+	TaskAttempts *prometheus.CounterVec
+}
+
+// latency buckets from 100 µs to 30 s: a call through the pool takes a few
+// hundred microseconds, a task or a file transfer may take many seconds.
+var latency = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// New returns a process's metrics, with Go's and the process's own
+// collectors registered too.
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		RPCs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_grpc_requests_total",
+			Help: "gRPC requests served, by method and status code."}, []string{"method", "code"}),
+		RPCSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_grpc_request_duration_seconds",
+			Help: "Time to serve a gRPC request (a stream: its whole life), by method.", Buckets: latency}, []string{"method"}),
+		Calls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_calls_total",
+			Help: "Function calls, by function and status code."}, []string{"function", "code"}),
+		CallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_call_duration_seconds",
+			Help: "Time of a function call, by function.", Buckets: latency}, []string{"function"}),
+		CallsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_calls_in_flight",
+			Help: "Function calls running now."}),
+		CallRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_call_retries_total",
+			Help: "Calls sent to another worker after a worker failed, by function."}, []string{"function"}),
+		Workers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_workers",
+			Help: "Live workers registered with this pool."}),
+		WorkerCalls: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_worker_calls_in_flight",
+			Help: "Calls this pool has in flight on each worker."}, []string{"worker"}),
+		SandboxProcesses: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_sandbox_processes",
+			Help: "Sandbox child processes alive, by class."}, []string{"class"}),
+		SandboxStarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_sandbox_starts_total",
+			Help: "Sandbox child processes started, by class."}, []string{"class"}),
+		SandboxKills: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_sandbox_kills_total",
+			Help: "Sandbox child processes killed, by class and reason (deadline, memory, output, crash)."}, []string{"class", "reason"}),
+		StoredBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_stored_bytes",
+			Help: "Bytes of shards this worker holds."}),
+		Shards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_shards",
+			Help: "Shards this worker holds."}),
+		FilesByRedundancy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_files",
+			Help: "File versions, by how many more shards each can lose (margin; negative: unreadable)."}, []string{"margin"}),
+		RepairBacklog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_repair_backlog_files",
+			Help: "File versions waiting for repair."}),
+		RepairedShards: prometheus.NewCounter(prometheus.CounterOpts{Name: "taskworker_repaired_shards_total",
+			Help: "Shards rebuilt by repair."}),
+		EgressRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_egress_requests_total",
+			Help: "Outbound requests through the pool, by decision (allowed, denied)."}, []string{"decision"}),
+		DNSQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_dns_queries_total",
+			Help: "DNS questions answered by the pool, by decision (answered, denied, not_found)."}, []string{"decision"}),
+		SecretReads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_secret_reads_total",
+			Help: "Secret reads by function code, by outcome (granted, denied)."}, []string{"outcome"}),
+		Tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_tasks",
+			Help: "Tasks by state, as this pool last counted them."}, []string{"state"}),
+		TaskAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_task_attempts_total",
+			Help: "Task attempts this pool ran, by outcome (succeeded, failed, retried, handed_back)."}, []string{"outcome"}),
+	}
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.RPCs, m.RPCSeconds, m.Calls, m.CallSeconds, m.CallsInFlight, m.CallRetries, m.Workers, m.WorkerCalls,
+		m.SandboxProcesses, m.SandboxStarts, m.SandboxKills, m.StoredBytes, m.Shards, m.FilesByRedundancy,
+		m.RepairBacklog, m.RepairedShards, m.EgressRequests, m.DNSQueries, m.SecretReads, m.Tasks, m.TaskAttempts)
+	return m
+}
+
+// ObserveCall records one function call that took d and ended with code.
+func (m *Metrics) ObserveCall(function, code string, d time.Duration) {
+	m.Calls.WithLabelValues(function, code).Inc()
+	m.CallSeconds.WithLabelValues(function).Observe(d.Seconds())
+}
+
+// Serve serves /metrics on addr until ctx ends, and returns the address it
+// listens on (port 0 picks one).
+func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = l.Close()
+		}
+	}()
+	context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	return l.Addr(), nil
+}

@@ -1,0 +1,399 @@
+"""A TaskWorker worker in Python: it joins a pool exactly as a Go worker
+does (docs/PROTOCOL.md) and serves Python functions, sync or async, with
+arguments mapped from JSON as the Go library maps them.
+
+Python functions run natively, in this process: this is the operator's own
+code. Untrusted code is deployed as WebAssembly or Starlark instead."""
+
+import asyncio
+import datetime
+import inspect
+import json
+import os
+import socket
+import time
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID
+
+from . import _env
+from .client import AsyncClient
+from .v1 import control_pb2, control_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
+
+VERSION = "python-0.1.0"
+TRAILER_WORKER = "x-taskworker-worker"
+POOL_CN = "taskworker-pool"
+
+
+class _CallError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _bind(fn, args_json):
+    """The arguments of a call, from its JSON: an array by position, an
+    object as keyword arguments, nothing for none."""
+    if not args_json:
+        return [], {}
+    try:
+        v = json.loads(args_json)
+    except ValueError as e:
+        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"arguments are not valid JSON: {e}")
+    if isinstance(v, list):
+        args, kwargs = v, {}
+    elif isinstance(v, dict):
+        args, kwargs = [], v
+    else:
+        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, "arguments must be a JSON array (by position) or object (by name)")
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as e:
+        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"{fn.__name__}: {e}")
+    return args, kwargs
+
+
+class TaskWorker:
+    """A worker: TaskWorker(worker_id, node_pool_address=None).
+
+    The pool address, the join token (a file: TASKWORKER_JOIN_TOKEN_FILE, or
+    the token itself in TASKWORKER_JOIN_TOKEN) and the CA (TASKWORKER_CA)
+    default to the environment, then to the env file of the running
+    `taskworker up`. Register functions with register_function or the
+    function decorator, then `await start_server(port=50052)`."""
+
+    def __init__(self, worker_id, node_pool_address=None, *, join_token=None, ca=None, data_dir=None, labels=None,
+                 advertise=None, token=None):
+        self.worker_id = worker_id
+        self.node_pool_address = _env.from_env(node_pool_address, "TASKWORKER_POOL")
+        self._join_token = join_token
+        self._ca_file = _env.from_env(ca, "TASKWORKER_CA")
+        self._data_dir = data_dir
+        self._labels = dict(labels or {})
+        self._advertise = advertise
+        self._token = token
+        self._functions = {}
+        self._storage_client = None
+        self._server = None
+        self._tasks = []
+        self._inflight = 0
+        self._completed = 0
+        self._stopping = None
+
+    # Functions.
+
+    def register_function(self, name, func, idempotent=False):
+        """Serve func as name. Its arguments come from the call's JSON; its
+        result goes back as JSON. An async def is awaited."""
+        if not callable(func):
+            raise TypeError(f"{name}: {func!r} is not callable")
+        if name in self._functions:
+            raise ValueError(f"function {name!r} is registered already")
+        self._functions[name] = (func, idempotent)
+        return func
+
+    def function(self, name=None, idempotent=False):
+        """Decorator: @worker.function("add") serves the function as add (its
+        own name when none is given)."""
+        def deco(func):
+            self.register_function(name or func.__name__, func, idempotent)
+            return func
+        return deco
+
+    # Storage: the seed's `await worker.storage.Push(...)`.
+
+    @property
+    def storage(self):
+        """FileService over the pool, with an API token (token=, else
+        TASKWORKER_TOKEN or the env file): awaitable, as in the seed's File
+        Operation Examples. Made on first use, in the running loop."""
+        if self._storage_client is None:
+            self._storage_client = AsyncClient(self.node_pool_address or None, token=self._token, ca=self._ca_file or None)
+        return self._storage_client.storage
+
+    def get_secret(self, name):
+        raise NotImplementedError("secrets for Python workers: the pool's SecretService does not yet hand secrets to workers "
+                                  "(taskworker secret put / grant exist for deployed functions); use an environment variable meanwhile")
+
+    def call_external_api(self, url, headers=None, **kwargs):
+        raise NotImplementedError("outbound HTTP through the pool for Python workers: the pool's EgressService does not yet "
+                                  "take requests from workers; try the policy by hand with `taskworker fetch`")
+
+    # Joining the pool.
+
+    def _read_join_token(self):
+        if self._join_token:
+            return self._join_token
+        t = os.environ.get("TASKWORKER_JOIN_TOKEN")
+        if t:
+            return t
+        path = _env.from_env(None, "TASKWORKER_JOIN_TOKEN_FILE")
+        if not path:
+            raise ValueError("no join token: pass join_token, set TASKWORKER_JOIN_TOKEN_FILE (the pool's join.token), or start 'taskworker up'")
+        with open(path) as f:
+            return f.read().strip()
+
+    def _identity_dir(self):
+        d = self._data_dir or os.path.join(_env.home_dir(), "python-workers", self.worker_id)
+        d = os.path.join(d, "identity")
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+        return d
+
+    def _load_key(self, d):
+        path = os.path.join(d, "worker.key")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return serialization.load_pem_private_key(f.read(), None)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        os.replace(path + ".tmp", path)
+        return key
+
+    def _csr(self):
+        return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(self._key, hashes.SHA256()).public_bytes(
+            serialization.Encoding.DER)
+
+    async def _enroll(self, channel, join_token):
+        stub = control_pb2_grpc.RegistryServiceStub(channel)
+        try:
+            resp = await stub.Enroll(control_pb2.EnrollRequest(worker_id=self.worker_id, csr=self._csr(), join_token=join_token,
+                                                               cluster_id=self._cluster_id), timeout=15)
+        except grpc.RpcError as e:
+            raise RuntimeError(f"enrolling {self.worker_id} with the pool at {self.node_pool_address}: {e.code().name}: {e.details()}") from None
+        cert = x509.load_der_x509_certificate(resp.certificate)
+        self._cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+        self._not_after = resp.not_after_ms / 1000
+        self._not_before = time.time()
+        self._cluster_id = resp.cluster_id
+        with open(os.path.join(self._idir, "worker.crt"), "wb") as f:
+            f.write(self._cert_pem)
+        with open(os.path.join(self._idir, "cluster"), "w") as f:
+            f.write(self._cluster_id)
+
+    def _key_pem(self):
+        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+    def _mtls_channel(self):
+        creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
+        return grpc.aio.secure_channel(self.node_pool_address, creds)
+
+    async def start_server(self, port=50052, host="127.0.0.1"):
+        """Enrol with the pool if this worker has no certificate yet, serve
+        the registered functions on host:port over mTLS (only the pool may
+        call), and register with the pool. Returns once registered; the
+        worker then serves until stop_server."""
+        if not self.node_pool_address:
+            raise ValueError("no pool address: pass node_pool_address, set TASKWORKER_POOL, or start 'taskworker up'")
+        if not self._ca_file:
+            raise ValueError("no CA: pass ca or set TASKWORKER_CA (the pool's ca.crt)")
+        with open(self._ca_file, "rb") as f:
+            self._ca_pem = f.read()
+        self._stopping = asyncio.Event()
+        self._idir = self._identity_dir()
+        self._key = self._load_key(self._idir)
+        self._cluster_id = ""
+        cpath = os.path.join(self._idir, "cluster")
+        if os.path.exists(cpath):
+            with open(cpath) as f:
+                self._cluster_id = f.read().strip()
+        self._cert_pem = None
+        crt = os.path.join(self._idir, "worker.crt")
+        if os.path.exists(crt):
+            with open(crt, "rb") as f:
+                pem = f.read()
+            cert = x509.load_pem_x509_certificate(pem)
+            if cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp() > time.time() + 60:
+                self._cert_pem, self._not_after = pem, cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
+                self._not_before = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc).timestamp()
+        if self._cert_pem is None:
+            async with grpc.aio.secure_channel(self.node_pool_address, grpc.ssl_channel_credentials(root_certificates=self._ca_pem)) as ch:
+                await self._enroll(ch, self._read_join_token())
+        self._pool = self._mtls_channel()
+
+        self._server = grpc.aio.server()
+        taskworker_pb2_grpc.add_RPCServiceServicer_to_server(_RPCService(self), self._server)
+        creds = grpc.ssl_server_credentials([(self._key_pem(), self._cert_pem)], root_certificates=self._ca_pem, require_client_auth=True)
+        bound = self._server.add_secure_port(f"{host}:{port}", creds)
+        if bound == 0:
+            raise OSError(f"cannot listen on {host}:{port}")
+        await self._server.start()
+        self.port = bound
+        self._address = self._advertise or f"{host}:{bound}"
+        await self._register()
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+
+    async def _register(self):
+        specs = [control_pb2.FunctionSpec(name=n, idempotent=idem, signature="python " + _signature(f))
+                 for n, (f, idem) in sorted(self._functions.items())]
+        stub = control_pb2_grpc.RegistryServiceStub(self._pool)
+        try:
+            resp = await stub.Register(control_pb2.RegisterRequest(worker_id=self.worker_id, address=self._address, functions=specs,
+                                                                   labels=self._labels, version=VERSION, cluster_id=self._cluster_id), timeout=15)
+        except grpc.RpcError as e:
+            raise RuntimeError(f"registering {self.worker_id} with the pool: {e.code().name}: {e.details()}") from None
+        self._lease = resp.lease_id
+        self._interval = max(resp.heartbeat_interval_ms / 1000, 0.1)
+
+    async def _heartbeat(self):
+        stub = control_pb2_grpc.RegistryServiceStub(self._pool)
+        while not self._stopping.is_set():
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self._interval)
+                return
+            except asyncio.TimeoutError:
+                pass
+            try:
+                # Renew the certificate at two thirds of its life.
+                if time.time() > self._not_before + (self._not_after - self._not_before) * 2 / 3:
+                    await self._enroll(self._pool, "")
+                    old, self._pool = self._pool, self._mtls_channel()
+                    stub = control_pb2_grpc.RegistryServiceStub(self._pool)
+                    await old.close()
+                await stub.Heartbeat(control_pb2.HeartbeatRequest(worker_id=self.worker_id, lease_id=self._lease,
+                                                                  inflight=self._inflight, calls_total=self._completed), timeout=5)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    try:
+                        await self._register()
+                    except Exception:
+                        pass
+            except Exception:
+                pass
+
+    async def stop_server(self, grace=10):
+        """Leave the pool, finish the calls running (up to grace seconds),
+        then stop serving."""
+        if self._server is None:
+            return
+        self._stopping.set()
+        try:
+            await control_pb2_grpc.RegistryServiceStub(self._pool).Deregister(
+                control_pb2.DeregisterRequest(worker_id=self.worker_id, lease_id=self._lease), timeout=5)
+        except grpc.RpcError:
+            pass
+        await asyncio.sleep(0.2)  # calls routed before the pool saw it leave
+        await self._server.stop(grace)
+        for t in self._tasks:
+            t.cancel()
+        await self._pool.close()
+        if self._storage_client is not None:
+            await self._storage_client.close()
+        self._server = None
+
+    # Serving a call.
+
+    def _check_pool(self, context):
+        """Only the pool may call: its certificate names it."""
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            return False
+        cert = x509.load_pem_x509_certificate(pems[0])
+        cns = [a.value for a in cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)]
+        try:
+            uris = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value.get_values_for_type(
+                x509.UniformResourceIdentifier)
+        except x509.ExtensionNotFound:
+            uris = []
+        return POOL_CN in cns and f"spiffe://{self._cluster_id}/pool" in uris
+
+    async def _run(self, req):
+        entry = self._functions.get(req.function_name)
+        if entry is None:
+            raise _CallError(grpc.StatusCode.NOT_FOUND, f"worker {self.worker_id} does not serve function {req.function_name!r}")
+        fn, _ = entry
+        args, kwargs = _bind(fn, req.args)
+        self._inflight += 1
+        try:
+            if inspect.iscoroutinefunction(fn):
+                result = await fn(*args, **kwargs)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+        except _CallError:
+            raise
+        except Exception as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}")
+        finally:
+            self._inflight -= 1
+            self._completed += 1
+        try:
+            out = json.dumps(result).encode()
+        except TypeError as e:
+            raise _CallError(grpc.StatusCode.INTERNAL, f"{req.function_name} returned a value JSON cannot hold: {e}")
+        return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+
+
+def _signature(f):
+    try:
+        return f.__name__ + str(inspect.signature(f))
+    except (TypeError, ValueError):
+        return getattr(f, "__name__", "function")
+
+
+class _RPCService(taskworker_pb2_grpc.RPCServiceServicer):
+    def __init__(self, w):
+        self.w = w
+
+    async def CallFunction(self, request, context):
+        context.set_trailing_metadata(((TRAILER_WORKER, self.w.worker_id),))
+        if not self.w._check_pool(context):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the pool may call this worker")
+        try:
+            return await self.w._run(request)
+        except _CallError as e:
+            await context.abort(e.code, e.message)
+
+    async def CallStream(self, request_iterator, context):
+        if not self.w._check_pool(context):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the pool may call this worker")
+        replies = asyncio.Queue()
+        running = {}
+
+        async def one(frame):
+            try:
+                timeout = None
+                if frame.deadline_unix_nano:
+                    timeout = max(frame.deadline_unix_nano / 1e9 - time.time(), 0)
+                resp = await asyncio.wait_for(self.w._run(frame.request), timeout)
+                await replies.put(taskworker_pb2.CallReply(id=frame.id, response=resp))
+            except _CallError as e:
+                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message))
+            except asyncio.TimeoutError:
+                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+                                                           message="the call's deadline passed"))
+            except asyncio.CancelledError:
+                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.CANCELLED.value[0], message="cancelled"))
+            finally:
+                running.pop(frame.id, None)
+
+        async def read():
+            async for frame in request_iterator:
+                if frame.cancel:
+                    t = running.get(frame.id)
+                    if t:
+                        t.cancel()
+                    continue
+                if self.w._stopping.is_set():
+                    await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
+                                                               message="the worker is stopping", not_run=True))
+                    continue
+                running[frame.id] = asyncio.create_task(one(frame))
+            await replies.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                r = await replies.get()
+                if r is None:
+                    break
+                yield r
+        finally:
+            reader.cancel()
+            for t in list(running.values()):
+                t.cancel()
