@@ -118,6 +118,15 @@ var (
 
 		v1.DNSService_ResolveDomain_FullMethodName: user,
 
+		v1.SecretService_Put_FullMethodName:     user,
+		v1.SecretService_List_FullMethodName:    user,
+		v1.SecretService_Delete_FullMethodName:  user,
+		v1.SecretService_Grant_FullMethodName:   user,
+		v1.SecretService_Revoke_FullMethodName:  user,
+		v1.SecretService_Audit_FullMethodName:   user,
+		v1.KeyService_RotateKeys_FullMethodName: admin,
+		v1.EgressService_Fetch_FullMethodName:   user,
+
 		v1.TaskService_Submit_FullMethodName:         user,
 		v1.TaskService_GetTask_FullMethodName:        user,
 		v1.TaskService_ListTasks_FullMethodName:      user,

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // TestPolicyRefuses checks every refused range and embedded form: refused by
@@ -87,8 +89,8 @@ func TestPolicyRefuses(t *testing.T) {
 			if !errors.As(err, &ae) || !errors.Is(err, ErrAddressRefused) {
 				t.Fatalf("Check(%s) = %v, want an *AddressError wrapping ErrAddressRefused", a, err)
 			}
-			if GRPCCode(err) != codes.PermissionDenied {
-				t.Errorf("code = %v, want PermissionDenied", GRPCCode(err))
+			if serving.GRPCCode(err) != codes.PermissionDenied {
+				t.Errorf("code = %v, want PermissionDenied", serving.GRPCCode(err))
 			}
 			msg := err.Error()
 			for _, want := range []string{a.String(), tt.reason, AllowNetFlag + " " + ae.Range.String()} {

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Client carries out outbound requests for function code: it resolves names
@@ -330,7 +332,7 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 // classify gives a transport's error a kind, keeping the kind it has.
 func classify(ctx context.Context, t Target, err error) error {
 	switch {
-	case KindOf(err) != KindUnknown:
+	case serving.KindOf(err) != serving.KindUnknown:
 		return err
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return fmt.Errorf("%s: %v: %w", t, err, ErrTimeout)
@@ -363,7 +365,7 @@ type Response struct {
 }
 
 // Fetch carries out r under s: see HTTPClient for the checks. Its errors
-// wrap this package's sentinels (GRPCCode maps them) and never hold a secret
+// wrap this package's sentinels (serving.GRPCStatus maps them) and never hold a secret
 // value.
 func (c *Client) Fetch(ctx context.Context, s *Scope, r Request) (*Response, error) {
 	method := r.Method
@@ -390,11 +392,11 @@ func (c *Client) Fetch(ctx context.Context, s *Scope, r Request) (*Response, err
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
-			if !errors.Is(err, ErrTimeout) && (KindOf(err) == KindTimeout || KindOf(err) == KindUnknown && ue.Timeout()) {
+			if !errors.Is(err, ErrTimeout) && (serving.KindOf(err) == serving.KindTimeout || serving.KindOf(err) == serving.KindUnknown && ue.Timeout()) {
 				err = fmt.Errorf("no complete answer within the time limit (%s, or the call's deadline): %v: %w", c.cfg.Timeout, err, ErrTimeout)
 			}
 		}
-		if KindOf(err) == KindUnknown {
+		if serving.KindOf(err) == serving.KindUnknown {
 			err = fmt.Errorf("%v: %w", err, ErrUnreachable)
 		}
 		return nil, fmt.Errorf("%s %s: %w", method, cut(req.URL.Redacted()), s.redactor.Error(err))

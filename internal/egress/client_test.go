@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // fakeResolver answers from a table; a name with several answers gives them
@@ -114,8 +116,8 @@ func wantErr(t *testing.T, err error, sentinel error, code codes.Code, parts ...
 	if !errors.Is(err, sentinel) {
 		t.Fatalf("err = %v, want %v", err, sentinel)
 	}
-	if GRPCCode(err) != code {
-		t.Errorf("code = %v, want %v (err %v)", GRPCCode(err), code, err)
+	if serving.GRPCCode(err) != code {
+		t.Errorf("code = %v, want %v (err %v)", serving.GRPCCode(err), code, err)
 	}
 	for _, p := range parts {
 		if !strings.Contains(err.Error(), p) {
@@ -424,8 +426,8 @@ func TestFetchLimits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err = c.Fetch(ctx, c.NewScope(ScopeConfig{Allow: allow}), Request{URL: srv.URL + "/stall"})
-	if GRPCCode(err) != codes.DeadlineExceeded {
-		t.Errorf("caller's deadline: %v (%v)", err, GRPCCode(err))
+	if serving.GRPCCode(err) != codes.DeadlineExceeded {
+		t.Errorf("caller's deadline: %v (%v)", err, serving.GRPCCode(err))
 	}
 
 	s := c.NewScope(ScopeConfig{Allow: allow, MaxRequests: 2})

@@ -28,6 +28,11 @@
 //     each secret is read once per call, however many requests carry it.
 //     [Client.Fetch] takes a [Request] held in memory; [Client.HTTPClient]
 //     is the same as an *http.Client.
+//   - [Server]: the EgressService, a user's request carried out by hand
+//     (taskworker fetch) under an allowlist it gives, and, as one of the
+//     user's functions, under that function's secret grants that name hosts
+//     ([Grantor]; docs/RATIONALE.md, "Why does a fetch by hand use only
+//     grants that name hosts?").
 //
 // # Secrets
 //
@@ -44,11 +49,11 @@
 //
 // Every error wraps one of the sentinels (ErrHostNotAllowed,
 // ErrAddressRefused, ...) and says which rule refused and what would allow
-// it; a refused address is an [*AddressError]. [GRPCCode] and [GRPCStatus]
-// map them for the pool's RPC boundary: policy refusals are
-// PermissionDenied, malformed input InvalidArgument, limits
-// ResourceExhausted, time DeadlineExceeded, a destination that does not
-// answer Unavailable.
+// it; a refused address is an [*AddressError]. Each sentinel has a
+// serving.Kind, so serving.GRPCStatus maps them at the pool's RPC boundary:
+// policy refusals are PermissionDenied, malformed input InvalidArgument,
+// limits ResourceExhausted, time DeadlineExceeded, a destination that does
+// not answer Unavailable.
 //
 // # Caveats
 //
@@ -73,8 +78,11 @@
 //     IPv4 literals are accepted only as four decimal numbers; other forms
 //     (2130706433, 0x7f.1, 017700000001, 127.1) are refused, naming the
 //     address they stand for.
-//   - An operator's --egress-allow-net applies to every function. Never allow
-//     the networks of the pool itself or of etcd.
+//   - An operator's --egress-allow-net applies to every function, and to
+//     every user's fetch by hand. Never allow the networks of the pool
+//     itself or of etcd.
+//   - A fetch by hand is bounded per request (its Scope's budget, its time
+//     and sizes); nothing here bounds how many requests a user makes.
 //   - Connections are reused across calls for the same scheme, host and
 //     port: the check is per connection, and a name's new answer applies to
 //     new connections only.

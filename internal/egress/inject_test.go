@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 const secretValue = "sk-live-0123456789abcdef"
@@ -206,7 +208,7 @@ func TestSecretInjectionAndRedaction(t *testing.T) {
 		_, err := c.Fetch(context.Background(), scope(), Request{URL: api + "/leak-location", Header: auth})
 		wantErr(t, err, ErrHostNotAllowed, codes.PermissionDenied)
 		noSecret(t, "error", []byte(err.Error()))
-		noSecret(t, "status", []byte(GRPCStatus(err).Message()))
+		noSecret(t, "status", []byte(serving.GRPCStatus(err).Message()))
 	})
 
 	t.Run("not granted for this host", func(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 var (
@@ -108,11 +110,11 @@ func TestGRPCCode(t *testing.T) {
 		{errors.New("not ours"), codes.Unknown},
 	}
 	for _, tt := range tests {
-		if got := GRPCCode(tt.err); got != tt.want {
-			t.Errorf("GRPCCode(%v) = %v, want %v", tt.err, got, tt.want)
+		if got := serving.GRPCCode(tt.err); got != tt.want {
+			t.Errorf("serving.GRPCCode(%v) = %v, want %v", tt.err, got, tt.want)
 		}
-		if st := GRPCStatus(tt.err); st.Code() != tt.want || tt.err != nil && st.Message() != tt.err.Error() {
-			t.Errorf("GRPCStatus(%v) = %v", tt.err, st)
+		if st := serving.GRPCStatus(tt.err); st.Code() != tt.want || tt.err != nil && st.Message() != tt.err.Error() {
+			t.Errorf("serving.GRPCStatus(%v) = %v", tt.err, st)
 		}
 	}
 }

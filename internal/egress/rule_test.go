@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 func TestParseRule(t *testing.T) {
@@ -61,8 +63,8 @@ func TestParseRule(t *testing.T) {
 				if !errors.Is(err, ErrInvalidRule) || !strings.Contains(err.Error(), tt.errPart) || !strings.Contains(err.Error(), tt.in) {
 					t.Fatalf("ParseRule = %v, %v; want ErrInvalidRule quoting the rule and saying %q", r, err, tt.errPart)
 				}
-				if GRPCCode(err) != codes.InvalidArgument {
-					t.Errorf("code = %v", GRPCCode(err))
+				if serving.GRPCCode(err) != codes.InvalidArgument {
+					t.Errorf("code = %v", serving.GRPCCode(err))
 				}
 				return
 			}
@@ -145,7 +147,7 @@ func TestAllowlistMatch(t *testing.T) {
 func TestAllowlistMessages(t *testing.T) {
 	a, _ := ParseAllowlist([]string{"https://api.example.com"})
 	_, err := a.Match("https://evil.example.com/steal")
-	if !errors.Is(err, ErrHostNotAllowed) || GRPCCode(err) != codes.PermissionDenied {
+	if !errors.Is(err, ErrHostNotAllowed) || serving.GRPCCode(err) != codes.PermissionDenied {
 		t.Fatalf("err = %v", err)
 	}
 	for _, want := range []string{"https://evil.example.com:443", "--allow-host", "https://api.example.com"} {

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // A template in a header or query value, replaced on the way out by the
@@ -170,6 +171,10 @@ func Inject(ctx context.Context, req *http.Request, t Target, query bool, grants
 			return nil, nil, fmt.Errorf("secret %s is not granted to this function: grant it with 'taskworker secret grant %s --function NAME' or deploy with --secret %s: %w",
 				n, n, n, ErrSecretNotGranted)
 		}
+		if len(g.rules) == 0 {
+			return nil, nil, fmt.Errorf("secret %s may be sent to no host by this request: its grant names no host, so it follows the function's deployed %s rules, which only the function's calls carry; grant it with 'taskworker secret grant %s --function NAME --host RULE': %w",
+				n, AllowHostFlag, n, ErrSecretNotGranted)
+		}
 		if _, err := g.Allows(t); err != nil {
 			return nil, nil, fmt.Errorf("secret %s may be sent only to %s, and this request goes to %s: %w", n, g, t, ErrSecretNotGranted)
 		}
@@ -311,7 +316,7 @@ func (r *Redactor) Error(err error) error {
 	if red == msg {
 		return err
 	}
-	return &kindError{kind: KindOf(err), msg: red}
+	return serving.NewError(serving.KindOf(err), red)
 }
 
 // name redacts a header name, ignoring case.

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // secretStore is a Secrets over a map that records what was looked up.
@@ -155,8 +157,8 @@ func TestInjectRedirectQuery(t *testing.T) {
 	if !errors.Is(err, ErrTemplate) || len(store.looked) != 0 {
 		t.Fatalf("err = %v, looked up %v", err, store.looked)
 	}
-	if GRPCCode(err) != codes.InvalidArgument {
-		t.Errorf("code = %v", GRPCCode(err))
+	if serving.GRPCCode(err) != codes.InvalidArgument {
+		t.Errorf("code = %v", serving.GRPCCode(err))
 	}
 }
 
@@ -187,8 +189,8 @@ func TestRedactor(t *testing.T) {
 		t.Errorf("Header = %v", h)
 	}
 	err := r.Error(fmt.Errorf("wrapped: %w", &url.Error{Op: "Get", URL: "https://x/?k=sekret", Err: ErrTimeout}))
-	if strings.Contains(err.Error(), "sekret") || GRPCCode(err) != codes.DeadlineExceeded {
-		t.Errorf("Error = %v (%v)", err, GRPCCode(err))
+	if strings.Contains(err.Error(), "sekret") || serving.GRPCCode(err) != codes.DeadlineExceeded {
+		t.Errorf("Error = %v (%v)", err, serving.GRPCCode(err))
 	}
 	if plain := errors.New("plain"); r.Error(plain) != plain {
 		t.Error("Error changed an error without a secret")

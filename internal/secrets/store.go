@@ -14,8 +14,10 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Limits.
@@ -25,19 +27,22 @@ const (
 	AuditRetention = 30 * 24 * time.Hour
 )
 
-// Errors a caller maps to statuses: ErrNotFound to NotFound, ErrNotGranted
-// to PermissionDenied, ErrTooLarge to InvalidArgument, names.ErrInvalid to
-// InvalidArgument. Anything else is the control plane's failure.
+// Errors a caller maps to statuses (Server does): ErrNotFound and
+// ErrNoGrant to NotFound, ErrNotGranted to PermissionDenied, ErrTooLarge,
+// ErrEmpty, names.ErrInvalid and egress.ErrInvalidRule to InvalidArgument. Anything
+// else is the control plane's failure.
 var (
 	ErrNotFound   = errors.New("no such secret")
 	ErrNotGranted = errors.New("the function has no grant for the secret")
+	ErrNoGrant    = errors.New("no such grant")
 	ErrTooLarge   = fmt.Errorf("a secret's value is at most %d bytes", MaxValueBytes)
+	ErrEmpty      = errors.New("a secret's value may not be empty")
 )
 
 // record is what etcd holds under secrets/<owner>/<name>.
 type record struct {
-	Versions  []version `json:"versions"` // oldest first
-	Grants    []string  `json:"grants,omitempty"`
+	Versions  []version `json:"versions"`         // oldest first
+	Grants    []Grant   `json:"grants,omitempty"` // by function
 	CreatedMs int64     `json:"created_ms"`
 	UpdatedMs int64     `json:"updated_ms"`
 }
@@ -49,22 +54,38 @@ type version struct {
 	CreatedMs int64  `json:"created_ms"`
 }
 
+// Grant lets one function of the secret's owner use the secret.
+//
+// A grant with Hosts lets the value go only toward those destinations
+// (--allow-host rules, in canonical form), injected by the egress proxy
+// ({{secret:NAME}}); the function never sees the value itself, and Read
+// refuses it. A grant without Hosts lets the function read the value, and
+// have it injected toward any host its own --allow-host rules allow (it
+// could send the value there anyway).
+type Grant struct {
+	Function string   `json:"function"`
+	Hosts    []string `json:"hosts,omitempty"`
+}
+
 // Info describes a secret, never its value.
 type Info struct {
 	Name      string
 	Versions  []int64 // kept versions, oldest first
-	Grants    []string
+	Grants    []Grant // by function
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
 
 // Event is one read of a secret.
 type Event struct {
-	Owner    string    `json:"owner"`
-	Secret   string    `json:"secret"`
-	Version  int64     `json:"version"`
-	Function string    `json:"function"`
-	Caller   string    `json:"caller,omitempty"` // who called the function
+	Owner    string `json:"owner"`
+	Secret   string `json:"secret"`
+	Version  int64  `json:"version"`
+	Function string `json:"function"`
+	Caller   string `json:"caller,omitempty"` // who called the function
+	// Injected: the egress proxy read the value to send it out, and the
+	// function never saw it.
+	Injected bool      `json:"injected,omitempty"`
 	At       time.Time `json:"at"`
 }
 
@@ -160,6 +181,9 @@ func (s *Store) Put(ctx context.Context, owner, name string, value []byte) (int6
 	if len(value) > MaxValueBytes {
 		return 0, ErrTooLarge
 	}
+	if len(value) == 0 {
+		return 0, fmt.Errorf("secret %s: %w", name, ErrEmpty)
+	}
 	var v int64
 	err := s.update(ctx, owner, name, func(rec *record) (*record, error) {
 		now := s.now().UnixMilli()
@@ -202,36 +226,105 @@ func (s *Store) Delete(ctx context.Context, owner, name string) error {
 	})
 }
 
-// Grant lets function (of the same owner) read the secret.
-func (s *Store) Grant(ctx context.Context, owner, name, function string) error {
-	return s.grant(ctx, owner, name, function, true)
+// Grant lets function (of the same owner) use the secret: read it, or with
+// hosts, have it injected toward those destinations only (see Grant).
+// Granting again replaces the hosts. It returns the secret's description
+// after the change.
+func (s *Store) Grant(ctx context.Context, owner, name, function string, hosts []string) (Info, error) {
+	rules, err := canonicalHosts(hosts)
+	if err != nil {
+		return Info{}, err
+	}
+	return s.changeGrant(ctx, owner, name, function, func(rec *record, i int, found bool) error {
+		g := Grant{Function: function, Hosts: rules}
+		if found {
+			rec.Grants[i] = g
+		} else {
+			rec.Grants = slices.Insert(rec.Grants, i, g)
+		}
+		return nil
+	})
 }
 
-// Revoke takes function's grant away; reads already returned stay returned.
-func (s *Store) Revoke(ctx context.Context, owner, name, function string) error {
-	return s.grant(ctx, owner, name, function, false)
+// Revoke takes function's grant away (ErrNoGrant if it had none); reads
+// already returned stay returned. It returns the secret's description
+// after the change.
+func (s *Store) Revoke(ctx context.Context, owner, name, function string) (Info, error) {
+	return s.changeGrant(ctx, owner, name, function, func(rec *record, i int, found bool) error {
+		if !found {
+			return fmt.Errorf("function %s, secret %s: %w (granted to: %s)", function, name, ErrNoGrant, grantees(rec.Grants))
+		}
+		rec.Grants = slices.Delete(rec.Grants, i, i+1)
+		return nil
+	})
 }
 
-func (s *Store) grant(ctx context.Context, owner, name, function string, on bool) error {
+func grantees(gs []Grant) string {
+	if len(gs) == 0 {
+		return "no function"
+	}
+	fs := make([]string, len(gs))
+	for i, g := range gs {
+		fs[i] = g.Function
+	}
+	return strings.Join(fs, ", ")
+}
+
+// canonicalHosts parses grant hosts as --allow-host rules and returns
+// their canonical forms, sorted and without repeats.
+func canonicalHosts(hosts []string) ([]string, error) {
+	var out []string
+	for _, h := range hosts {
+		r, err := egress.ParseRule(h)
+		if err != nil {
+			return nil, fmt.Errorf("grant host: %w", err)
+		}
+		out = append(out, r.String())
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// findGrant returns where function's grant is in gs (sorted by function),
+// or where it would go.
+func findGrant(gs []Grant, function string) (int, bool) {
+	return slices.BinarySearchFunc(gs, function, func(g Grant, f string) int { return strings.Compare(g.Function, f) })
+}
+
+func (s *Store) changeGrant(ctx context.Context, owner, name, function string, change func(rec *record, i int, found bool) error) (Info, error) {
 	if err := check(owner, name); err != nil {
-		return err
+		return Info{}, err
 	}
 	if err := names.Function(function); err != nil {
-		return err
+		return Info{}, err
 	}
-	return s.update(ctx, owner, name, func(rec *record) (*record, error) {
+	var info Info
+	err := s.update(ctx, owner, name, func(rec *record) (*record, error) {
 		if rec == nil {
 			return nil, fmt.Errorf("secret %s: %w", name, ErrNotFound)
 		}
-		i, found := slices.BinarySearch(rec.Grants, function)
-		switch {
-		case on && !found:
-			rec.Grants = slices.Insert(rec.Grants, i, function)
-		case !on && found:
-			rec.Grants = slices.Delete(rec.Grants, i, i+1)
+		i, found := findGrant(rec.Grants, function)
+		if err := change(rec, i, found); err != nil {
+			return nil, err
 		}
+		rec.UpdatedMs = s.now().UnixMilli()
+		info = rec.info(name)
 		return rec, nil
 	})
+	return info, err
+}
+
+func (rec *record) info(name string) Info {
+	info := Info{
+		Name:      name,
+		Grants:    slices.Clone(rec.Grants),
+		CreatedAt: time.UnixMilli(rec.CreatedMs),
+		UpdatedAt: time.UnixMilli(rec.UpdatedMs),
+	}
+	for _, v := range rec.Versions {
+		info.Versions = append(info.Versions, v.Version)
+	}
+	return info
 }
 
 // List describes the owner's secrets, by name.
@@ -249,16 +342,7 @@ func (s *Store) List(ctx context.Context, owner string) ([]Info, error) {
 		if err := json.Unmarshal(kv.Value, &rec); err != nil {
 			continue
 		}
-		info := Info{
-			Name:      strings.TrimPrefix(string(kv.Key), s.userSecrets(owner)),
-			Grants:    rec.Grants,
-			CreatedAt: time.UnixMilli(rec.CreatedMs),
-			UpdatedAt: time.UnixMilli(rec.UpdatedMs),
-		}
-		for _, v := range rec.Versions {
-			info.Versions = append(info.Versions, v.Version)
-		}
-		out = append(out, info)
+		out = append(out, rec.info(strings.TrimPrefix(string(kv.Key), s.userSecrets(owner))))
 	}
 	return out, nil
 }
@@ -271,10 +355,17 @@ type Reader struct {
 	Caller   string
 }
 
-// Read returns a secret's value for r.Function, which must hold a grant:
-// the latest version, or the one asked for (version > 0). The read is
-// recorded before the value is returned.
+// Read returns a secret's value for r.Function, which must hold a grant
+// without hosts (a grant with hosts is for injection only; see Grant): the
+// latest version, or the one asked for (version > 0). The read is recorded
+// before the value is returned.
 func (s *Store) Read(ctx context.Context, r Reader, name string, want int64) ([]byte, int64, error) {
+	return s.read(ctx, r, name, want, false)
+}
+
+// read is Read; inject says the value goes to the egress proxy, which
+// checks the grant's hosts itself, so a grant with hosts is enough.
+func (s *Store) read(ctx context.Context, r Reader, name string, want int64, inject bool) ([]byte, int64, error) {
 	if err := check(r.Owner, name); err != nil {
 		return nil, 0, err
 	}
@@ -288,8 +379,13 @@ func (s *Store) Read(ctx context.Context, r Reader, name string, want int64) ([]
 	if rec == nil {
 		return nil, 0, fmt.Errorf("secret %s: %w", name, ErrNotFound)
 	}
-	if _, ok := slices.BinarySearch(rec.Grants, r.Function); !ok {
+	g, ok := findGrant(rec.Grants, r.Function)
+	if !ok {
 		return nil, 0, fmt.Errorf("function %s, secret %s: %w; grant it with `taskworker secret grant %s --function %s`", r.Function, name, ErrNotGranted, name, r.Function)
+	}
+	if hosts := rec.Grants[g].Hosts; len(hosts) > 0 && !inject {
+		return nil, 0, fmt.Errorf("function %s, secret %s: %w to read: its grant lets the egress proxy send the value to %s only, as {{secret:%s}} in a request's header or query value",
+			r.Function, name, ErrNotGranted, strings.Join(hosts, ", "), name)
 	}
 	i := len(rec.Versions) - 1
 	if want > 0 {
@@ -311,10 +407,55 @@ func (s *Store) Read(ctx context.Context, r Reader, name string, want int64) ([]
 	if err != nil {
 		return nil, 0, fmt.Errorf("secret %s version %d: %w", name, v.Version, err)
 	}
-	if err := s.audit(ctx, Event{Owner: r.Owner, Secret: name, Version: v.Version, Function: r.Function, Caller: r.Caller, At: s.now()}); err != nil {
+	e := Event{Owner: r.Owner, Secret: name, Version: v.Version, Function: r.Function, Caller: r.Caller, Injected: inject, At: s.now()}
+	if err := s.audit(ctx, e); err != nil {
 		return nil, 0, fmt.Errorf("recording the read of secret %s: %w", name, err)
 	}
 	return value, v.Version, nil
+}
+
+// EgressGrants returns what the egress proxy needs for a call of function
+// (of owner, made by caller) to inject its secrets: each secret it is
+// granted, with the destinations its value may go to (the grant's hosts,
+// or allow, the function's own --allow-host rules, for a grant without
+// hosts), and the lookup of their values. Each lookup checks the grant
+// again and is recorded as a read ([Event.Injected]).
+func (s *Store) EgressGrants(ctx context.Context, owner, function, caller string, allow *egress.Allowlist) (egress.Grants, egress.Secrets, error) {
+	r := Reader{Owner: owner, Function: function, Caller: caller}
+	if err := names.Function(r.Function); err != nil {
+		return nil, nil, err
+	}
+	list, err := s.List(ctx, r.Owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	if allow == nil {
+		allow = &egress.Allowlist{}
+	}
+	grants := egress.Grants{}
+	for _, info := range list {
+		i, ok := findGrant(info.Grants, r.Function)
+		if !ok {
+			continue
+		}
+		grants[info.Name] = allow
+		if hosts := info.Grants[i].Hosts; len(hosts) > 0 {
+			if grants[info.Name], err = egress.ParseAllowlist(hosts); err != nil {
+				return nil, nil, fmt.Errorf("secret %s: the grant of %s: %w", info.Name, r.Function, err)
+			}
+		}
+	}
+	lookup := egress.SecretsFunc(func(ctx context.Context, name string) ([]byte, error) {
+		v, _, err := s.read(ctx, r, name, 0, true)
+		switch {
+		case errors.Is(err, ErrNotGranted), errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("%w: %w", err, egress.ErrSecretNotGranted)
+		case err != nil:
+			return nil, fmt.Errorf("%w: %w", err, errUnavailable)
+		}
+		return v, nil
+	})
+	return grants, lookup, nil
 }
 
 // audit records e under a lease shared by the day's events.
@@ -357,30 +498,47 @@ func (s *Store) dayLease(ctx context.Context, at time.Time) (clientv3.LeaseID, e
 }
 
 // Audit returns the owner's most recent read events, newest first, at
-// most limit of them.
-func (s *Store) Audit(ctx context.Context, owner string, limit int64) ([]Event, error) {
+// most limit of them; only those of secret if it is not empty.
+func (s *Store) Audit(ctx context.Context, owner, secret string, limit int64) ([]Event, error) {
 	if err := names.User(owner); err != nil {
 		return nil, err
 	}
-	resp, err := s.cli.Get(ctx, s.userAudit(owner), clientv3.WithPrefix(),
-		clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(limit))
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Event, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var e Event
-		if json.Unmarshal(kv.Value, &e) == nil {
-			out = append(out, e)
+	if secret != "" {
+		if err := names.Secret(secret); err != nil {
+			return nil, err
 		}
+	}
+	prefix := s.userAudit(owner)
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	var out []Event
+	for int64(len(out)) < limit {
+		page := limit - int64(len(out))
+		if secret != "" {
+			page = max(page, 256)
+		}
+		resp, err := s.cli.Get(ctx, prefix, clientv3.WithRange(end),
+			clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(page))
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range resp.Kvs {
+			var e Event
+			if json.Unmarshal(kv.Value, &e) == nil && (secret == "" || e.Secret == secret) && int64(len(out)) < limit {
+				out = append(out, e)
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			break
+		}
+		end = string(resp.Kvs[len(resp.Kvs)-1].Key) // exclusive: the next page is older
 	}
 	return out, nil
 }
 
-// Rewrap wraps every secret version's data key under the ring's current
-// master key (after keyring.Rotate), without touching the values. It
-// returns how many keys it rewrapped.
-func (s *Store) Rewrap(ctx context.Context) (int, error) {
+// RewrapKeys wraps every secret version's data key under the ring's
+// current master key (after keyring.Rotate), without touching the values.
+// It returns how many keys it rewrapped.
+func (s *Store) RewrapKeys(ctx context.Context) (int, error) {
 	resp, err := s.cli.Get(ctx, s.prefix+"secrets/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return 0, err
@@ -418,6 +576,10 @@ func (s *Store) Rewrap(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// errUnavailable is the kind of a failed lookup for the egress proxy: the
+// control plane's or the key file's, not the request's.
+var errUnavailable = serving.NewError(serving.KindUnavailable, "secrets unavailable")
 
 // errGone stops a rewrap of a secret deleted meanwhile.
 var errGone = errors.New("deleted meanwhile")

@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/names"
@@ -77,7 +78,7 @@ func TestGrantsDecideWhoReads(t *testing.T) {
 	if _, err := s.Put(ctx, "bob", "API_KEY", values[2]); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Grant(ctx, "alice", "API_KEY", "fetcher"); err != nil {
+	if _, err := s.Grant(ctx, "alice", "API_KEY", "fetcher", nil); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -112,7 +113,7 @@ func TestGrantsDecideWhoReads(t *testing.T) {
 			}
 		})
 	}
-	if err := s.Revoke(ctx, "alice", "API_KEY", "fetcher"); err != nil {
+	if _, err := s.Revoke(ctx, "alice", "API_KEY", "fetcher"); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Read(ctx, secrets.Reader{Owner: "alice", Function: "fetcher"}, "API_KEY", 0); !errors.Is(err, secrets.ErrNotGranted) {
@@ -128,7 +129,7 @@ func TestVersionsListAuditDelete(t *testing.T) {
 	if v, _ := s.Put(ctx, "alice", "K", values[1]); v != 2 {
 		t.Fatalf("second Put made v%d", v)
 	}
-	s.Grant(ctx, "alice", "K", "f")
+	s.Grant(ctx, "alice", "K", "f", nil)
 	r := secrets.Reader{Owner: "alice", Function: "f", Caller: "carol"}
 	for _, tt := range []struct {
 		want  int64
@@ -143,17 +144,17 @@ func TestVersionsListAuditDelete(t *testing.T) {
 		t.Fatalf("Read of a version never made: %v", err)
 	}
 	list, err := s.List(ctx, "alice")
-	if err != nil || len(list) != 1 || list[0].Name != "K" || len(list[0].Versions) != 2 || list[0].Grants[0] != "f" {
+	if err != nil || len(list) != 1 || list[0].Name != "K" || len(list[0].Versions) != 2 || list[0].Grants[0].Function != "f" {
 		t.Fatalf("List: %+v, %v", list, err)
 	}
-	events, err := s.Audit(ctx, "alice", 10)
+	events, err := s.Audit(ctx, "alice", "", 10)
 	if err != nil || len(events) != 3 {
 		t.Fatalf("Audit: %d events, %v; want 3 reads", len(events), err)
 	}
 	if e := events[0]; e.Secret != "K" || e.Version != 2 || e.Function != "f" || e.Caller != "carol" {
 		t.Fatalf("newest event %+v, want the read of K v2 by f for carol", e)
 	}
-	if bob, _ := s.Audit(ctx, "bob", 10); len(bob) != 0 {
+	if bob, _ := s.Audit(ctx, "bob", "", 10); len(bob) != 0 {
 		t.Fatalf("bob sees %d of alice's events", len(bob))
 	}
 	for range secrets.MaxVersions + 2 {
@@ -185,17 +186,17 @@ func TestRewrapAfterRotation(t *testing.T) {
 	s.Put(ctx, "alice", "A", values[0])
 	s.Put(ctx, "alice", "A", values[1])
 	s.Put(ctx, "bob", "B", values[2])
-	s.Grant(ctx, "alice", "A", "f")
-	s.Grant(ctx, "bob", "B", "f")
+	s.Grant(ctx, "alice", "A", "f", nil)
+	s.Grant(ctx, "bob", "B", "f", nil)
 	old := h.ring.Current()
 	if _, err := h.ring.Rotate(); err != nil {
 		t.Fatal(err)
 	}
-	n, err := s.Rewrap(ctx)
+	n, err := s.RewrapKeys(ctx)
 	if err != nil || n != 3 {
 		t.Fatalf("Rewrap: %d keys, %v; want 3", n, err)
 	}
-	if n, _ := s.Rewrap(ctx); n != 0 {
+	if n, _ := s.RewrapKeys(ctx); n != 0 {
 		t.Fatalf("a second Rewrap rewrapped %d keys", n)
 	}
 	if err := h.ring.Retire(old); err != nil {
@@ -221,7 +222,7 @@ func TestCiphertextIsBoundToItsSecret(t *testing.T) {
 	s := h.store
 	s.Put(ctx, "bob", "B", values[2])
 	s.Put(ctx, "eve", "E", []byte("x"))
-	s.Grant(ctx, "eve", "E", "f")
+	s.Grant(ctx, "eve", "E", "f", nil)
 	resp, err := h.cli.Get(ctx, "/tw/secrets/bob/B")
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatal(err)
@@ -229,8 +230,86 @@ func TestCiphertextIsBoundToItsSecret(t *testing.T) {
 	if _, err := h.cli.Put(ctx, "/tw/secrets/eve/E", strings.Replace(string(resp.Kvs[0].Value), `"grants"`, `"x"`, 1)); err != nil {
 		t.Fatal(err)
 	}
-	s.Grant(ctx, "eve", "E", "f")
+	s.Grant(ctx, "eve", "E", "f", nil)
 	if got, _, err := s.Read(ctx, secrets.Reader{Owner: "eve", Function: "f"}, "E", 0); !errors.Is(err, keyring.ErrCorrupt) {
 		t.Fatalf("Read of bob's ciphertext under eve's name: %q, %v; want ErrCorrupt", got, err)
+	}
+}
+
+// A grant with hosts is for injection only: the function cannot read the
+// value, the egress proxy gets it only toward those hosts, and each such
+// read is recorded as injected.
+func TestGrantWithHosts(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	s := h.store
+	s.Put(ctx, "alice", "TOKEN", values[0])
+	s.Put(ctx, "alice", "OPEN", values[1])
+	info, err := s.Grant(ctx, "alice", "TOKEN", "f", []string{"https://API.example.com:443/", "https://api.example.com"})
+	if err != nil || len(info.Grants) != 1 || strings.Join(info.Grants[0].Hosts, ",") != "https://api.example.com" {
+		t.Fatalf("Grant: %+v, %v; want one canonical host", info, err)
+	}
+	if _, err := s.Grant(ctx, "alice", "OPEN", "f", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Grant(ctx, "alice", "OPEN", "g", []string{"api.example.com"}); !errors.Is(err, egress.ErrInvalidRule) {
+		t.Fatalf("Grant with a host rule without a scheme: %v, want ErrInvalidRule", err)
+	}
+	r := secrets.Reader{Owner: "alice", Function: "f", Caller: "carol"}
+	if _, _, err := s.Read(ctx, r, "TOKEN", 0); !errors.Is(err, secrets.ErrNotGranted) || !strings.Contains(err.Error(), "https://api.example.com") {
+		t.Fatalf("direct Read under a grant with hosts: %v, want ErrNotGranted naming the host", err)
+	}
+	own, _ := egress.ParseAllowlist([]string{"https://own.example.net"})
+	grants, lookup, err := s.EgressGrants(ctx, "alice", "f", "carol", own)
+	if err != nil || len(grants) != 2 {
+		t.Fatalf("EgressGrants: %v, %v; want TOKEN and OPEN", grants, err)
+	}
+	if got := grants["TOKEN"].String(); got != "https://api.example.com" {
+		t.Errorf("TOKEN may go to %s, want its grant's host", got)
+	}
+	if got := grants["OPEN"].String(); got != "https://own.example.net" {
+		t.Errorf("OPEN may go to %s, want the function's own rules", got)
+	}
+	v, err := lookup.Secret(ctx, "TOKEN")
+	if err != nil || !bytes.Equal(v, values[0]) {
+		t.Fatalf("injection lookup: %v", err)
+	}
+	events, _ := s.Audit(ctx, "alice", "TOKEN", 10)
+	if len(events) != 1 || !events[0].Injected || events[0].Caller != "carol" {
+		t.Fatalf("audit of TOKEN: %+v, want one injected read for carol", events)
+	}
+	if other, _, _ := s.EgressGrants(ctx, "alice", "g", "", own); len(other) != 0 {
+		t.Fatalf("an ungranted function gets %v", other)
+	}
+	if _, err := s.Revoke(ctx, "alice", "TOKEN", "nobody"); !errors.Is(err, secrets.ErrNoGrant) || !strings.Contains(err.Error(), "granted to: f") {
+		t.Fatalf("Revoke of a grant never made: %v, want ErrNoGrant naming f", err)
+	}
+	if _, err := s.Revoke(ctx, "alice", "TOKEN", "f"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lookup.Secret(ctx, "TOKEN"); !errors.Is(err, secrets.ErrNotGranted) {
+		t.Fatalf("injection lookup after Revoke: %v, want ErrNotGranted", err)
+	}
+}
+
+// Audit pages through older events to find those of one secret.
+func TestAuditOfOneSecret(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	s := h.store
+	s.Put(ctx, "alice", "A", values[0])
+	s.Put(ctx, "alice", "B", values[1])
+	s.Grant(ctx, "alice", "A", "f", nil)
+	s.Grant(ctx, "alice", "B", "f", nil)
+	r := secrets.Reader{Owner: "alice", Function: "f"}
+	s.Read(ctx, r, "A", 0)
+	for range 300 {
+		s.Read(ctx, r, "B", 0)
+	}
+	if events, err := s.Audit(ctx, "alice", "A", 5); err != nil || len(events) != 1 || events[0].Secret != "A" {
+		t.Fatalf("Audit of A: %+v, %v", events, err)
+	}
+	if events, _ := s.Audit(ctx, "alice", "", 7); len(events) != 7 || events[0].Secret != "B" {
+		t.Fatalf("Audit of all, 7: %d events", len(events))
 	}
 }

@@ -1,7 +1,9 @@
 // Package serving holds what the pool's and the worker's gRPC servers share
 // beyond authorization (package auth): stopping gracefully within a
 // deadline, the status a failure of the control plane (etcd) reaches a
-// caller with, and the mark on a write's failure that says it did not take
+// caller with, the kinds of error ([Kind]) that each map to one gRPC code
+// (the sandbox runners' and the egress proxy's sentinels have one), and the
+// mark on a write's failure that says it did not take
 // effect (NotCommitted), which lets a client tell a definite failure from
 // an ambiguous one.
 //
