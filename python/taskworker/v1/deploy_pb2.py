@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskworker/v1/deploy.proto\x12\rtaskworker.v1\"z\n\x06Limits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\x12\x17\n\x0fmax_input_bytes\x18\x04 \x01(\x03\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x03\"4\n\x0c\x43\x61pabilities\x12\x13\n\x0b\x61llow_hosts\x18\x01 \x03(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\"\xa4\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07runtime\x18\x03 \x01(\x0e\x32\x16.taskworker.v1.Runtime\x12\x15\n\rmodule_sha256\x18\x04 \x01(\t\x12\x13\n\x0bmodule_size\x18\x05 \x01(\x03\x12\x0e\n\x06\x65xport\x18\x06 \x01(\t\x12%\n\x06limits\x18\x07 \x01(\x0b\x32\x15.taskworker.v1.Limits\x12\x12\n\nidempotent\x18\x08 \x01(\x08\x12\x31\n\x0c\x63\x61pabilities\x18\t \x01(\x0b\x32\x1b.taskworker.v1.Capabilities\x12\r\n\x05owner\x18\n \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0b \x01(\x03\"\xe5\x01\n\rDeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07runtime\x18\x02 \x01(\x0e\x32\x16.taskworker.v1.Runtime\x12\x0e\n\x06module\x18\x03 \x01(\x0c\x12\x0e\n\x06\x65xport\x18\x04 \x01(\t\x12%\n\x06limits\x18\x05 \x01(\x0b\x32\x15.taskworker.v1.Limits\x12\x12\n\nidempotent\x18\x06 \x01(\x08\x12\x31\n\x0c\x63\x61pabilities\x18\x07 \x01(\x0b\x32\x1b.taskworker.v1.Capabilities\x12\x0f\n\x07user_id\x18\x08 \x01(\t\"?\n\x0e\x44\x65ployResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.taskworker.v1.Deployment\"A\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"A\n\x10RollbackResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.taskworker.v1.Deployment\"0\n\x0fUndeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x12\n\x10UndeployResponse\"/\n\x0eHistoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"W\n\x0fHistoryResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.taskworker.v1.Deployment\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\x03\")\n\x10GetModuleRequest\x12\x15\n\rmodule_sha256\x18\x01 \x01(\t\"/\n\x0bModuleChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03*J\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\x10\n\x0cRUNTIME_WASM\x10\x01\x12\x14\n\x10RUNTIME_STARLARK\x10\x02\x32\xba\x02\n\rDeployService\x12\x45\n\x06\x44\x65ploy\x12\x1c.taskworker.v1.DeployRequest\x1a\x1d.taskworker.v1.DeployResponse\x12K\n\x08Rollback\x12\x1e.taskworker.v1.RollbackRequest\x1a\x1f.taskworker.v1.RollbackResponse\x12K\n\x08Undeploy\x12\x1e.taskworker.v1.UndeployRequest\x1a\x1f.taskworker.v1.UndeployResponse\x12H\n\x07History\x12\x1d.taskworker.v1.HistoryRequest\x1a\x1e.taskworker.v1.HistoryResponse2[\n\rModuleService\x12J\n\tGetModule\x12\x1f.taskworker.v1.GetModuleRequest\x1a\x1a.taskworker.v1.ModuleChunk0\x01\x42?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ataskworker/v1/deploy.proto\x12\rtaskworker.v1\"z\n\x06Limits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x02 \x01(\x03\x12\x13\n\x0b\x63oncurrency\x18\x03 \x01(\x05\x12\x17\n\x0fmax_input_bytes\x18\x04 \x01(\x03\x12\x18\n\x10max_output_bytes\x18\x05 \x01(\x03\"4\n\x0c\x43\x61pabilities\x12\x13\n\x0b\x61llow_hosts\x18\x01 \x03(\t\x12\x0f\n\x07secrets\x18\x02 \x03(\t\"\xb4\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\'\n\x07runtime\x18\x03 \x01(\x0e\x32\x16.taskworker.v1.Runtime\x12\x15\n\rmodule_sha256\x18\x04 \x01(\t\x12\x13\n\x0bmodule_size\x18\x05 \x01(\x03\x12\x0e\n\x06\x65xport\x18\x06 \x01(\t\x12%\n\x06limits\x18\x07 \x01(\x0b\x32\x15.taskworker.v1.Limits\x12\x12\n\nidempotent\x18\x08 \x01(\x08\x12\x31\n\x0c\x63\x61pabilities\x18\t \x01(\x0b\x32\x1b.taskworker.v1.Capabilities\x12\r\n\x05owner\x18\n \x01(\t\x12\x15\n\rcreated_at_ms\x18\x0b \x01(\x03\x12\x0e\n\x06public\x18\x0c \x01(\x08\"\xf5\x01\n\rDeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x07runtime\x18\x02 \x01(\x0e\x32\x16.taskworker.v1.Runtime\x12\x0e\n\x06module\x18\x03 \x01(\x0c\x12\x0e\n\x06\x65xport\x18\x04 \x01(\t\x12%\n\x06limits\x18\x05 \x01(\x0b\x32\x15.taskworker.v1.Limits\x12\x12\n\nidempotent\x18\x06 \x01(\x08\x12\x31\n\x0c\x63\x61pabilities\x18\x07 \x01(\x0b\x32\x1b.taskworker.v1.Capabilities\x12\x0f\n\x07user_id\x18\x08 \x01(\t\x12\x0e\n\x06public\x18\t \x01(\x08\"?\n\x0e\x44\x65ployResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.taskworker.v1.Deployment\"A\n\x0fRollbackRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"A\n\x10RollbackResponse\x12-\n\ndeployment\x18\x01 \x01(\x0b\x32\x19.taskworker.v1.Deployment\"0\n\x0fUndeployRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x12\n\x10UndeployResponse\"/\n\x0eHistoryRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"n\n\x0fHistoryResponse\x12+\n\x08versions\x18\x01 \x03(\x0b\x32\x19.taskworker.v1.Deployment\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\x03\x12\x15\n\rgranted_users\x18\x03 \x03(\t\")\n\x10GetModuleRequest\x12\x15\n\rmodule_sha256\x18\x01 \x01(\t\"/\n\x0bModuleChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x03\";\n\x0cGrantRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"&\n\rGrantResponse\x12\x15\n\rgranted_users\x18\x01 \x03(\t\"<\n\rRevokeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"\'\n\x0eRevokeResponse\x12\x15\n\rgranted_users\x18\x01 \x03(\t*J\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\x10\n\x0cRUNTIME_WASM\x10\x01\x12\x14\n\x10RUNTIME_STARLARK\x10\x02\x32\xc5\x03\n\rDeployService\x12\x45\n\x06\x44\x65ploy\x12\x1c.taskworker.v1.DeployRequest\x1a\x1d.taskworker.v1.DeployResponse\x12K\n\x08Rollback\x12\x1e.taskworker.v1.RollbackRequest\x1a\x1f.taskworker.v1.RollbackResponse\x12K\n\x08Undeploy\x12\x1e.taskworker.v1.UndeployRequest\x1a\x1f.taskworker.v1.UndeployResponse\x12H\n\x07History\x12\x1d.taskworker.v1.HistoryRequest\x1a\x1e.taskworker.v1.HistoryResponse\x12\x42\n\x05Grant\x12\x1b.taskworker.v1.GrantRequest\x1a\x1c.taskworker.v1.GrantResponse\x12\x45\n\x06Revoke\x12\x1c.taskworker.v1.RevokeRequest\x1a\x1d.taskworker.v1.RevokeResponse2[\n\rModuleService\x12J\n\tGetModule\x12\x1f.taskworker.v1.GetModuleRequest\x1a\x1a.taskworker.v1.ModuleChunk0\x01\x42?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskworker.v1.deploy_pb2', globals())
@@ -21,36 +21,44 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1'
-  _RUNTIME._serialized_start=1249
-  _RUNTIME._serialized_end=1323
+  _RUNTIME._serialized_start=1508
+  _RUNTIME._serialized_end=1582
   _LIMITS._serialized_start=45
   _LIMITS._serialized_end=167
   _CAPABILITIES._serialized_start=169
   _CAPABILITIES._serialized_end=221
   _DEPLOYMENT._serialized_start=224
-  _DEPLOYMENT._serialized_end=516
-  _DEPLOYREQUEST._serialized_start=519
-  _DEPLOYREQUEST._serialized_end=748
-  _DEPLOYRESPONSE._serialized_start=750
-  _DEPLOYRESPONSE._serialized_end=813
-  _ROLLBACKREQUEST._serialized_start=815
-  _ROLLBACKREQUEST._serialized_end=880
-  _ROLLBACKRESPONSE._serialized_start=882
-  _ROLLBACKRESPONSE._serialized_end=947
-  _UNDEPLOYREQUEST._serialized_start=949
-  _UNDEPLOYREQUEST._serialized_end=997
-  _UNDEPLOYRESPONSE._serialized_start=999
-  _UNDEPLOYRESPONSE._serialized_end=1017
-  _HISTORYREQUEST._serialized_start=1019
-  _HISTORYREQUEST._serialized_end=1066
-  _HISTORYRESPONSE._serialized_start=1068
-  _HISTORYRESPONSE._serialized_end=1155
-  _GETMODULEREQUEST._serialized_start=1157
-  _GETMODULEREQUEST._serialized_end=1198
-  _MODULECHUNK._serialized_start=1200
-  _MODULECHUNK._serialized_end=1247
-  _DEPLOYSERVICE._serialized_start=1326
-  _DEPLOYSERVICE._serialized_end=1640
-  _MODULESERVICE._serialized_start=1642
-  _MODULESERVICE._serialized_end=1733
+  _DEPLOYMENT._serialized_end=532
+  _DEPLOYREQUEST._serialized_start=535
+  _DEPLOYREQUEST._serialized_end=780
+  _DEPLOYRESPONSE._serialized_start=782
+  _DEPLOYRESPONSE._serialized_end=845
+  _ROLLBACKREQUEST._serialized_start=847
+  _ROLLBACKREQUEST._serialized_end=912
+  _ROLLBACKRESPONSE._serialized_start=914
+  _ROLLBACKRESPONSE._serialized_end=979
+  _UNDEPLOYREQUEST._serialized_start=981
+  _UNDEPLOYREQUEST._serialized_end=1029
+  _UNDEPLOYRESPONSE._serialized_start=1031
+  _UNDEPLOYRESPONSE._serialized_end=1049
+  _HISTORYREQUEST._serialized_start=1051
+  _HISTORYREQUEST._serialized_end=1098
+  _HISTORYRESPONSE._serialized_start=1100
+  _HISTORYRESPONSE._serialized_end=1210
+  _GETMODULEREQUEST._serialized_start=1212
+  _GETMODULEREQUEST._serialized_end=1253
+  _MODULECHUNK._serialized_start=1255
+  _MODULECHUNK._serialized_end=1302
+  _GRANTREQUEST._serialized_start=1304
+  _GRANTREQUEST._serialized_end=1363
+  _GRANTRESPONSE._serialized_start=1365
+  _GRANTRESPONSE._serialized_end=1403
+  _REVOKEREQUEST._serialized_start=1405
+  _REVOKEREQUEST._serialized_end=1465
+  _REVOKERESPONSE._serialized_start=1467
+  _REVOKERESPONSE._serialized_end=1506
+  _DEPLOYSERVICE._serialized_start=1585
+  _DEPLOYSERVICE._serialized_end=2038
+  _MODULESERVICE._serialized_start=2040
+  _MODULESERVICE._serialized_end=2131
 # @@protoc_insertion_point(module_scope)

@@ -6,7 +6,12 @@ from taskworker.v1 import deploy_pb2 as taskworker_dot_v1_dot_deploy__pb2
 
 
 class DeployServiceStub(object):
-    """DeployService is served by the pool to clients.
+    """DeployService is served by the pool to clients. Each user has a namespace
+    of deployed functions: a request names a function as NAME, in the acting
+    user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+    function that the caller may not call is NotFound, as if it did not
+    exist; one the caller may call but does not own is PermissionDenied to
+    everything but calls.
     """
 
     def __init__(self, channel):
@@ -35,10 +40,25 @@ class DeployServiceStub(object):
                 request_serializer=taskworker_dot_v1_dot_deploy__pb2.HistoryRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_deploy__pb2.HistoryResponse.FromString,
                 )
+        self.Grant = channel.unary_unary(
+                '/taskworker.v1.DeployService/Grant',
+                request_serializer=taskworker_dot_v1_dot_deploy__pb2.GrantRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_deploy__pb2.GrantResponse.FromString,
+                )
+        self.Revoke = channel.unary_unary(
+                '/taskworker.v1.DeployService/Revoke',
+                request_serializer=taskworker_dot_v1_dot_deploy__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_deploy__pb2.RevokeResponse.FromString,
+                )
 
 
 class DeployServiceServicer(object):
-    """DeployService is served by the pool to clients.
+    """DeployService is served by the pool to clients. Each user has a namespace
+    of deployed functions: a request names a function as NAME, in the acting
+    user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+    function that the caller may not call is NotFound, as if it did not
+    exist; one the caller may call but does not own is PermissionDenied to
+    everything but calls.
     """
 
     def Deploy(self, request, context):
@@ -72,6 +92,21 @@ class DeployServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Grant(self, request, context):
+        """Grant lets another user call a private deployed function. Owner or
+        admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Revoke(self, request, context):
+        """Revoke takes a grant away.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeployServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +130,16 @@ def add_DeployServiceServicer_to_server(servicer, server):
                     request_deserializer=taskworker_dot_v1_dot_deploy__pb2.HistoryRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_deploy__pb2.HistoryResponse.SerializeToString,
             ),
+            'Grant': grpc.unary_unary_rpc_method_handler(
+                    servicer.Grant,
+                    request_deserializer=taskworker_dot_v1_dot_deploy__pb2.GrantRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_deploy__pb2.GrantResponse.SerializeToString,
+            ),
+            'Revoke': grpc.unary_unary_rpc_method_handler(
+                    servicer.Revoke,
+                    request_deserializer=taskworker_dot_v1_dot_deploy__pb2.RevokeRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_deploy__pb2.RevokeResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'taskworker.v1.DeployService', rpc_method_handlers)
@@ -103,7 +148,12 @@ def add_DeployServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class DeployService(object):
-    """DeployService is served by the pool to clients.
+    """DeployService is served by the pool to clients. Each user has a namespace
+    of deployed functions: a request names a function as NAME, in the acting
+    user's namespace, or (except Deploy) as OWNER/NAME. Another user's
+    function that the caller may not call is NotFound, as if it did not
+    exist; one the caller may call but does not own is PermissionDenied to
+    everything but calls.
     """
 
     @staticmethod
@@ -171,6 +221,40 @@ class DeployService(object):
         return grpc.experimental.unary_unary(request, target, '/taskworker.v1.DeployService/History',
             taskworker_dot_v1_dot_deploy__pb2.HistoryRequest.SerializeToString,
             taskworker_dot_v1_dot_deploy__pb2.HistoryResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Grant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.DeployService/Grant',
+            taskworker_dot_v1_dot_deploy__pb2.GrantRequest.SerializeToString,
+            taskworker_dot_v1_dot_deploy__pb2.GrantResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Revoke(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.DeployService/Revoke',
+            taskworker_dot_v1_dot_deploy__pb2.RevokeRequest.SerializeToString,
+            taskworker_dot_v1_dot_deploy__pb2.RevokeResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
