@@ -26,7 +26,6 @@ import (
 // task ends succeeded; none is lost; a task ran more than once only if an
 // earlier attempt was on the killed worker or the killed pool replica.
 func TestTasksSurviveAWorkerAndAPoolKilled(t *testing.T) {
-	t.Skip("WIRE: the pool does not serve tasks yet")
 	dir := t.TempDir()
 	binary, err := proctest.Build(dir)
 	if err != nil {

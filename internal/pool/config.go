@@ -11,6 +11,7 @@ import (
 	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/quota"
+	"github.com/hivemind/taskworker/internal/tasks"
 )
 
 // Config configures a pool process.
@@ -80,9 +81,13 @@ type Config struct {
 	// link-local, ...): the operator's explicit exceptions.
 	EgressAllowNets []netip.Prefix
 	Logger          *slog.Logger
-	// Quotas returns a user's quotas; nil: no quotas. It is asked on every
-	// deploy and every call, so it should answer from memory. The pool
-	// enforces Modules, ModuleBytes and Calls.
+	// Tasks, when set, adjusts the task runner's configuration (tests:
+	// shorter leases).
+	Tasks func(*tasks.Config)
+	// Quotas returns a user's quotas; nil: those kept in etcd and set with
+	// QuotaService. It is asked on every deploy and every call, so it should
+	// answer from memory. The pool enforces Modules, ModuleBytes and Calls;
+	// file storage, StorageBytes and the versions kept.
 	Quotas func(ctx context.Context, user string) (quota.Limits, error)
 	// EtcdCompactEvery is how often the pool compacts etcd's history (0:
 	// 5 minutes; negative: never), keeping the revisions of the last

@@ -19,12 +19,15 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/etcdserver"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/pki"
+	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/serving"
+	"github.com/hivemind/taskworker/internal/tasks"
 )
 
 // Server is a pool process: New, Start, then Stop (or Kill).
@@ -41,6 +44,9 @@ type Server struct {
 	reg     *registry
 	deploys *deployments
 	files   *files.Service
+	quotas  *quota.Store
+	egress  *egress.Client
+	tasks   *tasks.Runner
 	keys    *keyring.Keyring
 	grpc    *grpc.Server
 	health  *health.Server
@@ -169,8 +175,22 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.keys, err = keyring.Open(keyFile); err != nil {
 		return fmt.Errorf("master keys: %w", err)
 	}
+	s.quotas = quota.New(s.cli, s.cfg.Prefix)
+	quotasReady := make(chan struct{})
+	s.goRun(func() { s.quotas.Run(runCtx, quotasReady) })
+	select {
+	case <-quotasReady:
+	case <-bctx.Done():
+		return fmt.Errorf("loading quotas from etcd at %v: %w", endpoints, bctx.Err())
+	}
+	if s.cfg.Quotas == nil {
+		s.cfg.Quotas = s.quotas.Limits
+	}
 	fcfg := s.cfg.Files
 	fcfg.Prefix, fcfg.Logger, fcfg.Keyring = s.cfg.Prefix, s.log, s.keys
+	if fcfg.Limits == nil {
+		fcfg.Limits = s.cfg.Quotas
+	}
 	if s.files, err = files.New(fcfg, s.cli, s.reg, checkUser); err != nil {
 		return err
 	}
@@ -191,7 +211,8 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.InitialConnWindowSize(1<<22),
 	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
-	v1.RegisterRPCServiceServer(s.grpc, &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}})
+	rpc := &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}}
+	v1.RegisterRPCServiceServer(s.grpc, rpc)
 	ttl := s.cfg.WorkerCertTTL
 	if ttl == 0 {
 		ttl = pki.WorkerLifetime
@@ -203,6 +224,11 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, s.files)
+	quota.NewServer(s.quotas, checkUser).Register(s.grpc)
+	if err := s.startSecrets(); err != nil {
+		return err
+	}
+	s.startTasks(runCtx, rpc)
 	if err := s.startDNS(runCtx); err != nil {
 		return err
 	}
@@ -275,6 +301,12 @@ func (s *Server) WorkerIDs() []string {
 
 // Stop drains in-flight calls (until ctx ends) and stops everything.
 func (s *Server) Stop(ctx context.Context) error {
+	if s.tasks != nil {
+		// Running tasks get until ctx ends; Kill hands back the rest.
+		if err := s.tasks.Drain(ctx); err != nil {
+			s.log.Warn("stopping", "err", err)
+		}
+	}
 	if s.grpc != nil {
 		s.health.Shutdown()
 		_ = serving.GracefulStop(ctx, s.grpc)
@@ -295,6 +327,9 @@ func (s *Server) Kill() {
 		s.cancel()
 	}
 	s.wg.Wait()
+	if s.egress != nil {
+		s.egress.Close()
+	}
 	if s.cli != nil {
 		s.cli.Close()
 	}

@@ -68,6 +68,9 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		return nil, notFound()
 	}
 	fwd := &v1.FunctionCallRequest{FunctionName: name, Args: args, UserId: user}
+	if fromTask(ctx) {
+		fwd.TaskId, fwd.TaskAttempt = req.TaskId, req.TaskAttempt
+	}
 	routes := s.reg.routes(name)
 	prefer := ""
 	idempotent := func(r route) bool { return r.spec.Idempotent }

@@ -19,11 +19,11 @@ import (
 
 // Builtin holds the defaults of a network whose admin has set none: loose
 // enough for real use, tight enough that one user cannot fill etcd with
-// modules or hold every call slot.
+// modules or tasks. Calls are not bounded by default: workers share their
+// slots fairly between users (internal/childproc) whatever one user sends.
 var Builtin = Limits{
 	Modules:      100,
 	ModuleBytes:  256 << 20,
-	Calls:        256,
 	Tasks:        1000,
 	KeepVersions: DefaultKeepVersions,
 }

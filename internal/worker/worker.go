@@ -464,6 +464,9 @@ func (r rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReques
 
 // call runs one call, native or deployed.
 func (s *Server) call(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	if req.TaskId != "" {
+		ctx = function.WithTask(ctx, function.Task{ID: req.TaskId, Attempt: int(req.TaskAttempt)})
+	}
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	defer s.completed.Add(1)
