@@ -102,7 +102,7 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e))
+	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e))
 	return cmd
 }
 
