@@ -567,9 +567,14 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 				freed += p.size
 			}
 		}
-		u, err := s.readUsage(ctx, req.user, track)
-		if err != nil {
-			return err
+		// Without a quota the use is not read: the transaction only
+		// checks that it is not counted (see usage).
+		u := usage{user: req.user}
+		if track {
+			var err error
+			if u, err = s.readUsage(ctx, req.user, true); err != nil {
+				return err
+			}
 		}
 		if l := req.limits.StorageBytes; u.tracked && l > 0 {
 			if next := u.use + m.Size - freed; next > l && next > u.use {
