@@ -11,7 +11,8 @@ type Limits struct {
 	// distinct modules, and their bytes.
 	Modules     int64
 	ModuleBytes int64
-	// Calls bounds the user's calls running at once, on the whole network.
+	// Calls bounds the user's calls running at once through each pool
+	// replica (each counts its own).
 	Calls int64
 	// SandboxProcesses bounds the sandbox child processes the user's calls
 	// hold at once on one worker.
