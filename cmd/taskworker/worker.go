@@ -24,6 +24,7 @@ import (
 func workerCommand(e *env) *cobra.Command {
 	var (
 		cfg           worker.Config
+		dcfg          deployed.Config
 		joinTokenFile string
 		withExamples  bool
 		standalone    bool
@@ -111,13 +112,10 @@ benchmarks.`,
 			if wasmInProcess {
 				wasmCommand = nil
 			}
-			runner, err := deployed.New(cmd.Context(), deployed.Config{
-				CacheDir:        filepath.Join(cfg.DataDir, "wasm-cache"),
-				StarlarkCommand: []string{exe, starlarkrun.ChildArg},
-				WasmCommand:     wasmCommand,
-				AllowUnconfined: unconfined,
-				Logger:          cfg.Logger,
-			})
+			dcfg.CacheDir = filepath.Join(cfg.DataDir, "wasm-cache")
+			dcfg.StarlarkCommand = []string{exe, starlarkrun.ChildArg}
+			dcfg.WasmCommand, dcfg.AllowUnconfined, dcfg.Logger = wasmCommand, unconfined, cfg.Logger
+			runner, err := deployed.New(cmd.Context(), dcfg)
 			if err != nil {
 				return err
 			}
@@ -166,6 +164,12 @@ benchmarks.`,
 	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default $TASKWORKER_HOME/joined/POOL/ID)")
+	f.Int64Var(&dcfg.MaxModuleMemory, "max-module-memory", deployed.DefaultMaxModuleMemory, "memory of the deployed versions kept loaded; beyond it the least recently used idle ones are unloaded (bytes)")
+	f.DurationVar(&dcfg.ModuleIdleTimeout, "module-idle-timeout", deployed.DefaultModuleIdleTimeout, "unload a deployed version not called for this long (negative: never)")
+	f.IntVar(&dcfg.MaxWasmCalls, "max-wasm-calls", deployed.DefaultMaxWasmCalls, "WebAssembly calls running at once, shared fairly between users")
+	f.IntVar(&dcfg.MaxWasmCallsPerCaller, "max-wasm-calls-per-user", 0, "WebAssembly calls one user runs at once (0: all but one, at most one per CPU)")
+	f.IntVar(&dcfg.MaxStarlarkChildren, "max-starlark-children", 0, "Starlark child processes (0: the runner's default)")
+	f.IntVar(&dcfg.MaxStarlarkChildrenPerCaller, "max-starlark-children-per-user", 0, "Starlark children one user holds at once (0: all but one, at most one per CPU)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and the directory of a certificate to call it with")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
