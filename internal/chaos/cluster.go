@@ -15,6 +15,7 @@ import (
 
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/etcdserver"
+	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/proctest"
@@ -90,6 +91,8 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 			"--listen", addr, "--data-dir", dir, "--etcd-endpoints", strings.Join(c.etcd.Endpoints(), ","),
 			"--etcd-ca", c.etcdTLS.CA, "--etcd-cert", c.etcdTLS.ClientCert, "--etcd-key", c.etcdTLS.ClientKey,
 			"--ca-cert", c.ca, "--ca-key", filepath.Join(caDir, pki.CAKeyFile),
+			// Replicas share the master keys, as they share the CA.
+			"--key-file", filepath.Join(caDir, keyring.FileName),
 			"--lease-ttl", cfg.LeaseTTL.String(), "--repair-grace", "1s", "--block-size", "65536",
 			"--gc-min-age", "30s", "--log-level", "debug"}}
 		c.pools = append(c.pools, p)

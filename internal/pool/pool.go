@@ -175,6 +175,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if s.keys, err = keyring.Open(keyFile); err != nil {
 		return fmt.Errorf("master keys: %w", err)
 	}
+	if err := checkKeyring(bctx, s.cli, s.cfg.Prefix, s.keys); err != nil {
+		return err
+	}
 	s.quotas = quota.New(s.cli, s.cfg.Prefix)
 	quotasReady := make(chan struct{})
 	s.goRun(func() { s.quotas.Run(runCtx, quotasReady) })

@@ -17,7 +17,8 @@ func (s *Server) startSecrets() error {
 		return fmt.Errorf("egress: %w", err)
 	}
 	secrets.NewServer(store, checkUser, s.log).Register(s.grpc)
-	secrets.NewKeyServer(s.keys, map[string]secrets.Rewrapper{"secrets": store, "files": s.files}, s.log).Register(s.grpc)
+	secrets.NewKeyServer(s.keys, map[string]secrets.Rewrapper{"secrets": store, "files": s.files,
+		"key record": keyRecord{cli: s.cli, prefix: s.cfg.Prefix, ring: s.keys}}, s.log).Register(s.grpc)
 	egress.NewServer(s.egress, store, checkUser, s.log).Register(s.grpc)
 	return nil
 }
