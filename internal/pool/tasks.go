@@ -20,7 +20,7 @@ func fromTask(ctx context.Context) bool { return ctx.Value(taskKey{}) != nil }
 // would, so that a task reaches exactly what its owner's call would.
 func (s *Server) startTasks(ctx context.Context, rpc *rpcService) {
 	cfg := tasks.DefaultConfig()
-	cfg.Prefix, cfg.Logger = s.cfg.Prefix, s.log
+	cfg.Prefix, cfg.Logger, cfg.Limits = s.cfg.Prefix, s.log, s.cfg.Quotas
 	host, _ := os.Hostname()
 	cfg.Replica = fmt.Sprintf("%s/%s", host, s.lis.Addr())
 	if s.cfg.Tasks != nil {

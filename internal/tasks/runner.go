@@ -359,7 +359,7 @@ func (r *Runner) record(ctx context.Context, t *v1.Task, resp *v1.FunctionCallRe
 				return err
 			}
 			val, _ := proto.Marshal(cur)
-			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)))
+			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(r.s.k.active(t.Owner, t.Id)))
 			ops = append(ops, r.s.idemOps(cur, lease)...)
 		}
 		tx, err := r.s.cli.Txn(ctx).If(
@@ -475,7 +475,8 @@ func (r *Runner) recover(ctx context.Context, owner, id string) {
 				return
 			}
 			val, _ := proto.Marshal(t)
-			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(r.s.k.cancel(id)))
+			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(r.s.k.cancel(id)),
+				clientv3.OpDelete(r.s.k.active(owner, id)))
 		} else {
 			t.State, t.NotBeforeMs = v1.TaskState_TASK_STATE_QUEUED, 0
 			val, _ := proto.Marshal(t)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Caller calls a function for user the way the pool's router does for a
@@ -39,6 +40,10 @@ type Config struct {
 	// DefaultAttempts and DefaultBackoff fill a submit's zero RetryPolicy.
 	DefaultAttempts int32
 	DefaultBackoff  time.Duration
+	// Limits returns a user's quotas: Tasks bounds the user's tasks that
+	// have not ended (nil: no bound). Checked, then written: concurrent
+	// submits of one user may pass the bound by a few.
+	Limits func(ctx context.Context, user string) (quota.Limits, error)
 	// SweepInterval is how often running tasks are checked for lost claims,
 	// besides when a claim is seen to go.
 	SweepInterval time.Duration
@@ -142,6 +147,21 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 	if len(req.IdempotencyKey) > 256 {
 		return nil, false, invalidf("idempotency key is %d bytes; at most 256", len(req.IdempotencyKey))
 	}
+	if s.cfg.Limits != nil {
+		l, err := s.cfg.Limits(ctx, owner)
+		if err != nil {
+			return nil, false, err
+		}
+		if l.Tasks > 0 {
+			n, err := s.Active(ctx, owner)
+			if err != nil {
+				return nil, false, err
+			}
+			if n >= l.Tasks {
+				return nil, false, quota.Exceeded(owner, quota.Tasks, l.Tasks, n, 1)
+			}
+		}
+	}
 	t, ops, err := s.newTask(owner, req.FunctionName, args, retry, req.TimeoutMs, req.IdempotencyKey, time.Now())
 	if err != nil {
 		return nil, false, err
@@ -202,7 +222,8 @@ func (s *Store) newTask(owner, function string, args []byte, retry *v1.RetryPoli
 	if err != nil {
 		return nil, nil, err
 	}
-	ops := []clientv3.Op{clientv3.OpPut(s.k.record(owner, t.Id), string(val)), clientv3.OpPut(s.k.queue(t.Id), queueValue(owner, 0))}
+	ops := []clientv3.Op{clientv3.OpPut(s.k.record(owner, t.Id), string(val)), clientv3.OpPut(s.k.queue(t.Id), queueValue(owner, 0)),
+		clientv3.OpPut(s.k.active(owner, t.Id), "")}
 	if key != "" {
 		ops = append(ops, clientv3.OpPut(s.k.idem(owner, key), t.Id))
 	}
@@ -309,7 +330,8 @@ func (s *Store) Cancel(ctx context.Context, owner, id string) (*v1.Task, error) 
 				return nil, err
 			}
 			val, _ := proto.Marshal(t)
-			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(s.k.queue(id)))
+			ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(s.k.queue(id)),
+				clientv3.OpDelete(s.k.active(owner, id)))
 			ops = append(ops, s.idemOps(t, lease)...)
 		} else {
 			t.CancelRequested = true
@@ -380,3 +402,16 @@ func statusOf(err error) error {
 
 func (k keys) schedule(owner, name string) string { return k.p + "sched/" + owner + "/" + name }
 func (k keys) schedules() string                  { return k.p + "sched/" }
+
+// active marks a task that has not ended, under its owner: what the tasks
+// quota counts.
+func (k keys) active(owner, id string) string { return k.p + "active/" + owner + "/" + id }
+
+// Active returns how many of owner's tasks have not ended.
+func (s *Store) Active(ctx context.Context, owner string) (int64, error) {
+	resp, err := s.cli.Get(ctx, s.k.p+"active/"+owner+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("counting tasks in etcd: %w", err)
+	}
+	return resp.Count, nil
+}

@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
+	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/tasks"
 )
 
@@ -366,5 +367,44 @@ func TestBadSchedulesAreRefused(t *testing.T) {
 	}
 	if next := time.UnixMilli(sc.NextRunAtMs).UTC(); next.Hour() != 2 || next.Minute() != 30 {
 		t.Errorf("next run of 30 2 * * *: %v", next)
+	}
+}
+
+// The tasks quota counts a user's tasks that have not ended: the submit
+// that crosses it is refused, naming the quota and the use, and stores
+// nothing; once a task ends there is room again.
+func TestTasksQuota(t *testing.T) {
+	endpoints := startEtcd(t)
+	cfg := config("p1")
+	cfg.Limits = func(_ context.Context, user string) (quota.Limits, error) {
+		if user == "bob" {
+			return quota.Limits{Tasks: 2}, nil
+		}
+		return quota.Limits{}, nil
+	}
+	s := tasks.NewStore(client(t, endpoints), cfg)
+	ctx := context.Background()
+	first := submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f"})
+	submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f"})
+	_, _, err := s.Submit(ctx, "bob", &v1.SubmitRequest{FunctionName: "f"}, nil)
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "tasks quota of bob exceeded: the limit is 2, 2 in use") {
+		t.Fatalf("a third task: %v", err)
+	}
+	if list, _ := s.List(ctx, "bob", v1.TaskState_TASK_STATE_UNSPECIFIED, "", 0); len(list) != 2 {
+		t.Fatalf("the refused submit stored a task: %d tasks", len(list))
+	}
+	submit(t, s, "alice", &v1.SubmitRequest{FunctionName: "f"}) // not bound by bob's quota
+	if _, err := s.Cancel(ctx, "bob", first.Id); err != nil {
+		t.Fatal(err)
+	}
+	submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f"})
+	// Tasks that run to their end free their place too.
+	runner(t, client(t, endpoints), "p1", echo)
+	list, _ := s.List(ctx, "bob", v1.TaskState_TASK_STATE_UNSPECIFIED, "", 0)
+	for _, task := range list {
+		wait(t, s, "bob", task.Id)
+	}
+	if n, err := s.Active(ctx, "bob"); err != nil || n != 0 {
+		t.Fatalf("bob's active tasks after they ended: %d, %v", n, err)
 	}
 }
