@@ -118,3 +118,61 @@ func etcdKeys(ctx context.Context, t *testing.T, c *cluster.Cluster) []string {
 	}
 	return keys
 }
+
+// The sandbox processes quota: a user's deployed calls running at once on a
+// worker. The call past it is refused on the worker before it takes a
+// process, and the user's calls run again once one ends.
+func TestSandboxProcessesQuota(t *testing.T) {
+	limits := map[string]quota.Limits{"erin": {SandboxProcesses: 1}}
+	c := cluster.New(t, cluster.Options{Workers: 1, Sandbox: true, StarlarkCommand: starlarkCommand, PoolConfig: func(_ int, cfg *pool.Config) {
+		cfg.Quotas = func(_ context.Context, user string) (quota.Limits, error) { return limits[user], nil }
+	}})
+	ctx := ctxTimeout(t, 2*time.Minute)
+	erin := userClient(ctx, t, c, "erin")
+	const spin = "def spin(n):\n    x = 0\n    for i in range(n):\n        x += i\n    return x\n"
+	star := taskworker.DeploySpec{Runtime: v1.Runtime_RUNTIME_STARLARK, Export: "spin", Timeout: time.Minute, Concurrency: 4}
+	if _, err := erin.Deploy(ctx, "spin", []byte(spin), star); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := erin.Call(ctx, "spin", 10); err != nil {
+		t.Fatal(err)
+	}
+	// The long call may lose the one place to a probe: it is then started
+	// again.
+	long, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	start := func() { go func() { _, err := erin.Call(long, "spin", 1<<40); done <- err }() }
+	start()
+	for {
+		select {
+		case err := <-done:
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("the long call ended: %v", err)
+			}
+			start()
+		default:
+		}
+		_, err := erin.Call(ctx, "spin", 10)
+		if status.Code(err) == codes.ResourceExhausted {
+			if !strings.Contains(err.Error(), "sandbox processes quota of erin exceeded: the limit is 1, 1 in use") {
+				t.Fatalf("the refusal: %v", err)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	for { // the long call's process is freed as its cancellation reaches the worker
+		if _, err := erin.Call(ctx, "spin", 10); err == nil {
+			break
+		} else if status.Code(err) != codes.ResourceExhausted {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

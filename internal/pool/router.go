@@ -148,16 +148,16 @@ type callCounts struct {
 // users with a Calls quota are counted (so calls pay for no lock where
 // there are no quotas); counted reports whether this one was, and then it
 // needs a release.
-func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, string) (quota.Limits, error), user string) (counted bool, err error) {
+func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, string) (quota.Limits, error), user string) (q quota.Limits, counted bool, err error) {
 	if quotas == nil {
-		return false, nil
+		return q, false, nil
 	}
-	q, err := quotas(ctx, user)
+	q, err = quotas(ctx, user)
 	if err != nil {
-		return false, status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
+		return q, false, status.Errorf(codes.Unavailable, "reading the quotas of user %s: %v; try again", user, err)
 	}
 	if q.Calls <= 0 {
-		return false, nil
+		return q, false, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -165,11 +165,11 @@ func (c *callCounts) acquire(ctx context.Context, quotas func(context.Context, s
 		c.running = map[string]int64{}
 	}
 	if n := c.running[user]; n >= q.Calls {
-		return false, status.Errorf(codes.ResourceExhausted, "calls quota: user %s has %d calls running on this pool, and the quota allows %d at once; wait for some to finish, or ask an admin to raise it",
+		return q, false, status.Errorf(codes.ResourceExhausted, "calls quota: user %s has %d calls running on this pool, and the quota allows %d at once; wait for some to finish, or ask an admin to raise it",
 			user, n, q.Calls)
 	}
 	c.running[user]++
-	return true, nil
+	return q, true, nil
 }
 
 func (c *callCounts) release(user string) {

@@ -151,12 +151,12 @@ func TestCallCounts(t *testing.T) {
 			c.release(s.user)
 			continue
 		}
-		counted, err := c.acquire(ctx, quotas, s.user)
+		_, counted, err := c.acquire(ctx, quotas, s.user)
 		if counted != s.counted || status.Code(err) != s.code {
 			t.Fatalf("step %d (%s): counted %v, %v; want %v, %v", i, s.user, counted, err, s.counted, s.code)
 		}
 	}
-	if counted, err := c.acquire(ctx, nil, "dave"); counted || err != nil {
+	if _, counted, err := c.acquire(ctx, nil, "dave"); counted || err != nil {
 		t.Errorf("without quotas: counted %v, %v", counted, err)
 	}
 }

@@ -88,10 +88,15 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 	if len(routes) == 0 {
 		return nil, notFound()
 	}
-	if counted, err := s.running.acquire(ctx, s.cfg.Quotas, user); err != nil {
+	q, counted, err := s.running.acquire(ctx, s.cfg.Quotas, user)
+	if err != nil {
 		return nil, err
-	} else if counted {
+	}
+	if counted {
 		defer s.running.release(user)
+	}
+	if fwd.Deployment != nil && q.SandboxProcesses > 0 {
+		fwd.MaxSandboxProcesses = int32(min(q.SandboxProcesses, 1<<30))
 	}
 
 	var warm *worker

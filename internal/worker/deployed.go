@@ -17,6 +17,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // Sandbox runs deployed (untrusted) functions: the worker's collaborator
@@ -156,6 +157,13 @@ func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) 
 		return nil, status.Errorf(codes.FailedPrecondition, "worker %s runs no sandboxed functions", s.cfg.ID)
 	}
 	d := req.Deployment
+	if max := int64(req.MaxSandboxProcesses); max > 0 {
+		held := s.sandboxed.take(req.UserId)
+		defer s.sandboxed.give(req.UserId)
+		if held > max {
+			return nil, quota.Exceeded(req.UserId, quota.SandboxProcesses, max, held-1, 1)
+		}
+	}
 	out, err := s.cfg.Sandbox.Call(ctx, req.UserId, d, req.Args, s.modules.get)
 	if err != nil {
 		if _, ok := status.FromError(err); ok {
@@ -164,4 +172,30 @@ func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) 
 		return nil, status.Errorf(codes.Internal, "%s v%d: %v", d.Name, d.Version, err)
 	}
 	return out, nil
+}
+
+// perCaller counts the sandboxed calls each caller has running on this
+// worker: what the pool's sandbox processes quota bounds.
+type perCaller struct {
+	mu sync.Mutex
+	n  map[string]int64
+}
+
+// take counts one more call of caller and returns its count.
+func (p *perCaller) take(caller string) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n == nil {
+		p.n = map[string]int64{}
+	}
+	p.n[caller]++
+	return p.n[caller]
+}
+
+func (p *perCaller) give(caller string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n[caller]--; p.n[caller] <= 0 {
+		delete(p.n, caller)
+	}
 }

@@ -112,6 +112,7 @@ type Server struct {
 
 	funcs     atomic.Pointer[map[string]entry]
 	funcsMu   sync.Mutex // serialises writers of funcs
+	sandboxed perCaller  // sandboxed calls running, by caller
 	changed   chan struct{}
 	inflight  atomic.Int64
 	completed atomic.Int64

@@ -1756,10 +1756,13 @@ type FunctionCallRequest struct {
 	ArgsJson string `protobuf:"bytes,5,opt,name=args_json,json=argsJson,proto3" json:"args_json,omitempty"`
 	// Set by the pool on calls that run a task: its id and which attempt
 	// this is (from 1), so the function can make its effects idempotent.
-	TaskId        string `protobuf:"bytes,6,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	TaskAttempt   int32  `protobuf:"varint,7,opt,name=task_attempt,json=taskAttempt,proto3" json:"task_attempt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TaskId      string `protobuf:"bytes,6,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	TaskAttempt int32  `protobuf:"varint,7,opt,name=task_attempt,json=taskAttempt,proto3" json:"task_attempt,omitempty"`
+	// Set by the pool on calls of deployed functions: the caller's sandbox
+	// processes quota on each worker (0: none). Ignored from clients.
+	MaxSandboxProcesses int32 `protobuf:"varint,8,opt,name=max_sandbox_processes,json=maxSandboxProcesses,proto3" json:"max_sandbox_processes,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *FunctionCallRequest) Reset() {
@@ -1837,6 +1840,13 @@ func (x *FunctionCallRequest) GetTaskId() string {
 func (x *FunctionCallRequest) GetTaskAttempt() int32 {
 	if x != nil {
 		return x.TaskAttempt
+	}
+	return 0
+}
+
+func (x *FunctionCallRequest) GetMaxSandboxProcesses() int32 {
+	if x != nil {
+		return x.MaxSandboxProcesses
 	}
 	return 0
 }
@@ -2139,7 +2149,7 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x17\n" +
-	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xfb\x01\n" +
+	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xaf\x02\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
@@ -2149,7 +2159,8 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"deployment\x12\x1b\n" +
 	"\targs_json\x18\x05 \x01(\tR\bargsJson\x12\x17\n" +
 	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12!\n" +
-	"\ftask_attempt\x18\a \x01(\x05R\vtaskAttempt\"l\n" +
+	"\ftask_attempt\x18\a \x01(\x05R\vtaskAttempt\x122\n" +
+	"\x15max_sandbox_processes\x18\b \x01(\x05R\x13maxSandboxProcesses\"l\n" +
 	"\x14FunctionCallResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +
