@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 )
 
@@ -161,14 +162,18 @@ func TestWorkersAndEtcdHoldOnlyCiphertext(t *testing.T) {
 		t.Fatalf("%d files in the workers' data directories, want the shards of six blocks at least", shards)
 	}
 
+	// Rotate as `taskworker keys rotate` does (KeyService), which also
+	// records the new master key for replicas started later.
 	ring := c.Pools[0].Keyring()
 	old := ring.Current()
-	if _, err := ring.Rotate(); err != nil {
+	rot, err := v1.NewKeyServiceClient(c.Client(0).Conn()).RotateKeys(ctx, &v1.RotateKeysRequest{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := c.Pools[0].Files().RewrapKeys(ctx)
-	if err != nil || n != 3 {
-		t.Fatalf("RewrapKeys rewrapped %d keys, %v; want 3 (three versions)", n, err)
+	for _, r := range rot.Rewrapped {
+		if r.Store == "files" && (r.Keys != 3 || r.Error != "") {
+			t.Fatalf("the rotation rewrapped %d keys of files (%s); want 3 (three versions)", r.Keys, r.Error)
+		}
 	}
 	if n, err := c.Pools[0].Files().RewrapKeys(ctx); err != nil || n != 0 {
 		t.Fatalf("a second RewrapKeys rewrapped %d keys, %v; want 0", n, err)
