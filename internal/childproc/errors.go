@@ -1,54 +1,32 @@
 package childproc
 
-import (
-	"context"
-	"errors"
+import "github.com/hivemind/taskworker/internal/serving"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-)
+// Kind is what went wrong with a call, as its caller sees it: the network's
+// one set of error kinds and their gRPC codes (internal/serving). Every
+// error the runners return has a kind, so GRPCCode finds its code.
+type Kind = serving.Kind
 
-// Kind is what went wrong with a call, as its caller sees it: each kind is
-// one gRPC code. Every error the runners return has a kind (GRPCCode finds
-// it), so the mapping to codes is here and nowhere else.
-type Kind uint8
-
+// The kinds the runners use.
 const (
-	KindUnknown     Kind = iota // the function's own error, or not ours: Unknown
-	KindInvalid                 // the module, script, limits or arguments are wrong: InvalidArgument
-	KindTimeout                 // a time limit or the caller's deadline passed: DeadlineExceeded
-	KindCanceled                // the caller canceled: Canceled
-	KindExhausted               // memory, output, or every child busy: ResourceExhausted
-	KindCrashed                 // the code crashed, or its process died: Aborted
-	KindUnavailable             // closed, or no process could start: Unavailable
-	KindRefused                 // the worker cannot run it as configured (unconfined): FailedPrecondition
+	KindUnknown     = serving.KindUnknown     // the function's own error, or not ours: Unknown
+	KindInvalid     = serving.KindInvalid     // the module, script, limits or arguments are wrong: InvalidArgument
+	KindTimeout     = serving.KindTimeout     // a time limit or the caller's deadline passed: DeadlineExceeded
+	KindCanceled    = serving.KindCanceled    // the caller canceled: Canceled
+	KindExhausted   = serving.KindExhausted   // memory, output, or every child busy: ResourceExhausted
+	KindCrashed     = serving.KindCrashed     // the code crashed, or its process died: Aborted
+	KindUnavailable = serving.KindUnavailable // closed, or no process could start: Unavailable
+	KindRefused     = serving.KindRefused     // the worker cannot run it as configured (unconfined): FailedPrecondition
 )
 
-var kindCodes = [...]codes.Code{
-	KindUnknown:     codes.Unknown,
-	KindInvalid:     codes.InvalidArgument,
-	KindTimeout:     codes.DeadlineExceeded,
-	KindCanceled:    codes.Canceled,
-	KindExhausted:   codes.ResourceExhausted,
-	KindCrashed:     codes.Aborted,
-	KindUnavailable: codes.Unavailable,
-	KindRefused:     codes.FailedPrecondition,
-}
-
-// Code is the gRPC code of errors of kind k.
-func (k Kind) Code() codes.Code { return kindCodes[k] }
-
-// NewError returns a sentinel error of kind k: the runners' sentinels are
-// made with it, and wrapped with what to do.
-func NewError(k Kind, msg string) error { return &kindError{kind: k, msg: msg} }
-
-type kindError struct {
-	kind Kind
-	msg  string
-}
-
-func (e *kindError) Error() string { return e.msg }
-func (e *kindError) Kind() Kind    { return e.kind }
+// NewError, KindOf, GRPCCode and GRPCStatus are serving's: a sentinel of a
+// kind, the kind of an error, and the code and status a caller sees.
+var (
+	NewError   = serving.NewError
+	KindOf     = serving.KindOf
+	GRPCCode   = serving.GRPCCode
+	GRPCStatus = serving.GRPCStatus
+)
 
 // The errors both runners return for the same reasons. Each ends one call
 // only.
@@ -75,35 +53,3 @@ var (
 	// any code. Start's error wraps it with the cause and what to do.
 	ErrUnconfined = NewError(KindRefused, "the worker cannot confine function code (no seccomp filter) and refuses to run it")
 )
-
-// KindOf is the kind of err: that of the first error in its chain that has
-// one, or of a context error.
-func KindOf(err error) Kind {
-	var k interface{ Kind() Kind }
-	switch {
-	case errors.As(err, &k):
-		return k.Kind()
-	case errors.Is(err, context.DeadlineExceeded):
-		return KindTimeout
-	case errors.Is(err, context.Canceled):
-		return KindCanceled
-	}
-	return KindUnknown
-}
-
-// GRPCCode is the gRPC code a caller sees for err.
-func GRPCCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	return KindOf(err).Code()
-}
-
-// GRPCStatus is the status a caller sees for err: its code, and its message,
-// which says what happened and what to do.
-func GRPCStatus(err error) *status.Status {
-	if err == nil {
-		return status.New(codes.OK, "")
-	}
-	return status.New(GRPCCode(err), err.Error())
-}

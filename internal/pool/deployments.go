@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/etcdwatch"
 )
 
 // deployments is every pool's view of the deployed functions: the current
@@ -161,7 +162,7 @@ func (v *view[T]) run(ctx context.Context, cli *clientv3.Client, prefix string, 
 	v.mu.Lock()
 	v.changed = make(chan struct{})
 	v.mu.Unlock()
-	watchPrefix(ctx, cli, prefix, func(kvs []kv, reset bool, rev int64) {
+	etcdwatch.Prefix(ctx, cli, prefix, func(kvs []etcdwatch.KV, reset bool, rev int64) {
 		next := map[string]T{}
 		if !reset {
 			for k, x := range *v.m.Load() {
@@ -169,15 +170,15 @@ func (v *view[T]) run(ctx context.Context, cli *clientv3.Client, prefix string, 
 			}
 		}
 		for _, e := range kvs {
-			key := strings.TrimPrefix(e.key, prefix)
+			key := strings.TrimPrefix(e.Key, prefix)
 			if strings.Count(key, "/") != 1 {
 				continue // not owner/name: a key of an older layout
 			}
-			if e.value == nil {
+			if e.Value == nil {
 				delete(next, key)
 				continue
 			}
-			if x, ok := parse(e.value); ok {
+			if x, ok := parse(e.Value); ok {
 				next[key] = x
 			}
 		}

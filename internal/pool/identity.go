@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/hivemind/taskworker/internal/etcdwatch"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -55,7 +56,7 @@ func (s *identities) bindingKey(id string) string  { return s.prefix + "workers/
 func (s *identities) revokedKey(key string) string { return s.prefix + "revoked/" + key }
 
 func (s *identities) run(ctx context.Context, ready chan<- struct{}) {
-	watchPrefix(ctx, s.cli, s.prefix, func(kvs []kv, reset bool, _ int64) {
+	etcdwatch.Prefix(ctx, s.cli, s.prefix, func(kvs []etcdwatch.KV, reset bool, _ int64) {
 		var gone []string
 		s.mu.Lock()
 		if reset {
@@ -65,19 +66,19 @@ func (s *identities) run(ctx context.Context, ready chan<- struct{}) {
 			s.bindings, s.revoked = map[string]binding{}, map[string]revocation{}
 		}
 		for _, e := range kvs {
-			rest := strings.TrimPrefix(e.key, s.prefix)
+			rest := strings.TrimPrefix(e.Key, s.prefix)
 			if id, ok := strings.CutPrefix(rest, "workers/"); ok {
 				var b binding
 				switch {
-				case e.value == nil:
+				case e.Value == nil:
 					delete(s.bindings, id)
 					gone = append(gone, id)
-				case json.Unmarshal(e.value, &b) == nil:
+				case json.Unmarshal(e.Value, &b) == nil:
 					s.bindings[id] = b
 				}
 			} else if key, ok := strings.CutPrefix(rest, "revoked/"); ok {
 				var r revocation
-				if e.value != nil && json.Unmarshal(e.value, &r) == nil {
+				if e.Value != nil && json.Unmarshal(e.Value, &r) == nil {
 					s.revoked[key] = r
 				}
 			}

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/hivemind/taskworker"
 	"github.com/hivemind/taskworker/internal/examples"
 	"github.com/hivemind/taskworker/internal/pool"
@@ -70,7 +73,14 @@ func TestInsecureOnBothSides(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if out, err := c.Call(ctx, "add", 1, 2); err != nil || string(out) != "3" {
+	// The worker's registration reaches the pool's routes through its etcd
+	// watch, a moment after the worker hears it registered.
+	out, err := c.Call(ctx, "add", 1, 2)
+	for status.Code(err) == codes.NotFound && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+		out, err = c.Call(ctx, "add", 1, 2)
+	}
+	if err != nil || string(out) != "3" {
 		t.Fatalf("add over plaintext: %s, %v", out, err)
 	}
 	if n := strings.Count(logs.String(), "INSECURE"); n < 2 {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/etcdwatch"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
@@ -174,7 +175,7 @@ func dialWorker(address string, creds credentials.TransportCredentials) (*grpc.C
 
 // run follows the workers in etcd until ctx ends.
 func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
-	watchPrefix(ctx, r.cli, r.prefix, r.apply, ready)
+	etcdwatch.Prefix(ctx, r.cli, r.prefix, r.apply, ready)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, w := range r.workers {
@@ -184,16 +185,16 @@ func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
 	}
 }
 
-func (r *registry) apply(kvs []kv, reset bool, _ int64) {
+func (r *registry) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	seen := map[string]bool{}
 	changed := reset
 	for _, e := range kvs {
-		id := strings.TrimPrefix(e.key, r.prefix)
+		id := strings.TrimPrefix(e.Key, r.prefix)
 		seen[id] = true
 		old := r.workers[id]
-		if e.value == nil {
+		if e.Value == nil {
 			if old != nil {
 				r.retire(old)
 				delete(r.workers, id)
@@ -202,9 +203,9 @@ func (r *registry) apply(kvs []kv, reset bool, _ int64) {
 			}
 			continue
 		}
-		info, err := decodeRecord(e.value)
+		info, err := decodeRecord(e.Value)
 		if err != nil {
-			r.log.Warn("ignoring an unreadable worker record", "key", e.key, "err", err)
+			r.log.Warn("ignoring an unreadable worker record", "key", e.Key, "err", err)
 			continue
 		}
 		if old != nil && old.address == info.Address {

@@ -24,6 +24,7 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/atomicfile"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/etcdwatch"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/serving"
 )
@@ -174,13 +175,13 @@ func (s *tokenStore) run(ctx context.Context, ready chan<- struct{}) {
 		defer wg.Done()
 		s.flushUses(ctx)
 	}()
-	watchPrefix(ctx, s.cli, s.prefix, s.apply, ready)
+	etcdwatch.Prefix(ctx, s.cli, s.prefix, s.apply, ready)
 	wg.Wait()
 }
 
 // apply updates the map from the watch and cuts the streams of tokens
 // that were deleted.
-func (s *tokenStore) apply(kvs []kv, reset bool, _ int64) {
+func (s *tokenStore) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 	s.mu.Lock()
 	old := s.byHash
 	if reset {
@@ -188,14 +189,14 @@ func (s *tokenStore) apply(kvs []kv, reset bool, _ int64) {
 	}
 	var gone []string
 	for _, e := range kvs {
-		hash := strings.TrimPrefix(e.key, s.prefix)
-		if e.value == nil {
+		hash := strings.TrimPrefix(e.Key, s.prefix)
+		if e.Value == nil {
 			delete(s.byHash, hash)
 			gone = append(gone, hash)
 			continue
 		}
 		var rec tokenRecord
-		if json.Unmarshal(e.value, &rec) == nil {
+		if json.Unmarshal(e.Value, &rec) == nil {
 			s.byHash[hash] = rec
 		}
 	}
