@@ -52,16 +52,7 @@ to you (see "taskworker grant").`,
   taskworker call --timeout 2m slow_report`,
 		Args: namedArgs(cobra.MinimumNArgs(1), qualifiedFunctionArg, nil),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
-			var callArgs []byte
-			var err error
-			if argsFile != "" {
-				if len(args) > 1 {
-					return errors.New("--args-file and ARGs on the command line: pass the arguments one way")
-				}
-				callArgs, err = readArgsFile(argsFile, e.stdin)
-			} else {
-				callArgs, err = cliArgs(args[1:], strict)
-			}
+			callArgs, err := argsOf(args[1:], argsFile, strict, e.stdin)
 			if err != nil {
 				return err
 			}
@@ -82,6 +73,18 @@ to you (see "taskworker grant").`,
 	cmd.Flags().StringVar(&argsFile, "args-file", "", "read the arguments as one JSON array from this file (- for standard input)")
 	cmd.Flags().BoolVar(&strict, "json", false, "require every ARG to be valid JSON (a string then needs its quotes: '\"text\"')")
 	return cmd
+}
+
+// argsOf returns a call's arguments as a JSON array: from --args-file, or
+// from the words after the function's name.
+func argsOf(words []string, argsFile string, strict bool, stdin io.Reader) ([]byte, error) {
+	if argsFile == "" {
+		return cliArgs(words, strict)
+	}
+	if len(words) > 0 {
+		return nil, errors.New("--args-file and ARGs on the command line: pass the arguments one way")
+	}
+	return readArgsFile(argsFile, stdin)
 }
 
 // maxArgsFile bounds what --args-file reads: well over what a pool accepts

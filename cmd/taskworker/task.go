@@ -49,16 +49,7 @@ first task.
   taskworker submit --key nightly-2026-12-02 --attempts 5 report`,
 		Args: namedArgs(cobra.MinimumNArgs(1), functionArg, nil),
 		RunE: cf.run(func(cmd *cobra.Command, args []string, c *taskworker.Client) error {
-			var callArgs []byte
-			var err error
-			if argsFile != "" {
-				if len(args) > 1 {
-					return errors.New("--args-file and ARGs on the command line: pass the arguments one way")
-				}
-				callArgs, err = readArgsFile(argsFile, e.stdin)
-			} else {
-				callArgs, err = cliArgs(args[1:], strict)
-			}
+			callArgs, err := argsOf(args[1:], argsFile, strict, e.stdin)
 			if err != nil {
 				return err
 			}
