@@ -43,6 +43,7 @@ func benchCommand(e *env) *cobra.Command {
 		duration, warmup   time.Duration
 		function, argsJSON string
 		noDirect           bool
+		record             string
 	)
 	call := &cobra.Command{
 		Use:   "call",
@@ -80,11 +81,17 @@ plaintext with --insecure (against a pool run with --insecure).`,
 				p := bench.Run(ctx, "pool", n, warmup, duration, viaPool)
 				fmt.Fprintln(e.stdout, p)
 				if direct == nil {
+					if err := recordCalls(record, p); err != nil {
+						return err
+					}
 					continue
 				}
 				d := bench.Run(ctx, "direct", n, warmup, duration, direct)
 				fmt.Fprintln(e.stdout, d)
 				fmt.Fprintf(e.stdout, "pool/direct at concurrency %d: calls/s %.2fx, p50 %.2fx\n", n, p.Rate()/d.Rate(), float64(p.P50)/float64(d.P50))
+				if err := recordCalls(record, p, d); err != nil {
+					return err
+				}
 				for _, r := range []bench.Result{p, d} {
 					if r.FirstError != nil {
 						fmt.Fprintf(e.stdout, "  %s: first error: %s\n", r.Target, oneLine(r.FirstError))
@@ -102,7 +109,8 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	cmd.AddCommand(call, benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e))
+	f.StringVar(&record, "record", "", "append each run to this JSON-lines file for `bench chart`")
+	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e))
 	return cmd
 }
 
