@@ -109,7 +109,7 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
-	f.StringVar(&record, "record", "", "append each run to this JSON-lines file for `bench chart`")
+	f.StringVar(&record, "record", "", "append each run to this JSON-lines file, for bench chart")
 	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e))
 	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -314,34 +313,4 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-func statusCommand(e *env) *cobra.Command {
-	var cf clientFlags
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the network's health: workers, files by redundancy, repairs (admin)",
-		Args:  cobra.NoArgs,
-		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-			defer cancel()
-			st, err := v1.NewAdminServiceClient(c.Conn()).Status(ctx, &v1.StatusRequest{})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(e.stdout, "workers:  %d\n", st.Workers)
-			fmt.Fprintf(e.stdout, "files:    %d files, %d versions: %d at full redundancy, %d single copy, %d reduced, %d lost (%.1f MiB stored)\n",
-				st.Files, st.FilesFull+st.FilesSingleCopy+st.FilesReduced+st.FilesLost, st.FilesFull, st.FilesSingleCopy, st.FilesReduced, st.FilesLost, float64(st.BytesStored)/(1<<20))
-			checked := "never"
-			if st.InventoryCheckedMs > 0 {
-				checked = time.UnixMilli(st.InventoryCheckedMs).Format(time.DateTime)
-			}
-			fmt.Fprintf(e.stdout, "shards:   %d known missing or damaged; workers' inventories last checked %s\n", st.ShardsDamaged, checked)
-			fmt.Fprintf(e.stdout, "repairs:  %d pending, %d done, %d failed; %d shards (%.1f MiB) rebuilt\n",
-				st.RepairsPending, st.RepairsDone, st.RepairsFailed, st.ShardsRebuilt, float64(st.BytesRebuilt)/(1<<20))
-			return nil
-		}),
-	}
-	cf.register(cmd)
-	return cmd
 }

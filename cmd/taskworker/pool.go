@@ -24,7 +24,10 @@ func poolCommand(e *env) *cobra.Command {
 	// The data directory defaults to one per port, never that of 'up's
 	// pool (DIR/pool): two pools must not share an etcd or tokens.
 	cfg := pool.DefaultConfig("")
-	var allowNets []string
+	var (
+		allowNets []string
+		web       httpFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "pool",
 		Short: "Run a node pool (with an embedded etcd unless --etcd-endpoints is given)",
@@ -65,7 +68,7 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return runPool(ctx, e, cfg)
+			return runPool(ctx, e, cfg, web)
 		},
 	}
 	f := cmd.Flags()
@@ -89,6 +92,7 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 	f.StringVar(&cfg.DNSListen, "dns-listen", "", "serve standard DNS (UDP and TCP) for the network's zone on this address (off by default)")
 	f.StringVar(&cfg.DNS.Zone, "dns-zone", cfg.DNS.Zone, "the network's own DNS zone: FUNCTION.ZONE names the pools serving a function")
 	f.StringSliceVar(&cfg.DNS.Upstreams, "dns-upstream", nil, "resolvers (host:port) the pool asks for other names (default: the system's, from /etc/resolv.conf)")
+	web.register(f, "")
 	f.StringSliceVar(&allowNets, "egress-allow-net", nil, "networks (address/length) that DNS answers and outbound requests may reach although private or local")
 	return cmd
 }
@@ -105,7 +109,7 @@ func defaultPoolDir(listen string) string {
 }
 
 // runPool serves until ctx ends, then drains.
-func runPool(ctx context.Context, e *env, cfg pool.Config) error {
+func runPool(ctx context.Context, e *env, cfg pool.Config, web httpFlags) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return err
@@ -129,6 +133,13 @@ func runPool(ctx context.Context, e *env, cfg pool.Config) error {
 	}
 	cfg.Logger.Info("pool ready", "address", p.Addr(), "admin_token_file", filepath.Join(cfg.DataDir, pool.AdminTokenFile),
 		"join_token_file", filepath.Join(cfg.DataDir, pool.JoinTokenFile), "ca_file", caFile)
+	if web.listen != "" {
+		site, err := serveDashboard(ctx, web, dialable(p.Addr()), caFile, nil, cfg.Logger)
+		if err != nil {
+			return err
+		}
+		cfg.Logger.Info("dashboard: sign in with a token", "url", site.url)
+	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -14,6 +14,7 @@ import (
 
 func upCommand(e *env) *cobra.Command {
 	cfg := localnet.Config{Workers: 3, Listen: "127.0.0.1:50051", DNSListen: "127.0.0.1:0"}
+	var web httpFlags
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole local network: embedded etcd, a pool and N workers on 127.0.0.1",
@@ -27,6 +28,10 @@ The pool also answers standard DNS for the network's zone on a free port of
 127.0.0.1, printed as TASKWORKER_DNS: 'dig @127.0.0.1 -p PORT
 add.fn.taskworker.internal' gives the pools that serve add. --dns-listen ""
 turns it off.
+
+The live dashboard is served on a free port of 127.0.0.1 (--http-listen); the
+URL printed at start signs in as the admin (the token is in the URL's
+fragment, which browsers never send).
 
 If the default address 127.0.0.1:50051 is taken, the pool listens on a free
 port instead and prints it; an address given with --listen must be free. One
@@ -62,6 +67,15 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 				host, port, _ := net.SplitHostPort(dns)
 				cfg.Logger.Info("DNS for the network's zone: dig @"+host+" -p "+port+" add.fn.taskworker.internal", "dns", dns)
 			}
+			if web.listen != "" {
+				site, err := serveDashboard(ctx, web, n.Env().Pool, n.Env().CA, nil, cfg.Logger)
+				if err != nil {
+					return err
+				}
+				// The token rides in the fragment, which a browser never
+				// sends: the page moves it to its session storage.
+				cfg.Logger.Info("dashboard (signed in as admin): open " + site.url + "#token=" + n.Env().Token)
+			}
 			_, _ = e.stdout.Write([]byte(n.Env().String()))
 			<-ctx.Done()
 			return nil
@@ -74,5 +88,6 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address; when the default is taken, a free port on 127.0.0.1")
 	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")
+	web.register(f, "127.0.0.1:0")
 	return cmd
 }

@@ -61,6 +61,8 @@ type network struct {
 	// caFile, when set, is the network's CA certificate (the operator's,
 	// from taskworker init); else the pool makes one in dir.
 	caFile string
+	// poolArgs are extra flags for the pool.
+	poolArgs []string
 }
 
 func freeAddr(t *testing.T) string {
@@ -88,8 +90,9 @@ func (n *network) startWorker(id string) *proctest.Process {
 }
 
 func (n *network) startPool() {
-	n.pool = start(n.t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
-		"--repair-grace", "1s", "--log-level", "debug")
+	args := []string{"pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
+		"--repair-grace", "1s", "--log-level", "debug"}
+	n.pool = start(n.t, "pool", nil, append(args, n.poolArgs...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var err error
