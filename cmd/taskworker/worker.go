@@ -27,6 +27,7 @@ func workerCommand(e *env) *cobra.Command {
 		dcfg          deployed.Config
 		joinTokenFile string
 		withExamples  bool
+		zone          string
 		standalone    bool
 		wasmInProcess bool
 		caFile        string
@@ -57,6 +58,15 @@ benchmarks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.Logger = e.logger()
+			if zone != "" {
+				if z, ok := cfg.Labels["zone"]; ok && z != zone {
+					return fmt.Errorf("--zone %s and --label zone=%s disagree: give one", zone, z)
+				}
+				if cfg.Labels == nil {
+					cfg.Labels = map[string]string{}
+				}
+				cfg.Labels["zone"] = zone
+			}
 			if standalone {
 				cfg.PoolAddr = ""
 			} else {
@@ -161,7 +171,8 @@ benchmarks.`,
 	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, for a pool run with --insecure: any peer can call this worker; for a trusted host only")
 	f.StringVar(&cfg.Listen, "listen", worker.DefaultListen, "address to serve on")
 	f.StringVar(&cfg.Advertise, "advertise", "", "address the pool should dial, if not the listen address")
-	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label zone=eu-1 (repeatable)")
+	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label disk=ssd (repeatable)")
+	f.StringVar(&zone, "zone", "", "failure domain (rack, host, availability zone): a file's shards are spread over zones")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default $TASKWORKER_HOME/joined/POOL/ID)")
 	f.Int64Var(&dcfg.MaxModuleMemory, "max-module-memory", deployed.DefaultMaxModuleMemory, "memory of the deployed versions kept loaded; beyond it the least recently used idle ones are unloaded (bytes)")

@@ -83,10 +83,11 @@ func startNetwork(t *testing.T, workers int) *network {
 	return n
 }
 
-func (n *network) startWorker(id string) *proctest.Process {
-	return start(n.t, id, nil, "worker", "--id", id, "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
+func (n *network) startWorker(id string, flags ...string) *proctest.Process {
+	args := []string{"worker", "--id", id, "--pool", n.poolAddr, "--listen", "127.0.0.1:0",
 		"--examples", "--join-token-file", filepath.Join(n.dir, "join.token"), "--ca", n.ca(), "--log-level", "debug",
-		"--data-dir", filepath.Join(n.dir, "workers", id))
+		"--data-dir", filepath.Join(n.dir, "workers", id)}
+	return start(n.t, id, nil, append(args, flags...)...)
 }
 
 func (n *network) startPool() {
