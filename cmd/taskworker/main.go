@@ -69,22 +69,31 @@ type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	logLevel       string
+	logFormat      string
 }
 
-// logger logs at --log-level, which checkLogLevel has validated before any
-// command ran.
+// logger logs at --log-level in --log-format, which checkLogFlags has
+// validated before any command ran.
 func (e *env) logger() *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(e.logLevel))
-	return slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	if e.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(e.stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(e.stderr, opts))
 }
 
-// checkLogLevel refuses a --log-level slog does not know, instead of
-// logging at info without a word.
-func (e *env) checkLogLevel(*cobra.Command, []string) error {
+// checkLogFlags refuses a --log-level slog does not know, or a --log-format
+// other than text and json, instead of logging some other way without a
+// word.
+func (e *env) checkLogFlags(*cobra.Command, []string) error {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(e.logLevel)); err != nil {
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", e.logLevel)
+	}
+	if e.logFormat != "text" && e.logFormat != "json" {
+		return fmt.Errorf("--log-format %q: use text or json", e.logFormat)
 	}
 	return nil
 }
@@ -116,7 +125,8 @@ func rootCommand(e *env) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&e.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.PersistentPreRunE = e.checkLogLevel
+	root.PersistentFlags().StringVar(&e.logFormat, "log-format", "text", "log format: text (key=value) or json (one object a line)")
+	root.PersistentPreRunE = e.checkLogFlags
 	for _, c := range commands {
 		root.AddCommand(c(e))
 	}

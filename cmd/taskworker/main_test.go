@@ -256,6 +256,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		want string
 	}{
 		{"unknown log level", []string{"--log-level", "trace", "workers"}, `--log-level "trace": use debug, info, warn or error`},
+		{"unknown log format", []string{"--log-format", "xml", "workers"}, `--log-format "xml": use text or json`},
 		{"unknown subcommand of a group", []string{"token", "list"}, `unknown command "list" for "taskworker token"`},
 		{"unknown subcommand of bench", []string{"bench", "dns"}, `unknown command "dns" for "taskworker bench"`},
 		{"token cut short", []string{"call", "--token", "tw_abc", "add"}, "a token is tw_ followed by 43 characters"},
@@ -428,4 +429,24 @@ func Example_cliArgs() {
 	// Output:
 	// [1,-1,"two","three",[4]]
 	// argument 1 ([1,2) starts like JSON but is not valid JSON (unexpected end of JSON input); fix it, or pass it as a JSON string
+}
+
+func TestLogFormats(t *testing.T) {
+	for _, format := range []string{"text", "json"} {
+		var buf strings.Builder
+		e := &env{stderr: &buf, logLevel: "info", logFormat: format}
+		e.logger().Info("pool ready", "address", "127.0.0.1:7051")
+		line := strings.TrimSpace(buf.String())
+		switch format {
+		case "json":
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil || rec["msg"] != "pool ready" || rec["address"] != "127.0.0.1:7051" {
+				t.Errorf("json log line %q: %v, %v", line, rec, err)
+			}
+		case "text":
+			if !strings.Contains(line, `msg="pool ready" address=127.0.0.1:7051`) {
+				t.Errorf("text log line %q", line)
+			}
+		}
+	}
 }
