@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/hivemind/taskworker/internal/metrics"
 )
 
 // dryRun checks that args is a valid taskworker invocation: a command that
@@ -109,6 +112,72 @@ func TestDockerfile(t *testing.T) {
 	for _, want := range []string{"CGO_ENABLED=0", "./cmd/taskworker", "FROM scratch", "USER 65532"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+}
+
+// The shipped alert rules cover what docs/OPERATIONS.md promises, each with
+// a severity and an explanation, and name only metrics that exist: the
+// families internal/metrics registers, or etcd's own.
+func TestAlertRules(t *testing.T) {
+	b, err := os.ReadFile("../../deploy/prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Groups []struct {
+			Name  string
+			Rules []struct {
+				Alert       string
+				Expr        string
+				For         string
+				Labels      map[string]string
+				Annotations map[string]string
+			}
+		}
+	}
+	if err := yaml.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{
+		"etcd_mvcc_db_total_size_in_bytes": true,
+		"etcd_server_quota_backend_bytes":  true,
+	}
+	families, err := metrics.New().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		known[f.GetName()] = true
+	}
+	// Vector families appear in Gather only once they have a child; the
+	// registry's descriptions name them all.
+	ch := make(chan *prometheus.Desc, 100)
+	go func() { metrics.New().Registry.Describe(ch); close(ch) }()
+	for d := range ch {
+		if m := regexp.MustCompile(`fqName: "([a-z_]+)"`).FindStringSubmatch(d.String()); m != nil {
+			known[m[1]] = true
+		}
+	}
+	metricName := regexp.MustCompile(`\b(taskworker|etcd)_[a-z_]+\b`)
+	alerts := map[string]bool{}
+	for _, g := range file.Groups {
+		for _, r := range g.Rules {
+			alerts[r.Alert] = true
+			if r.Expr == "" || r.For == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("alert %s: needs expr, for, a severity, a summary and a description", r.Alert)
+			}
+			for _, name := range metricName.FindAllString(r.Expr, -1) {
+				if !known[name] {
+					t.Errorf("alert %s names %s, which no TaskWorker process or etcd exports", r.Alert, name)
+				}
+			}
+		}
+	}
+	for _, want := range []string{"TaskWorkerWorkerGone", "TaskWorkerRedundancyReduced", "TaskWorkerRepairStalled",
+		"TaskWorkerQuotaNear", "TaskWorkerEtcdNearSpaceQuota"} {
+		if !alerts[want] {
+			t.Errorf("no alert %s", want)
 		}
 	}
 }

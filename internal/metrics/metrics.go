@@ -73,6 +73,10 @@ type Metrics struct {
 	// outcome.
 	Tasks        *prometheus.GaugeVec
 	TaskAttempts *prometheus.CounterVec
+
+	// QuotaNearLimit counts users above 90% of a quota, by resource: a
+	// count, never the users' names.
+	QuotaNearLimit *prometheus.GaugeVec
 }
 
 // latency buckets from 100 µs to 30 s: a call through the pool takes a few
@@ -124,13 +128,15 @@ func New() *Metrics {
 			Help: "Secret reads by function code, by outcome (granted, denied)."}, []string{"outcome"}),
 		Tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_tasks",
 			Help: "Tasks by state, as this pool last counted them."}, []string{"state"}),
+		QuotaNearLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_quota_users_near_limit",
+			Help: "Users above 90% of a quota, by resource (storage_bytes, modules, module_bytes, tasks)."}, []string{"resource"}),
 		TaskAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_task_attempts_total",
 			Help: "Task attempts this pool ran, by outcome (succeeded, failed, retried, handed_back)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.RPCs, m.RPCSeconds, m.Calls, m.CallSeconds, m.CallsInFlight, m.CallRetries, m.Workers, m.WorkerCalls,
 		m.SandboxProcesses, m.SandboxStarts, m.SandboxKills, m.StoredBytes, m.Shards, m.FilesByRedundancy,
-		m.RepairBacklog, m.RepairedShards, m.EgressRequests, m.DNSQueries, m.SecretReads, m.Tasks, m.TaskAttempts)
+		m.RepairBacklog, m.RepairedShards, m.EgressRequests, m.DNSQueries, m.SecretReads, m.Tasks, m.TaskAttempts, m.QuotaNearLimit)
 	return m
 }
 
