@@ -176,5 +176,6 @@ SIGTERM. Any etcd 3.5 or later cluster works as well.`,
 	f.Int64Var(&quota, "quota-bytes", 2<<30, "the database's size limit (etcd's maximum is 8 GiB)")
 	f.UintVar(&tickMs, "heartbeat-ms", 100, "heartbeat interval")
 	f.UintVar(&electionMs, "election-ms", 1000, "election timeout (at least 5 heartbeats)")
+	cmd.AddCommand(etcdSnapshotCommand(e))
 	return cmd
 }

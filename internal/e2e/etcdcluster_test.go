@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,45 +23,11 @@ import (
 // go on when a member is lost, and only the pools' certificate opens etcd
 // (not a worker's, which the network's CA signed).
 func TestNetworkOnAThreeMemberEtcd(t *testing.T) {
-	dir := t.TempDir()
-	net := filepath.Join(dir, "net")
-	if out, err := runCLI(t, nil, "init", "--dir", net, "--etcd", "etcd1=127.0.0.1", "--etcd", "etcd2=127.0.0.1", "--etcd", "etcd3=127.0.0.1"); err != nil {
-		t.Fatalf("init: %v\n%s", err, out)
-	}
-	var peers, clients []string
-	for i := range 3 {
-		clients = append(clients, "https://"+freeAddr(t))
-		peers = append(peers, fmt.Sprintf("etcd%d=https://%s", i+1, freeAddr(t)))
-	}
-	members := make([]*proctest.Process, 3)
-	startMember := func(i int) {
-		name := fmt.Sprintf("etcd%d", i+1)
-		peer := strings.TrimPrefix(peers[i], name+"=")
-		members[i] = start(t, name, nil, "etcd", "--name", name, "--data-dir", filepath.Join(dir, name),
-			"--listen-client", clients[i], "--advertise-client", clients[i], "--listen-peer", peer, "--advertise-peer", peer,
-			"--initial-cluster", strings.Join(peers, ","), "--heartbeat-ms", "50", "--election-ms", "500",
-			"--cert", filepath.Join(net, "etcd", name+".crt"), "--key", filepath.Join(net, "etcd", name+".key"),
-			"--ca", filepath.Join(net, "etcd", "ca.crt"))
-	}
-	for i := range 3 {
-		startMember(i)
-	}
-
-	n := &network{t: t, dir: filepath.Join(dir, "pool"), poolAddr: freeAddr(t), caFile: filepath.Join(net, pki.CACertFile)}
-	n.pool = start(t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
-		"--etcd-endpoints", strings.Join(clients, ","), "--etcd-ca", filepath.Join(net, "etcd", "ca.crt"),
-		"--etcd-cert", filepath.Join(net, "etcd", "pool.crt"), "--etcd-key", filepath.Join(net, "etcd", "pool.key"),
-		"--ca-cert", n.caFile, "--ca-key", filepath.Join(net, pki.CAKeyFile), "--key-file", filepath.Join(net, "master.keys"))
+	ec := startEtcdCluster(t)
+	n := ec.startNetwork(3)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var err error
-	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token"), n.caFile); err != nil {
-		t.Fatalf("the pool did not come up on the etcd cluster: %v", err)
-	}
-	for i := range 3 {
-		n.workers = append(n.workers, n.startWorker(fmt.Sprintf("worker_%03d", i+1)))
-	}
-	n.waitWorkers(3, 30*time.Second)
+	net, clients, members, startMember := ec.net, ec.clients, ec.members, ec.startMember
 
 	c := n.client()
 	data := []byte(strings.Repeat("three members ", 10_000))
@@ -131,4 +99,144 @@ func workerCerts(t *testing.T, n *network) []tls.Certificate {
 	}
 	t.Fatalf("worker_001's certificate: %v", err)
 	return nil
+}
+
+// etcdCluster is three `taskworker etcd` members with the material of
+// `taskworker init`.
+type etcdCluster struct {
+	t       *testing.T
+	dir     string
+	net     string // init's directory
+	clients []string
+	peers   []string // NAME=URL
+	members []*proctest.Process
+	// dataDirs are the members' data directories.
+	dataDirs []string
+}
+
+func startEtcdCluster(t *testing.T) *etcdCluster {
+	dir := t.TempDir()
+	ec := &etcdCluster{t: t, dir: dir, net: filepath.Join(dir, "net"), members: make([]*proctest.Process, 3)}
+	if out, err := runCLI(t, nil, "init", "--dir", ec.net, "--etcd", "etcd1=127.0.0.1", "--etcd", "etcd2=127.0.0.1", "--etcd", "etcd3=127.0.0.1"); err != nil {
+		t.Fatalf("init: %v\n%s", err, out)
+	}
+	for i := range 3 {
+		ec.clients = append(ec.clients, "https://"+freeAddr(t))
+		ec.peers = append(ec.peers, fmt.Sprintf("etcd%d=https://%s", i+1, freeAddr(t)))
+		ec.dataDirs = append(ec.dataDirs, filepath.Join(dir, fmt.Sprintf("etcd%d", i+1)))
+	}
+	for i := range 3 {
+		ec.startMember(i)
+	}
+	return ec
+}
+
+func (ec *etcdCluster) peerURL(i int) string {
+	return strings.TrimPrefix(ec.peers[i], fmt.Sprintf("etcd%d=", i+1))
+}
+
+func (ec *etcdCluster) startMember(i int) {
+	name := fmt.Sprintf("etcd%d", i+1)
+	ec.members[i] = start(ec.t, name, nil, "etcd", "--name", name, "--data-dir", ec.dataDirs[i],
+		"--listen-client", ec.clients[i], "--advertise-client", ec.clients[i], "--listen-peer", ec.peerURL(i), "--advertise-peer", ec.peerURL(i),
+		"--initial-cluster", strings.Join(ec.peers, ","), "--heartbeat-ms", "50", "--election-ms", "500",
+		"--cert", filepath.Join(ec.net, "etcd", name+".crt"), "--key", filepath.Join(ec.net, "etcd", name+".key"),
+		"--ca", filepath.Join(ec.net, "etcd", "ca.crt"))
+}
+
+// clientFlags are the flags that reach the cluster with the pools' etcd
+// certificate.
+func (ec *etcdCluster) clientFlags() []string {
+	return []string{"--ca", filepath.Join(ec.net, "etcd", "ca.crt"),
+		"--cert", filepath.Join(ec.net, "etcd", "pool.crt"), "--key", filepath.Join(ec.net, "etcd", "pool.key")}
+}
+
+// startNetwork starts a pool on the cluster and workers.
+func (ec *etcdCluster) startNetwork(workers int) *network {
+	t := ec.t
+	n := &network{t: t, dir: filepath.Join(ec.dir, "pool"), poolAddr: freeAddr(t), caFile: filepath.Join(ec.net, pki.CACertFile)}
+	ec.startPool(n)
+	for i := range workers {
+		n.workers = append(n.workers, n.startWorker(fmt.Sprintf("worker_%03d", i+1)))
+	}
+	n.waitWorkers(workers, 30*time.Second)
+	return n
+}
+
+func (ec *etcdCluster) startPool(n *network) {
+	t := ec.t
+	n.pool = start(t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
+		"--etcd-endpoints", strings.Join(ec.clients, ","), "--etcd-ca", filepath.Join(ec.net, "etcd", "ca.crt"),
+		"--etcd-cert", filepath.Join(ec.net, "etcd", "pool.crt"), "--etcd-key", filepath.Join(ec.net, "etcd", "pool.key"),
+		"--ca-cert", n.caFile, "--ca-key", filepath.Join(ec.net, pki.CAKeyFile), "--key-file", filepath.Join(ec.net, "master.keys"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var err error
+	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token"), n.caFile); err != nil {
+		t.Fatalf("the pool did not come up on the etcd cluster: %v", err)
+	}
+}
+
+// The backup and restore of docs/OPERATIONS.md, with the built binary: a
+// snapshot of a running cluster; every member and the pool lost with their
+// data directories; members restored from the snapshot into new ones; then
+// every file of the snapshot reads back byte for byte, from the shards the
+// workers kept, and the network takes new calls and files.
+func TestEtcdBackupAndRestore(t *testing.T) {
+	ec := startEtcdCluster(t)
+	n := ec.startNetwork(3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := n.client()
+	files := map[string][]byte{}
+	for i, size := range []int{0, 100, 64 << 10, 3 << 20} {
+		data := randomBytes(size)
+		info, err := c.Push(ctx, fmt.Sprintf("backup-%d.bin", i), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[info.FileId] = data
+	}
+	snap := filepath.Join(ec.dir, "etcd.db")
+	if out, err := runCLI(t, nil, append([]string{"etcd", "snapshot", "save", snap, "--endpoints", ec.clients[1]}, ec.clientFlags()...)...); err != nil {
+		t.Fatalf("snapshot save: %v\n%s", err, out)
+	}
+
+	// Lose the control plane: the pool, every member, their data.
+	n.pool.Kill()
+	for i, m := range ec.members {
+		m.Kill()
+		if err := os.Rename(ec.dataDirs[i], ec.dataDirs[i]+".lost"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A restore refuses to overwrite a directory.
+	if out, err := runCLI(t, nil, "etcd", "snapshot", "restore", snap, "--name", "etcd1", "--data-dir", ec.dataDirs[0]+".lost",
+		"--initial-cluster", strings.Join(ec.peers, ","), "--advertise-peer", ec.peerURL(0)); err == nil || !strings.Contains(out, "exists") {
+		t.Fatalf("restore into an existing directory: %v\n%s", err, out)
+	}
+	for i := range ec.members {
+		if out, err := runCLI(t, nil, "etcd", "snapshot", "restore", snap, "--name", fmt.Sprintf("etcd%d", i+1), "--data-dir", ec.dataDirs[i],
+			"--initial-cluster", strings.Join(ec.peers, ","), "--advertise-peer", ec.peerURL(i)); err != nil {
+			t.Fatalf("restore member %d: %v\n%s", i+1, err, out)
+		}
+	}
+	for i := range ec.members {
+		ec.startMember(i)
+	}
+	ec.startPool(n)
+	n.waitWorkers(3, 30*time.Second)
+	c = n.client()
+	for id, want := range files {
+		got, err := c.Get(ctx, id)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("file %s after the restore: %d bytes (want %d), %v", id, len(got), len(want), err)
+		}
+	}
+	if out, err := n.cli("call", "add", "1", "2"); err != nil || strings.TrimSpace(out) != "3" {
+		t.Fatalf("call after the restore: %q, %v", out, err)
+	}
+	if _, err := c.Push(ctx, "after.txt", []byte("after the restore")); err != nil {
+		t.Fatalf("push after the restore: %v", err)
+	}
 }
