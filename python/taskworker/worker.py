@@ -6,9 +6,10 @@ Python functions run natively, in this process: this is the operator's own
 code. Untrusted code is deployed as WebAssembly or Starlark instead."""
 
 import asyncio
+import collections
+import contextvars
 import datetime
 import inspect
-import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
 from . import _env
+from .binding import ArgumentError, Binding, encode_result
 from .client import AsyncClient
 from .v1 import control_pb2, control_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 
@@ -34,26 +36,17 @@ class _CallError(Exception):
         self.code, self.message = code, message
 
 
-def _bind(fn, args_json):
-    """The arguments of a call, from its JSON: an array by position, an
-    object as keyword arguments, nothing for none."""
-    if not args_json:
-        return [], {}
-    try:
-        v = json.loads(args_json)
-    except ValueError as e:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"arguments are not valid JSON: {e}")
-    if isinstance(v, list):
-        args, kwargs = v, {}
-    elif isinstance(v, dict):
-        args, kwargs = [], v
-    else:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, "arguments must be a JSON array (by position) or object (by name)")
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as e:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"{fn.__name__}: {e}")
-    return args, kwargs
+TaskInfo = collections.namedtuple("TaskInfo", "id attempt")
+TaskInfo.__doc__ = """The task a call runs for: its id and which attempt this is (from 1)."""
+
+_task = contextvars.ContextVar("taskworker_task", default=None)
+
+
+def current_task():
+    """The task the running call is for (a TaskInfo), or None for a plain
+    call. A task runs at least once: a function with effects outside
+    itself uses its id and attempt to make them idempotent."""
+    return _task.get()
 
 
 class TaskWorker:
@@ -86,13 +79,16 @@ class TaskWorker:
     # Functions.
 
     def register_function(self, name, func, idempotent=False):
-        """Serve func as name. Its arguments come from the call's JSON; its
-        result goes back as JSON. An async def is awaited."""
+        """Serve func as name. Its arguments come from the call's JSON array,
+        by position, typed by their annotations (taskworker.binding); its
+        result goes back as JSON. An async def is awaited; a def runs in a
+        thread. A parameter whose annotation JSON cannot carry is refused
+        here, with a TypeError."""
         if not callable(func):
             raise TypeError(f"{name}: {func!r} is not callable")
         if name in self._functions:
             raise ValueError(f"function {name!r} is registered already")
-        self._functions[name] = (func, idempotent)
+        self._functions[name] = (func, idempotent, Binding(name, func))
         return func
 
     def function(self, name=None, idempotent=False):
@@ -231,7 +227,7 @@ class TaskWorker:
 
     async def _register(self):
         specs = [control_pb2.FunctionSpec(name=n, idempotent=idem, signature="python " + _signature(f))
-                 for n, (f, idem) in sorted(self._functions.items())]
+                 for n, (f, idem, _) in sorted(self._functions.items())]
         stub = control_pb2_grpc.RegistryServiceStub(self._pool)
         try:
             resp = await stub.Register(control_pb2.RegisterRequest(worker_id=self.worker_id, address=self._address, functions=specs,
@@ -307,14 +303,19 @@ class TaskWorker:
         entry = self._functions.get(req.function_name)
         if entry is None:
             raise _CallError(grpc.StatusCode.NOT_FOUND, f"worker {self.worker_id} does not serve function {req.function_name!r}")
-        fn, _ = entry
-        args, kwargs = _bind(fn, req.args)
+        fn, _, binding = entry
+        try:
+            args = binding.decode(req.args)
+        except ArgumentError as e:
+            raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        if req.task_id:
+            _task.set(TaskInfo(req.task_id, req.task_attempt))
         self._inflight += 1
         try:
-            if inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
+            if binding.is_async:
+                result = await fn(*args)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+                result = await asyncio.to_thread(fn, *args)
         except _CallError:
             raise
         except Exception as e:
@@ -323,9 +324,9 @@ class TaskWorker:
             self._inflight -= 1
             self._completed += 1
         try:
-            out = json.dumps(result).encode()
-        except TypeError as e:
-            raise _CallError(grpc.StatusCode.INTERNAL, f"{req.function_name} returned a value JSON cannot hold: {e}")
+            out = encode_result(result)
+        except (TypeError, ValueError) as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: encoding the result as JSON: {e}")
         return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
 
 
