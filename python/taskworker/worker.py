@@ -78,24 +78,27 @@ class TaskWorker:
 
     # Functions.
 
-    def register_function(self, name, func, idempotent=False):
+    def register_function(self, name, func, idempotent=False, blocking=None):
         """Serve func as name. Its arguments come from the call's JSON array,
         by position, typed by their annotations (taskworker.binding); its
         result goes back as JSON. An async def is awaited; a def runs in a
-        thread. A parameter whose annotation JSON cannot carry is refused
-        here, with a TypeError."""
+        thread, or on the event loop once it has shown it returns at once
+        (blocking=None: see _Placement); blocking=True keeps it in threads,
+        blocking=False runs it on the loop always. A parameter whose
+        annotation JSON cannot carry is refused here, with a TypeError."""
         if not callable(func):
             raise TypeError(f"{name}: {func!r} is not callable")
         if name in self._functions:
             raise ValueError(f"function {name!r} is registered already")
-        self._functions[name] = (func, idempotent, Binding(name, func))
+        binding = Binding(name, func)
+        self._functions[name] = (func, idempotent, binding, None if binding.is_async else _Placement(blocking))
         return func
 
-    def function(self, name=None, idempotent=False):
+    def function(self, name=None, idempotent=False, blocking=None):
         """Decorator: @worker.function("add") serves the function as add (its
         own name when none is given)."""
         def deco(func):
-            self.register_function(name or func.__name__, func, idempotent)
+            self.register_function(name or func.__name__, func, idempotent, blocking)
             return func
         return deco
 
@@ -227,7 +230,7 @@ class TaskWorker:
 
     async def _register(self):
         specs = [control_pb2.FunctionSpec(name=n, idempotent=idem, signature="python " + _signature(f))
-                 for n, (f, idem, _) in sorted(self._functions.items())]
+                 for n, (f, idem, _, _) in sorted(self._functions.items())]
         stub = control_pb2_grpc.RegistryServiceStub(self._pool)
         try:
             resp = await stub.Register(control_pb2.RegisterRequest(worker_id=self.worker_id, address=self._address, functions=specs,
@@ -303,7 +306,7 @@ class TaskWorker:
         entry = self._functions.get(req.function_name)
         if entry is None:
             raise _CallError(grpc.StatusCode.NOT_FOUND, f"worker {self.worker_id} does not serve function {req.function_name!r}")
-        fn, _, binding = entry
+        fn, _, binding, placement = entry
         try:
             args = binding.decode(req.args)
         except ArgumentError as e:
@@ -312,10 +315,10 @@ class TaskWorker:
             _task.set(TaskInfo(req.task_id, req.task_attempt))
         self._inflight += 1
         try:
-            if binding.is_async:
+            if placement is None:
                 result = await fn(*args)
             else:
-                result = await asyncio.to_thread(fn, *args)
+                result = await placement.run(fn, args)
         except _CallError:
             raise
         except Exception as e:
@@ -328,6 +331,48 @@ class TaskWorker:
         except (TypeError, ValueError) as e:
             raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: encoding the result as JSON: {e}")
         return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+
+
+class _Placement:
+    """Where a def runs. In a thread, so that a function that blocks does
+    not hold up the other calls and the heartbeats; but the two thread
+    switches of a call cost more than a short function itself (most of a
+    trivial call's time in the worker: docs/BENCHMARKS.md), so a function
+    whose last PROMOTE_AFTER runs each returned within FAST seconds runs on
+    the event loop from then on. One run there that takes over SLOW sends
+    it back to threads for good: a function that can block holds the loop
+    up at most once."""
+
+    PROMOTE_AFTER = 16
+    FAST = 0.001
+    SLOW = 0.02
+
+    def __init__(self, blocking):
+        self.blocking = blocking  # True: threads; False: the loop; None: learn which
+        self.fast_runs = 0
+
+    async def run(self, fn, args):
+        inline = self.blocking is False or (self.blocking is None and self.fast_runs >= self.PROMOTE_AFTER)
+        if inline:
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                if self.blocking is None and time.perf_counter() - t > self.SLOW:
+                    self.blocking = True
+        took = [0.0]
+
+        def timed():
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                took[0] = time.perf_counter() - t
+        try:
+            return await asyncio.to_thread(timed)
+        finally:
+            if self.blocking is None:
+                self.fast_runs = self.fast_runs + 1 if took[0] < self.FAST else 0
 
 
 def _signature(f):
@@ -351,50 +396,55 @@ class _RPCService(taskworker_pb2_grpc.RPCServiceServicer):
             await context.abort(e.code, e.message)
 
     async def CallStream(self, request_iterator, context):
+        # The reader/writer form of a stream (context.read, context.write):
+        # each call runs in a task of its own and writes its reply as it
+        # ends, one write at a time, with no queue between.
         if not self.w._check_pool(context):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the pool may call this worker")
-        replies = asyncio.Queue()
         running = {}
+        writing = asyncio.Lock()
+
+        async def send(reply):
+            async with writing:
+                await context.write(reply)
 
         async def one(frame):
             try:
-                timeout = None
                 if frame.deadline_unix_nano:
-                    timeout = max(frame.deadline_unix_nano / 1e9 - time.time(), 0)
-                resp = await asyncio.wait_for(self.w._run(frame.request), timeout)
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, response=resp))
+                    async with asyncio.timeout(max(frame.deadline_unix_nano / 1e9 - time.time(), 0)):
+                        resp = await self.w._run(frame.request)
+                else:
+                    resp = await self.w._run(frame.request)
+                reply = taskworker_pb2.CallReply(id=frame.id, response=resp)
             except _CallError as e:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message))
-            except asyncio.TimeoutError:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
-                                                           message="the call's deadline passed"))
+                reply = taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message)
+            except TimeoutError:
+                reply = taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+                                                 message="the call's deadline passed")
             except asyncio.CancelledError:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.CANCELLED.value[0], message="cancelled"))
+                reply = taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.CANCELLED.value[0], message="cancelled")
             finally:
                 running.pop(frame.id, None)
+            try:
+                await send(reply)
+            except Exception:
+                pass  # the stream is gone: the pool sees the call fail with it
 
-        async def read():
-            async for frame in request_iterator:
+        try:
+            while True:
+                frame = await context.read()
+                if frame is grpc.aio.EOF:
+                    break
                 if frame.cancel:
                     t = running.get(frame.id)
                     if t:
                         t.cancel()
                     continue
                 if self.w._stopping.is_set():
-                    await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
-                                                               message="the worker is stopping", not_run=True))
+                    await send(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
+                                                        message="the worker is stopping", not_run=True))
                     continue
                 running[frame.id] = asyncio.create_task(one(frame))
-            await replies.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                r = await replies.get()
-                if r is None:
-                    break
-                yield r
         finally:
-            reader.cancel()
             for t in list(running.values()):
                 t.cancel()

@@ -90,3 +90,42 @@ def _takes_a_lock(lock: asyncio.Lock):
 
 def _keyword_only(*, a):
     pass
+
+
+def test_a_def_moves_to_the_loop_once_fast_and_back_for_good_once_slow():
+    from taskworker.worker import _Placement
+    where = []
+    delay = [0.0]
+
+    def f():
+        import threading
+        import time
+        where.append(threading.get_ident())
+        time.sleep(delay[0])
+
+    async def main():
+        import threading
+        loop_thread = threading.get_ident()
+        p = _Placement(None)
+        for _ in range(_Placement.PROMOTE_AFTER):
+            await p.run(f, ())
+        assert loop_thread not in where, "a new function runs in threads"
+        # On a loaded machine a run may take over FAST: it then takes
+        # PROMOTE_AFTER fast runs in a row from there.
+        for _ in range(1000):
+            await p.run(f, ())
+            if where[-1] == loop_thread:
+                break
+        assert where[-1] == loop_thread, "after PROMOTE_AFTER fast runs it runs on the loop"
+        delay[0] = _Placement.SLOW * 2
+        await p.run(f, ())
+        assert where[-1] == loop_thread and p.blocking is True
+        delay[0] = 0
+        for _ in range(_Placement.PROMOTE_AFTER * 2):
+            await p.run(f, ())
+        assert where[-1] != loop_thread, "once slow on the loop, it stays in threads"
+        # blocking=True and blocking=False are kept as given.
+        assert await _Placement(True).run(threading.get_ident, ()) != loop_thread
+        assert await _Placement(False).run(threading.get_ident, ()) == loop_thread
+
+    asyncio.run(main())
