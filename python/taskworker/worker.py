@@ -302,15 +302,31 @@ class TaskWorker:
             uris = []
         return POOL_CN in cns and f"spiffe://{self._cluster_id}/pool" in uris
 
-    async def _run(self, req):
+    def _entry(self, req):
         entry = self._functions.get(req.function_name)
         if entry is None:
             raise _CallError(grpc.StatusCode.NOT_FOUND, f"worker {self.worker_id} does not serve function {req.function_name!r}")
-        fn, _, binding, placement = entry
+        return entry
+
+    @staticmethod
+    def _args(binding, req):
         try:
-            args = binding.decode(req.args)
+            return binding.decode(req.args)
         except ArgumentError as e:
-            raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+            raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+    def _response(self, req, result):
+        try:
+            out = encode_result(result)
+        except (TypeError, ValueError) as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: encoding the result as JSON: {e}") from None
+        return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+
+    async def _run(self, req):
+        fn, _, binding, placement = self._entry(req)
+        if placement is not None and placement.on_loop():
+            return self._run_now(req, fn, binding, placement)
+        args = self._args(binding, req)
         if req.task_id:
             _task.set(TaskInfo(req.task_id, req.task_attempt))
         self._inflight += 1
@@ -318,19 +334,31 @@ class TaskWorker:
             if placement is None:
                 result = await fn(*args)
             else:
-                result = await placement.run(fn, args)
+                result = await placement.run_in_thread(fn, args)
         except _CallError:
             raise
         except Exception as e:
-            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}")
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}") from None
         finally:
             self._inflight -= 1
             self._completed += 1
+        return self._response(req, result)
+
+    def _run_now(self, req, fn, binding, placement):
+        """A call of a def that runs on the loop, start to end, with no
+        await: the stream's reader runs it as the frame arrives."""
+        args = self._args(binding, req)
+        token = _task.set(TaskInfo(req.task_id, req.task_attempt) if req.task_id else None)
+        self._inflight += 1
         try:
-            out = encode_result(result)
-        except (TypeError, ValueError) as e:
-            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: encoding the result as JSON: {e}")
-        return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+            result = placement.run_here(fn, args)
+        except Exception as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}") from None
+        finally:
+            self._inflight -= 1
+            self._completed += 1
+            _task.reset(token)
+        return self._response(req, result)
 
 
 class _Placement:
@@ -351,15 +379,23 @@ class _Placement:
         self.blocking = blocking  # True: threads; False: the loop; None: learn which
         self.fast_runs = 0
 
+    def on_loop(self):
+        return self.blocking is False or (self.blocking is None and self.fast_runs >= self.PROMOTE_AFTER)
+
     async def run(self, fn, args):
-        inline = self.blocking is False or (self.blocking is None and self.fast_runs >= self.PROMOTE_AFTER)
-        if inline:
-            t = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                if self.blocking is None and time.perf_counter() - t > self.SLOW:
-                    self.blocking = True
+        if self.on_loop():
+            return self.run_here(fn, args)
+        return await self.run_in_thread(fn, args)
+
+    def run_here(self, fn, args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if self.blocking is None and time.perf_counter() - t > self.SLOW:
+                self.blocking = True
+
+    async def run_in_thread(self, fn, args):
         took = [0.0]
 
         def timed():
@@ -443,6 +479,16 @@ class _RPCService(taskworker_pb2_grpc.RPCServiceServicer):
                 if self.w._stopping.is_set():
                     await send(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
                                                         message="the worker is stopping", not_run=True))
+                    continue
+                fn, _, binding, placement = self.w._functions.get(frame.request.function_name, (None, None, None, None))
+                if placement is not None and placement.on_loop():
+                    # A def that returns at once: run it here, without a
+                    # task of its own.
+                    try:
+                        reply = taskworker_pb2.CallReply(id=frame.id, response=self.w._run_now(frame.request, fn, binding, placement))
+                    except _CallError as e:
+                        reply = taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message)
+                    await send(reply)
                     continue
                 running[frame.id] = asyncio.create_task(one(frame))
         finally:

@@ -30,10 +30,10 @@ def test_a_killed_python_worker_loses_no_call(network, tmp_path):
 
             with concurrent.futures.ThreadPoolExecutor(4) as ex:
                 futs = [ex.submit(calls, k, 80) for k in range(4)]
-                # Kill py_a once it has answered calls: with four callers
-                # and two workers, calls are running on it then.
+                # Kill py_a once both workers have answered calls: with
+                # four callers and two workers, calls are running on it then.
                 deadline = time.time() + 60
-                while "py_a" not in served["before"] and time.time() < deadline:
+                while served["before"] != {"py_a", "py_b"} and time.time() < deadline:
                     time.sleep(0.01)
                 a.send_signal(signal.SIGKILL)
                 a.wait()
