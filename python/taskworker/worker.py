@@ -179,6 +179,20 @@ class TaskWorker:
     def _key_pem(self):
         return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
+    def _server_credentials(self):
+        """The worker's certificate as the server presents it: the current
+        one, as renewal replaces it (grpc asks at each new connection)."""
+        def config():
+            return grpc.ssl_server_certificate_configuration([(self._key_pem(), self._cert_pem)], root_certificates=self._ca_pem)
+        served = [self._cert_pem]
+
+        def fetch():
+            if self._cert_pem is served[0]:
+                return None  # unchanged
+            served[0] = self._cert_pem
+            return config()
+        return grpc.dynamic_ssl_server_credentials(config(), fetch, require_client_authentication=True)
+
     def _mtls_channel(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
         return grpc.aio.secure_channel(self.node_pool_address, creds)
@@ -218,8 +232,7 @@ class TaskWorker:
 
         self._server = grpc.aio.server()
         taskworker_pb2_grpc.add_RPCServiceServicer_to_server(_RPCService(self), self._server)
-        creds = grpc.ssl_server_credentials([(self._key_pem(), self._cert_pem)], root_certificates=self._ca_pem, require_client_auth=True)
-        bound = self._server.add_secure_port(f"{host}:{port}", creds)
+        bound = self._server.add_secure_port(f"{host}:{port}", self._server_credentials())
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await self._server.start()
