@@ -74,7 +74,10 @@ def test_a_failed_task_raises_its_code_and_error(py_tasks):
         assert t.state == task_pb2.TASK_STATE_FAILED and len(t.attempts) == 2
         with pytest.raises(taskworker.TaskWorkerError) as e:
             c.task("no-such-task")
-        assert e.value.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+        assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(taskworker.TaskWorkerError) as e:
+            c.task("0" * 24)
+        assert e.value.code == grpc.StatusCode.NOT_FOUND
 
 
 def test_cancel_a_running_task_reaches_the_python_worker(py_tasks):
