@@ -213,6 +213,18 @@ def _hints(obj):
         return getattr(obj, "__annotations__", {}) or {}
 
 
+def _resolve(ann, fn, where):
+    """An annotation left as a string (from __future__ import annotations)
+    that get_type_hints could not resolve with the others."""
+    if not isinstance(ann, str):
+        return ann
+    try:
+        return eval(ann, getattr(fn, "__globals__", {}))
+    except Exception:
+        raise TypeError(f"{where}: the annotation {ann!r} names nothing at the module's top level; "
+                        "define the type there (or leave the parameter unannotated)") from None
+
+
 def _reject_constant(c):
     raise ValueError(f"{c} is not JSON")
 
@@ -230,8 +242,8 @@ class Binding:
         self.required = 0
         self.varargs = None
         for p in sig.parameters.values():
-            ann = hints.get(p.name, p.annotation)
             where = f"function {name!r}: parameter {p.name}"
+            ann = _resolve(hints.get(p.name, p.annotation), fn, where)
             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
                 self.params.append(_decoder(ann, where))
                 if p.default is p.empty:
@@ -242,8 +254,9 @@ class Binding:
                 raise TypeError(f"{where} is keyword-only without a default; arguments come by position")
         one = len(self.params) == 1 and self.varargs is None
         first = next(iter(sig.parameters.values()), None)
-        self.raw = one and hints.get(first.name, first.annotation) is Raw
-        self.object = one and self._is_struct(hints.get(first.name, first.annotation))
+        first_ann = _resolve(hints.get(first.name, first.annotation), fn, "") if one else None
+        self.raw = one and first_ann is Raw
+        self.object = one and self._is_struct(first_ann)
         self.is_async = inspect.iscoroutinefunction(fn)
 
     @staticmethod

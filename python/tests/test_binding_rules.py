@@ -129,3 +129,14 @@ def test_a_def_moves_to_the_loop_once_fast_and_back_for_good_once_slow():
         assert await _Placement(False).run(threading.get_ident, ()) == loop_thread
 
     asyncio.run(main())
+
+
+def test_string_annotations_resolve_at_the_module_top_level():
+    def f(x: "Inner", y: "int"):
+        return x
+    assert Binding("f", f).decode(b'[{"n": 1}, 2]') == [Inner(1), 2]
+
+    def g(x: "Nowhere"):  # noqa: F821
+        return x
+    with pytest.raises(TypeError, match="names nothing at the module's top level"):
+        Binding("g", g)
