@@ -447,7 +447,8 @@ class _RPCService(taskworker_pb2_grpc.RPCServiceServicer):
     async def CallStream(self, request_iterator, context):
         # The reader/writer form of a stream (context.read, context.write):
         # each call runs in a task of its own and writes its reply as it
-        # ends, one write at a time, with no queue between.
+        # ends, one write at a time, with no queue between; a def that runs
+        # on the loop (_Placement) runs in the reader, as its frame arrives.
         if not self.w._check_pool(context):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the pool may call this worker")
         running = {}
