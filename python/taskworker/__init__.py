@@ -7,9 +7,11 @@ that joins one, over the same gRPC API as the Go ones.
     c.storage.Push(taskworker_pb2.PushRequest(file_data=b"...", filename="a.txt"))
 """
 
+from . import binding
+from .binding import Raw
 from .client import AsyncClient, Client
 from .errors import TaskWorkerError
-from .worker import TaskWorker
+from .worker import TaskInfo, TaskWorker, current_task
 from .v1 import control_pb2, deploy_pb2, task_pb2, taskworker_pb2, taskworker_pb2_grpc
 
-__all__ = ["AsyncClient", "Client", "TaskWorker", "TaskWorkerError", "control_pb2", "deploy_pb2", "task_pb2", "taskworker_pb2", "taskworker_pb2_grpc"]
+__all__ = ["AsyncClient", "Client", "Raw", "TaskInfo", "TaskWorker", "TaskWorkerError", "binding", "current_task", "control_pb2", "deploy_pb2", "task_pb2", "taskworker_pb2", "taskworker_pb2_grpc"]

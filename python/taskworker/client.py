@@ -86,29 +86,44 @@ class Client:
             raise from_rpc_error(e) from None
         return json.loads(resp.result) if resp.result else None
 
-    def submit(self, name, *args, idempotency_key="", max_attempts=0, retry_errors=False, timeout=10):
-        """Submit a call as a task; returns its id once it is durable."""
-        req = task_pb2.SubmitRequest(function_name=name, args=_args_json(args), idempotency_key=idempotency_key,
-                                     retry=task_pb2.RetryPolicy(max_attempts=max_attempts, retry_errors=retry_errors))
+    def submit(self, name, *args, idempotency_key="", max_attempts=0, retry_errors=False, task_timeout=0, timeout=10):
+        """Record a call of name with args as a task and return its id once
+        the task is durable: it runs even if this client goes away, and
+        runs again on another worker if its worker is lost. A second submit
+        with the same idempotency_key returns the first task's id.
+        max_attempts bounds the tries (0: the pool's default); retry_errors
+        retries the function's own errors too; task_timeout (seconds)
+        bounds each attempt."""
         try:
-            return self.tasks.Submit(req, timeout=timeout).task.id
+            return self.tasks.Submit(_submit_request(name, args, idempotency_key, max_attempts, retry_errors, task_timeout),
+                                     timeout=timeout).task.id
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
     def task(self, task_id, timeout=10):
-        """The task as it is now (a task_pb2.Task)."""
+        """The task as it is now (a task_pb2.Task: state, attempts, result)."""
         try:
             return self.tasks.GetTask(task_pb2.GetTaskRequest(id=task_id), timeout=timeout).task
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
     def wait(self, task_id, timeout=3600):
-        """Wait for a task to end; return its result, or raise its error."""
+        """Wait for a task to end; return its result, decoded from JSON, or
+        raise TaskWorkerError with its last attempt's code and error
+        (CANCELLED for a cancelled task)."""
         try:
             t = self.tasks.WaitTask(task_pb2.WaitTaskRequest(id=task_id), timeout=timeout).task
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         return _task_result(t)
+
+    def cancel(self, task_id, timeout=10):
+        """Cancel a task: a queued one never runs, a running one is
+        cancelled on its worker. Returns the task as it is then."""
+        try:
+            return self.tasks.CancelTask(task_pb2.CancelTaskRequest(id=task_id), timeout=timeout).task
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
 
     def resolve(self, name, record_type="", timeout=10):
         """Resolve name through the pool; returns the answers."""
@@ -126,6 +141,12 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _submit_request(name, args, idempotency_key, max_attempts, retry_errors, task_timeout):
+    return task_pb2.SubmitRequest(function_name=name, args=_args_json(args), idempotency_key=idempotency_key,
+                                  retry=task_pb2.RetryPolicy(max_attempts=max_attempts, retry_errors=retry_errors),
+                                  timeout_ms=int(task_timeout * 1000))
 
 
 def _task_result(t):
@@ -194,11 +215,16 @@ class AsyncClient:
             raise from_rpc_error(e) from None
         return json.loads(resp.result) if resp.result else None
 
-    async def submit(self, name, *args, idempotency_key="", max_attempts=0, retry_errors=False, timeout=10):
-        req = task_pb2.SubmitRequest(function_name=name, args=_args_json(args), idempotency_key=idempotency_key,
-                                     retry=task_pb2.RetryPolicy(max_attempts=max_attempts, retry_errors=retry_errors))
+    async def submit(self, name, *args, idempotency_key="", max_attempts=0, retry_errors=False, task_timeout=0, timeout=10):
         try:
-            return (await self.tasks.Submit(req, timeout=timeout)).task.id
+            return (await self.tasks.Submit(_submit_request(name, args, idempotency_key, max_attempts, retry_errors, task_timeout),
+                                            timeout=timeout)).task.id
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
+
+    async def task(self, task_id, timeout=10):
+        try:
+            return (await self.tasks.GetTask(task_pb2.GetTaskRequest(id=task_id), timeout=timeout)).task
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
 
@@ -208,6 +234,12 @@ class AsyncClient:
         except grpc.RpcError as e:
             raise from_rpc_error(e) from None
         return _task_result(t)
+
+    async def cancel(self, task_id, timeout=10):
+        try:
+            return (await self.tasks.CancelTask(task_pb2.CancelTaskRequest(id=task_id), timeout=timeout)).task
+        except grpc.RpcError as e:
+            raise from_rpc_error(e) from None
 
     async def resolve(self, name, record_type="", timeout=10):
         try:

@@ -6,9 +6,10 @@ Python functions run natively, in this process: this is the operator's own
 code. Untrusted code is deployed as WebAssembly or Starlark instead."""
 
 import asyncio
+import collections
+import contextvars
 import datetime
 import inspect
-import json
 import os
 import socket
 import time
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
 from . import _env
+from .binding import ArgumentError, Binding, encode_result
 from .client import AsyncClient
 from .v1 import control_pb2, control_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 
@@ -34,26 +36,17 @@ class _CallError(Exception):
         self.code, self.message = code, message
 
 
-def _bind(fn, args_json):
-    """The arguments of a call, from its JSON: an array by position, an
-    object as keyword arguments, nothing for none."""
-    if not args_json:
-        return [], {}
-    try:
-        v = json.loads(args_json)
-    except ValueError as e:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"arguments are not valid JSON: {e}")
-    if isinstance(v, list):
-        args, kwargs = v, {}
-    elif isinstance(v, dict):
-        args, kwargs = [], v
-    else:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, "arguments must be a JSON array (by position) or object (by name)")
-    try:
-        inspect.signature(fn).bind(*args, **kwargs)
-    except TypeError as e:
-        raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, f"{fn.__name__}: {e}")
-    return args, kwargs
+TaskInfo = collections.namedtuple("TaskInfo", "id attempt")
+TaskInfo.__doc__ = """The task a call runs for: its id and which attempt this is (from 1)."""
+
+_task = contextvars.ContextVar("taskworker_task", default=None)
+
+
+def current_task():
+    """The task the running call is for (a TaskInfo), or None for a plain
+    call. A task runs at least once: a function with effects outside
+    itself uses its id and attempt to make them idempotent."""
+    return _task.get()
 
 
 class TaskWorker:
@@ -85,21 +78,27 @@ class TaskWorker:
 
     # Functions.
 
-    def register_function(self, name, func, idempotent=False):
-        """Serve func as name. Its arguments come from the call's JSON; its
-        result goes back as JSON. An async def is awaited."""
+    def register_function(self, name, func, idempotent=False, blocking=None):
+        """Serve func as name. Its arguments come from the call's JSON array,
+        by position, typed by their annotations (taskworker.binding); its
+        result goes back as JSON. An async def is awaited; a def runs in a
+        thread, or on the event loop once it has shown it returns at once
+        (blocking=None: see _Placement); blocking=True keeps it in threads,
+        blocking=False runs it on the loop always. A parameter whose
+        annotation JSON cannot carry is refused here, with a TypeError."""
         if not callable(func):
             raise TypeError(f"{name}: {func!r} is not callable")
         if name in self._functions:
             raise ValueError(f"function {name!r} is registered already")
-        self._functions[name] = (func, idempotent)
+        binding = Binding(name, func)
+        self._functions[name] = (func, idempotent, binding, None if binding.is_async else _Placement(blocking))
         return func
 
-    def function(self, name=None, idempotent=False):
+    def function(self, name=None, idempotent=False, blocking=None):
         """Decorator: @worker.function("add") serves the function as add (its
         own name when none is given)."""
         def deco(func):
-            self.register_function(name or func.__name__, func, idempotent)
+            self.register_function(name or func.__name__, func, idempotent, blocking)
             return func
         return deco
 
@@ -180,6 +179,20 @@ class TaskWorker:
     def _key_pem(self):
         return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
+    def _server_credentials(self):
+        """The worker's certificate as the server presents it: the current
+        one, as renewal replaces it (grpc asks at each new connection)."""
+        def config():
+            return grpc.ssl_server_certificate_configuration([(self._key_pem(), self._cert_pem)], root_certificates=self._ca_pem)
+        served = [self._cert_pem]
+
+        def fetch():
+            if self._cert_pem is served[0]:
+                return None  # unchanged
+            served[0] = self._cert_pem
+            return config()
+        return grpc.dynamic_ssl_server_credentials(config(), fetch, require_client_authentication=True)
+
     def _mtls_channel(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
         return grpc.aio.secure_channel(self.node_pool_address, creds)
@@ -219,8 +232,7 @@ class TaskWorker:
 
         self._server = grpc.aio.server()
         taskworker_pb2_grpc.add_RPCServiceServicer_to_server(_RPCService(self), self._server)
-        creds = grpc.ssl_server_credentials([(self._key_pem(), self._cert_pem)], root_certificates=self._ca_pem, require_client_auth=True)
-        bound = self._server.add_secure_port(f"{host}:{port}", creds)
+        bound = self._server.add_secure_port(f"{host}:{port}", self._server_credentials())
         if bound == 0:
             raise OSError(f"cannot listen on {host}:{port}")
         await self._server.start()
@@ -231,7 +243,7 @@ class TaskWorker:
 
     async def _register(self):
         specs = [control_pb2.FunctionSpec(name=n, idempotent=idem, signature="python " + _signature(f))
-                 for n, (f, idem) in sorted(self._functions.items())]
+                 for n, (f, idem, _, _) in sorted(self._functions.items())]
         stub = control_pb2_grpc.RegistryServiceStub(self._pool)
         try:
             resp = await stub.Register(control_pb2.RegisterRequest(worker_id=self.worker_id, address=self._address, functions=specs,
@@ -303,30 +315,113 @@ class TaskWorker:
             uris = []
         return POOL_CN in cns and f"spiffe://{self._cluster_id}/pool" in uris
 
-    async def _run(self, req):
+    def _entry(self, req):
         entry = self._functions.get(req.function_name)
         if entry is None:
             raise _CallError(grpc.StatusCode.NOT_FOUND, f"worker {self.worker_id} does not serve function {req.function_name!r}")
-        fn, _ = entry
-        args, kwargs = _bind(fn, req.args)
+        return entry
+
+    @staticmethod
+    def _args(binding, req):
+        try:
+            return binding.decode(req.args)
+        except ArgumentError as e:
+            raise _CallError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+
+    def _response(self, req, result):
+        try:
+            out = encode_result(result)
+        except (TypeError, ValueError) as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: encoding the result as JSON: {e}") from None
+        return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+
+    async def _run(self, req):
+        fn, _, binding, placement = self._entry(req)
+        if placement is not None and placement.on_loop():
+            return self._run_now(req, fn, binding, placement)
+        args = self._args(binding, req)
+        if req.task_id:
+            _task.set(TaskInfo(req.task_id, req.task_attempt))
         self._inflight += 1
         try:
-            if inspect.iscoroutinefunction(fn):
-                result = await fn(*args, **kwargs)
+            if placement is None:
+                result = await fn(*args)
             else:
-                result = await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+                result = await placement.run_in_thread(fn, args)
         except _CallError:
             raise
         except Exception as e:
-            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}")
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}") from None
         finally:
             self._inflight -= 1
             self._completed += 1
+        return self._response(req, result)
+
+    def _run_now(self, req, fn, binding, placement):
+        """A call of a def that runs on the loop, start to end, with no
+        await: the stream's reader runs it as the frame arrives."""
+        args = self._args(binding, req)
+        token = _task.set(TaskInfo(req.task_id, req.task_attempt) if req.task_id else None)
+        self._inflight += 1
         try:
-            out = json.dumps(result).encode()
-        except TypeError as e:
-            raise _CallError(grpc.StatusCode.INTERNAL, f"{req.function_name} returned a value JSON cannot hold: {e}")
-        return taskworker_pb2.FunctionCallResponse(result=out, worker_id=self.worker_id)
+            result = placement.run_here(fn, args)
+        except Exception as e:
+            raise _CallError(grpc.StatusCode.UNKNOWN, f"{req.function_name}: {type(e).__name__}: {e}") from None
+        finally:
+            self._inflight -= 1
+            self._completed += 1
+            _task.reset(token)
+        return self._response(req, result)
+
+
+class _Placement:
+    """Where a def runs. In a thread, so that a function that blocks does
+    not hold up the other calls and the heartbeats; but the two thread
+    switches of a call cost more than a short function itself (most of a
+    trivial call's time in the worker: docs/BENCHMARKS.md), so a function
+    whose last PROMOTE_AFTER runs each returned within FAST seconds runs on
+    the event loop from then on. One run there that takes over SLOW sends
+    it back to threads for good: a function that can block holds the loop
+    up at most once."""
+
+    PROMOTE_AFTER = 16
+    FAST = 0.001
+    SLOW = 0.02
+
+    def __init__(self, blocking):
+        self.blocking = blocking  # True: threads; False: the loop; None: learn which
+        self.fast_runs = 0
+
+    def on_loop(self):
+        return self.blocking is False or (self.blocking is None and self.fast_runs >= self.PROMOTE_AFTER)
+
+    async def run(self, fn, args):
+        if self.on_loop():
+            return self.run_here(fn, args)
+        return await self.run_in_thread(fn, args)
+
+    def run_here(self, fn, args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if self.blocking is None and time.perf_counter() - t > self.SLOW:
+                self.blocking = True
+
+    async def run_in_thread(self, fn, args):
+        took = [0.0]
+
+        def timed():
+            t = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                took[0] = time.perf_counter() - t
+        try:
+            return await asyncio.to_thread(timed)
+        finally:
+            if self.blocking is None:
+                self.fast_runs = self.fast_runs + 1 if took[0] < self.FAST else 0
 
 
 def _signature(f):
@@ -350,50 +445,66 @@ class _RPCService(taskworker_pb2_grpc.RPCServiceServicer):
             await context.abort(e.code, e.message)
 
     async def CallStream(self, request_iterator, context):
+        # The reader/writer form of a stream (context.read, context.write):
+        # each call runs in a task of its own and writes its reply as it
+        # ends, one write at a time, with no queue between; a def that runs
+        # on the loop (_Placement) runs in the reader, as its frame arrives.
         if not self.w._check_pool(context):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "only the pool may call this worker")
-        replies = asyncio.Queue()
         running = {}
+        writing = asyncio.Lock()
+
+        async def send(reply):
+            async with writing:
+                await context.write(reply)
 
         async def one(frame):
             try:
-                timeout = None
                 if frame.deadline_unix_nano:
-                    timeout = max(frame.deadline_unix_nano / 1e9 - time.time(), 0)
-                resp = await asyncio.wait_for(self.w._run(frame.request), timeout)
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, response=resp))
+                    async with asyncio.timeout(max(frame.deadline_unix_nano / 1e9 - time.time(), 0)):
+                        resp = await self.w._run(frame.request)
+                else:
+                    resp = await self.w._run(frame.request)
+                reply = taskworker_pb2.CallReply(id=frame.id, response=resp)
             except _CallError as e:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message))
-            except asyncio.TimeoutError:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
-                                                           message="the call's deadline passed"))
+                reply = taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message)
+            except TimeoutError:
+                reply = taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+                                                 message="the call's deadline passed")
             except asyncio.CancelledError:
-                await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.CANCELLED.value[0], message="cancelled"))
+                reply = taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.CANCELLED.value[0], message="cancelled")
             finally:
                 running.pop(frame.id, None)
+            try:
+                await send(reply)
+            except Exception:
+                pass  # the stream is gone: the pool sees the call fail with it
 
-        async def read():
-            async for frame in request_iterator:
+        try:
+            while True:
+                frame = await context.read()
+                if frame is grpc.aio.EOF:
+                    break
                 if frame.cancel:
                     t = running.get(frame.id)
                     if t:
                         t.cancel()
                     continue
                 if self.w._stopping.is_set():
-                    await replies.put(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
-                                                               message="the worker is stopping", not_run=True))
+                    await send(taskworker_pb2.CallReply(id=frame.id, code=grpc.StatusCode.UNAVAILABLE.value[0],
+                                                        message="the worker is stopping", not_run=True))
+                    continue
+                fn, _, binding, placement = self.w._functions.get(frame.request.function_name, (None, None, None, None))
+                if placement is not None and placement.on_loop():
+                    # A def that returns at once: run it here, without a
+                    # task of its own.
+                    try:
+                        reply = taskworker_pb2.CallReply(id=frame.id, response=self.w._run_now(frame.request, fn, binding, placement))
+                    except _CallError as e:
+                        reply = taskworker_pb2.CallReply(id=frame.id, code=e.code.value[0], message=e.message)
+                    await send(reply)
                     continue
                 running[frame.id] = asyncio.create_task(one(frame))
-            await replies.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                r = await replies.get()
-                if r is None:
-                    break
-                yield r
         finally:
-            reader.cancel()
             for t in list(running.values()):
                 t.cancel()

@@ -92,3 +92,14 @@ def test_seed_file_operations_round_trip(network, tmp_path):
 def test_resolve_through_the_pool(network):
     with taskworker.Client() as c:
         assert c.resolve("add.fn.taskworker.internal") == ["127.0.0.1"]
+
+
+def test_async_resolve_through_the_pool(network):
+    async def main():
+        async with taskworker.AsyncClient() as c:
+            assert await c.resolve("add.fn.taskworker.internal") == ["127.0.0.1"]
+            with pytest.raises(taskworker.TaskWorkerError) as e:
+                await c.resolve("nosuch.fn.taskworker.internal")
+            return e.value.code
+
+    assert asyncio.run(main()) == grpc.StatusCode.NOT_FOUND

@@ -1,51 +1,50 @@
 import concurrent.futures
-import os
 import signal
-import subprocess
-import sys
+import threading
 import time
 
-import grpc
-import pytest
-
 import taskworker
-from taskworker import taskworker_pb2, taskworker_pb2_grpc
+from taskworker import taskworker_pb2
 
-HERE = os.path.dirname(__file__)
-
-
-def start_worker(worker_id, tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.path.join(HERE, ".."))
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "pyworker.py"), worker_id, str(tmp_path / worker_id)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
-    line = p.stdout.readline()
-    if not line.strip().isdigit():
-        p.kill()
-        raise RuntimeError(f"worker {worker_id} did not start: {line}{p.stderr.read()}")
-    return p, int(line)
+from procs import start_worker, stop
 
 
 # Two Python workers serve an idempotent function; one is killed with
-# SIGKILL while calls run: no call fails.
+# SIGKILL while calls run on it: no call fails, and every call answers with
+# its own argument.
 def test_a_killed_python_worker_loses_no_call(network, tmp_path):
-    a, _ = start_worker("py_a", tmp_path)
-    b, _ = start_worker("py_b", tmp_path)
+    a, _ = start_worker("pyworker.py", "py_a", tmp_path / "py_a")
+    b, _ = start_worker("pyworker.py", "py_b", tmp_path / "py_b")
+    killed = threading.Event()
+    served = {"before": set(), "after": set()}
     try:
         with taskworker.Client() as c:
-            def calls(n):
+            def calls(k, n):
                 for i in range(n):
-                    assert c.call("echo_slow", i, timeout=30) == i
+                    x = k * 1000 + i
+                    resp = c.rpc.CallFunction(taskworker_pb2.FunctionCallRequest(function_name="echo_slow", args=f"[{x}]".encode()),
+                                              timeout=60)
+                    assert resp.result == str(x).encode()
+                    served["after" if killed.is_set() else "before"].add(resp.worker_id)
                 return n
 
             with concurrent.futures.ThreadPoolExecutor(4) as ex:
-                futs = [ex.submit(calls, 60) for _ in range(4)]
-                time.sleep(0.5)
+                futs = [ex.submit(calls, k, 80) for k in range(4)]
+                # Kill py_a once both workers have answered calls: with
+                # four callers and two workers, calls are running on it then.
+                deadline = time.time() + 60
+                while served["before"] != {"py_a", "py_b"} and time.time() < deadline:
+                    time.sleep(0.01)
                 a.send_signal(signal.SIGKILL)
-                assert sum(f.result() for f in futs) == 240
+                a.wait()
+                killed.set()
+                assert sum(f.result() for f in futs) == 320
+        assert served["before"] == {"py_a", "py_b"}, served
+        # The first calls to finish after the kill may have been answered by
+        # py_a just before it; the rest can only be py_b's.
+        assert "py_b" in served["after"], served
     finally:
-        for p in (a, b):
-            p.kill()
-            p.wait()
+        stop(a, b)
 
 
 # That only the pool may call a Python worker is tested from Go

@@ -1,7 +1,10 @@
 // Package bindingtest is the one table of how a function's JSON arguments
 // and result are bound (docs/ABI.md, "Arguments and results"), which every
 // binder is tested against: the native worker's (package function) and the
-// guest SDK's (package guest) run it in their tests, so they cannot drift.
+// guest SDK's (package guest) run it in their tests, and the Python
+// worker's runs it through a real pool (python/tests/test_binding.py, with
+// the Python implementations in python/tests/bindingfuncs.py), so they
+// cannot drift.
 //
 // The table is testdata/binding.json, plain JSON so that a worker in
 // another language can run it too: "functions" describes each function
@@ -11,9 +14,14 @@
 //
 // # Caveats
 //
-// The messages are the Go binder's wording; a binder in another language
-// that words its errors differently can hold itself to the results and the
-// error kinds, and to the messages only where it chooses the same words.
+// The messages are the Go binder's wording, kept to the words every binder
+// shares: a case's message names a type only where the binders name it
+// alike (the Python binder says "int", "string", "uint8" as Go does, but
+// "float" and "bytes" where Go says "float64" and "[]uint8").
+//
+// A Python function has no panic apart from its exceptions, so the panic
+// kind reaches a caller of a Python worker as a function error (Unknown),
+// as a guest's panic does.
 package bindingtest
 
 import (
