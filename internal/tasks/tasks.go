@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -75,8 +76,8 @@ func (k keys) record(owner, id string) string { return k.p + "u/" + owner + "/" 
 func (k keys) user(owner string) string       { return k.p + "u/" + owner + "/" }
 func (k keys) queue(id string) string         { return k.p + "queue/" + id }
 func (k keys) queues() string                 { return k.p + "queue/" }
-func (k keys) run(id string) string           { return k.p + "run/" + id }
-func (k keys) runs() string                   { return k.p + "run/" }
+func (k keys) replica(lease string) string    { return k.p + "replica/" + lease }
+func (k keys) replicas() string               { return k.p + "replica/" }
 func (k keys) running(id string) string       { return k.p + "running/" + id }
 func (k keys) runnings() string               { return k.p + "running/" }
 func (k keys) cancel(id string) string        { return k.p + "cancel/" + id }
@@ -123,15 +124,22 @@ func Ended(s v1.TaskState) bool {
 
 // Store reads and writes task records; Runner and Server share one.
 type Store struct {
-	cli  *clientv3.Client
-	k    keys
-	cfg  Config
-	keep *leases
+	cli   *clientv3.Client
+	k     keys
+	cfg   Config
+	keep  *leases
+	batch *batcher
+	waits *waiters
+	// runner is this replica's runner, which takes a task submitted here
+	// at once when it has a free slot.
+	runner atomic.Pointer[Runner]
 }
 
 // NewStore returns a store over cli.
 func NewStore(cli *clientv3.Client, cfg Config) *Store {
-	return &Store{cli: cli, k: keys{cfg.Prefix + "tasks/"}, cfg: cfg, keep: &leases{cli: cli, keep: cfg.Keep}}
+	k := keys{cfg.Prefix + "tasks/"}
+	return &Store{cli: cli, k: k, cfg: cfg, keep: &leases{cli: cli, keep: cfg.Keep}, batch: &batcher{cli: cli},
+		waits: newWaiters(cli, k.p+"u/")}
 }
 
 // Submit records a task for owner and returns it, or the task an earlier
@@ -166,16 +174,24 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 	if err != nil {
 		return nil, false, err
 	}
-	var conds []clientv3.Cmp
+	var conds []cond
 	if req.IdempotencyKey != "" {
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.k.idem(owner, req.IdempotencyKey)), "=", 0))
+		conds = append(conds, cond{key: s.k.idem(owner, req.IdempotencyKey)})
+	}
+	if r := s.runner.Load(); r != nil {
+		if t, ok, err := r.submitAndClaim(ctx, t, conds); ok || err != nil {
+			return t, false, err
+		}
 	}
 	for {
-		tx, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
-		if err != nil {
+		w := newWrite(conds, ops...)
+		if err := s.batch.do(ctx, w); err != nil {
 			return nil, false, fmt.Errorf("recording the task in etcd: %w", err)
 		}
-		if tx.Succeeded {
+		if w.err != nil {
+			return nil, false, fmt.Errorf("recording the task: %w", w.err)
+		}
+		if w.ok {
 			return t, false, nil
 		}
 		resp, err := s.cli.Get(ctx, s.k.idem(owner, req.IdempotencyKey))
@@ -281,32 +297,6 @@ func (s *Store) List(ctx context.Context, owner string, state v1.TaskState, func
 		end = string(resp.Kvs[len(resp.Kvs)-1].Key) // exclusive: the next page is below it
 	}
 	return out, nil
-}
-
-// Wait returns owner's task id once it has ended, or ctx's error.
-func (s *Store) Wait(ctx context.Context, owner, id string) (*v1.Task, error) {
-	for {
-		t, rev, err := s.Get(ctx, owner, id)
-		if err != nil || Ended(t.State) {
-			return t, err
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := s.cli.Watch(wctx, s.k.record(owner, id), clientv3.WithRev(rev+1))
-		changed := false
-		for wresp := range wch {
-			if wresp.Err() != nil || len(wresp.Events) > 0 {
-				changed = true
-				break
-			}
-		}
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return t, err
-		}
-		if !changed {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
 }
 
 // Cancel cancels owner's task id: a queued one at once; a running one is

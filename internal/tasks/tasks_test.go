@@ -20,7 +20,7 @@ import (
 	"github.com/hivemind/taskworker/internal/tasks"
 )
 
-func startEtcd(t *testing.T) []string {
+func startEtcd(t testing.TB) []string {
 	t.Helper()
 	cfg := etcdserver.DefaultConfig(t.TempDir())
 	cfg.TickMs, cfg.ElectionMs = 10, 100
@@ -32,7 +32,7 @@ func startEtcd(t *testing.T) []string {
 	return srv.Endpoints()
 }
 
-func client(t *testing.T, endpoints []string) *clientv3.Client {
+func client(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -51,9 +51,16 @@ func config(replica string) tasks.Config {
 }
 
 // runner starts a runner until the test ends (or stop is called).
-func runner(t *testing.T, cli *clientv3.Client, replica string, call tasks.Caller) (r *tasks.Runner, stop func()) {
+func runner(t testing.TB, cli *clientv3.Client, replica string, call tasks.Caller) (r *tasks.Runner, stop func()) {
 	t.Helper()
-	r = tasks.NewRunner(tasks.NewStore(cli, config(replica)), call)
+	return runnerOn(t, tasks.NewStore(cli, config(replica)), call)
+}
+
+// runnerOn starts a runner over s: the tasks submitted through s are
+// those a pool replica's own clients submit.
+func runnerOn(t testing.TB, s *tasks.Store, call tasks.Caller) (r *tasks.Runner, stop func()) {
+	t.Helper()
+	r = tasks.NewRunner(s, call)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -69,7 +76,7 @@ func runner(t *testing.T, cli *clientv3.Client, replica string, call tasks.Calle
 	return r, stop
 }
 
-func wait(t *testing.T, s *tasks.Store, owner, id string) *v1.Task {
+func wait(t testing.TB, s *tasks.Store, owner, id string) *v1.Task {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -80,7 +87,7 @@ func wait(t *testing.T, s *tasks.Store, owner, id string) *v1.Task {
 	return task
 }
 
-func submit(t *testing.T, s *tasks.Store, owner string, req *v1.SubmitRequest) *v1.Task {
+func submit(t testing.TB, s *tasks.Store, owner string, req *v1.SubmitRequest) *v1.Task {
 	t.Helper()
 	task, _, err := s.Submit(context.Background(), owner, req, req.Args)
 	if err != nil {
@@ -94,11 +101,27 @@ func echo(_ context.Context, _ string, req *v1.FunctionCallRequest) (*v1.Functio
 	return &v1.FunctionCallResponse{Result: fmt.Appendf(nil, "%q", fmt.Sprintf("%s/%d", req.TaskId, req.TaskAttempt)), WorkerId: "w1"}, nil
 }
 
+// Tasks end as their attempts and retry policy say, whether submitted
+// through another replica (queued, then claimed) or through the replica
+// that runs them (claimed as they are recorded).
 func TestTaskOutcomes(t *testing.T) {
+	for _, where := range []string{"elsewhere", "on the runner's replica"} {
+		t.Run("submitted "+where, func(t *testing.T) { testTaskOutcomes(t, where != "elsewhere") })
+	}
+}
+
+func testTaskOutcomes(t *testing.T, local bool) {
 	cli := client(t, startEtcd(t))
 	s := tasks.NewStore(cli, config("p1"))
+	start := func(call tasks.Caller) {
+		if local {
+			runnerOn(t, s, call)
+		} else {
+			runner(t, cli, "p1", call)
+		}
+	}
 	// The arguments say how many attempts fail: [n].
-	runner(t, cli, "p1", func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	start(func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
 		var fail []int32
 		_ = json.Unmarshal(req.Args, &fail)
 		if len(fail) == 1 && req.TaskAttempt <= fail[0] {
