@@ -30,6 +30,12 @@ func (r *requests) interceptor(ctx context.Context, method string, req, reply an
 	return invoker(ctx, method, req, reply, cc, opts...)
 }
 
+func (r *requests) count(method string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.n[method]
+}
+
 func (r *requests) total() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

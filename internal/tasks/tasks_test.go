@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
@@ -429,5 +430,107 @@ func TestTasksQuota(t *testing.T) {
 	}
 	if n, err := s.Active(ctx, "bob"); err != nil || n != 0 {
 		t.Fatalf("bob's active tasks after they ended: %d, %v", n, err)
+	}
+}
+
+// Concurrent submits share transactions; submits with one idempotency key
+// make one task whichever batch they land in, and a submit whose key is
+// taken does not fail the others it is batched with.
+func TestConcurrentSubmitsAreBatched(t *testing.T) {
+	cli, reqs := countingClient(t, startEtcd(t))
+	s := tasks.NewStore(cli, config("p1"))
+	ctx := context.Background()
+	taken := submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f", IdempotencyKey: "taken"})
+	before := reqs.count("/etcdserverpb.KV/Txn")
+	const n = 64
+	type result struct {
+		key, id  string
+		existing bool
+		err      error
+	}
+	results := make([]result, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		key := fmt.Sprintf("own-%d", i)
+		switch i % 4 {
+		case 0:
+			key = "shared"
+		case 1:
+			key = "taken"
+		}
+		wg.Go(func() {
+			<-start
+			task, existing, err := s.Submit(ctx, "bob", &v1.SubmitRequest{FunctionName: "f", IdempotencyKey: key}, nil)
+			results[i] = result{key: key, id: task.GetId(), existing: existing, err: err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	txns := reqs.count("/etcdserverpb.KV/Txn") - before
+	ids := map[string]map[string]bool{}
+	for _, r := range results {
+		if r.err != nil {
+			t.Fatalf("submit with key %s: %v", r.key, r.err)
+		}
+		if ids[r.key] == nil {
+			ids[r.key] = map[string]bool{}
+		}
+		ids[r.key][r.id] = true
+		if r.key == "taken" && (!r.existing || r.id != taken.Id) {
+			t.Errorf("a submit with a taken key made task %s (existing %v); want %s", r.id, r.existing, taken.Id)
+		}
+	}
+	for key, set := range ids {
+		if len(set) != 1 {
+			t.Errorf("key %s named %d tasks", key, len(set))
+		}
+	}
+	list, err := s.List(ctx, "bob", v1.TaskState_TASK_STATE_UNSPECIFIED, "f", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + 1 + n/2; len(list) != want { // taken, shared, and one per own key
+		t.Errorf("%d tasks recorded, want %d", len(list), want)
+	}
+	if txns >= n {
+		t.Errorf("%d submits took %d transactions: none was batched", n, txns)
+	}
+	t.Logf("%d concurrent submits in %d transactions", n, txns)
+}
+
+// A running task claimed under a live replica's lease that the replica is
+// not running (its claim's transaction failed, yet took effect) is queued
+// again by that replica's sweep, and runs.
+func TestOrphanOfALiveReplicaRunsAgain(t *testing.T) {
+	endpoints := startEtcd(t)
+	cli := client(t, endpoints)
+	s := tasks.NewStore(client(t, endpoints), config("p0"))
+	runner(t, cli, "p1", echo)
+	ctx := context.Background()
+	presence, err := cli.Get(ctx, "/tw/tasks/replica/", clientv3.WithPrefix())
+	if err != nil || len(presence.Kvs) != 1 {
+		t.Fatalf("p1's presence: %v, %v", presence, err)
+	}
+	lease := strings.TrimPrefix(string(presence.Kvs[0].Key), "/tw/tasks/replica/")
+	// The task as a claim by p1 leaves it: running, under p1's lease.
+	id := fmt.Sprintf("%016x%08x", time.Now().UnixNano(), 7)
+	orphan := &v1.Task{Id: id, Owner: "bob", FunctionName: "f", State: v1.TaskState_TASK_STATE_RUNNING,
+		Retry: &v1.RetryPolicy{MaxAttempts: 1}, CreatedAtMs: time.Now().UnixMilli(),
+		Attempts: []*v1.Attempt{{Number: 1, StartedAtMs: time.Now().UnixMilli()}}}
+	val, err := proto.Marshal(orphan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("/tw/tasks/u/bob/"+id, string(val)),
+		clientv3.OpPut("/tw/tasks/running/"+id, "bob "+lease), clientv3.OpPut("/tw/tasks/active/bob/"+id, "")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := wait(t, s, "bob", id)
+	if got.State != v1.TaskState_TASK_STATE_SUCCEEDED || len(got.Attempts) != 2 || !got.Attempts[0].HandedBack {
+		t.Fatalf("state %v, attempts %v", got.State, got.Attempts)
+	}
+	if n, err := s.Active(ctx, "bob"); err != nil || n != 0 {
+		t.Fatalf("bob's active tasks after the orphan ran: %d, %v", n, err)
 	}
 }
