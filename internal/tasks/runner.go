@@ -41,9 +41,13 @@ type Runner struct {
 	queued   map[string]*queued
 	pending  map[string]bool               // being claimed by this replica
 	running  map[string]context.CancelFunc // this replica's, by id
-	runCtx   context.Context               // Run's, once it has read the queue
-	draining bool
-	wg       sync.WaitGroup
+	// unrecorded holds the tasks whose attempts run here and whose
+	// outcomes are not written yet: a Wait for one need not read it first,
+	// since this runner tells its store's waiters when it writes.
+	unrecorded map[string]string // by id, the owner
+	runCtx     context.Context   // Run's, once it has read the queue
+	draining   bool
+	wg         sync.WaitGroup
 }
 
 type queued struct {
@@ -68,7 +72,8 @@ func NewRunner(s *Store, call Caller) *Runner {
 	}
 	r := &Runner{s: s, call: call, log: log.With("component", "tasks"), wake: make(chan struct{}, 1),
 		sweepNow: make(chan struct{}, 1), slots: make(chan struct{}, max(s.cfg.Slots, 1)),
-		queued: map[string]*queued{}, pending: map[string]bool{}, running: map[string]context.CancelFunc{}}
+		queued: map[string]*queued{}, pending: map[string]bool{}, running: map[string]context.CancelFunc{},
+		unrecorded: map[string]string{}}
 	s.runner.Store(r)
 	return r
 }
@@ -528,6 +533,7 @@ func (r *Runner) start(ctx context.Context, c claimed, done func()) {
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.mu.Lock()
 	r.running[c.t.Id] = cancel
+	r.unrecorded[c.t.Id] = c.t.Owner
 	r.mu.Unlock()
 	r.wg.Go(func() {
 		defer done()
@@ -566,11 +572,27 @@ func (r *Runner) attempt(actx, stopping context.Context, c claimed) {
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(stopping), 10*time.Second)
 	defer cancel()
-	if err := r.record(rctx, c, resp, err, stopping.Err() != nil); err != nil {
-		// The task stays running under this replica's lease; when the
-		// lease ends, it is queued again.
+	val, err := r.record(rctx, c, resp, err, stopping.Err() != nil)
+	if err != nil {
+		// The task stays running under this replica's lease; the sweep
+		// finds it is not running here and queues it again.
 		r.log.Warn("recording a task's attempt failed; it will be queued again", "task", t.Id, "err", err)
 	}
+	r.mu.Lock()
+	delete(r.unrecorded, t.Id)
+	r.mu.Unlock()
+	// After unrecorded: a Wait that saw the task unrecorded was waiting
+	// already, and hears this.
+	r.s.waits.notify(r.s.k.record(t.Owner, t.Id), val)
+}
+
+// isUnrecorded reports whether owner's task id has an attempt running
+// here, its outcome not yet written.
+func (r *Runner) isUnrecorded(owner, id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.unrecorded[id]
+	return ok && o == owner
 }
 
 func (r *Runner) cancelRunning(id string) {
@@ -597,20 +619,34 @@ func retryable(err error) bool {
 // without reading the record first, on the condition that it is still as
 // the claim wrote it; only when it is not (a cancellation, or a recovery
 // after this replica's lease was lost) is it read again.
-func (r *Runner) record(ctx context.Context, c claimed, resp *v1.FunctionCallResponse, callErr error, handBack bool) error {
+//
+// It returns the record it wrote when it wrote it without a read (nil
+// otherwise: the waiters read it).
+func (r *Runner) record(ctx context.Context, c claimed, resp *v1.FunctionCallResponse, callErr error, handBack bool) ([]byte, error) {
 	t := c.t
 	rk := r.s.k.record(t.Owner, t.Id)
-	ops, err := r.outcome(ctx, t, resp, callErr, handBack)
+	ops, val, err := r.outcome(ctx, t, resp, callErr, handBack)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	w := newWrite([]cond{{rk, c.rev}}, ops...)
 	if err := r.s.batch.do(ctx, w); err != nil {
-		return err
+		return nil, err
 	}
-	if w.err != nil || w.ok {
-		return w.err
+	if w.err != nil {
+		return nil, w.err
 	}
+	if w.ok {
+		return val, nil
+	}
+	return nil, r.recordAgain(ctx, c, resp, callErr, handBack)
+}
+
+// recordAgain writes an attempt's outcome over a record that changed since
+// the claim: it reads it first.
+func (r *Runner) recordAgain(ctx context.Context, c claimed, resp *v1.FunctionCallResponse, callErr error, handBack bool) error {
+	t := c.t
+	rk := r.s.k.record(t.Owner, t.Id)
 	mine := clientv3.Compare(clientv3.Value(r.s.k.running(t.Id)), "=", runningValue(t.Owner, c.lease))
 	for {
 		cur, rev, err := r.s.Get(ctx, t.Owner, t.Id)
@@ -621,7 +657,7 @@ func (r *Runner) record(ctx context.Context, c claimed, resp *v1.FunctionCallRes
 			return nil // recovered and requeued meanwhile: this attempt lost the race
 		}
 		cur.Attempts[len(cur.Attempts)-1] = t.Attempts[len(t.Attempts)-1]
-		ops, err := r.outcome(ctx, cur, resp, callErr, handBack)
+		ops, _, err := r.outcome(ctx, cur, resp, callErr, handBack)
 		if err != nil {
 			return err
 		}
@@ -641,8 +677,8 @@ func (r *Runner) record(ctx context.Context, c claimed, resp *v1.FunctionCallRes
 }
 
 // outcome sets cur's state after its last attempt and returns the
-// operations that record it.
-func (r *Runner) outcome(ctx context.Context, cur *v1.Task, resp *v1.FunctionCallResponse, callErr error, handBack bool) ([]clientv3.Op, error) {
+// operations that record it, and the record.
+func (r *Runner) outcome(ctx context.Context, cur *v1.Task, resp *v1.FunctionCallResponse, callErr error, handBack bool) ([]clientv3.Op, []byte, error) {
 	rk := r.s.k.record(cur.Owner, cur.Id)
 	a := cur.Attempts[len(cur.Attempts)-1]
 	requeue := false
@@ -675,21 +711,21 @@ func (r *Runner) outcome(ctx context.Context, cur *v1.Task, resp *v1.FunctionCal
 		}
 		val, err := proto.Marshal(cur)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return append(ops, clientv3.OpPut(rk, string(val)), clientv3.OpPut(r.s.k.queue(cur.Id), queueValue(cur.Owner, cur.NotBeforeMs))), nil
+		return append(ops, clientv3.OpPut(rk, string(val)), clientv3.OpPut(r.s.k.queue(cur.Id), queueValue(cur.Owner, cur.NotBeforeMs))), val, nil
 	}
 	cur.EndedAtMs = time.Now().UnixMilli()
 	lease, err := r.s.keep.lease(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	val, err := proto.Marshal(cur)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ops = append(ops, clientv3.OpPut(rk, string(val), clientv3.WithLease(lease)), clientv3.OpDelete(r.s.k.active(cur.Owner, cur.Id)))
-	return append(ops, r.s.idemOps(cur, lease)...), nil
+	return append(ops, r.s.idemOps(cur, lease)...), val, nil
 }
 
 // counted is how many of t's attempts count against its max_attempts: those

@@ -534,3 +534,29 @@ func TestOrphanOfALiveReplicaRunsAgain(t *testing.T) {
 		t.Fatalf("bob's active tasks after the orphan ran: %d, %v", n, err)
 	}
 }
+
+// A Wait for a task running on the waiter's own replica is answered by the
+// runner when it writes the outcome; another user's Wait for that task id
+// finds no task, as it would anywhere.
+func TestWaitOnTheRunningReplica(t *testing.T) {
+	s := tasks.NewStore(client(t, startEtcd(t)), config("p1"))
+	started, release := make(chan struct{}), make(chan struct{})
+	runnerOn(t, s, func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+		close(started)
+		<-release
+		return echo(ctx, user, req)
+	})
+	task := submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f"})
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Wait(ctx, "eve", task.Id); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("eve waited for bob's running task: %v", err)
+	}
+	done := make(chan *v1.Task)
+	go func() { done <- wait(t, s, "bob", task.Id) }()
+	close(release)
+	if got := <-done; got.State != v1.TaskState_TASK_STATE_SUCCEEDED || len(got.Attempts) != 1 {
+		t.Fatalf("state %v, attempts %v", got.State, got.Attempts)
+	}
+}

@@ -70,6 +70,15 @@ func (ws *waiters) remove(w *waiter) {
 	}
 }
 
+// notify hands key's new value (nil: read it again) to its waiters.
+func (ws *waiters) notify(key string, val []byte) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for w := range ws.byKey[key] {
+		w.notify(val)
+	}
+}
+
 // notify hands val to w, replacing a value w has not taken yet.
 func (w *waiter) notify(val []byte) {
 	select {
@@ -120,11 +129,7 @@ func (ws *waiters) watch() {
 				if ev.Type == clientv3.EventTypePut {
 					val = ev.Kv.Value
 				}
-				ws.mu.Lock()
-				for w := range ws.byKey[string(ev.Kv.Key)] {
-					w.notify(val)
-				}
-				ws.mu.Unlock()
+				ws.notify(string(ev.Kv.Key), val)
 				last = ev.Kv.ModRevision
 			}
 		}
@@ -154,12 +159,19 @@ func (s *Store) Wait(ctx context.Context, owner, id string) (*v1.Task, error) {
 		return nil, err
 	}
 	defer s.waits.remove(w)
+	// A task this replica is running has not ended: its end is told to w
+	// by the runner, or by the watch if it runs again elsewhere.
+	r := s.runner.Load()
+	read := r == nil || !r.isUnrecorded(owner, id)
 	var t *v1.Task
 	for {
-		t, _, err = s.Get(ctx, owner, id)
-		if err != nil || Ended(t.State) {
-			return t, err
+		if read {
+			t, _, err = s.Get(ctx, owner, id)
+			if err != nil || Ended(t.State) {
+				return t, err
+			}
 		}
+		read = true
 		for reread := false; !reread; {
 			select {
 			case <-ctx.Done():
