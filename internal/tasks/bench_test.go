@@ -99,3 +99,27 @@ func BenchmarkSubmitToResult(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEtcdPut is the baseline of the machine's etcd: single-key puts
+// at several concurrencies, each its own transaction.
+func BenchmarkEtcdPut(b *testing.B) {
+	cli := client(b, startEtcd(b))
+	for _, conc := range []int{1, 32} {
+		b.Run(fmt.Sprintf("concurrency=%d", conc), func(b *testing.B) {
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range conc {
+				wg.Go(func() {
+					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+						if _, err := cli.Put(context.Background(), fmt.Sprintf("/bench/%d", i%1000), "x"); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "puts/s")
+		})
+	}
+}

@@ -528,7 +528,10 @@ func (r *Runner) forget(id string) {
 	r.mu.Unlock()
 }
 
-// start runs one attempt of c in its own goroutine; done frees its slot.
+// start runs one attempt of c in its own goroutine; done frees its slot,
+// once the call has returned: the outcome's write, batched with others,
+// holds no slot, so that the time etcd takes to commit does not bound the
+// calls in flight.
 func (r *Runner) start(ctx context.Context, c claimed, done func()) {
 	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.mu.Lock()
@@ -536,7 +539,6 @@ func (r *Runner) start(ctx context.Context, c claimed, done func()) {
 	r.unrecorded[c.t.Id] = c.t.Owner
 	r.mu.Unlock()
 	r.wg.Go(func() {
-		defer done()
 		defer func() {
 			r.mu.Lock()
 			delete(r.running, c.t.Id)
@@ -547,13 +549,13 @@ func (r *Runner) start(ctx context.Context, c claimed, done func()) {
 		if c.t.CancelRequested {
 			cancel()
 		}
-		r.attempt(actx, ctx, c)
+		r.attempt(actx, ctx, c, done)
 	})
 }
 
 // attempt calls the function once and records the outcome. stopping is the
 // runner's context: when it ends first the attempt is handed back.
-func (r *Runner) attempt(actx, stopping context.Context, c claimed) {
+func (r *Runner) attempt(actx, stopping context.Context, c claimed, done func()) {
 	t := c.t
 	a := t.Attempts[len(t.Attempts)-1]
 	callCtx := actx
@@ -566,6 +568,7 @@ func (r *Runner) attempt(actx, stopping context.Context, c claimed) {
 	defer stopped()
 	resp, err := r.call(callCtx, t.Owner, &v1.FunctionCallRequest{FunctionName: t.FunctionName, Args: t.Args, UserId: t.Owner,
 		TaskId: t.Id, TaskAttempt: a.Number})
+	done()
 	a.EndedAtMs = time.Now().UnixMilli()
 	if resp != nil {
 		a.WorkerId = resp.WorkerId

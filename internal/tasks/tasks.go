@@ -32,7 +32,9 @@ type Config struct {
 	Prefix string
 	// Replica names this pool replica in claims (for logs and `task`).
 	Replica string
-	// Slots bounds the tasks this replica runs at once.
+	// Slots bounds the calls this replica's tasks make at once (an
+	// attempt whose call has returned waits for its outcome's write
+	// without a slot).
 	Slots int
 	// LeaseTTL is how long this replica's claims outlive it.
 	LeaseTTL time.Duration
@@ -43,7 +45,8 @@ type Config struct {
 	DefaultBackoff  time.Duration
 	// Limits returns a user's quotas: Tasks bounds the user's tasks that
 	// have not ended (nil: no bound). Checked, then written: concurrent
-	// submits of one user may pass the bound by a few.
+	// submits of one user may pass the bound by a few, and more through
+	// several replicas (Store.underQuota).
 	Limits func(ctx context.Context, user string) (quota.Limits, error)
 	// SweepInterval is how often running tasks are checked for lost claims,
 	// besides when a claim is seen to go.
@@ -133,13 +136,16 @@ type Store struct {
 	// runner is this replica's runner, which takes a task submitted here
 	// at once when it has a free slot.
 	runner atomic.Pointer[Runner]
+
+	countsMu sync.Mutex
+	counts   map[string]*activeCount // by owner
 }
 
 // NewStore returns a store over cli.
 func NewStore(cli *clientv3.Client, cfg Config) *Store {
 	k := keys{cfg.Prefix + "tasks/"}
 	return &Store{cli: cli, k: k, cfg: cfg, keep: &leases{cli: cli, keep: cfg.Keep}, batch: &batcher{cli: cli},
-		waits: newWaiters(cli, k.p+"u/")}
+		waits: newWaiters(cli, k.p+"u/"), counts: map[string]*activeCount{}}
 }
 
 // Submit records a task for owner and returns it, or the task an earlier
@@ -161,12 +167,8 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 			return nil, false, err
 		}
 		if l.Tasks > 0 {
-			n, err := s.Active(ctx, owner)
-			if err != nil {
+			if err := s.underQuota(ctx, owner, l.Tasks); err != nil {
 				return nil, false, err
-			}
-			if n >= l.Tasks {
-				return nil, false, quota.Exceeded(owner, quota.Tasks, l.Tasks, n, 1)
 			}
 		}
 	}
@@ -396,6 +398,48 @@ func (k keys) schedules() string                  { return k.p + "sched/" }
 // active marks a task that has not ended, under its owner: what the tasks
 // quota counts.
 func (k keys) active(owner, id string) string { return k.p + "active/" + owner + "/" + id }
+
+// activeCount is a replica's recent count of an owner's tasks that have
+// not ended, with the submits it let through since.
+type activeCount struct {
+	n  int64
+	at time.Time
+}
+
+// recountAfter is how long a count far from its owner's limit is trusted.
+const recountAfter = 250 * time.Millisecond
+
+// underQuota refuses a submit that would take owner's tasks past limit. A
+// count read less than recountAfter ago, plus this replica's submits since,
+// is trusted while under half the limit; nearer the limit every submit
+// counts again. Submits through other replicas within recountAfter may
+// therefore pass a limit of a busy user.
+func (s *Store) underQuota(ctx context.Context, owner string, limit int64) error {
+	now := time.Now()
+	s.countsMu.Lock()
+	if c := s.counts[owner]; c != nil && now.Sub(c.at) < recountAfter && c.n < limit/2 {
+		c.n++
+		s.countsMu.Unlock()
+		return nil
+	}
+	s.countsMu.Unlock()
+	n, err := s.Active(ctx, owner)
+	if err != nil {
+		return err
+	}
+	if n >= limit {
+		return quota.Exceeded(owner, quota.Tasks, limit, n, 1)
+	}
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	for o, c := range s.counts {
+		if now.Sub(c.at) >= recountAfter {
+			delete(s.counts, o)
+		}
+	}
+	s.counts[owner] = &activeCount{n: n + 1, at: now}
+	return nil
+}
 
 // Active returns how many of owner's tasks have not ended.
 func (s *Store) Active(ctx context.Context, owner string) (int64, error) {
