@@ -37,11 +37,12 @@ func newWaiters(cli *clientv3.Client, prefix string) *waiters {
 	return &waiters{cli: cli, prefix: prefix, ready: make(chan struct{}), byKey: map[string]map[*waiter]struct{}{}}
 }
 
-// add registers a waiter for key, and returns once the watch covers every
-// change after the caller's next read of key.
-func (ws *waiters) add(ctx context.Context, key string) (*waiter, error) {
+// add registers a waiter for key. Once the returned channel is closed,
+// the watch covers every change after the caller's next read of key.
+func (ws *waiters) add(key string) (*waiter, <-chan struct{}) {
 	w := &waiter{key: key, ch: make(chan []byte, 1)}
 	ws.mu.Lock()
+	defer ws.mu.Unlock()
 	if ws.byKey[key] == nil {
 		ws.byKey[key] = map[*waiter]struct{}{}
 	}
@@ -50,15 +51,7 @@ func (ws *waiters) add(ctx context.Context, key string) (*waiter, error) {
 		ws.started = true
 		go ws.watch()
 	}
-	ready := ws.ready
-	ws.mu.Unlock()
-	select {
-	case <-ready:
-		return w, nil
-	case <-ctx.Done():
-		ws.remove(w)
-		return nil, ctx.Err()
-	}
+	return w, ws.ready
 }
 
 func (ws *waiters) remove(w *waiter) {
@@ -154,16 +147,29 @@ func (s *Store) Wait(ctx context.Context, owner, id string) (*v1.Task, error) {
 	if err := CheckID(id); err != nil {
 		return nil, err
 	}
-	w, err := s.waits.add(ctx, s.k.record(owner, id))
-	if err != nil {
-		return nil, err
-	}
+	w, ready := s.waits.add(s.k.record(owner, id))
 	defer s.waits.remove(w)
+	select {
+	case <-ready:
+	default:
+		// The watch is not there yet (the first Wait, or etcd is out of
+		// reach): a read says which, and answers what it can.
+		t, _, err := s.Get(ctx, owner, id)
+		if err != nil || Ended(t.State) {
+			return t, err
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return t, ctx.Err()
+		}
+	}
 	// A task this replica is running has not ended: its end is told to w
 	// by the runner, or by the watch if it runs again elsewhere.
 	r := s.runner.Load()
 	read := r == nil || !r.isUnrecorded(owner, id)
 	var t *v1.Task
+	var err error
 	for {
 		if read {
 			t, _, err = s.Get(ctx, owner, id)
