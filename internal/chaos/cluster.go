@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"google.golang.org/grpc"
@@ -22,9 +23,10 @@ import (
 )
 
 // cluster is the network under test: an etcd in this process (so that
-// killing a pool never kills it), two pool processes over it, worker
-// processes, and a TCP balancer in front of the pools that every client and
-// worker dials, as a load balancer in front of pool replicas would be.
+// killing a pool never kills it), two pool processes over it (or
+// Config.Pools), worker processes, and a TCP balancer in front of the pools
+// that every client and worker dials, as a load balancer in front of pool
+// replicas would be.
 type cluster struct {
 	cfg      Config
 	etcd     *etcdserver.Server
@@ -62,7 +64,7 @@ func startCluster(ctx context.Context, cfg Config) (_ *cluster, err error) {
 	if c.etcd, err = etcdserver.Start(ctx, ecfg); err != nil {
 		return nil, err
 	}
-	addrs := make([]string, 2)
+	addrs := make([]string, cmp.Or(cfg.Pools, 2))
 	for i := range addrs {
 		if addrs[i], err = proctest.FreeAddr(); err != nil {
 			return nil, err

@@ -24,7 +24,10 @@
 //   - run.go: Run, the final checks and the report.
 //
 // The test in this package runs it for about a minute in CI;
-// `taskworker bench chaos --duration 10m` runs it longer. A failing
+// `taskworker bench chaos --duration 10m` runs it longer. tasks_test.go
+// uses the same cluster for tasks: 500 of them through a worker's and a
+// pool replica's SIGKILL, and a schedule fired by one of three pool
+// replicas once per tick. A failing
 // history is written as porcupine's HTML visualization to
 // $TASKWORKER_ARTIFACTS (or the temporary directory), named after the seed.
 //

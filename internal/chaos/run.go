@@ -39,6 +39,8 @@ type Config struct {
 	Faults []Fault
 	// LeaseTTL of the workers' registrations.
 	LeaseTTL time.Duration
+	// Pools is how many pool replicas run behind the balancer (0: two).
+	Pools int
 	// RepairDeadline bounds the wait, after the faults, for every worker to
 	// be back, every file to be readable and at full redundancy.
 	RepairDeadline time.Duration

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -31,7 +32,9 @@ type Config struct {
 	Prefix string
 	// Replica names this pool replica in claims (for logs and `task`).
 	Replica string
-	// Slots bounds the tasks this replica runs at once.
+	// Slots bounds the calls this replica's tasks make at once (an
+	// attempt whose call has returned waits for its outcome's write
+	// without a slot).
 	Slots int
 	// LeaseTTL is how long this replica's claims outlive it.
 	LeaseTTL time.Duration
@@ -42,7 +45,8 @@ type Config struct {
 	DefaultBackoff  time.Duration
 	// Limits returns a user's quotas: Tasks bounds the user's tasks that
 	// have not ended (nil: no bound). Checked, then written: concurrent
-	// submits of one user may pass the bound by a few.
+	// submits of one user may pass the bound by a few, and more through
+	// several replicas (Store.underQuota).
 	Limits func(ctx context.Context, user string) (quota.Limits, error)
 	// SweepInterval is how often running tasks are checked for lost claims,
 	// besides when a claim is seen to go.
@@ -75,8 +79,8 @@ func (k keys) record(owner, id string) string { return k.p + "u/" + owner + "/" 
 func (k keys) user(owner string) string       { return k.p + "u/" + owner + "/" }
 func (k keys) queue(id string) string         { return k.p + "queue/" + id }
 func (k keys) queues() string                 { return k.p + "queue/" }
-func (k keys) run(id string) string           { return k.p + "run/" + id }
-func (k keys) runs() string                   { return k.p + "run/" }
+func (k keys) replica(lease string) string    { return k.p + "replica/" + lease }
+func (k keys) replicas() string               { return k.p + "replica/" }
 func (k keys) running(id string) string       { return k.p + "running/" + id }
 func (k keys) runnings() string               { return k.p + "running/" }
 func (k keys) cancel(id string) string        { return k.p + "cancel/" + id }
@@ -123,15 +127,25 @@ func Ended(s v1.TaskState) bool {
 
 // Store reads and writes task records; Runner and Server share one.
 type Store struct {
-	cli  *clientv3.Client
-	k    keys
-	cfg  Config
-	keep *leases
+	cli   *clientv3.Client
+	k     keys
+	cfg   Config
+	keep  *leases
+	batch *batcher
+	waits *waiters
+	// runner is this replica's runner, which takes a task submitted here
+	// at once when it has a free slot.
+	runner atomic.Pointer[Runner]
+
+	countsMu sync.Mutex
+	counts   map[string]*activeCount // by owner
 }
 
 // NewStore returns a store over cli.
 func NewStore(cli *clientv3.Client, cfg Config) *Store {
-	return &Store{cli: cli, k: keys{cfg.Prefix + "tasks/"}, cfg: cfg, keep: &leases{cli: cli, keep: cfg.Keep}}
+	k := keys{cfg.Prefix + "tasks/"}
+	return &Store{cli: cli, k: k, cfg: cfg, keep: &leases{cli: cli, keep: cfg.Keep}, batch: &batcher{cli: cli},
+		waits: newWaiters(cli, k.p+"u/"), counts: map[string]*activeCount{}}
 }
 
 // Submit records a task for owner and returns it, or the task an earlier
@@ -153,12 +167,8 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 			return nil, false, err
 		}
 		if l.Tasks > 0 {
-			n, err := s.Active(ctx, owner)
-			if err != nil {
+			if err := s.underQuota(ctx, owner, l.Tasks); err != nil {
 				return nil, false, err
-			}
-			if n >= l.Tasks {
-				return nil, false, quota.Exceeded(owner, quota.Tasks, l.Tasks, n, 1)
 			}
 		}
 	}
@@ -166,16 +176,24 @@ func (s *Store) Submit(ctx context.Context, owner string, req *v1.SubmitRequest,
 	if err != nil {
 		return nil, false, err
 	}
-	var conds []clientv3.Cmp
+	var conds []cond
 	if req.IdempotencyKey != "" {
-		conds = append(conds, clientv3.Compare(clientv3.CreateRevision(s.k.idem(owner, req.IdempotencyKey)), "=", 0))
+		conds = append(conds, cond{key: s.k.idem(owner, req.IdempotencyKey)})
+	}
+	if r := s.runner.Load(); r != nil {
+		if t, ok, err := r.submitAndClaim(ctx, t, conds); ok || err != nil {
+			return t, false, err
+		}
 	}
 	for {
-		tx, err := s.cli.Txn(ctx).If(conds...).Then(ops...).Commit()
-		if err != nil {
+		w := newWrite(conds, ops...)
+		if err := s.batch.do(ctx, w); err != nil {
 			return nil, false, fmt.Errorf("recording the task in etcd: %w", err)
 		}
-		if tx.Succeeded {
+		if w.err != nil {
+			return nil, false, fmt.Errorf("recording the task: %w", w.err)
+		}
+		if w.ok {
 			return t, false, nil
 		}
 		resp, err := s.cli.Get(ctx, s.k.idem(owner, req.IdempotencyKey))
@@ -283,32 +301,6 @@ func (s *Store) List(ctx context.Context, owner string, state v1.TaskState, func
 	return out, nil
 }
 
-// Wait returns owner's task id once it has ended, or ctx's error.
-func (s *Store) Wait(ctx context.Context, owner, id string) (*v1.Task, error) {
-	for {
-		t, rev, err := s.Get(ctx, owner, id)
-		if err != nil || Ended(t.State) {
-			return t, err
-		}
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := s.cli.Watch(wctx, s.k.record(owner, id), clientv3.WithRev(rev+1))
-		changed := false
-		for wresp := range wch {
-			if wresp.Err() != nil || len(wresp.Events) > 0 {
-				changed = true
-				break
-			}
-		}
-		cancel()
-		if err := ctx.Err(); err != nil {
-			return t, err
-		}
-		if !changed {
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-}
-
 // Cancel cancels owner's task id: a queued one at once; a running one is
 // marked, and the replica running it cancels its call.
 func (s *Store) Cancel(ctx context.Context, owner, id string) (*v1.Task, error) {
@@ -406,6 +398,48 @@ func (k keys) schedules() string                  { return k.p + "sched/" }
 // active marks a task that has not ended, under its owner: what the tasks
 // quota counts.
 func (k keys) active(owner, id string) string { return k.p + "active/" + owner + "/" + id }
+
+// activeCount is a replica's recent count of an owner's tasks that have
+// not ended, with the submits it let through since.
+type activeCount struct {
+	n  int64
+	at time.Time
+}
+
+// recountAfter is how long a count far from its owner's limit is trusted.
+const recountAfter = 250 * time.Millisecond
+
+// underQuota refuses a submit that would take owner's tasks past limit. A
+// count read less than recountAfter ago, plus this replica's submits since,
+// is trusted while under half the limit; nearer the limit every submit
+// counts again. Submits through other replicas within recountAfter may
+// therefore pass a limit of a busy user.
+func (s *Store) underQuota(ctx context.Context, owner string, limit int64) error {
+	now := time.Now()
+	s.countsMu.Lock()
+	if c := s.counts[owner]; c != nil && now.Sub(c.at) < recountAfter && c.n < limit/2 {
+		c.n++
+		s.countsMu.Unlock()
+		return nil
+	}
+	s.countsMu.Unlock()
+	n, err := s.Active(ctx, owner)
+	if err != nil {
+		return err
+	}
+	if n >= limit {
+		return quota.Exceeded(owner, quota.Tasks, limit, n, 1)
+	}
+	s.countsMu.Lock()
+	defer s.countsMu.Unlock()
+	for o, c := range s.counts {
+		if now.Sub(c.at) >= recountAfter {
+			delete(s.counts, o)
+		}
+	}
+	s.counts[owner] = &activeCount{n: n + 1, at: now}
+	return nil
+}
 
 // Active returns how many of owner's tasks have not ended.
 func (s *Store) Active(ctx context.Context, owner string) (int64, error) {

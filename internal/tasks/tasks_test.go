@@ -13,6 +13,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/etcdserver"
@@ -20,7 +21,7 @@ import (
 	"github.com/hivemind/taskworker/internal/tasks"
 )
 
-func startEtcd(t *testing.T) []string {
+func startEtcd(t testing.TB) []string {
 	t.Helper()
 	cfg := etcdserver.DefaultConfig(t.TempDir())
 	cfg.TickMs, cfg.ElectionMs = 10, 100
@@ -32,7 +33,7 @@ func startEtcd(t *testing.T) []string {
 	return srv.Endpoints()
 }
 
-func client(t *testing.T, endpoints []string) *clientv3.Client {
+func client(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -51,9 +52,16 @@ func config(replica string) tasks.Config {
 }
 
 // runner starts a runner until the test ends (or stop is called).
-func runner(t *testing.T, cli *clientv3.Client, replica string, call tasks.Caller) (r *tasks.Runner, stop func()) {
+func runner(t testing.TB, cli *clientv3.Client, replica string, call tasks.Caller) (r *tasks.Runner, stop func()) {
 	t.Helper()
-	r = tasks.NewRunner(tasks.NewStore(cli, config(replica)), call)
+	return runnerOn(t, tasks.NewStore(cli, config(replica)), call)
+}
+
+// runnerOn starts a runner over s: the tasks submitted through s are
+// those a pool replica's own clients submit.
+func runnerOn(t testing.TB, s *tasks.Store, call tasks.Caller) (r *tasks.Runner, stop func()) {
+	t.Helper()
+	r = tasks.NewRunner(s, call)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready, done := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -69,7 +77,7 @@ func runner(t *testing.T, cli *clientv3.Client, replica string, call tasks.Calle
 	return r, stop
 }
 
-func wait(t *testing.T, s *tasks.Store, owner, id string) *v1.Task {
+func wait(t testing.TB, s *tasks.Store, owner, id string) *v1.Task {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -80,7 +88,7 @@ func wait(t *testing.T, s *tasks.Store, owner, id string) *v1.Task {
 	return task
 }
 
-func submit(t *testing.T, s *tasks.Store, owner string, req *v1.SubmitRequest) *v1.Task {
+func submit(t testing.TB, s *tasks.Store, owner string, req *v1.SubmitRequest) *v1.Task {
 	t.Helper()
 	task, _, err := s.Submit(context.Background(), owner, req, req.Args)
 	if err != nil {
@@ -94,11 +102,27 @@ func echo(_ context.Context, _ string, req *v1.FunctionCallRequest) (*v1.Functio
 	return &v1.FunctionCallResponse{Result: fmt.Appendf(nil, "%q", fmt.Sprintf("%s/%d", req.TaskId, req.TaskAttempt)), WorkerId: "w1"}, nil
 }
 
+// Tasks end as their attempts and retry policy say, whether submitted
+// through another replica (queued, then claimed) or through the replica
+// that runs them (claimed as they are recorded).
 func TestTaskOutcomes(t *testing.T) {
+	for _, where := range []string{"elsewhere", "on the runner's replica"} {
+		t.Run("submitted "+where, func(t *testing.T) { testTaskOutcomes(t, where != "elsewhere") })
+	}
+}
+
+func testTaskOutcomes(t *testing.T, local bool) {
 	cli := client(t, startEtcd(t))
 	s := tasks.NewStore(cli, config("p1"))
+	start := func(call tasks.Caller) {
+		if local {
+			runnerOn(t, s, call)
+		} else {
+			runner(t, cli, "p1", call)
+		}
+	}
 	// The arguments say how many attempts fail: [n].
-	runner(t, cli, "p1", func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	start(func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
 		var fail []int32
 		_ = json.Unmarshal(req.Args, &fail)
 		if len(fail) == 1 && req.TaskAttempt <= fail[0] {
@@ -406,5 +430,133 @@ func TestTasksQuota(t *testing.T) {
 	}
 	if n, err := s.Active(ctx, "bob"); err != nil || n != 0 {
 		t.Fatalf("bob's active tasks after they ended: %d, %v", n, err)
+	}
+}
+
+// Concurrent submits share transactions; submits with one idempotency key
+// make one task whichever batch they land in, and a submit whose key is
+// taken does not fail the others it is batched with.
+func TestConcurrentSubmitsAreBatched(t *testing.T) {
+	cli, reqs := countingClient(t, startEtcd(t))
+	s := tasks.NewStore(cli, config("p1"))
+	ctx := context.Background()
+	taken := submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f", IdempotencyKey: "taken"})
+	before := reqs.count("/etcdserverpb.KV/Txn")
+	const n = 64
+	type result struct {
+		key, id  string
+		existing bool
+		err      error
+	}
+	results := make([]result, n)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range n {
+		key := fmt.Sprintf("own-%d", i)
+		switch i % 4 {
+		case 0:
+			key = "shared"
+		case 1:
+			key = "taken"
+		}
+		wg.Go(func() {
+			<-start
+			task, existing, err := s.Submit(ctx, "bob", &v1.SubmitRequest{FunctionName: "f", IdempotencyKey: key}, nil)
+			results[i] = result{key: key, id: task.GetId(), existing: existing, err: err}
+		})
+	}
+	close(start)
+	wg.Wait()
+	txns := reqs.count("/etcdserverpb.KV/Txn") - before
+	ids := map[string]map[string]bool{}
+	for _, r := range results {
+		if r.err != nil {
+			t.Fatalf("submit with key %s: %v", r.key, r.err)
+		}
+		if ids[r.key] == nil {
+			ids[r.key] = map[string]bool{}
+		}
+		ids[r.key][r.id] = true
+		if r.key == "taken" && (!r.existing || r.id != taken.Id) {
+			t.Errorf("a submit with a taken key made task %s (existing %v); want %s", r.id, r.existing, taken.Id)
+		}
+	}
+	for key, set := range ids {
+		if len(set) != 1 {
+			t.Errorf("key %s named %d tasks", key, len(set))
+		}
+	}
+	list, err := s.List(ctx, "bob", v1.TaskState_TASK_STATE_UNSPECIFIED, "f", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1 + 1 + n/2; len(list) != want { // taken, shared, and one per own key
+		t.Errorf("%d tasks recorded, want %d", len(list), want)
+	}
+	if txns >= n {
+		t.Errorf("%d submits took %d transactions: none was batched", n, txns)
+	}
+	t.Logf("%d concurrent submits in %d transactions", n, txns)
+}
+
+// A running task claimed under a live replica's lease that the replica is
+// not running (its claim's transaction failed, yet took effect) is queued
+// again by that replica's sweep, and runs.
+func TestOrphanOfALiveReplicaRunsAgain(t *testing.T) {
+	endpoints := startEtcd(t)
+	cli := client(t, endpoints)
+	s := tasks.NewStore(client(t, endpoints), config("p0"))
+	runner(t, cli, "p1", echo)
+	ctx := context.Background()
+	presence, err := cli.Get(ctx, "/tw/tasks/replica/", clientv3.WithPrefix())
+	if err != nil || len(presence.Kvs) != 1 {
+		t.Fatalf("p1's presence: %v, %v", presence, err)
+	}
+	lease := strings.TrimPrefix(string(presence.Kvs[0].Key), "/tw/tasks/replica/")
+	// The task as a claim by p1 leaves it: running, under p1's lease.
+	id := fmt.Sprintf("%016x%08x", time.Now().UnixNano(), 7)
+	orphan := &v1.Task{Id: id, Owner: "bob", FunctionName: "f", State: v1.TaskState_TASK_STATE_RUNNING,
+		Retry: &v1.RetryPolicy{MaxAttempts: 1}, CreatedAtMs: time.Now().UnixMilli(),
+		Attempts: []*v1.Attempt{{Number: 1, StartedAtMs: time.Now().UnixMilli()}}}
+	val, err := proto.Marshal(orphan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Txn(ctx).Then(clientv3.OpPut("/tw/tasks/u/bob/"+id, string(val)),
+		clientv3.OpPut("/tw/tasks/running/"+id, "bob "+lease), clientv3.OpPut("/tw/tasks/active/bob/"+id, "")).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	got := wait(t, s, "bob", id)
+	if got.State != v1.TaskState_TASK_STATE_SUCCEEDED || len(got.Attempts) != 2 || !got.Attempts[0].HandedBack {
+		t.Fatalf("state %v, attempts %v", got.State, got.Attempts)
+	}
+	if n, err := s.Active(ctx, "bob"); err != nil || n != 0 {
+		t.Fatalf("bob's active tasks after the orphan ran: %d, %v", n, err)
+	}
+}
+
+// A Wait for a task running on the waiter's own replica is answered by the
+// runner when it writes the outcome; another user's Wait for that task id
+// finds no task, as it would anywhere.
+func TestWaitOnTheRunningReplica(t *testing.T) {
+	s := tasks.NewStore(client(t, startEtcd(t)), config("p1"))
+	started, release := make(chan struct{}), make(chan struct{})
+	runnerOn(t, s, func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+		close(started)
+		<-release
+		return echo(ctx, user, req)
+	})
+	task := submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "f"})
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Wait(ctx, "eve", task.Id); !errors.Is(err, tasks.ErrNotFound) {
+		t.Fatalf("eve waited for bob's running task: %v", err)
+	}
+	done := make(chan *v1.Task)
+	go func() { done <- wait(t, s, "bob", task.Id) }()
+	close(release)
+	if got := <-done; got.State != v1.TaskState_TASK_STATE_SUCCEEDED || len(got.Attempts) != 1 {
+		t.Fatalf("state %v, attempts %v", got.State, got.Attempts)
 	}
 }
