@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"sync"
@@ -319,10 +321,13 @@ func tooLarge(size string, limit int64) error {
 }
 
 // storeBlocks seals r block by block, encodes each sealed block and stores
-// its shards, BlocksInFlight blocks at a time, filling in m.
+// its shards, BlocksInFlight blocks at a time, filling in m. Each block is
+// read into the buffer its shards are coded in, hashed (the plaintext's
+// SHA-256) as it arrives, sealed in place and coded in place; its shards
+// go to the workers from that buffer, which is reused once they are
+// stored: no copy of the bytes between the upload and the wire.
 func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, sealer *keyring.Sealer, r io.Reader) error {
-	sr := newSealingReader(r, sealer, m.BlockSize)
-	enc, err := erasure.NewEncoder(sr, layout, m.BlockSize+keyring.Overhead)
+	coder, err := erasure.NewCoder(layout, m.BlockSize+keyring.Overhead)
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
@@ -332,29 +337,40 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		slots   = make(chan struct{}, s.cfg.BlocksInFlight)
-		holders = map[int64][]string{} // block -> the workers of its shards
+		free    = make(chan []byte, s.cfg.BlocksInFlight+1) // buffers whose shards are stored
+		holders = map[int64][]string{}                      // block -> the workers of its shards
+		sums    [][]erasure.Sum
+		sha     = sha256.New()
+		size    int64
 	)
-	for {
-		blk, err := enc.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	for b := int64(0); ; b++ {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			buf = make([]byte, coder.BufferLen())
 		}
+		n, err := readHashed(r, buf[:m.BlockSize], sha)
 		if err != nil {
 			cancel(err)
 			break
 		}
-		// The encoder reuses its buffers for the next block.
-		shards := make([][]byte, len(blk.Shards))
-		for i, sh := range blk.Shards {
-			shards[i] = bytes.Clone(sh)
+		if n == 0 {
+			break
 		}
-		b := blk.Index
-		// The plaintext's end: each sealed block is Overhead longer.
-		if limit := s.maxFileBytes(); b*int64(m.BlockSize)+int64(blk.Len-keyring.Overhead) > limit {
+		size += int64(n)
+		if limit := s.maxFileBytes(); size > limit {
 			// Refused now, not after the rest of the upload.
 			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit))
 			break
 		}
+		sealed := sealer.Seal(buf[:0], uint64(b), buf[:n])
+		shards, blockSums, err := coder.Code(buf, len(sealed))
+		if err != nil {
+			cancel(err)
+			break
+		}
+		sums = append(sums, blockSums)
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -366,13 +382,21 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			defer func() { <-slots }()
 			h, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
 			if err != nil {
+				// Not reused: a stream that failed may still hold it.
 				cancel(err)
 				return
 			}
 			mu.Lock()
 			holders[b] = h
 			mu.Unlock()
+			select {
+			case free <- buf:
+			default:
+			}
 		})
+		if n < m.BlockSize {
+			break
+		}
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
@@ -387,17 +411,10 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		}
 		return status.Errorf(codes.Aborted, "reading the file: %v", err)
 	}
-	info, err := enc.Info()
-	if err != nil {
-		return status.Errorf(codes.Internal, "encoder: %v", err)
-	}
-	if info.Size != sealedSize(sr.size, m.BlockSize) {
-		return status.Errorf(codes.Internal, "sealed %d bytes into %d, not %d", sr.size, info.Size, sealedSize(sr.size, m.BlockSize))
-	}
-	m.Size = sr.size
-	m.SHA256 = sr.sum()
-	m.Sums = encodeSums(info.Sums)
-	m.Placement = make([][]int16, info.Blocks())
+	m.Size = size
+	m.SHA256 = hex.EncodeToString(sha.Sum(nil))
+	m.Sums = encodeSums(sums)
+	m.Placement = make([][]int16, len(sums))
 	for b := range m.Placement {
 		hs := holders[int64(b)]
 		m.Placement[b] = make([]int16, len(hs))
@@ -406,6 +423,25 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		}
 	}
 	return nil
+}
+
+// readHashed fills buf from r, as io.ReadFull does, writing what it reads
+// to h while it is fresh in the cache; it returns how many bytes it read,
+// short only at the end of r (and then with no error).
+func readHashed(r io.Reader, buf []byte, h hash.Hash) (int, error) {
+	n := 0
+	for n < len(buf) {
+		got, err := r.Read(buf[n:])
+		h.Write(buf[n : n+got])
+		n += got
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // putBlock stores a block's shards on distinct workers, in placement order,
@@ -587,6 +623,14 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		}
 		record, _ := json.Marshal(m.fileRecord)
 		usageCmps, usageOps := u.move(s.keys, m.Size-freed)
+		// The change mark of an uncounted user is shared by the commits
+		// of a batch (see batch.go).
+		var marks []string
+		if !u.tracked {
+			marks, usageOps = []string{s.keys.usageChanged(req.user)}, slices.DeleteFunc(usageOps, func(op clientv3.Op) bool {
+				return string(op.KeyBytes()) == s.keys.usageChanged(req.user)
+			})
+		}
 		cmps := append([]clientv3.Cmp{cmp}, usageCmps...)
 		if !m.inline() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
@@ -600,11 +644,14 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		for _, p := range pruned {
 			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
 		}
-		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		ok, err := s.commits.do(ctx, commitTxn{cmps: cmps, ops: ops, marks: marks})
 		if err != nil {
+			if notSent, isNotSent := errors.AsType[*notSentError](err); isNotSent {
+				return status.FromContextError(notSent.err).Err()
+			}
 			return &ambiguousError{serving.EtcdError(err)}
 		}
-		if txn.Succeeded {
+		if ok {
 			s.dropPruned(ctx, m.FileID, pruned)
 			return nil
 		}
