@@ -149,7 +149,6 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 		}
 	}()
 	var (
-		plain   []byte
 		written int64
 		next    = first
 	)
@@ -157,8 +156,9 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 		if blk.err != nil {
 			return written, blk.err
 		}
-		var err error
-		if plain, err = r.sealer.Open(plain[:0], uint64(blk.b), blk.buf.Bytes()); err != nil {
+		sealed := blk.buf.Bytes()
+		plain, err := r.sealer.Open(sealed[:0], uint64(blk.b), sealed) // in place
+		if err != nil {
 			return written, err
 		}
 		start := blk.b * bs
