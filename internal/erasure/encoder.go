@@ -183,17 +183,17 @@ func NewCoder(l Layout, blockSize int) (*Coder, error) {
 	return &Coder{l: l, blockSize: blockSize, rs: rs}, nil
 }
 
-// BufferLen is the length of the buffer Code needs for a full block: its data shards, padding included,
-// then its parity shards.
-func (c *Coder) BufferLen() int { return c.l.Shards() * shardLen(c.blockSize, c.l.Data) }
+// BufferLen is the length of the buffer Code needs for a block of n bytes: its data shards, padding
+// included, then its parity shards. BufferLen(blockSize) holds any block.
+func (c *Coder) BufferLen(n int) int { return c.l.Shards() * shardLen(n, c.l.Data) }
 
 // Code codes in place the block of n bytes (1 to the block size) at the start of buf, which must be
-// BufferLen bytes long: it pads the last data shard with zeros, writes the parity shards after the data
+// at least BufferLen(n) bytes long: it pads the last data shard with zeros, writes the parity shards after the data
 // shards, and returns the shards, slices of buf (data shards, then parity shards), with their sums. The
 // shards are valid until buf is reused.
 func (c *Coder) Code(buf []byte, n int) ([][]byte, []Sum, error) {
-	if n < 1 || n > c.blockSize || len(buf) < c.BufferLen() {
-		return nil, nil, fmt.Errorf("erasure: coding %d bytes in a buffer of %d (blocks of %d need %d)", n, len(buf), c.blockSize, c.BufferLen())
+	if n < 1 || n > c.blockSize || len(buf) < c.BufferLen(n) {
+		return nil, nil, fmt.Errorf("erasure: coding %d bytes (blocks of at most %d) in a buffer of %d; it needs %d", n, c.blockSize, len(buf), c.BufferLen(n))
 	}
 	k := c.l.Data
 	sl := shardLen(n, k)

@@ -348,15 +348,26 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		select {
 		case buf = <-free:
 		default:
-			buf = make([]byte, coder.BufferLen())
+			if b == 0 {
+				// The first block's buffer grows with what it reads: a
+				// 10 KiB file does not cost a whole block's buffer.
+				buf = make([]byte, min(firstBuffer, coder.BufferLen(m.BlockSize+keyring.Overhead)))
+			} else {
+				buf = make([]byte, coder.BufferLen(m.BlockSize+keyring.Overhead))
+			}
 		}
-		n, err := readHashed(r, buf[:m.BlockSize], sha)
+		buf, n, err := readHashed(r, buf, m.BlockSize, sha)
 		if err != nil {
 			cancel(err)
 			break
 		}
 		if n == 0 {
 			break
+		}
+		if need := coder.BufferLen(n + keyring.Overhead); len(buf) < need {
+			grown := make([]byte, need)
+			copy(grown, buf[:n])
+			buf = grown
 		}
 		size += int64(n)
 		if limit := s.maxFileBytes(); size > limit {
@@ -425,23 +436,34 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 	return nil
 }
 
-// readHashed fills buf from r, as io.ReadFull does, writing what it reads
-// to h while it is fresh in the cache; it returns how many bytes it read,
-// short only at the end of r (and then with no error).
-func readHashed(r io.Reader, buf []byte, h hash.Hash) (int, error) {
+// firstBuffer is the first size of a write's first block buffer, which
+// doubles up to a block's as the file's bytes come.
+const firstBuffer = 64 << 10
+
+// readHashed reads up to size bytes from r into buf, as io.ReadFull does,
+// growing buf (doubling, up to size) when it is full, and writes what it
+// reads to h while it is fresh in the cache. It returns the buffer and how
+// many bytes it read, fewer than size only at the end of r (and then with
+// no error).
+func readHashed(r io.Reader, buf []byte, size int, h hash.Hash) ([]byte, int, error) {
 	n := 0
-	for n < len(buf) {
-		got, err := r.Read(buf[n:])
+	for n < size {
+		if n == len(buf) {
+			grown := make([]byte, min(max(2*len(buf), firstBuffer), size))
+			copy(grown, buf[:n])
+			buf = grown
+		}
+		got, err := r.Read(buf[n:min(len(buf), size)])
 		h.Write(buf[n : n+got])
 		n += got
 		if errors.Is(err, io.EOF) {
-			return n, nil
+			return buf, n, nil
 		}
 		if err != nil {
-			return n, err
+			return buf, n, err
 		}
 	}
-	return n, nil
+	return buf, n, nil
 }
 
 // putBlock stores a block's shards on distinct workers, in placement order,
