@@ -11,7 +11,8 @@
 //   - FileInfo: what a reader needs besides the shards (layout, block size, size, SHA-256 of the file, a
 //     Sum per shard); the manifest stores it.
 //   - Sum: BLAKE3-256 of one shard.
-//   - Encoder, Block: the write side.
+//   - Encoder, Block: the write side; Coder codes blocks in place in buffers its caller fills (a sealed
+//     block), for a writer that keeps the shards past the next block and needs no copy of them.
 //   - Decoder, ShardSource, BadShard, BlockError: the read and repair side.
 //
 // A Decoder checks every shard against its Sum before using it (Reed-Solomon cannot tell a bad shard from

@@ -99,13 +99,10 @@ func (e *Encoder) Next() (*Block, error) {
 	for i := range m {
 		b.Shards[k+i] = e.parity[i*sl : (i+1)*sl : (i+1)*sl]
 	}
-	if m > 0 {
-		if err := e.rs.Encode(b.Shards); err != nil {
-			e.err = fmt.Errorf("erasure: encoding block %d: %w", len(e.info.Sums), err)
-			return nil, e.err
-		}
+	if err := codeShards(e.rs, m, b.Shards, b.Sums); err != nil {
+		e.err = fmt.Errorf("erasure: encoding block %d: %w", len(e.info.Sums), err)
+		return nil, e.err
 	}
-	sumShards(b.Sums, b.Shards)
 
 	b.Index = int64(len(e.info.Sums))
 	b.Offset = e.info.Size
@@ -151,4 +148,63 @@ func (e *Encoder) Info() (*FileInfo, error) {
 	}
 	info := e.info
 	return &info, nil
+}
+
+// codeShards computes the parity shards of a block (the last m of shards) from its data shards, and the
+// sums of all of them.
+func codeShards(rs reedsolomon.Encoder, m int, shards [][]byte, sums []Sum) error {
+	if m > 0 {
+		if err := rs.Encode(shards); err != nil {
+			return err
+		}
+	}
+	sumShards(sums, shards)
+	return nil
+}
+
+// Coder codes blocks in buffers its caller fills: the Encoder's work for a writer that produces each block
+// itself (sealing it in place, say) and keeps the shards past the next block, without the Encoder's reads,
+// copies and SHA-256 of the stream. A Coder is safe for concurrent use on distinct buffers.
+type Coder struct {
+	l         Layout
+	blockSize int
+	rs        reedsolomon.Encoder
+}
+
+// NewCoder returns a Coder of blocks of at most blockSize bytes in layout l.
+func NewCoder(l Layout, blockSize int) (*Coder, error) {
+	if err := validateBlockSize(blockSize); err != nil {
+		return nil, err
+	}
+	rs, err := codecFor(l)
+	if err != nil {
+		return nil, err
+	}
+	return &Coder{l: l, blockSize: blockSize, rs: rs}, nil
+}
+
+// BufferLen is the length of the buffer Code needs for a block of n bytes: its data shards, padding
+// included, then its parity shards. BufferLen(blockSize) holds any block.
+func (c *Coder) BufferLen(n int) int { return c.l.Shards() * shardLen(n, c.l.Data) }
+
+// Code codes in place the block of n bytes (1 to the block size) at the start of buf, which must be
+// at least BufferLen(n) bytes long: it pads the last data shard with zeros, writes the parity shards after the data
+// shards, and returns the shards, slices of buf (data shards, then parity shards), with their sums. The
+// shards are valid until buf is reused.
+func (c *Coder) Code(buf []byte, n int) ([][]byte, []Sum, error) {
+	if n < 1 || n > c.blockSize || len(buf) < c.BufferLen(n) {
+		return nil, nil, fmt.Errorf("erasure: coding %d bytes (blocks of at most %d) in a buffer of %d; it needs %d", n, c.blockSize, len(buf), c.BufferLen(n))
+	}
+	k := c.l.Data
+	sl := shardLen(n, k)
+	clear(buf[n : k*sl])
+	shards := make([][]byte, c.l.Shards())
+	for i := range shards {
+		shards[i] = buf[i*sl : (i+1)*sl : (i+1)*sl]
+	}
+	sums := make([]Sum, len(shards))
+	if err := codeShards(c.rs, c.l.Parity, shards, sums); err != nil {
+		return nil, nil, fmt.Errorf("erasure: encoding a block: %w", err)
+	}
+	return shards, sums, nil
 }

@@ -547,3 +547,44 @@ func Example() {
 	// repair block 1 shard 0
 	// 3 blocks in 4+2: "a file, cut into blocks of sixteen bytes" <nil>
 }
+
+// A Coder codes a block in place exactly as the Encoder codes it, from a
+// buffer of BufferLen(n) bytes, and refuses one too small.
+func TestCoderMatchesEncoder(t *testing.T) {
+	const blockSize = 64 << 10
+	for _, l := range []Layout{{Data: 4, Parity: 2}, {Data: 2, Parity: 1}, {Data: 1, Parity: 0}} {
+		for _, n := range []int{1, 5, blockSize - 3, blockSize} {
+			t.Run(fmt.Sprintf("%s/%d", l, n), func(t *testing.T) {
+				data := make([]byte, n)
+				rand.NewChaCha8([32]byte{byte(n)}).Read(data)
+				enc, err := NewEncoder(bytes.NewReader(data), l, blockSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := enc.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				c, err := NewCoder(l, blockSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf := make([]byte, c.BufferLen(n))
+				copy(buf, data)
+				if _, _, err := c.Code(buf[:len(buf)-1], n); err == nil && len(buf) > n {
+					t.Errorf("coded %d bytes in a buffer of %d, short of %d", n, len(buf)-1, len(buf))
+				}
+				rand.NewChaCha8([32]byte{9}).Read(buf[n:]) // padding and parity start dirty
+				shards, sums, err := c.Code(buf, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range want.Shards {
+					if !bytes.Equal(shards[i], want.Shards[i]) || sums[i] != want.Sums[i] {
+						t.Errorf("shard %d differs from the Encoder's", i)
+					}
+				}
+			})
+		}
+	}
+}

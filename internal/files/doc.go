@@ -19,6 +19,8 @@
 //     definite (serving.NotCommitted); read.go: Get, Download, Delete.
 //   - seal.go: the data key of each write, the sealing of blocks and inline
 //     files, and RewrapKeys after a master key rotation.
+//   - batch.go: the committer, which sends the commit transactions of
+//     concurrent writes to etcd together, each a nested transaction.
 //   - retention.go: which versions a commit deletes (keep the last N, and
 //     those younger than KeepFor), and each user's storage use, which the
 //     quota bounds, kept by the same transactions.
@@ -56,6 +58,14 @@
 // shards' overhead. Once a storage quota applies to a user, their commits
 // compare-and-swap one record: two committing at the same instant retry
 // one of them.
+//
+// Commits batch only when none writes a key another compares or writes: a
+// user's commits under a storage quota (one usage record) or revisions of
+// one file go one batch after the other. The change mark of users without
+// a quota is written once per batch, even when every commit in it failed
+// its comparisons; a count of their use then only runs again. A commit
+// waits for the batch before it: a lone write gains nothing and loses one
+// round trip at most.
 //
 // Only a write whose commit transaction was sent and got no answer fails
 // without the NotCommitted mark: it may have been applied. Its shards and

@@ -120,7 +120,7 @@ func (s *Service) decoder(m *manifest) (*erasure.Decoder, error) {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
 	}
 	d, err := erasure.NewDecoder(info, erasure.ShardSourceFunc(func(ctx context.Context, b int64, i int) ([]byte, error) {
-		return s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)})
+		return s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)}, info.ShardLen(b))
 	}))
 	if err != nil {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
@@ -151,8 +151,9 @@ func (s *Service) workerLive(id string) bool {
 	return ok
 }
 
-// getShard fetches one shard from a worker.
-func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey) ([]byte, error) {
+// getShard fetches one shard from a worker, into a buffer of the length
+// it should have (more, if the worker sends more, is kept to be checked).
+func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey, want int) ([]byte, error) {
 	if workerID == "" {
 		return nil, errors.New("no worker holds the shard")
 	}
@@ -164,7 +165,7 @@ func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKe
 	if err != nil {
 		return nil, err
 	}
-	var buf []byte
+	buf := make([]byte, 0, want)
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -300,6 +301,16 @@ type chunkWriter struct {
 func (w *chunkWriter) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
+		if len(w.buf) == 0 && len(p) >= chunkBytes {
+			// A whole message's worth: sent from p itself (Send has
+			// encoded it when it returns), not copied into buf first.
+			if err := w.send(p[:chunkBytes], !w.sent); err != nil {
+				return 0, err
+			}
+			w.sent = true
+			p = p[chunkBytes:]
+			continue
+		}
 		room := chunkBytes - len(w.buf)
 		take := min(room, len(p))
 		w.buf = append(w.buf, p[:take]...)

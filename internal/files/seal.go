@@ -6,9 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"hash"
 	"io"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -72,93 +70,6 @@ func sealedSize(size int64, blockSize int) int64 {
 	blocks := (size + int64(blockSize) - 1) / int64(blockSize)
 	return size + blocks*keyring.Overhead
 }
-
-// sealingReader reads a file in blocks of blockSize and hands out each
-// block sealed under its index, noting the plaintext's size and SHA-256.
-// It reads the next block (in the caller's goroutine: it alone touches
-// the upload) and seals it on another while the erasure Encoder codes the
-// one before; the SHA-256 runs beside the sealing.
-type sealingReader struct {
-	r         io.Reader
-	sealer    *keyring.Sealer
-	plain     [2][]byte // the block being sealed, and the other
-	sealed    [2][]byte // the block being handed out, and the other
-	index     uint64
-	inflight  chan []byte // the block being sealed; nil: none
-	pending   []byte
-	eof       bool
-	size      int64
-	sha       hash.Hash
-	blockSize int
-}
-
-func newSealingReader(r io.Reader, sealer *keyring.Sealer, blockSize int) *sealingReader {
-	return &sealingReader{r: r, sealer: sealer, blockSize: blockSize, sha: sha256.New()}
-}
-
-func (sr *sealingReader) Read(p []byte) (int, error) {
-	for len(sr.pending) == 0 {
-		if sr.inflight == nil {
-			if sr.eof {
-				return 0, io.EOF
-			}
-			if err := sr.startNext(); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		sealed := <-sr.inflight
-		sr.inflight = nil
-		if !sr.eof {
-			if err := sr.startNext(); err != nil {
-				return 0, err
-			}
-		}
-		sr.pending = sealed
-	}
-	n := copy(p, sr.pending)
-	sr.pending = sr.pending[n:]
-	return n, nil
-}
-
-// startNext reads the next block and starts sealing it; at the end of the
-// stream it only notes the end.
-func (sr *sealingReader) startNext() error {
-	slot := sr.index % 2
-	if sr.plain[slot] == nil {
-		sr.plain[slot] = make([]byte, sr.blockSize)
-	}
-	plain := sr.plain[slot]
-	n, err := io.ReadFull(sr.r, plain)
-	switch {
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		sr.eof = true
-	case err != nil:
-		return err
-	}
-	if n == 0 {
-		return nil
-	}
-	index, done := sr.index, make(chan []byte, 1)
-	sr.index++
-	sr.size += int64(n)
-	sr.inflight = done
-	go func() {
-		hashed := make(chan struct{})
-		go func() {
-			sr.sha.Write(plain[:n])
-			close(hashed)
-		}()
-		sealed := sr.sealer.Seal(sr.sealed[slot][:0], index, plain[:n])
-		sr.sealed[slot] = sealed
-		<-hashed
-		done <- sealed
-	}()
-	return nil
-}
-
-// sum is the plaintext's SHA-256, once Read has returned io.EOF.
-func (sr *sealingReader) sum() string { return hex.EncodeToString(sr.sha.Sum(nil)) }
 
 // sealedReader reads a sealed file version: it fetches each block's
 // ciphertext through the erasure Decoder and opens it.
@@ -238,7 +149,6 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 		}
 	}()
 	var (
-		plain   []byte
 		written int64
 		next    = first
 	)
@@ -246,8 +156,9 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 		if blk.err != nil {
 			return written, blk.err
 		}
-		var err error
-		if plain, err = r.sealer.Open(plain[:0], uint64(blk.b), blk.buf.Bytes()); err != nil {
+		sealed := blk.buf.Bytes()
+		plain, err := r.sealer.Open(sealed[:0], uint64(blk.b), sealed) // in place
+		if err != nil {
 			return written, err
 		}
 		start := blk.b * bs

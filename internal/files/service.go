@@ -138,6 +138,7 @@ type Service struct {
 	userFrom func(ctx context.Context, userID string) (string, error)
 	keys     keys
 	log      *slog.Logger
+	commits  *committer // the commit transactions of writes (batch.go)
 
 	kick  chan struct{} // wakes the repairer
 	full  sync.Map      // worker id -> time.Time: no new shards until then (its disk was full)
@@ -162,7 +163,7 @@ func New(cfg Config, cli *clientv3.Client, workers Workers, userFrom func(ctx co
 	return &Service{
 		cfg: cfg, cli: cli, workers: workers, userFrom: userFrom,
 		keys: keys{prefix: cfg.Prefix}, log: log.With("component", "files"),
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), commits: &committer{cli: cli},
 	}, nil
 }
 

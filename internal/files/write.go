@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"slices"
 	"sync"
@@ -319,10 +321,13 @@ func tooLarge(size string, limit int64) error {
 }
 
 // storeBlocks seals r block by block, encodes each sealed block and stores
-// its shards, BlocksInFlight blocks at a time, filling in m.
+// its shards, BlocksInFlight blocks at a time, filling in m. Each block is
+// read into the buffer its shards are coded in, hashed (the plaintext's
+// SHA-256) as it arrives, sealed in place and coded in place; its shards
+// go to the workers from that buffer, which is reused once they are
+// stored: no copy of the bytes between the upload and the wire.
 func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, sealer *keyring.Sealer, r io.Reader) error {
-	sr := newSealingReader(r, sealer, m.BlockSize)
-	enc, err := erasure.NewEncoder(sr, layout, m.BlockSize+keyring.Overhead)
+	coder, err := erasure.NewCoder(layout, m.BlockSize+keyring.Overhead)
 	if err != nil {
 		return status.Errorf(codes.Internal, "encoder: %v", err)
 	}
@@ -332,29 +337,51 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		slots   = make(chan struct{}, s.cfg.BlocksInFlight)
-		holders = map[int64][]string{} // block -> the workers of its shards
+		free    = make(chan []byte, s.cfg.BlocksInFlight+1) // buffers whose shards are stored
+		holders = map[int64][]string{}                      // block -> the workers of its shards
+		sums    [][]erasure.Sum
+		sha     = sha256.New()
+		size    int64
 	)
-	for {
-		blk, err := enc.Next()
-		if errors.Is(err, io.EOF) {
-			break
+	for b := int64(0); ; b++ {
+		var buf []byte
+		select {
+		case buf = <-free:
+		default:
+			if b == 0 {
+				// The first block's buffer grows with what it reads: a
+				// 10 KiB file does not cost a whole block's buffer.
+				buf = make([]byte, min(firstBuffer, coder.BufferLen(m.BlockSize+keyring.Overhead)))
+			} else {
+				buf = make([]byte, coder.BufferLen(m.BlockSize+keyring.Overhead))
+			}
 		}
+		buf, n, err := readHashed(r, buf, m.BlockSize, sha)
 		if err != nil {
 			cancel(err)
 			break
 		}
-		// The encoder reuses its buffers for the next block.
-		shards := make([][]byte, len(blk.Shards))
-		for i, sh := range blk.Shards {
-			shards[i] = bytes.Clone(sh)
+		if n == 0 {
+			break
 		}
-		b := blk.Index
-		// The plaintext's end: each sealed block is Overhead longer.
-		if limit := s.maxFileBytes(); b*int64(m.BlockSize)+int64(blk.Len-keyring.Overhead) > limit {
+		if need := coder.BufferLen(n + keyring.Overhead); len(buf) < need {
+			grown := make([]byte, need)
+			copy(grown, buf[:n])
+			buf = grown
+		}
+		size += int64(n)
+		if limit := s.maxFileBytes(); size > limit {
 			// Refused now, not after the rest of the upload.
 			cancel(tooLarge(fmt.Sprintf("over %d bytes", limit), limit))
 			break
 		}
+		sealed := sealer.Seal(buf[:0], uint64(b), buf[:n])
+		shards, blockSums, err := coder.Code(buf, len(sealed))
+		if err != nil {
+			cancel(err)
+			break
+		}
+		sums = append(sums, blockSums)
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -366,13 +393,21 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			defer func() { <-slots }()
 			h, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
 			if err != nil {
+				// Not reused: a stream that failed may still hold it.
 				cancel(err)
 				return
 			}
 			mu.Lock()
 			holders[b] = h
 			mu.Unlock()
+			select {
+			case free <- buf:
+			default:
+			}
 		})
+		if n < m.BlockSize {
+			break
+		}
 	}
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
@@ -387,17 +422,10 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		}
 		return status.Errorf(codes.Aborted, "reading the file: %v", err)
 	}
-	info, err := enc.Info()
-	if err != nil {
-		return status.Errorf(codes.Internal, "encoder: %v", err)
-	}
-	if info.Size != sealedSize(sr.size, m.BlockSize) {
-		return status.Errorf(codes.Internal, "sealed %d bytes into %d, not %d", sr.size, info.Size, sealedSize(sr.size, m.BlockSize))
-	}
-	m.Size = sr.size
-	m.SHA256 = sr.sum()
-	m.Sums = encodeSums(info.Sums)
-	m.Placement = make([][]int16, info.Blocks())
+	m.Size = size
+	m.SHA256 = hex.EncodeToString(sha.Sum(nil))
+	m.Sums = encodeSums(sums)
+	m.Placement = make([][]int16, len(sums))
 	for b := range m.Placement {
 		hs := holders[int64(b)]
 		m.Placement[b] = make([]int16, len(hs))
@@ -406,6 +434,36 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		}
 	}
 	return nil
+}
+
+// firstBuffer is the first size of a write's first block buffer, which
+// doubles up to a block's as the file's bytes come.
+const firstBuffer = 64 << 10
+
+// readHashed reads up to size bytes from r into buf, as io.ReadFull does,
+// growing buf (doubling, up to size) when it is full, and writes what it
+// reads to h while it is fresh in the cache. It returns the buffer and how
+// many bytes it read, fewer than size only at the end of r (and then with
+// no error).
+func readHashed(r io.Reader, buf []byte, size int, h hash.Hash) ([]byte, int, error) {
+	n := 0
+	for n < size {
+		if n == len(buf) {
+			grown := make([]byte, min(max(2*len(buf), firstBuffer), size))
+			copy(grown, buf[:n])
+			buf = grown
+		}
+		got, err := r.Read(buf[n:min(len(buf), size)])
+		h.Write(buf[n : n+got])
+		n += got
+		if errors.Is(err, io.EOF) {
+			return buf, n, nil
+		}
+		if err != nil {
+			return buf, n, err
+		}
+	}
+	return buf, n, nil
 }
 
 // putBlock stores a block's shards on distinct workers, in placement order,
@@ -587,6 +645,14 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		}
 		record, _ := json.Marshal(m.fileRecord)
 		usageCmps, usageOps := u.move(s.keys, m.Size-freed)
+		// The change mark of an uncounted user is shared by the commits
+		// of a batch (see batch.go).
+		var marks []string
+		if !u.tracked {
+			marks, usageOps = []string{s.keys.usageChanged(req.user)}, slices.DeleteFunc(usageOps, func(op clientv3.Op) bool {
+				return string(op.KeyBytes()) == s.keys.usageChanged(req.user)
+			})
+		}
 		cmps := append([]clientv3.Cmp{cmp}, usageCmps...)
 		if !m.inline() {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(intentKey), ">", 0))
@@ -600,11 +666,14 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		for _, p := range pruned {
 			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
 		}
-		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		ok, err := s.commits.do(ctx, commitTxn{cmps: cmps, ops: ops, marks: marks})
 		if err != nil {
+			if notSent, isNotSent := errors.AsType[*notSentError](err); isNotSent {
+				return status.FromContextError(notSent.err).Err()
+			}
 			return &ambiguousError{serving.EtcdError(err)}
 		}
-		if txn.Succeeded {
+		if ok {
 			s.dropPruned(ctx, m.FileID, pruned)
 			return nil
 		}

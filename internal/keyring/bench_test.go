@@ -2,6 +2,7 @@ package keyring_test
 
 import (
 	"crypto/sha256"
+	"path/filepath"
 	"testing"
 
 	"github.com/hivemind/taskworker/internal/keyring"
@@ -43,5 +44,28 @@ func BenchmarkSealer(b *testing.B) {
 				sha256.Sum256(plain)
 			}
 		})
+	}
+}
+
+// BenchmarkUnwrap measures what a read pays to get its version's data key
+// back and a sealer of it: the reason the file service keeps no cache of
+// unwrapped keys.
+func BenchmarkUnwrap(b *testing.B) {
+	k, err := keyring.Open(filepath.Join(b.TempDir(), keyring.FileName))
+	if err != nil {
+		b.Fatal(err)
+	}
+	wrapped, err := k.Wrap(keyring.NewDataKey(), "file f write w")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		d, err := k.Unwrap(wrapped, "file f write w")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := d.Sealer(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
