@@ -52,6 +52,13 @@ type Pool struct {
 // level; Logs returns what they wrote.
 func Start(t testing.TB) *Pool {
 	t.Helper()
+	return StartConfig(t, egress.Config{})
+}
+
+// StartConfig is Start with the egress client's cfg (loopback allowed on
+// top of its AllowNets).
+func StartConfig(t testing.TB, cfg egress.Config) *Pool {
+	t.Helper()
 	ecfg := etcdserver.DefaultConfig(t.TempDir())
 	ecfg.TickMs, ecfg.ElectionMs = 10, 100
 	etcd, err := etcdserver.Start(context.Background(), ecfg)
@@ -69,7 +76,8 @@ func Start(t testing.TB) *Pool {
 		t.Fatal(err)
 	}
 	p := &Pool{Store: secrets.New(cli, "/tw/", ring), logs: &logBuffer{}, calls: map[string]egress.Call{}}
-	client, err := egress.New(egress.Config{AllowNets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	cfg.AllowNets = append(cfg.AllowNets, netip.MustParsePrefix("127.0.0.0/8"))
+	client, err := egress.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,16 +122,23 @@ func (p *Pool) ResolveCall(_ context.Context, worker, token string) (egress.Call
 // one, and returns ctx carrying the call's Host, which the worker would
 // put there. The call ends (its token no longer opens anything) with end.
 func (p *Pool) Begin(ctx context.Context, c egress.Call) (_ context.Context, end func()) {
+	token, end := p.BeginToken(c)
+	return callhost.With(ctx, callhost.Pool{Conn: p.Conn, Token: token}), end
+}
+
+// BeginToken is Begin for a test that hands the token to a worker, as the
+// pool does in FunctionCallRequest.call_token.
+func (p *Pool) BeginToken(c egress.Call) (token string, end func()) {
 	b := make([]byte, 16)
 	rand.Read(b)
-	token := hex.EncodeToString(b)
+	token = hex.EncodeToString(b)
 	done := make(chan struct{})
 	c.Done = done
 	p.mu.Lock()
 	p.calls[token] = c
 	p.mu.Unlock()
 	var once sync.Once
-	return callhost.With(ctx, callhost.Pool{Conn: p.Conn, Token: token}), func() {
+	return token, func() {
 		once.Do(func() {
 			p.mu.Lock()
 			delete(p.calls, token)
