@@ -50,7 +50,10 @@ func TestParseRequest(t *testing.T) {
 // countingHost answers every request, and counts them.
 type countingHost struct{ n int }
 
-func (h *countingHost) Secret(context.Context, string) ([]byte, error) { h.n++; return []byte("v"), nil }
+func (h *countingHost) Secret(context.Context, string) ([]byte, error) {
+	h.n++
+	return []byte("v"), nil
+}
 func (h *countingHost) Fetch(context.Context, *Request) (*Response, error) {
 	h.n++
 	return &Response{StatusCode: 200, Header: http.Header{"A": {"1", "2"}}}, nil
