@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -129,5 +131,16 @@ func TestHostBuiltins(t *testing.T) {
 	events, err := pool.Store.Audit(ctx, "alice", "", 10)
 	if err != nil || len(events) != 2 {
 		t.Fatalf("audit: %+v, %v; want the granted read and the injection", events, err)
+	}
+}
+
+// The examples that use the host builtins compile against them.
+func TestHostExamplesCompile(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "examples", "starlark", "weather.star"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Check("weather.star", src, "weather"); err != nil {
+		t.Fatal(err)
 	}
 }
