@@ -15,6 +15,11 @@
 //	c, _ := taskworker.Dial("pool:50051", taskworker.WithToken(token), taskworker.WithCAFile("ca.crt"))
 //	sum, _ := c.Call(ctx, "add", 1, 2) // json.RawMessage("3")
 //
+// During a call, a function reads the secrets it is granted with [Secret]
+// and reaches the outside with [Fetch], both carried out by the pool for
+// that call (its only way out), with {{secret:NAME}} templates that put a
+// key into a request without the function seeing it.
+//
 // A function's error reaches the caller as a gRPC status: [Errorf] (or
 // status.Error) chooses its code; any other error arrives as Unknown.
 //

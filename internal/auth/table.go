@@ -127,6 +127,9 @@ var (
 		v1.KeyService_RotateKeys_FullMethodName: admin,
 		v1.EgressService_Fetch_FullMethodName:   user,
 
+		v1.SecretService_ReadForCall_FullMethodName:  fromWorker,
+		v1.EgressService_FetchForCall_FullMethodName: fromWorker,
+
 		v1.TaskService_Submit_FullMethodName:         user,
 		v1.TaskService_GetTask_FullMethodName:        user,
 		v1.TaskService_ListTasks_FullMethodName:      user,

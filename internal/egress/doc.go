@@ -32,7 +32,14 @@
 //     (taskworker fetch) under an allowlist it gives, and, as one of the
 //     user's functions, under that function's secret grants that name hosts
 //     ([Grantor]; docs/RATIONALE.md, "Why does a fetch by hand use only
-//     grants that name hosts?").
+//     grants that name hosts?"). With [Server.ServeCalls], it also serves
+//     FetchForCall: a worker's request for the function call it runs, named
+//     by the call's token, which a [CallResolver] (the pool's calls in
+//     flight) turns into the [Call]: its owner, function, caller and
+//     --allow-host rules. A call's requests share one Scope (one budget,
+//     one read of each secret, one redactor) until the call is Done.
+//     [ResolveCall] is that step at an RPC boundary, which the
+//     SecretService's ReadForCall shares.
 //
 // # Secrets
 //
@@ -83,6 +90,9 @@
 //     itself or of etcd.
 //   - A fetch by hand is bounded per request (its Scope's budget, its time
 //     and sizes); nothing here bounds how many requests a user makes.
+//   - A call's Scope is dropped at the first request of any call after its
+//     Done is closed; a resolver that gives no Done makes each request a
+//     call of its own (a fresh budget each time).
 //   - Connections are reused across calls for the same scheme, host and
 //     port: the check is per connection, and a name's new answer applies to
 //     new connections only.

@@ -33,6 +33,11 @@ type Server struct {
 	grantor   Grantor
 	checkUser func(ctx context.Context, userID string) (string, error)
 	log       *slog.Logger
+
+	// FetchForCall's (ServeCalls).
+	calls  CallResolver
+	peer   PeerWorker
+	scopes callScopes
 }
 
 var _ v1.EgressServiceServer = (*Server)(nil)
@@ -93,6 +98,11 @@ func (s *Server) Fetch(ctx context.Context, req *v1.FetchRequest) (*v1.FetchResp
 		return nil, serving.GRPCStatus(err).Err()
 	}
 	s.log.Debug("egress fetch", "user", user, "function", req.GetFunction(), "status", resp.StatusCode, "requests", scope.Used())
+	return responseProto(resp, scope), nil
+}
+
+// responseProto is resp as the EgressService answers it.
+func responseProto(resp *Response, scope *Scope) *v1.FetchResponse {
 	out := &v1.FetchResponse{
 		StatusCode: int32(resp.StatusCode),
 		Status:     resp.Status,
@@ -110,5 +120,5 @@ func (s *Server) Fetch(ctx context.Context, req *v1.FetchRequest) (*v1.FetchResp
 			out.Headers = append(out.Headers, &v1.HTTPHeader{Name: k, Value: v})
 		}
 	}
-	return out, nil
+	return out
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/callhost"
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
@@ -23,8 +24,10 @@ const ChildArg = "__wasm-child"
 
 // The pipe protocol of a WebAssembly child, after childproc's hello and
 // ready frames: each call is one frameCall (the input), after which the
-// child sends any number of frameLog and ends the call with exactly one
-// frameResult or frameError.
+// child sends any number of frameLog and frameHostOp (each answered by
+// frameHostReply before the child goes on: the guest waits for its secret
+// or its response) and ends the call with exactly one frameResult or
+// frameError.
 //
 // The hello payload is a 4-byte big-endian length, childHello as JSON, and
 // the module's bytes; the ready payload is childReady.
@@ -34,6 +37,8 @@ const (
 	// both sides may spin for the other's next frame (callSpin).
 	frameCallQuiet = 'c'
 	frameLog       = 'l'                   // child: logMsg
+	frameHostOp    = 'h'                   // child: callhost.Op, a secret read or a fetch for the call
+	frameHostReply = 'r'                   // parent: callhost.Reply
 	frameResult    = childproc.FrameResult // child: the output
 	frameError     = childproc.FrameError  // child: errorMsg
 )
@@ -163,7 +168,7 @@ func ChildMain() int {
 	}
 	wasm := payload[4+n:]
 
-	c := &childServer{out: out}
+	c := &childServer{in: in, out: out}
 	ready, m, err := c.load(hello, wasm)
 	if err != nil {
 		return childproc.ExitUnconfined // Harden said why
@@ -186,7 +191,8 @@ func ChildMain() int {
 		}
 		spin.quiet = typ == frameCallQuiet
 		discarded := m.Stats().Discarded
-		output, err := m.Call(ctx, input)
+		// The call's secrets and fetches are the worker's to carry out.
+		output, err := m.Call(callhost.With(ctx, callhost.Remote(c.ask)), input)
 		if err != nil {
 			e := toErrorMsg(err)
 			e.Discarded = m.Stats().Discarded > discarded
@@ -237,7 +243,26 @@ const maxChildFrame = 256 * MiB
 
 // childServer is a child's side of the pipe.
 type childServer struct {
+	in  *bufio.Reader
 	out *bufio.Writer
+}
+
+// ask sends op to the parent and waits for its reply: a call's secret read
+// or fetch, which the worker carries out with the call's Host.
+func (c *childServer) ask(_ context.Context, op callhost.Op) (callhost.Reply, error) {
+	var reply callhost.Reply
+	if err := childproc.WriteJSONFrame(c.out, frameHostOp, op); err != nil {
+		return reply, err
+	}
+	typ, payload, err := childproc.ReadFrame(c.in, func(byte) int { return maxChildFrame })
+	switch {
+	case err != nil:
+		return reply, err
+	case typ != frameHostReply:
+		return reply, fmt.Errorf("the parent answered a host request with a %q frame", typ)
+	}
+	err = json.Unmarshal(payload, &reply)
+	return reply, err
 }
 
 // load loads the module and hardens the process: the compiled code is read

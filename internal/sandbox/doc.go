@@ -17,8 +17,13 @@
 //     the Spec.Concurrency instances are shared fairly between callers
 //     (childproc.FairQueue: all but one each, no more than the CPUs);
 //     Module.Close drains and releases it.
-//   - Host, the worker's side of the taskworker import namespace
-//     (docs/ABI.md): today log, routed to a slog.Logger by SlogHost.
+//   - Host, the worker's side of the taskworker import namespace's log,
+//     per function, routed to a slog.Logger by SlogHost. What a call
+//     reaches outside (secret_get, http_fetch and http_body, with
+//     last_error; Extism's http_request) is the call's: the host functions
+//     take it from the call's ctx (package callhost), and a child process
+//     asks the worker for it over its pipe (frameHostOp, frameHostReply),
+//     counted and bounded on both sides (hostcall.go, docs/ABI.md).
 //   - Errors wrap sentinels grouped by phase (Load: ErrNotWasm,
 //     ErrInvalidModule, ErrUnknownImport, ErrMissingExport, ErrInvalidSpec;
 //     Call: ErrTimeout, ErrMemoryLimit, ErrInputTooLarge, ErrOutputTooLarge,
@@ -29,7 +34,8 @@
 // What a module gets: its input, the Extism kernel, WASI with nothing
 // granted (no arguments, no environment, no files or directories, no
 // sockets; real clocks and cryptographic randomness), and the taskworker
-// host functions. Extism's http_request refuses every URL. Every problem
+// host functions. Extism's http_request goes out through the pool, as
+// taskworker.http_fetch does, never from the worker itself. Every problem
 // with a module (not WebAssembly, truncated, an import this host does not
 // provide, a missing export, a memory too large to start) is reported by
 // Load, not by the first call.
@@ -91,7 +97,11 @@
 //     module with fewer segments; FuzzMergeDataSegments checks the rewrite.
 //   - A host function that blocks is not interrupted by the deadline: the
 //     deadline is checked when it returns. Host functions must honor their
-//     ctx (taskworker.log does not block).
+//     ctx (taskworker.log does not block; a secret read or a fetch waits
+//     for the pool within the call's time limit).
+//   - A refused or failed Extism http_request traps the call (as Extism's
+//     own host does), so the instance is discarded; taskworker.http_fetch
+//     returns 0 instead, for a guest that handles refusals.
 //   - The guest's time.Sleep returns at once: no real sleep is granted, so a
 //     sleeping guest cannot hold an instance without spending its CPU time.
 //   - Extism's own log functions (log_info and so on) are off (get_log_level

@@ -81,12 +81,12 @@ var extismDirect = []struct {
 	}},
 	{"var_get", []api.ValueType{api.ValueTypeI64}, []api.ValueType{api.ValueTypeI64}, (*instance).varGet},
 	{"var_set", []api.ValueType{api.ValueTypeI64, api.ValueTypeI64}, nil, (*instance).varSet},
-	// No outbound HTTP this way: it would bypass the pool's egress policy.
-	{"http_request", []api.ValueType{api.ValueTypeI64, api.ValueTypeI64}, []api.ValueType{api.ValueTypeI64}, func(*instance, context.Context, []uint64) {
-		panic("extism http_request is not allowed: outbound HTTP is not available to functions yet; fetch from the caller and pass the result in the arguments")
+	// Outbound HTTP goes through the pool, as taskworker.http_fetch does.
+	{"http_request", []api.ValueType{api.ValueTypeI64, api.ValueTypeI64}, []api.ValueType{api.ValueTypeI64}, extismHTTPRequest},
+	{"http_status_code", nil, []api.ValueType{api.ValueTypeI32}, func(inst *instance, _ context.Context, stack []uint64) {
+		stack[0] = api.EncodeI32(inst.call.host.status)
 	}},
-	{"http_status_code", nil, []api.ValueType{api.ValueTypeI32}, func(_ *instance, _ context.Context, stack []uint64) { stack[0] = 0 }},
-	{"http_headers", nil, []api.ValueType{api.ValueTypeI64}, func(_ *instance, _ context.Context, stack []uint64) { stack[0] = 0 }},
+	{"http_headers", nil, []api.ValueType{api.ValueTypeI64}, extismHTTPHeaders},
 	// Extism's log functions are off (a PDK asks get_log_level first):
 	// logs go through taskworker.log, under the function's limits.
 	{"get_log_level", nil, []api.ValueType{api.ValueTypeI32}, func(_ *instance, _ context.Context, stack []uint64) {

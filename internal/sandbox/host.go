@@ -15,15 +15,14 @@ import (
 // (docs/ABI.md).
 const Namespace = "taskworker"
 
-// Host is the worker's side of the taskworker namespace: what a function's
-// calls can reach outside the sandbox. The worker passes one per Load,
-// scoped to that function (its logger, later its grants). The ctx of each
-// method is the ctx given to Module.Call, so call-scoped values (caller,
-// request id) reach the Host.
+// Host is the worker's side of the taskworker namespace's log function,
+// per function: the worker passes one per Load, scoped to that function.
+// The ctx of each method is the ctx given to Module.Call, so call-scoped
+// values (caller, request id) reach the Host.
 //
-// Host functions designed but not provided yet (secrets, outbound fetch, DNS,
-// files; docs/ABI.md) are added here as methods, with the grant checks in
-// the worker's implementation.
+// What a call reaches outside (secrets, outbound requests) is the call's,
+// not the function's: the host functions take it from the call's ctx
+// (callhost.From), where the worker put it.
 type Host interface {
 	// Log receives one guest log line, already cut to Config.MaxLogLine and
 	// rate-limited.
@@ -51,10 +50,6 @@ func (h SlogHost) Log(ctx context.Context, level slog.Level, msg string) {
 // but this host does not provide yet, with what a user can do meanwhile: a
 // module that imports one is refused at Load with that message.
 var reservedImports = map[string]string{
-	"last_error":  "no taskworker host function can fail yet, so there is no last error to read",
-	"secret_get":  "secret host functions are not available yet; pass what the function needs in its arguments",
-	"http_fetch":  "outbound HTTP is not available to functions yet; fetch from the caller and pass the result in the arguments",
-	"http_body":   "outbound HTTP is not available to functions yet; fetch from the caller and pass the result in the arguments",
 	"dns_resolve": "DNS host functions are not available yet; resolve from the caller (DNSService) and pass the result in the arguments",
 	"file_read":   fileHostFunctions,
 	"file_write":  fileHostFunctions,
@@ -67,15 +62,34 @@ const fileHostFunctions = "file host functions are not available yet; use the Fi
 
 // hostModule defines the taskworker namespace for one Module.
 func (m *Module) hostModule(b wazero.HostModuleBuilder) wazero.HostModuleBuilder {
-	return b.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(ctx context.Context, stack []uint64) {
-		if inst, _ := ctx.Value(callKey{}).(*instance); inst != nil { // not from a start function
-			m.hostLog(ctx, inst, stack)
-		}
-	}), []api.ValueType{api.ValueTypeI32, api.ValueTypeI64}, nil).Export("log")
+	i32, i64 := api.ValueTypeI32, api.ValueTypeI64
+	for _, f := range []struct {
+		name            string
+		params, results []api.ValueType
+		fn              func(ctx context.Context, inst *instance, stack []uint64)
+	}{
+		{"log", []api.ValueType{i32, i64}, nil, m.hostLog},
+		{"last_error", nil, []api.ValueType{i64}, hostLastError},
+		{"secret_get", []api.ValueType{i64}, []api.ValueType{i64}, hostSecretGet},
+		{"http_fetch", []api.ValueType{i64, i64}, []api.ValueType{i64}, hostHTTPFetch},
+		{"http_body", nil, []api.ValueType{i64}, hostHTTPBody},
+	} {
+		b = b.NewFunctionBuilder().WithGoFunction(api.GoFunc(func(ctx context.Context, stack []uint64) {
+			inst, _ := ctx.Value(callKey{}).(*instance)
+			if inst == nil { // from a start function: no call
+				if f.name != "log" {
+					panic("taskworker." + f.name + " is not available before the function's first call (in a start function)")
+				}
+				return
+			}
+			f.fn(ctx, inst, stack)
+		}), f.params, f.results).Export(f.name)
+	}
+	return b
 }
 
 // providedImports are the taskworker functions hostModule provides.
-var providedImports = map[string]bool{"log": true}
+var providedImports = map[string]bool{"log": true, "last_error": true, "secret_get": true, "http_fetch": true, "http_body": true}
 
 // hostLog is taskworker.log(level i32, msg i64): msg is an Extism memory
 // handle, which the host frees.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/callhost"
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
@@ -92,8 +93,11 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		Frame: frameCall, Payload: input,
 		Limits: m.spec.Limits,
 		Limit: func(typ byte) int {
-			if typ == frameLog {
+			switch typ {
+			case frameLog:
 				return 8*m.rt.cfg.MaxLogLine + 64 // JSON-escaped
+			case frameHostOp:
+				return maxHostOpFrame
 			}
 			return 0
 		},
@@ -103,7 +107,19 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		x.Frame, x.Spin = frameCallQuiet, replySpin
 	}
 	lines, dropped := 0, 0
+	// The call's secret reads and fetches: under its time limit, and
+	// counted here again, as the child is not trusted to have.
+	hostCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
+	defer cancel()
+	var budget callhost.Budget
 	x.Serve = func(typ byte, payload []byte) error {
+		if typ == frameHostOp {
+			var op callhost.Op
+			if err := json.Unmarshal(payload, &op); err != nil {
+				return fmt.Errorf("bad host request frame: %w", err)
+			}
+			return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(hostCtx, callhost.From(ctx), &budget, op))
+		}
 		if typ != frameLog {
 			return fmt.Errorf("unexpected %q frame during a call", typ)
 		}
@@ -155,6 +171,10 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		"pid", c.ready.PID, "exit", c.proc.ExitSummary(), "error", ce.Err, "stderr", c.proc.Stderr())
 	return nil, false, fmt.Errorf("%w: %w", ErrTrap, ce)
 }
+
+// maxHostOpFrame bounds a host request frame from a child: a request's
+// description and body, base64 in JSON.
+const maxHostOpFrame = callhost.MaxRequestJSON + 2*callhost.MaxRequestBody
 
 // replySpin is how long a call polls for its child's answer before it
 // blocks in a read, when no other call of the function runs (callSpin).

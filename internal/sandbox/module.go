@@ -109,6 +109,7 @@ type instance struct {
 // callState is what host functions know of the call they serve.
 type callState struct {
 	logLines, logDropped int
+	host                 hostCalls
 }
 
 // callKey is where host functions find the instance whose call they serve,

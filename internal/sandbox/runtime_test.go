@@ -39,9 +39,9 @@ func TestLoadErrors(t *testing.T) {
 			funcs:   ok,
 		}.bytes(), Spec{Export: "run"}, ErrUnknownImport, "wasi_snapshot_preview1.sock_open"},
 		{"reserved taskworker import", wasmModule{
-			imports: []wasmImport{{module: Namespace, name: "secret_get", params: []byte{i64}, results: []byte{i64}}},
+			imports: []wasmImport{{module: Namespace, name: "dns_resolve", params: []byte{i64, i32}, results: []byte{i64}}},
 			funcs:   ok,
-		}.bytes(), Spec{Export: "run"}, ErrUnknownImport, "taskworker.secret_get (secret host functions are not available yet"},
+		}.bytes(), Spec{Export: "run"}, ErrUnknownImport, "taskworker.dns_resolve (DNS host functions are not available yet"},
 		{"import with the wrong signature", wasmModule{
 			imports: []wasmImport{{module: Namespace, name: "log", params: []byte{i32}}},
 			funcs:   ok,

@@ -22,6 +22,12 @@
 // and only then hands the value over; a read whose event cannot be recorded
 // fails.
 //
+// [Server.ServeCalls] makes the SecretService serve ReadForCall too: a
+// worker's read for the function call it runs, named by the call's token
+// and resolved by the pool's calls in flight (egress.CallResolver), then
+// [Store.Read] for the call's function, with the call's caller in the
+// audit event.
+//
 // The servers take the pool's user check (a request's user_id: empty is
 // the token's user, an admin may name any) and map the store's errors to
 // statuses: NotFound for a missing secret or grant, InvalidArgument for a

@@ -35,6 +35,10 @@ type Server struct {
 	store     *Store
 	checkUser CheckUser
 	log       *slog.Logger
+
+	// ReadForCall's (ServeCalls).
+	calls egress.CallResolver
+	peer  egress.PeerWorker
 }
 
 var _ v1.SecretServiceServer = (*Server)(nil)
@@ -149,6 +153,32 @@ func (s *Server) Audit(ctx context.Context, req *v1.AuditRequest) (*v1.AuditResp
 	}
 	s.log.Debug("secret reads listed", "user", user, "events", len(events))
 	return out, nil
+}
+
+// ServeCalls makes s serve ReadForCall: calls resolves each request's
+// token, for the worker peer says the request comes from (the pool's
+// resolver, shared with the EgressService). Call it before Register.
+// Without it, ReadForCall is refused.
+func (s *Server) ServeCalls(calls egress.CallResolver, peer egress.PeerWorker) *Server {
+	s.calls, s.peer = calls, peer
+	return s
+}
+
+// ReadForCall reads a secret for the function call a worker runs: the
+// function's owner's secret, under the function's grant, recorded in the
+// audit log with the call's caller.
+func (s *Server) ReadForCall(ctx context.Context, req *v1.ReadForCallRequest) (*v1.ReadForCallResponse, error) {
+	call, err := egress.ResolveCall(ctx, s.calls, s.peer, "ReadForCall", req.GetCallToken())
+	if err != nil {
+		return nil, err
+	}
+	value, version, err := s.store.Read(ctx, Reader{Owner: call.Owner, Function: call.Function, Caller: call.Caller}, req.GetName(), 0)
+	if err != nil {
+		s.log.Debug("secret read for a call refused", "owner", call.Owner, "function", call.Function, "secret", req.GetName(), "err", err)
+		return nil, statusOf(err)
+	}
+	s.log.Debug("secret read for a call", "owner", call.Owner, "function", call.Function, "caller", call.Caller, "secret", req.GetName(), "version", version)
+	return &v1.ReadForCallResponse{Value: value, Version: version}, nil
 }
 
 func infoProto(info Info) *v1.SecretInfo {

@@ -92,7 +92,11 @@ func (s *server) serve() int {
 		return exitSetup
 	}
 	s.watch.start(uint64(s.hello.Memory))
-	s.predeclared = starlark.StringDict{"log": starlark.NewBuiltin("log", s.logBuiltin)}
+	s.predeclared = starlark.StringDict{
+		"log":    starlark.NewBuiltin("log", s.logBuiltin),
+		"secret": starlark.NewBuiltin("secret", s.secretBuiltin),
+		"http":   s.httpModule(),
+	}
 	for name, v := range libraryModules {
 		s.predeclared[name] = v
 	}

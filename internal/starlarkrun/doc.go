@@ -27,8 +27,11 @@
 //   - Check compiles a script in-process, as a deploy must, and reports a
 //     syntax error, an undefined name, a load statement or a missing
 //     function, with the line.
-//   - Host is the worker's side of the host builtins: today log (and
-//     print), which reach it over the pipe while the script waits.
+//   - Host is the worker's side of the log builtin (and print), which
+//     reaches it over the pipe while the script waits. secret(name) and the
+//     http module (http.get, http.post, ...) go the same way to the call's
+//     own Host (package callhost, from the call's ctx), which asks the
+//     pool; docs/ABI.md, "Starlark", has what scripts see.
 //   - Errors wrap sentinels grouped by phase (Check: ErrInvalidScript; Call:
 //     ErrInvalidLimits, ErrInvalidArgs, ErrInputTooLarge, ErrOutputTooLarge,
 //     ErrScript, ErrTimeout, ErrMemoryLimit, ErrCanceled, ErrCrashed,

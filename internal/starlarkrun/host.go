@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/hivemind/taskworker/internal/callhost"
 )
 
 // Host is the worker's side of the host builtins: what a call's script can
@@ -14,9 +16,9 @@ import (
 //
 // A script calls a host builtin like any function; the child sends the call
 // up the pipe and waits for the answer (docs/RATIONALE.md, Starlark, "Host
-// capabilities"). The builtins that land with later issues (secret, fetch,
-// resolve, files) are added here as methods, to hostBuiltins for the
-// child and to hostHandlers for the parent. The method set matches
+// capabilities"). What a call reaches outside (secret, the http module) is
+// the call's, not the function's: the parent takes it from the call's ctx
+// (callhost.From), where the worker put it. The method set matches
 // sandbox.Host, so one implementation can serve both runtimes.
 type Host interface {
 	// Log receives one line of print() or log(), already cut to
@@ -36,12 +38,15 @@ func (f LogFunc) Log(ctx context.Context, level slog.Level, msg string) { f(ctx,
 type hostCallState struct {
 	host     Host
 	logLines int
+	budget   callhost.Budget // secret reads and fetches
 }
 
 // hostHandlers serve the host builtins, by name: each decodes its JSON
 // arguments, calls the Host and returns the JSON result.
 var hostHandlers = map[string]func(ctx context.Context, p *Pool, st *hostCallState, args json.RawMessage) (json.RawMessage, error){
-	"log": hostLog,
+	"log":    hostLog,
+	"secret": hostSecret,
+	"fetch":  hostFetch,
 }
 
 // hostLog is log(level, msg). The child already cut and counted the lines;

@@ -162,6 +162,9 @@ func (p *Pool) run(ctx context.Context, caller string, cl class, c *callFrame, p
 	if err != nil {
 		return nil, err
 	}
+	// Host builtins (a secret read, a fetch) end with the call's time.
+	hostCtx, cancel := context.WithTimeout(ctx, limits.Timeout)
+	defer cancel()
 	out, errFrame, keep, err := proc.Call(ctx, childproc.Exchange{
 		Frame: frameCall, Payload: payload, Limits: limits,
 		Limit: func(typ byte) int {
@@ -170,7 +173,7 @@ func (p *Pool) run(ctx context.Context, caller string, cl class, c *callFrame, p
 			}
 			return 0
 		},
-		Serve:      func(typ byte, payload []byte) error { return proc.serve(ctx, c, typ, payload) },
+		Serve:      func(typ byte, payload []byte) error { return proc.serve(hostCtx, c, typ, payload) },
 		ExitMemory: exitMemory,
 	})
 	switch {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hivemind/taskworker/internal/callhost"
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
@@ -25,8 +26,9 @@ type process struct {
 	ready readyMsg
 }
 
-// hostCallLimit bounds a host call frame from a child: a log line, JSON-escaped.
-const hostCallLimit = 512 * KiB
+// hostCallLimit bounds a host call frame from a child: a log line,
+// JSON-escaped, or a request with its body (base64).
+const hostCallLimit = callhost.MaxRequestJSON + 2*callhost.MaxRequestBody
 
 // startProcess starts a child for cl and waits until it is ready. track runs
 // the goroutine that waits for the child's exit, or reports false when the

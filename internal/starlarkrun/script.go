@@ -37,7 +37,7 @@ var libraryModules = starlark.StringDict{
 // (docs/RATIONALE.md, Starlark, "Host capabilities"). Every script sees the
 // same names, granted or not, so a script compiles the same everywhere and
 // a missing grant is a clear error at call time, not an undefined name.
-var hostBuiltins = []string{"log"}
+var hostBuiltins = []string{"log", "secret", "http"}
 
 // isPredeclared reports whether a global name is provided to every script.
 func isPredeclared(name string) bool {
@@ -123,7 +123,7 @@ func compileError(name string, err error) error {
 		}
 	}
 	if strings.HasPrefix(se.Message, "undefined: ") {
-		se.Message += "; scripts have Starlark's built-ins, json, math and log, and no file, network or environment access"
+		se.Message += "; scripts have Starlark's built-ins, json, math, log, secret and http (through the pool), and no file, socket or environment access"
 	}
 	return fmt.Errorf("%w: %w", ErrInvalidScript, se)
 }

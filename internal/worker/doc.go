@@ -18,6 +18,12 @@
 // another network refuses it (Refused, Err), after which the worker closes
 // its shard store without touching it.
 //
+// Function code reaches outside only through the pool: the pool gives each
+// call it forwards a token (FunctionCallRequest.call_token), and the worker
+// puts a Host in the call's context (package callhost) that asks the pool,
+// with that token, for the call's secrets and outbound requests. A call
+// without a token (one made on the worker directly) reaches nothing.
+//
 // # Caveats
 //
 // A data directory without a network file is claimed by the first network

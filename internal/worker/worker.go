@@ -468,6 +468,7 @@ func (s *Server) call(ctx context.Context, req *v1.FunctionCallRequest) (*v1.Fun
 	if req.TaskId != "" {
 		ctx = function.WithTask(ctx, function.Task{ID: req.TaskId, Attempt: int(req.TaskAttempt)})
 	}
+	ctx = s.withCallHost(ctx, req)
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	defer s.completed.Add(1)

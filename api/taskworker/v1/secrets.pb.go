@@ -1287,6 +1287,167 @@ func (x *FetchResponse) GetRequests() int32 {
 	return 0
 }
 
+type ReadForCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's token, as the pool gave it in FunctionCallRequest.call_token.
+	CallToken string `protobuf:"bytes,1,opt,name=call_token,json=callToken,proto3" json:"call_token,omitempty"`
+	// The secret, of the function's owner.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadForCallRequest) Reset() {
+	*x = ReadForCallRequest{}
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadForCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadForCallRequest) ProtoMessage() {}
+
+func (x *ReadForCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadForCallRequest.ProtoReflect.Descriptor instead.
+func (*ReadForCallRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_secrets_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ReadForCallRequest) GetCallToken() string {
+	if x != nil {
+		return x.CallToken
+	}
+	return ""
+}
+
+func (x *ReadForCallRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ReadForCallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Value         []byte                 `protobuf:"bytes,1,opt,name=value,proto3" json:"value,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadForCallResponse) Reset() {
+	*x = ReadForCallResponse{}
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadForCallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadForCallResponse) ProtoMessage() {}
+
+func (x *ReadForCallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadForCallResponse.ProtoReflect.Descriptor instead.
+func (*ReadForCallResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_secrets_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReadForCallResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ReadForCallResponse) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type FetchForCallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The call's token, as the pool gave it in FunctionCallRequest.call_token.
+	CallToken string `protobuf:"bytes,1,opt,name=call_token,json=callToken,proto3" json:"call_token,omitempty"`
+	// The outbound request. Only method, url, headers and body are used: the
+	// user, the rules and the function are the call's.
+	Request       *FetchRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchForCallRequest) Reset() {
+	*x = FetchForCallRequest{}
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchForCallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchForCallRequest) ProtoMessage() {}
+
+func (x *FetchForCallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_secrets_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchForCallRequest.ProtoReflect.Descriptor instead.
+func (*FetchForCallRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_secrets_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FetchForCallRequest) GetCallToken() string {
+	if x != nil {
+		return x.CallToken
+	}
+	return ""
+}
+
+func (x *FetchForCallRequest) GetRequest() *FetchRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 var File_taskworker_v1_secrets_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_secrets_proto_rawDesc = "" +
@@ -1375,20 +1536,33 @@ const file_taskworker_v1_secrets_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2\x19.taskworker.v1.HTTPHeaderR\aheaders\x12\x12\n" +
 	"\x04body\x18\x04 \x01(\fR\x04body\x12\x10\n" +
 	"\x03url\x18\x05 \x01(\tR\x03url\x12\x1a\n" +
-	"\brequests\x18\x06 \x01(\x05R\brequests2\xe2\x03\n" +
+	"\brequests\x18\x06 \x01(\x05R\brequests\"G\n" +
+	"\x12ReadForCallRequest\x12\x1d\n" +
+	"\n" +
+	"call_token\x18\x01 \x01(\tR\tcallToken\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"E\n" +
+	"\x13ReadForCallResponse\x12\x14\n" +
+	"\x05value\x18\x01 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"k\n" +
+	"\x13FetchForCallRequest\x12\x1d\n" +
+	"\n" +
+	"call_token\x18\x01 \x01(\tR\tcallToken\x125\n" +
+	"\arequest\x18\x02 \x01(\v2\x1b.taskworker.v1.FetchRequestR\arequest2\xb8\x04\n" +
 	"\rSecretService\x12H\n" +
 	"\x03Put\x12\x1f.taskworker.v1.PutSecretRequest\x1a .taskworker.v1.PutSecretResponse\x12M\n" +
 	"\x04List\x12!.taskworker.v1.ListSecretsRequest\x1a\".taskworker.v1.ListSecretsResponse\x12Q\n" +
 	"\x06Delete\x12\".taskworker.v1.DeleteSecretRequest\x1a#.taskworker.v1.DeleteSecretResponse\x12N\n" +
 	"\x05Grant\x12!.taskworker.v1.GrantSecretRequest\x1a\".taskworker.v1.GrantSecretResponse\x12Q\n" +
 	"\x06Revoke\x12\".taskworker.v1.RevokeSecretRequest\x1a#.taskworker.v1.RevokeSecretResponse\x12B\n" +
-	"\x05Audit\x12\x1b.taskworker.v1.AuditRequest\x1a\x1c.taskworker.v1.AuditResponse2_\n" +
+	"\x05Audit\x12\x1b.taskworker.v1.AuditRequest\x1a\x1c.taskworker.v1.AuditResponse\x12T\n" +
+	"\vReadForCall\x12!.taskworker.v1.ReadForCallRequest\x1a\".taskworker.v1.ReadForCallResponse2_\n" +
 	"\n" +
 	"KeyService\x12Q\n" +
 	"\n" +
-	"RotateKeys\x12 .taskworker.v1.RotateKeysRequest\x1a!.taskworker.v1.RotateKeysResponse2S\n" +
+	"RotateKeys\x12 .taskworker.v1.RotateKeysRequest\x1a!.taskworker.v1.RotateKeysResponse2\xa5\x01\n" +
 	"\rEgressService\x12B\n" +
-	"\x05Fetch\x12\x1b.taskworker.v1.FetchRequest\x1a\x1c.taskworker.v1.FetchResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"\x05Fetch\x12\x1b.taskworker.v1.FetchRequest\x1a\x1c.taskworker.v1.FetchResponse\x12P\n" +
+	"\fFetchForCall\x12\".taskworker.v1.FetchForCallRequest\x1a\x1c.taskworker.v1.FetchResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_secrets_proto_rawDescOnce sync.Once
@@ -1402,7 +1576,7 @@ func file_taskworker_v1_secrets_proto_rawDescGZIP() []byte {
 	return file_taskworker_v1_secrets_proto_rawDescData
 }
 
-var file_taskworker_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_taskworker_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_taskworker_v1_secrets_proto_goTypes = []any{
 	(*PutSecretRequest)(nil),     // 0: taskworker.v1.PutSecretRequest
 	(*PutSecretResponse)(nil),    // 1: taskworker.v1.PutSecretResponse
@@ -1425,6 +1599,9 @@ var file_taskworker_v1_secrets_proto_goTypes = []any{
 	(*HTTPHeader)(nil),           // 18: taskworker.v1.HTTPHeader
 	(*FetchRequest)(nil),         // 19: taskworker.v1.FetchRequest
 	(*FetchResponse)(nil),        // 20: taskworker.v1.FetchResponse
+	(*ReadForCallRequest)(nil),   // 21: taskworker.v1.ReadForCallRequest
+	(*ReadForCallResponse)(nil),  // 22: taskworker.v1.ReadForCallResponse
+	(*FetchForCallRequest)(nil),  // 23: taskworker.v1.FetchForCallRequest
 }
 var file_taskworker_v1_secrets_proto_depIdxs = []int32{
 	3,  // 0: taskworker.v1.SecretInfo.grants:type_name -> taskworker.v1.SecretGrant
@@ -1435,27 +1612,32 @@ var file_taskworker_v1_secrets_proto_depIdxs = []int32{
 	16, // 5: taskworker.v1.RotateKeysResponse.rewrapped:type_name -> taskworker.v1.KeysRewrapped
 	18, // 6: taskworker.v1.FetchRequest.headers:type_name -> taskworker.v1.HTTPHeader
 	18, // 7: taskworker.v1.FetchResponse.headers:type_name -> taskworker.v1.HTTPHeader
-	0,  // 8: taskworker.v1.SecretService.Put:input_type -> taskworker.v1.PutSecretRequest
-	2,  // 9: taskworker.v1.SecretService.List:input_type -> taskworker.v1.ListSecretsRequest
-	6,  // 10: taskworker.v1.SecretService.Delete:input_type -> taskworker.v1.DeleteSecretRequest
-	8,  // 11: taskworker.v1.SecretService.Grant:input_type -> taskworker.v1.GrantSecretRequest
-	10, // 12: taskworker.v1.SecretService.Revoke:input_type -> taskworker.v1.RevokeSecretRequest
-	12, // 13: taskworker.v1.SecretService.Audit:input_type -> taskworker.v1.AuditRequest
-	15, // 14: taskworker.v1.KeyService.RotateKeys:input_type -> taskworker.v1.RotateKeysRequest
-	19, // 15: taskworker.v1.EgressService.Fetch:input_type -> taskworker.v1.FetchRequest
-	1,  // 16: taskworker.v1.SecretService.Put:output_type -> taskworker.v1.PutSecretResponse
-	5,  // 17: taskworker.v1.SecretService.List:output_type -> taskworker.v1.ListSecretsResponse
-	7,  // 18: taskworker.v1.SecretService.Delete:output_type -> taskworker.v1.DeleteSecretResponse
-	9,  // 19: taskworker.v1.SecretService.Grant:output_type -> taskworker.v1.GrantSecretResponse
-	11, // 20: taskworker.v1.SecretService.Revoke:output_type -> taskworker.v1.RevokeSecretResponse
-	14, // 21: taskworker.v1.SecretService.Audit:output_type -> taskworker.v1.AuditResponse
-	17, // 22: taskworker.v1.KeyService.RotateKeys:output_type -> taskworker.v1.RotateKeysResponse
-	20, // 23: taskworker.v1.EgressService.Fetch:output_type -> taskworker.v1.FetchResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	19, // 8: taskworker.v1.FetchForCallRequest.request:type_name -> taskworker.v1.FetchRequest
+	0,  // 9: taskworker.v1.SecretService.Put:input_type -> taskworker.v1.PutSecretRequest
+	2,  // 10: taskworker.v1.SecretService.List:input_type -> taskworker.v1.ListSecretsRequest
+	6,  // 11: taskworker.v1.SecretService.Delete:input_type -> taskworker.v1.DeleteSecretRequest
+	8,  // 12: taskworker.v1.SecretService.Grant:input_type -> taskworker.v1.GrantSecretRequest
+	10, // 13: taskworker.v1.SecretService.Revoke:input_type -> taskworker.v1.RevokeSecretRequest
+	12, // 14: taskworker.v1.SecretService.Audit:input_type -> taskworker.v1.AuditRequest
+	21, // 15: taskworker.v1.SecretService.ReadForCall:input_type -> taskworker.v1.ReadForCallRequest
+	15, // 16: taskworker.v1.KeyService.RotateKeys:input_type -> taskworker.v1.RotateKeysRequest
+	19, // 17: taskworker.v1.EgressService.Fetch:input_type -> taskworker.v1.FetchRequest
+	23, // 18: taskworker.v1.EgressService.FetchForCall:input_type -> taskworker.v1.FetchForCallRequest
+	1,  // 19: taskworker.v1.SecretService.Put:output_type -> taskworker.v1.PutSecretResponse
+	5,  // 20: taskworker.v1.SecretService.List:output_type -> taskworker.v1.ListSecretsResponse
+	7,  // 21: taskworker.v1.SecretService.Delete:output_type -> taskworker.v1.DeleteSecretResponse
+	9,  // 22: taskworker.v1.SecretService.Grant:output_type -> taskworker.v1.GrantSecretResponse
+	11, // 23: taskworker.v1.SecretService.Revoke:output_type -> taskworker.v1.RevokeSecretResponse
+	14, // 24: taskworker.v1.SecretService.Audit:output_type -> taskworker.v1.AuditResponse
+	22, // 25: taskworker.v1.SecretService.ReadForCall:output_type -> taskworker.v1.ReadForCallResponse
+	17, // 26: taskworker.v1.KeyService.RotateKeys:output_type -> taskworker.v1.RotateKeysResponse
+	20, // 27: taskworker.v1.EgressService.Fetch:output_type -> taskworker.v1.FetchResponse
+	20, // 28: taskworker.v1.EgressService.FetchForCall:output_type -> taskworker.v1.FetchResponse
+	19, // [19:29] is the sub-list for method output_type
+	9,  // [9:19] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_secrets_proto_init() }
@@ -1469,7 +1651,7 @@ func file_taskworker_v1_secrets_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_secrets_proto_rawDesc), len(file_taskworker_v1_secrets_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -28,12 +28,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	SecretService_Put_FullMethodName    = "/taskworker.v1.SecretService/Put"
-	SecretService_List_FullMethodName   = "/taskworker.v1.SecretService/List"
-	SecretService_Delete_FullMethodName = "/taskworker.v1.SecretService/Delete"
-	SecretService_Grant_FullMethodName  = "/taskworker.v1.SecretService/Grant"
-	SecretService_Revoke_FullMethodName = "/taskworker.v1.SecretService/Revoke"
-	SecretService_Audit_FullMethodName  = "/taskworker.v1.SecretService/Audit"
+	SecretService_Put_FullMethodName         = "/taskworker.v1.SecretService/Put"
+	SecretService_List_FullMethodName        = "/taskworker.v1.SecretService/List"
+	SecretService_Delete_FullMethodName      = "/taskworker.v1.SecretService/Delete"
+	SecretService_Grant_FullMethodName       = "/taskworker.v1.SecretService/Grant"
+	SecretService_Revoke_FullMethodName      = "/taskworker.v1.SecretService/Revoke"
+	SecretService_Audit_FullMethodName       = "/taskworker.v1.SecretService/Audit"
+	SecretService_ReadForCall_FullMethodName = "/taskworker.v1.SecretService/ReadForCall"
 )
 
 // SecretServiceClient is the client API for SecretService service.
@@ -59,6 +60,13 @@ type SecretServiceClient interface {
 	Revoke(ctx context.Context, in *RevokeSecretRequest, opts ...grpc.CallOption) (*RevokeSecretResponse, error)
 	// Audit lists the reads of the user's secrets, newest first.
 	Audit(ctx context.Context, in *AuditRequest, opts ...grpc.CallOption) (*AuditResponse, error)
+	// ReadForCall is a worker's read of a secret for the function call it is
+	// running, named by the call's token (FunctionCallRequest.call_token):
+	// the secret of the function's owner, under the function's grant without
+	// hosts, recorded in the audit log. Workers only (their certificate).
+	// PermissionDenied for an unknown or finished call, a call another worker
+	// runs, or no grant; NotFound for no such secret.
+	ReadForCall(ctx context.Context, in *ReadForCallRequest, opts ...grpc.CallOption) (*ReadForCallResponse, error)
 }
 
 type secretServiceClient struct {
@@ -129,6 +137,16 @@ func (c *secretServiceClient) Audit(ctx context.Context, in *AuditRequest, opts 
 	return out, nil
 }
 
+func (c *secretServiceClient) ReadForCall(ctx context.Context, in *ReadForCallRequest, opts ...grpc.CallOption) (*ReadForCallResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadForCallResponse)
+	err := c.cc.Invoke(ctx, SecretService_ReadForCall_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // SecretServiceServer is the server API for SecretService service.
 // All implementations must embed UnimplementedSecretServiceServer
 // for forward compatibility.
@@ -152,6 +170,13 @@ type SecretServiceServer interface {
 	Revoke(context.Context, *RevokeSecretRequest) (*RevokeSecretResponse, error)
 	// Audit lists the reads of the user's secrets, newest first.
 	Audit(context.Context, *AuditRequest) (*AuditResponse, error)
+	// ReadForCall is a worker's read of a secret for the function call it is
+	// running, named by the call's token (FunctionCallRequest.call_token):
+	// the secret of the function's owner, under the function's grant without
+	// hosts, recorded in the audit log. Workers only (their certificate).
+	// PermissionDenied for an unknown or finished call, a call another worker
+	// runs, or no grant; NotFound for no such secret.
+	ReadForCall(context.Context, *ReadForCallRequest) (*ReadForCallResponse, error)
 	mustEmbedUnimplementedSecretServiceServer()
 }
 
@@ -179,6 +204,9 @@ func (UnimplementedSecretServiceServer) Revoke(context.Context, *RevokeSecretReq
 }
 func (UnimplementedSecretServiceServer) Audit(context.Context, *AuditRequest) (*AuditResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Audit not implemented")
+}
+func (UnimplementedSecretServiceServer) ReadForCall(context.Context, *ReadForCallRequest) (*ReadForCallResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadForCall not implemented")
 }
 func (UnimplementedSecretServiceServer) mustEmbedUnimplementedSecretServiceServer() {}
 func (UnimplementedSecretServiceServer) testEmbeddedByValue()                       {}
@@ -309,6 +337,24 @@ func _SecretService_Audit_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SecretService_ReadForCall_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadForCallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SecretServiceServer).ReadForCall(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: SecretService_ReadForCall_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SecretServiceServer).ReadForCall(ctx, req.(*ReadForCallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // SecretService_ServiceDesc is the grpc.ServiceDesc for SecretService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -339,6 +385,10 @@ var SecretService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Audit",
 			Handler:    _SecretService_Audit_Handler,
+		},
+		{
+			MethodName: "ReadForCall",
+			Handler:    _SecretService_ReadForCall_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
@@ -462,7 +512,8 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	EgressService_Fetch_FullMethodName = "/taskworker.v1.EgressService/Fetch"
+	EgressService_Fetch_FullMethodName        = "/taskworker.v1.EgressService/Fetch"
+	EgressService_FetchForCall_FullMethodName = "/taskworker.v1.EgressService/FetchForCall"
 )
 
 // EgressServiceClient is the client API for EgressService service.
@@ -479,6 +530,14 @@ type EgressServiceClient interface {
 	// limits ResourceExhausted; a destination that does not answer
 	// Unavailable.
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
+	// FetchForCall carries out an outbound request of the function call a
+	// worker is running, named by the call's token: under the function's
+	// deployed --allow-host rules and its secret grants (templates injected,
+	// values redacted from the response), with one budget of requests for
+	// the whole call. Workers only (their certificate). Errors as Fetch's;
+	// PermissionDenied also for an unknown or finished call, or one another
+	// worker runs.
+	FetchForCall(ctx context.Context, in *FetchForCallRequest, opts ...grpc.CallOption) (*FetchResponse, error)
 }
 
 type egressServiceClient struct {
@@ -499,6 +558,16 @@ func (c *egressServiceClient) Fetch(ctx context.Context, in *FetchRequest, opts 
 	return out, nil
 }
 
+func (c *egressServiceClient) FetchForCall(ctx context.Context, in *FetchForCallRequest, opts ...grpc.CallOption) (*FetchResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FetchResponse)
+	err := c.cc.Invoke(ctx, EgressService_FetchForCall_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // EgressServiceServer is the server API for EgressService service.
 // All implementations must embed UnimplementedEgressServiceServer
 // for forward compatibility.
@@ -513,6 +582,14 @@ type EgressServiceServer interface {
 	// limits ResourceExhausted; a destination that does not answer
 	// Unavailable.
 	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
+	// FetchForCall carries out an outbound request of the function call a
+	// worker is running, named by the call's token: under the function's
+	// deployed --allow-host rules and its secret grants (templates injected,
+	// values redacted from the response), with one budget of requests for
+	// the whole call. Workers only (their certificate). Errors as Fetch's;
+	// PermissionDenied also for an unknown or finished call, or one another
+	// worker runs.
+	FetchForCall(context.Context, *FetchForCallRequest) (*FetchResponse, error)
 	mustEmbedUnimplementedEgressServiceServer()
 }
 
@@ -525,6 +602,9 @@ type UnimplementedEgressServiceServer struct{}
 
 func (UnimplementedEgressServiceServer) Fetch(context.Context, *FetchRequest) (*FetchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedEgressServiceServer) FetchForCall(context.Context, *FetchForCallRequest) (*FetchResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FetchForCall not implemented")
 }
 func (UnimplementedEgressServiceServer) mustEmbedUnimplementedEgressServiceServer() {}
 func (UnimplementedEgressServiceServer) testEmbeddedByValue()                       {}
@@ -565,6 +645,24 @@ func _EgressService_Fetch_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _EgressService_FetchForCall_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FetchForCallRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(EgressServiceServer).FetchForCall(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: EgressService_FetchForCall_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(EgressServiceServer).FetchForCall(ctx, req.(*FetchForCallRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // EgressService_ServiceDesc is the grpc.ServiceDesc for EgressService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -575,6 +673,10 @@ var EgressService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Fetch",
 			Handler:    _EgressService_Fetch_Handler,
+		},
+		{
+			MethodName: "FetchForCall",
+			Handler:    _EgressService_FetchForCall_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1761,8 +1761,14 @@ type FunctionCallRequest struct {
 	// Set by the pool on calls of deployed functions: the caller's sandbox
 	// processes quota on each worker (0: none). Ignored from clients.
 	MaxSandboxProcesses int32 `protobuf:"varint,8,opt,name=max_sandbox_processes,json=maxSandboxProcesses,proto3" json:"max_sandbox_processes,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Set by the pool on each call it forwards to a worker: an unguessable
+	// token, valid while the call runs, with which the worker reads the
+	// call's secrets (SecretService.ReadForCall) and fetches under its egress
+	// policy (EgressService.FetchForCall) on the function's behalf. Ignored
+	// from clients.
+	CallToken     string `protobuf:"bytes,9,opt,name=call_token,json=callToken,proto3" json:"call_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FunctionCallRequest) Reset() {
@@ -1849,6 +1855,13 @@ func (x *FunctionCallRequest) GetMaxSandboxProcesses() int32 {
 		return x.MaxSandboxProcesses
 	}
 	return 0
+}
+
+func (x *FunctionCallRequest) GetCallToken() string {
+	if x != nil {
+		return x.CallToken
+	}
+	return ""
 }
 
 type FunctionCallResponse struct {
@@ -2149,7 +2162,7 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12\x17\n" +
-	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xaf\x02\n" +
+	"\anot_run\x18\x05 \x01(\bR\x06notRun\"\xce\x02\n" +
 	"\x13FunctionCallRequest\x12#\n" +
 	"\rfunction_name\x18\x01 \x01(\tR\ffunctionName\x12\x12\n" +
 	"\x04args\x18\x02 \x01(\fR\x04args\x12\x17\n" +
@@ -2160,7 +2173,9 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\targs_json\x18\x05 \x01(\tR\bargsJson\x12\x17\n" +
 	"\atask_id\x18\x06 \x01(\tR\x06taskId\x12!\n" +
 	"\ftask_attempt\x18\a \x01(\x05R\vtaskAttempt\x122\n" +
-	"\x15max_sandbox_processes\x18\b \x01(\x05R\x13maxSandboxProcesses\"l\n" +
+	"\x15max_sandbox_processes\x18\b \x01(\x05R\x13maxSandboxProcesses\x12\x1d\n" +
+	"\n" +
+	"call_token\x18\t \x01(\tR\tcallToken\"l\n" +
 	"\x14FunctionCallResponse\x12\x16\n" +
 	"\x06result\x18\x01 \x01(\fR\x06result\x12\x1b\n" +
 	"\tworker_id\x18\x02 \x01(\tR\bworkerId\x12\x1f\n" +

@@ -46,6 +46,11 @@ class SecretServiceStub(object):
                 request_serializer=taskworker_dot_v1_dot_secrets__pb2.AuditRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_secrets__pb2.AuditResponse.FromString,
                 )
+        self.ReadForCall = channel.unary_unary(
+                '/taskworker.v1.SecretService/ReadForCall',
+                request_serializer=taskworker_dot_v1_dot_secrets__pb2.ReadForCallRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_secrets__pb2.ReadForCallResponse.FromString,
+                )
 
 
 class SecretServiceServicer(object):
@@ -99,6 +104,18 @@ class SecretServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadForCall(self, request, context):
+        """ReadForCall is a worker's read of a secret for the function call it is
+        running, named by the call's token (FunctionCallRequest.call_token):
+        the secret of the function's owner, under the function's grant without
+        hosts, recorded in the audit log. Workers only (their certificate).
+        PermissionDenied for an unknown or finished call, a call another worker
+        runs, or no grant; NotFound for no such secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecretServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +148,11 @@ def add_SecretServiceServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=taskworker_dot_v1_dot_secrets__pb2.AuditRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_secrets__pb2.AuditResponse.SerializeToString,
+            ),
+            'ReadForCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadForCall,
+                    request_deserializer=taskworker_dot_v1_dot_secrets__pb2.ReadForCallRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_secrets__pb2.ReadForCallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -246,6 +268,23 @@ class SecretService(object):
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
+    @staticmethod
+    def ReadForCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.SecretService/ReadForCall',
+            taskworker_dot_v1_dot_secrets__pb2.ReadForCallRequest.SerializeToString,
+            taskworker_dot_v1_dot_secrets__pb2.ReadForCallResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
 
 class KeyServiceStub(object):
     """KeyService is served by the pool to admins: the master keys that wrap
@@ -335,6 +374,11 @@ class EgressServiceStub(object):
                 request_serializer=taskworker_dot_v1_dot_secrets__pb2.FetchRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_secrets__pb2.FetchResponse.FromString,
                 )
+        self.FetchForCall = channel.unary_unary(
+                '/taskworker.v1.EgressService/FetchForCall',
+                request_serializer=taskworker_dot_v1_dot_secrets__pb2.FetchForCallRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_secrets__pb2.FetchResponse.FromString,
+                )
 
 
 class EgressServiceServicer(object):
@@ -354,12 +398,30 @@ class EgressServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchForCall(self, request, context):
+        """FetchForCall carries out an outbound request of the function call a
+        worker is running, named by the call's token: under the function's
+        deployed --allow-host rules and its secret grants (templates injected,
+        values redacted from the response), with one budget of requests for
+        the whole call. Workers only (their certificate). Errors as Fetch's;
+        PermissionDenied also for an unknown or finished call, or one another
+        worker runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EgressServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Fetch': grpc.unary_unary_rpc_method_handler(
                     servicer.Fetch,
                     request_deserializer=taskworker_dot_v1_dot_secrets__pb2.FetchRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_secrets__pb2.FetchResponse.SerializeToString,
+            ),
+            'FetchForCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchForCall,
+                    request_deserializer=taskworker_dot_v1_dot_secrets__pb2.FetchForCallRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_secrets__pb2.FetchResponse.SerializeToString,
             ),
     }
@@ -388,6 +450,23 @@ class EgressService(object):
             metadata=None):
         return grpc.experimental.unary_unary(request, target, '/taskworker.v1.EgressService/Fetch',
             taskworker_dot_v1_dot_secrets__pb2.FetchRequest.SerializeToString,
+            taskworker_dot_v1_dot_secrets__pb2.FetchResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def FetchForCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.EgressService/FetchForCall',
+            taskworker_dot_v1_dot_secrets__pb2.FetchForCallRequest.SerializeToString,
             taskworker_dot_v1_dot_secrets__pb2.FetchResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
