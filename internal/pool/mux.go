@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -43,24 +44,24 @@ type muxStream struct {
 	ctx     context.Context // the stream's; canceled to end it
 	cancel  context.CancelFunc
 	queue   chan *v1.CallFrame
-	done    chan struct{}                 // closed once the stream has ended and pending is failed
-	pending map[uint64]chan *v1.CallReply // guarded by callMux.mu
+	done    chan struct{}             // closed once the stream has ended and pending is failed
+	pending map[uint64]chan *rawReply // guarded by callMux.mu
 }
 
 // errStreamBroken is delivered to calls whose stream ended before their
 // reply: the worker may or may not have run them.
-var errStreamBroken = &v1.CallReply{Code: int32(codes.Unavailable), Message: "the connection to the worker broke"}
+var errStreamBroken = &rawReply{code: int32(codes.Unavailable), message: "the connection to the worker broke"}
 
 // notSent is delivered to calls whose frame the sender could not send: the
 // worker never saw them.
-var notSent = &v1.CallReply{NotRun: true}
+var notSent = &rawReply{notRun: true}
 
 // start makes a stream whose sender opens it, so that no caller waits for
 // the connection with mu held; mu is held.
 func (m *callMux) start() *muxStream {
 	ctx, cancel := context.WithCancel(context.Background())
 	st := &muxStream{ctx: ctx, cancel: cancel, queue: make(chan *v1.CallFrame, muxQueue),
-		done: make(chan struct{}), pending: map[uint64]chan *v1.CallReply{}}
+		done: make(chan struct{}), pending: map[uint64]chan *rawReply{}}
 	m.stream = st
 	go m.send(st)
 	return st
@@ -68,9 +69,10 @@ func (m *callMux) start() *muxStream {
 
 // send opens the stream, starts its reader, and sends the queued frames
 // until the stream ends. A call frame whose caller gave up before it was
-// sent is skipped.
+// sent is skipped. Replies are read with forwardingCodec, which keeps each
+// one's response encoded for the caller.
 func (m *callMux) send(st *muxStream) {
-	stream, err := m.client.CallStream(st.ctx)
+	stream, err := m.client.CallStream(st.ctx, grpc.ForceCodecV2(codec))
 	if err != nil {
 		m.end(st, notSent)
 		return
@@ -120,14 +122,14 @@ func (m *callMux) waiting(st *muxStream, id uint64) bool {
 // read delivers replies until the stream ends, then fails what is left.
 func (m *callMux) read(st *muxStream, stream v1.RPCService_CallStreamClient) {
 	for {
-		reply, err := stream.Recv()
-		if err != nil {
+		reply := &rawReply{}
+		if err := stream.RecvMsg(reply); err != nil {
 			m.end(st, errStreamBroken)
 			return
 		}
 		m.mu.Lock()
-		ch := st.pending[reply.Id]
-		delete(st.pending, reply.Id)
+		ch := st.pending[reply.id]
+		delete(st.pending, reply.id)
 		m.mu.Unlock()
 		if ch != nil {
 			ch <- reply
@@ -136,7 +138,7 @@ func (m *callMux) read(st *muxStream, stream v1.RPCService_CallStreamClient) {
 }
 
 // end ends a stream, answering the calls still waiting with reply.
-func (m *callMux) end(st *muxStream, reply *v1.CallReply) {
+func (m *callMux) end(st *muxStream, reply *rawReply) {
 	m.mu.Lock()
 	if m.stream == st {
 		m.stream = nil
@@ -152,12 +154,12 @@ func (m *callMux) end(st *muxStream, reply *v1.CallReply) {
 
 // call sends req and waits for its reply, or for ctx to end. reached
 // reports whether the answer is the worker's, as forward's does.
-func (m *callMux) call(ctx context.Context, req *v1.FunctionCallRequest) (resp *v1.FunctionCallResponse, err error, reached bool) {
+func (m *callMux) call(ctx context.Context, req *v1.FunctionCallRequest) (a *answer, err error, reached bool) {
 	frame := &v1.CallFrame{Request: req}
 	if d, ok := ctx.Deadline(); ok {
 		frame.DeadlineUnixNano = d.UnixNano()
 	}
-	ch := make(chan *v1.CallReply, 1)
+	ch := make(chan *rawReply, 1)
 	m.mu.Lock()
 	st := m.stream
 	if st == nil {
@@ -169,24 +171,28 @@ func (m *callMux) call(ctx context.Context, req *v1.FunctionCallRequest) (resp *
 	m.mu.Unlock()
 
 	select {
-	case st.queue <- frame:
-	case <-st.done:
-		return nil, errNotSent, false
-	case <-ctx.Done():
-		m.forget(st, frame.Id)
-		return nil, status.FromContextError(ctx.Err()).Err(), false
+	case st.queue <- frame: // room in the queue: the usual case, one lock
+	default:
+		select {
+		case st.queue <- frame:
+		case <-st.done:
+			return nil, errNotSent, false
+		case <-ctx.Done():
+			m.forget(st, frame.Id)
+			return nil, status.FromContextError(ctx.Err()).Err(), false
+		}
 	}
 	select {
 	case reply := <-ch:
 		switch {
 		case reply == errStreamBroken:
-			return nil, status.Error(codes.Unavailable, reply.Message), false
-		case reply.NotRun:
+			return nil, status.Error(codes.Unavailable, reply.message), false
+		case reply.notRun:
 			return nil, errNotSent, false
-		case reply.Code != 0:
-			return nil, status.Error(codes.Code(reply.Code), reply.Message), true
+		case reply.code != 0:
+			return nil, status.Error(codes.Code(reply.code), reply.message), true
 		}
-		return reply.Response, nil, true
+		return &answer{raw: reply.response}, nil, true
 	case <-ctx.Done():
 		if m.forget(st, frame.Id) {
 			// Best effort: with the queue full the worker still ends the
