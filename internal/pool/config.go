@@ -180,3 +180,10 @@ func (c Config) heartbeatInterval() time.Duration { return c.LeaseTTL / 3 }
 
 // maxMessageBytes bounds every gRPC message the pool accepts.
 const maxMessageBytes = 16 << 20
+
+// streamWorkers is how many goroutines the pool's gRPC server keeps to run
+// handlers on. A call's handler waits for its worker's answer, so it holds
+// one for the call's length: enough for the calls in flight under load; a
+// call that finds them all busy gets a goroutine of its own, as without
+// them.
+const streamWorkers = 256

@@ -20,7 +20,8 @@
 //     watch keeps every pool's view of the live workers current.
 //   - router (router.go): picks a worker for a call by power of two choices
 //     on outstanding calls; rpc.go forwards it, on the worker's call stream
-//     (mux.go) or, for large arguments, as a call of its own.
+//     (mux.go) or, for large arguments, as a call of its own; the worker's
+//     answer goes back to the caller as the worker encoded it (codec.go).
 //   - deployments (deploy.go, deployments.go, modules.go): deployed
 //     functions, one namespace per user (OWNER/NAME), private unless public
 //     or granted; their versions, grants and modules, content-addressed in
@@ -36,6 +37,11 @@
 // Outstanding calls are counted per pool process, so with several pools each
 // balances its own share; workers also report their total in-flight calls on
 // heartbeat, which breaks ties.
+//
+// A worker's answer is forwarded without being decoded: the pool checks
+// that it is a well-formed FunctionCallResponse (codec.go, checkResponse),
+// not what it says, as it never did; a worker answers for the calls it
+// is given.
 //
 // A call waits for its worker's answer until the call's deadline: one
 // without a deadline, to a worker stuck but still heartbeating, waits until

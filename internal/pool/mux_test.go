@@ -80,19 +80,24 @@ func callConcurrently(m *callMux, n int, args []byte, ctxFor func() (context.Con
 // A worker that stops reading its call stream holds none of its callers
 // past their deadlines, however many queue behind the blocked send; and
 // closing the mux (retiring the worker) ends the calls that have no
-// deadline.
+// deadline. Small calls, which callers send themselves while the stream
+// keeps up (sendOwn), fill the window and gRPC's write quota too, and then
+// queue like the rest.
 func TestMuxStalledStream(t *testing.T) {
-	args := []byte(`["` + strings.Repeat("x", 60<<10) + `"]`)
 	cases := []struct {
 		name     string
 		deadline time.Duration // 0: none; the mux is closed instead
 		want     codes.Code
+		calls    int
+		argBytes int
 	}{
-		{"callers with deadlines get them", 2 * time.Second, codes.DeadlineExceeded},
-		{"callers without are freed by close", 0, codes.Unavailable},
+		{"callers with deadlines get them", 2 * time.Second, codes.DeadlineExceeded, 40, 60 << 10},
+		{"callers without are freed by close", 0, codes.Unavailable, 40, 60 << 10},
+		{"small calls past the window and the write quota", 2 * time.Second, codes.DeadlineExceeded, 400, 1 << 10},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			args := []byte(`["` + strings.Repeat("x", c.argBytes) + `"]`)
 			m, _, srv := dialNotReading(t)
 			ctxFor := func() (context.Context, context.CancelFunc) {
 				if c.deadline == 0 {
@@ -108,12 +113,12 @@ func TestMuxStalledStream(t *testing.T) {
 					for srv.streams.Load() == 0 {
 						time.Sleep(10 * time.Millisecond)
 					}
-					waitPending(m, 40)
+					waitPending(m, c.calls)
 					m.close()
 				}()
 			}
 			done := make(chan []result)
-			go func() { done <- callConcurrently(m, 40, args, ctxFor) }()
+			go func() { done <- callConcurrently(m, c.calls, args, ctxFor) }()
 			var results []result
 			select {
 			case results = <-done:

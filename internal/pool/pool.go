@@ -212,10 +212,17 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.ChainStreamInterceptor(s.streamAuth),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
+		// Handlers run on long-lived goroutines whose stacks have already
+		// grown, not on a new goroutine per call that grows its stack again
+		// (RATIONALE.md, "What does the pool hop cost, and what did it
+		// save?").
+		grpc.NumStreamWorkers(streamWorkers),
+		// Answers of calls are forwarded as the workers encoded them.
+		grpc.ForceServerCodecV2(codec),
 	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
 	rpc := &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}}
-	v1.RegisterRPCServiceServer(s.grpc, rpc)
+	registerRPCService(s.grpc, rpc)
 	ttl := s.cfg.WorkerCertTTL
 	if ttl == 0 {
 		ttl = pki.WorkerLifetime

@@ -388,3 +388,38 @@ func TestSmallAndLargeCalls(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCallAnswerAsTheWorkerSentIt: the pool forwards a worker's answer
+// without decoding it, and adds result_json to it only for a call made
+// with args_json; the tasks' own calls, which decode it, are in package
+// tasks' tests.
+func TestCallAnswerAsTheWorkerSentIt(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 2})
+	ctx := metadata.AppendToOutgoingContext(ctxTimeout(t, 30*time.Second), "authorization", "Bearer "+c.AdminToken)
+	rpc := v1.NewRPCServiceClient(c.PoolConn(0))
+	tests := []struct {
+		name     string
+		req      *v1.FunctionCallRequest
+		result   string
+		withJSON bool
+	}{
+		{"args", &v1.FunctionCallRequest{FunctionName: "add", Args: []byte("[1, 2]")}, "3", false},
+		{"args_json", &v1.FunctionCallRequest{FunctionName: "add", ArgsJson: "[2, 2]"}, "4", true},
+		{"large args, a call of its own", &v1.FunctionCallRequest{FunctionName: "echo",
+			Args: []byte(`["` + strings.Repeat("x", 100<<10) + `"]`)}, `"` + strings.Repeat("x", 100<<10) + `"`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := rpc.CallFunction(ctx, tt.req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(resp.Result) != tt.result || !strings.HasPrefix(resp.WorkerId, "worker") {
+				t.Errorf("got result %.40q from %q; want %.40q from a worker", resp.Result, resp.WorkerId, tt.result)
+			}
+			if want := map[bool]string{true: tt.result}[tt.withJSON]; resp.ResultJson != want {
+				t.Errorf("result_json %.40q; want %.40q", resp.ResultJson, want)
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -31,7 +32,55 @@ type rpcService struct {
 	warm sync.Map
 }
 
+// CallFunction serves the pool's own callers (tasks): the worker's answer,
+// decoded. Clients' calls come through callFunctionHandler, which forwards
+// it as it came.
 func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+	a, err := s.call(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return a.decode()
+}
+
+// registerRPCService serves s as RPCService on server, its CallFunction
+// answering with the worker's response as the worker encoded it
+// (forwardingCodec): the generated service, with that one handler
+// replaced.
+func registerRPCService(server *grpc.Server, s *rpcService) {
+	desc := v1.RPCService_ServiceDesc
+	desc.Methods = slices.Clone(desc.Methods)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == "CallFunction" {
+			desc.Methods[i].Handler = callFunctionHandler
+		}
+	}
+	server.RegisterService(&desc, s)
+}
+
+// callFunctionHandler is the generated handler of CallFunction, but for
+// what it returns to gRPC: an *answer, which forwardingCodec writes.
+func callFunctionHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	req := &v1.FunctionCallRequest{}
+	if err := dec(req); err != nil {
+		return nil, err
+	}
+	s := srv.(*rpcService)
+	handler := func(ctx context.Context, req any) (any, error) {
+		a, err := s.call(ctx, req.(*v1.FunctionCallRequest))
+		if err != nil {
+			return nil, err // a nil *answer in an interface would not be nil
+		}
+		return a, nil
+	}
+	if interceptor == nil {
+		return handler(ctx, req)
+	}
+	return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: v1.RPCService_CallFunction_FullMethodName}, handler)
+}
+
+// call routes a call to a worker and returns its answer.
+func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*answer, error) {
 	user, err := checkUser(ctx, req.UserId)
 	if err != nil {
 		return nil, err
@@ -112,15 +161,15 @@ func (s *rpcService) CallFunction(ctx context.Context, req *v1.FunctionCallReque
 		if !ok {
 			break
 		}
-		resp, err, reached := s.forward(ctx, r.w, fwd, user)
+		a, err, reached := s.forward(ctx, r.w, fwd, user)
 		if err == nil {
 			if fwd.Deployment != nil && r.w != warm {
 				s.warm.Store(warmKey, r.w)
 			}
-			if req.ArgsJson != "" && utf8.Valid(resp.Result) {
-				resp.ResultJson = string(resp.Result)
+			if req.ArgsJson != "" {
+				return withResultJSON(a)
 			}
-			return resp, nil
+			return a, nil
 		}
 		if reached || ctx.Err() != nil {
 			return nil, err
@@ -156,10 +205,23 @@ func callArgs(req *v1.FunctionCallRequest) ([]byte, error) {
 	return []byte(req.ArgsJson), nil
 }
 
+// withResultJSON adds result_json to an answer, for a call made with
+// args_json.
+func withResultJSON(a *answer) (*answer, error) {
+	resp, err := a.decode()
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "%v; the worker's answer could not be read, try again", err)
+	}
+	if utf8.Valid(resp.Result) {
+		resp.ResultJson = string(resp.Result)
+	}
+	return &answer{msg: resp}, nil
+}
+
 // forward makes one call to one worker. reached reports whether the answer
 // came from the worker itself (its trailer is present), so err is the
 // function's outcome and must not be retried.
-func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCallRequest, user string) (resp *v1.FunctionCallResponse, err error, reached bool) {
+func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCallRequest, user string) (a *answer, err error, reached bool) {
 	if st := w.conn.GetState(); st == connectivity.TransientFailure || st == connectivity.Shutdown {
 		return nil, errNotSent, false
 	}
@@ -170,10 +232,10 @@ func (s *rpcService) forward(ctx context.Context, w *worker, req *v1.FunctionCal
 	}
 	ctx = metadata.NewOutgoingContext(ctx, metadata.Pairs(auth.HeaderUser, user))
 	var trailer metadata.MD
-	resp = &v1.FunctionCallResponse{}
+	resp := &v1.FunctionCallResponse{}
 	err = w.conn.Invoke(ctx, v1.RPCService_CallFunction_FullMethodName, req, resp, grpc.Trailer(&trailer))
 	if err == nil {
-		return resp, nil, true
+		return &answer{msg: resp}, nil, true
 	}
 	if status.Code(err) == codes.Canceled && ctx.Err() == nil {
 		// The registry retired the connection between pick and send: the

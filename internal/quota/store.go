@@ -39,6 +39,11 @@ type Store struct {
 	defaults *v1.Quota
 	users    map[string]*v1.Quota
 	loaded   bool
+	// The limits in force, worked out when the quotas change rather than
+	// on every call: for users without quotas of their own (forDefaults),
+	// and for each user with some (forUser).
+	forDefaults Limits
+	forUser     map[string]Limits
 }
 
 // New returns a store over cli; Run keeps its view current.
@@ -82,6 +87,11 @@ func (s *Store) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 			}
 		}
 	}
+	s.forDefaults = FromProto(Effective(nil, s.defaults))
+	s.forUser = make(map[string]Limits, len(s.users))
+	for user, own := range s.users {
+		s.forUser[user] = FromProto(Effective(own, s.defaults))
+	}
 }
 
 // Limits returns the quotas in force for user: their own, the network's
@@ -89,13 +99,18 @@ func (s *Store) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 // Before Run has loaded the quotas it reads them from etcd.
 func (s *Store) Limits(ctx context.Context, user string) (Limits, error) {
 	s.mu.RLock()
-	loaded, own, defaults := s.loaded, s.users[user], s.defaults
-	s.mu.RUnlock()
-	if !loaded {
-		var err error
-		if own, defaults, err = s.read(ctx, user); err != nil {
-			return Limits{}, err
+	if s.loaded {
+		l, ok := s.forUser[user]
+		if !ok {
+			l = s.forDefaults
 		}
+		s.mu.RUnlock()
+		return l, nil
+	}
+	s.mu.RUnlock()
+	own, defaults, err := s.read(ctx, user)
+	if err != nil {
+		return Limits{}, err
 	}
 	return FromProto(Effective(own, defaults)), nil
 }
