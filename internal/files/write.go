@@ -324,8 +324,9 @@ func tooLarge(size string, limit int64) error {
 // its shards, BlocksInFlight blocks at a time, filling in m. Each block is
 // read into the buffer its shards are coded in, hashed (the plaintext's
 // SHA-256) as it arrives, sealed in place and coded in place; its shards
-// go to the workers from that buffer, which is reused once they are
-// stored: no copy of the bytes between the upload and the wire.
+// go to the workers from that buffer (gRPC encodes them from it), which is
+// reused once they are stored: no copy of the bytes between the upload and
+// gRPC.
 func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.Layout, workers []placement.Worker, sealer *keyring.Sealer, r io.Reader) error {
 	coder, err := erasure.NewCoder(layout, m.BlockSize+keyring.Overhead)
 	if err != nil {
@@ -393,7 +394,7 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			defer func() { <-slots }()
 			h, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
 			if err != nil {
-				// Not reused: a stream that failed may still hold it.
+				// The write fails: its buffers go with it.
 				cancel(err)
 				return
 			}
