@@ -20,7 +20,7 @@ func TestCheck(t *testing.T) {
 		{"syntax error", "def add(a, b)\n    return a + b\n", "add", 2, "add.star:2:1: got newline, want ':'"},
 		{"undefined name", "def add(a, b):\n    return a + c\n", "add", 2, "add.star:2:16: undefined: c"},
 		{"several undefined names", "def f():\n    return a + b + c\n", "f", 2, "undefined: a (and 2 more errors)"},
-		{"file access", "def f():\n    return open(\"x\")\n", "f", 2, "no file, network or environment access"},
+		{"file access", "def f():\n    return open(\"x\")\n", "f", 2, "no file, socket or environment access of their own"},
 		{"load", "load(\"lib.star\", \"x\")\n", "x", 1, "load() is not supported"},
 		{"Python's power operator", "x = 10**9\n", "x", 1, "got '**'"},
 		{"missing function", "def sub(a, b):\n    return a - b\n\ndef mul(a, b):\n    return a * b\n", "add", 0,
@@ -55,7 +55,7 @@ func ExampleCheck() {
 		fmt.Println("line", se.Line)
 	}
 	// Output:
-	// invalid Starlark script: add.star:2:16: undefined: c; scripts have Starlark's built-ins, json, math and log, and no file, network or environment access
+	// invalid Starlark script: add.star:2:16: undefined: c; scripts have Starlark's built-ins, json, math, log, secret and http (through the pool), and no file, socket or environment access of their own
 	// line 2
 }
 

@@ -123,7 +123,7 @@ func compileError(name string, err error) error {
 		}
 	}
 	if strings.HasPrefix(se.Message, "undefined: ") {
-		se.Message += "; scripts have Starlark's built-ins, json, math, log, secret and http (through the pool), and no file, socket or environment access"
+		se.Message += "; scripts have Starlark's built-ins, json, math, log, secret and http (through the pool), and no file, socket or environment access of their own"
 	}
 	return fmt.Errorf("%w: %w", ErrInvalidScript, se)
 }
