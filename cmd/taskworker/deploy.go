@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,14 +41,6 @@ the function is public.`,
   taskworker deploy reports reports.star --public`,
 		Args: namedArgs(cobra.ExactArgs(2), functionArg, nil),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Accepting a grant that nothing enforces would let a deployer
-			// believe a function is fenced in, or has a secret, when it is not.
-			if len(spec.AllowHosts) > 0 {
-				return errors.New("--allow-host is not enforced yet (deployed functions have no network access at all); deploy without it")
-			}
-			if len(spec.Secrets) > 0 {
-				return errors.New("--secret is not enforced yet (deployed functions cannot read secrets); deploy without it")
-			}
 			module, err := os.ReadFile(args[1])
 			if err != nil {
 				return err
@@ -119,8 +110,8 @@ the function is public.`,
 	f.StringVar(&out, "max-output", "", "largest output per call, e.g. 1MiB")
 	f.BoolVar(&spec.Idempotent, "idempotent", false, "calls may be retried on another worker if theirs dies")
 	f.BoolVar(&spec.Public, "public", false, "let every user call the function (as YOU/NAME); default: only you, admins and the users you grant it to")
-	f.StringArrayVar(&spec.AllowHosts, "allow-host", nil, "host pattern the function may fetch from (repeatable; refused until enforced)")
-	f.StringArrayVar(&spec.Secrets, "secret", nil, "secret the function may read (repeatable; refused until enforced)")
+	f.StringArrayVar(&spec.AllowHosts, "allow-host", nil, "where the function may send requests, through the pool: scheme://host-glob[:port] (repeatable; none: nowhere)")
+	f.StringArrayVar(&spec.Secrets, "secret", nil, "your secret the function may read: granted at deploy (repeatable; see taskworker secret grant)")
 	cmd.AddCommand(rollbackCommand(e), historyCommand(e))
 	return cmd
 }

@@ -260,8 +260,6 @@ func TestCommandLineMistakes(t *testing.T) {
 		{"unknown subcommand of a group", []string{"token", "list"}, `unknown command "list" for "taskworker token"`},
 		{"unknown subcommand of bench", []string{"bench", "dns"}, `unknown command "dns" for "taskworker bench"`},
 		{"token cut short", []string{"call", "--token", "tw_abc", "add"}, "a token is tw_ followed by 43 characters"},
-		{"allow-host not enforced", []string{"deploy", "--allow-host", "files.test", "f", "f.star"}, "--allow-host is not enforced yet"},
-		{"secret not enforced", []string{"deploy", "--secret", "db", "f", "f.star"}, "--secret is not enforced yet"},
 		// Names are checked by the pool's rules before anything is dialed.
 		{"function name with two slashes", []string{"call", "bob/reports/daily"}, `function name "reports/daily": use 1 to 200 letters`},
 		{"owner that is no user name", []string{"call", "../reports"}, `user "..": use 1 to 128 letters`},

@@ -17,8 +17,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/quota"
+	"github.com/hivemind/taskworker/internal/secrets"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -104,6 +106,7 @@ type deployService struct {
 	reg     *registry
 	checker ModuleChecker
 	deploys *deployments
+	secrets *secrets.Store
 }
 
 // The keys of user owner's function name:
@@ -190,6 +193,17 @@ func (s *deployService) Deploy(ctx context.Context, req *v1.DeployRequest) (*v1.
 	if s.checker != nil {
 		if err := s.checker.CheckModule(ctx, req.Runtime, req.Module, export); err != nil {
 			return nil, status.Errorf(codes.InvalidArgument, "%s: the module cannot be deployed: %v", req.Name, err)
+		}
+	}
+	if _, err := egress.ParseAllowlist(req.GetCapabilities().GetAllowHosts()); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "%s: --allow-host: %v", req.Name, err)
+	}
+	// --secret NAME is a grant of the user's secret NAME to the function,
+	// made before the deployment: a secret that does not exist refuses the
+	// deploy.
+	for _, name := range req.GetCapabilities().GetSecrets() {
+		if _, err := s.secrets.Grant(ctx, user, name, req.Name, nil); err != nil {
+			return nil, secrets.GRPCStatus(err)
 		}
 	}
 	dep := &v1.Deployment{

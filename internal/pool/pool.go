@@ -26,6 +26,7 @@ import (
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/quota"
+	"github.com/hivemind/taskworker/internal/secrets"
 	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/tasks"
 )
@@ -48,6 +49,8 @@ type Server struct {
 	egress  *egress.Client
 	tasks   *tasks.Runner
 	keys    *keyring.Keyring
+	calls   *calls
+	secrets *secrets.Store
 	grpc    *grpc.Server
 	health  *health.Server
 	lis     net.Listener
@@ -221,7 +224,10 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		grpc.ForceServerCodecV2(codec),
 	)...)
 	modules := &moduleStore{cli: s.cli, prefix: s.cfg.Prefix}
-	rpc := &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}}
+	if s.calls, err = newCalls(runCtx, s.cli, s.cfg.Prefix, s.keys); err != nil {
+		return err
+	}
+	rpc := &rpcService{cfg: s.cfg, reg: s.reg, deploys: s.deploys, running: &callCounts{}, calls: s.calls}
 	registerRPCService(s.grpc, rpc)
 	ttl := s.cfg.WorkerCertTTL
 	if ttl == 0 {
@@ -230,8 +236,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	v1.RegisterRegistryServiceServer(s.grpc, &registryService{reg: s.reg, files: s.files,
 		enroller: &enroller{ca: s.ca, ids: s.ids, tokens: s.tokens, reg: s.reg, ttl: ttl, insecure: s.cfg.Insecure}})
 	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files, ids: s.ids})
+	s.secrets = secrets.New(s.cli, s.cfg.Prefix, s.keys)
 	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
-		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys})
+		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys, secrets: s.secrets})
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, s.files)
 	quota.NewServer(s.quotas, checkUser).Register(s.grpc)

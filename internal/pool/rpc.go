@@ -17,6 +17,7 @@ import (
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/auth"
+	"github.com/hivemind/taskworker/internal/egress"
 	"github.com/hivemind/taskworker/internal/names"
 )
 
@@ -27,6 +28,7 @@ type rpcService struct {
 	reg     *registry
 	deploys *deployments
 	running *callCounts
+	calls   *calls
 	// warm maps a deployed function's owner/name to the worker that served it
 	// last, which pick prefers while it is no busier (see pick).
 	warm sync.Map
@@ -154,6 +156,14 @@ func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*an
 			warm = w.(*worker)
 		}
 	}
+	// What the function may do through the pool while it runs: a native
+	// function acts for its caller (whose grants name it), a deployed one
+	// for its owner, within its deployment's --allow-host rules.
+	tokenCall := egress.Call{Owner: user, Function: name, Caller: user}
+	if d := fwd.Deployment; d != nil {
+		tokenCall.Owner, tokenCall.Function = d.Owner, d.Name
+		tokenCall.AllowHosts = d.GetCapabilities().GetAllowHosts()
+	}
 	var tried []*worker
 	var lastErr error
 	for attempt := 0; attempt < s.cfg.CallAttempts; attempt++ {
@@ -161,7 +171,10 @@ func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*an
 		if !ok {
 			break
 		}
+		token, end := s.calls.begin(ctx, r.w.id, tokenCall)
+		fwd.CallToken = token
 		a, err, reached := s.forward(ctx, r.w, fwd, user)
+		end()
 		if err == nil {
 			if fwd.Deployment != nil && r.w != warm {
 				s.warm.Store(warmKey, r.w)

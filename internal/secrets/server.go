@@ -214,3 +214,7 @@ func statusOf(err error) error {
 	}
 	return serving.EtcdError(err)
 }
+
+// GRPCStatus is the status the services answer for an error of the Store,
+// for other services that act on secrets (a deploy's --secret grants).
+func GRPCStatus(err error) error { return statusOf(err) }

@@ -1,0 +1,160 @@
+package pool
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/hivemind/taskworker/internal/egress"
+	"github.com/hivemind/taskworker/internal/keyring"
+)
+
+// calls mints the token each forwarded call carries (FunctionCallRequest's
+// call_token) and resolves it when the worker asks, on the function's
+// behalf, for a secret or an outbound request (egress.CallResolver).
+//
+// A token is signed (HMAC-SHA256) with a key every replica shares: wrapped
+// by the master key in etcd. The worker's connection may reach another
+// replica than the one that forwarded the call, and that replica checks the
+// signature, the worker it names and its expiry (the call's deadline). The
+// replica that forwarded the call also keeps it while it runs, so that a
+// token is refused there as soon as its call ends, and the call's requests
+// share one budget (Call.Done).
+type calls struct {
+	key     []byte
+	replica string // this replica's own, in the tokens it mints
+
+	mu     sync.Mutex
+	flight map[string]chan struct{} // token -> closed when the call ends
+}
+
+// tokenClaims is what a token says, signed.
+type tokenClaims struct {
+	Worker     string   `json:"w"`
+	Owner      string   `json:"o"`
+	Function   string   `json:"f"`
+	Caller     string   `json:"c"`
+	AllowHosts []string `json:"h,omitempty"`
+	Expires    int64    `json:"e"` // Unix milliseconds
+	Replica    string   `json:"r"`
+	Nonce      string   `json:"n"`
+}
+
+// maxCallTokenLife bounds a token whose call has no deadline.
+const maxCallTokenLife = time.Hour
+
+func callTokenKey(prefix string) string { return prefix + "keyring/call-tokens" }
+
+// newCalls reads the shared signing key from etcd, making it on the first
+// start of the network (or again when the master key that wrapped it was
+// retired: tokens of calls in flight then fail, and their reads with them).
+func newCalls(ctx context.Context, cli *clientv3.Client, prefix string, ring *keyring.Keyring) (*calls, error) {
+	key := callTokenKey(prefix)
+	const wrapContext = "call tokens"
+	for range 5 {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return nil, fmt.Errorf("reading the call token key: %w", err)
+		}
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			rev = resp.Kvs[0].ModRevision
+			if d, err := ring.Unwrap(string(resp.Kvs[0].Value), wrapContext); err == nil {
+				return newCallsWithKey(d[:]), nil
+			}
+		}
+		d := keyring.NewDataKey()
+		wrapped, err := ring.Wrap(d, wrapContext)
+		if err != nil {
+			return nil, err
+		}
+		tx, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, wrapped)).Commit()
+		if err != nil {
+			return nil, fmt.Errorf("recording the call token key: %w", err)
+		}
+		if tx.Succeeded {
+			return newCallsWithKey(d[:]), nil
+		}
+	}
+	return nil, fmt.Errorf("the call token key kept changing under this replica; try again")
+}
+
+func newCallsWithKey(key []byte) *calls {
+	var r [9]byte
+	rand.Read(r[:])
+	return &calls{key: key, replica: base64.RawURLEncoding.EncodeToString(r[:]), flight: map[string]chan struct{}{}}
+}
+
+// begin mints the token of one attempt of a call on worker, and returns the
+// function that ends it.
+func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (string, func()) {
+	exp := time.Now().Add(maxCallTokenLife)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(exp) {
+		exp = dl
+	}
+	var nonce [12]byte
+	rand.Read(nonce[:])
+	payload, _ := json.Marshal(tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
+		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
+	token := base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(c.sign(payload))
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.flight[token] = done
+	c.mu.Unlock()
+	return token, func() {
+		c.mu.Lock()
+		delete(c.flight, token)
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+func (c *calls) sign(payload []byte) []byte {
+	m := hmac.New(sha256.New, c.key)
+	m.Write(payload)
+	return m.Sum(nil)
+}
+
+// ResolveCall implements egress.CallResolver.
+func (c *calls) ResolveCall(_ context.Context, worker, token string) (egress.Call, error) {
+	p, sig, ok := strings.Cut(token, ".")
+	if !ok {
+		return egress.Call{}, egress.ErrUnknownCall
+	}
+	payload, err1 := base64.RawURLEncoding.DecodeString(p)
+	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.sign(payload)) {
+		return egress.Call{}, egress.ErrUnknownCall
+	}
+	var claims tokenClaims
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return egress.Call{}, egress.ErrUnknownCall
+	}
+	if time.Now().UnixMilli() > claims.Expires {
+		return egress.Call{}, egress.ErrUnknownCall
+	}
+	if claims.Worker != worker {
+		return egress.Call{}, egress.ErrWrongWorker
+	}
+	call := egress.Call{Owner: claims.Owner, Function: claims.Function, Caller: claims.Caller, AllowHosts: claims.AllowHosts}
+	c.mu.Lock()
+	done, here := c.flight[token]
+	c.mu.Unlock()
+	switch {
+	case here:
+		call.Done = done
+	case claims.Replica == c.replica:
+		return egress.Call{}, egress.ErrUnknownCall // its call has ended
+	}
+	return call, nil
+}

@@ -1,0 +1,60 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hivemind/taskworker/internal/egress"
+)
+
+// A worker's call token, as an attacker holding a worker would try it.
+func TestCallTokens(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	here, there := newCallsWithKey(key), newCallsWithKey(key)
+	other := newCallsWithKey([]byte("another network's key, 32 bytes!"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	call := egress.Call{Owner: "bob", Function: "report", Caller: "bob", AllowHosts: []string{"https://api.example"}}
+	token, end := here.begin(ctx, "worker_001", call)
+
+	got, err := here.ResolveCall(ctx, "worker_001", token)
+	if err != nil || got.Owner != "bob" || got.Function != "report" || got.AllowHosts[0] != "https://api.example" || got.Done == nil {
+		t.Fatalf("the forwarding replica resolves %+v, %v", got, err)
+	}
+	if got, err := there.ResolveCall(ctx, "worker_001", token); err != nil || got.Owner != "bob" || got.Done != nil {
+		t.Fatalf("another replica resolves %+v, %v", got, err)
+	}
+	payload, sig, _ := strings.Cut(token, ".")
+	forged := strings.Replace(payload, payload[len(payload)-6:], "AAAAAA", 1) + "." + sig
+	for _, tc := range []struct {
+		name    string
+		c       *calls
+		worker  string
+		token   string
+		wantErr error
+	}{
+		{"another worker", there, "worker_002", token, egress.ErrWrongWorker},
+		{"another network", other, "worker_001", token, egress.ErrUnknownCall},
+		{"a changed payload", there, "worker_001", forged, egress.ErrUnknownCall},
+		{"no signature", there, "worker_001", payload, egress.ErrUnknownCall},
+		{"garbage", there, "worker_001", "x.y", egress.ErrUnknownCall},
+	} {
+		if _, err := tc.c.ResolveCall(ctx, tc.worker, tc.token); !errors.Is(err, tc.wantErr) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.wantErr)
+		}
+	}
+	end()
+	if _, err := here.ResolveCall(ctx, "worker_001", token); !errors.Is(err, egress.ErrUnknownCall) {
+		t.Errorf("the forwarding replica after the call ended: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, time.Millisecond)
+	defer cancelShort()
+	expired, _ := here.begin(short, "worker_001", call)
+	time.Sleep(5 * time.Millisecond)
+	if _, err := there.ResolveCall(ctx, "worker_001", expired); !errors.Is(err, egress.ErrUnknownCall) {
+		t.Errorf("a token past its call's deadline: %v", err)
+	}
+}
