@@ -472,8 +472,16 @@ func readHashed(r io.Reader, buf []byte, size int, h hash.Hash) ([]byte, int, er
 // every shard durable, or when workers are short at least Data+1 of them
 // (the repairer adds the rest); it returns who holds each shard.
 func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64, shards [][]byte, layout erasure.Layout, workers []placement.Worker) ([]string, error) {
-	order, _ := placement.Place(workers, fileID, b, len(workers))
 	n := len(shards)
+	// The block's own placement first, spread over zones for its n shards;
+	// then every other worker in rank, to take a shard whose worker fails.
+	order, _ := placement.Place(workers, fileID, b, n)
+	all, _ := placement.Place(workers, fileID, b, len(workers))
+	for _, id := range all {
+		if !slices.Contains(order, id) {
+			order = append(order, id)
+		}
+	}
 	holders := make([]string, n)
 	var mu sync.Mutex
 	next := min(n, len(order))
