@@ -27,6 +27,7 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/bench"
+	"github.com/hivemind/taskworker/internal/benchchart"
 	"github.com/hivemind/taskworker/internal/localnet"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
@@ -322,6 +323,7 @@ func benchFilesCommand(e *env) *cobra.Command {
 		duration  time.Duration
 		noRepair  bool
 		dir       string
+		record    string
 	)
 	cmd := &cobra.Command{
 		Use:   "files",
@@ -366,13 +368,25 @@ of small files, and the time to repair after a worker is SIGKILLed.`,
 			if !noRepair {
 				fcfg.KillWorker = func() { net.KillWorker(0) }
 			}
+			var recordErr error
+			if record != "" {
+				fcfg.Record = func(series string, rate float64) {
+					if err := benchchart.Append(record, benchchart.Point{Bench: "files", Series: series, X: float64(n), Rate: rate}); err != nil && recordErr == nil {
+						recordErr = err
+					}
+				}
+			}
 			fmt.Fprintf(e.stdout, "%d workers, data in %s\n", workers, dir)
-			return bench.Files(cmd.Context(), c, fcfg, e.stdout)
+			if err := bench.Files(cmd.Context(), c, fcfg, e.stdout); err != nil {
+				return err
+			}
+			return recordErr
 		},
 	}
 	f := cmd.Flags()
 	f.IntVar(&workers, "workers", 7, "worker processes (7 leaves room to repair 4+2 after one is lost)")
 	f.StringVar(&size, "size", "1GiB", "size of the large file")
+	f.StringVar(&record, "record", "", "append the push, get and disk figures to this JSON-lines file, for bench chart")
 	f.IntVar(&smallSize, "small-size", 1024, "size of the small files, in bytes")
 	f.IntVar(&conc, "concurrency", 16, "concurrent small pushes")
 	f.DurationVar(&duration, "duration", 5*time.Second, "how long to push small files")

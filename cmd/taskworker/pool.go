@@ -12,9 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/hivemind/taskworker/internal/deployed"
+	"github.com/hivemind/taskworker/internal/metrics"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
@@ -25,8 +27,9 @@ func poolCommand(e *env) *cobra.Command {
 	// pool (DIR/pool): two pools must not share an etcd or tokens.
 	cfg := pool.DefaultConfig("")
 	var (
-		allowNets []string
-		web       httpFlags
+		allowNets     []string
+		web           httpFlags
+		metricsListen string
 	)
 	cmd := &cobra.Command{
 		Use:   "pool",
@@ -68,6 +71,14 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if metricsListen != "" {
+				cfg.Metrics = metrics.New()
+				addr, err := cfg.Metrics.Serve(ctx, metricsListen)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen: %w", err)
+				}
+				cfg.Logger.Info("metrics", "url", "http://"+addr.String()+"/metrics")
+			}
 			return runPool(ctx, e, cfg, web)
 		},
 	}
@@ -93,6 +104,7 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 	f.StringVar(&cfg.DNS.Zone, "dns-zone", cfg.DNS.Zone, "the network's own DNS zone: FUNCTION.ZONE names the pools serving a function")
 	f.StringSliceVar(&cfg.DNS.Upstreams, "dns-upstream", nil, "resolvers (host:port) the pool asks for other names (default: the system's, from /etc/resolv.conf)")
 	web.register(f, "")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) on this address (off by default)")
 	f.StringSliceVar(&allowNets, "egress-allow-net", nil, "networks (address/length) that DNS answers and outbound requests may reach although private or local")
 	return cmd
 }
@@ -134,7 +146,11 @@ func runPool(ctx context.Context, e *env, cfg pool.Config, web httpFlags) error 
 	cfg.Logger.Info("pool ready", "address", p.Addr(), "admin_token_file", filepath.Join(cfg.DataDir, pool.AdminTokenFile),
 		"join_token_file", filepath.Join(cfg.DataDir, pool.JoinTokenFile), "ca_file", caFile)
 	if web.listen != "" {
-		site, err := serveDashboard(ctx, web, dialable(p.Addr()), caFile, nil, cfg.Logger)
+		var g prometheus.Gatherer
+		if cfg.Metrics != nil {
+			g = cfg.Metrics.Registry
+		}
+		site, err := serveDashboard(ctx, web, dialable(p.Addr()), caFile, g, cfg.Logger)
 		if err != nil {
 			return err
 		}

@@ -1,20 +1,27 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/hivemind/taskworker/internal/localnet"
+	"github.com/hivemind/taskworker/internal/metrics"
+	"github.com/hivemind/taskworker/internal/pool"
 )
 
 func upCommand(e *env) *cobra.Command {
 	cfg := localnet.Config{Workers: 3, Listen: "127.0.0.1:50051", DNSListen: "127.0.0.1:0"}
-	var web httpFlags
+	var (
+		web           httpFlags
+		metricsListen string
+	)
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Run a whole local network: embedded etcd, a pool and N workers on 127.0.0.1",
@@ -56,6 +63,12 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 			cfg.WorkerOutput = e.stderr
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			var m *metrics.Metrics
+			if metricsListen != "" {
+				m = metrics.New()
+				cfg.Pool = pool.DefaultConfig("")
+				cfg.Pool.Metrics = m
+			}
 			n, err := localnet.Start(ctx, cfg)
 			if err != nil {
 				return err
@@ -67,8 +80,17 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 				host, port, _ := net.SplitHostPort(dns)
 				cfg.Logger.Info("DNS for the network's zone: dig @"+host+" -p "+port+" add.fn.taskworker.internal", "dns", dns)
 			}
+			var g prometheus.Gatherer
+			if m != nil {
+				addr, err := m.Serve(ctx, metricsListen)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen: %w", err)
+				}
+				cfg.Logger.Info("the pool's metrics: http://" + addr.String() + "/metrics")
+				g = m.Registry
+			}
 			if web.listen != "" {
-				site, err := serveDashboard(ctx, web, n.Env().Pool, n.Env().CA, nil, cfg.Logger)
+				site, err := serveDashboard(ctx, web, n.Env().Pool, n.Env().CA, g, cfg.Logger)
 				if err != nil {
 					return err
 				}
@@ -89,5 +111,6 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")
 	web.register(f, "127.0.0.1:0")
+	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:0", "serve the pool's Prometheus metrics (/metrics) here (\"\" for none)")
 	return cmd
 }

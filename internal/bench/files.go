@@ -27,6 +27,9 @@ type FilesConfig struct {
 	// repair can be timed; LeaseTTL is how long the pool waits to notice.
 	KillWorker func()
 	LeaseTTL   time.Duration
+	// Record, when set, is given each throughput measured: series "dd"
+	// (the baseline), "push" and "get", in MiB/s.
+	Record func(series string, mibPerSec float64)
 }
 
 // Files measures a network's storage: a sequential write with fsync on the
@@ -34,11 +37,17 @@ type FilesConfig struct {
 // and the time to repair after a worker is lost. It prints as it goes.
 func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Writer) error {
 	mib := func(n int64, d time.Duration) float64 { return float64(n) / (1 << 20) / d.Seconds() }
+	record := func(series string, d time.Duration) {
+		if cfg.Record != nil {
+			cfg.Record(series, mib(cfg.Size, d))
+		}
+	}
 
 	disk, err := diskBaseline(cfg.DiskDir, cfg.Size)
 	if err != nil {
 		return fmt.Errorf("disk baseline: %w", err)
 	}
+	record("dd", disk)
 	fmt.Fprintf(out, "disk: sequential write of %d MiB + fsync: %.0f MiB/s\n", cfg.Size>>20, mib(cfg.Size, disk))
 
 	start := time.Now()
@@ -47,6 +56,7 @@ func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Wr
 		return fmt.Errorf("push: %w", err)
 	}
 	push := time.Since(start)
+	record("push", push)
 	fmt.Fprintf(out, "push %d MiB (%s): %.0f MiB/s, %.2fx the disk\n", cfg.Size>>20, info.Layout, mib(cfg.Size, push), disk.Seconds()/push.Seconds())
 
 	start = time.Now()
@@ -55,6 +65,7 @@ func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Wr
 		return fmt.Errorf("get: %w", err)
 	}
 	get := time.Since(start)
+	record("get", get)
 	if n.n != cfg.Size {
 		return fmt.Errorf("get returned %d bytes, want %d", n.n, cfg.Size)
 	}

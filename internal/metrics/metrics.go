@@ -115,7 +115,7 @@ func New() *Metrics {
 		Shards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_shards",
 			Help: "Shards this worker holds."}),
 		FilesByRedundancy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_files",
-			Help: "File versions, by how many more shards each can lose (margin; negative: unreadable)."}, []string{"margin"}),
+			Help: "File versions, by redundancy (full, single_copy, reduced, lost)."}, []string{"redundancy"}),
 		RepairBacklog: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_repair_backlog_files",
 			Help: "File versions waiting for repair."}),
 		RepairedShards: prometheus.NewCounter(prometheus.CounterOpts{Name: "taskworker_repaired_shards_total",

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
+	"github.com/hivemind/taskworker/internal/metrics"
 	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/tasks"
 )
@@ -81,6 +82,9 @@ type Config struct {
 	// link-local, ...): the operator's explicit exceptions.
 	EgressAllowNets []netip.Prefix
 	Logger          *slog.Logger
+	// Metrics, when set, is fed by the pool: its RPCs, calls, workers and
+	// storage (serve it with Metrics.Serve).
+	Metrics *metrics.Metrics
 	// Tasks, when set, adjusts the task runner's configuration (tests:
 	// shorter leases).
 	Tasks func(*tasks.Config)

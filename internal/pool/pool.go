@@ -205,7 +205,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("pool listen: %w", err)
 	}
-	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
+	s.grpc = grpc.NewServer(append(append(liveness.ServerOptions(), s.metricsOptions()...),
 		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
@@ -246,6 +246,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		return err
 	}
 	s.startTasks(runCtx, rpc)
+	s.goRun(func() { s.runMetrics(runCtx) })
 	if err := s.startDNS(runCtx); err != nil {
 		return err
 	}

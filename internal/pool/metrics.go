@@ -1,0 +1,98 @@
+package pool
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+)
+
+// metricsOptions feed Config.Metrics from the server: every RPC counted and
+// timed, and function calls by function and code, with their latency. They
+// run before authentication, so refusals are counted too.
+func (s *Server) metricsOptions() []grpc.ServerOption {
+	m := s.cfg.Metrics
+	if m == nil {
+		return nil
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(m.UnaryInterceptor, s.observeCall),
+		grpc.ChainStreamInterceptor(m.StreamInterceptor),
+	}
+}
+
+func (s *Server) observeCall(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	call, ok := req.(*v1.FunctionCallRequest)
+	if !ok || info.FullMethod != v1.RPCService_CallFunction_FullMethodName {
+		return handler(ctx, req)
+	}
+	m := s.cfg.Metrics
+	m.CallsInFlight.Inc()
+	start := time.Now()
+	resp, err := handler(ctx, req)
+	m.CallsInFlight.Dec()
+	code := status.Code(err)
+	m.ObserveCall(functionLabel(call.FunctionName, code), code.String(), time.Since(start))
+	return resp, err
+}
+
+// functionLabel is a call's function as a metric label: its name without
+// the owner (labels never name users), and "-" for a call refused before it
+// reached a function, whose name may be anything a caller typed.
+func functionLabel(name string, code codes.Code) string {
+	switch code {
+	case codes.NotFound, codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied:
+		return "-"
+	}
+	if _, fn, ok := strings.Cut(name, "/"); ok {
+		return fn
+	}
+	return name
+}
+
+// metricsEvery is how often the gauges of workers and storage are read.
+const metricsEvery = 10 * time.Second
+
+// runMetrics keeps the gauges of Config.Metrics current until ctx ends: live
+// workers and their calls in flight, file versions by redundancy, the repair
+// backlog and the shards rebuilt.
+func (s *Server) runMetrics(ctx context.Context) {
+	m := s.cfg.Metrics
+	if m == nil {
+		return
+	}
+	var rebuilt int64
+	t := time.NewTicker(metricsEvery)
+	defer t.Stop()
+	for {
+		ws := s.reg.list()
+		m.Workers.Set(float64(len(ws)))
+		m.WorkerCalls.Reset()
+		for _, w := range ws {
+			m.WorkerCalls.WithLabelValues(w.WorkerId).Set(float64(w.Inflight))
+		}
+		sctx, cancel := context.WithTimeout(ctx, metricsEvery)
+		if st, err := s.files.Status(sctx); err == nil {
+			for label, n := range map[string]int64{"full": st.FilesFull, "single_copy": st.FilesSingleCopy,
+				"reduced": st.FilesReduced, "lost": st.FilesLost} {
+				m.FilesByRedundancy.WithLabelValues(label).Set(float64(n))
+			}
+			m.RepairBacklog.Set(float64(st.RepairsPending))
+			if st.ShardsRebuilt > rebuilt {
+				m.RepairedShards.Add(float64(st.ShardsRebuilt - rebuilt))
+			}
+			rebuilt = st.ShardsRebuilt
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
