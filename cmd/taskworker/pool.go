@@ -1,14 +1,17 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +23,7 @@ import (
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/sandbox"
+	"github.com/hivemind/taskworker/internal/tracing"
 )
 
 func poolCommand(e *env) *cobra.Command {
@@ -30,6 +34,7 @@ func poolCommand(e *env) *cobra.Command {
 		allowNets     []string
 		web           httpFlags
 		metricsListen string
+		otlp          string
 	)
 	cmd := &cobra.Command{
 		Use:   "pool",
@@ -71,6 +76,16 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			tr, err := tracing.Setup(ctx, "taskworker-pool", otlp, otlpInsecure(otlp))
+			if err != nil {
+				return err
+			}
+			if tr != nil {
+				defer tr.Shutdown(context.Background())
+				cfg.Tracing = tr
+				cfg.Logger = slog.New(tracing.LogHandler(cfg.Logger.Handler()))
+				cfg.Logger.Info("tracing: spans go over OTLP", "endpoint", cmp.Or(otlp, os.Getenv(tracing.EnvEndpoint)))
+			}
 			if metricsListen != "" {
 				cfg.Metrics = metrics.New()
 				addr, err := cfg.Metrics.Serve(ctx, metricsListen)
@@ -104,6 +119,7 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 	f.StringVar(&cfg.DNS.Zone, "dns-zone", cfg.DNS.Zone, "the network's own DNS zone: FUNCTION.ZONE names the pools serving a function")
 	f.StringSliceVar(&cfg.DNS.Upstreams, "dns-upstream", nil, "resolvers (host:port) the pool asks for other names (default: the system's, from /etc/resolv.conf)")
 	web.register(f, "")
+	f.StringVar(&otlp, "otlp-endpoint", "", "export traces over OTLP/gRPC to this collector (host:port, or a URL; default $OTEL_EXPORTER_OTLP_ENDPOINT; off when neither)")
 	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) on this address (off by default)")
 	f.StringSliceVar(&allowNets, "egress-allow-net", nil, "networks (address/length) that DNS answers and outbound requests may reach although private or local")
 	return cmd
@@ -160,4 +176,10 @@ func runPool(ctx context.Context, e *env, cfg pool.Config, web httpFlags) error 
 	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return p.Stop(sctx)
+}
+
+// otlpInsecure says whether spans go to endpoint in plaintext: a URL says
+// by its scheme; a bare host:port is a collector beside the process.
+func otlpInsecure(endpoint string) bool {
+	return !strings.HasPrefix(cmp.Or(endpoint, os.Getenv(tracing.EnvEndpoint)), "https://")
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/metrics"
+	"github.com/hivemind/taskworker/internal/tracing"
 	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/tasks"
 )
@@ -85,6 +86,9 @@ type Config struct {
 	// Metrics, when set, is fed by the pool: its RPCs, calls, workers and
 	// storage (serve it with Metrics.Serve).
 	Metrics *metrics.Metrics
+	// Tracing, when set, traces every RPC the pool serves, continuing the
+	// caller's trace.
+	Tracing *tracing.Tracing
 	// Tasks, when set, adjusts the task runner's configuration (tests:
 	// shorter leases).
 	Tasks func(*tasks.Config)

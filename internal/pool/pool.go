@@ -205,7 +205,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("pool listen: %w", err)
 	}
-	s.grpc = grpc.NewServer(append(append(liveness.ServerOptions(), s.metricsOptions()...),
+	s.grpc = grpc.NewServer(append(append(append(liveness.ServerOptions(), s.cfg.Tracing.ServerOptions()...), s.metricsOptions()...),
 		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
