@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtensionOID
 from . import _env
 from .binding import ArgumentError, Binding, encode_result
 from .client import AsyncClient
-from .v1 import control_pb2, control_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
+from .v1 import control_pb2, control_pb2_grpc, secrets_pb2, secrets_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 
 VERSION = "python-0.1.0"
 TRAILER_WORKER = "x-taskworker-worker"
@@ -40,6 +40,9 @@ TaskInfo = collections.namedtuple("TaskInfo", "id attempt")
 TaskInfo.__doc__ = """The task a call runs for: its id and which attempt this is (from 1)."""
 
 _task = contextvars.ContextVar("taskworker_task", default=None)
+# The token of the call running now, which the pool resolves when the
+# function asks for a secret or an outbound request.
+_call_token = contextvars.ContextVar("taskworker_call_token", default="")
 
 
 def current_task():
@@ -70,6 +73,9 @@ class TaskWorker:
         self._token = token
         self._functions = {}
         self._storage_client = None
+        # A synchronous mTLS channel to the pool, for get_secret and
+        # call_external_api from a def (made on first use).
+        self._sync_pool = None
         self._server = None
         self._tasks = []
         self._inflight = 0
@@ -114,12 +120,46 @@ class TaskWorker:
         return self._storage_client.storage
 
     def get_secret(self, name):
-        raise NotImplementedError("secrets for Python workers: the pool's SecretService does not yet hand secrets to workers "
-                                  "(taskworker secret put / grant exist for deployed functions); use an environment variable meanwhile")
+        """The value (bytes) of the secret name, read through the pool for the
+        call running now: the function's caller (or, for a deployed
+        function, its owner) must have granted it to this function
+        (`taskworker secret grant NAME --function F`). Every read is audited.
+        Raises PermissionError without a grant, LookupError for no such
+        secret, RuntimeError outside a call."""
+        resp = self._for_call(lambda stub, token: stub.ReadForCall(
+            secrets_pb2.ReadForCallRequest(call_token=token, name=name), timeout=30), secrets_pb2_grpc.SecretServiceStub)
+        return resp.value
 
-    def call_external_api(self, url, headers=None, **kwargs):
-        raise NotImplementedError("outbound HTTP through the pool for Python workers: the pool's EgressService does not yet "
-                                  "take requests from workers; try the policy by hand with `taskworker fetch`")
+    def call_external_api(self, url, headers=None, method="GET", body=b"", **kwargs):
+        """An outbound HTTP request, made by the pool for the call running now,
+        under the pool's rules (no private addresses) and only toward hosts a
+        secret grant of this function names; `{{secret:NAME}}` in a header
+        value is filled in by the pool, and echoed back redacted. Returns a
+        dict: status_code, headers (a list of (name, value)), body (bytes)."""
+        hs = [secrets_pb2.HTTPHeader(name=k, value=v) for k, v in (headers or {}).items()]
+        if isinstance(body, str):
+            body = body.encode()
+        req = secrets_pb2.FetchRequest(method=method, url=url, headers=hs, body=body)
+        resp = self._for_call(lambda stub, token: stub.FetchForCall(
+            secrets_pb2.FetchForCallRequest(call_token=token, request=req), timeout=60), secrets_pb2_grpc.EgressServiceStub)
+        return {"status_code": resp.status_code, "headers": [(h.name, h.value) for h in resp.headers], "body": resp.body}
+
+    def _for_call(self, rpc, stub_type):
+        token = _call_token.get()
+        if not token:
+            raise RuntimeError("get_secret and call_external_api work only inside a call that came through the pool")
+        if self._sync_pool is None:
+            creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
+            self._sync_pool = grpc.secure_channel(self.node_pool_address, creds)
+        try:
+            return rpc(stub_type(self._sync_pool), token)
+        except grpc.RpcError as e:
+            code = e.code()
+            if code == grpc.StatusCode.PERMISSION_DENIED:
+                raise PermissionError(e.details()) from None
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise LookupError(e.details()) from None
+            raise
 
     # Joining the pool.
 
@@ -266,6 +306,7 @@ class TaskWorker:
                 if time.time() > self._not_before + (self._not_after - self._not_before) * 2 / 3:
                     await self._enroll(self._pool, "")
                     old, self._pool = self._pool, self._mtls_channel()
+                    self._sync_pool = None  # the next use dials with the renewed certificate
                     stub = control_pb2_grpc.RegistryServiceStub(self._pool)
                     await old.close()
                 await stub.Heartbeat(control_pb2.HeartbeatRequest(worker_id=self.worker_id, lease_id=self._lease,
@@ -342,6 +383,7 @@ class TaskWorker:
         args = self._args(binding, req)
         if req.task_id:
             _task.set(TaskInfo(req.task_id, req.task_attempt))
+        _call_token.set(req.call_token)
         self._inflight += 1
         try:
             if placement is None:
@@ -362,6 +404,7 @@ class TaskWorker:
         await: the stream's reader runs it as the frame arrives."""
         args = self._args(binding, req)
         token = _task.set(TaskInfo(req.task_id, req.task_attempt) if req.task_id else None)
+        call = _call_token.set(req.call_token)
         self._inflight += 1
         try:
             result = placement.run_here(fn, args)
@@ -371,6 +414,7 @@ class TaskWorker:
             self._inflight -= 1
             self._completed += 1
             _task.reset(token)
+            _call_token.reset(call)
         return self._response(req, result)
 
 

@@ -1,6 +1,7 @@
 """A Python worker process for the tests: python3 pyworker.py ID DATA_DIR
 [KIND]. KIND "echo" (the default) serves echo_slow (idempotent); "tasks"
-serves the functions the task tests submit. It prints its port once
+serves the functions the task tests submit; "secrets" reads secrets and
+fetches through the pool. It prints its port once
 registered."""
 
 import asyncio
@@ -45,9 +46,19 @@ def task_functions(w):
         raise ValueError(message)
 
 
+def secret_functions(w):
+    @w.function("py_secret")
+    def secret(name: str) -> str:
+        return w.get_secret(name).decode()
+
+    @w.function("py_fetch")
+    def fetch(url: str) -> int:
+        return w.call_external_api(url, headers={"Authorization": "Bearer {{secret:PY_KEY}}"})["status_code"]
+
+
 async def main():
     w = TaskWorker(sys.argv[1], data_dir=sys.argv[2])
-    {"echo": echo_functions, "tasks": task_functions}[sys.argv[3] if len(sys.argv) > 3 else "echo"](w)
+    {"echo": echo_functions, "tasks": task_functions, "secrets": secret_functions}[sys.argv[3] if len(sys.argv) > 3 else "echo"](w)
     await w.start_server(port=0)
     print(w.port, flush=True)
     await asyncio.Event().wait()
