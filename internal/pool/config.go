@@ -11,9 +11,9 @@ import (
 	"github.com/hivemind/taskworker/internal/dnsproxy"
 	"github.com/hivemind/taskworker/internal/files"
 	"github.com/hivemind/taskworker/internal/metrics"
-	"github.com/hivemind/taskworker/internal/tracing"
 	"github.com/hivemind/taskworker/internal/quota"
 	"github.com/hivemind/taskworker/internal/tasks"
+	"github.com/hivemind/taskworker/internal/tracing"
 )
 
 // Config configures a pool process.
