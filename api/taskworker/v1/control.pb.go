@@ -78,6 +78,201 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
 }
 
+// DrainRequest drains a worker: every pool replica stops routing new calls
+// and tasks to it at once; the calls and tasks running on it go on until
+// they end or the grace runs out; then the tasks still running there are
+// handed back to the queue (their attempt not counted against
+// max_attempts) and run elsewhere. The worker stays out of routing until it
+// registers again (a restart) or the drain is undone.
+type DrainRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// How long running calls and tasks may go on (0: the pool's default,
+	// 30 s).
+	GraceMs int64 `protobuf:"varint,2,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
+	// Undo a drain: the worker takes calls and tasks again.
+	Undo          bool `protobuf:"varint,3,opt,name=undo,proto3" json:"undo,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainRequest) Reset() {
+	*x = DrainRequest{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainRequest) ProtoMessage() {}
+
+func (x *DrainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
+func (*DrainRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DrainRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *DrainRequest) GetGraceMs() int64 {
+	if x != nil {
+		return x.GraceMs
+	}
+	return 0
+}
+
+func (x *DrainRequest) GetUndo() bool {
+	if x != nil {
+		return x.Undo
+	}
+	return false
+}
+
+type DrainResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// Tasks whose attempt on the worker ended by itself during the grace.
+	TasksFinished int64 `protobuf:"varint,2,opt,name=tasks_finished,json=tasksFinished,proto3" json:"tasks_finished,omitempty"`
+	// Tasks handed back to the queue when the grace ran out, by id.
+	TasksHandedBack []string `protobuf:"bytes,3,rep,name=tasks_handed_back,json=tasksHandedBack,proto3" json:"tasks_handed_back,omitempty"`
+	// Calls (not tasks) that ended during the grace, and those still running
+	// when it ran out (they go on until they end or the worker stops).
+	CallsFinished     int64 `protobuf:"varint,4,opt,name=calls_finished,json=callsFinished,proto3" json:"calls_finished,omitempty"`
+	CallsStillRunning int64 `protobuf:"varint,5,opt,name=calls_still_running,json=callsStillRunning,proto3" json:"calls_still_running,omitempty"`
+	// Functions no other live, undrained worker serves now: calls of them
+	// fail until a worker serving them joins.
+	SoleFunctions []string `protobuf:"bytes,6,rep,name=sole_functions,json=soleFunctions,proto3" json:"sole_functions,omitempty"`
+	// Pool replicas that reported, and those that did not report before the
+	// deadline (their figures are missing from the counts).
+	ReplicasReported int32 `protobuf:"varint,7,opt,name=replicas_reported,json=replicasReported,proto3" json:"replicas_reported,omitempty"`
+	ReplicasMissing  int32 `protobuf:"varint,8,opt,name=replicas_missing,json=replicasMissing,proto3" json:"replicas_missing,omitempty"`
+	// When the grace ends (or ended), Unix milliseconds.
+	DeadlineMs int64 `protobuf:"varint,9,opt,name=deadline_ms,json=deadlineMs,proto3" json:"deadline_ms,omitempty"`
+	// For undo: whether the worker was draining.
+	WasDraining   bool `protobuf:"varint,10,opt,name=was_draining,json=wasDraining,proto3" json:"was_draining,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrainResponse) Reset() {
+	*x = DrainResponse{}
+	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrainResponse) ProtoMessage() {}
+
+func (x *DrainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
+func (*DrainResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DrainResponse) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *DrainResponse) GetTasksFinished() int64 {
+	if x != nil {
+		return x.TasksFinished
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetTasksHandedBack() []string {
+	if x != nil {
+		return x.TasksHandedBack
+	}
+	return nil
+}
+
+func (x *DrainResponse) GetCallsFinished() int64 {
+	if x != nil {
+		return x.CallsFinished
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetCallsStillRunning() int64 {
+	if x != nil {
+		return x.CallsStillRunning
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetSoleFunctions() []string {
+	if x != nil {
+		return x.SoleFunctions
+	}
+	return nil
+}
+
+func (x *DrainResponse) GetReplicasReported() int32 {
+	if x != nil {
+		return x.ReplicasReported
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetReplicasMissing() int32 {
+	if x != nil {
+		return x.ReplicasMissing
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetDeadlineMs() int64 {
+	if x != nil {
+		return x.DeadlineMs
+	}
+	return 0
+}
+
+func (x *DrainResponse) GetWasDraining() bool {
+	if x != nil {
+		return x.WasDraining
+	}
+	return false
+}
+
 type ReportDamageRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -88,7 +283,7 @@ type ReportDamageRequest struct {
 
 func (x *ReportDamageRequest) Reset() {
 	*x = ReportDamageRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	mi := &file_taskworker_v1_control_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +295,7 @@ func (x *ReportDamageRequest) String() string {
 func (*ReportDamageRequest) ProtoMessage() {}
 
 func (x *ReportDamageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[0]
+	mi := &file_taskworker_v1_control_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +308,7 @@ func (x *ReportDamageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDamageRequest.ProtoReflect.Descriptor instead.
 func (*ReportDamageRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{0}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ReportDamageRequest) GetWorkerId() string {
@@ -138,7 +333,7 @@ type ReportDamageResponse struct {
 
 func (x *ReportDamageResponse) Reset() {
 	*x = ReportDamageResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	mi := &file_taskworker_v1_control_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +345,7 @@ func (x *ReportDamageResponse) String() string {
 func (*ReportDamageResponse) ProtoMessage() {}
 
 func (x *ReportDamageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[1]
+	mi := &file_taskworker_v1_control_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +358,7 @@ func (x *ReportDamageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportDamageResponse.ProtoReflect.Descriptor instead.
 func (*ReportDamageResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{1}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{3}
 }
 
 type FunctionSpec struct {
@@ -180,7 +375,7 @@ type FunctionSpec struct {
 
 func (x *FunctionSpec) Reset() {
 	*x = FunctionSpec{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[2]
+	mi := &file_taskworker_v1_control_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -192,7 +387,7 @@ func (x *FunctionSpec) String() string {
 func (*FunctionSpec) ProtoMessage() {}
 
 func (x *FunctionSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[2]
+	mi := &file_taskworker_v1_control_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -205,7 +400,7 @@ func (x *FunctionSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionSpec.ProtoReflect.Descriptor instead.
 func (*FunctionSpec) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{2}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FunctionSpec) GetName() string {
@@ -252,7 +447,7 @@ type RegisterRequest struct {
 
 func (x *RegisterRequest) Reset() {
 	*x = RegisterRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[3]
+	mi := &file_taskworker_v1_control_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -264,7 +459,7 @@ func (x *RegisterRequest) String() string {
 func (*RegisterRequest) ProtoMessage() {}
 
 func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[3]
+	mi := &file_taskworker_v1_control_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -277,7 +472,7 @@ func (x *RegisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterRequest.ProtoReflect.Descriptor instead.
 func (*RegisterRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{3}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RegisterRequest) GetWorkerId() string {
@@ -353,7 +548,7 @@ type RegisterResponse struct {
 
 func (x *RegisterResponse) Reset() {
 	*x = RegisterResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[4]
+	mi := &file_taskworker_v1_control_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +560,7 @@ func (x *RegisterResponse) String() string {
 func (*RegisterResponse) ProtoMessage() {}
 
 func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[4]
+	mi := &file_taskworker_v1_control_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +573,7 @@ func (x *RegisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterResponse.ProtoReflect.Descriptor instead.
 func (*RegisterResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{4}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegisterResponse) GetLeaseId() int64 {
@@ -433,7 +628,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[5]
+	mi := &file_taskworker_v1_control_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -445,7 +640,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[5]
+	mi := &file_taskworker_v1_control_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -458,7 +653,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{5}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeartbeatRequest) GetWorkerId() string {
@@ -504,7 +699,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[6]
+	mi := &file_taskworker_v1_control_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -516,7 +711,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[6]
+	mi := &file_taskworker_v1_control_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -529,7 +724,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{6}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{8}
 }
 
 type DeregisterRequest struct {
@@ -542,7 +737,7 @@ type DeregisterRequest struct {
 
 func (x *DeregisterRequest) Reset() {
 	*x = DeregisterRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[7]
+	mi := &file_taskworker_v1_control_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +749,7 @@ func (x *DeregisterRequest) String() string {
 func (*DeregisterRequest) ProtoMessage() {}
 
 func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[7]
+	mi := &file_taskworker_v1_control_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +762,7 @@ func (x *DeregisterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterRequest.ProtoReflect.Descriptor instead.
 func (*DeregisterRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{7}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeregisterRequest) GetWorkerId() string {
@@ -592,7 +787,7 @@ type DeregisterResponse struct {
 
 func (x *DeregisterResponse) Reset() {
 	*x = DeregisterResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[8]
+	mi := &file_taskworker_v1_control_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +799,7 @@ func (x *DeregisterResponse) String() string {
 func (*DeregisterResponse) ProtoMessage() {}
 
 func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[8]
+	mi := &file_taskworker_v1_control_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +812,7 @@ func (x *DeregisterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeregisterResponse.ProtoReflect.Descriptor instead.
 func (*DeregisterResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{8}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{10}
 }
 
 type StatusRequest struct {
@@ -628,7 +823,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	mi := &file_taskworker_v1_control_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +835,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[9]
+	mi := &file_taskworker_v1_control_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +848,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{9}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{11}
 }
 
 type StatusResponse struct {
@@ -682,13 +877,15 @@ type StatusResponse struct {
 	// When the pool last compared every live worker's inventory with the
 	// manifests (Unix milliseconds; 0: not since it started leading).
 	InventoryCheckedMs int64 `protobuf:"varint,14,opt,name=inventory_checked_ms,json=inventoryCheckedMs,proto3" json:"inventory_checked_ms,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Workers being drained (counted in workers too).
+	WorkersDraining int32 `protobuf:"varint,15,opt,name=workers_draining,json=workersDraining,proto3" json:"workers_draining,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	mi := &file_taskworker_v1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -700,7 +897,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[10]
+	mi := &file_taskworker_v1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -713,7 +910,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{10}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetWorkers() int32 {
@@ -814,6 +1011,13 @@ func (x *StatusResponse) GetInventoryCheckedMs() int64 {
 	return 0
 }
 
+func (x *StatusResponse) GetWorkersDraining() int32 {
+	if x != nil {
+		return x.WorkersDraining
+	}
+	return 0
+}
+
 type WorkerInfo struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId  string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -830,13 +1034,17 @@ type WorkerInfo struct {
 	Runtimes        []Runtime `protobuf:"varint,11,rep,packed,name=runtimes,proto3,enum=taskworker.v1.Runtime" json:"runtimes,omitempty"`
 	CompiledModules []string  `protobuf:"bytes,12,rep,name=compiled_modules,json=compiledModules,proto3" json:"compiled_modules,omitempty"`
 	StoresFiles     bool      `protobuf:"varint,13,opt,name=stores_files,json=storesFiles,proto3" json:"stores_files,omitempty"`
+	// The worker is drained: no new calls or tasks are routed to it. Until
+	// drain_deadline_ms (Unix milliseconds) its running ones go on.
+	Draining        bool  `protobuf:"varint,14,opt,name=draining,proto3" json:"draining,omitempty"`
+	DrainDeadlineMs int64 `protobuf:"varint,15,opt,name=drain_deadline_ms,json=drainDeadlineMs,proto3" json:"drain_deadline_ms,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WorkerInfo) Reset() {
 	*x = WorkerInfo{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[11]
+	mi := &file_taskworker_v1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1056,7 @@ func (x *WorkerInfo) String() string {
 func (*WorkerInfo) ProtoMessage() {}
 
 func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[11]
+	mi := &file_taskworker_v1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1069,7 @@ func (x *WorkerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerInfo.ProtoReflect.Descriptor instead.
 func (*WorkerInfo) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{11}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerInfo) GetWorkerId() string {
@@ -955,6 +1163,20 @@ func (x *WorkerInfo) GetStoresFiles() bool {
 	return false
 }
 
+func (x *WorkerInfo) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *WorkerInfo) GetDrainDeadlineMs() int64 {
+	if x != nil {
+		return x.DrainDeadlineMs
+	}
+	return 0
+}
+
 type ListWorkersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -963,7 +1185,7 @@ type ListWorkersRequest struct {
 
 func (x *ListWorkersRequest) Reset() {
 	*x = ListWorkersRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[12]
+	mi := &file_taskworker_v1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1197,7 @@ func (x *ListWorkersRequest) String() string {
 func (*ListWorkersRequest) ProtoMessage() {}
 
 func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[12]
+	mi := &file_taskworker_v1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1210,7 @@ func (x *ListWorkersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersRequest.ProtoReflect.Descriptor instead.
 func (*ListWorkersRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{12}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{14}
 }
 
 type ListWorkersResponse struct {
@@ -1000,7 +1222,7 @@ type ListWorkersResponse struct {
 
 func (x *ListWorkersResponse) Reset() {
 	*x = ListWorkersResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[13]
+	mi := &file_taskworker_v1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1012,7 +1234,7 @@ func (x *ListWorkersResponse) String() string {
 func (*ListWorkersResponse) ProtoMessage() {}
 
 func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[13]
+	mi := &file_taskworker_v1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1025,7 +1247,7 @@ func (x *ListWorkersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListWorkersResponse.ProtoReflect.Descriptor instead.
 func (*ListWorkersResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{13}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListWorkersResponse) GetWorkers() []*WorkerInfo {
@@ -1043,7 +1265,7 @@ type ListFunctionsRequest struct {
 
 func (x *ListFunctionsRequest) Reset() {
 	*x = ListFunctionsRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[14]
+	mi := &file_taskworker_v1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1055,7 +1277,7 @@ func (x *ListFunctionsRequest) String() string {
 func (*ListFunctionsRequest) ProtoMessage() {}
 
 func (x *ListFunctionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[14]
+	mi := &file_taskworker_v1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1068,7 +1290,7 @@ func (x *ListFunctionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFunctionsRequest.ProtoReflect.Descriptor instead.
 func (*ListFunctionsRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{14}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{16}
 }
 
 type FunctionInfo struct {
@@ -1087,7 +1309,7 @@ type FunctionInfo struct {
 
 func (x *FunctionInfo) Reset() {
 	*x = FunctionInfo{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[15]
+	mi := &file_taskworker_v1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1099,7 +1321,7 @@ func (x *FunctionInfo) String() string {
 func (*FunctionInfo) ProtoMessage() {}
 
 func (x *FunctionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[15]
+	mi := &file_taskworker_v1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1112,7 +1334,7 @@ func (x *FunctionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FunctionInfo.ProtoReflect.Descriptor instead.
 func (*FunctionInfo) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{15}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *FunctionInfo) GetName() string {
@@ -1166,7 +1388,7 @@ type ListFunctionsResponse struct {
 
 func (x *ListFunctionsResponse) Reset() {
 	*x = ListFunctionsResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[16]
+	mi := &file_taskworker_v1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1178,7 +1400,7 @@ func (x *ListFunctionsResponse) String() string {
 func (*ListFunctionsResponse) ProtoMessage() {}
 
 func (x *ListFunctionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[16]
+	mi := &file_taskworker_v1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1191,7 +1413,7 @@ func (x *ListFunctionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFunctionsResponse.ProtoReflect.Descriptor instead.
 func (*ListFunctionsResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{16}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListFunctionsResponse) GetFunctions() []*FunctionInfo {
@@ -1220,7 +1442,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[17]
+	mi := &file_taskworker_v1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1454,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[17]
+	mi := &file_taskworker_v1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1467,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{17}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CreateTokenRequest) GetUser() string {
@@ -1306,7 +1528,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[18]
+	mi := &file_taskworker_v1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1540,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[18]
+	mi := &file_taskworker_v1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1553,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{18}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -1377,7 +1599,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[19]
+	mi := &file_taskworker_v1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1611,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[19]
+	mi := &file_taskworker_v1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1624,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{19}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{21}
 }
 
 type WhoAmIResponse struct {
@@ -1415,7 +1637,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[20]
+	mi := &file_taskworker_v1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1427,7 +1649,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[20]
+	mi := &file_taskworker_v1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1440,7 +1662,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{20}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WhoAmIResponse) GetUser() string {
@@ -1467,7 +1689,7 @@ type ListTokensRequest struct {
 
 func (x *ListTokensRequest) Reset() {
 	*x = ListTokensRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[21]
+	mi := &file_taskworker_v1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1701,7 @@ func (x *ListTokensRequest) String() string {
 func (*ListTokensRequest) ProtoMessage() {}
 
 func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[21]
+	mi := &file_taskworker_v1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1714,7 @@ func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
 func (*ListTokensRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{21}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListTokensRequest) GetUser() string {
@@ -1528,7 +1750,7 @@ type TokenInfo struct {
 
 func (x *TokenInfo) Reset() {
 	*x = TokenInfo{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[22]
+	mi := &file_taskworker_v1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1762,7 @@ func (x *TokenInfo) String() string {
 func (*TokenInfo) ProtoMessage() {}
 
 func (x *TokenInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[22]
+	mi := &file_taskworker_v1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1775,7 @@ func (x *TokenInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenInfo.ProtoReflect.Descriptor instead.
 func (*TokenInfo) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{22}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TokenInfo) GetId() string {
@@ -1635,7 +1857,7 @@ type ListTokensResponse struct {
 
 func (x *ListTokensResponse) Reset() {
 	*x = ListTokensResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[23]
+	mi := &file_taskworker_v1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1869,7 @@ func (x *ListTokensResponse) String() string {
 func (*ListTokensResponse) ProtoMessage() {}
 
 func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[23]
+	mi := &file_taskworker_v1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1882,7 @@ func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
 func (*ListTokensResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{23}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTokensResponse) GetTokens() []*TokenInfo {
@@ -1680,7 +1902,7 @@ type RevokeTokenRequest struct {
 
 func (x *RevokeTokenRequest) Reset() {
 	*x = RevokeTokenRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[24]
+	mi := &file_taskworker_v1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1914,7 @@ func (x *RevokeTokenRequest) String() string {
 func (*RevokeTokenRequest) ProtoMessage() {}
 
 func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[24]
+	mi := &file_taskworker_v1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1927,7 @@ func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
 func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{24}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevokeTokenRequest) GetId() string {
@@ -1724,7 +1946,7 @@ type RevokeTokenResponse struct {
 
 func (x *RevokeTokenResponse) Reset() {
 	*x = RevokeTokenResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[25]
+	mi := &file_taskworker_v1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1958,7 @@ func (x *RevokeTokenResponse) String() string {
 func (*RevokeTokenResponse) ProtoMessage() {}
 
 func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[25]
+	mi := &file_taskworker_v1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1971,7 @@ func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
 func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{25}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RevokeTokenResponse) GetToken() *TokenInfo {
@@ -1781,7 +2003,7 @@ type EnrollRequest struct {
 
 func (x *EnrollRequest) Reset() {
 	*x = EnrollRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[26]
+	mi := &file_taskworker_v1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +2015,7 @@ func (x *EnrollRequest) String() string {
 func (*EnrollRequest) ProtoMessage() {}
 
 func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[26]
+	mi := &file_taskworker_v1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +2028,7 @@ func (x *EnrollRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollRequest.ProtoReflect.Descriptor instead.
 func (*EnrollRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{26}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *EnrollRequest) GetWorkerId() string {
@@ -1858,7 +2080,7 @@ type EnrollResponse struct {
 
 func (x *EnrollResponse) Reset() {
 	*x = EnrollResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[27]
+	mi := &file_taskworker_v1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1870,7 +2092,7 @@ func (x *EnrollResponse) String() string {
 func (*EnrollResponse) ProtoMessage() {}
 
 func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[27]
+	mi := &file_taskworker_v1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1883,7 +2105,7 @@ func (x *EnrollResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnrollResponse.ProtoReflect.Descriptor instead.
 func (*EnrollResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{27}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *EnrollResponse) GetCertificate() []byte {
@@ -1923,7 +2145,7 @@ type RevokeWorkerRequest struct {
 
 func (x *RevokeWorkerRequest) Reset() {
 	*x = RevokeWorkerRequest{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[28]
+	mi := &file_taskworker_v1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1935,7 +2157,7 @@ func (x *RevokeWorkerRequest) String() string {
 func (*RevokeWorkerRequest) ProtoMessage() {}
 
 func (x *RevokeWorkerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[28]
+	mi := &file_taskworker_v1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1948,7 +2170,7 @@ func (x *RevokeWorkerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeWorkerRequest.ProtoReflect.Descriptor instead.
 func (*RevokeWorkerRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{28}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeWorkerRequest) GetWorkerId() string {
@@ -1968,7 +2190,7 @@ type RevokeWorkerResponse struct {
 
 func (x *RevokeWorkerResponse) Reset() {
 	*x = RevokeWorkerResponse{}
-	mi := &file_taskworker_v1_control_proto_msgTypes[29]
+	mi := &file_taskworker_v1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2202,7 @@ func (x *RevokeWorkerResponse) String() string {
 func (*RevokeWorkerResponse) ProtoMessage() {}
 
 func (x *RevokeWorkerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_control_proto_msgTypes[29]
+	mi := &file_taskworker_v1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2215,7 @@ func (x *RevokeWorkerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeWorkerResponse.ProtoReflect.Descriptor instead.
 func (*RevokeWorkerResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{29}
+	return file_taskworker_v1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RevokeWorkerResponse) GetRevoked() bool {
@@ -2007,7 +2229,24 @@ var File_taskworker_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\x1a\x19taskworker/v1/shard.proto\"c\n" +
+	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\x1a\x19taskworker/v1/shard.proto\"Z\n" +
+	"\fDrainRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
+	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\x12\x12\n" +
+	"\x04undo\x18\x03 \x01(\bR\x04undo\"\x99\x03\n" +
+	"\rDrainResponse\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12%\n" +
+	"\x0etasks_finished\x18\x02 \x01(\x03R\rtasksFinished\x12*\n" +
+	"\x11tasks_handed_back\x18\x03 \x03(\tR\x0ftasksHandedBack\x12%\n" +
+	"\x0ecalls_finished\x18\x04 \x01(\x03R\rcallsFinished\x12.\n" +
+	"\x13calls_still_running\x18\x05 \x01(\x03R\x11callsStillRunning\x12%\n" +
+	"\x0esole_functions\x18\x06 \x03(\tR\rsoleFunctions\x12+\n" +
+	"\x11replicas_reported\x18\a \x01(\x05R\x10replicasReported\x12)\n" +
+	"\x10replicas_missing\x18\b \x01(\x05R\x0freplicasMissing\x12\x1f\n" +
+	"\vdeadline_ms\x18\t \x01(\x03R\n" +
+	"deadlineMs\x12!\n" +
+	"\fwas_draining\x18\n" +
+	" \x01(\bR\vwasDraining\"c\n" +
 	"\x13ReportDamageRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12/\n" +
 	"\x06shards\x18\x02 \x03(\v2\x17.taskworker.v1.ShardKeyR\x06shards\"\x16\n" +
@@ -2051,7 +2290,7 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\x03R\aleaseId\"\x14\n" +
 	"\x12DeregisterResponse\"\x0f\n" +
-	"\rStatusRequest\"\x8a\x04\n" +
+	"\rStatusRequest\"\xb5\x04\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aworkers\x18\x01 \x01(\x05R\aworkers\x12\x1d\n" +
 	"\n" +
@@ -2069,7 +2308,8 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\x05files\x18\v \x01(\x03R\x05files\x12*\n" +
 	"\x11files_single_copy\x18\f \x01(\x03R\x0ffilesSingleCopy\x12%\n" +
 	"\x0eshards_damaged\x18\r \x01(\x03R\rshardsDamaged\x120\n" +
-	"\x14inventory_checked_ms\x18\x0e \x01(\x03R\x12inventoryCheckedMs\"\xc2\x04\n" +
+	"\x14inventory_checked_ms\x18\x0e \x01(\x03R\x12inventoryCheckedMs\x12)\n" +
+	"\x10workers_draining\x18\x0f \x01(\x05R\x0fworkersDraining\"\x8a\x05\n" +
 	"\n" +
 	"WorkerInfo\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x18\n" +
@@ -2086,7 +2326,9 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	" \x01(\x03R\x0flastHeartbeatMs\x122\n" +
 	"\bruntimes\x18\v \x03(\x0e2\x16.taskworker.v1.RuntimeR\bruntimes\x12)\n" +
 	"\x10compiled_modules\x18\f \x03(\tR\x0fcompiledModules\x12!\n" +
-	"\fstores_files\x18\r \x01(\bR\vstoresFiles\x1a9\n" +
+	"\fstores_files\x18\r \x01(\bR\vstoresFiles\x12\x1a\n" +
+	"\bdraining\x18\x0e \x01(\bR\bdraining\x12*\n" +
+	"\x11drain_deadline_ms\x18\x0f \x01(\x03R\x0fdrainDeadlineMs\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x14\n" +
@@ -2170,14 +2412,15 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\tROLE_USER\x10\x01\x12\x0e\n" +
 	"\n" +
 	"ROLE_ADMIN\x10\x02\x12\x0f\n" +
-	"\vROLE_WORKER\x10\x032\xa1\x03\n" +
+	"\vROLE_WORKER\x10\x032\xe5\x03\n" +
 	"\x0fRegistryService\x12K\n" +
 	"\bRegister\x12\x1e.taskworker.v1.RegisterRequest\x1a\x1f.taskworker.v1.RegisterResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.taskworker.v1.HeartbeatRequest\x1a .taskworker.v1.HeartbeatResponse\x12Q\n" +
 	"\n" +
 	"Deregister\x12 .taskworker.v1.DeregisterRequest\x1a!.taskworker.v1.DeregisterResponse\x12W\n" +
 	"\fReportDamage\x12\".taskworker.v1.ReportDamageRequest\x1a#.taskworker.v1.ReportDamageResponse\x12E\n" +
-	"\x06Enroll\x12\x1c.taskworker.v1.EnrollRequest\x1a\x1d.taskworker.v1.EnrollResponse2\xa6\x05\n" +
+	"\x06Enroll\x12\x1c.taskworker.v1.EnrollRequest\x1a\x1d.taskworker.v1.EnrollResponse\x12B\n" +
+	"\x05Drain\x12\x1b.taskworker.v1.DrainRequest\x1a\x1c.taskworker.v1.DrainResponse2\xf0\x05\n" +
 	"\fAdminService\x12T\n" +
 	"\vListWorkers\x12!.taskworker.v1.ListWorkersRequest\x1a\".taskworker.v1.ListWorkersResponse\x12Z\n" +
 	"\rListFunctions\x12#.taskworker.v1.ListFunctionsRequest\x1a$.taskworker.v1.ListFunctionsResponse\x12T\n" +
@@ -2187,7 +2430,8 @@ const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"ListTokens\x12 .taskworker.v1.ListTokensRequest\x1a!.taskworker.v1.ListTokensResponse\x12T\n" +
 	"\vRevokeToken\x12!.taskworker.v1.RevokeTokenRequest\x1a\".taskworker.v1.RevokeTokenResponse\x12W\n" +
-	"\fRevokeWorker\x12\".taskworker.v1.RevokeWorkerRequest\x1a#.taskworker.v1.RevokeWorkerResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
+	"\fRevokeWorker\x12\".taskworker.v1.RevokeWorkerRequest\x1a#.taskworker.v1.RevokeWorkerResponse\x12H\n" +
+	"\vDrainWorker\x12\x1b.taskworker.v1.DrainRequest\x1a\x1c.taskworker.v1.DrainResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3"
 
 var (
 	file_taskworker_v1_control_proto_rawDescOnce sync.Once
@@ -2202,90 +2446,96 @@ func file_taskworker_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_taskworker_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_taskworker_v1_control_proto_goTypes = []any{
 	(Role)(0),                     // 0: taskworker.v1.Role
-	(*ReportDamageRequest)(nil),   // 1: taskworker.v1.ReportDamageRequest
-	(*ReportDamageResponse)(nil),  // 2: taskworker.v1.ReportDamageResponse
-	(*FunctionSpec)(nil),          // 3: taskworker.v1.FunctionSpec
-	(*RegisterRequest)(nil),       // 4: taskworker.v1.RegisterRequest
-	(*RegisterResponse)(nil),      // 5: taskworker.v1.RegisterResponse
-	(*HeartbeatRequest)(nil),      // 6: taskworker.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),     // 7: taskworker.v1.HeartbeatResponse
-	(*DeregisterRequest)(nil),     // 8: taskworker.v1.DeregisterRequest
-	(*DeregisterResponse)(nil),    // 9: taskworker.v1.DeregisterResponse
-	(*StatusRequest)(nil),         // 10: taskworker.v1.StatusRequest
-	(*StatusResponse)(nil),        // 11: taskworker.v1.StatusResponse
-	(*WorkerInfo)(nil),            // 12: taskworker.v1.WorkerInfo
-	(*ListWorkersRequest)(nil),    // 13: taskworker.v1.ListWorkersRequest
-	(*ListWorkersResponse)(nil),   // 14: taskworker.v1.ListWorkersResponse
-	(*ListFunctionsRequest)(nil),  // 15: taskworker.v1.ListFunctionsRequest
-	(*FunctionInfo)(nil),          // 16: taskworker.v1.FunctionInfo
-	(*ListFunctionsResponse)(nil), // 17: taskworker.v1.ListFunctionsResponse
-	(*CreateTokenRequest)(nil),    // 18: taskworker.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),   // 19: taskworker.v1.CreateTokenResponse
-	(*WhoAmIRequest)(nil),         // 20: taskworker.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),        // 21: taskworker.v1.WhoAmIResponse
-	(*ListTokensRequest)(nil),     // 22: taskworker.v1.ListTokensRequest
-	(*TokenInfo)(nil),             // 23: taskworker.v1.TokenInfo
-	(*ListTokensResponse)(nil),    // 24: taskworker.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),    // 25: taskworker.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),   // 26: taskworker.v1.RevokeTokenResponse
-	(*EnrollRequest)(nil),         // 27: taskworker.v1.EnrollRequest
-	(*EnrollResponse)(nil),        // 28: taskworker.v1.EnrollResponse
-	(*RevokeWorkerRequest)(nil),   // 29: taskworker.v1.RevokeWorkerRequest
-	(*RevokeWorkerResponse)(nil),  // 30: taskworker.v1.RevokeWorkerResponse
-	nil,                           // 31: taskworker.v1.RegisterRequest.LabelsEntry
-	nil,                           // 32: taskworker.v1.WorkerInfo.LabelsEntry
-	(*ShardKey)(nil),              // 33: taskworker.v1.ShardKey
-	(Runtime)(0),                  // 34: taskworker.v1.Runtime
-	(*Deployment)(nil),            // 35: taskworker.v1.Deployment
+	(*DrainRequest)(nil),          // 1: taskworker.v1.DrainRequest
+	(*DrainResponse)(nil),         // 2: taskworker.v1.DrainResponse
+	(*ReportDamageRequest)(nil),   // 3: taskworker.v1.ReportDamageRequest
+	(*ReportDamageResponse)(nil),  // 4: taskworker.v1.ReportDamageResponse
+	(*FunctionSpec)(nil),          // 5: taskworker.v1.FunctionSpec
+	(*RegisterRequest)(nil),       // 6: taskworker.v1.RegisterRequest
+	(*RegisterResponse)(nil),      // 7: taskworker.v1.RegisterResponse
+	(*HeartbeatRequest)(nil),      // 8: taskworker.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),     // 9: taskworker.v1.HeartbeatResponse
+	(*DeregisterRequest)(nil),     // 10: taskworker.v1.DeregisterRequest
+	(*DeregisterResponse)(nil),    // 11: taskworker.v1.DeregisterResponse
+	(*StatusRequest)(nil),         // 12: taskworker.v1.StatusRequest
+	(*StatusResponse)(nil),        // 13: taskworker.v1.StatusResponse
+	(*WorkerInfo)(nil),            // 14: taskworker.v1.WorkerInfo
+	(*ListWorkersRequest)(nil),    // 15: taskworker.v1.ListWorkersRequest
+	(*ListWorkersResponse)(nil),   // 16: taskworker.v1.ListWorkersResponse
+	(*ListFunctionsRequest)(nil),  // 17: taskworker.v1.ListFunctionsRequest
+	(*FunctionInfo)(nil),          // 18: taskworker.v1.FunctionInfo
+	(*ListFunctionsResponse)(nil), // 19: taskworker.v1.ListFunctionsResponse
+	(*CreateTokenRequest)(nil),    // 20: taskworker.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),   // 21: taskworker.v1.CreateTokenResponse
+	(*WhoAmIRequest)(nil),         // 22: taskworker.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),        // 23: taskworker.v1.WhoAmIResponse
+	(*ListTokensRequest)(nil),     // 24: taskworker.v1.ListTokensRequest
+	(*TokenInfo)(nil),             // 25: taskworker.v1.TokenInfo
+	(*ListTokensResponse)(nil),    // 26: taskworker.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),    // 27: taskworker.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),   // 28: taskworker.v1.RevokeTokenResponse
+	(*EnrollRequest)(nil),         // 29: taskworker.v1.EnrollRequest
+	(*EnrollResponse)(nil),        // 30: taskworker.v1.EnrollResponse
+	(*RevokeWorkerRequest)(nil),   // 31: taskworker.v1.RevokeWorkerRequest
+	(*RevokeWorkerResponse)(nil),  // 32: taskworker.v1.RevokeWorkerResponse
+	nil,                           // 33: taskworker.v1.RegisterRequest.LabelsEntry
+	nil,                           // 34: taskworker.v1.WorkerInfo.LabelsEntry
+	(*ShardKey)(nil),              // 35: taskworker.v1.ShardKey
+	(Runtime)(0),                  // 36: taskworker.v1.Runtime
+	(*Deployment)(nil),            // 37: taskworker.v1.Deployment
 }
 var file_taskworker_v1_control_proto_depIdxs = []int32{
-	33, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
-	3,  // 1: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
-	31, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
-	34, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
-	3,  // 4: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
-	32, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
-	34, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
-	12, // 7: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
-	35, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
-	16, // 9: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
+	35, // 0: taskworker.v1.ReportDamageRequest.shards:type_name -> taskworker.v1.ShardKey
+	5,  // 1: taskworker.v1.RegisterRequest.functions:type_name -> taskworker.v1.FunctionSpec
+	33, // 2: taskworker.v1.RegisterRequest.labels:type_name -> taskworker.v1.RegisterRequest.LabelsEntry
+	36, // 3: taskworker.v1.RegisterRequest.runtimes:type_name -> taskworker.v1.Runtime
+	5,  // 4: taskworker.v1.WorkerInfo.functions:type_name -> taskworker.v1.FunctionSpec
+	34, // 5: taskworker.v1.WorkerInfo.labels:type_name -> taskworker.v1.WorkerInfo.LabelsEntry
+	36, // 6: taskworker.v1.WorkerInfo.runtimes:type_name -> taskworker.v1.Runtime
+	14, // 7: taskworker.v1.ListWorkersResponse.workers:type_name -> taskworker.v1.WorkerInfo
+	37, // 8: taskworker.v1.FunctionInfo.deployment:type_name -> taskworker.v1.Deployment
+	18, // 9: taskworker.v1.ListFunctionsResponse.functions:type_name -> taskworker.v1.FunctionInfo
 	0,  // 10: taskworker.v1.CreateTokenRequest.role:type_name -> taskworker.v1.Role
 	0,  // 11: taskworker.v1.CreateTokenResponse.role:type_name -> taskworker.v1.Role
 	0,  // 12: taskworker.v1.WhoAmIResponse.role:type_name -> taskworker.v1.Role
 	0,  // 13: taskworker.v1.TokenInfo.role:type_name -> taskworker.v1.Role
-	23, // 14: taskworker.v1.ListTokensResponse.tokens:type_name -> taskworker.v1.TokenInfo
-	23, // 15: taskworker.v1.RevokeTokenResponse.token:type_name -> taskworker.v1.TokenInfo
-	4,  // 16: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
-	6,  // 17: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
-	8,  // 18: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
-	1,  // 19: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
-	27, // 20: taskworker.v1.RegistryService.Enroll:input_type -> taskworker.v1.EnrollRequest
-	13, // 21: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
-	15, // 22: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
-	18, // 23: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
-	20, // 24: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
-	10, // 25: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
-	22, // 26: taskworker.v1.AdminService.ListTokens:input_type -> taskworker.v1.ListTokensRequest
-	25, // 27: taskworker.v1.AdminService.RevokeToken:input_type -> taskworker.v1.RevokeTokenRequest
-	29, // 28: taskworker.v1.AdminService.RevokeWorker:input_type -> taskworker.v1.RevokeWorkerRequest
-	5,  // 29: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
-	7,  // 30: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
-	9,  // 31: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
-	2,  // 32: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
-	28, // 33: taskworker.v1.RegistryService.Enroll:output_type -> taskworker.v1.EnrollResponse
-	14, // 34: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
-	17, // 35: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
-	19, // 36: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
-	21, // 37: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
-	11, // 38: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
-	24, // 39: taskworker.v1.AdminService.ListTokens:output_type -> taskworker.v1.ListTokensResponse
-	26, // 40: taskworker.v1.AdminService.RevokeToken:output_type -> taskworker.v1.RevokeTokenResponse
-	30, // 41: taskworker.v1.AdminService.RevokeWorker:output_type -> taskworker.v1.RevokeWorkerResponse
-	29, // [29:42] is the sub-list for method output_type
-	16, // [16:29] is the sub-list for method input_type
+	25, // 14: taskworker.v1.ListTokensResponse.tokens:type_name -> taskworker.v1.TokenInfo
+	25, // 15: taskworker.v1.RevokeTokenResponse.token:type_name -> taskworker.v1.TokenInfo
+	6,  // 16: taskworker.v1.RegistryService.Register:input_type -> taskworker.v1.RegisterRequest
+	8,  // 17: taskworker.v1.RegistryService.Heartbeat:input_type -> taskworker.v1.HeartbeatRequest
+	10, // 18: taskworker.v1.RegistryService.Deregister:input_type -> taskworker.v1.DeregisterRequest
+	3,  // 19: taskworker.v1.RegistryService.ReportDamage:input_type -> taskworker.v1.ReportDamageRequest
+	29, // 20: taskworker.v1.RegistryService.Enroll:input_type -> taskworker.v1.EnrollRequest
+	1,  // 21: taskworker.v1.RegistryService.Drain:input_type -> taskworker.v1.DrainRequest
+	15, // 22: taskworker.v1.AdminService.ListWorkers:input_type -> taskworker.v1.ListWorkersRequest
+	17, // 23: taskworker.v1.AdminService.ListFunctions:input_type -> taskworker.v1.ListFunctionsRequest
+	20, // 24: taskworker.v1.AdminService.CreateToken:input_type -> taskworker.v1.CreateTokenRequest
+	22, // 25: taskworker.v1.AdminService.WhoAmI:input_type -> taskworker.v1.WhoAmIRequest
+	12, // 26: taskworker.v1.AdminService.Status:input_type -> taskworker.v1.StatusRequest
+	24, // 27: taskworker.v1.AdminService.ListTokens:input_type -> taskworker.v1.ListTokensRequest
+	27, // 28: taskworker.v1.AdminService.RevokeToken:input_type -> taskworker.v1.RevokeTokenRequest
+	31, // 29: taskworker.v1.AdminService.RevokeWorker:input_type -> taskworker.v1.RevokeWorkerRequest
+	1,  // 30: taskworker.v1.AdminService.DrainWorker:input_type -> taskworker.v1.DrainRequest
+	7,  // 31: taskworker.v1.RegistryService.Register:output_type -> taskworker.v1.RegisterResponse
+	9,  // 32: taskworker.v1.RegistryService.Heartbeat:output_type -> taskworker.v1.HeartbeatResponse
+	11, // 33: taskworker.v1.RegistryService.Deregister:output_type -> taskworker.v1.DeregisterResponse
+	4,  // 34: taskworker.v1.RegistryService.ReportDamage:output_type -> taskworker.v1.ReportDamageResponse
+	30, // 35: taskworker.v1.RegistryService.Enroll:output_type -> taskworker.v1.EnrollResponse
+	2,  // 36: taskworker.v1.RegistryService.Drain:output_type -> taskworker.v1.DrainResponse
+	16, // 37: taskworker.v1.AdminService.ListWorkers:output_type -> taskworker.v1.ListWorkersResponse
+	19, // 38: taskworker.v1.AdminService.ListFunctions:output_type -> taskworker.v1.ListFunctionsResponse
+	21, // 39: taskworker.v1.AdminService.CreateToken:output_type -> taskworker.v1.CreateTokenResponse
+	23, // 40: taskworker.v1.AdminService.WhoAmI:output_type -> taskworker.v1.WhoAmIResponse
+	13, // 41: taskworker.v1.AdminService.Status:output_type -> taskworker.v1.StatusResponse
+	26, // 42: taskworker.v1.AdminService.ListTokens:output_type -> taskworker.v1.ListTokensResponse
+	28, // 43: taskworker.v1.AdminService.RevokeToken:output_type -> taskworker.v1.RevokeTokenResponse
+	32, // 44: taskworker.v1.AdminService.RevokeWorker:output_type -> taskworker.v1.RevokeWorkerResponse
+	2,  // 45: taskworker.v1.AdminService.DrainWorker:output_type -> taskworker.v1.DrainResponse
+	31, // [31:46] is the sub-list for method output_type
+	16, // [16:31] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -2304,7 +2554,7 @@ func file_taskworker_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_control_proto_rawDesc), len(file_taskworker_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

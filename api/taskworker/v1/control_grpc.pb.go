@@ -26,6 +26,7 @@ const (
 	RegistryService_Deregister_FullMethodName   = "/taskworker.v1.RegistryService/Deregister"
 	RegistryService_ReportDamage_FullMethodName = "/taskworker.v1.RegistryService/ReportDamage"
 	RegistryService_Enroll_FullMethodName       = "/taskworker.v1.RegistryService/Enroll"
+	RegistryService_Drain_FullMethodName        = "/taskworker.v1.RegistryService/Drain"
 )
 
 // RegistryServiceClient is the client API for RegistryService service.
@@ -52,6 +53,9 @@ type RegistryServiceClient interface {
 	// same id renews it with none. Open at the transport (no client
 	// certificate needed): a plain call any gRPC client can make.
 	Enroll(ctx context.Context, in *EnrollRequest, opts ...grpc.CallOption) (*EnrollResponse, error)
+	// Drain asks the pool to drain the calling worker (it is stopping): as
+	// AdminService.DrainWorker, for the worker's own id only.
+	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type registryServiceClient struct {
@@ -112,6 +116,16 @@ func (c *registryServiceClient) Enroll(ctx context.Context, in *EnrollRequest, o
 	return out, nil
 }
 
+func (c *registryServiceClient) Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, RegistryService_Drain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RegistryServiceServer is the server API for RegistryService service.
 // All implementations must embed UnimplementedRegistryServiceServer
 // for forward compatibility.
@@ -136,6 +150,9 @@ type RegistryServiceServer interface {
 	// same id renews it with none. Open at the transport (no client
 	// certificate needed): a plain call any gRPC client can make.
 	Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error)
+	// Drain asks the pool to drain the calling worker (it is stopping): as
+	// AdminService.DrainWorker, for the worker's own id only.
+	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedRegistryServiceServer()
 }
 
@@ -160,6 +177,9 @@ func (UnimplementedRegistryServiceServer) ReportDamage(context.Context, *ReportD
 }
 func (UnimplementedRegistryServiceServer) Enroll(context.Context, *EnrollRequest) (*EnrollResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Enroll not implemented")
+}
+func (UnimplementedRegistryServiceServer) Drain(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drain not implemented")
 }
 func (UnimplementedRegistryServiceServer) mustEmbedUnimplementedRegistryServiceServer() {}
 func (UnimplementedRegistryServiceServer) testEmbeddedByValue()                         {}
@@ -272,6 +292,24 @@ func _RegistryService_Enroll_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _RegistryService_Drain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RegistryServiceServer).Drain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RegistryService_Drain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RegistryServiceServer).Drain(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RegistryService_ServiceDesc is the grpc.ServiceDesc for RegistryService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -299,6 +337,10 @@ var RegistryService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Enroll",
 			Handler:    _RegistryService_Enroll_Handler,
 		},
+		{
+			MethodName: "Drain",
+			Handler:    _RegistryService_Drain_Handler,
+		},
 	},
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "taskworker/v1/control.proto",
@@ -313,6 +355,7 @@ const (
 	AdminService_ListTokens_FullMethodName    = "/taskworker.v1.AdminService/ListTokens"
 	AdminService_RevokeToken_FullMethodName   = "/taskworker.v1.AdminService/RevokeToken"
 	AdminService_RevokeWorker_FullMethodName  = "/taskworker.v1.AdminService/RevokeWorker"
+	AdminService_DrainWorker_FullMethodName   = "/taskworker.v1.AdminService/DrainWorker"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -341,6 +384,10 @@ type AdminServiceClient interface {
 	// again, its id is free to be enrolled by a new key, and every pool drops
 	// it at once. Admin only.
 	RevokeWorker(ctx context.Context, in *RevokeWorkerRequest, opts ...grpc.CallOption) (*RevokeWorkerResponse, error)
+	// DrainWorker drains a worker (see DrainRequest) and answers when the
+	// grace has run out or nothing runs on it any more, with what finished
+	// and what was handed back. Admin only.
+	DrainWorker(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 }
 
 type adminServiceClient struct {
@@ -431,6 +478,16 @@ func (c *adminServiceClient) RevokeWorker(ctx context.Context, in *RevokeWorkerR
 	return out, nil
 }
 
+func (c *adminServiceClient) DrainWorker(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrainResponse)
+	err := c.cc.Invoke(ctx, AdminService_DrainWorker_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -457,6 +514,10 @@ type AdminServiceServer interface {
 	// again, its id is free to be enrolled by a new key, and every pool drops
 	// it at once. Admin only.
 	RevokeWorker(context.Context, *RevokeWorkerRequest) (*RevokeWorkerResponse, error)
+	// DrainWorker drains a worker (see DrainRequest) and answers when the
+	// grace has run out or nothing runs on it any more, with what finished
+	// and what was handed back. Admin only.
+	DrainWorker(context.Context, *DrainRequest) (*DrainResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -490,6 +551,9 @@ func (UnimplementedAdminServiceServer) RevokeToken(context.Context, *RevokeToken
 }
 func (UnimplementedAdminServiceServer) RevokeWorker(context.Context, *RevokeWorkerRequest) (*RevokeWorkerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeWorker not implemented")
+}
+func (UnimplementedAdminServiceServer) DrainWorker(context.Context, *DrainRequest) (*DrainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DrainWorker not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -656,6 +720,24 @@ func _AdminService_RevokeWorker_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_DrainWorker_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).DrainWorker(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_DrainWorker_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).DrainWorker(ctx, req.(*DrainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -694,6 +776,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeWorker",
 			Handler:    _AdminService_RevokeWorker_Handler,
+		},
+		{
+			MethodName: "DrainWorker",
+			Handler:    _AdminService_DrainWorker_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -41,6 +41,11 @@ class RegistryServiceStub(object):
                 request_serializer=taskworker_dot_v1_dot_control__pb2.EnrollRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_control__pb2.EnrollResponse.FromString,
                 )
+        self.Drain = channel.unary_unary(
+                '/taskworker.v1.RegistryService/Drain',
+                request_serializer=taskworker_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_control__pb2.DrainResponse.FromString,
+                )
 
 
 class RegistryServiceServicer(object):
@@ -90,6 +95,14 @@ class RegistryServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drain(self, request, context):
+        """Drain asks the pool to drain the calling worker (it is stopping): as
+        AdminService.DrainWorker, for the worker's own id only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +130,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.Enroll,
                     request_deserializer=taskworker_dot_v1_dot_control__pb2.EnrollRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_control__pb2.EnrollResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=taskworker_dot_v1_dot_control__pb2.DrainRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_control__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +233,23 @@ class RegistryService(object):
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.RegistryService/Drain',
+            taskworker_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+            taskworker_dot_v1_dot_control__pb2.DrainResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
 
 class AdminServiceStub(object):
     """AdminService is served by the pool to clients.
@@ -265,6 +300,11 @@ class AdminServiceStub(object):
                 '/taskworker.v1.AdminService/RevokeWorker',
                 request_serializer=taskworker_dot_v1_dot_control__pb2.RevokeWorkerRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_control__pb2.RevokeWorkerResponse.FromString,
+                )
+        self.DrainWorker = channel.unary_unary(
+                '/taskworker.v1.AdminService/DrainWorker',
+                request_serializer=taskworker_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_control__pb2.DrainResponse.FromString,
                 )
 
 
@@ -332,6 +372,15 @@ class AdminServiceServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DrainWorker(self, request, context):
+        """DrainWorker drains a worker (see DrainRequest) and answers when the
+        grace has run out or nothing runs on it any more, with what finished
+        and what was handed back. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +423,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeWorker,
                     request_deserializer=taskworker_dot_v1_dot_control__pb2.RevokeWorkerRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_control__pb2.RevokeWorkerResponse.SerializeToString,
+            ),
+            'DrainWorker': grpc.unary_unary_rpc_method_handler(
+                    servicer.DrainWorker,
+                    request_deserializer=taskworker_dot_v1_dot_control__pb2.DrainRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_control__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,5 +573,22 @@ class AdminService(object):
         return grpc.experimental.unary_unary(request, target, '/taskworker.v1.AdminService/RevokeWorker',
             taskworker_dot_v1_dot_control__pb2.RevokeWorkerRequest.SerializeToString,
             taskworker_dot_v1_dot_control__pb2.RevokeWorkerResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DrainWorker(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.AdminService/DrainWorker',
+            taskworker_dot_v1_dot_control__pb2.DrainRequest.SerializeToString,
+            taskworker_dot_v1_dot_control__pb2.DrainResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
