@@ -86,6 +86,7 @@ var (
 		v1.RegistryService_Deregister_FullMethodName:   fromWorker,
 		v1.RegistryService_ReportDamage_FullMethodName: fromWorker,
 		v1.RegistryService_Enroll_FullMethodName:       enrol,
+		v1.RegistryService_Drain_FullMethodName:        fromWorker,
 		v1.ModuleService_GetModule_FullMethodName:      fromWorker,
 
 		v1.AdminService_ListWorkers_FullMethodName:   user,
@@ -96,6 +97,7 @@ var (
 		v1.AdminService_ListTokens_FullMethodName:    admin,
 		v1.AdminService_RevokeToken_FullMethodName:   admin,
 		v1.AdminService_RevokeWorker_FullMethodName:  admin,
+		v1.AdminService_DrainWorker_FullMethodName:   admin,
 
 		v1.DeployService_Deploy_FullMethodName:   user,
 		v1.DeployService_Rollback_FullMethodName: user,

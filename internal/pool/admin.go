@@ -85,6 +85,11 @@ func (s *adminService) Status(ctx context.Context, _ *v1.StatusRequest) (*v1.Sta
 	if err != nil {
 		return nil, err
 	}
-	st.Workers = int32(len(s.reg.list()))
+	for _, w := range s.reg.list() {
+		st.Workers++
+		if w.Draining {
+			st.WorkersDraining++
+		}
+	}
 	return st, nil
 }

@@ -89,6 +89,10 @@ type Config struct {
 	// Tracing, when set, traces every RPC the pool serves, continuing the
 	// caller's trace.
 	Tracing *tracing.Tracing
+	// TaskRetention is how long an ended task's record (its result) is
+	// kept in etcd (RATIONALE.md, "Why keep ended tasks for ten
+	// minutes?").
+	TaskRetention time.Duration
 	// Tasks, when set, adjusts the task runner's configuration (tests:
 	// shorter leases).
 	Tasks func(*tasks.Config)
@@ -118,6 +122,7 @@ func DefaultConfig(dir string) Config {
 		DataDir:        dir,
 		Prefix:         "/taskworker/",
 		LeaseTTL:       5 * time.Second,
+		TaskRetention:  DefaultTaskRetention,
 		MaxArgsBytes:   4 << 20,
 		CallAttempts:   3,
 		SuspectFor:     2 * time.Second,
@@ -141,6 +146,9 @@ func (c Config) Validate() error {
 	}
 	if c.LeaseTTL < time.Second {
 		return fmt.Errorf("pool: lease TTL %s is below etcd's minimum of about 1s; raise --lease-ttl", c.LeaseTTL)
+	}
+	if c.TaskRetention < time.Second {
+		return fmt.Errorf("pool: ended tasks kept %s: give --task-retention of at least 1s (default %s)", c.TaskRetention, DefaultTaskRetention)
 	}
 	if c.MaxArgsBytes <= 0 || c.MaxArgsBytes > maxMessageBytes/2 {
 		return fmt.Errorf("pool: max call arguments %d must be between 1 and %d bytes", c.MaxArgsBytes, maxMessageBytes/2)
@@ -181,6 +189,9 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// DefaultTaskRetention is how long ended tasks are kept by default.
+const DefaultTaskRetention = 10 * time.Minute
 
 // heartbeatInterval is how often workers are told to heartbeat: three tries
 // before the lease runs out.

@@ -77,6 +77,11 @@ type worker struct {
 	// suspectUntil (unix nanoseconds) marks a worker whose connection just
 	// failed; it is avoided until then, or until the registry drops it.
 	suspectUntil atomic.Int64
+
+	// tasks holds the task attempts running on the worker through this
+	// replica, for a drain to hand back.
+	taskMu sync.Mutex
+	tasks  map[*taskCall]bool
 }
 
 func (w *worker) suspect(now time.Time) bool { return now.UnixNano() < w.suspectUntil.Load() }
@@ -141,6 +146,16 @@ type registry struct {
 	// so that a revocation cuts them off too.
 	retiring map[string][]*worker
 	table    atomic.Pointer[routeTable]
+
+	// drains holds the drained workers' drain records, by worker id
+	// (drain.go); a drained worker is left out of the route table.
+	drainPrefix, reportPrefix string
+	drains                    map[string]drainRecord
+	// replicas names this replica and the others in drain reports (the
+	// task runners); nil until the runner starts.
+	replicas replicaSet
+	runCtx   context.Context
+	drainers sync.WaitGroup
 }
 
 func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger) *registry {
@@ -151,6 +166,9 @@ func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *sl
 		log:      log,
 		workers:  map[string]*worker{},
 		retiring: map[string][]*worker{},
+		drainPrefix:  prefix + "drains/",
+		reportPrefix: prefix + "drainreports/",
+		drains:       map[string]drainRecord{},
 		deployed: func(string) *v1.Deployment { return nil },
 	}
 	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}})
@@ -175,7 +193,25 @@ func dialWorker(address string, creds credentials.TransportCredentials) (*grpc.C
 
 // run follows the workers in etcd until ctx ends.
 func (r *registry) run(ctx context.Context, ready chan<- struct{}) {
-	etcdwatch.Prefix(ctx, r.cli, r.prefix, r.apply, ready)
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.mu.Unlock()
+	drainsReady, workersReady := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { etcdwatch.Prefix(ctx, r.cli, r.drainPrefix, r.applyDrains, drainsReady) })
+	wg.Go(func() { etcdwatch.Prefix(ctx, r.cli, r.prefix, r.apply, workersReady) })
+	go func() {
+		for _, c := range []chan struct{}{drainsReady, workersReady} {
+			select {
+			case <-c:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(ready)
+	}()
+	wg.Wait()
+	r.drainers.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for id, w := range r.workers {
@@ -210,7 +246,8 @@ func (r *registry) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 		}
 		if old != nil && old.address == info.Address {
 			prev := old.info.Swap(info)
-			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) || prev.StoresFiles != info.StoresFiles {
+			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) || prev.StoresFiles != info.StoresFiles ||
+				prev.LeaseId != info.LeaseId {
 				changed = true
 			}
 			continue
@@ -289,6 +326,14 @@ func (r *registry) rebuild() {
 	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
 		w := r.workers[id]
 		info := w.info.Load()
+		if r.drained(w) {
+			// No new calls nor tasks; its shards are still read and kept.
+			if info.StoresFiles {
+				t.storage = append(t.storage, placement.Worker{ID: id, Zone: info.Labels["zone"]})
+				t.byID[id] = w
+			}
+			continue
+		}
 		for _, f := range info.Functions {
 			t.byFunction[f.Name] = append(t.byFunction[f.Name], route{w: w, spec: f})
 		}
@@ -334,7 +379,13 @@ func (r *registry) list() []*v1.WorkerInfo {
 	defer r.mu.Unlock()
 	out := make([]*v1.WorkerInfo, 0, len(r.workers))
 	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
-		out = append(out, r.workers[id].info.Load())
+		w := r.workers[id]
+		info := w.info.Load()
+		if r.drained(w) {
+			info = proto.Clone(info).(*v1.WorkerInfo)
+			info.Draining, info.DrainDeadlineMs = true, r.drains[id].DeadlineMs
+		}
+		out = append(out, info)
 	}
 	return out
 }

@@ -173,7 +173,14 @@ func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*an
 		}
 		token, end := s.calls.begin(ctx, r.w.id, tokenCall)
 		fwd.CallToken = token
+		tc := taskCallFrom(ctx)
+		if tc != nil {
+			r.w.addTask(tc) // for a drain of the worker to hand back
+		}
 		a, err, reached := s.forward(ctx, r.w, fwd, user)
+		if tc != nil {
+			r.w.removeTask(tc)
+		}
 		end()
 		if err == nil {
 			if fwd.Deployment != nil && r.w != warm {

@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -21,6 +22,9 @@ func fromTask(ctx context.Context) bool { return ctx.Value(taskKey{}) != nil }
 func (s *Server) startTasks(ctx context.Context, rpc *rpcService) {
 	cfg := tasks.DefaultConfig()
 	cfg.Prefix, cfg.Logger, cfg.Limits = s.cfg.Prefix, s.log, s.cfg.Quotas
+	// A replica's claims outlive it as long as a worker's registration
+	// outlives the worker: one --lease-ttl for both.
+	cfg.LeaseTTL, cfg.Keep = s.cfg.LeaseTTL, s.cfg.TaskRetention
 	host, _ := os.Hostname()
 	cfg.Replica = fmt.Sprintf("%s/%s", host, s.lis.Addr())
 	if s.cfg.Tasks != nil {
@@ -28,10 +32,17 @@ func (s *Server) startTasks(ctx context.Context, rpc *rpcService) {
 	}
 	store := tasks.NewStore(s.cli, cfg)
 	call := func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
 		ctx = context.WithValue(ctx, identityKey{}, identity{User: user, Role: v1.Role_ROLE_USER})
-		return rpc.CallFunction(context.WithValue(ctx, taskKey{}, true), req)
+		resp, err := rpc.CallFunction(context.WithValue(ctx, taskKey{}, &taskCall{id: req.TaskId, cancel: cancel}), req)
+		if cause := context.Cause(ctx); err != nil && errors.Is(cause, errHandedBack) {
+			return nil, tasks.HandedBack(cause.Error())
+		}
+		return resp, err
 	}
 	s.tasks = tasks.NewRunner(store, call)
+	s.reg.setReplicas(s.tasks)
 	tasks.NewServer(store, checkUser, nil, s.cfg.MaxArgsBytes).Register(s.grpc)
 	s.goRun(func() {
 		if err := s.tasks.Run(ctx, nil); err != nil {

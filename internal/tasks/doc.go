@@ -48,8 +48,9 @@
 //     or outcome so written leaves a running task that this replica is not
 //     running, which its next sweep queues again (SweepInterval).
 //   - Ended tasks are kept for Config.Keep (by leases shared by all the
-//     tasks that ended in the same hour), then removed by etcd. At the
-//     rates the runner reaches, that sizes etcd: a trivial task's record is
-//     about 150 bytes, so a day of 1,000 tasks/s is over 10 GiB, past
-//     etcd's quota; such a network needs a Keep of minutes.
+//     tasks that ended in the same quarter of it), then removed by etcd.
+//     At the rates the runner reaches, that sizes etcd: a trivial task's
+//     record is about 150 bytes, so a day of 1,000 tasks/s is over 10 GiB,
+//     past etcd's quota; hence a Keep of minutes (the pool's
+//     --task-retention, 10 minutes by default).
 package tasks

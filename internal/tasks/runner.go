@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -575,7 +576,7 @@ func (r *Runner) attempt(actx, stopping context.Context, c claimed, done func())
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(stopping), 10*time.Second)
 	defer cancel()
-	val, err := r.record(rctx, c, resp, err, stopping.Err() != nil)
+	val, err := r.record(rctx, c, resp, err, stopping.Err() != nil || errors.Is(err, ErrHandedBack))
 	if err != nil {
 		// The task stays running under this replica's lease; the sweep
 		// finds it is not running here and queues it again.
@@ -693,6 +694,9 @@ func (r *Runner) outcome(ctx context.Context, cur *v1.Task, resp *v1.FunctionCal
 		a.Error, a.Code = "cancelled", int32(codes.Canceled)
 	case handBack:
 		a.Error, a.Code, a.HandedBack = "handed back: the pool replica running it stopped", int32(codes.Unavailable), true
+		if errors.Is(callErr, ErrHandedBack) {
+			a.Error = callErr.Error()
+		}
 		requeue = true
 	default:
 		st := status.Convert(callErr)
@@ -859,6 +863,34 @@ func (r *Runner) Drain(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// ErrHandedBack marks a Caller's error for an attempt that was stopped to
+// be run elsewhere (its worker was drained): the attempt is handed back,
+// as when this replica stops, and does not count against max_attempts.
+var ErrHandedBack = errors.New("attempt handed back")
+
+type handedBack struct{ msg string }
+
+func (e handedBack) Error() string { return e.msg }
+func (e handedBack) Is(target error) bool { return target == ErrHandedBack }
+
+// HandedBack returns an ErrHandedBack that says why.
+func HandedBack(why string) error { return handedBack{why} }
+
+// ID names this replica among Replicas: its lease, in hex.
+func (r *Runner) ID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return leaseName(r.lease)
+}
+
+// Replicas returns the ids of the replicas whose runners are present,
+// sorted.
+func (r *Runner) Replicas() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.live)
 }
 
 // Running returns how many tasks this replica runs now.

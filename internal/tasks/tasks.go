@@ -56,7 +56,7 @@ type Config struct {
 
 // DefaultConfig returns the settings of a pool's runner.
 func DefaultConfig() Config {
-	return Config{Prefix: "/taskworker/", Slots: 64, LeaseTTL: 5 * time.Second, Keep: 24 * time.Hour,
+	return Config{Prefix: "/taskworker/", Slots: 64, LeaseTTL: 5 * time.Second, Keep: 10 * time.Minute,
 		DefaultAttempts: 3, DefaultBackoff: 200 * time.Millisecond, SweepInterval: 5 * time.Second}
 }
 
@@ -349,28 +349,36 @@ func (s *Store) idemOps(t *v1.Task, lease clientv3.LeaseID) []clientv3.Op {
 }
 
 // leases hands out the etcd leases ended tasks are kept under: one per
-// hour in which tasks end, lasting keep past that hour's end.
+// span of keep/4 (at least a second, at most an hour) in which tasks end,
+// lasting keep past that span's end, so that a task is kept between keep
+// and 1.25 keep, and etcd holds a few leases, not one per task.
 type leases struct {
 	cli  *clientv3.Client
 	keep time.Duration
 
 	mu     sync.Mutex
-	hour   int64
+	span   int64
 	leased clientv3.LeaseID
 }
 
+// keepSpan is the span of time whose ended tasks share a lease.
+func keepSpan(keep time.Duration) time.Duration {
+	return min(max(keep/4, time.Second), time.Hour)
+}
+
 func (l *leases) lease(ctx context.Context) (clientv3.LeaseID, error) {
-	hour := time.Now().Unix() / 3600
+	width := keepSpan(l.keep)
+	span := time.Now().UnixNano() / int64(width)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if hour == l.hour && l.leased != 0 {
+	if span == l.span && l.leased != 0 {
 		return l.leased, nil
 	}
-	g, err := l.cli.Grant(ctx, int64((l.keep+time.Hour)/time.Second))
+	g, err := l.cli.Grant(ctx, int64((l.keep+width+time.Second-1)/time.Second))
 	if err != nil {
 		return 0, fmt.Errorf("a lease for ended tasks: %w", err)
 	}
-	l.hour, l.leased = hour, g.ID
+	l.span, l.leased = span, g.ID
 	return g.ID, nil
 }
 
