@@ -160,16 +160,16 @@ type registry struct {
 
 func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *slog.Logger) *registry {
 	r := &registry{
-		cli:      cli,
-		prefix:   prefix + "workers/",
-		ttl:      ttl,
-		log:      log,
-		workers:  map[string]*worker{},
-		retiring: map[string][]*worker{},
+		cli:          cli,
+		prefix:       prefix + "workers/",
+		ttl:          ttl,
+		log:          log,
+		workers:      map[string]*worker{},
+		retiring:     map[string][]*worker{},
 		drainPrefix:  prefix + "drains/",
 		reportPrefix: prefix + "drainreports/",
 		drains:       map[string]drainRecord{},
-		deployed: func(string) *v1.Deployment { return nil },
+		deployed:     func(string) *v1.Deployment { return nil },
 	}
 	r.table.Store(&routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}})
 	return r

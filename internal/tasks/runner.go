@@ -872,7 +872,7 @@ var ErrHandedBack = errors.New("attempt handed back")
 
 type handedBack struct{ msg string }
 
-func (e handedBack) Error() string { return e.msg }
+func (e handedBack) Error() string        { return e.msg }
 func (e handedBack) Is(target error) bool { return target == ErrHandedBack }
 
 // HandedBack returns an ErrHandedBack that says why.
