@@ -34,6 +34,7 @@ var commands = []func(*env) *cobra.Command{
 	workerCommand,
 	callCommand,
 	workersCommand,
+	drainCommand,
 	functionsCommand,
 	deployCommand,
 	undeployCommand,

@@ -65,9 +65,13 @@ func printStatus(out io.Writer, s *dashboard.Snapshot) {
 	fmt.Fprintf(out, "as %s%s at %s\n", s.User, role, s.Time.Local().Format(time.DateTime))
 	fmt.Fprintf(out, "workers:  %d\n", len(s.Workers))
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  ID\tADDRESS\tZONE\tINFLIGHT\tCALLS\tUP\tHEARTBEAT\tFUNCTIONS")
+	fmt.Fprintln(tw, "  ID\tADDRESS\tZONE\tSTATE\tINFLIGHT\tCALLS\tUP\tHEARTBEAT\tFUNCTIONS")
 	for _, w := range s.Workers {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", w.ID, w.Address, dash(w.Zone), w.Inflight, w.CallsTotal, w.Up,
+		state := "serving"
+		if w.Draining {
+			state = "draining"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", w.ID, w.Address, dash(w.Zone), state, w.Inflight, w.CallsTotal, w.Up,
 			dash(w.LastHeartbeat), strings.Join(w.Functions, ","))
 	}
 	tw.Flush()

@@ -158,7 +158,7 @@ benchmarks.`,
 				w.Kill()
 				return w.Err()
 			}
-			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainGrace+30*time.Second)
 			defer cancel()
 			return w.Stop(sctx)
 		},
@@ -174,6 +174,7 @@ benchmarks.`,
 	f.StringToStringVar(&cfg.Labels, "label", nil, "labels, e.g. --label disk=ssd (repeatable)")
 	f.StringVar(&zone, "zone", "", "failure domain (rack, host, availability zone): a file's shards are spread over zones")
 	f.DurationVar(&cfg.DrainDelay, "drain-delay", 200*time.Millisecond, "on stop, keep serving this long after leaving the pool")
+	f.DurationVar(&cfg.DrainGrace, "drain-grace", 30*time.Second, "on stop (SIGTERM), have the pool drain this worker first: its calls and tasks get this long, then its tasks are handed back to run elsewhere (0: leave at once)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for file shards and deployed modules (default $TASKWORKER_HOME/joined/POOL/ID)")
 	f.Int64Var(&dcfg.MaxModuleMemory, "max-module-memory", deployed.DefaultMaxModuleMemory, "memory of the deployed versions kept loaded; beyond it the least recently used idle ones are unloaded (bytes)")
 	f.DurationVar(&dcfg.ModuleIdleTimeout, "module-idle-timeout", deployed.DefaultModuleIdleTimeout, "unload a deployed version not called for this long (negative: never)")

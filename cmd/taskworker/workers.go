@@ -37,7 +37,7 @@ func workersCommand(e *env) *cobra.Command {
 				return printJSON(e, &v1.ListWorkersResponse{Workers: ws})
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tADDRESS\tINFLIGHT\tCALLS\tUP\tFUNCTIONS")
+			fmt.Fprintln(tw, "ID\tADDRESS\tSTATE\tINFLIGHT\tCALLS\tUP\tFUNCTIONS")
 			now := time.Now()
 			for _, w := range ws {
 				names := make([]string, len(w.Functions))
@@ -45,7 +45,7 @@ func workersCommand(e *env) *cobra.Command {
 					names[i] = f.Name
 				}
 				up := now.Sub(time.UnixMilli(w.RegisteredAtMs)).Round(time.Second)
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", w.WorkerId, w.Address, w.Inflight, w.CallsTotal, up, strings.Join(names, ","))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", w.WorkerId, w.Address, workerState(w), w.Inflight, w.CallsTotal, up, strings.Join(names, ","))
 			}
 			return tw.Flush()
 		}),
@@ -54,6 +54,14 @@ func workersCommand(e *env) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(revokeWorkerCommand(e))
 	return cmd
+}
+
+// workerState is "serving", or "draining" for a drained worker.
+func workerState(w *v1.WorkerInfo) string {
+	if w.Draining {
+		return "draining"
+	}
+	return "serving"
 }
 
 func revokeWorkerCommand(e *env) *cobra.Command {

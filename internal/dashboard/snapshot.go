@@ -37,6 +37,8 @@ type Worker struct {
 	LastHeartbeat string   `json:"last_heartbeat"`
 	StoresFiles   bool     `json:"stores_files"`
 	Functions     []string `json:"functions"`
+	// Draining: no new calls or tasks go to the worker.
+	Draining bool `json:"draining,omitempty"`
 }
 
 // Function is one function the token may call, and where it runs.
@@ -97,7 +99,7 @@ func Collect(ctx context.Context, conn grpc.ClientConnInterface) (*Snapshot, err
 			ID: w.WorkerId, Address: w.Address, Zone: w.Labels["zone"], Inflight: w.Inflight, CallsTotal: w.CallsTotal,
 			Up:            since(s.Time, w.RegisteredAtMs),
 			LastHeartbeat: since(s.Time, w.LastHeartbeatMs),
-			StoresFiles:   w.StoresFiles, Functions: fns,
+			StoresFiles:   w.StoresFiles, Functions: fns, Draining: w.Draining,
 		})
 	}
 	slices.SortFunc(s.Workers, func(a, b Worker) int { return strings.Compare(a.ID, b.ID) })

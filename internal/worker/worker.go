@@ -78,6 +78,10 @@ type Config struct {
 	// DrainDelay is how long Stop keeps accepting calls after deregistering,
 	// so that pools that have not yet seen the deregistration do not fail.
 	DrainDelay time.Duration
+	// DrainGrace, when set, has Stop ask the pool to drain this worker
+	// first: no new calls nor tasks come, the running ones get this long,
+	// then the pool hands back the tasks still running here.
+	DrainGrace time.Duration
 	Logger     *slog.Logger
 }
 
@@ -374,10 +378,15 @@ func (s *Server) refuse(err error) {
 func (s *Server) Inflight() int64 { return s.inflight.Load() }
 
 // Stop leaves the pool, finishes the calls in flight (until ctx ends, then
-// drops them) and stops serving.
+// drops them) and stops serving. With DrainGrace, it first has the pool
+// drain the worker, still registered: the tasks running here after the
+// grace are handed back to run elsewhere.
 func (s *Server) Stop(ctx context.Context) error {
 	if s.grpc == nil {
 		return nil
+	}
+	if lease := s.lease.Load(); s.cfg.DrainGrace > 0 && lease != 0 && s.poolConn() != nil {
+		s.drain(ctx)
 	}
 	s.cancel()
 	s.looping.Wait()
@@ -407,6 +416,20 @@ func (s *Server) Stop(ctx context.Context) error {
 	s.closePool()
 	s.closeShards()
 	return ctx.Err()
+}
+
+// drain asks the pool to drain this worker and waits for its answer: the
+// grace run out, or nothing of the worker's running any more.
+func (s *Server) drain(ctx context.Context) {
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.DrainGrace+15*time.Second)
+	defer cancel()
+	resp, err := v1.NewRegistryServiceClient(s.poolConn()).Drain(dctx, &v1.DrainRequest{WorkerId: s.cfg.ID, GraceMs: s.cfg.DrainGrace.Milliseconds()})
+	if err != nil {
+		s.log.Warn("asking the pool to drain this worker; leaving without", "err", err)
+		return
+	}
+	s.log.Info("drained", "tasks_finished", resp.TasksFinished, "tasks_handed_back", len(resp.TasksHandedBack),
+		"calls_finished", resp.CallsFinished, "calls_still_running", resp.CallsStillRunning)
 }
 
 // Kill stops at once, as a crash would: no deregistration, calls dropped.
