@@ -19,7 +19,6 @@ import (
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/pool"
 	"github.com/hivemind/taskworker/internal/proctest"
-	"github.com/hivemind/taskworker/internal/tasks"
 )
 
 // 500 tasks on workers built on the library, through two pool replicas:
@@ -161,7 +160,7 @@ func TestTasksSurviveAWorkerAndAPoolKilled(t *testing.T) {
 	// An earlier attempt of a retried task was lost with the killed worker
 	// (its pool reports which worker failed) or handed back by the killed
 	// pool replica.
-	taskLease := tasks.DefaultConfig().LeaseTTL // the pools run their runners with it
+	taskLease := lease // the pools run their runners with --lease-ttl, as the workers' registrations
 	var slowest [2]time.Duration
 	var migrated [2]int
 	for _, task := range retried {
