@@ -135,6 +135,7 @@ var (
 		v1.TaskService_Submit_FullMethodName:         user,
 		v1.TaskService_GetTask_FullMethodName:        user,
 		v1.TaskService_ListTasks_FullMethodName:      user,
+		v1.TaskService_CountTasks_FullMethodName:     user,
 		v1.TaskService_WaitTask_FullMethodName:       user,
 		v1.TaskService_CancelTask_FullMethodName:     user,
 		v1.TaskService_PutSchedule_FullMethodName:    user,

@@ -20,8 +20,8 @@
 //   - The handler is a client of the pool: it needs a connection to the pool's
 //     gRPC address (with the cluster CA) and does one round of RPCs per
 //     snapshot. A page polls every two seconds.
-//   - Task counts are capped at the API's list limit per state, and shown as
-//     "at least" when they reach it.
+//   - Task counts come from one CountTasks, which reads at most 100,000 of
+//     the user's records; beyond that they are shown as "at least".
 //   - Call rates are network-wide, from the serving process's metrics; they
 //     are shown to admins only.
 package dashboard

@@ -72,9 +72,6 @@ type TaskCount struct {
 	AtLeast bool   `json:"at_least,omitempty"`
 }
 
-// taskListLimit caps the tasks counted per state.
-const taskListLimit = 1000
-
 // Collect asks the pool on conn for a snapshot, as whoever ctx's credentials
 // name (the connection's per-RPC credentials, or an authorization header in
 // ctx's outgoing metadata).
@@ -118,17 +115,20 @@ func Collect(ctx context.Context, conn grpc.ClientConnInterface) (*Snapshot, err
 		}
 		s.Storage = storageOf(st)
 	}
-	tasks := v1.NewTaskServiceClient(conn)
-	for _, state := range []v1.TaskState{v1.TaskState_TASK_STATE_QUEUED, v1.TaskState_TASK_STATE_RUNNING,
-		v1.TaskState_TASK_STATE_SUCCEEDED, v1.TaskState_TASK_STATE_FAILED, v1.TaskState_TASK_STATE_CANCELLED} {
-		resp, err := tasks.ListTasks(ctx, &v1.ListTasksRequest{State: state, Limit: taskListLimit})
-		if status.Code(err) == codes.Unimplemented {
-			break // a pool without tasks
+	resp, err := v1.NewTaskServiceClient(conn).CountTasks(ctx, &v1.CountTasksRequest{})
+	switch {
+	case status.Code(err) == codes.Unimplemented: // a pool without tasks
+	case err != nil:
+		return nil, fmt.Errorf("count tasks: %w", err)
+	default:
+		counts := map[v1.TaskState]int64{}
+		for _, c := range resp.Counts {
+			counts[c.State] = c.Count
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list tasks: %w", err)
+		for _, state := range []v1.TaskState{v1.TaskState_TASK_STATE_QUEUED, v1.TaskState_TASK_STATE_RUNNING,
+			v1.TaskState_TASK_STATE_SUCCEEDED, v1.TaskState_TASK_STATE_FAILED, v1.TaskState_TASK_STATE_CANCELLED} {
+			s.Tasks = append(s.Tasks, TaskCount{State: stateName(state), Count: int(counts[state]), AtLeast: resp.Truncated})
 		}
-		s.Tasks = append(s.Tasks, TaskCount{State: stateName(state), Count: len(resp.Tasks), AtLeast: len(resp.Tasks) >= taskListLimit})
 	}
 	return s, nil
 }

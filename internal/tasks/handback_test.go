@@ -84,3 +84,41 @@ func TestEndedTaskCollectedAfterKeep(t *testing.T) {
 		t.Errorf("the idempotency key still names the collected task %s", task.Id)
 	}
 }
+
+// Count counts a user's tasks by state in one pass, and only that user's.
+func TestCountByState(t *testing.T) {
+	cli := client(t, startEtcd(t))
+	s := tasks.NewStore(cli, config("p1"))
+	runnerOn(t, s, func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
+		switch req.FunctionName {
+		case "bad":
+			return nil, errors.New("bad")
+		case "block":
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return echo(ctx, user, req)
+	})
+	var ids []string
+	for _, f := range []string{"f", "f", "f", "bad", "bad"} {
+		ids = append(ids, submit(t, s, "alice", &v1.SubmitRequest{FunctionName: f, Retry: &v1.RetryPolicy{MaxAttempts: 1}}).Id)
+	}
+	for _, id := range ids {
+		wait(t, s, "alice", id)
+	}
+	submit(t, s, "alice", &v1.SubmitRequest{FunctionName: "block"})
+	submit(t, s, "bob", &v1.SubmitRequest{FunctionName: "block"})
+	counts, truncated, err := s.Count(context.Background(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[v1.TaskState]int64{v1.TaskState_TASK_STATE_SUCCEEDED: 3, v1.TaskState_TASK_STATE_FAILED: 2, v1.TaskState_TASK_STATE_RUNNING: 1}
+	if truncated || len(counts) != len(want) {
+		t.Fatalf("counts %v (truncated %v), want %v", counts, truncated, want)
+	}
+	for st, n := range want {
+		if counts[st] != n {
+			t.Errorf("%s: %d, want %d", st, counts[st], n)
+		}
+	}
+}

@@ -790,14 +790,27 @@ func (r *Runner) sweep(ctx context.Context) {
 	for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
 		live[strings.TrimPrefix(string(kv.Key), r.s.k.replicas())] = true
 	}
+	// The recoveries of a lost replica's tasks go in parallel: one by one,
+	// each a read and a transaction, they would keep its last tasks
+	// waiting for as long again as the lease took to expire.
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, recoverAtOnce)
 	for _, kv := range resp.Responses[1].GetResponseRange().GetKvs() {
 		owner, lease, _ := strings.Cut(string(kv.Value), " ")
 		id := strings.TrimPrefix(string(kv.Key), r.s.k.runnings())
 		if !live[lease] || r.orphan(id, lease) {
-			r.recover(ctx, owner, id, kv.ModRevision)
+			limit <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-limit }()
+				r.recover(ctx, owner, id, kv.ModRevision)
+			})
 		}
 	}
+	wg.Wait()
 }
+
+// recoverAtOnce bounds the recoveries a sweep makes at once.
+const recoverAtOnce = 32
 
 // orphan reports whether task id, claimed under this replica's lease, is
 // neither being claimed nor running here: its claim or its outcome was

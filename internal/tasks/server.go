@@ -3,6 +3,8 @@ package tasks
 import (
 	"context"
 	"encoding/json"
+	"maps"
+	"slices"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -102,6 +104,22 @@ func (s *Server) ListTasks(ctx context.Context, req *v1.ListTasksRequest) (*v1.L
 		return nil, statusOf(err)
 	}
 	return &v1.ListTasksResponse{Tasks: ts}, nil
+}
+
+func (s *Server) CountTasks(ctx context.Context, req *v1.CountTasksRequest) (*v1.CountTasksResponse, error) {
+	user, err := s.user(ctx, req.UserId)
+	if err != nil {
+		return nil, err
+	}
+	counts, truncated, err := s.store.Count(ctx, user)
+	if err != nil {
+		return nil, statusOf(err)
+	}
+	resp := &v1.CountTasksResponse{Truncated: truncated}
+	for _, st := range slices.Sorted(maps.Keys(counts)) {
+		resp.Counts = append(resp.Counts, &v1.TaskStateCount{State: st, Count: counts[st]})
+	}
+	return resp, nil
 }
 
 func (s *Server) WaitTask(ctx context.Context, req *v1.WaitTaskRequest) (*v1.WaitTaskResponse, error) {

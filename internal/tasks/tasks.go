@@ -301,6 +301,37 @@ func (s *Store) List(ctx context.Context, owner string, state v1.TaskState, func
 	return out, nil
 }
 
+// countLimit bounds the records one Count reads.
+const countLimit = 100_000
+
+// Count counts owner's tasks by state, in one pass over their records,
+// newest first; truncated is set when there were more than countLimit.
+func (s *Store) Count(ctx context.Context, owner string) (counts map[v1.TaskState]int64, truncated bool, err error) {
+	counts = map[v1.TaskState]int64{}
+	end, read := clientv3.GetPrefixRangeEnd(s.k.user(owner)), 0
+	for {
+		resp, err := s.cli.Get(ctx, s.k.user(owner), clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend),
+			clientv3.WithLimit(1024), clientv3.WithSerializable())
+		if err != nil {
+			return nil, false, fmt.Errorf("counting tasks in etcd: %w", err)
+		}
+		for _, kv := range resp.Kvs {
+			t := &v1.Task{}
+			if proto.Unmarshal(kv.Value, t) == nil {
+				counts[t.State]++
+			}
+		}
+		read += len(resp.Kvs)
+		if !resp.More || len(resp.Kvs) == 0 {
+			return counts, false, nil
+		}
+		if read >= countLimit {
+			return counts, true, nil
+		}
+		end = string(resp.Kvs[len(resp.Kvs)-1].Key)
+	}
+}
+
 // Cancel cancels owner's task id: a queued one at once; a running one is
 // marked, and the replica running it cancels its call.
 func (s *Store) Cancel(ctx context.Context, owner, id string) (*v1.Task, error) {

@@ -216,8 +216,8 @@ type Attempt struct {
 	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	// The gRPC code of error.
 	Code int32 `protobuf:"varint,6,opt,name=code,proto3" json:"code,omitempty"`
-	// The attempt was cut short by its pool replica stopping or being lost:
-	// it does not count against max_attempts.
+	// The attempt was cut short by its pool replica stopping or being lost,
+	// or by a drain of its worker: it does not count against max_attempts.
 	HandedBack    bool `protobuf:"varint,7,opt,name=handed_back,json=handedBack,proto3" json:"handed_back,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -816,6 +816,157 @@ func (x *ListTasksResponse) GetTasks() []*Task {
 	return nil
 }
 
+type CountTasksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTasksRequest) Reset() {
+	*x = CountTasksRequest{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTasksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTasksRequest) ProtoMessage() {}
+
+func (x *CountTasksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTasksRequest.ProtoReflect.Descriptor instead.
+func (*CountTasksRequest) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CountTasksRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type TaskStateCount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=taskworker.v1.TaskState" json:"state,omitempty"`
+	Count         int64                  `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskStateCount) Reset() {
+	*x = TaskStateCount{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskStateCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskStateCount) ProtoMessage() {}
+
+func (x *TaskStateCount) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskStateCount.ProtoReflect.Descriptor instead.
+func (*TaskStateCount) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TaskStateCount) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *TaskStateCount) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+type CountTasksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per state that has tasks, in the enum's order.
+	Counts []*TaskStateCount `protobuf:"bytes,1,rep,name=counts,proto3" json:"counts,omitempty"`
+	// The user has more records than one count reads (100,000): the counts
+	// are of the newest tasks, and the true ones are at least as high.
+	Truncated     bool `protobuf:"varint,2,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CountTasksResponse) Reset() {
+	*x = CountTasksResponse{}
+	mi := &file_taskworker_v1_task_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CountTasksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CountTasksResponse) ProtoMessage() {}
+
+func (x *CountTasksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_taskworker_v1_task_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CountTasksResponse.ProtoReflect.Descriptor instead.
+func (*CountTasksResponse) Descriptor() ([]byte, []int) {
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CountTasksResponse) GetCounts() []*TaskStateCount {
+	if x != nil {
+		return x.Counts
+	}
+	return nil
+}
+
+func (x *CountTasksResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 type WaitTaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -826,7 +977,7 @@ type WaitTaskRequest struct {
 
 func (x *WaitTaskRequest) Reset() {
 	*x = WaitTaskRequest{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[9]
+	mi := &file_taskworker_v1_task_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +989,7 @@ func (x *WaitTaskRequest) String() string {
 func (*WaitTaskRequest) ProtoMessage() {}
 
 func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[9]
+	mi := &file_taskworker_v1_task_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +1002,7 @@ func (x *WaitTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskRequest.ProtoReflect.Descriptor instead.
 func (*WaitTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{9}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitTaskRequest) GetId() string {
@@ -877,7 +1028,7 @@ type WaitTaskResponse struct {
 
 func (x *WaitTaskResponse) Reset() {
 	*x = WaitTaskResponse{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[10]
+	mi := &file_taskworker_v1_task_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1040,7 @@ func (x *WaitTaskResponse) String() string {
 func (*WaitTaskResponse) ProtoMessage() {}
 
 func (x *WaitTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[10]
+	mi := &file_taskworker_v1_task_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1053,7 @@ func (x *WaitTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitTaskResponse.ProtoReflect.Descriptor instead.
 func (*WaitTaskResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{10}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitTaskResponse) GetTask() *Task {
@@ -922,7 +1073,7 @@ type CancelTaskRequest struct {
 
 func (x *CancelTaskRequest) Reset() {
 	*x = CancelTaskRequest{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[11]
+	mi := &file_taskworker_v1_task_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -934,7 +1085,7 @@ func (x *CancelTaskRequest) String() string {
 func (*CancelTaskRequest) ProtoMessage() {}
 
 func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[11]
+	mi := &file_taskworker_v1_task_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -947,7 +1098,7 @@ func (x *CancelTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskRequest.ProtoReflect.Descriptor instead.
 func (*CancelTaskRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{11}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CancelTaskRequest) GetId() string {
@@ -973,7 +1124,7 @@ type CancelTaskResponse struct {
 
 func (x *CancelTaskResponse) Reset() {
 	*x = CancelTaskResponse{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[12]
+	mi := &file_taskworker_v1_task_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1136,7 @@ func (x *CancelTaskResponse) String() string {
 func (*CancelTaskResponse) ProtoMessage() {}
 
 func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[12]
+	mi := &file_taskworker_v1_task_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1149,7 @@ func (x *CancelTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTaskResponse.ProtoReflect.Descriptor instead.
 func (*CancelTaskResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{12}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CancelTaskResponse) GetTask() *Task {
@@ -1035,7 +1186,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[13]
+	mi := &file_taskworker_v1_task_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1198,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[13]
+	mi := &file_taskworker_v1_task_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1211,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{13}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Schedule) GetName() string {
@@ -1164,7 +1315,7 @@ type PutScheduleRequest struct {
 
 func (x *PutScheduleRequest) Reset() {
 	*x = PutScheduleRequest{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[14]
+	mi := &file_taskworker_v1_task_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1327,7 @@ func (x *PutScheduleRequest) String() string {
 func (*PutScheduleRequest) ProtoMessage() {}
 
 func (x *PutScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[14]
+	mi := &file_taskworker_v1_task_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1340,7 @@ func (x *PutScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutScheduleRequest.ProtoReflect.Descriptor instead.
 func (*PutScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{14}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PutScheduleRequest) GetSchedule() *Schedule {
@@ -1215,7 +1366,7 @@ type PutScheduleResponse struct {
 
 func (x *PutScheduleResponse) Reset() {
 	*x = PutScheduleResponse{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[15]
+	mi := &file_taskworker_v1_task_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1378,7 @@ func (x *PutScheduleResponse) String() string {
 func (*PutScheduleResponse) ProtoMessage() {}
 
 func (x *PutScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[15]
+	mi := &file_taskworker_v1_task_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1391,7 @@ func (x *PutScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutScheduleResponse.ProtoReflect.Descriptor instead.
 func (*PutScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{15}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PutScheduleResponse) GetSchedule() *Schedule {
@@ -1259,7 +1410,7 @@ type ListSchedulesRequest struct {
 
 func (x *ListSchedulesRequest) Reset() {
 	*x = ListSchedulesRequest{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[16]
+	mi := &file_taskworker_v1_task_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1271,7 +1422,7 @@ func (x *ListSchedulesRequest) String() string {
 func (*ListSchedulesRequest) ProtoMessage() {}
 
 func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[16]
+	mi := &file_taskworker_v1_task_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1284,7 +1435,7 @@ func (x *ListSchedulesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesRequest.ProtoReflect.Descriptor instead.
 func (*ListSchedulesRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{16}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListSchedulesRequest) GetUserId() string {
@@ -1303,7 +1454,7 @@ type ListSchedulesResponse struct {
 
 func (x *ListSchedulesResponse) Reset() {
 	*x = ListSchedulesResponse{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[17]
+	mi := &file_taskworker_v1_task_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1466,7 @@ func (x *ListSchedulesResponse) String() string {
 func (*ListSchedulesResponse) ProtoMessage() {}
 
 func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[17]
+	mi := &file_taskworker_v1_task_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1479,7 @@ func (x *ListSchedulesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSchedulesResponse.ProtoReflect.Descriptor instead.
 func (*ListSchedulesResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{17}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListSchedulesResponse) GetSchedules() []*Schedule {
@@ -1348,7 +1499,7 @@ type DeleteScheduleRequest struct {
 
 func (x *DeleteScheduleRequest) Reset() {
 	*x = DeleteScheduleRequest{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[18]
+	mi := &file_taskworker_v1_task_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1511,7 @@ func (x *DeleteScheduleRequest) String() string {
 func (*DeleteScheduleRequest) ProtoMessage() {}
 
 func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[18]
+	mi := &file_taskworker_v1_task_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1524,7 @@ func (x *DeleteScheduleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleRequest) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{18}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *DeleteScheduleRequest) GetName() string {
@@ -1398,7 +1549,7 @@ type DeleteScheduleResponse struct {
 
 func (x *DeleteScheduleResponse) Reset() {
 	*x = DeleteScheduleResponse{}
-	mi := &file_taskworker_v1_task_proto_msgTypes[19]
+	mi := &file_taskworker_v1_task_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1561,7 @@ func (x *DeleteScheduleResponse) String() string {
 func (*DeleteScheduleResponse) ProtoMessage() {}
 
 func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_taskworker_v1_task_proto_msgTypes[19]
+	mi := &file_taskworker_v1_task_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1574,7 @@ func (x *DeleteScheduleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteScheduleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteScheduleResponse) Descriptor() ([]byte, []int) {
-	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{19}
+	return file_taskworker_v1_task_proto_rawDescGZIP(), []int{22}
 }
 
 var File_taskworker_v1_task_proto protoreflect.FileDescriptor
@@ -1485,7 +1636,15 @@ const file_taskworker_v1_task_proto_rawDesc = "" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\x12\x17\n" +
 	"\auser_id\x18\x04 \x01(\tR\x06userId\">\n" +
 	"\x11ListTasksResponse\x12)\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x13.taskworker.v1.TaskR\x05tasks\":\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x13.taskworker.v1.TaskR\x05tasks\",\n" +
+	"\x11CountTasksRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"V\n" +
+	"\x0eTaskStateCount\x12.\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x18.taskworker.v1.TaskStateR\x05state\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x03R\x05count\"i\n" +
+	"\x12CountTasksResponse\x125\n" +
+	"\x06counts\x18\x01 \x03(\v2\x1d.taskworker.v1.TaskStateCountR\x06counts\x12\x1c\n" +
+	"\ttruncated\x18\x02 \x01(\bR\ttruncated\":\n" +
 	"\x0fWaitTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\";\n" +
@@ -1536,11 +1695,13 @@ const file_taskworker_v1_task_proto_rawDesc = "" +
 	"\vMissedTicks\x12\x1c\n" +
 	"\x18MISSED_TICKS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10MISSED_TICKS_ONE\x10\x01\x12\x15\n" +
-	"\x11MISSED_TICKS_SKIP\x10\x022\x9f\x05\n" +
+	"\x11MISSED_TICKS_SKIP\x10\x022\xf2\x05\n" +
 	"\vTaskService\x12E\n" +
 	"\x06Submit\x12\x1c.taskworker.v1.SubmitRequest\x1a\x1d.taskworker.v1.SubmitResponse\x12H\n" +
 	"\aGetTask\x12\x1d.taskworker.v1.GetTaskRequest\x1a\x1e.taskworker.v1.GetTaskResponse\x12N\n" +
-	"\tListTasks\x12\x1f.taskworker.v1.ListTasksRequest\x1a .taskworker.v1.ListTasksResponse\x12K\n" +
+	"\tListTasks\x12\x1f.taskworker.v1.ListTasksRequest\x1a .taskworker.v1.ListTasksResponse\x12Q\n" +
+	"\n" +
+	"CountTasks\x12 .taskworker.v1.CountTasksRequest\x1a!.taskworker.v1.CountTasksResponse\x12K\n" +
 	"\bWaitTask\x12\x1e.taskworker.v1.WaitTaskRequest\x1a\x1f.taskworker.v1.WaitTaskResponse\x12Q\n" +
 	"\n" +
 	"CancelTask\x12 .taskworker.v1.CancelTaskRequest\x1a!.taskworker.v1.CancelTaskResponse\x12T\n" +
@@ -1561,7 +1722,7 @@ func file_taskworker_v1_task_proto_rawDescGZIP() []byte {
 }
 
 var file_taskworker_v1_task_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_taskworker_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_taskworker_v1_task_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_taskworker_v1_task_proto_goTypes = []any{
 	(TaskState)(0),                 // 0: taskworker.v1.TaskState
 	(MissedTicks)(0),               // 1: taskworker.v1.MissedTicks
@@ -1574,17 +1735,20 @@ var file_taskworker_v1_task_proto_goTypes = []any{
 	(*GetTaskResponse)(nil),        // 8: taskworker.v1.GetTaskResponse
 	(*ListTasksRequest)(nil),       // 9: taskworker.v1.ListTasksRequest
 	(*ListTasksResponse)(nil),      // 10: taskworker.v1.ListTasksResponse
-	(*WaitTaskRequest)(nil),        // 11: taskworker.v1.WaitTaskRequest
-	(*WaitTaskResponse)(nil),       // 12: taskworker.v1.WaitTaskResponse
-	(*CancelTaskRequest)(nil),      // 13: taskworker.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),     // 14: taskworker.v1.CancelTaskResponse
-	(*Schedule)(nil),               // 15: taskworker.v1.Schedule
-	(*PutScheduleRequest)(nil),     // 16: taskworker.v1.PutScheduleRequest
-	(*PutScheduleResponse)(nil),    // 17: taskworker.v1.PutScheduleResponse
-	(*ListSchedulesRequest)(nil),   // 18: taskworker.v1.ListSchedulesRequest
-	(*ListSchedulesResponse)(nil),  // 19: taskworker.v1.ListSchedulesResponse
-	(*DeleteScheduleRequest)(nil),  // 20: taskworker.v1.DeleteScheduleRequest
-	(*DeleteScheduleResponse)(nil), // 21: taskworker.v1.DeleteScheduleResponse
+	(*CountTasksRequest)(nil),      // 11: taskworker.v1.CountTasksRequest
+	(*TaskStateCount)(nil),         // 12: taskworker.v1.TaskStateCount
+	(*CountTasksResponse)(nil),     // 13: taskworker.v1.CountTasksResponse
+	(*WaitTaskRequest)(nil),        // 14: taskworker.v1.WaitTaskRequest
+	(*WaitTaskResponse)(nil),       // 15: taskworker.v1.WaitTaskResponse
+	(*CancelTaskRequest)(nil),      // 16: taskworker.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),     // 17: taskworker.v1.CancelTaskResponse
+	(*Schedule)(nil),               // 18: taskworker.v1.Schedule
+	(*PutScheduleRequest)(nil),     // 19: taskworker.v1.PutScheduleRequest
+	(*PutScheduleResponse)(nil),    // 20: taskworker.v1.PutScheduleResponse
+	(*ListSchedulesRequest)(nil),   // 21: taskworker.v1.ListSchedulesRequest
+	(*ListSchedulesResponse)(nil),  // 22: taskworker.v1.ListSchedulesResponse
+	(*DeleteScheduleRequest)(nil),  // 23: taskworker.v1.DeleteScheduleRequest
+	(*DeleteScheduleResponse)(nil), // 24: taskworker.v1.DeleteScheduleResponse
 }
 var file_taskworker_v1_task_proto_depIdxs = []int32{
 	0,  // 0: taskworker.v1.Task.state:type_name -> taskworker.v1.TaskState
@@ -1595,34 +1759,38 @@ var file_taskworker_v1_task_proto_depIdxs = []int32{
 	4,  // 5: taskworker.v1.GetTaskResponse.task:type_name -> taskworker.v1.Task
 	0,  // 6: taskworker.v1.ListTasksRequest.state:type_name -> taskworker.v1.TaskState
 	4,  // 7: taskworker.v1.ListTasksResponse.tasks:type_name -> taskworker.v1.Task
-	4,  // 8: taskworker.v1.WaitTaskResponse.task:type_name -> taskworker.v1.Task
-	4,  // 9: taskworker.v1.CancelTaskResponse.task:type_name -> taskworker.v1.Task
-	1,  // 10: taskworker.v1.Schedule.missed:type_name -> taskworker.v1.MissedTicks
-	2,  // 11: taskworker.v1.Schedule.retry:type_name -> taskworker.v1.RetryPolicy
-	15, // 12: taskworker.v1.PutScheduleRequest.schedule:type_name -> taskworker.v1.Schedule
-	15, // 13: taskworker.v1.PutScheduleResponse.schedule:type_name -> taskworker.v1.Schedule
-	15, // 14: taskworker.v1.ListSchedulesResponse.schedules:type_name -> taskworker.v1.Schedule
-	5,  // 15: taskworker.v1.TaskService.Submit:input_type -> taskworker.v1.SubmitRequest
-	7,  // 16: taskworker.v1.TaskService.GetTask:input_type -> taskworker.v1.GetTaskRequest
-	9,  // 17: taskworker.v1.TaskService.ListTasks:input_type -> taskworker.v1.ListTasksRequest
-	11, // 18: taskworker.v1.TaskService.WaitTask:input_type -> taskworker.v1.WaitTaskRequest
-	13, // 19: taskworker.v1.TaskService.CancelTask:input_type -> taskworker.v1.CancelTaskRequest
-	16, // 20: taskworker.v1.TaskService.PutSchedule:input_type -> taskworker.v1.PutScheduleRequest
-	18, // 21: taskworker.v1.TaskService.ListSchedules:input_type -> taskworker.v1.ListSchedulesRequest
-	20, // 22: taskworker.v1.TaskService.DeleteSchedule:input_type -> taskworker.v1.DeleteScheduleRequest
-	6,  // 23: taskworker.v1.TaskService.Submit:output_type -> taskworker.v1.SubmitResponse
-	8,  // 24: taskworker.v1.TaskService.GetTask:output_type -> taskworker.v1.GetTaskResponse
-	10, // 25: taskworker.v1.TaskService.ListTasks:output_type -> taskworker.v1.ListTasksResponse
-	12, // 26: taskworker.v1.TaskService.WaitTask:output_type -> taskworker.v1.WaitTaskResponse
-	14, // 27: taskworker.v1.TaskService.CancelTask:output_type -> taskworker.v1.CancelTaskResponse
-	17, // 28: taskworker.v1.TaskService.PutSchedule:output_type -> taskworker.v1.PutScheduleResponse
-	19, // 29: taskworker.v1.TaskService.ListSchedules:output_type -> taskworker.v1.ListSchedulesResponse
-	21, // 30: taskworker.v1.TaskService.DeleteSchedule:output_type -> taskworker.v1.DeleteScheduleResponse
-	23, // [23:31] is the sub-list for method output_type
-	15, // [15:23] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	0,  // 8: taskworker.v1.TaskStateCount.state:type_name -> taskworker.v1.TaskState
+	12, // 9: taskworker.v1.CountTasksResponse.counts:type_name -> taskworker.v1.TaskStateCount
+	4,  // 10: taskworker.v1.WaitTaskResponse.task:type_name -> taskworker.v1.Task
+	4,  // 11: taskworker.v1.CancelTaskResponse.task:type_name -> taskworker.v1.Task
+	1,  // 12: taskworker.v1.Schedule.missed:type_name -> taskworker.v1.MissedTicks
+	2,  // 13: taskworker.v1.Schedule.retry:type_name -> taskworker.v1.RetryPolicy
+	18, // 14: taskworker.v1.PutScheduleRequest.schedule:type_name -> taskworker.v1.Schedule
+	18, // 15: taskworker.v1.PutScheduleResponse.schedule:type_name -> taskworker.v1.Schedule
+	18, // 16: taskworker.v1.ListSchedulesResponse.schedules:type_name -> taskworker.v1.Schedule
+	5,  // 17: taskworker.v1.TaskService.Submit:input_type -> taskworker.v1.SubmitRequest
+	7,  // 18: taskworker.v1.TaskService.GetTask:input_type -> taskworker.v1.GetTaskRequest
+	9,  // 19: taskworker.v1.TaskService.ListTasks:input_type -> taskworker.v1.ListTasksRequest
+	11, // 20: taskworker.v1.TaskService.CountTasks:input_type -> taskworker.v1.CountTasksRequest
+	14, // 21: taskworker.v1.TaskService.WaitTask:input_type -> taskworker.v1.WaitTaskRequest
+	16, // 22: taskworker.v1.TaskService.CancelTask:input_type -> taskworker.v1.CancelTaskRequest
+	19, // 23: taskworker.v1.TaskService.PutSchedule:input_type -> taskworker.v1.PutScheduleRequest
+	21, // 24: taskworker.v1.TaskService.ListSchedules:input_type -> taskworker.v1.ListSchedulesRequest
+	23, // 25: taskworker.v1.TaskService.DeleteSchedule:input_type -> taskworker.v1.DeleteScheduleRequest
+	6,  // 26: taskworker.v1.TaskService.Submit:output_type -> taskworker.v1.SubmitResponse
+	8,  // 27: taskworker.v1.TaskService.GetTask:output_type -> taskworker.v1.GetTaskResponse
+	10, // 28: taskworker.v1.TaskService.ListTasks:output_type -> taskworker.v1.ListTasksResponse
+	13, // 29: taskworker.v1.TaskService.CountTasks:output_type -> taskworker.v1.CountTasksResponse
+	15, // 30: taskworker.v1.TaskService.WaitTask:output_type -> taskworker.v1.WaitTaskResponse
+	17, // 31: taskworker.v1.TaskService.CancelTask:output_type -> taskworker.v1.CancelTaskResponse
+	20, // 32: taskworker.v1.TaskService.PutSchedule:output_type -> taskworker.v1.PutScheduleResponse
+	22, // 33: taskworker.v1.TaskService.ListSchedules:output_type -> taskworker.v1.ListSchedulesResponse
+	24, // 34: taskworker.v1.TaskService.DeleteSchedule:output_type -> taskworker.v1.DeleteScheduleResponse
+	26, // [26:35] is the sub-list for method output_type
+	17, // [17:26] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_taskworker_v1_task_proto_init() }
@@ -1636,7 +1804,7 @@ func file_taskworker_v1_task_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_taskworker_v1_task_proto_rawDesc), len(file_taskworker_v1_task_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	TaskService_Submit_FullMethodName         = "/taskworker.v1.TaskService/Submit"
 	TaskService_GetTask_FullMethodName        = "/taskworker.v1.TaskService/GetTask"
 	TaskService_ListTasks_FullMethodName      = "/taskworker.v1.TaskService/ListTasks"
+	TaskService_CountTasks_FullMethodName     = "/taskworker.v1.TaskService/CountTasks"
 	TaskService_WaitTask_FullMethodName       = "/taskworker.v1.TaskService/WaitTask"
 	TaskService_CancelTask_FullMethodName     = "/taskworker.v1.TaskService/CancelTask"
 	TaskService_PutSchedule_FullMethodName    = "/taskworker.v1.TaskService/PutSchedule"
@@ -45,6 +46,9 @@ type TaskServiceClient interface {
 	GetTask(ctx context.Context, in *GetTaskRequest, opts ...grpc.CallOption) (*GetTaskResponse, error)
 	// ListTasks lists the caller's tasks, newest first.
 	ListTasks(ctx context.Context, in *ListTasksRequest, opts ...grpc.CallOption) (*ListTasksResponse, error)
+	// CountTasks counts the caller's tasks (or user_id's, for an admin) by
+	// state, in one pass over their records.
+	CountTasks(ctx context.Context, in *CountTasksRequest, opts ...grpc.CallOption) (*CountTasksResponse, error)
 	// WaitTask returns a task once it has ended (succeeded, failed or
 	// cancelled), or when the request's deadline passes (DeadlineExceeded).
 	WaitTask(ctx context.Context, in *WaitTaskRequest, opts ...grpc.CallOption) (*WaitTaskResponse, error)
@@ -90,6 +94,16 @@ func (c *taskServiceClient) ListTasks(ctx context.Context, in *ListTasksRequest,
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListTasksResponse)
 	err := c.cc.Invoke(ctx, TaskService_ListTasks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *taskServiceClient) CountTasks(ctx context.Context, in *CountTasksRequest, opts ...grpc.CallOption) (*CountTasksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CountTasksResponse)
+	err := c.cc.Invoke(ctx, TaskService_CountTasks_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -158,6 +172,9 @@ type TaskServiceServer interface {
 	GetTask(context.Context, *GetTaskRequest) (*GetTaskResponse, error)
 	// ListTasks lists the caller's tasks, newest first.
 	ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error)
+	// CountTasks counts the caller's tasks (or user_id's, for an admin) by
+	// state, in one pass over their records.
+	CountTasks(context.Context, *CountTasksRequest) (*CountTasksResponse, error)
 	// WaitTask returns a task once it has ended (succeeded, failed or
 	// cancelled), or when the request's deadline passes (DeadlineExceeded).
 	WaitTask(context.Context, *WaitTaskRequest) (*WaitTaskResponse, error)
@@ -187,6 +204,9 @@ func (UnimplementedTaskServiceServer) GetTask(context.Context, *GetTaskRequest) 
 }
 func (UnimplementedTaskServiceServer) ListTasks(context.Context, *ListTasksRequest) (*ListTasksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListTasks not implemented")
+}
+func (UnimplementedTaskServiceServer) CountTasks(context.Context, *CountTasksRequest) (*CountTasksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CountTasks not implemented")
 }
 func (UnimplementedTaskServiceServer) WaitTask(context.Context, *WaitTaskRequest) (*WaitTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitTask not implemented")
@@ -274,6 +294,24 @@ func _TaskService_ListTasks_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TaskServiceServer).ListTasks(ctx, req.(*ListTasksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _TaskService_CountTasks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CountTasksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TaskServiceServer).CountTasks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: TaskService_CountTasks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TaskServiceServer).CountTasks(ctx, req.(*CountTasksRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -386,6 +424,10 @@ var TaskService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListTasks",
 			Handler:    _TaskService_ListTasks_Handler,
+		},
+		{
+			MethodName: "CountTasks",
+			Handler:    _TaskService_CountTasks_Handler,
 		},
 		{
 			MethodName: "WaitTask",

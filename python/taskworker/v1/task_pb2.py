@@ -13,7 +13,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskworker/v1/task.proto\x12\rtaskworker.v1\"M\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x12\n\nbackoff_ms\x18\x02 \x01(\x03\x12\x14\n\x0cretry_errors\x18\x03 \x01(\x08\"\x8a\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\x05\x12\x13\n\x0bhanded_back\x18\x07 \x01(\x08\"\xde\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x01(\x0c\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.taskworker.v1.TaskState\x12)\n\x05retry\x18\x06 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x07 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x15\n\rnot_before_ms\x18\n \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x0b \x01(\x03\x12\x0e\n\x06result\x18\x0c \x01(\x0c\x12(\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x16.taskworker.v1.Attempt\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\"\xb0\x01\n\rSubmitRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12)\n\x05retry\x18\x05 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"E\n\x0eSubmitResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"-\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"4\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"r\n\x10ListTasksRequest\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.taskworker.v1.TaskState\x12\x15\n\rfunction_name\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"7\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.taskworker.v1.Task\".\n\x0fWaitTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"5\n\x10WaitTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"0\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"\xb4\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x01(\x0c\x12\x10\n\x08\x65very_ms\x18\x05 \x01(\x03\x12\x0c\n\x04\x63ron\x18\x06 \x01(\t\x12*\n\x06missed\x18\x07 \x01(\x0e\x32\x1a.taskworker.v1.MissedTicks\x12)\n\x05retry\x18\x08 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\t \x01(\x03\x12\x15\n\rcreated_at_ms\x18\n \x01(\x03\x12\x16\n\x0enext_run_at_ms\x18\x0b \x01(\x03\x12\x16\n\x0elast_run_at_ms\x18\x0c \x01(\x03\x12\x14\n\x0clast_task_id\x18\r \x01(\t\"P\n\x12PutScheduleRequest\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.taskworker.v1.Schedule\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"@\n\x13PutScheduleResponse\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.taskworker.v1.Schedule\"\'\n\x14ListSchedulesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"C\n\x15ListSchedulesResponse\x12*\n\tschedules\x18\x01 \x03(\x0b\x32\x17.taskworker.v1.Schedule\"6\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse*\xa1\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05*X\n\x0bMissedTicks\x12\x1c\n\x18MISSED_TICKS_UNSPECIFIED\x10\x00\x12\x14\n\x10MISSED_TICKS_ONE\x10\x01\x12\x15\n\x11MISSED_TICKS_SKIP\x10\x02\x32\x9f\x05\n\x0bTaskService\x12\x45\n\x06Submit\x12\x1c.taskworker.v1.SubmitRequest\x1a\x1d.taskworker.v1.SubmitResponse\x12H\n\x07GetTask\x12\x1d.taskworker.v1.GetTaskRequest\x1a\x1e.taskworker.v1.GetTaskResponse\x12N\n\tListTasks\x12\x1f.taskworker.v1.ListTasksRequest\x1a .taskworker.v1.ListTasksResponse\x12K\n\x08WaitTask\x12\x1e.taskworker.v1.WaitTaskRequest\x1a\x1f.taskworker.v1.WaitTaskResponse\x12Q\n\nCancelTask\x12 .taskworker.v1.CancelTaskRequest\x1a!.taskworker.v1.CancelTaskResponse\x12T\n\x0bPutSchedule\x12!.taskworker.v1.PutScheduleRequest\x1a\".taskworker.v1.PutScheduleResponse\x12Z\n\rListSchedules\x12#.taskworker.v1.ListSchedulesRequest\x1a$.taskworker.v1.ListSchedulesResponse\x12]\n\x0e\x44\x65leteSchedule\x12$.taskworker.v1.DeleteScheduleRequest\x1a%.taskworker.v1.DeleteScheduleResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18taskworker/v1/task.proto\x12\rtaskworker.v1\"M\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x12\n\nbackoff_ms\x18\x02 \x01(\x03\x12\x14\n\x0cretry_errors\x18\x03 \x01(\x08\"\x8a\x01\n\x07\x41ttempt\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x04 \x01(\x03\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12\x0c\n\x04\x63ode\x18\x06 \x01(\x05\x12\x13\n\x0bhanded_back\x18\x07 \x01(\x08\"\xde\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x01(\x0c\x12\'\n\x05state\x18\x05 \x01(\x0e\x32\x18.taskworker.v1.TaskState\x12)\n\x05retry\x18\x06 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x07 \x01(\x03\x12\x17\n\x0fidempotency_key\x18\x08 \x01(\t\x12\x15\n\rcreated_at_ms\x18\t \x01(\x03\x12\x15\n\rnot_before_ms\x18\n \x01(\x03\x12\x13\n\x0b\x65nded_at_ms\x18\x0b \x01(\x03\x12\x0e\n\x06result\x18\x0c \x01(\x0c\x12(\n\x08\x61ttempts\x18\r \x03(\x0b\x32\x16.taskworker.v1.Attempt\x12\x18\n\x10\x63\x61ncel_requested\x18\x0e \x01(\x08\"\xb0\x01\n\rSubmitRequest\x12\x15\n\rfunction_name\x18\x01 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x02 \x01(\x0c\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12)\n\x05retry\x18\x05 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\x06 \x01(\x03\x12\x0f\n\x07user_id\x18\x07 \x01(\t\"E\n\x0eSubmitResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\x12\x10\n\x08\x65xisting\x18\x02 \x01(\x08\"-\n\x0eGetTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"4\n\x0fGetTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"r\n\x10ListTasksRequest\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.taskworker.v1.TaskState\x12\x15\n\rfunction_name\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x0f\n\x07user_id\x18\x04 \x01(\t\"7\n\x11ListTasksResponse\x12\"\n\x05tasks\x18\x01 \x03(\x0b\x32\x13.taskworker.v1.Task\"$\n\x11\x43ountTasksRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"H\n\x0eTaskStateCount\x12\'\n\x05state\x18\x01 \x01(\x0e\x32\x18.taskworker.v1.TaskState\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"V\n\x12\x43ountTasksResponse\x12-\n\x06\x63ounts\x18\x01 \x03(\x0b\x32\x1d.taskworker.v1.TaskStateCount\x12\x11\n\ttruncated\x18\x02 \x01(\x08\".\n\x0fWaitTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"5\n\x10WaitTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"0\n\x11\x43\x61ncelTaskRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"7\n\x12\x43\x61ncelTaskResponse\x12!\n\x04task\x18\x01 \x01(\x0b\x32\x13.taskworker.v1.Task\"\xb4\x02\n\x08Schedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x15\n\rfunction_name\x18\x03 \x01(\t\x12\x0c\n\x04\x61rgs\x18\x04 \x01(\x0c\x12\x10\n\x08\x65very_ms\x18\x05 \x01(\x03\x12\x0c\n\x04\x63ron\x18\x06 \x01(\t\x12*\n\x06missed\x18\x07 \x01(\x0e\x32\x1a.taskworker.v1.MissedTicks\x12)\n\x05retry\x18\x08 \x01(\x0b\x32\x1a.taskworker.v1.RetryPolicy\x12\x12\n\ntimeout_ms\x18\t \x01(\x03\x12\x15\n\rcreated_at_ms\x18\n \x01(\x03\x12\x16\n\x0enext_run_at_ms\x18\x0b \x01(\x03\x12\x16\n\x0elast_run_at_ms\x18\x0c \x01(\x03\x12\x14\n\x0clast_task_id\x18\r \x01(\t\"P\n\x12PutScheduleRequest\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.taskworker.v1.Schedule\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"@\n\x13PutScheduleResponse\x12)\n\x08schedule\x18\x01 \x01(\x0b\x32\x17.taskworker.v1.Schedule\"\'\n\x14ListSchedulesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"C\n\x15ListSchedulesResponse\x12*\n\tschedules\x18\x01 \x03(\x0b\x32\x17.taskworker.v1.Schedule\"6\n\x15\x44\x65leteScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x18\n\x16\x44\x65leteScheduleResponse*\xa1\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05*X\n\x0bMissedTicks\x12\x1c\n\x18MISSED_TICKS_UNSPECIFIED\x10\x00\x12\x14\n\x10MISSED_TICKS_ONE\x10\x01\x12\x15\n\x11MISSED_TICKS_SKIP\x10\x02\x32\xf2\x05\n\x0bTaskService\x12\x45\n\x06Submit\x12\x1c.taskworker.v1.SubmitRequest\x1a\x1d.taskworker.v1.SubmitResponse\x12H\n\x07GetTask\x12\x1d.taskworker.v1.GetTaskRequest\x1a\x1e.taskworker.v1.GetTaskResponse\x12N\n\tListTasks\x12\x1f.taskworker.v1.ListTasksRequest\x1a .taskworker.v1.ListTasksResponse\x12Q\n\nCountTasks\x12 .taskworker.v1.CountTasksRequest\x1a!.taskworker.v1.CountTasksResponse\x12K\n\x08WaitTask\x12\x1e.taskworker.v1.WaitTaskRequest\x1a\x1f.taskworker.v1.WaitTaskResponse\x12Q\n\nCancelTask\x12 .taskworker.v1.CancelTaskRequest\x1a!.taskworker.v1.CancelTaskResponse\x12T\n\x0bPutSchedule\x12!.taskworker.v1.PutScheduleRequest\x1a\".taskworker.v1.PutScheduleResponse\x12Z\n\rListSchedules\x12#.taskworker.v1.ListSchedulesRequest\x1a$.taskworker.v1.ListSchedulesResponse\x12]\n\x0e\x44\x65leteSchedule\x12$.taskworker.v1.DeleteScheduleRequest\x1a%.taskworker.v1.DeleteScheduleResponseB?Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskworker.v1.task_pb2', globals())
@@ -21,10 +21,10 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'Z=github.com/hivemind/taskworker/api/taskworker/v1;taskworkerv1'
-  _TASKSTATE._serialized_start=2002
-  _TASKSTATE._serialized_end=2163
-  _MISSEDTICKS._serialized_start=2165
-  _MISSEDTICKS._serialized_end=2253
+  _TASKSTATE._serialized_start=2202
+  _TASKSTATE._serialized_end=2363
+  _MISSEDTICKS._serialized_start=2365
+  _MISSEDTICKS._serialized_end=2453
   _RETRYPOLICY._serialized_start=43
   _RETRYPOLICY._serialized_end=120
   _ATTEMPT._serialized_start=123
@@ -43,28 +43,34 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _LISTTASKSREQUEST._serialized_end=1081
   _LISTTASKSRESPONSE._serialized_start=1083
   _LISTTASKSRESPONSE._serialized_end=1138
-  _WAITTASKREQUEST._serialized_start=1140
-  _WAITTASKREQUEST._serialized_end=1186
-  _WAITTASKRESPONSE._serialized_start=1188
-  _WAITTASKRESPONSE._serialized_end=1241
-  _CANCELTASKREQUEST._serialized_start=1243
-  _CANCELTASKREQUEST._serialized_end=1291
-  _CANCELTASKRESPONSE._serialized_start=1293
-  _CANCELTASKRESPONSE._serialized_end=1348
-  _SCHEDULE._serialized_start=1351
-  _SCHEDULE._serialized_end=1659
-  _PUTSCHEDULEREQUEST._serialized_start=1661
-  _PUTSCHEDULEREQUEST._serialized_end=1741
-  _PUTSCHEDULERESPONSE._serialized_start=1743
-  _PUTSCHEDULERESPONSE._serialized_end=1807
-  _LISTSCHEDULESREQUEST._serialized_start=1809
-  _LISTSCHEDULESREQUEST._serialized_end=1848
-  _LISTSCHEDULESRESPONSE._serialized_start=1850
-  _LISTSCHEDULESRESPONSE._serialized_end=1917
-  _DELETESCHEDULEREQUEST._serialized_start=1919
-  _DELETESCHEDULEREQUEST._serialized_end=1973
-  _DELETESCHEDULERESPONSE._serialized_start=1975
-  _DELETESCHEDULERESPONSE._serialized_end=1999
-  _TASKSERVICE._serialized_start=2256
-  _TASKSERVICE._serialized_end=2927
+  _COUNTTASKSREQUEST._serialized_start=1140
+  _COUNTTASKSREQUEST._serialized_end=1176
+  _TASKSTATECOUNT._serialized_start=1178
+  _TASKSTATECOUNT._serialized_end=1250
+  _COUNTTASKSRESPONSE._serialized_start=1252
+  _COUNTTASKSRESPONSE._serialized_end=1338
+  _WAITTASKREQUEST._serialized_start=1340
+  _WAITTASKREQUEST._serialized_end=1386
+  _WAITTASKRESPONSE._serialized_start=1388
+  _WAITTASKRESPONSE._serialized_end=1441
+  _CANCELTASKREQUEST._serialized_start=1443
+  _CANCELTASKREQUEST._serialized_end=1491
+  _CANCELTASKRESPONSE._serialized_start=1493
+  _CANCELTASKRESPONSE._serialized_end=1548
+  _SCHEDULE._serialized_start=1551
+  _SCHEDULE._serialized_end=1859
+  _PUTSCHEDULEREQUEST._serialized_start=1861
+  _PUTSCHEDULEREQUEST._serialized_end=1941
+  _PUTSCHEDULERESPONSE._serialized_start=1943
+  _PUTSCHEDULERESPONSE._serialized_end=2007
+  _LISTSCHEDULESREQUEST._serialized_start=2009
+  _LISTSCHEDULESREQUEST._serialized_end=2048
+  _LISTSCHEDULESRESPONSE._serialized_start=2050
+  _LISTSCHEDULESRESPONSE._serialized_end=2117
+  _DELETESCHEDULEREQUEST._serialized_start=2119
+  _DELETESCHEDULEREQUEST._serialized_end=2173
+  _DELETESCHEDULERESPONSE._serialized_start=2175
+  _DELETESCHEDULERESPONSE._serialized_end=2199
+  _TASKSERVICE._serialized_start=2456
+  _TASKSERVICE._serialized_end=3210
 # @@protoc_insertion_point(module_scope)

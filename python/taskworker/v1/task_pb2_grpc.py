@@ -30,6 +30,11 @@ class TaskServiceStub(object):
                 request_serializer=taskworker_dot_v1_dot_task__pb2.ListTasksRequest.SerializeToString,
                 response_deserializer=taskworker_dot_v1_dot_task__pb2.ListTasksResponse.FromString,
                 )
+        self.CountTasks = channel.unary_unary(
+                '/taskworker.v1.TaskService/CountTasks',
+                request_serializer=taskworker_dot_v1_dot_task__pb2.CountTasksRequest.SerializeToString,
+                response_deserializer=taskworker_dot_v1_dot_task__pb2.CountTasksResponse.FromString,
+                )
         self.WaitTask = channel.unary_unary(
                 '/taskworker.v1.TaskService/WaitTask',
                 request_serializer=taskworker_dot_v1_dot_task__pb2.WaitTaskRequest.SerializeToString,
@@ -77,6 +82,14 @@ class TaskServiceServicer(object):
 
     def ListTasks(self, request, context):
         """ListTasks lists the caller's tasks, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountTasks(self, request, context):
+        """CountTasks counts the caller's tasks (or user_id's, for an admin) by
+        state, in one pass over their records.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +148,11 @@ def add_TaskServiceServicer_to_server(servicer, server):
                     servicer.ListTasks,
                     request_deserializer=taskworker_dot_v1_dot_task__pb2.ListTasksRequest.FromString,
                     response_serializer=taskworker_dot_v1_dot_task__pb2.ListTasksResponse.SerializeToString,
+            ),
+            'CountTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTasks,
+                    request_deserializer=taskworker_dot_v1_dot_task__pb2.CountTasksRequest.FromString,
+                    response_serializer=taskworker_dot_v1_dot_task__pb2.CountTasksResponse.SerializeToString,
             ),
             'WaitTask': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitTask,
@@ -220,6 +238,23 @@ class TaskService(object):
         return grpc.experimental.unary_unary(request, target, '/taskworker.v1.TaskService/ListTasks',
             taskworker_dot_v1_dot_task__pb2.ListTasksRequest.SerializeToString,
             taskworker_dot_v1_dot_task__pb2.ListTasksResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CountTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/taskworker.v1.TaskService/CountTasks',
+            taskworker_dot_v1_dot_task__pb2.CountTasksRequest.SerializeToString,
+            taskworker_dot_v1_dot_task__pb2.CountTasksResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
 
