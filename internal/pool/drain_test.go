@@ -124,6 +124,14 @@ func TestDrainWorkerHandsBackItsTasks(t *testing.T) {
 			t.Errorf("task %s, not handed back: attempts %v; want one, on another worker than %s", id, task.Attempts, victim)
 		}
 	}
+	// The tasks, counted by state in one call: all nine succeeded.
+	counts, err := v1.NewTaskServiceClient(cl.Conn()).CountTasks(ctx, &v1.CountTasksRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts.Counts) != 1 || counts.Counts[0].State != v1.TaskState_TASK_STATE_SUCCEEDED || counts.Counts[0].Count != n || counts.Truncated {
+		t.Errorf("task counts %v; want %d succeeded", counts, n)
+	}
 	st, err := admin.Status(ctx, &v1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -214,6 +222,11 @@ func TestDrainRefuses(t *testing.T) {
 				t.Errorf("%v; want %s", err, tc.want)
 			}
 		})
+	}
+	// A user counts only their own tasks.
+	_, err = v1.NewTaskServiceClient(c.ClientWithToken(0, user).Conn()).CountTasks(ctx, &v1.CountTasksRequest{UserId: "admin"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("alice counting another user's tasks: %v; want PermissionDenied", err)
 	}
 	// A worker's certificate drains its own worker only.
 	conn, err := c.EnrollWorker(0, "worker_009")
