@@ -298,6 +298,9 @@ func (r *registry) drainFor(ctx context.Context, req *v1.DrainRequest) (*v1.Drai
 	}
 	resp := &v1.DrainResponse{WorkerId: req.WorkerId, DeadlineMs: d.DeadlineMs, WasDraining: draining,
 		SoleFunctions: r.soleFunctions(req.WorkerId, info)}
+	if req.NoWait {
+		return resp, nil
+	}
 	me, want := r.replica()
 	if len(want) == 0 {
 		want = []string{me}

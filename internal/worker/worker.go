@@ -418,18 +418,30 @@ func (s *Server) Stop(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// drain asks the pool to drain this worker and waits for its answer: the
-// grace run out, or nothing of the worker's running any more.
+// drain asks the pool to drain this worker, then waits until no call runs
+// here or the grace has run out and the pool has had a moment to hand back
+// the tasks still running (their calls are cancelled, and end). A pool that
+// does not answer at once (stopped, cut off) is not waited for: the worker
+// leaves as it would without a drain.
 func (s *Server) drain(ctx context.Context) {
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.DrainGrace+15*time.Second)
-	defer cancel()
-	resp, err := v1.NewRegistryServiceClient(s.poolConn()).Drain(dctx, &v1.DrainRequest{WorkerId: s.cfg.ID, GraceMs: s.cfg.DrainGrace.Milliseconds()})
+	until := time.Now().Add(s.cfg.DrainGrace + time.Second)
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, err := v1.NewRegistryServiceClient(s.poolConn()).Drain(dctx, &v1.DrainRequest{WorkerId: s.cfg.ID, GraceMs: s.cfg.DrainGrace.Milliseconds(), NoWait: true})
+	cancel()
 	if err != nil {
 		s.log.Warn("asking the pool to drain this worker; leaving without", "err", err)
 		return
 	}
-	s.log.Info("drained", "tasks_finished", resp.TasksFinished, "tasks_handed_back", len(resp.TasksHandedBack),
-		"calls_finished", resp.CallsFinished, "calls_still_running", resp.CallsStillRunning)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 && time.Now().Before(until) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+	s.log.Info("drained: no new calls or tasks come; leaving the pool", "calls_still_running", s.inflight.Load())
 }
 
 // Kill stops at once, as a crash would: no deregistration, calls dropped.

@@ -91,7 +91,11 @@ type DrainRequest struct {
 	// 30 s).
 	GraceMs int64 `protobuf:"varint,2,opt,name=grace_ms,json=graceMs,proto3" json:"grace_ms,omitempty"`
 	// Undo a drain: the worker takes calls and tasks again.
-	Undo          bool `protobuf:"varint,3,opt,name=undo,proto3" json:"undo,omitempty"`
+	Undo bool `protobuf:"varint,3,opt,name=undo,proto3" json:"undo,omitempty"`
+	// Answer once the drain is recorded, without waiting for the grace and
+	// the pool replicas' reports (the counts are then empty): what a stopping
+	// worker asks, which waits for its own calls itself.
+	NoWait        bool `protobuf:"varint,4,opt,name=no_wait,json=noWait,proto3" json:"no_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,6 +147,13 @@ func (x *DrainRequest) GetGraceMs() int64 {
 func (x *DrainRequest) GetUndo() bool {
 	if x != nil {
 		return x.Undo
+	}
+	return false
+}
+
+func (x *DrainRequest) GetNoWait() bool {
+	if x != nil {
+		return x.NoWait
 	}
 	return false
 }
@@ -2229,11 +2240,12 @@ var File_taskworker_v1_control_proto protoreflect.FileDescriptor
 
 const file_taskworker_v1_control_proto_rawDesc = "" +
 	"\n" +
-	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\x1a\x19taskworker/v1/shard.proto\"Z\n" +
+	"\x1btaskworker/v1/control.proto\x12\rtaskworker.v1\x1a\x1ataskworker/v1/deploy.proto\x1a\x19taskworker/v1/shard.proto\"s\n" +
 	"\fDrainRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x19\n" +
 	"\bgrace_ms\x18\x02 \x01(\x03R\agraceMs\x12\x12\n" +
-	"\x04undo\x18\x03 \x01(\bR\x04undo\"\x99\x03\n" +
+	"\x04undo\x18\x03 \x01(\bR\x04undo\x12\x17\n" +
+	"\ano_wait\x18\x04 \x01(\bR\x06noWait\"\x99\x03\n" +
 	"\rDrainResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12%\n" +
 	"\x0etasks_finished\x18\x02 \x01(\x03R\rtasksFinished\x12*\n" +
