@@ -27,7 +27,10 @@ func (s *adminService) ListWorkers(ctx context.Context, _ *v1.ListWorkersRequest
 
 func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsRequest) (*v1.ListFunctionsResponse, error) {
 	byName := map[string]*v1.FunctionInfo{}
-	for _, w := range s.reg.list() {
+	// A drained worker's functions are not served there: calls do not go
+	// to it.
+	workers := slices.DeleteFunc(s.reg.list(), func(w *v1.WorkerInfo) bool { return w.Draining })
+	for _, w := range workers {
 		for _, f := range w.Functions {
 			fi := byName[f.Name]
 			if fi == nil {
@@ -37,7 +40,6 @@ func (s *adminService) ListFunctions(ctx context.Context, _ *v1.ListFunctionsReq
 			fi.WorkerIds = append(fi.WorkerIds, w.WorkerId)
 		}
 	}
-	workers := s.reg.list()
 	id := identityFrom(ctx)
 	for full, d := range s.deploys.all() {
 		// Only what the caller may call is listed, and the details (owner,

@@ -185,6 +185,15 @@ func TestDrainIdleWorkerAndSoleFunction(t *testing.T) {
 	if len(resp.TasksHandedBack) != 0 || resp.CallsStillRunning != 0 {
 		t.Errorf("drain of an idle worker: %v", resp)
 	}
+	fs, err := c.Client(0).Functions(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if f.Name == "only_here" || slices.Contains(f.WorkerIds, "worker_001") {
+			t.Errorf("functions lists %s on %v; a drained worker serves nothing", f.Name, f.WorkerIds)
+		}
+	}
 	_, err = v1.NewRPCServiceClient(c.Client(0).Conn()).CallFunction(ctx, &v1.FunctionCallRequest{FunctionName: "only_here"})
 	if status.Code(err) != codes.NotFound {
 		t.Errorf("a call of a function only a drained worker serves: %v; want NotFound", err)
