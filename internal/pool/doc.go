@@ -18,6 +18,9 @@
 //     the methods internal/auth gives to workers) and revocation.
 //   - registry (registry.go): workers register with an etcd lease each; a
 //     watch keeps every pool's view of the live workers current.
+//   - drains (drain.go): a drained worker is left out of every replica's
+//     routes; when the grace runs out each replica hands back the tasks it
+//     runs there, and reports what it saw.
 //   - router (router.go): picks a worker for a call by power of two choices
 //     on outstanding calls; rpc.go forwards it, on the worker's call stream
 //     (mux.go) or, for large arguments, as a call of its own; the worker's
@@ -37,6 +40,12 @@
 // Outstanding calls are counted per pool process, so with several pools each
 // balances its own share; workers also report their total in-flight calls on
 // heartbeat, which breaks ties.
+//
+// A drain's report adds up what each pool replica saw of its own calls and
+// tasks on the worker; a replica that does not report within 10 s of the
+// grace's end is counted as missing. A drain belongs to the worker's
+// registration: one that registers anew (a restart, or a lease lost in an
+// outage) is no longer drained.
 //
 // A worker's answer is forwarded without being decoded: the pool checks
 // that it is a well-formed FunctionCallResponse (codec.go, checkResponse),

@@ -41,7 +41,8 @@ const DefaultDrainGrace = 30 * time.Second
 const maxDrainGrace = time.Hour
 
 // drainReportWait is how long past the grace the replica asked waits for
-// the others' reports, and drainReportTTL how long reports are kept.
+// the others' reports, and drainReportTTL how long (in seconds) reports are
+// kept.
 const (
 	drainReportWait = 10 * time.Second
 	drainReportTTL  = 60
