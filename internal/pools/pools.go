@@ -9,8 +9,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
@@ -65,13 +67,23 @@ func Target(addrs []string) string {
 
 // DialOptions are the options that make Target work and spread calls: the
 // static resolver and, for several pools, round_robin and the retry policy
-// of ReadOnly.
+// of ReadOnly. A pool that cannot be connected is tried again after at most
+// Reconnect (gRPC's default waits up to two minutes), so that a restarted
+// replica takes calls again within seconds.
 func DialOptions(addrs []string) []grpc.DialOption {
+	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: Reconnect},
+		// A connection attempt may take this long before it counts as failed.
+		MinConnectTimeout: 5 * time.Second,
+	})}
 	if len(addrs) == 1 {
-		return []grpc.DialOption{grpc.WithDefaultServiceConfig(serviceConfig(false))}
+		return append(opts, grpc.WithDefaultServiceConfig(serviceConfig(false)))
 	}
-	return []grpc.DialOption{grpc.WithResolvers(staticBuilder{}), grpc.WithDefaultServiceConfig(serviceConfig(true))}
+	return append(opts, grpc.WithResolvers(staticBuilder{}), grpc.WithDefaultServiceConfig(serviceConfig(true)))
 }
+
+// Reconnect is the longest a client waits before it tries a pool again.
+const Reconnect = 2 * time.Second
 
 // ReadOnly are the methods that change nothing, which a client may send
 // again when a pool answers Unavailable: in gRPC's service config naming,
