@@ -19,6 +19,7 @@ import (
 	"github.com/hivemind/taskworker/internal/overload"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pools"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Client calls a TaskWorker network through its pool. It is safe for
@@ -229,17 +230,19 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
 // NotCarriedOut reports whether err says for certain that a call was not
 // carried out, so that sending it again cannot do it twice: no pool could
-// be reached (Unavailable before the call was sent), or the network pushed
-// it back (ResourceExhausted with a retry delay) for longer than the call's
-// deadline. Any other error of a call that changes something (Push,
-// Revise, Upload, Call of a function that is not idempotent, ...) leaves
-// its outcome unknown: an Unavailable from a pool that died while it ran,
-// DeadlineExceeded or Canceled may come after the pool stored the file or
-// the function ran. Look before doing it again (List, History), or make the
-// operation idempotent (Revise with an expected version).
+// be reached (Unavailable before the call was sent), the network pushed it
+// back (ResourceExhausted with a retry delay) for longer than the call's
+// deadline, or the pool says the write failed before its commit (a file
+// write's error marked not committed, whatever its code). Any other error
+// of a call that changes something (Push, Revise, Upload, Call of a
+// function that is not idempotent, ...) leaves its outcome unknown: an
+// Unavailable from a pool that died while it ran, DeadlineExceeded or
+// Canceled may come after the pool stored the file or the function ran.
+// Look before doing it again (List, History), or make the operation
+// idempotent (Revise with an expected version).
 func NotCarriedOut(err error) bool {
 	if _, pushedBack := overload.RetryDelay(err); pushedBack {
 		return true
 	}
-	return pools.NeverSent(err)
+	return pools.NeverSent(err) || serving.IsNotCommitted(err)
 }

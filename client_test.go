@@ -161,6 +161,20 @@ func TestClientTellsWhetherAPushWasCarriedOut(t *testing.T) {
 		t.Errorf("a push to no pool: %v, NotCarriedOut %v; want Unavailable, certainly not carried out", err, taskworker.NotCarriedOut(err))
 	}
 
+	// A write the pool refused before its commit says so, whatever its code.
+	cl := c.Client(0)
+	info, err := cl.Push(ctx, "v1.txt", []byte("version 1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Revise(ctx, info.FileId, []byte("version 2"), 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cl.Revise(ctx, info.FileId, []byte("version 2 again"), 1)
+	if status.Code(err) != codes.FailedPrecondition || !taskworker.NotCarriedOut(err) {
+		t.Errorf("a revise of a version that moved on: %v, NotCarriedOut %v; want FailedPrecondition, certainly not carried out", err, taskworker.NotCarriedOut(err))
+	}
+
 	// An upload whose pool is killed after its first megabyte.
 	sent := make(chan struct{})
 	killed := make(chan struct{})
