@@ -23,6 +23,7 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/proctest"
+	"github.com/hivemind/taskworker/internal/quota"
 )
 
 // The upgrade procedure of docs/OPERATIONS.md ("Upgrading one node at a
@@ -47,7 +48,7 @@ func TestRollingRestart(t *testing.T) {
 	var pools []*replica
 	for i := range 2 {
 		r := &replica{name: fmt.Sprintf("pool%d", i+1), dir: filepath.Join(ec.dir, fmt.Sprintf("pool%d", i+1)), addr: freeAddr(t), metrics: freeAddr(t)}
-		r.p = ec.startReplica(r.name, r.dir, r.addr, "--metrics-listen", r.metrics)
+		r.p = ec.startReplica(r.name, r.dir, r.addr, "--metrics-listen", r.metrics, "--log-level", "debug")
 		pools = append(pools, r)
 	}
 	n := &network{t: t, dir: pools[0].dir, caFile: filepath.Join(ec.net, "ca.crt"), pool: pools[0].p}
@@ -74,10 +75,11 @@ func TestRollingRestart(t *testing.T) {
 	fail := func(format string, args ...any) {
 		mu.Lock()
 		defer mu.Unlock()
-		failures = append(failures, fmt.Sprintf(format, args...))
+		failures = append(failures, time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
 	}
 	// Whatever else happens, every version stored reads back (checked
-	// before the processes stop).
+	// before the processes stop): each file keeps its last ten versions
+	// (the default retention), and has no other.
 	t.Cleanup(func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -85,10 +87,19 @@ func TestRollingRestart(t *testing.T) {
 		defer ccancel()
 		versions := 0
 		for id, vs := range stored {
-			for i, want := range vs {
+			hist, err := c.History(cctx, id)
+			if err != nil {
+				t.Errorf("file %s: history: %v", id, err)
+				continue
+			}
+			if want := min(len(vs), quota.DefaultKeepVersions); len(hist) != want || hist[0].Version != int64(len(vs)) {
+				t.Errorf("file %s: %d versions, the latest %d; want %d, the latest %d", id, len(hist), hist[0].GetVersion(), want, len(vs))
+			}
+			for _, h := range hist {
+				want := vs[h.Version-1]
 				var got bytes.Buffer
-				if _, err := c.Download(cctx, id, int64(i+1), &got); err != nil || !bytes.Equal(got.Bytes(), want) {
-					t.Errorf("file %s version %d: %d bytes (want %d), %v", id, i+1, got.Len(), len(want), err)
+				if _, err := c.Download(cctx, id, h.Version, &got); err != nil || !bytes.Equal(got.Bytes(), want) {
+					t.Errorf("file %s version %d: %d bytes (want %d), %v", id, h.Version, got.Len(), len(want), err)
 				}
 				versions++
 			}
@@ -189,6 +200,7 @@ func TestRollingRestart(t *testing.T) {
 	// stopGracefully SIGTERMs a process and waits until it exits.
 	stopGracefully := func(p *proctest.Process) {
 		t.Helper()
+		t.Logf("%s SIGTERM %s", time.Now().Format("15:04:05.000"), p.Name)
 		if err := p.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
 		}
@@ -236,7 +248,9 @@ func TestRollingRestart(t *testing.T) {
 
 	// One etcd member lost, and back.
 	ec.members[2].Kill()
-	progress("etcd member 3 lost")
+	for range 3 {
+		progress("etcd member 3 lost")
+	}
 	ec.startMember(2)
 	progress("etcd member 3 back")
 
