@@ -91,7 +91,7 @@ func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 // changes something (Call, Push, Upload, Revise, Delete, ...) is never sent
 // twice by the client: when its pool dies while it runs, it fails with
 // Unavailable, and it may or may not have been carried out (see
-// ErrOutcomeUnknown). A pool stopped gracefully (SIGTERM) finishes the calls
+// NotCarriedOut). A pool stopped gracefully (SIGTERM) finishes the calls
 // it began, so a rolling restart fails none. Each pool's certificate is
 // checked against the name its address gives.
 func Dial(addr string, opts ...ClientOption) (*Client, error) {

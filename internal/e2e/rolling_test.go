@@ -156,7 +156,10 @@ func TestRollingRestart(t *testing.T) {
 					ccancel()
 					pushes.Add(1)
 					if err != nil && taskworker.NotCarriedOut(err) {
-						retried.Add(1) // the library says nothing was stored
+						// The library says nothing was stored.
+						if retried.Add(1) <= 3 {
+							t.Logf("%s push (revise %v) not carried out, sent again: %v", time.Now().Format("15:04:05.000"), revise, err)
+						}
 						time.Sleep(50 * time.Millisecond)
 						continue
 					}
