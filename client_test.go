@@ -18,6 +18,7 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
+	"github.com/hivemind/taskworker/internal/pool"
 )
 
 // A client of two pools under a steady load of calls, pushes and reads:
@@ -204,4 +205,40 @@ func (g *gate) Read([]byte) (int, error) {
 	g.once.Do(func() { close(g.before) })
 	<-g.after
 	return 0, io.EOF
+}
+
+// Each pool of a list is checked by the name its own address gives: pool 1
+// listens on 127.0.0.2, which pool 0's certificate does not name, and the
+// client, given 127.0.0.2 first, still verifies pool 0 as 127.0.0.1.
+func TestClientChecksEachPoolByItsOwnName(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Pools: 2, Workers: 1, PoolConfig: func(i int, cfg *pool.Config) {
+		if i == 1 && cfg.Listen == "127.0.0.1:0" {
+			cfg.Listen = "127.0.0.2:0"
+		}
+	}})
+	if !strings.HasPrefix(c.PoolAddr(1), "127.0.0.2:") {
+		t.Fatalf("pool 1 listens on %s", c.PoolAddr(1))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl, err := taskworker.Dial(c.PoolAddr(1)+","+c.PoolAddr(0), taskworker.WithToken(c.AdminToken), taskworker.WithCA(c.CA.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	admin := v1.NewAdminServiceClient(cl.Conn())
+	// With one pool stopped, every call goes to the other; waiting for a
+	// ready pool, a call fails only if that pool is refused.
+	for _, only := range []int{0, 1} {
+		c.KillPool(1 - only)
+		for range 5 {
+			cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := admin.ListWorkers(cctx, &v1.ListWorkersRequest{}, grpc.WaitForReady(true))
+			ccancel()
+			if err != nil {
+				t.Fatalf("only pool %d (%s) up: %v", only, c.PoolAddr(only), err)
+			}
+		}
+		c.StartPool(1 - only)
+	}
 }
