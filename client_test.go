@@ -242,3 +242,40 @@ func TestClientChecksEachPoolByItsOwnName(t *testing.T) {
 		c.StartPool(1 - only)
 	}
 }
+
+// A worker given a list of pools, the first of which is down, enrols,
+// registers and serves calls through the one that answers; one given a
+// list with an empty entry is refused at New, saying why.
+func TestWorkerTakesAPoolList(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	list := "127.0.0.1:1," + c.PoolAddr(0)
+	w, err := taskworker.New("listed", taskworker.WithPool(list, c.JoinToken), taskworker.WithPoolCA(c.CA.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Function("triple", func(x int) int { return 3 * x }); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(ctx, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop(ctx)
+	if err := w.WaitRegistered(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := taskworker.Dial(list, taskworker.WithToken(c.AdminToken), taskworker.WithCA(c.CA.CertPEM()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if out, err := cl.Call(ctx, "triple", 14); err != nil || string(out) != "42" {
+		t.Fatalf("triple 14 through the list: %s, %v", out, err)
+	}
+
+	_, err = taskworker.New("badlist", taskworker.WithPool(c.PoolAddr(0)+",", c.JoinToken), taskworker.WithPoolCA(c.CA.CertPEM()))
+	if err == nil || !strings.Contains(err.Error(), "entry 2 is empty") {
+		t.Errorf("New with a pool list ending in a comma: %v", err)
+	}
+}
