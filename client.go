@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -16,6 +18,8 @@ import (
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/overload"
 	"github.com/hivemind/taskworker/internal/pki"
+	"github.com/hivemind/taskworker/internal/pools"
+	"github.com/hivemind/taskworker/internal/serving"
 )
 
 // Client calls a TaskWorker network through its pool. It is safe for
@@ -24,6 +28,7 @@ type Client struct {
 	conn  *grpc.ClientConn
 	rpc   v1.RPCServiceClient
 	admin v1.AdminServiceClient
+	pools []string
 }
 
 // ClientOption configures a Client.
@@ -70,11 +75,25 @@ func WithDialOptions(opts ...grpc.DialOption) ClientOption {
 	return func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) }
 }
 
-// Dial returns a client for the pool at addr. It connects lazily: an
-// unreachable pool shows as an error on the first call. A call the network
-// pushes back (ResourceExhausted with a retry delay: it was not carried
-// out) is retried with backoff and jitter while the call's deadline allows;
-// a connection whose pool stops answering is closed by keepalive.
+// Dial returns a client for the pool at addr, host:port, or for several
+// replicas of the pool: "10.0.0.1:50051,10.0.0.2:50051". It connects
+// lazily: an unreachable pool shows as an error on the first call. A call
+// the network pushes back (ResourceExhausted with a retry delay: it was not
+// carried out) is retried with backoff and jitter while the call's deadline
+// allows; a connection whose pool stops answering is closed by keepalive.
+//
+// With several pools, calls are spread over those that answer (gRPC's
+// round_robin), and a pool that stops or dies is left out until it answers
+// again. A call no pool began (its connection was refused, or the pool was
+// stopping and turned it away) is sent to another pool; so are the
+// read-only calls (Get, Download, Stat, History, List, Sync, Workers,
+// Functions, Resolve, ...) when a pool answers Unavailable. A call that
+// changes something (Call, Push, Upload, Revise, Delete, ...) is never sent
+// twice by the client: when its pool dies while it runs, it fails with
+// Unavailable, and it may or may not have been carried out (see
+// NotCarriedOut). A pool stopped gracefully (SIGTERM) finishes the calls
+// it began, so a rolling restart fails none. Each pool's certificate is
+// checked against the name its address gives.
 func Dial(addr string, opts ...ClientOption) (*Client, error) {
 	var c clientConfig
 	for _, o := range opts {
@@ -83,7 +102,11 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 	if err := auth.Validate(c.token); err != nil {
 		return nil, err
 	}
-	creds, err := c.credentials(addr)
+	addrs, err := poolAddrs(addr)
+	if err != nil {
+		return nil, err
+	}
+	creds, err := c.credentials()
 	if err != nil {
 		return nil, err
 	}
@@ -93,32 +116,44 @@ func Dial(addr string, opts ...ClientOption) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
 		liveness.DialOption(),
 		grpc.WithChainUnaryInterceptor(overload.DefaultRetry.UnaryClientInterceptor()),
-	}, c.dialOpts...)
-	conn, err := grpc.NewClient(addr, dialOpts...)
+	}, pools.DialOptions(addrs)...)
+	conn, err := grpc.NewClient(pools.Target(addrs), append(dialOpts, c.dialOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("pool address %q: %w", addr, err)
 	}
-	return &Client{conn: conn, rpc: v1.NewRPCServiceClient(conn), admin: v1.NewAdminServiceClient(conn)}, nil
+	return &Client{conn: conn, rpc: v1.NewRPCServiceClient(conn), admin: v1.NewAdminServiceClient(conn), pools: addrs}, nil
 }
 
-// credentials verify the pool by the CA (pki.ClientConfig: an untrusted
-// pool fails with an error naming the CA this client holds and the one it
-// needs).
-func (c *clientConfig) credentials(addr string) (credentials.TransportCredentials, error) {
+// poolAddrs parses Dial's address: a gRPC target with a scheme
+// ("dns:///pool.example:50051") passes as it is; anything else is one
+// host:port or a comma-separated list of them.
+func poolAddrs(addr string) ([]string, error) {
+	if strings.Contains(addr, "://") && !strings.Contains(addr, ",") {
+		return []string{addr}, nil
+	}
+	return pools.Parse(addr)
+}
+
+// credentials verify each pool by the CA and by the host its address names
+// (pki.ClientConfig: an untrusted pool fails with an error naming the CA
+// this client holds and the one it needs).
+func (c *clientConfig) credentials() (credentials.TransportCredentials, error) {
 	if c.insecure {
 		return insecure.NewCredentials(), nil
 	}
 	if c.caErr != nil {
 		return nil, fmt.Errorf("the network's CA certificate: %w", c.caErr)
 	}
-	v := pki.Verify{CAName: c.caName, Host: pki.HostOf(addr)}
+	var ca *x509.CertPool
 	if c.ca != nil {
-		v.CA = x509.NewCertPool()
-		if !v.CA.AppendCertsFromPEM(c.ca) {
+		ca = x509.NewCertPool()
+		if !ca.AppendCertsFromPEM(c.ca) {
 			return nil, fmt.Errorf("%s holds no PEM certificate; give the network's ca.crt", c.caName)
 		}
 	}
-	return credentials.NewTLS(pki.ClientConfig(v, nil)), nil
+	return pools.PerHost(func(host string) credentials.TransportCredentials {
+		return credentials.NewTLS(pki.ClientConfig(pki.Verify{CA: ca, CAName: c.caName, Host: host}, nil))
+	}), nil
 }
 
 // Close releases the client's connection.
@@ -185,6 +220,29 @@ func (c *Client) RevokeWorker(ctx context.Context, id string) (bool, error) {
 	return resp.Revoked, nil
 }
 
+// Pools returns the addresses of the pools the client calls, as Dial was
+// given them.
+func (c *Client) Pools() []string { return slices.Clone(c.pools) }
+
 // Conn returns the client's gRPC connection, for the generated clients of
 // package taskworkerv1.
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// NotCarriedOut reports whether err says for certain that a call was not
+// carried out, so that sending it again cannot do it twice: no pool could
+// be reached (Unavailable before the call was sent), the network pushed it
+// back (ResourceExhausted with a retry delay) for longer than the call's
+// deadline, or the pool says the write failed before its commit (a file
+// write's error marked not committed, whatever its code). Any other error
+// of a call that changes something (Push, Revise, Upload, Call of a
+// function that is not idempotent, ...) leaves its outcome unknown: an
+// Unavailable from a pool that died while it ran, DeadlineExceeded or
+// Canceled may come after the pool stored the file or the function ran.
+// Look before doing it again (List, History), or make the operation
+// idempotent (Revise with an expected version).
+func NotCarriedOut(err error) bool {
+	if _, pushedBack := overload.RetryDelay(err); pushedBack {
+		return true
+	}
+	return pools.NeverSent(err) || serving.IsNotCommitted(err)
+}

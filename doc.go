@@ -15,6 +15,12 @@
 //	c, _ := taskworker.Dial("pool:50051", taskworker.WithToken(token), taskworker.WithCAFile("ca.crt"))
 //	sum, _ := c.Call(ctx, "add", 1, 2) // json.RawMessage("3")
 //
+// Give [Dial] the addresses of several pool replicas, separated by commas
+// ("pool1:50051,pool2:50051"), and it spreads calls over them and leaves
+// out one that stops or dies: a rolling restart of the pools fails no
+// call. A call that changes something is never sent twice by the client;
+// [NotCarriedOut] tells an error after which it is safe to send it again.
+//
 // During a call, a function reads the secrets it is granted with [Secret]
 // and reaches the outside with [Fetch], both carried out by the pool for
 // that call (its only way out), with {{secret:NAME}} templates that put a

@@ -149,3 +149,30 @@ func ExampleErrorf() {
 	// 3
 	// NotFound no price for "gold"; ask for one of 1 items
 }
+
+// A client of several pool replicas takes their addresses separated by
+// commas, and spreads its calls over those that answer. (127.0.0.1:1 stands
+// for a replica that is down.) A list it cannot use is refused at once.
+func ExampleDial_severalPools() {
+	poolAddr, adminToken, _, ca, stop := startPool()
+	defer stop()
+
+	c, err := taskworker.Dial("127.0.0.1:1,"+poolAddr, taskworker.WithToken(adminToken), taskworker.WithCA(ca))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	failed := 0
+	for range 10 {
+		if _, err := c.Workers(context.Background()); err != nil {
+			failed++
+		}
+	}
+	fmt.Println(len(c.Pools()), "pools,", failed, "of 10 calls failed")
+
+	_, err = taskworker.Dial("10.0.0.1:50051,,10.0.0.2:50051", taskworker.WithToken(adminToken))
+	fmt.Println(err)
+	// Output:
+	// 2 pools, 0 of 10 calls failed
+	// pool address list "10.0.0.1:50051,,10.0.0.2:50051": entry 2 is empty; separate host:port addresses by single commas
+}

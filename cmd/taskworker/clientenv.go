@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker"
+	"github.com/hivemind/taskworker/internal/pools"
 )
 
 // Where client commands find the pool, a token and the CA: --pool/--token/
@@ -28,7 +28,7 @@ type clientFlags struct {
 func (f *clientFlags) register(cmd *cobra.Command) {
 	// No backquotes in flag usage: cobra shows a backquoted word as the
 	// flag's value name.
-	cmd.Flags().StringVar(&f.pool, "pool", "", "pool address host:port (default $TASKWORKER_POOL, else that of the running 'taskworker up')")
+	cmd.Flags().StringVar(&f.pool, "pool", "", "pool address host:port, or the addresses of several pool replicas separated by commas (default $TASKWORKER_POOL, else that of the running 'taskworker up')")
 	cmd.Flags().StringVar(&f.token, "token", "", "API token (default $TASKWORKER_TOKEN, else that of the running 'taskworker up')")
 	cmd.Flags().StringVar(&f.ca, "ca", "", "the network's CA certificate, to verify the pool (default $TASKWORKER_CA, else that of the running 'taskworker up'; ca.crt in a pool's data directory)")
 	cmd.Flags().BoolVar(&f.insecure, "insecure", false, "talk to a pool run with --insecure, in plaintext")
@@ -39,8 +39,8 @@ func (f *clientFlags) dial() (*taskworker.Client, error) {
 	if pool == "" {
 		return nil, errors.New("no pool address: pass --pool, set TASKWORKER_POOL, or start a local network with 'taskworker up'")
 	}
-	if _, port, err := net.SplitHostPort(pool); err != nil || port == "" {
-		return nil, fmt.Errorf("pool address %q is not host:port; pass --pool (or TASKWORKER_POOL) like 127.0.0.1:50051", pool)
+	if _, err := pools.Parse(pool); err != nil {
+		return nil, fmt.Errorf("%w; pass --pool (or TASKWORKER_POOL) like 127.0.0.1:50051, or 10.0.0.1:50051,10.0.0.2:50051 for several pools", err)
 	}
 	if token == "" {
 		return nil, errors.New("no API token: pass --token or set TASKWORKER_TOKEN (the admin token of a pool is in admin.token in its data directory)")
@@ -68,19 +68,19 @@ func fromEnv(flag, name string) string {
 	return vars[name]
 }
 
-// unreachable rewrites an error that means the pool could not be reached
+// unreachable rewrites an error that means no pool could be reached
 // (nothing listening, a name that does not resolve) into one that says so
-// and where the address came from; other errors pass unchanged.
-func unreachable(err error, pool string) error {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
+// and where the address came from; other errors pass unchanged (a pool
+// answered: its own message says what is wrong).
+func unreachable(err error, pool []string) error {
+	if !pools.NeverSent(err) {
 		return err
 	}
-	msg := st.Message()
-	if !strings.Contains(msg, "connection error") && !strings.Contains(msg, "name resolver error") && !strings.Contains(msg, "produced zero addresses") {
-		return err // the pool answered: its own message says what is wrong
+	where := "the pool at " + pool[0]
+	if len(pool) > 1 {
+		where = "any of the pools at " + strings.Join(pool, ", ")
 	}
-	return status.Errorf(codes.Unavailable, "cannot reach the pool at %s (%s); is it running there? Check --pool, TASKWORKER_POOL or the env file of 'taskworker up'", pool, msg)
+	return status.Errorf(codes.Unavailable, "cannot reach %s (%s); is it running there? Check --pool, TASKWORKER_POOL or the env file of 'taskworker up'", where, status.Convert(err).Message())
 }
 
 // run adapts a command body that needs a client: it dials the pool and
@@ -92,7 +92,7 @@ func (f *clientFlags) run(body func(cmd *cobra.Command, args []string, c *taskwo
 			return err
 		}
 		defer c.Close()
-		return unreachable(body(cmd, args, c), c.Conn().Target())
+		return unreachable(body(cmd, args, c), c.Pools())
 	}
 }
 

@@ -88,7 +88,7 @@ the function is public.`,
 			defer cancel()
 			d, err := c.Deploy(ctx, args[0], module, spec)
 			if err != nil {
-				return unreachable(err, c.Conn().Target())
+				return unreachable(err, c.Pools())
 			}
 			access := "private"
 			if d.Public {

@@ -97,7 +97,7 @@ written owner-only.`,
 			fmt.Fprintf(e.stdout, "  pools: --ca-cert %s --ca-key %s --key-file %s --etcd-ca %s --etcd-cert %s --etcd-key %s\n",
 				filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile), filepath.Join(dir, keyring.FileName),
 				filepath.Join(etcdDir, pki.CACertFile), filepath.Join(etcdDir, "pool.crt"), filepath.Join(etcdDir, "pool.key"))
-			fmt.Fprintf(e.stdout, "  workers and clients: --ca %s\n", filepath.Join(dir, pki.CACertFile))
+			fmt.Fprintf(e.stdout, "  workers and clients: --ca %s, and --pool (TASKWORKER_POOL) with every pool replica: POOL1:PORT,POOL2:PORT\n", filepath.Join(dir, pki.CACertFile))
 			return nil
 		},
 	}

@@ -165,7 +165,7 @@ benchmarks.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.ID, "id", "", "worker id, unique in the network (default worker-HOSTNAME)")
-	f.StringVar(&cfg.PoolAddr, "pool", "", "pool address host:port (default $TASKWORKER_POOL)")
+	f.StringVar(&cfg.PoolAddr, "pool", "", "pool address host:port, or the addresses of several pool replicas separated by commas (default $TASKWORKER_POOL)")
 	f.StringVar(&joinTokenFile, "join-token-file", "", "file holding the network's join token (the pool's join.token), for the first enrolment (default $TASKWORKER_JOIN_TOKEN_FILE)")
 	f.StringVar(&caFile, "ca", "", "the network's CA certificate (the pool's ca.crt; default $TASKWORKER_CA)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "no TLS, for a pool run with --insecure: any peer can call this worker; for a trusted host only")

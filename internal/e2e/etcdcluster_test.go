@@ -164,17 +164,31 @@ func (ec *etcdCluster) startNetwork(workers int) *network {
 }
 
 func (ec *etcdCluster) startPool(n *network) {
-	t := ec.t
-	n.pool = start(t, "pool", nil, "pool", "--listen", n.poolAddr, "--data-dir", n.dir, "--lease-ttl", "2s",
+	n.pool = ec.startReplica("pool", n.dir, n.poolAddr)
+	n.token = ec.waitReplica(n.pool, n.dir, n.poolAddr)
+}
+
+// startReplica starts a pool on the cluster, with the network's CA and
+// master keys from init, as every replica of a network is started; extra
+// are more flags.
+func (ec *etcdCluster) startReplica(name, dir, addr string, extra ...string) *proctest.Process {
+	return start(ec.t, name, nil, append([]string{"pool", "--listen", addr, "--data-dir", dir, "--lease-ttl", "2s",
 		"--etcd-endpoints", strings.Join(ec.clients, ","), "--etcd-ca", filepath.Join(ec.net, "etcd", "ca.crt"),
 		"--etcd-cert", filepath.Join(ec.net, "etcd", "pool.crt"), "--etcd-key", filepath.Join(ec.net, "etcd", "pool.key"),
-		"--ca-cert", n.caFile, "--ca-key", filepath.Join(ec.net, pki.CAKeyFile), "--key-file", filepath.Join(ec.net, "master.keys"))
+		"--ca-cert", filepath.Join(ec.net, pki.CACertFile), "--ca-key", filepath.Join(ec.net, pki.CAKeyFile),
+		"--key-file", filepath.Join(ec.net, "master.keys")}, extra...)...)
+}
+
+// waitReplica waits until the pool p started by startReplica serves, and
+// returns its admin token.
+func (ec *etcdCluster) waitReplica(p *proctest.Process, dir, addr string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var err error
-	if n.token, err = proctest.WaitPool(ctx, n.pool, n.poolAddr, filepath.Join(n.dir, "admin.token"), n.caFile); err != nil {
-		t.Fatalf("the pool did not come up on the etcd cluster: %v", err)
+	token, err := proctest.WaitPool(ctx, p, addr, filepath.Join(dir, "admin.token"), filepath.Join(ec.net, pki.CACertFile))
+	if err != nil {
+		ec.t.Fatalf("the pool did not come up on the etcd cluster: %v", err)
 	}
+	return token
 }
 
 // The backup and restore of docs/OPERATIONS.md, with the built binary: a

@@ -585,6 +585,20 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 	return err
 }
 
+// maxAmbiguousRetries bounds how often a commit whose outcome is unknown
+// is sent again.
+const maxAmbiguousRetries = 3
+
+// manifestIs reports whether version of the file has the manifest want
+// (each write's is its own: it names the write's id).
+func (s *Service) manifestIs(ctx context.Context, fileID string, version int64, want string) (bool, error) {
+	resp, err := s.cli.Get(ctx, s.keys.manifest(fileID, version))
+	if err != nil {
+		return false, err
+	}
+	return len(resp.Kvs) == 1 && string(resp.Kvs[0].Value) == want, nil
+}
+
 // maxUsageRetries bounds how often a commit counts its user's storage use
 // again because another write or delete of the user's changed it.
 const maxUsageRetries = 100
@@ -675,7 +689,21 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		for _, p := range pruned {
 			ops = append(ops, clientv3.OpDelete(p.key), clientv3.OpDelete(s.keys.writeSegments(m.FileID, p.writeID), clientv3.WithPrefix()))
 		}
-		ok, err := s.commits.do(ctx, commitTxn{cmps: cmps, ops: ops, marks: marks})
+		txn := commitTxn{cmps: cmps, ops: ops, marks: marks}
+		ok, err := s.commits.do(ctx, txn)
+		// A commit whose answer was lost (the etcd member it went to
+		// died) is sent again: its compares let at most one of the two
+		// apply, and a resend refused because the first one applied finds
+		// this write's manifest in place.
+		for retry := 1; err != nil && retry <= maxAmbiguousRetries && ctx.Err() == nil; retry++ {
+			if _, isNotSent := errors.AsType[*notSentError](err); isNotSent {
+				break
+			}
+			s.log.Warn("a commit's outcome is unknown; sending it again", "file", m.FileID, "version", m.Version, "err", err)
+			if ok, err = s.commits.do(ctx, txn); err == nil && !ok {
+				ok, err = s.manifestIs(ctx, m.FileID, m.Version, manifest)
+			}
+		}
 		if err != nil {
 			if notSent, isNotSent := errors.AsType[*notSentError](err); isNotSent {
 				return status.FromContextError(notSent.err).Err()

@@ -24,6 +24,7 @@ import (
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/pki"
+	"github.com/hivemind/taskworker/internal/pools"
 )
 
 // Files of a worker's identity, in <data-dir>/identity (0700): its key
@@ -201,12 +202,17 @@ func (s *Server) serverCredentials() credentials.TransportCredentials {
 	return credentials.NewTLS(pki.ServerConfig(s.id.cert, s.id.ca))
 }
 
-// dialPool connects to the pool: over TLS, verifying the pool's
-// certificate by the CA and its identity, presenting the worker's
-// certificate when withCert is set; with --insecure in plaintext, with the
-// join token.
+// dialPool connects to the pool (to several replicas, spreading its
+// requests over them, when PoolAddr lists several; package pools): over
+// TLS, verifying each pool's certificate by the CA, the name its address
+// gives and its identity, presenting the worker's certificate when withCert
+// is set; with --insecure in plaintext, with the join token.
 func (s *Server) dialPool(withCert bool) (*grpc.ClientConn, error) {
-	opts := []grpc.DialOption{liveness.DialOption()}
+	addrs, err := pools.Parse(s.cfg.PoolAddr)
+	if err != nil {
+		return nil, fmt.Errorf("worker %s: %w", s.cfg.ID, err)
+	}
+	opts := append([]grpc.DialOption{liveness.DialOption()}, pools.DialOptions(addrs)...)
 	if s.cfg.Insecure {
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithPerRPCCredentials(auth.Bearer{Token: s.cfg.JoinToken}))
@@ -215,21 +221,23 @@ func (s *Server) dialPool(withCert bool) (*grpc.ClientConn, error) {
 		if withCert {
 			h = s.id.cert
 		}
-		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(pki.ClientConfig(pki.Verify{
-			CA: s.id.ca, CAName: s.id.caName, Host: pki.HostOf(s.cfg.PoolAddr),
-			Check: func(leaf *x509.Certificate) error {
-				who, err := pki.IdentityOf(leaf)
-				if err != nil || who.Role != pki.RolePool {
-					return fmt.Errorf("the server at %s is not a taskworker pool (its certificate names %v)", s.cfg.PoolAddr, leaf.URIs)
-				}
-				if c := s.cluster(); c != "" && who.Cluster != c {
-					return fmt.Errorf("the pool at %s serves network %s, and this worker belongs to %s", s.cfg.PoolAddr, who.Cluster, c)
-				}
-				return nil
-			},
-		}, h))))
+		opts = append(opts, grpc.WithTransportCredentials(pools.PerHost(func(host string) credentials.TransportCredentials {
+			return credentials.NewTLS(pki.ClientConfig(pki.Verify{
+				CA: s.id.ca, CAName: s.id.caName, Host: host,
+				Check: func(leaf *x509.Certificate) error {
+					who, err := pki.IdentityOf(leaf)
+					if err != nil || who.Role != pki.RolePool {
+						return fmt.Errorf("the server at %s is not a taskworker pool (its certificate names %v)", host, leaf.URIs)
+					}
+					if c := s.cluster(); c != "" && who.Cluster != c {
+						return fmt.Errorf("the pool at %s serves network %s, and this worker belongs to %s", host, who.Cluster, c)
+					}
+					return nil
+				},
+			}, h))
+		})))
 	}
-	conn, err := grpc.NewClient(s.cfg.PoolAddr, opts...)
+	conn, err := grpc.NewClient(pools.Target(addrs), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("worker %s: pool address %q: %w", s.cfg.ID, s.cfg.PoolAddr, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/names"
+	"github.com/hivemind/taskworker/internal/pools"
 	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
@@ -47,7 +48,8 @@ type Config struct {
 	// listener's (NAT, containers). An empty or unspecified host is filled
 	// in by the pool from the address the registration came from.
 	Advertise string
-	// PoolAddr is the pool to register with; empty runs the worker
+	// PoolAddr is the pool to register with (host:port, or the addresses of
+	// several pool replicas separated by commas); empty runs the worker
 	// standalone, with a throwaway CA (callable directly with the
 	// certificate it writes to <data-dir>/standalone-tls, for benchmarks).
 	PoolAddr string
@@ -89,6 +91,11 @@ type Config struct {
 func (c Config) Validate() error {
 	if err := names.WorkerID(c.ID); err != nil {
 		return err
+	}
+	if c.PoolAddr != "" {
+		if _, err := pools.Parse(c.PoolAddr); err != nil {
+			return fmt.Errorf("worker: %w; pass --pool (or TASKWORKER_POOL) like 127.0.0.1:50051, or 10.0.0.1:50051,10.0.0.2:50051 for several pools", err)
+		}
 	}
 	if c.PoolAddr != "" && c.Insecure && c.JoinToken == "" {
 		return errors.New("worker: a join token is needed to register with an --insecure pool: pass --join-token-file (the pool writes it to join.token in its data directory)")
