@@ -324,17 +324,19 @@ var bodyDerived = []string{"Content-Length", "Content-Range", "Content-Md5", "Di
 // held the value.
 func (r *Redactor) Response(resp *http.Response, body []byte) {
 	red := r.Bytes(body)
-	resp.Status = r.String(resp.Status)
-	resp.Header = r.Header(resp.Header)
-	resp.Trailer = r.Header(resp.Trailer)
 	changed := !bytes.Equal(red, body)
 	unseen := len(body) == 0 && !r.empty() && resp.Header.Get("Content-Length") != "0"
 	if changed || unseen {
+		// Before the names are redacted: a short value may be part of
+		// one.
 		for _, k := range bodyDerived {
 			resp.Header.Del(k)
 			resp.Trailer.Del(k)
 		}
 	}
+	resp.Status = r.String(resp.Status)
+	resp.Header = r.Header(resp.Header)
+	resp.Trailer = r.Header(resp.Trailer)
 	if changed {
 		resp.Header.Set("Content-Length", strconv.Itoa(len(red)))
 	}
