@@ -14,7 +14,8 @@ import (
 )
 
 // buildTestdata builds the main package ./internal/e2e/testdata/NAME into
-// dir, for this machine or, with env, another target.
+// dir as out: a program for this machine, or, with env (GOOS=wasip1
+// GOARCH=wasm), a WebAssembly reactor (-buildmode=c-shared).
 func buildTestdata(t *testing.T, dir, name, out string, env ...string) string {
 	t.Helper()
 	path := filepath.Join(dir, out)
