@@ -111,7 +111,7 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
 	f.StringVar(&record, "record", "", "append each run to this JSON-lines file, for bench chart")
-	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e))
+	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e), benchDNSCommand(e))
 	return cmd
 }
 

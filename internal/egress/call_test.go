@@ -5,13 +5,10 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,9 +17,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/callhost/callhosttest"
 	"github.com/hivemind/taskworker/internal/egress"
-	"github.com/hivemind/taskworker/internal/etcdserver"
-	"github.com/hivemind/taskworker/internal/keyring"
 	"github.com/hivemind/taskworker/internal/secrets"
 )
 
@@ -95,23 +91,7 @@ type callHarness struct {
 
 func serveCalls(t *testing.T, cfg egress.Config) *callHarness {
 	t.Helper()
-	ecfg := etcdserver.DefaultConfig(t.TempDir())
-	ecfg.TickMs, ecfg.ElectionMs = 10, 100
-	etcd, err := etcdserver.Start(context.Background(), ecfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(etcd.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints(), DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	ring, err := keyring.Open(filepath.Join(t.TempDir(), keyring.FileName))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := secrets.New(cli, "/tw/", ring)
+	store := callhosttest.NewStore(t)
 	client, err := egress.New(cfg)
 	if err != nil {
 		t.Fatal(err)

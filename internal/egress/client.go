@@ -318,13 +318,7 @@ func (g *guard) roundTrip(req *http.Request) (*http.Response, error) {
 	if int64(len(data)) > max {
 		return nil, fmt.Errorf("the response from %s is over %d bytes: %w", t, max, ErrResponseTooLarge)
 	}
-	data = g.s.redactor.Bytes(data)
-	r := &g.s.redactor
-	resp.Body = io.NopCloser(bytes.NewReader(data))
-	resp.ContentLength = int64(len(data))
-	resp.Status = r.String(resp.Status)
-	resp.Header = r.Header(resp.Header)
-	resp.Trailer = r.Header(resp.Trailer)
+	g.s.redactor.Response(resp, data)
 	resp.Request = req
 	return resp, nil
 }

@@ -50,7 +50,11 @@
 // refused; a body is sent as it is (a template there stays literal text).
 // Every value injected during a call is redacted ([redacted:NAME]) from each
 // response of that call, in its status, headers, trailers and whole body
-// (read whole, as responses are size-capped), and from error messages.
+// (read whole, as responses are size-capped), and from error messages. The
+// mark is the same whatever the value, and a response whose body redaction
+// changed carries the redacted body's Content-Length and none of the headers
+// derived from the original body (Content-Range, ETag, digests): nothing the
+// function gets depends on the value's length ([Redactor.Response]).
 //
 // # Errors
 //

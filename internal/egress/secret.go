@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -302,6 +304,44 @@ func (r *Redactor) Header(h http.Header) http.Header {
 		}
 	}
 	return out
+}
+
+// bodyDerived are the response headers computed from the body as the
+// server sent it. Once redaction changes the body, they describe a body the
+// function never gets, and they are functions of the secret's value: its
+// length (Content-Length less the marks, Content-Range's complete length),
+// or a digest of a text that holds it, which would let anyone check a guess
+// offline.
+var bodyDerived = []string{"Content-Length", "Content-Range", "Content-Md5", "Digest", "Content-Digest", "Repr-Digest", "Etag"}
+
+// Response redacts resp, whose body the caller has read whole as body: its
+// status, headers and trailers as Header does, its body as Bytes does. If
+// redaction changed the body, the headers derived from the original body
+// (bodyDerived) are dropped and Content-Length is the redacted body's, so
+// that nothing in the response depends on the value's length. So they are
+// when a value was injected and the response describes a body it does not
+// carry (an answer to HEAD, a 304): the pool cannot see whether that body
+// held the value.
+func (r *Redactor) Response(resp *http.Response, body []byte) {
+	red := r.Bytes(body)
+	changed := !bytes.Equal(red, body)
+	unseen := len(body) == 0 && !r.empty() && resp.Header.Get("Content-Length") != "0"
+	if changed || unseen {
+		// Before the names are redacted: a short value may be part of
+		// one.
+		for _, k := range bodyDerived {
+			resp.Header.Del(k)
+			resp.Trailer.Del(k)
+		}
+	}
+	resp.Status = r.String(resp.Status)
+	resp.Header = r.Header(resp.Header)
+	resp.Trailer = r.Header(resp.Trailer)
+	if changed {
+		resp.Header.Set("Content-Length", strconv.Itoa(len(red)))
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(red))
+	resp.ContentLength = int64(len(red))
 }
 
 // Error returns err, or an error of the same kind whose message has every

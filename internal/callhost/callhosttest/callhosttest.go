@@ -46,18 +46,10 @@ type Pool struct {
 	calls map[string]egress.Call
 }
 
-// Start serves the services until the test ends. Outbound requests may
-// reach loopback (where tests' HTTP servers listen), as an operator's
-// --egress-allow-net 127.0.0.0/8 would allow. The servers log at debug
-// level; Logs returns what they wrote.
-func Start(t testing.TB) *Pool {
-	t.Helper()
-	return StartConfig(t, egress.Config{})
-}
-
-// StartConfig is Start with the egress client's cfg (loopback allowed on
-// top of its AllowNets).
-func StartConfig(t testing.TB, cfg egress.Config) *Pool {
+// NewStore returns a secrets store as the pool has one: on a real embedded
+// etcd (fast elections, a fresh data directory) with a keyring of its own,
+// all gone when the test ends.
+func NewStore(t testing.TB) *secrets.Store {
 	t.Helper()
 	ecfg := etcdserver.DefaultConfig(t.TempDir())
 	ecfg.TickMs, ecfg.ElectionMs = 10, 100
@@ -75,7 +67,23 @@ func StartConfig(t testing.TB, cfg egress.Config) *Pool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Pool{Store: secrets.New(cli, "/tw/", ring), logs: &logBuffer{}, calls: map[string]egress.Call{}}
+	return secrets.New(cli, "/tw/", ring)
+}
+
+// Start serves the services until the test ends. Outbound requests may
+// reach loopback (where tests' HTTP servers listen), as an operator's
+// --egress-allow-net 127.0.0.0/8 would allow. The servers log at debug
+// level; Logs returns what they wrote.
+func Start(t testing.TB) *Pool {
+	t.Helper()
+	return StartConfig(t, egress.Config{})
+}
+
+// StartConfig is Start with the egress client's cfg (loopback allowed on
+// top of its AllowNets).
+func StartConfig(t testing.TB, cfg egress.Config) *Pool {
+	t.Helper()
+	p := &Pool{Store: NewStore(t), logs: &logBuffer{}, calls: map[string]egress.Call{}}
 	cfg.AllowNets = append(cfg.AllowNets, netip.MustParsePrefix("127.0.0.0/8"))
 	client, err := egress.New(cfg)
 	if err != nil {
