@@ -263,7 +263,7 @@ func TestCommandLineMistakes(t *testing.T) {
 		{"unknown log level", []string{"--log-level", "trace", "workers"}, `--log-level "trace": use debug, info, warn or error`},
 		{"unknown log format", []string{"--log-format", "xml", "workers"}, `--log-format "xml": use text or json`},
 		{"unknown subcommand of a group", []string{"token", "list"}, `unknown command "list" for "taskworker token"`},
-		{"unknown subcommand of bench", []string{"bench", "dns"}, `unknown command "dns" for "taskworker bench"`},
+		{"unknown subcommand of bench", []string{"bench", "nosuch"}, `unknown command "nosuch" for "taskworker bench"`},
 		{"token cut short", []string{"call", "--token", "tw_abc", "add"}, "a token is tw_ followed by 43 characters"},
 		// Names are checked by the pool's rules before anything is dialed.
 		{"function name with two slashes", []string{"call", "bob/reports/daily"}, `function name "reports/daily": use 1 to 200 letters`},
