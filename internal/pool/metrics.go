@@ -2,14 +2,13 @@ package pool
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/metrics"
 )
 
 // metricsOptions feed Config.Metrics from the server: every RPC counted and
@@ -37,22 +36,8 @@ func (s *Server) observeCall(ctx context.Context, req any, info *grpc.UnaryServe
 	resp, err := handler(ctx, req)
 	m.CallsInFlight.Dec()
 	code := status.Code(err)
-	m.ObserveCall(functionLabel(call.FunctionName, code), code.String(), time.Since(start))
+	m.ObserveCall(metrics.FunctionLabel(call.FunctionName, code), code.String(), time.Since(start))
 	return resp, err
-}
-
-// functionLabel is a call's function as a metric label: its name without
-// the owner (labels never name users), and "-" for a call refused before it
-// reached a function, whose name may be anything a caller typed.
-func functionLabel(name string, code codes.Code) string {
-	switch code {
-	case codes.NotFound, codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied:
-		return "-"
-	}
-	if _, fn, ok := strings.Cut(name, "/"); ok {
-		return fn
-	}
-	return name
 }
 
 // metricsEvery is how often the gauges of workers and storage are read.
