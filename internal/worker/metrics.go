@@ -29,10 +29,10 @@ type workerMetrics struct {
 	inflight *atomic.Int64
 	store    atomic.Pointer[shardstore.Store]
 
-	mu          sync.Mutex // one scrape's reads at a time
-	started     map[string]uint64
-	ended       map[[2]string]uint64
-	usageAt     time.Time
+	mu      sync.Mutex // one scrape's reads at a time
+	started map[string]uint64
+	ended   map[[2]string]uint64
+	usageAt time.Time
 }
 
 type callSeries struct {
