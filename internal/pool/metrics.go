@@ -45,7 +45,7 @@ const metricsEvery = 10 * time.Second
 
 // runMetrics keeps the gauges of Config.Metrics current until ctx ends: live
 // workers and their calls in flight, file versions by redundancy, the repair
-// backlog and the shards rebuilt.
+// backlog and the shards rebuilt, the users near a quota.
 func (s *Server) runMetrics(ctx context.Context) {
 	m := s.cfg.Metrics
 	if m == nil {
@@ -73,6 +73,7 @@ func (s *Server) runMetrics(ctx context.Context) {
 			}
 			rebuilt = st.ShardsRebuilt
 		}
+		s.countNearLimit(sctx)
 		cancel()
 		select {
 		case <-ctx.Done():
@@ -80,4 +81,37 @@ func (s *Server) runMetrics(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// nearLimitPercent is how much of a quota a user uses to count as near it.
+const nearLimitPercent = 90
+
+// countNearLimit sets the users at or above nearLimitPercent of their
+// storage quota: the users who hold a token, each with a storage quota,
+// their use read as the quota counts it. A user whose use cannot be read
+// is not counted, and the gauge keeps the last count when the quotas are
+// unreadable.
+func (s *Server) countNearLimit(ctx context.Context) {
+	s.tokens.mu.RLock()
+	users := map[string]bool{}
+	for _, rec := range s.tokens.byHash {
+		if rec.User != "" && rec.Role != v1.Role_ROLE_WORKER {
+			users[rec.User] = true
+		}
+	}
+	s.tokens.mu.RUnlock()
+	near := 0
+	for user := range users {
+		l, err := s.quotas.Limits(ctx, user)
+		if err != nil {
+			return
+		}
+		if l.StorageBytes <= 0 {
+			continue
+		}
+		if used, err := s.files.StorageUsed(ctx, user); err == nil && used*100 >= l.StorageBytes*nearLimitPercent {
+			near++
+		}
+	}
+	s.cfg.Metrics.QuotaNearLimit.WithLabelValues("storage_bytes").Set(float64(near))
 }
