@@ -19,7 +19,8 @@ import (
 // workerMetrics feeds Config.Metrics: the calls the worker runs, by
 // function and code, and their latency, counted as each call ends; the
 // calls in flight, the sandbox's child processes and the shards held, read
-// when /metrics is scraped.
+// when /metrics is scraped. The sandbox's counts are childproc's, which are
+// the process's: two workers in one process report the same children.
 type workerMetrics struct {
 	m *metrics.Metrics
 	// ok holds each function's series of successful calls, resolved once:
@@ -80,19 +81,15 @@ func (w *workerMetrics) refresh() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.m.CallsInFlight.Set(float64(w.inflight.Load()))
+	// The counters move by what childproc counted since the last scrape;
+	// every reason's series is there from a class's first start, at zero.
 	for class, c := range childproc.Classes() {
 		w.m.SandboxProcesses.WithLabelValues(class).Set(float64(c.Alive))
-		if d := c.Started - w.started[class]; d > 0 {
-			w.m.SandboxStarts.WithLabelValues(class).Add(float64(d))
-		} else {
-			w.m.SandboxStarts.WithLabelValues(class) // present from the first start on, at zero
-		}
+		w.m.SandboxStarts.WithLabelValues(class).Add(float64(c.Started - w.started[class]))
 		w.started[class] = c.Started
 		for reason, n := range c.Ended {
 			k := [2]string{class, reason}
-			if d := n - w.ended[k]; d > 0 || w.ended[k] == 0 {
-				w.m.SandboxKills.WithLabelValues(class, reason).Add(float64(d))
-			}
+			w.m.SandboxKills.WithLabelValues(class, reason).Add(float64(n - w.ended[k]))
 			w.ended[k] = n
 		}
 	}
