@@ -13,12 +13,11 @@ import (
 // reach 90% of their storage quota, and stops counting them when the quota
 // is raised.
 func TestQuotaNearLimitMetric(t *testing.T) {
-	metricsAddr := freeAddr(t)
-	n := &network{t: t, dir: t.TempDir(), poolAddr: freeAddr(t), poolArgs: []string{"--metrics-listen", metricsAddr}}
+	n := &network{t: t, dir: t.TempDir(), poolAddr: freeAddr(t), poolArgs: []string{"--metrics-listen", "127.0.0.1:0"}}
 	n.startPool()
 	n.workers = append(n.workers, n.startWorker("worker_001"))
 	n.waitWorkers(1, 20*time.Second)
-	url := "http://" + metricsAddr + "/metrics"
+	url := metricsURL(t, n.pool)
 	const series = `taskworker_quota_users_near_limit{resource="storage_bytes"}`
 	// The pool reads the gauges every 10 s.
 	waitSeries := func(want float64) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/proctest"
 )
 
 // A worker started with --metrics-listen serves its own /metrics: its
@@ -18,12 +21,12 @@ import (
 // time limit, and the shards a push left on it move their series; every
 // family passes Prometheus's linter.
 func TestWorkerMetricsMove(t *testing.T) {
-	metricsAddr := freeAddr(t)
 	n := &network{t: t, dir: t.TempDir(), poolAddr: freeAddr(t)}
 	n.startPool()
-	n.workers = append(n.workers, n.startWorker("worker_001", "--metrics-listen", metricsAddr))
+	w := n.startWorker("worker_001", "--metrics-listen", "127.0.0.1:0")
+	n.workers = append(n.workers, w)
 	n.waitWorkers(1, 20*time.Second)
-	url := "http://" + metricsAddr + "/metrics"
+	url := metricsURL(t, w)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -95,5 +98,22 @@ func TestWorkerMetricsMove(t *testing.T) {
 	}
 	for _, p := range problems {
 		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+// metricsURL is the /metrics URL a process logged at start (--metrics-listen
+// with port 0 picks a free one, free of the races of choosing one first).
+func metricsURL(t *testing.T, p *proctest.Process) string {
+	t.Helper()
+	re := regexp.MustCompile(`msg=metrics url=(http://\S+/metrics)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(p.Output()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the process logged no metrics URL:\n%s", p.Output())
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
