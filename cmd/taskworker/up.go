@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -64,10 +65,24 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			var m *metrics.Metrics
+			var workerMetrics []any // id, URL: the workers' /metrics
 			if metricsListen != "" {
 				m = metrics.New()
 				cfg.Pool = pool.DefaultConfig("")
 				cfg.Pool.Metrics = m
+				// Each worker serves its own, on a port fixed for the run,
+				// so that it keeps its address when restarted.
+				addrs := map[string]string{}
+				for i := range cfg.Workers {
+					id := fmt.Sprintf("%s%03d", cmp.Or(cfg.WorkerPrefix, "worker_"), i+1)
+					addr, err := freeLoopbackAddr()
+					if err != nil {
+						return fmt.Errorf("a port for %s's metrics: %w", id, err)
+					}
+					addrs[id] = addr
+					workerMetrics = append(workerMetrics, id, "http://"+addr+"/metrics")
+				}
+				cfg.WorkerArgs = func(id string) []string { return []string{"--metrics-listen", addrs[id]} }
 			}
 			n, err := localnet.Start(ctx, cfg)
 			if err != nil {
@@ -87,6 +102,7 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 					return fmt.Errorf("--metrics-listen: %w", err)
 				}
 				cfg.Logger.Info("the pool's metrics: http://" + addr.String() + "/metrics")
+				cfg.Logger.Info("the workers' metrics", workerMetrics...)
 				g = m.Registry
 			}
 			if web.listen != "" {
@@ -111,6 +127,16 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", 0, "workers' lease TTL (default: the pool's)")
 	web.register(f, "127.0.0.1:0")
-	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:0", "serve the pool's Prometheus metrics (/metrics) here (\"\" for none)")
+	f.StringVar(&metricsListen, "metrics-listen", "127.0.0.1:0", "serve the pool's Prometheus metrics (/metrics) here, and each worker's on a free port of 127.0.0.1 (\"\" for none)")
 	return cmd
+}
+
+// freeLoopbackAddr returns a port of 127.0.0.1 free now.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,9 +17,11 @@ import (
 
 	"github.com/hivemind/taskworker/internal/deployed"
 	"github.com/hivemind/taskworker/internal/examples"
+	"github.com/hivemind/taskworker/internal/metrics"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
+	"github.com/hivemind/taskworker/internal/tracing"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
@@ -32,6 +36,8 @@ func workerCommand(e *env) *cobra.Command {
 		wasmInProcess bool
 		caFile        string
 		unconfined    bool
+		metricsListen string
+		otlp          string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -114,6 +120,26 @@ benchmarks.`,
 				}
 				cfg.CA, cfg.CAName = ca, "the CA in "+caFile
 			}
+			octx, cancelObserve := context.WithCancel(cmd.Context())
+			defer cancelObserve()
+			tr, err := tracing.Setup(octx, "taskworker-worker", otlp, otlpInsecure(otlp))
+			if err != nil {
+				return err
+			}
+			if tr != nil {
+				defer tr.Shutdown(context.Background())
+				cfg.Tracing = tr
+				cfg.Logger = slog.New(tracing.LogHandler(cfg.Logger.Handler()))
+				cfg.Logger.Info("tracing: spans go over OTLP", "endpoint", cmp.Or(otlp, os.Getenv(tracing.EnvEndpoint)))
+			}
+			if metricsListen != "" {
+				cfg.Metrics = metrics.NewWorker()
+				addr, err := cfg.Metrics.Serve(octx, metricsListen)
+				if err != nil {
+					return fmt.Errorf("--metrics-listen: %w", err)
+				}
+				cfg.Logger.Info("metrics", "url", "http://"+addr.String()+"/metrics")
+			}
 			exe, err := os.Executable()
 			if err != nil {
 				return err
@@ -186,6 +212,8 @@ benchmarks.`,
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and the directory of a certificate to call it with")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")
 	f.BoolVar(&unconfined, "allow-unconfined", false, "run function code even where its child processes cannot install their seccomp filter (default: they refuse and calls fail)")
+	f.StringVar(&metricsListen, "metrics-listen", "", "serve Prometheus metrics (/metrics) on this address (off by default)")
+	f.StringVar(&otlp, "otlp-endpoint", "", "export traces over OTLP/gRPC to this collector (host:port, or a URL; default $OTEL_EXPORTER_OTLP_ENDPOINT; off when neither)")
 	return cmd
 }
 

@@ -71,6 +71,7 @@ func (p *Process) Call(ctx context.Context, x Exchange) (result, errFrame []byte
 	case p.OutOfMemory(x.ExitMemory):
 		ce.Sentinel = ErrMemoryLimit
 	}
+	p.counts.end(ReasonOf(ce))
 	return nil, nil, false, ce
 }
 

@@ -75,6 +75,10 @@
 //
 // # Caveats
 //
+//   - Counts (Classes) are the process's, kept in package variables: every
+//     child started with a Spec.Class is counted, whoever started it. The
+//     worker's metrics read them; a test that asserts them uses a class of
+//     its own.
 //   - Fair sharing bounds how many children each tenant holds, not the CPU
 //     time they take: the cap of at most one child per CPU is what keeps a
 //     flood from slowing others' calls much (docs/BENCHMARKS.md, "Fair

@@ -46,6 +46,9 @@ type Spec struct {
 	// reports false when the caller is closed (Supervisor.Track does
 	// both): Start then kills the child and fails with ErrClosed.
 	Track func(func()) bool
+	// Class names the kind of child for Counts ("wasm", "starlark"); empty:
+	// not counted.
+	Class string
 
 	// noNamespaces starts the child without namespaces of its own whatever
 	// the system allows, for the benchmark that measures what they cost.
@@ -83,6 +86,7 @@ type Process struct {
 	exited chan struct{}
 	// namespaced says the child is in namespaces of its own.
 	namespaced bool
+	counts     *classCounts // nil: not counted
 }
 
 // Start starts a child, sends it the hello frame and returns it with the
@@ -106,6 +110,7 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		R:      bufio.NewReaderSize(parentIn, 64*KiB),
 		stderr: &HeadBuffer{Max: stderrKept},
 		exited: make(chan struct{}),
+		counts: countsOf(spec.Class),
 	}
 	p.namespaced = !spec.noNamespaces && tryNamespaces()
 	env := []string{} // empty, not inherited
@@ -135,14 +140,20 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		p.closePipes()
 		return nil, nil, fmt.Errorf("%s: %w", spec.Command[0], err)
 	}
+	if p.counts != nil {
+		p.counts.started.Add(1)
+		p.counts.alive.Add(1)
+	}
 	if !spec.Track(func() {
 		p.cmd.Wait() // its error is in ProcessState, or a stderr copy cut by WaitDelay
 		p.closePipes()
+		p.exitCounted()
 		close(p.exited)
 	}) {
 		p.cmd.Process.Kill()
 		p.cmd.Wait()
 		p.closePipes()
+		p.exitCounted()
 		return nil, nil, ErrClosed
 	}
 
@@ -241,6 +252,12 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 // goroutine, any number of times.
 func (p *Process) Kill() {
 	p.cmd.Process.Kill() // os.Process knows when the child is reaped, so this never hits a reused pid
+}
+
+func (p *Process) exitCounted() {
+	if p.counts != nil {
+		p.counts.alive.Add(-1)
+	}
 }
 
 func (p *Process) closePipes() {

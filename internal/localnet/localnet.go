@@ -47,6 +47,8 @@ type Config struct {
 	DNSListen string
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
+	// WorkerArgs, when set, gives each worker's extra flags, by id.
+	WorkerArgs func(id string) []string
 	// Pool configures the pool (its DataDir, Listen, LeaseTTL and Logger are
 	// set from the fields above); zero: pool.DefaultConfig.
 	Pool   pool.Config
@@ -217,6 +219,9 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
 				"--data-dir", filepath.Join(c.Dir, "workers", id),
 				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile), "--ca", caFile}}
+		if c.WorkerArgs != nil {
+			w.args = append(w.args, c.WorkerArgs(id)...)
+		}
 		n.workers = append(n.workers, w)
 		n.wg.Go(func() { w.run(wctx) })
 	}

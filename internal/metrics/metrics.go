@@ -20,11 +20,16 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/codes"
 )
 
 // Metrics holds one process's registry and metric families. The zero value
@@ -50,7 +55,8 @@ type Metrics struct {
 	WorkerCalls *prometheus.GaugeVec
 
 	// Sandbox child processes, by class (starlark, wasm): running, started,
-	// killed (by reason: deadline, memory, output, crash), and limits hit.
+	// and killed by reason: a limit hit (time, memory, output), the caller
+	// canceling, or a crash.
 	SandboxProcesses *prometheus.GaugeVec
 	SandboxStarts    *prometheus.CounterVec
 	SandboxKills     *prometheus.CounterVec
@@ -74,18 +80,42 @@ type Metrics struct {
 	Tasks        *prometheus.GaugeVec
 	TaskAttempts *prometheus.CounterVec
 
-	// QuotaNearLimit counts users above 90% of a quota, by resource: a
-	// count, never the users' names.
+	// QuotaNearLimit counts users at or above 90% of a quota, by resource
+	// (the pool counts storage_bytes): a count, never the users' names.
 	QuotaNearLimit *prometheus.GaugeVec
+
+	mu       sync.Mutex
+	onScrape []func()
 }
 
 // latency buckets from 100 µs to 30 s: a call through the pool takes a few
 // hundred microseconds, a task or a file transfer may take many seconds.
 var latency = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 
-// New returns a process's metrics, with Go's and the process's own
-// collectors registered too.
+// New returns a pool's metrics: every family, with Go's and the process's
+// own collectors registered too.
 func New() *Metrics {
+	m := families()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.RPCs, m.RPCSeconds, m.Calls, m.CallSeconds, m.CallsInFlight, m.CallRetries, m.Workers, m.WorkerCalls,
+		m.SandboxProcesses, m.SandboxStarts, m.SandboxKills, m.StoredBytes, m.Shards, m.FilesByRedundancy,
+		m.RepairBacklog, m.RepairedShards, m.EgressRequests, m.DNSQueries, m.SecretReads, m.Tasks, m.TaskAttempts, m.QuotaNearLimit)
+	return m
+}
+
+// NewWorker returns a worker's metrics: the families a worker feeds (the
+// RPCs it serves, the calls it runs, its sandbox's processes, the shards it
+// holds), with Go's and the process's own collectors. The others are made
+// but not registered, so a worker exports no pool gauge stuck at zero.
+func NewWorker() *Metrics {
+	m := families()
+	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.RPCs, m.RPCSeconds, m.Calls, m.CallSeconds, m.CallsInFlight,
+		m.SandboxProcesses, m.SandboxStarts, m.SandboxKills, m.StoredBytes, m.Shards)
+	return m
+}
+
+func families() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		RPCs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_grpc_requests_total",
@@ -97,7 +127,7 @@ func New() *Metrics {
 		CallSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "taskworker_call_duration_seconds",
 			Help: "Time of a function call, by function.", Buckets: latency}, []string{"function"}),
 		CallsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_calls_in_flight",
-			Help: "Function calls running now."}),
+			Help: "Function calls running now (a pool: those it routes; a worker: those it runs)."}),
 		CallRetries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_call_retries_total",
 			Help: "Calls sent to another worker after a worker failed, by function."}, []string{"function"}),
 		Workers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_workers",
@@ -109,7 +139,7 @@ func New() *Metrics {
 		SandboxStarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_sandbox_starts_total",
 			Help: "Sandbox child processes started, by class."}, []string{"class"}),
 		SandboxKills: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_sandbox_kills_total",
-			Help: "Sandbox child processes killed, by class and reason (deadline, memory, output, crash)."}, []string{"class", "reason"}),
+			Help: "Sandbox child processes ended during a call, by class and reason (time, memory, output: limits hit; canceled; crash)."}, []string{"class", "reason"}),
 		StoredBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_stored_bytes",
 			Help: "Bytes of shards this worker holds."}),
 		Shards: prometheus.NewGauge(prometheus.GaugeOpts{Name: "taskworker_shards",
@@ -129,14 +159,10 @@ func New() *Metrics {
 		Tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_tasks",
 			Help: "Tasks by state, as this pool last counted them."}, []string{"state"}),
 		QuotaNearLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_quota_users_near_limit",
-			Help: "Users above 90% of a quota, by resource (storage_bytes, modules, module_bytes, tasks)."}, []string{"resource"}),
+			Help: "Users at or above 90% of a quota, by resource (storage_bytes)."}, []string{"resource"}),
 		TaskAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_task_attempts_total",
 			Help: "Task attempts this pool ran, by outcome (succeeded, failed, retried, handed_back)."}, []string{"outcome"}),
 	}
-	m.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.RPCs, m.RPCSeconds, m.Calls, m.CallSeconds, m.CallsInFlight, m.CallRetries, m.Workers, m.WorkerCalls,
-		m.SandboxProcesses, m.SandboxStarts, m.SandboxKills, m.StoredBytes, m.Shards, m.FilesByRedundancy,
-		m.RepairBacklog, m.RepairedShards, m.EgressRequests, m.DNSQueries, m.SecretReads, m.Tasks, m.TaskAttempts, m.QuotaNearLimit)
 	return m
 }
 
@@ -144,6 +170,39 @@ func New() *Metrics {
 func (m *Metrics) ObserveCall(function, code string, d time.Duration) {
 	m.Calls.WithLabelValues(function, code).Inc()
 	m.CallSeconds.WithLabelValues(function).Observe(d.Seconds())
+}
+
+// OnScrape adds f to what runs before each scrape of Serve's /metrics:
+// the place to read gauges that are costly to keep current all the time.
+func (m *Metrics) OnScrape(f func()) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.onScrape = append(m.onScrape, f)
+}
+
+// Gather runs the OnScrape functions and gathers the registry.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	m.mu.Lock()
+	fs := slices.Clone(m.onScrape)
+	m.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+	return m.Registry.Gather()
+}
+
+// FunctionLabel is a call's function as a metric label: its name without
+// the owner (labels never name users), and "-" for a call refused before
+// it reached a function, whose name may be anything a caller typed.
+func FunctionLabel(name string, code codes.Code) string {
+	switch code {
+	case codes.NotFound, codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied:
+		return "-"
+	}
+	if _, fn, ok := strings.Cut(name, "/"); ok {
+		return fn
+	}
+	return name
 }
 
 // Serve serves /metrics on addr until ctx ends, and returns the address it
@@ -154,7 +213,7 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.GathererFunc(m.Gather), promhttp.HandlerOpts{Registry: m.Registry}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -34,6 +34,64 @@ func TestNamesPassTheLinter(t *testing.T) {
 	}
 }
 
+// A worker's registry holds its families only, and they pass the linter;
+// OnScrape's functions run before each gather.
+func TestWorkerFamilies(t *testing.T) {
+	m := metrics.NewWorker()
+	scraped := 0
+	m.OnScrape(func() { scraped++; m.StoredBytes.Set(42) })
+	m.ObserveCall("add", "OK", time.Millisecond)
+	m.SandboxKills.WithLabelValues("starlark", "time").Inc()
+	m.SandboxProcesses.WithLabelValues("starlark").Set(1)
+	m.SandboxStarts.WithLabelValues("starlark").Inc()
+	families, err := m.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, f := range families {
+		names[f.GetName()] = true
+	}
+	if scraped != 1 || testutil.ToFloat64(m.StoredBytes) != 42 {
+		t.Errorf("OnScrape ran %d times before a gather, stored bytes %v", scraped, testutil.ToFloat64(m.StoredBytes))
+	}
+	for _, want := range []string{"taskworker_calls_total", "taskworker_sandbox_kills_total", "taskworker_stored_bytes", "taskworker_shards", "taskworker_calls_in_flight"} {
+		if !names[want] {
+			t.Errorf("a worker's metrics lack %s", want)
+		}
+	}
+	for _, pool := range []string{"taskworker_workers", "taskworker_repair_backlog_files", "taskworker_repaired_shards_total"} {
+		if names[pool] {
+			t.Errorf("a worker's metrics have the pool's %s", pool)
+		}
+	}
+	problems, err := testutil.GatherAndLint(m.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestFunctionLabel(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		code codes.Code
+		want string
+	}{
+		{"add", codes.OK, "add"},
+		{"bob/report", codes.OK, "report"},          // never the owner
+		{"bob/report", codes.Unknown, "report"},     // the function's own failure
+		{"anything typed", codes.NotFound, "-"},     // refused before a function
+		{"bob/report", codes.PermissionDenied, "-"}, // nor what was refused
+	} {
+		if got := metrics.FunctionLabel(tc.name, tc.code); got != tc.want {
+			t.Errorf("FunctionLabel(%q, %s) = %q, want %q", tc.name, tc.code, got, tc.want)
+		}
+	}
+}
+
 // The interceptors count the RPCs of a real gRPC server, and /metrics
 // serves them over HTTP.
 func TestRPCsAreCountedAndScraped(t *testing.T) {

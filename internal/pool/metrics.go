@@ -2,14 +2,13 @@ package pool
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/metrics"
 )
 
 // metricsOptions feed Config.Metrics from the server: every RPC counted and
@@ -37,22 +36,8 @@ func (s *Server) observeCall(ctx context.Context, req any, info *grpc.UnaryServe
 	resp, err := handler(ctx, req)
 	m.CallsInFlight.Dec()
 	code := status.Code(err)
-	m.ObserveCall(functionLabel(call.FunctionName, code), code.String(), time.Since(start))
+	m.ObserveCall(metrics.FunctionLabel(call.FunctionName, code), code.String(), time.Since(start))
 	return resp, err
-}
-
-// functionLabel is a call's function as a metric label: its name without
-// the owner (labels never name users), and "-" for a call refused before it
-// reached a function, whose name may be anything a caller typed.
-func functionLabel(name string, code codes.Code) string {
-	switch code {
-	case codes.NotFound, codes.InvalidArgument, codes.Unauthenticated, codes.PermissionDenied:
-		return "-"
-	}
-	if _, fn, ok := strings.Cut(name, "/"); ok {
-		return fn
-	}
-	return name
 }
 
 // metricsEvery is how often the gauges of workers and storage are read.
@@ -60,7 +45,7 @@ const metricsEvery = 10 * time.Second
 
 // runMetrics keeps the gauges of Config.Metrics current until ctx ends: live
 // workers and their calls in flight, file versions by redundancy, the repair
-// backlog and the shards rebuilt.
+// backlog and the shards rebuilt, the users near a quota.
 func (s *Server) runMetrics(ctx context.Context) {
 	m := s.cfg.Metrics
 	if m == nil {
@@ -88,6 +73,7 @@ func (s *Server) runMetrics(ctx context.Context) {
 			}
 			rebuilt = st.ShardsRebuilt
 		}
+		s.countNearLimit(sctx)
 		cancel()
 		select {
 		case <-ctx.Done():
@@ -95,4 +81,37 @@ func (s *Server) runMetrics(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// nearLimitPercent is how much of a quota a user uses to count as near it.
+const nearLimitPercent = 90
+
+// countNearLimit sets the users at or above nearLimitPercent of their
+// storage quota: the users who hold a token, each with a storage quota,
+// their use read as the quota counts it. A user whose use cannot be read
+// is not counted, and the gauge keeps the last count when the quotas are
+// unreadable.
+func (s *Server) countNearLimit(ctx context.Context) {
+	s.tokens.mu.RLock()
+	users := map[string]bool{}
+	for _, rec := range s.tokens.byHash {
+		if rec.User != "" && rec.Role != v1.Role_ROLE_WORKER {
+			users[rec.User] = true
+		}
+	}
+	s.tokens.mu.RUnlock()
+	near := 0
+	for user := range users {
+		l, err := s.quotas.Limits(ctx, user)
+		if err != nil {
+			return
+		}
+		if l.StorageBytes <= 0 {
+			continue
+		}
+		if used, err := s.files.StorageUsed(ctx, user); err == nil && used*100 >= l.StorageBytes*nearLimitPercent {
+			near++
+		}
+	}
+	s.cfg.Metrics.QuotaNearLimit.WithLabelValues("storage_bytes").Set(float64(near))
 }

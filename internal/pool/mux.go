@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/tracing"
 )
 
 // muxMaxArgs is the largest call sent on a worker's call stream; larger
@@ -243,6 +244,9 @@ func (m *callMux) call(ctx context.Context, req *v1.FunctionCallRequest) (a *ans
 	if d, ok := ctx.Deadline(); ok {
 		frame.DeadlineUnixNano = d.UnixNano()
 	}
+	// The call's trace, when the pool traces it (no span otherwise: one
+	// context lookup, nothing added to the frame).
+	frame.Traceparent = tracing.Traceparent(ctx)
 	ch := replyChans.Get().(chan *rawReply)
 	m.mu.Lock()
 	st := m.stream

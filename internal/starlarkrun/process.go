@@ -46,7 +46,7 @@ func startProcess(ctx context.Context, cfg *Config, cl class, track func(func())
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)
 	}
 	proc, ready, err := childproc.Start(ctx, childproc.Spec{
-		Command: cfg.Command, Hello: hello, StartTimeout: cfg.StartTimeout, Track: track,
+		Command: cfg.Command, Hello: hello, StartTimeout: cfg.StartTimeout, Track: track, Class: "starlark",
 	})
 	switch {
 	case errors.Is(err, childproc.ErrClosed), errors.Is(err, childproc.ErrUnconfined):

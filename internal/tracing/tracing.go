@@ -2,9 +2,11 @@ package tracing
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/stats"
 )
 
 // EnvEndpoint is the standard variable that turns tracing on when no
@@ -65,13 +68,20 @@ func Setup(ctx context.Context, service, endpoint string, insecure bool) (*Traci
 }
 
 // ServerOptions trace every RPC a server serves, continuing the caller's
-// trace.
-func (t *Tracing) ServerOptions() []grpc.ServerOption {
+// trace, but for the methods named in untraced (full method names): a
+// long-lived stream that carries many calls traces each call itself, not
+// the stream.
+func (t *Tracing) ServerOptions(untraced ...string) []grpc.ServerOption {
 	if t == nil {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(
-		otelgrpc.WithTracerProvider(t.tp), otelgrpc.WithPropagators(t.prop)))}
+	opts := []otelgrpc.Option{otelgrpc.WithTracerProvider(t.tp), otelgrpc.WithPropagators(t.prop)}
+	if len(untraced) > 0 {
+		opts = append(opts, otelgrpc.WithFilter(func(info *stats.RPCTagInfo) bool {
+			return !slices.Contains(untraced, info.FullMethodName)
+		}))
+	}
+	return []grpc.ServerOption{grpc.StatsHandler(otelgrpc.NewServerHandler(opts...))}
 }
 
 // DialOptions trace every RPC a client makes, passing the trace on.
@@ -85,12 +95,55 @@ func (t *Tracing) DialOptions() []grpc.DialOption {
 
 // Start starts a span of the process's own work (e.g. a sandboxed call)
 // under ctx's span; off, it returns ctx and a span that does nothing.
-func (t *Tracing) Start(ctx context.Context, name string) (context.Context, trace.Span) {
+func (t *Tracing) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	if t == nil {
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	return t.tp.Tracer("github.com/hivemind/taskworker").Start(ctx, name)
+	return t.tp.Tracer("github.com/hivemind/taskworker").Start(ctx, name, opts...)
 }
+
+// Traceparent returns the W3C traceparent value of ctx's span ("" when ctx
+// carries none): how a call's trace rides in a message of a stream that
+// carries many calls (the pool's CallFrame).
+func Traceparent(ctx context.Context) string {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return ""
+	}
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b := make([]byte, 0, 55)
+	b = append(b, "00-"...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, []byte{byte(sc.TraceFlags())})
+	return string(b)
+}
+
+// WithTraceparent returns ctx under the remote span a traceparent value
+// names, so that spans started from it continue that trace. An empty or
+// malformed value returns ctx as it is.
+func WithTraceparent(ctx context.Context, traceparent string) context.Context {
+	if traceparent == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, traceparentCarrier(traceparent))
+}
+
+// traceparentCarrier is a carrier holding one traceparent value.
+type traceparentCarrier string
+
+func (c traceparentCarrier) Get(key string) string {
+	if key == "traceparent" {
+		return string(c)
+	}
+	return ""
+}
+
+func (traceparentCarrier) Set(string, string) {}
+
+func (traceparentCarrier) Keys() []string { return []string{"traceparent"} }
 
 // Shutdown sends the spans still batched and stops the exporter.
 func (t *Tracing) Shutdown(ctx context.Context) error {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -91,5 +92,31 @@ func TestATraceCrossesARealCall(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"trace_id":"`+hex.EncodeToString(traceID[:])+`"`) {
 		t.Fatalf("the server's log line does not name the trace %s: %s", traceID, logs.String())
+	}
+}
+
+// A span's context survives the trip through a traceparent value, as a
+// call's does on the pool's call stream; an empty or malformed value
+// changes nothing.
+func TestTraceparentRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	if tracing.Traceparent(ctx) != "" {
+		t.Fatal("a context with no span has a traceparent")
+	}
+	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	sid, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid, SpanID: sid, TraceFlags: trace.FlagsSampled})
+	tp := tracing.Traceparent(trace.ContextWithSpanContext(ctx, sc))
+	if tp != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
+		t.Fatalf("traceparent %q", tp)
+	}
+	got := trace.SpanContextFromContext(tracing.WithTraceparent(ctx, tp))
+	if got.TraceID() != tid || got.SpanID() != sid || !got.IsSampled() || !got.IsRemote() {
+		t.Fatalf("from %q: %+v", tp, got)
+	}
+	for _, bad := range []string{"", "00-zz-00f067aa0ba902b7-01", "garbage"} {
+		if trace.SpanContextFromContext(tracing.WithTraceparent(ctx, bad)).IsValid() {
+			t.Errorf("%q gave a span context", bad)
+		}
 	}
 }

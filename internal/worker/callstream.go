@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/tracing"
 )
 
 // CallStream serves the pool's calls multiplexed on one stream (see the
@@ -88,6 +89,9 @@ func (r rpcService) CallStream(stream v1.RPCService_CallStreamServer) error {
 			if f.DeadlineUnixNano != 0 {
 				cancel()
 				cctx, cancel = context.WithDeadline(ctx, time.Unix(0, f.DeadlineUnixNano))
+			}
+			if f.Traceparent != "" && s.cfg.Tracing != nil {
+				cctx = tracing.WithTraceparent(cctx, f.Traceparent)
 			}
 			mu.Lock()
 			cancels[f.Id] = cancel

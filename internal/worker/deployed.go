@@ -152,7 +152,7 @@ func (s *Server) fetchModule(ctx context.Context, sha string) ([]byte, error) {
 const maxModuleBytes = 64 << 20
 
 // callDeployed runs a call of a deployed function in the sandbox.
-func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) ([]byte, error) {
+func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) (_ []byte, err error) {
 	if s.cfg.Sandbox == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "worker %s runs no sandboxed functions", s.cfg.ID)
 	}
@@ -163,6 +163,10 @@ func (s *Server) callDeployed(ctx context.Context, req *v1.FunctionCallRequest) 
 		if held > max {
 			return nil, quota.Exceeded(req.UserId, quota.SandboxProcesses, max, held-1, 1)
 		}
+	}
+	if sctx, span := s.sandboxSpan(ctx, d); span != nil {
+		ctx = sctx
+		defer func() { endSpan(span, err) }()
 	}
 	out, err := s.cfg.Sandbox.Call(ctx, req.UserId, d, req.Args, s.modules.get)
 	if err != nil {

@@ -24,7 +24,17 @@
 // with that token, for the call's secrets and outbound requests. A call
 // without a token (one made on the worker directly) reaches nothing.
 //
+// With Config.Metrics (metrics.NewWorker) the worker counts the calls it
+// runs and the RPCs it serves, and reads at each scrape its calls in
+// flight, its sandbox's child processes (childproc's counts) and its
+// shards; with Config.Tracing it records a span for each call, continuing
+// the trace the pool's call frame carries (CallFrame.traceparent), and one
+// for each run in the sandbox. Off, neither adds work to a call.
+//
 // # Caveats
+//
+// The sandbox's counts are the process's: two workers in one process
+// report the same children.
 //
 // A data directory without a network file is claimed by the first network
 // the worker enrols with, shards and all.

@@ -25,11 +25,13 @@ import (
 	"github.com/hivemind/taskworker/internal/auth"
 	"github.com/hivemind/taskworker/internal/function"
 	"github.com/hivemind/taskworker/internal/liveness"
+	"github.com/hivemind/taskworker/internal/metrics"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/pools"
 	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
+	"github.com/hivemind/taskworker/internal/tracing"
 )
 
 // DefaultListen is where a worker listens by default.
@@ -85,6 +87,12 @@ type Config struct {
 	// then the pool hands back the tasks still running here.
 	DrainGrace time.Duration
 	Logger     *slog.Logger
+	// Metrics, when set, receives the worker's metrics (metrics.NewWorker):
+	// its RPCs, the calls it runs, its sandbox's processes, its shards.
+	Metrics *metrics.Metrics
+	// Tracing, when set, records a span for each call (continuing the
+	// pool's trace) and one for each sandboxed run; nil: no span work.
+	Tracing *tracing.Tracing
 }
 
 // Validate reports a configuration that cannot work, saying what to change.
@@ -127,6 +135,7 @@ type Server struct {
 	changed   chan struct{}
 	inflight  atomic.Int64
 	completed atomic.Int64
+	metrics   *workerMetrics // nil: no metrics
 
 	lis    net.Listener
 	grpc   *grpc.Server
@@ -187,6 +196,7 @@ func New(cfg Config) (*Server, error) {
 		registered: make(chan struct{}),
 		refused:    make(chan struct{}),
 	}
+	s.metrics = newWorkerMetrics(cfg.Metrics, &s.inflight)
 	s.funcs.Store(&map[string]entry{})
 	s.modules = &moduleCache{fetch: s.fetchModule}
 	if cfg.DataDir != "" {
@@ -256,6 +266,9 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 			s.lis.Close()
 			return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
 		}
+		if s.metrics != nil {
+			s.metrics.store.Store(s.shards)
+		}
 	}
 	if s.cfg.Insecure {
 		s.log.Warn("INSECURE: the worker runs with no TLS (--insecure): any peer that reaches its address can call its functions and read and write its shards; use it only on a trusted host")
@@ -264,7 +277,10 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		s.closeShards()
 		return fmt.Errorf("worker %s: %w", s.cfg.ID, err)
 	}
-	s.grpc = grpc.NewServer(append(liveness.ServerOptions(),
+	opts := append(liveness.ServerOptions(), s.metrics.serverOptions()...)
+	// The call stream carries many calls: each is traced on its own (callSpan).
+	opts = append(opts, s.cfg.Tracing.ServerOptions(v1.RPCService_CallStream_FullMethodName)...)
+	s.grpc = grpc.NewServer(append(opts,
 		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),
 		grpc.MaxSendMsgSize(maxMessageBytes),
@@ -514,12 +530,24 @@ func (s *Server) call(ctx context.Context, req *v1.FunctionCallRequest) (*v1.Fun
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
 	defer s.completed.Add(1)
+	var start time.Time
+	if s.metrics != nil {
+		start = time.Now()
+	}
+	ctx, span := s.callSpan(ctx, req)
 	var result []byte
 	var err error
 	if req.Deployment != nil {
 		result, err = s.callDeployed(ctx, req)
 	} else {
 		result, err = s.callNative(ctx, req)
+	}
+	if s.metrics != nil {
+		s.metrics.observe(req.FunctionName, start, err)
+	}
+	s.logCall(ctx, req, err)
+	if span != nil {
+		endSpan(span, err)
 	}
 	if err != nil {
 		return nil, err
@@ -548,7 +576,7 @@ func (s *Server) callError(ctx context.Context, name string, err error) error {
 	case errors.As(err, &argErr):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.As(err, &panicErr):
-		s.log.Error("function panicked", "function", name, "panic", panicErr.Value, "stack", string(panicErr.Stack))
+		s.log.ErrorContext(ctx, "function panicked", "function", name, "panic", panicErr.Value, "stack", string(panicErr.Stack))
 		return status.Errorf(codes.Internal, "%v (worker %s logged the stack)", err, s.cfg.ID)
 	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
 		return status.FromContextError(ctx.Err()).Err()

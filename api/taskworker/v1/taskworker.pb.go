@@ -1595,7 +1595,11 @@ type CallFrame struct {
 	// Unix nanoseconds; 0 means none.
 	DeadlineUnixNano int64 `protobuf:"varint,3,opt,name=deadline_unix_nano,json=deadlineUnixNano,proto3" json:"deadline_unix_nano,omitempty"`
 	// Set to cancel the call with this id.
-	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	Cancel bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	// The W3C trace context of the call (a traceparent header's value), set
+	// only when the pool traces: the worker's spans of the call continue the
+	// caller's trace. Empty: untraced.
+	Traceparent   string `protobuf:"bytes,5,opt,name=traceparent,proto3" json:"traceparent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1656,6 +1660,13 @@ func (x *CallFrame) GetCancel() bool {
 		return x.Cancel
 	}
 	return false
+}
+
+func (x *CallFrame) GetTraceparent() string {
+	if x != nil {
+		return x.Traceparent
+	}
+	return ""
 }
 
 type CallReply struct {
@@ -2151,12 +2162,13 @@ const file_taskworker_v1_taskworker_proto_rawDesc = "" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fKIND_CREATED\x10\x01\x12\x10\n" +
 	"\fKIND_REVISED\x10\x02\x12\x10\n" +
-	"\fKIND_DELETED\x10\x03\"\x9f\x01\n" +
+	"\fKIND_DELETED\x10\x03\"\xc1\x01\n" +
 	"\tCallFrame\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12<\n" +
 	"\arequest\x18\x02 \x01(\v2\".taskworker.v1.FunctionCallRequestR\arequest\x12,\n" +
 	"\x12deadline_unix_nano\x18\x03 \x01(\x03R\x10deadlineUnixNano\x12\x16\n" +
-	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"\xa3\x01\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\x12 \n" +
+	"\vtraceparent\x18\x05 \x01(\tR\vtraceparent\"\xa3\x01\n" +
 	"\tCallReply\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12?\n" +
 	"\bresponse\x18\x02 \x01(\v2#.taskworker.v1.FunctionCallResponseR\bresponse\x12\x12\n" +
