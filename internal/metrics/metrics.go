@@ -159,7 +159,7 @@ func families() *Metrics {
 		Tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_tasks",
 			Help: "Tasks by state, as this pool last counted them."}, []string{"state"}),
 		QuotaNearLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "taskworker_quota_users_near_limit",
-			Help: "Users at or above 90% of a quota, by resource (storage_bytes)."}, []string{"resource"}),
+			Help: "Users at or above 90% of a quota, by resource (storage_bytes, modules, module_bytes, tasks)."}, []string{"resource"}),
 		TaskAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "taskworker_task_attempts_total",
 			Help: "Task attempts this pool ran, by outcome (succeeded, failed, retried, handed_back)."}, []string{"outcome"}),
 	}

@@ -304,19 +304,12 @@ func (s *deployService) checkModuleQuota(ctx context.Context, user, sha string, 
 	if q.Modules <= 0 && q.ModuleBytes <= 0 {
 		return 0, nil
 	}
-	resp, err := s.cli.Get(ctx, s.userVersionsKey(user), clientv3.WithPrefix())
+	sizes, rev, err := s.moduleUse(ctx, user)
 	if err != nil {
-		return 0, serving.EtcdError(err)
-	}
-	sizes := map[string]int64{}
-	for _, kv := range resp.Kvs {
-		d := &v1.Deployment{}
-		if proto.Unmarshal(kv.Value, d) == nil {
-			sizes[d.ModuleSha256] = d.ModuleSize
-		}
+		return 0, err
 	}
 	if _, have := sizes[sha]; have {
-		return resp.Header.Revision, nil // no new module: nothing more is spent
+		return rev, nil // no new module: nothing more is spent
 	}
 	var total int64
 	for _, n := range sizes {
@@ -330,7 +323,25 @@ func (s *deployService) checkModuleQuota(ctx context.Context, user, sha string, 
 		return 0, status.Errorf(codes.ResourceExhausted, "module bytes quota: user %s's modules take %d bytes, this one %d more, and the quota allows %d; undeploy functions you no longer need (their old versions count too), or ask an admin to raise it",
 			user, total, size, q.ModuleBytes)
 	}
-	return resp.Header.Revision, nil
+	return rev, nil
+}
+
+// moduleUse reads the distinct modules, by hash with their sizes, in all
+// versions of all of user's deployed functions (what the Modules and
+// ModuleBytes quotas count), and the etcd revision it read them at.
+func (s *deployService) moduleUse(ctx context.Context, user string) (map[string]int64, int64, error) {
+	resp, err := s.cli.Get(ctx, s.userVersionsKey(user), clientv3.WithPrefix())
+	if err != nil {
+		return nil, 0, serving.EtcdError(err)
+	}
+	sizes := map[string]int64{}
+	for _, kv := range resp.Kvs {
+		d := &v1.Deployment{}
+		if proto.Unmarshal(kv.Value, d) == nil {
+			sizes[d.ModuleSha256] = d.ModuleSize
+		}
+	}
+	return sizes, resp.Header.Revision, nil
 }
 
 // notFound is the answer for a deployed function that does not exist and

@@ -86,10 +86,12 @@ func (s *Server) runMetrics(ctx context.Context) {
 // nearLimitPercent is how much of a quota a user uses to count as near it.
 const nearLimitPercent = 90
 
-// countNearLimit sets the users at or above nearLimitPercent of their
-// storage quota: the users who hold a token, each with a storage quota,
-// their use read as the quota counts it. A user whose use cannot be read
-// is not counted, and the gauge keeps the last count when the quotas are
+// countNearLimit sets, for each quota whose use the pool can read, the
+// users at or above nearLimitPercent of it: stored bytes, distinct modules
+// and their bytes, and tasks not yet ended. (Calls and sandbox processes
+// are in-flight bounds, met and left within a call: not counted.) Users
+// are those who hold a token. A user whose use cannot be read is not
+// counted, and the gauge keeps its last count when the quotas are
 // unreadable.
 func (s *Server) countNearLimit(ctx context.Context) {
 	s.tokens.mu.RLock()
@@ -100,18 +102,39 @@ func (s *Server) countNearLimit(ctx context.Context) {
 		}
 	}
 	s.tokens.mu.RUnlock()
-	near := 0
+	near := map[string]int{"storage_bytes": 0, "modules": 0, "module_bytes": 0, "tasks": 0}
+	count := func(resource string, used, limit int64) {
+		if limit > 0 && used*100 >= limit*nearLimitPercent {
+			near[resource]++
+		}
+	}
 	for user := range users {
 		l, err := s.quotas.Limits(ctx, user)
 		if err != nil {
 			return
 		}
-		if l.StorageBytes <= 0 {
-			continue
+		if l.StorageBytes > 0 {
+			if used, err := s.files.StorageUsed(ctx, user); err == nil {
+				count("storage_bytes", used, l.StorageBytes)
+			}
 		}
-		if used, err := s.files.StorageUsed(ctx, user); err == nil && used*100 >= l.StorageBytes*nearLimitPercent {
-			near++
+		if (l.Modules > 0 || l.ModuleBytes > 0) && s.deploy != nil {
+			if sizes, _, err := s.deploy.moduleUse(ctx, user); err == nil {
+				var total int64
+				for _, n := range sizes {
+					total += n
+				}
+				count("modules", int64(len(sizes)), l.Modules)
+				count("module_bytes", total, l.ModuleBytes)
+			}
+		}
+		if l.Tasks > 0 && s.taskStore != nil {
+			if n, err := s.taskStore.Active(ctx, user); err == nil {
+				count("tasks", n, l.Tasks)
+			}
 		}
 	}
-	s.cfg.Metrics.QuotaNearLimit.WithLabelValues("storage_bytes").Set(float64(near))
+	for resource, n := range near {
+		s.cfg.Metrics.QuotaNearLimit.WithLabelValues(resource).Set(float64(n))
+	}
 }

@@ -48,12 +48,16 @@ type Server struct {
 	quotas  *quota.Store
 	egress  *egress.Client
 	tasks   *tasks.Runner
-	keys    *keyring.Keyring
-	calls   *calls
-	secrets *secrets.Store
-	grpc    *grpc.Server
-	health  *health.Server
-	lis     net.Listener
+	// taskStore and deploy read a user's tasks and modules for the
+	// near-quota gauge.
+	taskStore *tasks.Store
+	deploy    *deployService
+	keys      *keyring.Keyring
+	calls     *calls
+	secrets   *secrets.Store
+	grpc      *grpc.Server
+	health    *health.Server
+	lis       net.Listener
 
 	adminToken, joinToken string
 	dnsAddr               netip.AddrPort
@@ -237,8 +241,9 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		enroller: &enroller{ca: s.ca, ids: s.ids, tokens: s.tokens, reg: s.reg, ttl: ttl, insecure: s.cfg.Insecure}})
 	v1.RegisterAdminServiceServer(s.grpc, &adminService{reg: s.reg, tokens: s.tokens, deploys: s.deploys, files: s.files, ids: s.ids})
 	s.secrets = secrets.New(s.cli, s.cfg.Prefix, s.keys)
-	v1.RegisterDeployServiceServer(s.grpc, &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
-		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys, secrets: s.secrets})
+	s.deploy = &deployService{cli: s.cli, prefix: s.cfg.Prefix + "deploy/", cfg: s.cfg,
+		modules: modules, reg: s.reg, checker: s.cfg.Checker, deploys: s.deploys, secrets: s.secrets}
+	v1.RegisterDeployServiceServer(s.grpc, s.deploy)
 	v1.RegisterModuleServiceServer(s.grpc, &moduleService{modules: modules})
 	v1.RegisterFileServiceServer(s.grpc, s.files)
 	quota.NewServer(s.quotas, checkUser).Register(s.grpc)

@@ -31,6 +31,7 @@ func (s *Server) startTasks(ctx context.Context, rpc *rpcService) {
 		s.cfg.Tasks(&cfg)
 	}
 	store := tasks.NewStore(s.cli, cfg)
+	s.taskStore = store
 	call := func(ctx context.Context, user string, req *v1.FunctionCallRequest) (*v1.FunctionCallResponse, error) {
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
