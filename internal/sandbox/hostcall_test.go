@@ -81,7 +81,7 @@ func TestHostFunctionsReachOutThroughThePool(t *testing.T) {
 			return c, func() {}
 		}, "secret", "KEY", "", []string{"permission_denied", "unknown call token"}},
 		{"a fetch with the secret injected", call("fetcher", ts.URL), "fetch", url,
-			`"{\"status\":200,\"headers\":{\"Content-Length\":\"` + fmt.Sprint(len("GET auth=Bearer  body=")+len(token)) + `\",\"Content-Type\":\"text/plain; charset=utf-8\"},\"url\":\"` + ts.URL + `/x\"} GET auth=Bearer [redacted:TOKEN] body="`, nil},
+			`"{\"status\":200,\"headers\":{\"Content-Length\":\"` + fmt.Sprint(len("GET auth=Bearer [redacted:TOKEN] body=")) + `\",\"Content-Type\":\"text/plain; charset=utf-8\"},\"url\":\"` + ts.URL + `/x\"} GET auth=Bearer [redacted:TOKEN] body="`, nil},
 		{"Extism's http_request", call("fetcher", ts.URL), "extism_post", url, `"200 POST auth= body=from-extism"`, nil},
 		{"a host off the function's rules", call("fetcher", "https://api.example.com"), "fetch", url, "",
 			[]string{"permission_denied", "not allowed"}},
