@@ -6,10 +6,12 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/files"
 )
@@ -108,6 +110,51 @@ func BenchmarkDownloadLarge(b *testing.B) {
 	for range b.N {
 		if _, err := cl.Download(context.Background(), info.FileId, 0, io.Discard); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRepair uploads a 256 MiB file to seven in-process workers (4+2,
+// 8 MiB blocks), kills one, and times the repair from the first shard
+// rebuilt to every file back at full redundancy; it reports seconds per
+// GiB rebuilt. (The wait for the lease to expire is not counted.)
+func BenchmarkRepair(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		cfg := files.DefaultConfig("")
+		cfg.RepairGrace = 0
+		c := cluster.New(b, cluster.Options{Workers: 7, Files: &cfg})
+		cl := c.Client(0)
+		ctx := context.Background()
+		if _, err := cl.Upload(ctx, "large", randomReader(benchFileBytes)); err != nil {
+			b.Fatal(err)
+		}
+		status := func() *v1.StatusResponse {
+			st, err := v1.NewAdminServiceClient(cl.Conn()).Status(ctx, &v1.StatusRequest{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return st
+		}
+		c.KillWorker(3)
+		b.StartTimer()
+		var start time.Time
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			st := status()
+			if start.IsZero() && st.BytesRebuilt > 0 {
+				start = time.Now()
+			}
+			if st.Workers == 6 && st.FilesFull == 1 && st.RepairsPending == 0 && st.BytesRebuilt > 0 {
+				took := time.Since(start)
+				b.ReportMetric(took.Seconds()/(float64(st.BytesRebuilt)/(1<<30)), "s/GiB")
+				b.ReportMetric(float64(st.BytesRebuilt)/(1<<20), "MiB-rebuilt")
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("no full redundancy after 5 minutes: %+v", st)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }

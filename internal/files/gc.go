@@ -35,7 +35,7 @@ func (s *Service) collect(ctx context.Context, inv *inventory, suspects map[writ
 		return err
 	}
 	refs := map[writeRef]bool{}
-	err = s.eachManifest(ctx, false, func(_ string, _ int64, m *manifest) error {
+	err = s.eachShardedManifest(ctx, false, func(_ string, _ int64, m *manifest) error {
 		refs[writeRef{m.FileID, m.WriteID}] = true
 		return nil
 	})

@@ -102,7 +102,7 @@ func (s *Service) reconcile(ctx context.Context, suspects map[writeRef]time.Time
 		shard  int
 	}
 	var expected []placed
-	err := s.eachManifest(ctx, true, func(_ string, _ int64, m *manifest) error {
+	err := s.eachShardedManifest(ctx, true, func(_ string, _ int64, m *manifest) error {
 		ref := writeRef{m.FileID, m.WriteID}
 		for b := range m.Placement {
 			for i := range m.Placement[b] {

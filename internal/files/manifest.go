@@ -1,6 +1,7 @@
 package files
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/base64"
@@ -200,6 +201,15 @@ func (m *manifest) marshal() (string, error) {
 	b, err := json.Marshal(v)
 	return string(b), err
 }
+
+// inlineField is how an inline manifest's layout appears in its JSON. Its
+// quotes are bare, so no string value (a filename, say) can hold it: JSON
+// escapes a quote inside a string.
+var inlineField = []byte(`"layout":"` + inlineLayout + `"`)
+
+// inlineManifest reports whether the JSON of a manifest is an inline
+// file's, without decoding it.
+func inlineManifest(b []byte) bool { return bytes.Contains(b, inlineField) }
 
 func unmarshalManifest(b []byte) (*manifest, error) {
 	m := &manifest{}

@@ -103,3 +103,32 @@ func TestDefiniteMarksAllButAmbiguousFailures(t *testing.T) {
 		t.Fatalf("an ambiguous failure comes back as %v, not as the status it holds", err)
 	}
 }
+
+// Scans tell an inline file's manifest from its JSON alone, and no name,
+// owner or other string makes a sharded version's manifest look inline.
+func TestInlineManifestFromJSON(t *testing.T) {
+	tricky := `x","layout":"inline","y":"` + `"layout":"inline"`
+	for _, tt := range []struct {
+		layout, name, owner string
+		inline              bool
+	}{
+		{inlineLayout, "small", "bob", true},
+		{inlineLayout, tricky, tricky, true},
+		{"4+2", "large", "bob", false},
+		{"4+2", tricky, tricky, false},
+		{"1+1", `"layout":"inline"`, `\"layout\":\"inline\"`, false},
+	} {
+		m := &manifest{fileRecord: fileRecord{FileID: newID(), Filename: tt.name, Layout: tt.layout, SHA256: strings.Repeat("0", 64)}, Owner: tt.owner, WriteID: newID()}
+		raw, err := m.marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := inlineManifest([]byte(raw)); got != tt.inline {
+			t.Errorf("layout %s, name %q: inline %v, want %v (%s)", tt.layout, tt.name, got, tt.inline, raw)
+		}
+		back, err := unmarshalManifest([]byte(raw))
+		if err != nil || back.inline() != tt.inline || back.Filename != tt.name {
+			t.Errorf("decoded back: %+v, %v", back, err)
+		}
+	}
+}

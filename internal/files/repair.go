@@ -149,7 +149,7 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 		return gone[id]
 	}
 	var jobs []string
-	err = s.eachManifest(ctx, true, func(key string, _ int64, m *manifest) error {
+	err = s.eachShardedManifest(ctx, true, func(key string, _ int64, m *manifest) error {
 		for b := range m.Placement {
 			for i := range m.Placement[b] {
 				h := m.holder(int64(b), i)

@@ -2,6 +2,7 @@ package files
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -111,7 +112,8 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 	}
 	live := s.liveSet()
 	files := map[string]bool{}
-	err = s.eachManifest(ctx, true, func(_ string, _ int64, m *manifest) error {
+	// An inline file's record says all Status needs of it.
+	err = s.scanManifests(ctx, true, inlineRecord, func(_ string, _ int64, m *manifest) error {
 		out.BytesStored += m.Size
 		files[m.FileID] = true
 		switch s.redundancy(m, live, damaged) {
@@ -137,6 +139,29 @@ func (s *Service) Status(ctx context.Context) (*v1.StatusResponse, error) {
 // its key and mod revision; with blocks, with the blocks of those in
 // segments too (else only their heads, which name the file and the write).
 func (s *Service) eachManifest(ctx context.Context, blocks bool, f func(key string, modRev int64, m *manifest) error) error {
+	return s.scanManifests(ctx, blocks, inlineWhole, f)
+}
+
+// eachShardedManifest is eachManifest for the versions whose bytes are
+// shards on workers, which is all that repair, inventories and the
+// collector look at: a file kept inline (every small one) is passed over
+// without being decoded, so that a scan costs what the sharded versions
+// cost, however many small files there are (RATIONALE.md, "Why do scans
+// pass over inline files?").
+func (s *Service) eachShardedManifest(ctx context.Context, blocks bool, f func(key string, modRev int64, m *manifest) error) error {
+	return s.scanManifests(ctx, blocks, inlineSkipped, f)
+}
+
+// inlineScan is what a scan of manifests does with those of inline files.
+type inlineScan int
+
+const (
+	inlineWhole   inlineScan = iota // decoded whole
+	inlineRecord                    // only their fileRecord decoded (no bytes, no key)
+	inlineSkipped                   // passed over
+)
+
+func (s *Service) scanManifests(ctx context.Context, blocks bool, inline inlineScan, f func(key string, modRev int64, m *manifest) error) error {
 	prefix := s.keys.allManifests()
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
@@ -146,7 +171,17 @@ func (s *Service) eachManifest(ctx context.Context, blocks bool, f func(key stri
 			return err
 		}
 		for _, kv := range resp.Kvs {
-			m, err := unmarshalManifest(kv.Value)
+			var m *manifest
+			var err error
+			switch {
+			case inline == inlineWhole || !inlineManifest(kv.Value):
+				m, err = unmarshalManifest(kv.Value)
+			case inline == inlineSkipped:
+				continue
+			default:
+				m = &manifest{}
+				err = json.Unmarshal(kv.Value, &m.fileRecord)
+			}
 			if err == nil && blocks {
 				if err := s.loadSegments(ctx, m, resp.Header.Revision); errors.Is(err, errSegments) {
 					// Passed on without blocks: lost (see redundancy).

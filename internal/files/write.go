@@ -392,7 +392,7 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			h, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
+			h, reusable, err := s.putBlock(ctx, m.FileID, m.WriteID, b, shards, layout, workers)
 			if err != nil {
 				// The write fails: its buffers go with it.
 				cancel(err)
@@ -401,6 +401,9 @@ func (s *Service) storeBlocks(ctx context.Context, m *manifest, layout erasure.L
 			mu.Lock()
 			holders[b] = h
 			mu.Unlock()
+			if !reusable {
+				return // a failed stream may still read it (see shardCodec)
+			}
 			select {
 			case free <- buf:
 			default:
@@ -470,8 +473,10 @@ func readHashed(r io.Reader, buf []byte, size int, h hash.Hash) ([]byte, int, er
 // putBlock stores a block's shards on distinct workers, in placement order,
 // moving a shard to the next worker in rank when its worker fails. It needs
 // every shard durable, or when workers are short at least Data+1 of them
-// (the repairer adds the rest); it returns who holds each shard.
-func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64, shards [][]byte, layout erasure.Layout, workers []placement.Worker) ([]string, error) {
+// (the repairer adds the rest); it returns who holds each shard, and
+// whether the shards' buffer may be reused: not after a failed send, whose
+// stream gRPC may still be reading from (see shardCodec).
+func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64, shards [][]byte, layout erasure.Layout, workers []placement.Worker) ([]string, bool, error) {
 	n := len(shards)
 	// The block's own placement first, spread over zones for its n shards;
 	// then every other worker in rank, to take a shard whose worker fails.
@@ -517,7 +522,7 @@ func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64,
 	}
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	stored := 0
 	for _, h := range holders {
@@ -526,9 +531,9 @@ func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64,
 		}
 	}
 	if quorum := min(n, layout.Data+1); stored < quorum {
-		return nil, status.Errorf(codes.Unavailable, "block %d: only %d of %d shards could be stored (need %d); last error: %v", b, stored, n, quorum, lastErr)
+		return nil, false, status.Errorf(codes.Unavailable, "block %d: only %d of %d shards could be stored (need %d); last error: %v", b, stored, n, quorum, lastErr)
 	}
-	return holders, nil
+	return holders, lastErr == nil, nil
 }
 
 // fullFor is how long a worker that refused a shard for want of space
@@ -550,7 +555,8 @@ func (s *Service) placeable(workers []placement.Worker, keep []string) []placeme
 }
 
 // putShard sends one shard to a worker and waits until it is durable. A
-// worker whose disk is full is left out of placement for a while.
+// worker whose disk is full is left out of placement for a while. data is
+// sent without a copy: see shardCodec for how long gRPC reads it.
 func (s *Service) putShard(ctx context.Context, workerID string, key *v1.ShardKey, data []byte) error {
 	err := s.sendShard(ctx, workerID, key, data)
 	if status.Code(err) == codes.ResourceExhausted {
@@ -566,7 +572,7 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 	if !ok {
 		return fmt.Errorf("worker %s is not live", workerID)
 	}
-	stream, err := client.PutShard(ctx)
+	stream, err := client.PutShard(ctx, putShardCodec)
 	if err != nil {
 		return err
 	}

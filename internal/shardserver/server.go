@@ -87,14 +87,44 @@ type putReader struct {
 }
 
 func (r *putReader) Read(p []byte) (int, error) {
+	if err := r.next(); err != nil {
+		return 0, err
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+// WriteTo writes each data message to w as it comes, without copying it
+// into a buffer of the caller's first (shardstore.Put uses it).
+func (r *putReader) WriteTo(w io.Writer) (int64, error) {
+	var written int64
+	for {
+		if err := r.next(); err == io.EOF {
+			return written, nil
+		} else if err != nil {
+			return written, err
+		}
+		n, err := w.Write(r.buf)
+		written += int64(n)
+		r.buf = r.buf[n:]
+		if err != nil {
+			return written, err
+		}
+	}
+}
+
+// next receives data messages until one is not empty (r.buf), the stream
+// ends (io.EOF) or fails (r.err).
+func (r *putReader) next() error {
 	for len(r.buf) == 0 {
 		if r.err != nil {
-			return 0, r.err
+			return r.err
 		}
 		msg, err := r.stream.Recv()
 		switch {
 		case err == io.EOF:
-			return 0, io.EOF
+			return io.EOF
 		case err != nil:
 			r.err = err
 		case msg.GetKey() != nil:
@@ -107,9 +137,7 @@ func (r *putReader) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n := copy(p, r.buf)
-	r.buf = r.buf[n:]
-	return n, nil
+	return nil
 }
 
 // GetShard sends a shard's bytes, verified against their checksum, in messages of at most 1 MiB. An empty
