@@ -211,8 +211,12 @@ func TestDrainUnderLoad(t *testing.T) {
 					handedBack[w] = append(handedBack[w], id)
 					if i+1 < len(task.Attempts) {
 						next := task.Attempts[i+1]
-						if next.WorkerId == w && (w == "worker_001" || next.StartedAtMs < restarted.UnixMilli()) {
-							t.Errorf("task %s, handed back by %s, ran again on it before it restarted", id, w)
+						// An attempt's start is when its replica claimed the task;
+						// its worker is chosen later, so on the restarted worker_002
+						// an attempt claimed before the restart is fine: it ends
+						// after it.
+						if next.WorkerId == w && (w == "worker_001" || next.EndedAtMs < restarted.UnixMilli()) {
+							t.Errorf("task %s, handed back by %s, ran again on it before it restarted: %v", id, w, task.Attempts)
 						}
 					}
 				}
