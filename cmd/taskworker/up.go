@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -70,8 +71,11 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 				m = metrics.New()
 				cfg.Pool = pool.DefaultConfig("")
 				cfg.Pool.Metrics = m
-				// Each worker serves its own, on a port fixed for the run,
-				// so that it keeps its address when restarted.
+				// Each worker serves its own, on a port chosen for the run,
+				// so that it keeps its address when restarted; if another
+				// process took the port meanwhile, on a new one (the worker
+				// logs the address it serves on).
+				var mu sync.Mutex
 				addrs := map[string]string{}
 				for i := range cfg.Workers {
 					id := fmt.Sprintf("%s%03d", cmp.Or(cfg.WorkerPrefix, "worker_"), i+1)
@@ -82,7 +86,16 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 					addrs[id] = addr
 					workerMetrics = append(workerMetrics, id, "http://"+addr+"/metrics")
 				}
-				cfg.WorkerArgs = func(id string) []string { return []string{"--metrics-listen", addrs[id]} }
+				cfg.WorkerArgs = func(id string) []string {
+					mu.Lock()
+					defer mu.Unlock()
+					if !loopbackAddrFree(addrs[id]) {
+						if addr, err := freeLoopbackAddr(); err == nil {
+							addrs[id] = addr
+						}
+					}
+					return []string{"--metrics-listen", addrs[id]}
+				}
 			}
 			n, err := localnet.Start(ctx, cfg)
 			if err != nil {
@@ -139,4 +152,14 @@ func freeLoopbackAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// loopbackAddrFree reports whether addr can be listened on now.
+func loopbackAddrFree(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,7 +48,9 @@ type Config struct {
 	DNSListen string
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
-	// WorkerArgs, when set, gives each worker's extra flags, by id.
+	// WorkerArgs, when set, gives each worker's extra flags, by id. It is
+	// called before every start of the worker's process (a restart too),
+	// from the worker's own goroutine: concurrently for different workers.
 	WorkerArgs func(id string) []string
 	// Pool configures the pool (its DataDir, Listen, LeaseTTL and Logger are
 	// set from the fields above); zero: pool.DefaultConfig.
@@ -220,7 +223,7 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 				"--data-dir", filepath.Join(c.Dir, "workers", id),
 				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile), "--ca", caFile}}
 		if c.WorkerArgs != nil {
-			w.args = append(w.args, c.WorkerArgs(id)...)
+			w.extra = func() []string { return c.WorkerArgs(id) }
 		}
 		n.workers = append(n.workers, w)
 		n.wg.Go(func() { w.run(wctx) })
@@ -361,6 +364,7 @@ func (n *Network) Stop() {
 type supervised struct {
 	id, exe string
 	args    []string
+	extra   func() []string // more args, asked for at each start; may be nil
 	log     *slog.Logger
 	out     io.Writer
 
@@ -382,7 +386,11 @@ func (w *supervised) kill() {
 // ends; then it asks it to stop (SIGTERM) and kills it if it does not.
 func (w *supervised) run(ctx context.Context) {
 	for ctx.Err() == nil {
-		cmd := exec.Command(w.exe, w.args...)
+		args := w.args
+		if w.extra != nil {
+			args = append(slices.Clip(args), w.extra()...)
+		}
+		cmd := exec.Command(w.exe, args...)
 		cmd.Stdout = prefixWriter(w.out, w.id)
 		cmd.Stderr = cmd.Stdout
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
