@@ -308,6 +308,7 @@ func artifactPath(cfg Config, ext string) string {
 	if dir == "" {
 		dir = os.TempDir()
 	}
+	_ = os.MkdirAll(dir, 0o755) // TASKWORKER_ARTIFACTS may not exist yet; a failure shows when the file is written
 	return filepath.Join(dir, fmt.Sprintf("taskworker-chaos-%d.%s", cfg.Seed, ext))
 }
 
@@ -395,10 +396,14 @@ func (w *workload) finalReads(ctx context.Context, client int, deadline time.Tim
 			continue
 		}
 		// A file no client was told of: an ambiguous Push that took effect.
+		// Its Push is not in the history (it has no file id), so neither are
+		// these reads: they are checked here, not by the model.
 		var versions []*v1.FileInfo
 		retry("FileHistory", f, func() (Result, error) {
-			var err error
-			versions, err = w.history(client, w.files, f)
+			ctx, cancel := context.WithTimeout(ctx, opTimeout)
+			defer cancel()
+			resp, err := w.files.FileHistory(ctx, &v1.FileHistoryRequest{FileId: f})
+			versions = resp.GetVersions()
 			return classify(Input{Op: OpHistory}, err), err
 		})
 		if len(versions) != 1 || !w.unacknowledged[versions[0].Sha256] {
@@ -406,11 +411,13 @@ func (w *workload) finalReads(ctx context.Context, client int, deadline time.Tim
 			continue
 		}
 		if retry("Get", f, func() (Result, error) {
-			out, err := w.get(client, w.files, f)
-			if err == nil && out.SHA != versions[0].Sha256 {
-				errs = append(errs, fmt.Errorf("file %s reads back as %s, not the %s its history says", f, out.SHA, versions[0].Sha256))
+			ctx, cancel := context.WithTimeout(ctx, opTimeout)
+			defer cancel()
+			resp, err := w.files.Get(ctx, &v1.GetRequest{FileId: f})
+			if err == nil && shaOf(resp.FileData) != versions[0].Sha256 {
+				errs = append(errs, fmt.Errorf("file %s reads back as %s, not the %s its history says", f, shaOf(resp.FileData), versions[0].Sha256))
 			}
-			return out.Result, err
+			return classify(Input{Op: OpGet, File: f}, err), err
 		}) {
 			existing[f] = true
 		}
