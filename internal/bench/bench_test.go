@@ -33,14 +33,17 @@ func TestRunCountsCallsAndErrors(t *testing.T) {
 // a deadline on the calls, so a benchmark never counts its own cut-off as a
 // failure.
 func TestRunLetsCallsInFlightFinish(t *testing.T) {
-	r := bench.Run(context.Background(), "x", 4, 0, time.Millisecond, func(ctx context.Context) error {
+	// The window is long enough for each of the four callers to start a
+	// call on a loaded machine, and shorter than a call: every call is
+	// still in flight when it ends.
+	r := bench.Run(context.Background(), "x", 4, 0, 100*time.Millisecond, func(ctx context.Context) error {
 		if _, ok := ctx.Deadline(); ok {
 			return errors.New("the call got the window as its deadline")
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(300 * time.Millisecond):
 			return nil
 		}
 	})
