@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -76,24 +75,12 @@ The embedded etcd serves only the pool's certificate, on loopback. With
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			tr, err := tracing.Setup(ctx, "taskworker-pool", otlp, otlpInsecure(otlp))
+			o, done, err := observe(ctx, "taskworker-pool", otlp, metricsListen, metrics.New, cfg.Logger)
+			defer done()
 			if err != nil {
 				return err
 			}
-			if tr != nil {
-				defer tr.Shutdown(context.Background())
-				cfg.Tracing = tr
-				cfg.Logger = slog.New(tracing.LogHandler(cfg.Logger.Handler()))
-				cfg.Logger.Info("tracing: spans go over OTLP", "endpoint", cmp.Or(otlp, os.Getenv(tracing.EnvEndpoint)))
-			}
-			if metricsListen != "" {
-				cfg.Metrics = metrics.New()
-				addr, err := cfg.Metrics.Serve(ctx, metricsListen)
-				if err != nil {
-					return fmt.Errorf("--metrics-listen: %w", err)
-				}
-				cfg.Logger.Info("metrics", "url", "http://"+addr.String()+"/metrics")
-			}
+			cfg.Tracing, cfg.Metrics, cfg.Logger = o.Tracing, o.Metrics, o.Logger
 			return runPool(ctx, e, cfg, web)
 		},
 	}

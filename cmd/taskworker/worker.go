@@ -1,11 +1,9 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,7 +19,6 @@ import (
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/sandbox"
 	"github.com/hivemind/taskworker/internal/starlarkrun"
-	"github.com/hivemind/taskworker/internal/tracing"
 	"github.com/hivemind/taskworker/internal/worker"
 )
 
@@ -122,24 +119,12 @@ benchmarks.`,
 			}
 			octx, cancelObserve := context.WithCancel(cmd.Context())
 			defer cancelObserve()
-			tr, err := tracing.Setup(octx, "taskworker-worker", otlp, otlpInsecure(otlp))
+			o, done, err := observe(octx, "taskworker-worker", otlp, metricsListen, metrics.NewWorker, cfg.Logger)
+			defer done()
 			if err != nil {
 				return err
 			}
-			if tr != nil {
-				defer tr.Shutdown(context.Background())
-				cfg.Tracing = tr
-				cfg.Logger = slog.New(tracing.LogHandler(cfg.Logger.Handler()))
-				cfg.Logger.Info("tracing: spans go over OTLP", "endpoint", cmp.Or(otlp, os.Getenv(tracing.EnvEndpoint)))
-			}
-			if metricsListen != "" {
-				cfg.Metrics = metrics.NewWorker()
-				addr, err := cfg.Metrics.Serve(octx, metricsListen)
-				if err != nil {
-					return fmt.Errorf("--metrics-listen: %w", err)
-				}
-				cfg.Logger.Info("metrics", "url", "http://"+addr.String()+"/metrics")
-			}
+			cfg.Tracing, cfg.Metrics, cfg.Logger = o.Tracing, o.Metrics, o.Logger
 			exe, err := os.Executable()
 			if err != nil {
 				return err
