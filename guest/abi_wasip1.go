@@ -4,6 +4,7 @@ package guest
 
 import (
 	"encoding/binary"
+	"errors"
 	"unsafe"
 )
 
@@ -36,10 +37,25 @@ func extismOutputSet(offset, length uint64)
 //go:wasmimport extism:host/env error_set
 func extismErrorSet(offset uint64)
 
+//go:wasmimport extism:host/env length
+func extismLength(offset uint64) uint64
+
+//go:wasmimport extism:host/env load_u8
+func extismLoadU8(offset uint64) uint32
+
+//go:wasmimport extism:host/env free
+func extismFree(offset uint64)
+
 // The taskworker namespace (docs/ABI.md).
 
 //go:wasmimport taskworker log
 func taskworkerLog(level int32, msg uint64)
+
+//go:wasmimport taskworker secret_get
+func taskworkerSecretGet(name uint64) uint64
+
+//go:wasmimport taskworker last_error
+func taskworkerLastError() uint64
 
 func readInput() []byte {
 	n := extismInputLength()
@@ -101,4 +117,27 @@ func setError(msg string) {
 
 func hostLog(level Level, msg string) {
 	taskworkerLog(int32(level), store(unsafe.Slice(unsafe.StringData(msg), len(msg)), true))
+}
+
+// load copies the kernel's block h out and frees it. Blocks read this way
+// are small (a secret, an error message): a byte at a time is enough.
+func load(h uint64) []byte {
+	b := make([]byte, extismLength(h))
+	for i := range b {
+		b[i] = byte(extismLoadU8(h + uint64(i)))
+	}
+	extismFree(h)
+	return b
+}
+
+func secretGet(name string) ([]byte, error) {
+	// The host frees the name's block.
+	v := taskworkerSecretGet(store(unsafe.Slice(unsafe.StringData(name), len(name)), true))
+	if v != 0 {
+		return load(v), nil
+	}
+	if e := taskworkerLastError(); e != 0 {
+		return nil, errors.New(string(load(e)))
+	}
+	return nil, errors.New("guest: secret_get failed and the host said nothing of why")
 }
