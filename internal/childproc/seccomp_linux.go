@@ -16,7 +16,8 @@ import (
 // and the pipe I/O, and answers every other one with EPERM: no open, no
 // socket, no exec, no fork, no ptrace, no setrlimit. Narrowed further:
 // mmap and mprotect without PROT_EXEC, clone only for threads, kill and
-// tgkill only of the child itself; clone3, whose flags a filter cannot
+// tgkill only of the child itself, sched_setscheduler only to move the
+// calling thread to the idle class (IdleCPU); clone3, whose flags a filter cannot
 // read, answers ENOSYS so that glibc falls back to clone. A call from
 // another ABI (x32, i386, 32-bit ARM) kills the process.
 //
@@ -32,7 +33,7 @@ type seccompArch struct {
 	// allowed may be called with any arguments.
 	allowed []uint32
 	// The calls allowed with some arguments only.
-	mmap, mprotect, clone, clone3, kill, tgkill uint32
+	mmap, mprotect, clone, clone3, kill, tgkill, schedSetscheduler uint32
 	// prlimit64, when not 0, is allowed to read limits only (new_limit
 	// NULL): glibc's getrlimit is prlimit64 where there is no getrlimit.
 	prlimit64 uint32
@@ -82,6 +83,7 @@ func seccompFilter(arch seccompArch, pid uint32) ([]unix.SockFilter, error) {
 	a.jumpIf(arch.clone, "thread", "")
 	a.jumpIf(arch.kill, "self", "")
 	a.jumpIf(arch.tgkill, "self", "")
+	a.jumpIf(arch.schedSetscheduler, "idle", "")
 	a.jumpIf(arch.clone3, "nosys", "") // its flags are out of reach: make glibc fall back to clone
 	if arch.prlimit64 != 0 {
 		a.jumpIf(arch.prlimit64, "readlimit", "")
@@ -100,6 +102,13 @@ func seccompFilter(arch seccompArch, pid uint32) ([]unix.SockFilter, error) {
 	a.jumpIf(pid, "", "deny")
 	a.load(offArg0 + 4)
 	a.jumpIf(0, "allow", "deny")
+	a.label("idle") // sched_setscheduler(0, SCHED_IDLE, param): the calling thread, to the idle class only (IdleCPU)
+	a.load(offArg0)
+	a.jumpIf(0, "", "deny")
+	a.load(offArg0 + 4)
+	a.jumpIf(0, "", "deny")
+	a.load(offArg0 + 8) // policy is an int: the kernel reads the low half only
+	a.jumpIf(unix.SCHED_IDLE, "allow", "deny")
 	if arch.prlimit64 != 0 {
 		a.label("readlimit") // prlimit64(pid, resource, new_limit, old_limit): new_limit NULL
 		a.load(offArg0 + 8*2)

@@ -26,4 +26,5 @@ var thisArch = seccompArch{
 	mmap: unix.SYS_MMAP, mprotect: unix.SYS_MPROTECT,
 	clone: unix.SYS_CLONE, clone3: unix.SYS_CLONE3,
 	kill: unix.SYS_KILL, tgkill: unix.SYS_TGKILL,
+	schedSetscheduler: unix.SYS_SCHED_SETSCHEDULER,
 }

@@ -28,5 +28,6 @@ var thisArch = seccompArch{
 	mmap: unix.SYS_MMAP, mprotect: unix.SYS_MPROTECT,
 	clone: unix.SYS_CLONE, clone3: unix.SYS_CLONE3,
 	kill: unix.SYS_KILL, tgkill: unix.SYS_TGKILL,
-	prlimit64: unix.SYS_PRLIMIT64,
+	schedSetscheduler: unix.SYS_SCHED_SETSCHEDULER,
+	prlimit64:         unix.SYS_PRLIMIT64,
 }

@@ -126,7 +126,11 @@ type Config struct {
 	// MaxChildrenPerCaller). Zero: starlarkrun's defaults.
 	MaxStarlarkChildren          int
 	MaxStarlarkChildrenPerCaller int
-	Logger                       *slog.Logger
+	// StarlarkIdleAfter is how long a Starlark call computes before it
+	// drops to the idle CPU class (starlarkrun.Config.IdleAfter). Zero:
+	// starlarkrun's default; negative: never.
+	StarlarkIdleAfter time.Duration
+	Logger            *slog.Logger
 }
 
 // The defaults of Config.
@@ -183,6 +187,9 @@ func New(ctx context.Context, c Config) (*Runner, error) {
 			scfg.WarmChildren = min(scfg.WarmChildren, scfg.MaxChildren)
 		}
 		scfg.MaxChildrenPerCaller = c.MaxStarlarkChildrenPerCaller
+		if c.StarlarkIdleAfter != 0 {
+			scfg.IdleAfter = c.StarlarkIdleAfter
+		}
 		if r.star, err = starlarkrun.New(scfg); err != nil {
 			rt.Close(ctx)
 			return nil, err

@@ -13,6 +13,7 @@ import (
 	"runtime/metrics"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"go.starlark.net/starlark"
@@ -76,6 +77,8 @@ type loadedScript struct {
 // callState is what the child keeps about the call it serves.
 type callState struct {
 	msg        callMsg
+	start      time.Time
+	idle       bool // its thread is in the idle CPU class
 	logLines   int
 	logDropped int
 }
@@ -123,7 +126,19 @@ func (s *server) serve() int {
 		if err != nil || typ != frameCall || json.Unmarshal(payload, &m) != nil {
 			return exitProtocol
 		}
-		if code, exit := s.serveCall(m); exit {
+		// Each call has a goroutine of its own, which ends with it: a call
+		// that moved its thread to the idle class (idle) takes the thread
+		// with it, and the next call starts on a thread of the normal class.
+		// (The main thread cannot end; the runtime parks it for good.)
+		var code int
+		var exit bool
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			code, exit = s.serveCall(m)
+		}()
+		<-done
+		if exit {
 			return code
 		}
 	}
@@ -134,7 +149,7 @@ func fromParentLimit(byte) int { return maxFrame }
 
 // serveCall serves one call and reports whether the child must exit.
 func (s *server) serveCall(m callMsg) (code int, exit bool) {
-	s.call = &callState{msg: m}
+	s.call = &callState{msg: m, start: time.Now()}
 	defer func() {
 		s.call = nil
 		if r := recover(); r != nil {
@@ -259,11 +274,26 @@ func (s *server) newThread(name string) *starlark.Thread {
 		Print: func(_ *starlark.Thread, msg string) { s.log("info", msg) },
 		OnMaxSteps: func(t *starlark.Thread) {
 			s.watch.check()
+			s.idle()
 			t.SetMaxExecutionSteps(t.ExecutionSteps() + memoryCheckSteps)
 		},
 	}
 	t.SetMaxExecutionSteps(memoryCheckSteps)
 	return t
+}
+
+// idle moves the running call's thread to the idle CPU class once the call
+// has computed for hello.IdleAfter. It runs on the call's goroutine, from
+// OnMaxSteps: the thread can only move itself (childproc.IdleCPU).
+func (s *server) idle() {
+	c := s.call
+	if c == nil || c.idle || s.hello.IdleAfter <= 0 || time.Since(c.start) < s.hello.IdleAfter {
+		return
+	}
+	c.idle = true
+	if err := childproc.IdleCPU(); err != nil {
+		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)
+	}
 }
 
 // run runs f on thread under the memory watch.

@@ -66,6 +66,14 @@ type Config struct {
 	MaxLogLine         int
 	MaxLogLinesPerCall int
 
+	// IdleAfter is how long a call may compute before its thread drops to
+	// the idle CPU class (SCHED_IDLE on Linux): it then runs only when
+	// nothing of the normal class wants the CPU, so other calls, of any
+	// user, and the worker itself do not wait for a long call's time
+	// slice. Zero: never (docs/RATIONALE.md, "Why do long calls drop to
+	// the idle class?").
+	IdleAfter time.Duration
+
 	// AllowUnconfined lets children run scripts without their seccomp
 	// filter where they cannot install it (the worker's
 	// --allow-unconfined). False: such a child refuses, and calls fail
@@ -105,6 +113,7 @@ func DefaultConfig() Config {
 		},
 		MaxLogLine:         4 * KiB,
 		MaxLogLinesPerCall: 100,
+		IdleAfter:          10 * time.Millisecond,
 	}
 }
 

@@ -2,6 +2,7 @@ package starlarkrun
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/hivemind/taskworker/internal/childproc"
 )
@@ -46,6 +47,9 @@ type helloMsg struct {
 	// AllowUnconfined lets the child run without its seccomp filter when
 	// it cannot install it (Config.AllowUnconfined).
 	AllowUnconfined bool `json:"allow_unconfined,omitempty"`
+	// IdleAfter is how long a call computes before its thread drops to the
+	// idle CPU class (Config.IdleAfter); 0: never.
+	IdleAfter time.Duration `json:"idle_after,omitempty"`
 }
 
 // readyMsg is the child's report once it is set up and hardened.
