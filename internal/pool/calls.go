@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +32,8 @@ import (
 // share one budget (Call.Done).
 type calls struct {
 	key     []byte
-	replica string // this replica's own, in the tokens it mints
+	replica string    // this replica's own, in the tokens it mints
+	macs    sync.Pool // of hash.Hash: HMAC-SHA256 with key, reset and used again
 
 	mu     sync.Mutex
 	flight map[string]chan struct{} // token -> closed when the call ends
@@ -104,9 +106,17 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 	}
 	var nonce [12]byte
 	rand.Read(nonce[:])
-	payload, _ := json.Marshal(tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
-		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: base64.RawURLEncoding.EncodeToString(nonce[:])})
-	token := base64.RawURLEncoding.EncodeToString(payload) + "." + base64.RawURLEncoding.EncodeToString(c.sign(payload))
+	var nonce64 [16]byte
+	base64.RawURLEncoding.Encode(nonce64[:], nonce[:])
+	payload, _ := json.Marshal(&tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
+		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: string(nonce64[:])})
+	var mac [sha256.Size]byte
+	enc := base64.RawURLEncoding
+	b := make([]byte, 0, enc.EncodedLen(len(payload))+1+enc.EncodedLen(len(mac)))
+	b = enc.AppendEncode(b, payload)
+	b = append(b, '.')
+	b = enc.AppendEncode(b, c.sign(mac[:0], payload))
+	token := string(b)
 	done := make(chan struct{})
 	c.mu.Lock()
 	c.flight[token] = done
@@ -119,10 +129,17 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 	}
 }
 
-func (c *calls) sign(payload []byte) []byte {
-	m := hmac.New(sha256.New, c.key)
+// sign appends payload's HMAC to dst.
+func (c *calls) sign(dst, payload []byte) []byte {
+	m, _ := c.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, c.key)
+	}
+	m.Reset()
 	m.Write(payload)
-	return m.Sum(nil)
+	dst = m.Sum(dst)
+	c.macs.Put(m)
+	return dst
 }
 
 // ResolveCall implements egress.CallResolver.
@@ -133,7 +150,7 @@ func (c *calls) ResolveCall(_ context.Context, worker, token string) (egress.Cal
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(p)
 	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.sign(payload)) {
+	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.sign(nil, payload)) {
 		return egress.Call{}, egress.ErrUnknownCall
 	}
 	var claims tokenClaims
