@@ -31,7 +31,9 @@ the task's --max-attempts). The command waits for that and reports what
 finished and what was handed back.
 
 The worker stays listed, as draining, and gets no work until it registers
-again (a restart) or the drain is undone with --undo. A worker that gets
+again (a restart) or the drain is undone with --undo. It keeps and serves the
+file shards it holds, and gets no new ones while the other workers can give
+new files a layout as safe. A worker that gets
 SIGTERM drains itself the same way (taskworker worker --drain-grace).`,
 		Example: `  taskworker drain worker_001
   taskworker drain worker_001 --grace 2m

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -235,4 +236,62 @@ func TestDrainUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d calls, %d tasks; handed back by worker_001: %d, by worker_002: %d; drain report: %v",
 		len(calls), len(taskIDs), len(handedBack["worker_001"]), len(handedBack["worker_002"]), report)
+}
+
+// TestDrainedWorkerGetsNoNewShards drains one worker of seven and pushes
+// files: none of their shards lands in the drained worker's data directory
+// (six others give them 4+2 as before), every file reads back, and after
+// the drain is undone the worker takes shards again.
+func TestDrainedWorkerGetsNoNewShards(t *testing.T) {
+	n := startNetwork(t, 7)
+	shards := func(id string) int {
+		count := 0
+		filepath.WalkDir(filepath.Join(n.dir, "workers", id, "shards"), func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				count++
+			}
+			return nil
+		})
+		return count
+	}
+	push := func(i int) (string, []byte) {
+		data := make([]byte, 1<<20)
+		rand.NewChaCha8([32]byte{byte(i)}).Read(data)
+		file := filepath.Join(t.TempDir(), fmt.Sprintf("f%d", i))
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := n.cli("push", file)
+		if err != nil {
+			t.Fatalf("push: %s %v", out, err)
+		}
+		return strings.Fields(out)[0], data
+	}
+	if out, err := n.cli("drain", "worker_001", "--grace", "1s"); err != nil {
+		t.Fatalf("drain: %s %v", out, err)
+	}
+	before := shards("worker_001")
+	files := map[string][]byte{}
+	for i := range 12 { // 12 blocks of 6 shards on 7 workers: each worker would get some
+		id, data := push(i)
+		files[id] = data
+	}
+	if got := shards("worker_001"); got != before {
+		t.Errorf("the drained worker holds %d shard files after the pushes, %d before", got, before)
+	}
+	for id, data := range files {
+		out, err := n.cli("get", id)
+		if err != nil || out != string(data) {
+			t.Fatalf("get %s: %d bytes, %v", id, len(out), err)
+		}
+	}
+	if out, err := n.cli("drain", "--undo", "worker_001"); err != nil {
+		t.Fatalf("drain --undo: %s %v", out, err)
+	}
+	for i := range 12 {
+		push(100 + i)
+	}
+	if got := shards("worker_001"); got == before {
+		t.Errorf("after the drain was undone, 12 more files put no shard on worker_001 (%d shard files)", got)
+	}
 }

@@ -53,6 +53,7 @@ func (t lossyTxn) Commit() (*clientv3.TxnResponse, error) {
 type noWorkers struct{}
 
 func (noWorkers) StorageWorkers() []placement.Worker               { return nil }
+func (noWorkers) Draining(string) bool                             { return false }
 func (noWorkers) ShardClient(string) (v1.ShardServiceClient, bool) { return nil, false }
 
 // A push and a revise whose commit's answer is lost succeed once, whether

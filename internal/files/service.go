@@ -25,6 +25,9 @@ import (
 type Workers interface {
 	// StorageWorkers returns the live workers that store shards.
 	StorageWorkers() []placement.Worker
+	// Draining reports whether one of them is drained: it keeps and serves
+	// its shards, and gets new ones only when there are too few others.
+	Draining(id string) bool
 	// ShardClient returns a client of a live worker's ShardService.
 	ShardClient(id string) (v1.ShardServiceClient, bool)
 }

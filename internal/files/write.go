@@ -541,8 +541,12 @@ func (s *Service) putBlock(ctx context.Context, fileID, writeID string, b int64,
 const fullFor = 30 * time.Second
 
 // placeable returns the workers that may take new shards: those not known
-// to be full, and those in keep (a block's current holders, whose shards
-// stay where they are).
+// to be full and not drained, and those in keep (a block's current holders,
+// whose shards stay where they are). Drained workers are left out only
+// while that costs nothing in safety: when the others alone would give new
+// files a layout that tolerates as many lost workers (a network of seven,
+// or six, with one drained), not when they would tolerate fewer (four
+// workers, one drained, would give 2+1 instead of 2+2).
 func (s *Service) placeable(workers []placement.Worker, keep []string) []placement.Worker {
 	now := time.Now()
 	out := make([]placement.Worker, 0, len(workers))
@@ -551,7 +555,23 @@ func (s *Service) placeable(workers []placement.Worker, keep []string) []placeme
 			out = append(out, w)
 		}
 	}
+	rest := slices.DeleteFunc(slices.Clone(out), func(w placement.Worker) bool {
+		return s.workers.Draining(w.ID) && !slices.Contains(keep, w.ID)
+	})
+	if len(rest) < len(out) && tolerates(len(rest)) >= tolerates(len(out)) {
+		return rest
+	}
 	return out
+}
+
+// tolerates is how many lost workers a file written to n workers survives;
+// -1 when n workers can hold none.
+func tolerates(n int) int {
+	l, err := erasure.LayoutFor(n)
+	if err != nil {
+		return -1
+	}
+	return l.Tolerates()
 }
 
 // putShard sends one shard to a worker and waits until it is durable. A

@@ -115,9 +115,12 @@ type routeTable struct {
 	// byRuntime lists the workers that run deployed functions of each
 	// sandbox runtime (routes without a spec).
 	byRuntime map[v1.Runtime][]route
-	// storage lists the workers that keep file shards.
-	storage []placement.Worker
-	byID    map[string]*worker
+	// storage lists the workers that keep file shards; draining, those
+	// of them that are drained (their shards are read, no new ones go
+	// there).
+	storage  []placement.Worker
+	draining map[string]bool
+	byID     map[string]*worker
 }
 
 type route struct {
@@ -322,15 +325,18 @@ func sameFunctions(a, b []*v1.FunctionSpec) bool {
 
 // rebuild recomputes the route table; r.mu is held.
 func (r *registry) rebuild() {
-	t := &routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{}}
+	t := &routeTable{byFunction: map[string][]route{}, byRuntime: map[v1.Runtime][]route{}, byID: map[string]*worker{},
+		draining: map[string]bool{}}
 	for _, id := range slices.Sorted(maps.Keys(r.workers)) {
 		w := r.workers[id]
 		info := w.info.Load()
 		if r.drained(w) {
-			// No new calls nor tasks; its shards are still read and kept.
+			// No new calls, tasks nor shards; its shards are still read
+			// and kept.
 			if info.StoresFiles {
 				t.storage = append(t.storage, placement.Worker{ID: id, Zone: info.Labels["zone"]})
 				t.byID[id] = w
+				t.draining[id] = true
 			}
 			continue
 		}
@@ -362,6 +368,12 @@ func (r *registry) runtimeRoutes(rt v1.Runtime) []route {
 // StorageWorkers returns the live workers that keep file shards.
 func (r *registry) StorageWorkers() []placement.Worker {
 	return r.table.Load().storage
+}
+
+// Draining reports whether a storage worker is drained: new shards go
+// elsewhere.
+func (r *registry) Draining(id string) bool {
+	return r.table.Load().draining[id]
 }
 
 // ShardClient returns a client of a live storage worker's ShardService.
