@@ -196,7 +196,7 @@ benchmarks.`,
 	f.IntVar(&dcfg.MaxWasmCallsPerCaller, "max-wasm-calls-per-user", 0, "WebAssembly calls one user runs at once (0: all but one, at most one per CPU)")
 	f.IntVar(&dcfg.MaxStarlarkChildren, "max-starlark-children", 0, "Starlark child processes (0: the runner's default)")
 	f.IntVar(&dcfg.MaxStarlarkChildrenPerCaller, "max-starlark-children-per-user", 0, "Starlark children one user holds at once (0: all but one, at most one per CPU)")
-	f.DurationVar(&dcfg.StarlarkIdleAfter, "starlark-idle-after", starlarkrun.DefaultConfig().IdleAfter, "a Starlark call that computes longer than this runs in the idle CPU class, after every shorter call (0: never)")
+	f.DurationVar(&dcfg.StarlarkIdleAfter, "starlark-idle-after", starlarkrun.DefaultConfig().IdleAfter, "while other users have calls on this worker, a Starlark call that computes longer than this runs in the idle CPU class, after their shorter calls (0: never)")
 	f.BoolVar(&withExamples, "examples", false, "serve the example functions hello, add, echo and sleep")
 	f.BoolVar(&standalone, "standalone", false, "do not register with a pool; print the address and the directory of a certificate to call it with")
 	f.BoolVar(&wasmInProcess, "wasm-in-process", false, "run WebAssembly in the worker's process, stopped by deadline checks, instead of in supervised child processes")

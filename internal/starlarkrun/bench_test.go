@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -184,5 +185,42 @@ func BenchmarkCheck(b *testing.B) {
 		if err := Check("big.star", src, "f"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkLongCallBesideShortFlood is bob's call of a loop that computes
+// for about 100 ms while eve keeps short calls (a few milliseconds of
+// computing each) running on every child she may hold: the case where
+// moving long calls to the idle class, alone, would starve bob. With
+// idle-after-10ms eve is heavy, so her calls run idle too and bob's share
+// is what it is with the class off.
+func BenchmarkLongCallBesideShortFlood(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		idleAfter time.Duration
+	}{{"class-off", 0}, {"idle-after-10ms", 10 * time.Millisecond}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := testConfig(b)
+			cfg.MaxChildren, cfg.WarmChildren, cfg.IdleAfter = 4, 4, bc.idleAfter
+			p := newPool(b, cfg)
+			ctx, stop := context.WithCancel(context.Background())
+			var flood sync.WaitGroup
+			for range 4 {
+				flood.Go(func() {
+					for ctx.Err() == nil {
+						p.Call(ctx, Request{Source: []byte(loopScript), Function: "loop", Args: json.RawMessage("[20000]"), Caller: "eve"})
+					}
+				})
+			}
+			defer func() { stop(); flood.Wait() }()
+			time.Sleep(2 * loadWindow) // eve's average settles
+			req := Request{Source: []byte(loopScript), Function: "loop", Args: json.RawMessage("[300000]"), Caller: "bob"}
+			b.ResetTimer()
+			for range b.N {
+				if _, err := p.Call(context.Background(), req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -150,6 +150,9 @@ func fromParentLimit(byte) int { return maxFrame }
 // serveCall serves one call and reports whether the child must exit.
 func (s *server) serveCall(m callMsg) (code int, exit bool) {
 	s.call = &callState{msg: m, start: time.Now()}
+	if m.IdleNow {
+		s.idleNow()
+	}
 	defer func() {
 		s.call = nil
 		if r := recover(); r != nil {
@@ -283,13 +286,19 @@ func (s *server) newThread(name string) *starlark.Thread {
 }
 
 // idle moves the running call's thread to the idle CPU class once the call
-// has computed for hello.IdleAfter. It runs on the call's goroutine, from
+// has computed for its IdleAfter. It runs on the call's goroutine, from
 // OnMaxSteps: the thread can only move itself (childproc.IdleCPU).
 func (s *server) idle() {
 	c := s.call
-	if c == nil || c.idle || s.hello.IdleAfter <= 0 || time.Since(c.start) < s.hello.IdleAfter {
+	if c == nil || c.idle || c.msg.IdleAfter <= 0 || time.Since(c.start) < c.msg.IdleAfter {
 		return
 	}
+	s.idleNow()
+}
+
+// idleNow moves the running call's thread to the idle CPU class.
+func (s *server) idleNow() {
+	c := s.call
 	c.idle = true
 	if err := childproc.IdleCPU(); err != nil {
 		fmt.Fprintln(os.Stderr, "starlarkrun child:", err)

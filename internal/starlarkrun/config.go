@@ -66,12 +66,14 @@ type Config struct {
 	MaxLogLine         int
 	MaxLogLinesPerCall int
 
-	// IdleAfter is how long a call may compute before its thread drops to
-	// the idle CPU class (SCHED_IDLE on Linux): it then runs only when
-	// nothing of the normal class wants the CPU, so other calls, of any
-	// user, and the worker itself do not wait for a long call's time
-	// slice. Zero: never (docs/RATIONALE.md, "Why do long calls drop to
-	// the idle class?").
+	// IdleAfter is how long a call may compute, while other users have
+	// calls on the worker, before its thread drops to the idle CPU class
+	// (SCHED_IDLE on Linux): it then runs only when nothing of the normal
+	// class wants the CPU, so the others' calls and the worker itself do
+	// not wait for a long call's time slice. A user who keeps a CPU's
+	// worth of calls running has them all run in the idle class while
+	// others have calls; a user alone never does. Zero: no call is moved
+	// (docs/RATIONALE.md, "Why do long calls drop to the idle class?").
 	IdleAfter time.Duration
 
 	// AllowUnconfined lets children run scripts without their seccomp

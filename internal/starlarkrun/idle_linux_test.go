@@ -13,68 +13,89 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestLongCallsDropToTheIdleClass checks, from the kernel's view of the
-// child's threads, that a call which computed past Config.IdleAfter runs in
-// the idle CPU class, that a short call does not, and that the next call
-// after a long one starts in the normal class again (the idle thread ended
-// with its call). The child holds its seccomp filter, so this also proves the
-// filter lets a thread move itself.
+// TestLongCallsDropToTheIdleClass checks, from the kernel's view of real
+// children's threads, which calls run in the idle CPU class: bob's call
+// that computed past IdleAfter while another user (eve) has a call running,
+// all of a heavy user's calls, and no call of a user alone or of a short
+// call. After an idle call the child's threads are back in the normal class
+// (the idle one ended with its call). The children hold their seccomp
+// filter, so this also proves the filter lets a thread move itself.
 func TestLongCallsDropToTheIdleClass(t *testing.T) {
-	const script = "def spin(n):\n    for i in range(n):\n        pass\n    log(\"spun\")\n    return n\n"
+	const (
+		script = "def spin(n):\n    for i in range(n):\n        pass\n    log(\"spun\")\n    return n\n"
+		long   = 2_000_000 // steps enough for a check (2^18 steps) past 1 ns
+	)
 	for _, tc := range []struct {
 		name      string
 		idleAfter time.Duration
 		n         int
-		wantIdle  bool // the calling thread is in the idle class while it logs
+		eve       bool // eve has a call running meanwhile
+		heavy     bool // bob keeps more than a CPU's worth of calls running
+		wantIdle  bool // bob's calling thread is in the idle class while it logs
 	}{
-		// 1 ns: the first check, a few milliseconds of steps in, moves it.
-		{"long call", time.Nanosecond, 2_000_000, true},
-		{"short call", time.Nanosecond, 10, false},
-		{"long call, never idle", 0, 2_000_000, false},
+		{"long call beside another user's", time.Nanosecond, long, true, false, true},
+		{"short call beside another user's", time.Nanosecond, 10, true, false, false},
+		{"short call of a heavy user beside another's", time.Nanosecond, 10, true, true, true},
+		{"long call of a user alone", time.Nanosecond, long, false, false, false},
+		{"heavy user alone", time.Nanosecond, 10, false, true, false},
+		{"long call, never idle", 0, long, true, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := testConfig(t)
-			cfg.MaxChildren, cfg.WarmChildren, cfg.IdleAfter = 1, 1, tc.idleAfter
+			cfg.MaxChildren, cfg.WarmChildren, cfg.MaxChildrenPerCaller, cfg.IdleAfter = 2, 2, 1, tc.idleAfter
 			p := newPool(t, cfg)
-			children := p.sup.Children()
-			if len(children) != 1 {
-				t.Fatalf("%d warm children, want 1", len(children))
+			var pids []int
+			for _, c := range p.sup.Children() {
+				pids = append(pids, c.ready.PID) // the children, under the namespace layer's processes
 			}
-			pid := children[0].ready.PID // the child itself, under the namespace layer's process
+			if tc.eve {
+				// Eve's call waits in its log line (a host call) until the
+				// test ends: a call running, in the normal class.
+				inLog, release := make(chan struct{}), make(chan struct{})
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					host := LogFunc(func(context.Context, slog.Level, string) { close(inLog); <-release })
+					p.Call(context.Background(), Request{Name: "eve.star", Source: []byte("def f():\n    log(\"x\")\n"),
+						Function: "f", Caller: "eve", Host: host})
+				}()
+				<-inLog
+				t.Cleanup(func() { close(release); <-done })
+			}
 			var seen, before []int
-			host := LogFunc(func(context.Context, slog.Level, string) { seen = idleThreads(t, pid) })
-			for i := range 2 { // the second call runs on the same child, after the first's thread ended
+			host := LogFunc(func(context.Context, slog.Level, string) { seen = idleThreads(t, pids) })
+			for i := range 2 { // the second call, after the first's thread ended
+				if tc.heavy { // as if bob had kept ten calls running for a while
+					p.load.mu.Lock()
+					p.load.callers["bob"] = &load{avg: 10 * heavyLoad, last: time.Now()}
+					p.load.mu.Unlock()
+				}
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				args, _ := json.Marshal([]int{tc.n})
 				out, err := p.Call(ctx, Request{Name: "spin.star", Source: []byte(script), Function: "spin", Args: args,
-					Limits: Limits{Timeout: 25 * time.Second}, Host: host})
+					Caller: "bob", Limits: Limits{Timeout: 25 * time.Second}, Host: host})
 				cancel()
 				if err != nil || string(out) != string(args[1:len(args)-1]) {
 					t.Fatalf("call %d: %s, %v", i, out, err)
 				}
-				// The main thread, if a call ran on it, cannot end: the runtime
-				// parks it for good instead, and it is not counted after its call.
-				wedged := slices.Contains(before, pid)
-				others := slices.DeleteFunc(slices.Clone(seen), func(tid int) bool { return tid == pid && wedged })
+				// The previous call's idle thread may still be ending (or, a
+				// child's main thread, be parked for good: it cannot end);
+				// the check below sees them all end.
+				others := slices.DeleteFunc(slices.Clone(seen), func(tid int) bool { return slices.Contains(before, tid) })
 				before = seen
-				switch {
-				case tc.wantIdle && len(others) != 1, !tc.wantIdle && len(seen) != 0:
-					t.Errorf("call %d: threads %v of the child in the idle class while it ran (main thread %d), want idle %v",
-						i, seen, pid, tc.wantIdle)
-				}
-				if got := p.sup.Children(); len(got) != 1 || got[0].ready.PID != pid {
-					t.Fatalf("call %d did not run on the warm child %d", i, pid)
+				if want := map[bool]int{true: 1}[tc.wantIdle]; len(others) != want {
+					t.Errorf("call %d: threads %v of the children in the idle class while it ran, want %d", i, seen, want)
 				}
 			}
 			// Once a call has answered, its thread ends soon after.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				left := slices.DeleteFunc(idleThreads(t, pid), func(tid int) bool { return tid == pid })
+				left := slices.DeleteFunc(idleThreads(t, pids), func(tid int) bool { return slices.Contains(pids, tid) })
 				if len(left) == 0 {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("child %d still has threads %v in the idle class after its calls ended", pid, left)
+					t.Fatalf("threads %v still in the idle class after their calls ended", left)
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
@@ -82,25 +103,27 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 	}
 }
 
-// idleThreads returns the threads of process pid in SCHED_IDLE.
-func idleThreads(t *testing.T, pid int) []int {
+// idleThreads returns the threads of processes pids in SCHED_IDLE.
+func idleThreads(t *testing.T, pids []int) []int {
 	t.Helper()
-	tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var idle []int
-	for _, d := range tids {
-		tid, err := strconv.Atoi(d.Name())
+	for _, pid := range pids {
+		tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 		if err != nil {
-			continue
+			t.Fatal(err)
 		}
-		attr, err := unix.SchedGetAttr(tid, 0)
-		if err != nil {
-			continue // the thread ended
-		}
-		if attr.Policy == unix.SCHED_IDLE {
-			idle = append(idle, tid)
+		for _, d := range tids {
+			tid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			attr, err := unix.SchedGetAttr(tid, 0)
+			if err != nil {
+				continue // the thread ended
+			}
+			if attr.Policy == unix.SCHED_IDLE {
+				idle = append(idle, tid)
+			}
 		}
 	}
 	return idle

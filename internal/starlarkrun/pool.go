@@ -49,6 +49,8 @@ type Pool struct {
 	cfg Config
 	log *slog.Logger
 	sup *childproc.Supervisor[class, *process]
+	// load chooses each call's CPU class.
+	load *callerLoad
 	// layers logs once which layers confine the children.
 	layers sync.Once
 }
@@ -65,7 +67,7 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("starlarkrun: invalid config: %w", err)
 	}
 	cfg.Command = append([]string(nil), cfg.Command...)
-	p := &Pool{cfg: cfg, log: cfg.Logger}
+	p := &Pool{cfg: cfg, log: cfg.Logger, load: newCallerLoad(cfg.IdleAfter)}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
@@ -139,6 +141,9 @@ func (p *Pool) Call(ctx context.Context, req Request) (json.RawMessage, error) {
 		host:   &hostCallState{host: host},
 		pool:   p,
 	}
+	var end func()
+	c.msg.IdleNow, c.msg.IdleAfter, end = p.load.begin(req.Caller)
+	defer end()
 	payload, err := json.Marshal(c.msg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrInvalidArgs, req.Function, err)

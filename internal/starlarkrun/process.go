@@ -41,7 +41,6 @@ func startProcess(ctx context.Context, cfg *Config, cl class, track func(func())
 		MaxLogLines:     cfg.MaxLogLinesPerCall,
 		MaxErrorMessage: 1 * KiB,
 		AllowUnconfined: cfg.AllowUnconfined,
-		IdleAfter:       max(0, cfg.IdleAfter),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStart, err)

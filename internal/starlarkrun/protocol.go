@@ -47,9 +47,6 @@ type helloMsg struct {
 	// AllowUnconfined lets the child run without its seccomp filter when
 	// it cannot install it (Config.AllowUnconfined).
 	AllowUnconfined bool `json:"allow_unconfined,omitempty"`
-	// IdleAfter is how long a call computes before its thread drops to the
-	// idle CPU class (Config.IdleAfter); 0: never.
-	IdleAfter time.Duration `json:"idle_after,omitempty"`
 }
 
 // readyMsg is the child's report once it is set up and hardened.
@@ -70,6 +67,10 @@ type callMsg struct {
 	Function  string          `json:"function"`
 	Args      json.RawMessage `json:"args,omitempty"` // JSON array or object
 	MaxOutput int             `json:"max_output"`
+	// The call's CPU class (callerLoad): idle from the start, or once it
+	// has computed for IdleAfter (0: never).
+	IdleNow   bool          `json:"idle_now,omitempty"`
+	IdleAfter time.Duration `json:"idle_after,omitempty"`
 }
 
 // hostCallMsg is a script's call of a host builtin.
