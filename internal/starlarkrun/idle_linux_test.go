@@ -44,10 +44,6 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 			cfg := testConfig(t)
 			cfg.MaxChildren, cfg.WarmChildren, cfg.MaxChildrenPerCaller, cfg.IdleAfter = 2, 2, 1, tc.idleAfter
 			p := newPool(t, cfg)
-			var pids []int
-			for _, c := range p.sup.Children() {
-				pids = append(pids, c.ready.PID) // the children, under the namespace layer's processes
-			}
 			if tc.eve {
 				// Eve's call waits in its log line (a host call) until the
 				// test ends: a call running, in the normal class.
@@ -63,7 +59,7 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 				t.Cleanup(func() { close(release); <-done })
 			}
 			var seen, before []int
-			host := LogFunc(func(context.Context, slog.Level, string) { seen = idleThreads(t, pids) })
+			host := LogFunc(func(context.Context, slog.Level, string) { seen = idleThreads(p) })
 			for i := range 2 { // the second call, after the first's thread ended
 				if tc.heavy { // as if bob had kept ten calls running for a while
 					p.load.mu.Lock()
@@ -90,7 +86,7 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 			// Once a call has answered, its thread ends soon after.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				left := slices.DeleteFunc(idleThreads(t, pids), func(tid int) bool { return slices.Contains(pids, tid) })
+				left := slices.DeleteFunc(idleThreads(p), func(tid int) bool { return slices.Contains(mainThreads(p), tid) })
 				if len(left) == 0 {
 					break
 				}
@@ -103,14 +99,23 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 	}
 }
 
-// idleThreads returns the threads of processes pids in SCHED_IDLE.
-func idleThreads(t *testing.T, pids []int) []int {
-	t.Helper()
+// mainThreads returns the pool's children's main threads: their process ids
+// (the children themselves, under the namespace layer's processes).
+func mainThreads(p *Pool) []int {
+	var pids []int
+	for _, c := range p.sup.Children() {
+		pids = append(pids, c.ready.PID)
+	}
+	return pids
+}
+
+// idleThreads returns the threads of the pool's children in SCHED_IDLE.
+func idleThreads(p *Pool) []int {
 	var idle []int
-	for _, pid := range pids {
+	for _, pid := range mainThreads(p) {
 		tids, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
 		if err != nil {
-			t.Fatal(err)
+			continue // the child ended
 		}
 		for _, d := range tids {
 			tid, err := strconv.Atoi(d.Name())
