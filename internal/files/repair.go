@@ -308,11 +308,7 @@ func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bo
 			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", headRev)}
 			var put clientv3.Op
 			if seg < 0 {
-				val, err := m.marshal()
-				if err != nil {
-					return err
-				}
-				put = clientv3.OpPut(key, val)
+				put = clientv3.OpPut(key, m.marshal())
 			} else {
 				segKey := s.keys.segment(m.FileID, m.WriteID, seg)
 				val, err := m.segment(seg)
