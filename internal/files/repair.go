@@ -199,8 +199,12 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 	return ctx.Err()
 }
 
-// repairBlocksInFlight bounds the blocks of one file rebuilt at once.
-const repairBlocksInFlight = 4
+// repairBlocksInFlight bounds the blocks of one file rebuilt at once. A
+// block's rebuild waits on workers (reads of k shards, a write with fsync)
+// far more than on the pool's CPU, so more at once rebuild faster; each
+// holds its k shards and the rebuilt ones, some 12 MiB of 8 MiB blocks in
+// 4+2 (RATIONALE.md, "Why are eight blocks of a file rebuilt at once?").
+const repairBlocksInFlight = 8
 
 // repairBlock rebuilds the lost and damaged shards of block b on the
 // workers placement chooses, and returns the shards it stored.
