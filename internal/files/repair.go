@@ -63,7 +63,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // old one stopped; only the grace clock restarts.
 func (s *Service) lead(ctx context.Context) {
 	missingSince := map[string]time.Time{}
-	check := time.NewTicker(time.Second)
+	// A lost worker's repair starts at the first check after its lease
+	// expired; a check only reads the registry's live set, in memory.
+	check := time.NewTicker(250 * time.Millisecond)
 	defer check.Stop()
 	repairTick := time.NewTicker(s.cfg.RepairInterval)
 	defer repairTick.Stop()
