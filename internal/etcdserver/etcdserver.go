@@ -10,6 +10,10 @@
 // signed by the given CA with the allowed common name: the pool's. Nothing
 // else on the machine can read or write the control plane.
 //
+// A single node serves only gRPC on its client port; etcd's HTTP endpoints
+// (/health, /metrics, the JSON gateway) are on the unix socket http.sock in
+// its data directory (0700), behind the same TLS when there is one.
+//
 // One node has no redundancy: losing its disk loses the control plane's
 // state (worker registry, tokens, manifests). The peer port listens on
 // loopback only; it is needed by etcd even with one member.
