@@ -324,6 +324,7 @@ func benchFilesCommand(e *env) *cobra.Command {
 		noRepair  bool
 		dir       string
 		record    string
+		profile   string
 	)
 	cmd := &cobra.Command{
 		Use:   "files",
@@ -364,7 +365,7 @@ of small files, and the time to repair after a worker is SIGKILLed.`,
 			}
 			defer c.Close()
 			fcfg := bench.FilesConfig{Size: n, SmallSize: smallSize, SmallConcurrency: conc, SmallDuration: duration,
-				DiskDir: dir, LeaseTTL: lease}
+				DiskDir: dir, LeaseTTL: lease, CPUProfile: profile}
 			if !noRepair {
 				fcfg.KillWorker = func() { net.KillWorker(0) }
 			}
@@ -392,5 +393,6 @@ of small files, and the time to repair after a worker is SIGKILLed.`,
 	f.DurationVar(&duration, "duration", 5*time.Second, "how long to push small files")
 	f.BoolVar(&noRepair, "no-repair", false, "skip the repair measurement")
 	f.StringVar(&dir, "dir", "", "directory for the network's data (default: a temporary one)")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile of the pool, etcd and the client (one process) while the small files are pushed to this file")
 	return cmd
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
+	"syscall"
 	"time"
 
 	"github.com/hivemind/taskworker"
@@ -30,6 +32,9 @@ type FilesConfig struct {
 	// Record, when set, is given each throughput measured: series "dd"
 	// (the baseline), "push" and "get", in MiB/s.
 	Record func(series string, mibPerSec float64)
+	// CPUProfile, when set, is a file to write a CPU profile of this
+	// process to while the small files are pushed.
+	CPUProfile string
 }
 
 // Files measures a network's storage: a sequential write with fsync on the
@@ -76,11 +81,24 @@ func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Wr
 	// fires later than gRPC sees the deadline pass (RATIONALE.md, "Why did
 	// a quiet benchmark report thousands of DeadlineExceeded?").
 	small := make([]byte, cfg.SmallSize)
+	stopProfile, err := startCPUProfile(cfg.CPUProfile)
+	if err != nil {
+		return err
+	}
+	cpu0 := processCPU()
 	r := Run(ctx, "push", cfg.SmallConcurrency, 0, cfg.SmallDuration, func(ctx context.Context) error {
 		_, err := c.Push(ctx, "small", small)
 		return err
 	})
+	cpu := processCPU() - cpu0
+	if err := stopProfile(); err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "push %d B files at concurrency %d: %.0f/s (%d failed)\n", cfg.SmallSize, cfg.SmallConcurrency, r.Rate(), r.Errors)
+	if r.Calls > 0 {
+		fmt.Fprintf(out, "  latency p50 %s, p99 %s; CPU of this process (client, pool, etcd) %.0f µs per push\n",
+			round(r.P50), round(r.P99), float64(cpu.Microseconds())/float64(r.Calls))
+	}
 	if r.FirstError != nil {
 		fmt.Fprintf(out, "  first error: %v\n", r.FirstError)
 	}
@@ -114,6 +132,35 @@ func Files(ctx context.Context, c *taskworker.Client, cfg FilesConfig, out io.Wr
 	fmt.Fprintf(out, "repair after losing a worker: %d shards, %d MiB, rebuilt in %.1fs after the lease expired (%.0f MiB/s; 1 GiB in %.0fs)\n",
 		st.ShardsRebuilt-before.ShardsRebuilt, rebuilt>>20, repair.Seconds(), mib(rebuilt, repair), float64(1<<30)/(float64(rebuilt)/repair.Seconds()))
 	return nil
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCPUProfile starts a CPU profile into path, if it is set; the
+// function returned stops it.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // diskBaseline writes size bytes to a file in dir and fsyncs it, like

@@ -10,6 +10,10 @@
 // signed by the given CA with the allowed common name: the pool's. Nothing
 // else on the machine can read or write the control plane.
 //
+// A single node serves only gRPC on its client port; etcd's HTTP endpoints
+// (/health, /metrics, the JSON gateway) are on the unix socket http.sock in
+// its data directory (0700), behind the same TLS when there is one.
+//
 // One node has no redundancy: losing its disk loses the control plane's
 // state (worker registry, tokens, manifests). The peer port listens on
 // loopback only; it is needed by etcd even with one member.
@@ -20,6 +24,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -123,6 +129,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// maxSocketPath bounds a unix socket's path: 104 bytes on the BSDs, 108
+// on Linux, with the terminating zero.
+const maxSocketPath = 100
+
 // Server is a running embedded etcd.
 type Server struct {
 	etcd *embed.Etcd
@@ -155,6 +165,22 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	cfg.ListenPeerUrls = []url.URL{*purl}
 	cfg.AdvertisePeerUrls = []url.URL{*purl}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	// gRPC alone on the client port, served by gRPC's own server; etcd's
+	// HTTP endpoints on a unix socket in its data directory. On one port
+	// etcd serves gRPC through net/http's HTTP/2 server, which costs the
+	// pool about a fifth of its CPU per small write (RATIONALE.md, "Why
+	// does etcd serve HTTP on a socket of its own?"). A data directory too
+	// deep for a socket's path keeps the one port.
+	if sock := filepath.Join(c.Dir, "http.sock"); c.Member == nil && len(sock) < maxSocketPath {
+		scheme := "unix"
+		if c.TLS != nil {
+			scheme = "unixs"
+		}
+		if err := os.MkdirAll(c.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("etcd data directory: %w", err)
+		}
+		cfg.ListenClientHttpUrls = []url.URL{{Scheme: scheme, Host: sock}}
+	}
 	if m := c.Member; m != nil {
 		parse := func(s string) []url.URL { u, _ := url.Parse(s); return []url.URL{*u} }
 		cfg.Name, cfg.InitialCluster, cfg.InitialClusterToken = m.Name, m.InitialCluster, "taskworker"
@@ -175,6 +201,10 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 	lg := c.Logger
 	if lg == nil {
 		lg = zap.NewNop()
+		// etcd formats every request slower than these for a warning,
+		// even for a logger that discards it: on a loaded machine, a few
+		// percent of the pool's CPU spent on text nobody reads.
+		cfg.WarningUnaryRequestDuration, cfg.WarningApplyDuration = time.Hour, time.Hour
 	}
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 
@@ -202,7 +232,12 @@ func Start(ctx context.Context, c Config) (*Server, error) {
 // Endpoints returns the client endpoints, for clientv3.Config: https://
 // URLs with TLS, host:port without.
 func (s *Server) Endpoints() []string {
-	addr := s.etcd.Clients[0].Addr().String()
+	var addr string
+	for _, l := range s.etcd.Clients {
+		if l.Addr().Network() == "tcp" {
+			addr = l.Addr().String()
+		}
+	}
 	if s.tls {
 		return []string{"https://" + addr}
 	}

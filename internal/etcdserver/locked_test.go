@@ -3,6 +3,9 @@ package etcdserver_test
 import (
 	"context"
 	"crypto/tls"
+	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +71,29 @@ func TestLockedEtcdAdmitsOnlyThePool(t *testing.T) {
 		{"the pool's name from a self-made CA", endpoint, withCert(stranger, pki.Leaf{CommonName: pki.PoolCommonName, Client: true, TTL: time.Hour}), false},
 		{"a worker of the cluster", endpoint, withCert(ca, pki.Leaf{URIs: []string{pki.WorkerURI("tw-x", "w1")}, Client: true, Server: true, TTL: time.Hour}), false},
 		{"another name from the cluster CA", endpoint, withCert(ca, pki.Leaf{CommonName: "admin", Client: true, TTL: time.Hour}), false},
+	}
+	// etcd's HTTP endpoints are on a socket in its data directory, behind
+	// the same TLS: the pool's certificate reads /health, none gets nothing.
+	for _, tt := range []struct {
+		name string
+		tls  *tls.Config
+		ok   bool
+	}{{"HTTP socket: the pool", poolTLS, true}, {"HTTP socket: TLS without a certificate", noCert, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: tt.tls,
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(cfg.Dir, "http.sock"))
+				},
+			}}
+			resp, err := hc.Get("https://127.0.0.1/health")
+			if err == nil {
+				resp.Body.Close()
+			}
+			if tt.ok != (err == nil && resp.StatusCode == http.StatusOK) {
+				t.Fatalf("GET /health over the socket: %v; want ok %v", err, tt.ok)
+			}
+		})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -274,75 +274,93 @@ func (t commitTxn) size() int {
 // keyRange is [from, to) in etcd's key order; to is empty for a single key.
 type keyRange struct{ from, to []byte }
 
-func (r keyRange) end() []byte {
+// beforeEnd reports whether key k sorts before r's end: for a single key,
+// whether k <= r.from (the key just after r.from is r.from + "\x00").
+func (r keyRange) beforeEnd(k []byte) bool {
 	if len(r.to) > 0 {
-		return r.to
+		return bytes.Compare(k, r.to) < 0
 	}
-	return append(bytes.Clone(r.from), 0)
+	return bytes.Compare(k, r.from) <= 0
 }
 
-func (r keyRange) overlaps(o keyRange) bool {
-	return bytes.Compare(r.from, o.end()) < 0 && bytes.Compare(o.from, r.end()) < 0
+func (r keyRange) overlaps(o keyRange) bool { return o.beforeEnd(r.from) && r.beforeEnd(o.from) }
+
+// keySet is a set of keys and key ranges: single keys in a map, so that
+// the common check (single keys against single keys) costs a lookup, not
+// a pass over every key of the batch.
+type keySet struct {
+	keys   map[string]struct{}
+	ranges []keyRange
 }
 
-// batchKeys is what the commits of a batch compare, write and mark.
-type batchKeys struct {
-	compared, written []keyRange
-	marks             map[string]bool
-}
-
-func reads(t commitTxn) []keyRange {
-	out := make([]keyRange, 0, len(t.cmps))
-	for _, c := range t.cmps {
-		out = append(out, keyRange{c.Key, c.RangeEnd})
+func (s *keySet) add(r keyRange) {
+	if len(r.to) > 0 {
+		s.ranges = append(s.ranges, r)
+		return
 	}
-	return out
-}
-
-func writes(t commitTxn) []keyRange {
-	out := make([]keyRange, 0, len(t.ops))
-	for _, op := range t.ops {
-		out = append(out, keyRange{op.KeyBytes(), op.RangeBytes()})
+	if s.keys == nil {
+		s.keys = map[string]struct{}{}
 	}
-	return out
+	s.keys[string(r.from)] = struct{}{}
 }
 
-func anyOverlap(a, b []keyRange) bool {
-	for _, x := range a {
-		for _, y := range b {
-			if x.overlaps(y) {
-				return true
-			}
+func (s *keySet) overlaps(r keyRange) bool {
+	for _, o := range s.ranges {
+		if o.overlaps(r) {
+			return true
+		}
+	}
+	if len(r.to) == 0 {
+		_, ok := s.keys[string(r.from)]
+		return ok
+	}
+	for k := range s.keys {
+		if r.overlaps(keyRange{from: []byte(k)}) {
+			return true
 		}
 	}
 	return false
 }
 
+// batchKeys is what the commits of a batch compare, write and mark.
+type batchKeys struct {
+	compared, written, marked keySet
+}
+
+func cmpRange(c clientv3.Cmp) keyRange { return keyRange{c.Key, c.RangeEnd} }
+func opRange(op clientv3.Op) keyRange  { return keyRange{op.KeyBytes(), op.RangeBytes()} }
+func markRange(m string) keyRange      { return keyRange{from: []byte(m)} }
+
 // conflicts reports whether t writes a key the batch compares, writes or
 // marks, compares a key it writes or marks, or marks a key it compares or
 // writes.
 func (k *batchKeys) conflicts(t commitTxn) bool {
-	r, w := reads(t), writes(t)
-	var m []keyRange
-	for _, key := range t.marks {
-		m = append(m, keyRange{from: []byte(key)})
+	for _, op := range t.ops {
+		if r := opRange(op); k.compared.overlaps(r) || k.written.overlaps(r) || k.marked.overlaps(r) {
+			return true
+		}
 	}
-	var bm []keyRange
-	for key := range k.marks {
-		bm = append(bm, keyRange{from: []byte(key)})
+	for _, c := range t.cmps {
+		if r := cmpRange(c); k.written.overlaps(r) || k.marked.overlaps(r) {
+			return true
+		}
 	}
-	return anyOverlap(w, k.compared) || anyOverlap(w, k.written) || anyOverlap(w, bm) ||
-		anyOverlap(r, k.written) || anyOverlap(r, bm) ||
-		anyOverlap(m, k.compared) || anyOverlap(m, k.written)
+	for _, m := range t.marks {
+		if r := markRange(m); k.compared.overlaps(r) || k.written.overlaps(r) {
+			return true
+		}
+	}
+	return false
 }
 
 func (k *batchKeys) add(t commitTxn) {
-	k.compared = append(k.compared, reads(t)...)
-	k.written = append(k.written, writes(t)...)
-	if len(t.marks) > 0 && k.marks == nil {
-		k.marks = map[string]bool{}
+	for _, c := range t.cmps {
+		k.compared.add(cmpRange(c))
+	}
+	for _, op := range t.ops {
+		k.written.add(opRange(op))
 	}
 	for _, m := range t.marks {
-		k.marks[m] = true
+		k.marked.add(markRange(m))
 	}
 }

@@ -180,3 +180,49 @@ func TestCommitBatchConcurrent(t *testing.T) {
 		t.Errorf("batched %d commits, %d batches in flight, %d queued; want 200, 0, 0", c.batched, c.inflight, len(c.queue))
 	}
 }
+
+// The conflict rules, key by key: single keys against single keys and
+// against ranges, both ways, and marks.
+func TestBatchKeysConflicts(t *testing.T) {
+	var k batchKeys
+	k.add(commitTxn{
+		cmps:  []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("files/u/a"), "=", 0)},
+		ops:   []clientv3.Op{clientv3.OpPut("manifests/a/1", "v"), clientv3.OpDelete("segments/a/", clientv3.WithPrefix())},
+		marks: []string{"changed/u"},
+	})
+	put := func(key string) commitTxn { return commitTxn{ops: []clientv3.Op{clientv3.OpPut(key, "v")}} }
+	cmp := func(key string) commitTxn {
+		return commitTxn{cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}}
+	}
+	tests := []struct {
+		name string
+		txn  commitTxn
+		want bool
+	}{
+		{"writes a compared key", put("files/u/a"), true},
+		{"writes a written key", put("manifests/a/1"), true},
+		{"writes a marked key", put("changed/u"), true},
+		{"writes inside a deleted range", put("segments/a/w/00000001"), true},
+		{"writes just past a deleted range", put("segments/a0"), false},
+		{"writes a key that sorts right after a written one", put("manifests/a/1\x00"), false},
+		{"compares a written key", cmp("manifests/a/1"), true},
+		{"compares inside a deleted range", cmp("segments/a/x"), true},
+		{"compares a marked key", cmp("changed/u"), true},
+		{"compares a compared key", cmp("files/u/a"), false},
+		{"marks a compared key", commitTxn{marks: []string{"files/u/a"}}, true},
+		{"marks a written key", commitTxn{marks: []string{"manifests/a/1"}}, true},
+		{"shares the mark", commitTxn{marks: []string{"changed/u"}}, false},
+		{"deletes a range over a written key", commitTxn{ops: []clientv3.Op{clientv3.OpDelete("manifests/", clientv3.WithPrefix())}}, true},
+		{"deletes a range over a compared key", commitTxn{ops: []clientv3.Op{clientv3.OpDelete("files/", clientv3.WithPrefix())}}, true},
+		{"compares a range over a marked key", commitTxn{cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("changed/"), "=", 0).WithPrefix()}}, true},
+		{"touches other keys", commitTxn{cmps: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision("files/u/b"), "=", 0)},
+			ops: []clientv3.Op{clientv3.OpPut("manifests/b/1", "v"), clientv3.OpDelete("segments/b/", clientv3.WithPrefix())}, marks: []string{"changed/u"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := k.conflicts(tt.txn); got != tt.want {
+				t.Errorf("conflicts %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -191,15 +191,14 @@ func (m *manifest) setHolder(b int64, i int, id string) {
 
 // marshal encodes the manifest's etcd value: without its blocks when they
 // are in segments.
-func (m *manifest) marshal() (string, error) {
+func (m *manifest) marshal() string {
 	v := m
 	if m.segmented() {
 		head := *m
 		head.Sums, head.Workers, head.Placement = "", nil, nil
 		v = &head
 	}
-	b, err := json.Marshal(v)
-	return string(b), err
+	return string(encodeManifest(v))
 }
 
 // inlineField is how an inline manifest's layout appears in its JSON. Its

@@ -44,10 +44,7 @@ func TestManifestAtTheLimitFitsInEtcd(t *testing.T) {
 					m.Placement[b][i] = 499
 				}
 			}
-			val, err := m.marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
+			val := m.marshal()
 			if len(val) > DefaultMaxManifestBytes {
 				t.Fatalf("%d blocks: a %d-byte manifest, over %d", blocks, len(val), DefaultMaxManifestBytes)
 			}
@@ -68,7 +65,7 @@ func TestManifestAtTheLimitFitsInEtcd(t *testing.T) {
 			if len(seg) > DefaultMaxManifestBytes {
 				t.Fatalf("a segment of %d blocks: %d bytes, over %d", blocks, len(seg), DefaultMaxManifestBytes)
 			}
-			if head, _ := m.marshal(); len(head) > 8<<10 {
+			if head := m.marshal(); len(head) > 8<<10 {
 				t.Fatalf("a head of %d bytes", len(head))
 			}
 		})
@@ -119,10 +116,7 @@ func TestInlineManifestFromJSON(t *testing.T) {
 		{"1+1", `"layout":"inline"`, `\"layout\":\"inline\"`, false},
 	} {
 		m := &manifest{fileRecord: fileRecord{FileID: newID(), Filename: tt.name, Layout: tt.layout, SHA256: strings.Repeat("0", 64)}, Owner: tt.owner, WriteID: newID()}
-		raw, err := m.marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw := m.marshal()
 		if got := inlineManifest([]byte(raw)); got != tt.inline {
 			t.Errorf("layout %s, name %q: inline %v, want %v (%s)", tt.layout, tt.name, got, tt.inline, raw)
 		}

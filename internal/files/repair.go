@@ -63,7 +63,9 @@ func sleep(ctx context.Context, d time.Duration) {
 // old one stopped; only the grace clock restarts.
 func (s *Service) lead(ctx context.Context) {
 	missingSince := map[string]time.Time{}
-	check := time.NewTicker(time.Second)
+	// A lost worker's repair starts at the first check after its lease
+	// expired; a check only reads the registry's live set, in memory.
+	check := time.NewTicker(250 * time.Millisecond)
 	defer check.Stop()
 	repairTick := time.NewTicker(s.cfg.RepairInterval)
 	defer repairTick.Stop()
@@ -199,8 +201,12 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 	return ctx.Err()
 }
 
-// repairBlocksInFlight bounds the blocks of one file rebuilt at once.
-const repairBlocksInFlight = 4
+// repairBlocksInFlight bounds the blocks of one file rebuilt at once. A
+// block's rebuild waits on workers (reads of k shards, a write with fsync)
+// far more than on the pool's CPU, so more at once rebuild faster; each
+// holds its k shards and the rebuilt ones, some 12 MiB of 8 MiB blocks in
+// 4+2 (RATIONALE.md, "Why are eight blocks of a file rebuilt at once?").
+const repairBlocksInFlight = 8
 
 // repairBlock rebuilds the lost and damaged shards of block b on the
 // workers placement chooses, and returns the shards it stored.
@@ -308,11 +314,7 @@ func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bo
 			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", headRev)}
 			var put clientv3.Op
 			if seg < 0 {
-				val, err := m.marshal()
-				if err != nil {
-					return err
-				}
-				put = clientv3.OpPut(key, val)
+				put = clientv3.OpPut(key, m.marshal())
 			} else {
 				segKey := s.keys.segment(m.FileID, m.WriteID, seg)
 				val, err := m.segment(seg)

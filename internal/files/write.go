@@ -688,11 +688,8 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 				return overQuota(req.user, req.what, req.limits, u.use, formatBytes(m.Size))
 			}
 		}
-		manifest, err := m.marshal()
-		if err != nil {
-			return status.Errorf(codes.Internal, "encoding the manifest: %v", err)
-		}
-		record, _ := json.Marshal(m.fileRecord)
+		manifest := m.marshal()
+		record := encodeRecord(&m.fileRecord)
 		usageCmps, usageOps := u.move(s.keys, m.Size-freed)
 		// The change mark of an uncounted user is shared by the commits
 		// of a batch (see batch.go).
@@ -709,7 +706,11 @@ func (s *Service) commit(ctx context.Context, req writeRequest, m *manifest) err
 		ops := []clientv3.Op{
 			clientv3.OpPut(fileKey, string(record)),
 			clientv3.OpPut(s.keys.manifest(m.FileID, m.Version), manifest),
-			clientv3.OpDelete(intentKey), // the manifest owns the shards now
+		}
+		if !m.inline() {
+			// The manifest owns the shards now. (An inline write has no
+			// shards and wrote no intent.)
+			ops = append(ops, clientv3.OpDelete(intentKey))
 		}
 		ops = append(ops, usageOps...)
 		for _, p := range pruned {
