@@ -117,29 +117,37 @@ func (s *server) serve() int {
 	if err != nil {
 		return exitProtocol
 	}
+	code := make(chan int, 1)
+	go s.serveCalls(code)
+	return <-code
+}
+
+// serveCalls serves calls until the child must exit, and sends its exit
+// code. A call that moved its thread to the idle class (idle) leaves the
+// goroutine locked to that thread: serveCalls then goes on in a new
+// goroutine, on a thread of the normal class, and this one ends, taking
+// the idle thread with it (the main thread cannot end; the runtime parks
+// it for good).
+func (s *server) serveCalls(code chan<- int) {
 	for {
 		typ, payload, err := childproc.ReadFrame(s.in, fromParentLimit)
 		if err == io.EOF {
-			return exitOK
+			code <- exitOK
+			return
 		}
 		var m callMsg
 		if err != nil || typ != frameCall || json.Unmarshal(payload, &m) != nil {
-			return exitProtocol
+			code <- exitProtocol
+			return
 		}
-		// Each call has a goroutine of its own, which ends with it: a call
-		// that moved its thread to the idle class (idle) takes the thread
-		// with it, and the next call starts on a thread of the normal class.
-		// (The main thread cannot end; the runtime parks it for good.)
-		var code int
-		var exit bool
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			code, exit = s.serveCall(m)
-		}()
-		<-done
-		if exit {
-			return code
+		c, exit, idle := s.serveCall(m)
+		switch {
+		case exit:
+			code <- c
+			return
+		case idle:
+			go s.serveCalls(code)
+			return
 		}
 	}
 }
@@ -147,13 +155,15 @@ func (s *server) serve() int {
 // fromParentLimit bounds the frames a child reads: the parent is trusted.
 func fromParentLimit(byte) int { return maxFrame }
 
-// serveCall serves one call and reports whether the child must exit.
-func (s *server) serveCall(m callMsg) (code int, exit bool) {
+// serveCall serves one call and reports whether the child must exit, and
+// whether the call moved this goroutine's thread to the idle class.
+func (s *server) serveCall(m callMsg) (code int, exit, idle bool) {
 	s.call = &callState{msg: m, start: time.Now()}
 	if m.IdleNow {
 		s.idleNow()
 	}
 	defer func() {
+		idle = s.call.idle
 		s.call = nil
 		if r := recover(); r != nil {
 			s.sendError(&errorMsg{Kind: errKindInternal, Message: s.cut(fmt.Sprintf("interpreter panic: %v", r))})
@@ -175,12 +185,12 @@ func (s *server) serveCall(m callMsg) (code int, exit bool) {
 	}
 	switch {
 	case s.broken != nil:
-		return exitProtocol, true
+		return exitProtocol, true, false
 	case e != nil && e.Kind == errKindMemory:
-		return exitMemory, true
+		return exitMemory, true, false
 	}
 	s.watch.settle()
-	return 0, false
+	return 0, false, false
 }
 
 func (s *server) sendError(e *errorMsg) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"go.starlark.net/starlark"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,10 +22,11 @@ import (
 // (the idle one ended with its call). The children hold their seccomp
 // filter, so this also proves the filter lets a thread move itself.
 func TestLongCallsDropToTheIdleClass(t *testing.T) {
-	const (
-		script = "def spin(n):\n    for i in range(n):\n        pass\n    log(\"spun\")\n    return n\n"
-		long   = 2_000_000 // steps enough for a check (2^18 steps) past 1 ns
-	)
+	const script = "def spin(n):\n    for i in range(n):\n        pass\n    log(\"spun\")\n    return n\n"
+	// A long call computes just past the first check (memoryCheckSteps),
+	// where it goes idle, then logs at once: once idle it may get no CPU
+	// while the machine is busy, so it must have next to nothing left to do.
+	long := iterationsPast(t, script, memoryCheckSteps)
 	for _, tc := range []struct {
 		name      string
 		idleAfter time.Duration
@@ -97,6 +99,31 @@ func TestLongCallsDropToTheIdleClass(t *testing.T) {
 			}
 		})
 	}
+}
+
+// iterationsPast returns the n for which spin(n) of script takes a thousand
+// steps more than steps, counted by running it in this process.
+func iterationsPast(t *testing.T, script string, steps uint64) int {
+	_, prog, err := compile("spin.star", []byte(script))
+	if err != nil {
+		t.Fatal(err)
+	}
+	predeclared := starlark.StringDict{"log": starlark.NewBuiltin("log", func(*starlark.Thread, *starlark.Builtin, starlark.Tuple, []starlark.Tuple) (starlark.Value, error) {
+		return starlark.None, nil
+	})}
+	globals, err := prog.Init(&starlark.Thread{}, predeclared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(n int) uint64 {
+		th := &starlark.Thread{}
+		if _, err := starlark.Call(th, globals["spin"], starlark.Tuple{starlark.MakeInt(n)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return th.ExecutionSteps()
+	}
+	base, per := count(0), (count(1000)-count(0))/1000
+	return int((steps+1000-base)/per) + 1
 }
 
 // mainThreads returns the pool's children's main threads: their process ids
