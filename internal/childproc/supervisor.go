@@ -2,7 +2,6 @@ package childproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -204,11 +203,100 @@ func (s *Supervisor[K, C]) acquire(ctx context.Context, k K) (C, error) {
 			s.alive++
 		}
 		s.mu.Unlock()
-		c, err := s.start(ctx, k)
-		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+		return s.startFor(ctx, k)
+	}
+}
+
+// startTicket is a call's claim on the child it started (startFor).
+type startTicket[C Child] struct {
+	ready chan struct{} // closed when the start ended, with c or err
+	c     C
+	err   error
+	// gone: the call took another child or left; the one it started
+	// goes idle, for the next call.
+	gone bool
+}
+
+// startFor starts a child of k for a call, in a slot already counted in
+// alive, in the background, and returns the first child of k ready for
+// the call: the one it started, or one that another call released before
+// that start ended, which then goes idle when it is ready. A burst of
+// calls thus waits for the calls ahead of it rather than for process
+// starts (docs/RATIONALE.md, "Why does a call not wait for its own
+// process?").
+func (s *Supervisor[K, C]) startFor(ctx context.Context, k K) (C, error) {
+	var zero C
+	t := &startTicket[C]{ready: make(chan struct{})}
+	s.mu.Lock()
+	s.pending[k]++
+	s.mu.Unlock()
+	started := s.Track(func() {
+		c, err := s.start(s.ctx, k)
+		s.mu.Lock()
+		if s.pending[k]--; s.pending[k] == 0 {
+			delete(s.pending, k)
+		}
+		s.notifyLocked()
+		t.c, t.err = c, err
+		close(t.ready)
+		gone := t.gone
+		s.mu.Unlock()
+		switch {
+		case gone && err == nil:
+			s.Release(c)
+		case gone && s.ctx.Err() == nil:
+			s.log.Error("cannot start a child", "children", s.cfg.Noun, "error", err)
+		}
+	})
+	if !started {
+		s.mu.Lock()
+		if s.pending[k]--; s.pending[k] == 0 {
+			delete(s.pending, k)
+		}
+		s.alive--
+		s.notifyLocked()
+		s.mu.Unlock()
+		return zero, ErrClosed
+	}
+	for {
+		s.mu.Lock()
+		select {
+		case <-t.ready:
+			s.mu.Unlock()
+			return t.c, t.err
+		default:
+		}
+		if s.closed {
+			t.gone = true
+			s.mu.Unlock()
+			return zero, ErrClosed
+		}
+		if l := s.idle[k]; len(l) > 0 {
+			c := l[len(l)-1]
+			s.idle[k] = l[:len(l)-1]
+			delete(s.used, c)
+			t.gone = true
+			s.mu.Unlock()
+			return c, nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-t.ready:
+		case <-ctx.Done():
+			s.mu.Lock()
+			t.gone = true
+			select {
+			case <-t.ready:
+				if t.err == nil {
+					defer s.Release(t.c)
+				}
+			default:
+			}
+			s.mu.Unlock()
 			return zero, fmt.Errorf("%w: no %s could start in time (%v); the function did not run", ErrBusy, s.cfg.Noun, context.Cause(ctx))
 		}
-		return c, err
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -324,5 +325,83 @@ func TestSupervisorReplacementFails(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the call still waits for a replacement that failed")
+	}
+}
+
+// TestSupervisorCallTakesReleasedChild: a call that starts a child takes
+// the first child of its class to be ready, here one another call released
+// while the start was still under way; the child it started then waits,
+// idle, for the next call. A start that fails goes to its call.
+func TestSupervisorCallTakesReleasedChild(t *testing.T) {
+	tokens := make(chan struct{}, 8) // one per start of a "slow" child let through
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start: func(ctx context.Context, k string) (*fakeChild, error) {
+			switch k {
+			case "slow":
+				select {
+				case <-tokens:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			case "broken":
+				return nil, errors.New("cannot start")
+			}
+			return &fakeChild{class: k}, nil
+		},
+		MaxChildren: 4, PerTenant: 4, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	tokens <- struct{}{}
+	first, err := s.Acquire(ctx, "", "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *fakeChild)
+	go func() {
+		c, err := s.Acquire(ctx, "", "slow") // starts a second, which waits for a token
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	for s.Stats().Alive != 2 {
+		time.Sleep(time.Millisecond)
+	}
+	s.Release(first)
+	second := <-got
+	if second != first {
+		t.Fatalf("the call got %+v, not the child released while its own started", second)
+	}
+	tokens <- struct{}{}
+	waitIdle(t, s, 1)
+	if st := s.Stats(); st.Alive != 2 || st.Started != 2 {
+		t.Fatalf("stats %+v: want the second child idle", st)
+	}
+
+	if _, err := s.Acquire(ctx, "", "broken"); err == nil || !strings.Contains(err.Error(), "cannot start") {
+		t.Fatalf("a failed start gave %v; want its error", err)
+	}
+
+	// A call that leaves while its start is under way: the child, once
+	// started, is kept idle.
+	third, err := s.Acquire(ctx, "", "slow") // the idle one
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	if _, err := s.Acquire(short, "", "slow"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("got %v; want ErrBusy", err)
+	}
+	tokens <- struct{}{}
+	waitIdle(t, s, 1)
+	s.Release(second)
+	s.Release(third)
+	waitIdle(t, s, 3)
+	if st := s.Stats(); st.Alive != 3 || st.Started != 3 {
+		t.Fatalf("stats %+v: want three children, all idle", st)
 	}
 }
