@@ -78,7 +78,7 @@ type errorMsg struct {
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 	// Discarded says the child threw its instance away after this call
-	// (it makes a new one for the next).
+	// (it makes a new one for the next at once, in the same process).
 	Discarded bool `json:"discarded,omitempty"`
 }
 
@@ -204,6 +204,13 @@ func ChildMain() int {
 			return childExitProtocol
 		}
 		spin.replied()
+		if m.Stats().Discarded > discarded {
+			// The instance trapped or outgrew its memory: make the next
+			// one now, from the module compiled at start, so that the
+			// next call finds it ready. If that fails, the next call
+			// says why.
+			_ = m.sup.Warm(ctx, struct{}{}, 1)
+		}
 	}
 }
 
