@@ -367,18 +367,26 @@ func TestSupervisorCallTakesReleasedChild(t *testing.T) {
 		}
 		got <- c
 	}()
-	for s.Stats().Alive != 2 {
+	for !waitingToStart(s, "slow", 1) {
 		time.Sleep(time.Millisecond)
 	}
 	s.Release(first)
+	// The released child went to the call waiting for its start, not to
+	// the idle list, where a later call could have taken it first.
+	late, cancelLate := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelLate()
+	if c, err := s.Acquire(late, "", "slow"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a later call got %+v, %v; want ErrBusy", c, err)
+	}
 	second := <-got
 	if second != first {
 		t.Fatalf("the call got %+v, not the child released while its own started", second)
 	}
 	tokens <- struct{}{}
-	waitIdle(t, s, 1)
-	if st := s.Stats(); st.Alive != 2 || st.Started != 2 {
-		t.Fatalf("stats %+v: want the second child idle", st)
+	tokens <- struct{}{} // the later call's start, now a spare
+	waitIdle(t, s, 2)
+	if st := s.Stats(); st.Alive != 3 || st.Started != 3 {
+		t.Fatalf("stats %+v: want the two children started idle", st)
 	}
 
 	if _, err := s.Acquire(ctx, "", "broken"); err == nil || !strings.Contains(err.Error(), "cannot start") {
@@ -387,9 +395,13 @@ func TestSupervisorCallTakesReleasedChild(t *testing.T) {
 
 	// A call that leaves while its start is under way: the child, once
 	// started, is kept idle.
-	third, err := s.Acquire(ctx, "", "slow") // the idle one
-	if err != nil {
-		t.Fatal(err)
+	var thirds []*fakeChild
+	for range 2 { // the idle ones
+		c, err := s.Acquire(ctx, "", "slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		thirds = append(thirds, c)
 	}
 	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancelShort()
@@ -399,9 +411,18 @@ func TestSupervisorCallTakesReleasedChild(t *testing.T) {
 	tokens <- struct{}{}
 	waitIdle(t, s, 1)
 	s.Release(second)
-	s.Release(third)
-	waitIdle(t, s, 3)
-	if st := s.Stats(); st.Alive != 3 || st.Started != 3 {
-		t.Fatalf("stats %+v: want three children, all idle", st)
+	for _, c := range thirds {
+		s.Release(c)
 	}
+	waitIdle(t, s, 4)
+	if st := s.Stats(); st.Alive != 4 || st.Started != 4 {
+		t.Fatalf("stats %+v: want four children, all idle", st)
+	}
+}
+
+// waitingToStart reports whether n calls of class k wait in startFor.
+func waitingToStart(s *Supervisor[string, *fakeChild], k string, n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.starting[k]) == n
 }
