@@ -13,7 +13,8 @@
 //     owner, a WebAssembly child's module): Acquire, for a tenant (the user
 //     calling), first takes the tenant's turn in a FairQueue, then an idle
 //     child of the class, or starts one (and takes whichever child of
-//     the class is ready first, that one or one released meanwhile), or
+//     the class is ready first, that one or one released meanwhile,
+//     which goes to the call waiting longest), or
 //     evicts the idle child of another class used least recently, or
 //     waits (ErrBusy); Release and
 //     Discard give the child and the turn back; spares start when a call
