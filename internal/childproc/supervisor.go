@@ -257,7 +257,8 @@ type startTicket[C Child] struct {
 // startFor starts a child of k for a call, in a slot already counted in
 // alive, in the background, and returns the first child of k ready for
 // the call: the one it started, or one that another call released before
-// that start ended, which then goes idle when it is ready. A burst of
+// that start ended (Release gives it to the call waiting longest), and the
+// one it started then goes idle when it is ready. A burst of
 // calls thus waits for the calls ahead of it rather than for process
 // starts (docs/RATIONALE.md, "Why does a call not wait for its own
 // process?").
