@@ -12,8 +12,11 @@
 //     started for and cannot change: a Starlark child's memory limit and
 //     owner, a WebAssembly child's module): Acquire, for a tenant (the user
 //     calling), first takes the tenant's turn in a FairQueue, then an idle
-//     child of the class, or starts one, or evicts the idle child of
-//     another class used least recently, or waits (ErrBusy); Release and
+//     child of the class, or starts one (and takes whichever child of
+//     the class is ready first, that one or one released meanwhile,
+//     which goes to the call waiting longest), or
+//     evicts the idle child of another class used least recently, or
+//     waits (ErrBusy); Release and
 //     Discard give the child and the turn back; spares start when a call
 //     takes a class's last idle child, replacements after a discard; Close
 //     kills them all and waits. It also keeps the WebAssembly runner's

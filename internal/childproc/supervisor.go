@@ -2,7 +2,6 @@ package childproc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -82,7 +81,10 @@ type Supervisor[K comparable, C Child] struct {
 	used    map[C]uint64 // when each idle child was released (a count of releases)
 	uses    uint64       // releases so far
 	pending map[K]int    // spares and replacements starting, by class
-	changed chan struct{}
+	// starting are the calls waiting in startFor, by class, oldest
+	// first: a child released goes to the first of them.
+	starting map[K][]*startTicket[C]
+	changed  chan struct{}
 
 	wg sync.WaitGroup // every goroutine Track runs
 
@@ -101,14 +103,15 @@ type SupervisorStats struct {
 // NewSupervisor returns a Supervisor with no children.
 func NewSupervisor[K comparable, C Child](cfg SupervisorConfig[K, C]) *Supervisor[K, C] {
 	s := &Supervisor[K, C]{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		idle:    map[K][]C{},
-		all:     map[C]K{},
-		holder:  map[C]string{},
-		used:    map[C]uint64{},
-		pending: map[K]int{},
-		changed: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		idle:     map[K][]C{},
+		all:      map[C]K{},
+		holder:   map[C]string{},
+		used:     map[C]uint64{},
+		pending:  map[K]int{},
+		starting: map[K][]*startTicket[C]{},
+		changed:  make(chan struct{}),
 	}
 	s.fair = NewFairQueue(FairConfig{Slots: cfg.MaxChildren, PerTenant: cfg.PerTenant, Noun: cfg.Noun})
 	if s.log == nil {
@@ -204,11 +207,144 @@ func (s *Supervisor[K, C]) acquire(ctx context.Context, k K) (C, error) {
 			s.alive++
 		}
 		s.mu.Unlock()
-		c, err := s.start(ctx, k)
-		if err != nil && ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+		return s.startFor(ctx, k)
+	}
+}
+
+// taken returns the child the call got: one handed over, or its own once
+// its start ended (with t.err). Called with the Supervisor's mutex held.
+func (t *startTicket[C]) taken() (C, bool) {
+	select {
+	case <-t.handoff:
+		t.err = nil
+		return t.handed, true
+	default:
+	}
+	select {
+	case <-t.ready:
+		return t.c, true
+	default:
+		var zero C
+		return zero, false
+	}
+}
+
+// unstartLocked removes t from the calls waiting in startFor.
+func (s *Supervisor[K, C]) unstartLocked(k K, t *startTicket[C]) {
+	w := s.starting[k]
+	if i := slices.Index(w, t); i >= 0 {
+		s.starting[k] = slices.Delete(w, i, i+1)
+	}
+	if len(s.starting[k]) == 0 {
+		delete(s.starting, k)
+	}
+}
+
+// startTicket is a call's claim on the child it started (startFor).
+type startTicket[C Child] struct {
+	ready chan struct{} // closed when the start ended, with c or err
+	c     C
+	err   error
+	// handoff is closed when Release gave the call handed, a child
+	// another call released.
+	handoff chan struct{}
+	handed  C
+	// gone: the call took another child or left; the one it started
+	// goes idle, for the next call.
+	gone bool
+}
+
+// startFor starts a child of k for a call, in a slot already counted in
+// alive, in the background, and returns the first child of k ready for
+// the call: the one it started, or one that another call released before
+// that start ended (Release gives it to the call waiting longest), and the
+// one it started then goes idle when it is ready. A burst of
+// calls thus waits for the calls ahead of it rather than for process
+// starts (docs/RATIONALE.md, "Why does a call not wait for its own
+// process?").
+func (s *Supervisor[K, C]) startFor(ctx context.Context, k K) (C, error) {
+	var zero C
+	t := &startTicket[C]{ready: make(chan struct{}), handoff: make(chan struct{})}
+	s.mu.Lock()
+	s.pending[k]++
+	s.starting[k] = append(s.starting[k], t)
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.unstartLocked(k, t)
+		s.mu.Unlock()
+	}()
+	started := s.Track(func() {
+		c, err := s.start(s.ctx, k)
+		s.mu.Lock()
+		if s.pending[k]--; s.pending[k] == 0 {
+			delete(s.pending, k)
+		}
+		s.notifyLocked()
+		t.c, t.err = c, err
+		close(t.ready)
+		gone := t.gone
+		if !gone {
+			// The call's own: no released child may go to it now.
+			s.unstartLocked(k, t)
+		}
+		s.mu.Unlock()
+		switch {
+		case gone && err == nil:
+			s.Release(c)
+		case gone && s.ctx.Err() == nil:
+			s.log.Error("cannot start a child", "children", s.cfg.Noun, "error", err)
+		}
+	})
+	if !started {
+		s.mu.Lock()
+		if s.pending[k]--; s.pending[k] == 0 {
+			delete(s.pending, k)
+		}
+		s.alive--
+		s.notifyLocked()
+		s.mu.Unlock()
+		return zero, ErrClosed
+	}
+	for {
+		s.mu.Lock()
+		// A child handed over, or else the call's own start ended: one
+		// excludes the other (Release, the start's goroutine).
+		if c, ok := t.taken(); ok {
+			s.mu.Unlock()
+			return c, t.err
+		}
+		if s.closed {
+			t.gone = true
+			s.unstartLocked(k, t)
+			s.mu.Unlock()
+			return zero, ErrClosed
+		}
+		if l := s.idle[k]; len(l) > 0 {
+			c := l[len(l)-1]
+			s.idle[k] = l[:len(l)-1]
+			delete(s.used, c)
+			t.gone = true
+			s.unstartLocked(k, t)
+			s.mu.Unlock()
+			return c, nil
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-t.ready:
+		case <-t.handoff:
+		case <-ctx.Done():
+			s.mu.Lock()
+			if c, ok := t.taken(); ok && t.err == nil {
+				defer s.Release(c)
+			}
+			t.gone = true
+			s.unstartLocked(k, t)
+			s.mu.Unlock()
 			return zero, fmt.Errorf("%w: no %s could start in time (%v); the function did not run", ErrBusy, s.cfg.Noun, context.Cause(ctx))
 		}
-		return c, err
 	}
 }
 
@@ -314,9 +450,17 @@ func (s *Supervisor[K, C]) Release(c C) {
 	tenant, held := s.holder[c]
 	delete(s.holder, c)
 	k, ok := s.all[c]
-	if s.closed || !ok {
+	switch w := s.starting[k]; {
+	case s.closed || !ok:
 		c.Kill()
-	} else {
+	case len(w) > 0:
+		// The call waiting longest for a child of this class gets it
+		// (startFor), before any call that comes later.
+		t := w[0]
+		s.starting[k] = w[1:]
+		t.gone, t.handed = true, c
+		close(t.handoff)
+	default:
 		s.idle[k] = append(s.idle[k], c)
 		s.uses++
 		s.used[c] = s.uses

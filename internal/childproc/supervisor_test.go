@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -325,4 +326,103 @@ func TestSupervisorReplacementFails(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the call still waits for a replacement that failed")
 	}
+}
+
+// TestSupervisorCallTakesReleasedChild: a call that starts a child takes
+// the first child of its class to be ready, here one another call released
+// while the start was still under way; the child it started then waits,
+// idle, for the next call. A start that fails goes to its call.
+func TestSupervisorCallTakesReleasedChild(t *testing.T) {
+	tokens := make(chan struct{}, 8) // one per start of a "slow" child let through
+	s := NewSupervisor(SupervisorConfig[string, *fakeChild]{
+		Start: func(ctx context.Context, k string) (*fakeChild, error) {
+			switch k {
+			case "slow":
+				select {
+				case <-tokens:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			case "broken":
+				return nil, errors.New("cannot start")
+			}
+			return &fakeChild{class: k}, nil
+		},
+		MaxChildren: 4, PerTenant: 4, Noun: "fakes",
+	})
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	tokens <- struct{}{}
+	first, err := s.Acquire(ctx, "", "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *fakeChild)
+	go func() {
+		c, err := s.Acquire(ctx, "", "slow") // starts a second, which waits for a token
+		if err != nil {
+			t.Error(err)
+		}
+		got <- c
+	}()
+	for !waitingToStart(s, "slow", 1) {
+		time.Sleep(time.Millisecond)
+	}
+	s.Release(first)
+	// The released child went to the call waiting for its start, not to
+	// the idle list, where a later call could have taken it first.
+	late, cancelLate := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelLate()
+	if c, err := s.Acquire(late, "", "slow"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a later call got %+v, %v; want ErrBusy", c, err)
+	}
+	second := <-got
+	if second != first {
+		t.Fatalf("the call got %+v, not the child released while its own started", second)
+	}
+	tokens <- struct{}{}
+	tokens <- struct{}{} // the later call's start, now a spare
+	waitIdle(t, s, 2)
+	if st := s.Stats(); st.Alive != 3 || st.Started != 3 {
+		t.Fatalf("stats %+v: want the two children started idle", st)
+	}
+
+	if _, err := s.Acquire(ctx, "", "broken"); err == nil || !strings.Contains(err.Error(), "cannot start") {
+		t.Fatalf("a failed start gave %v; want its error", err)
+	}
+
+	// A call that leaves while its start is under way: the child, once
+	// started, is kept idle.
+	var thirds []*fakeChild
+	for range 2 { // the idle ones
+		c, err := s.Acquire(ctx, "", "slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		thirds = append(thirds, c)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancelShort()
+	if _, err := s.Acquire(short, "", "slow"); !errors.Is(err, ErrBusy) {
+		t.Fatalf("got %v; want ErrBusy", err)
+	}
+	tokens <- struct{}{}
+	waitIdle(t, s, 1)
+	s.Release(second)
+	for _, c := range thirds {
+		s.Release(c)
+	}
+	waitIdle(t, s, 4)
+	if st := s.Stats(); st.Alive != 4 || st.Started != 4 {
+		t.Fatalf("stats %+v: want four children, all idle", st)
+	}
+}
+
+// waitingToStart reports whether n calls of class k wait in startFor.
+func waitingToStart(s *Supervisor[string, *fakeChild], k string, n int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.starting[k]) == n
 }

@@ -3,8 +3,12 @@ package sandbox
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"slices"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
 )
 
 // The figures these give on the project's machine, and the command, are in
@@ -155,6 +159,72 @@ func BenchmarkColdCall(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkCallAfterTrap is a good call right after a call of the same
+// function outgrew its memory (a Go guest, one instance): the time until
+// an instance is ready again, the guest's start-up and the call.
+func BenchmarkCallAfterTrap(b *testing.B) {
+	for _, mode := range benchModes(b) {
+		if mode.name == "unlimited" {
+			continue
+		}
+		b.Run(mode.name, func(b *testing.B) {
+			r := newTestRuntime(b, mode.cfg)
+			m := load(b, r, guestWasm(b, hostileGuest), Spec{Export: "output", Concurrency: 1, Limits: Limits{Memory: 16 * MiB}})
+			defer m.Close(context.Background())
+			ctx := context.Background()
+			for b.Loop() {
+				b.StopTimer()
+				if _, err := m.Call(ctx, []byte("[67108864]")); !errors.Is(err, ErrMemoryLimit) {
+					b.Fatalf("got %v; want ErrMemoryLimit", err)
+				}
+				b.StartTimer()
+				if out, err := m.Call(ctx, []byte("[3]")); err != nil || string(out) != `"xxx"` {
+					b.Fatalf("got %q, %v", out, err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkBurst is the first burst after a deploy: 64 concurrent calls of
+// a Go guest that has just loaded (one process started, by Load). Each
+// op is one burst; p50, p99 and p999 are those of the calls' latencies over
+// all bursts.
+func BenchmarkBurst(b *testing.B) {
+	const burst = 64
+	r := newTestRuntime(b, isolated(b, DefaultConfig()))
+	wasm := guestWasm(b, goAdd)
+	ctx := context.Background()
+	var lat []time.Duration
+	var mu sync.Mutex
+	for b.Loop() {
+		b.StopTimer()
+		m := load(b, r, wasm, Spec{Export: "add"})
+		b.StartTimer()
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Go(func() {
+				start := time.Now()
+				if out, err := m.Call(ctx, []byte("[1, 2]")); err != nil || string(out) != "3" {
+					b.Errorf("got %q, %v", out, err)
+				}
+				mu.Lock()
+				lat = append(lat, time.Since(start))
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		m.Close(ctx)
+		b.StartTimer()
+	}
+	slices.Sort(lat)
+	at := func(q float64) float64 { return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))]) / 1e6 }
+	b.ReportMetric(at(0.5), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+	b.ReportMetric(at(0.999), "p999-ms")
 }
 
 // BenchmarkRestart is a worker restart's first call: a new Runtime over

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/hivemind/taskworker/internal/callhost"
@@ -78,7 +79,7 @@ type errorMsg struct {
 	Kind    string `json:"kind"`
 	Message string `json:"message"`
 	// Discarded says the child threw its instance away after this call
-	// (it makes a new one for the next).
+	// (it makes a new one for the next at once, in the same process).
 	Discarded bool `json:"discarded,omitempty"`
 }
 
@@ -153,7 +154,12 @@ func ChildMain() int {
 		fmt.Fprintln(os.Stderr, "wasm child:", err)
 		return childExitSetup
 	}
-	in := bufio.NewReaderSize(os.Stdin, 64*KiB)
+	stdin, err := pollableStdin()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wasm child:", err)
+		return childExitSetup
+	}
+	in := bufio.NewReaderSize(stdin, 64*KiB)
 	out := bufio.NewWriterSize(outFile, 64*KiB)
 	typ, payload, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })
 	if err != nil || typ != childproc.FrameHello || len(payload) < 4 {
@@ -204,6 +210,13 @@ func ChildMain() int {
 			return childExitProtocol
 		}
 		spin.replied()
+		if m.Stats().Discarded > discarded {
+			// The instance trapped or outgrew its memory: make the next
+			// one now, from the module compiled at start, so that the
+			// next call finds it ready. If that fails, the next call
+			// says why.
+			_ = m.sup.Warm(ctx, struct{}{}, 1)
+		}
 	}
 }
 
@@ -324,4 +337,20 @@ type pipeHost struct{ c *childServer }
 func (h pipeHost) Log(_ context.Context, level slog.Level, msg string) {
 	// A broken pipe shows at the call's result.
 	_ = childproc.WriteJSONFrame(h.c.out, frameLog, logMsg{Level: level, Msg: msg})
+}
+
+// pollableStdin is the child's input read through the Go runtime's poller:
+// while the child waits for its next call, its one thread sleeps in
+// epoll_wait with the process's only P idle, and the runtime's monitor
+// thread sleeps too. A blocking read(2), as os.Stdin does on a pipe, leaves
+// the P in a system call, which the monitor takes back from the thread
+// after 20 µs (and checks on every 20 µs while calls come): most of what a
+// call cost the child once calls came from many callers, as futex wake-ups
+// and timer sleeps (docs/RATIONALE.md, "Why does a child wait for its calls
+// in the poller?").
+func pollableStdin() (*os.File, error) {
+	if err := syscall.SetNonblock(0, true); err != nil {
+		return nil, fmt.Errorf("stdin non-blocking: %w", err)
+	}
+	return os.NewFile(0, "stdin"), nil
 }

@@ -60,10 +60,16 @@
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a
 //     second boundary. A process whose instance trapped or outgrew its
-//     memory is killed too. Processes start in the background, when one was
-//     killed and when a call takes a function's last idle one (up to
-//     Spec.Concurrency), so that calls rarely wait for one. The worker never runs the module's code itself: Load
-//     compiles and checks it, then starts the first process.
+//     memory stays: it makes a new instance at once from the code it has
+//     compiled, in milliseconds; only a timeout (or a death) costs the
+//     process. Processes start in the background, when one was killed and
+//     when a call takes a function's last idle one (up to
+//     Spec.Concurrency), and a call that finds none idle starts one but
+//     takes whichever process of its function is free first, its own or
+//     one another call gave back meanwhile: a burst waits for the calls
+//     ahead of it, not for process starts. The worker never runs the
+//     module's code itself: Load compiles and checks it, then starts the
+//     first process.
 //   - In this process (no ChildCommand): deadlines are enforced by
 //     wazero's WithCloseOnContextDone, which calls out of compiled code at
 //     every loop iteration (a tight loop runs about 15x slower), and each
@@ -74,10 +80,11 @@
 //   - A child process costs a process start and a load of the compiled
 //     code from Config.CacheDir (wazero decodes and validates the module
 //     again): 30 ms for a small Rust plugin, 90 ms for a Go guest, paid
-//     at Load (the first process) and when a call needs a process that is
-//     not running (more concurrent calls than processes, or after one was
-//     killed). In process, a new instance costs 1-5 ms. docs/RATIONALE.md
-//     has the figures.
+//     at Load (the first process), after a timeout killed one, and when
+//     more calls run at once than there are processes; a call waits for a
+//     start only while every process of its function stays busy longer
+//     than the start takes. In process, and in a child after a trap, a new
+//     instance costs 1-5 ms. docs/RATIONALE.md has the figures.
 //   - With child processes, while a function has one call at a time, the
 //     worker polls for its child's answer for up to 100 µs and the child for
 //     its next call for up to twice the last gap (under 1 ms) instead of

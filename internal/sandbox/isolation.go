@@ -156,9 +156,16 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 			return nil, false, fmt.Errorf("%w: the function's process sent an error frame of kind %q during a call", ErrTrap, e.Kind)
 		}
 		// When the child threw its instance away (a trap, a memory
-		// overrun), the process goes too: what went wrong in the instance
-		// may have touched the process.
-		return nil, !e.Discarded, e.err()
+		// overrun), the process stays: it makes a new instance from the
+		// code it compiled, in a few milliseconds rather than a process
+		// start. A trap and a refused grow are wazero's checks doing their
+		// work, inside the instance; only a timeout (a guest still running)
+		// or a death ends the process (docs/RATIONALE.md, "Why does a
+		// child outlive a trap?").
+		if e.Discarded {
+			m.remade.Add(1)
+		}
+		return nil, true, e.err()
 	}
 	if m.closing() {
 		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)

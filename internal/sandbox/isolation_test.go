@@ -67,3 +67,39 @@ func TestChildReplaced(t *testing.T) {
 		t.Errorf("stats %+v: want 2 processes started, 1 discarded", s)
 	}
 }
+
+// TestChildSurvivesTrap: a child whose instance outgrew its memory or
+// trapped makes a new instance in the same process, and the next call runs
+// there, contained as the first was; only a timeout costs the process.
+func TestChildSurvivesTrap(t *testing.T) {
+	r := newTestRuntime(t, isolated(t, DefaultConfig()))
+	hostile := guestWasm(t, hostileGuest)
+	trap := wasmModule{funcs: []wasmFunc{{export: "trap", results: []byte{i32}, body: []byte{0x00}}}}.bytes() // unreachable
+	for _, tt := range []struct {
+		wasm    []byte
+		export  string
+		limits  Limits
+		wantErr error
+	}{
+		{hostile, "grow", Limits{Memory: 32 * MiB}, ErrMemoryLimit},
+		{trap, "trap", Limits{}, ErrTrap},
+	} {
+		t.Run(tt.export, func(t *testing.T) {
+			m := load(t, r, tt.wasm, Spec{Export: tt.export, Concurrency: 1, Limits: tt.limits})
+			defer m.Close(context.Background())
+			pid := m.sup.Children()[0].(*child).ready.PID
+			for i := range 3 {
+				if _, err := m.Call(context.Background(), nil); !errors.Is(err, tt.wantErr) {
+					t.Fatalf("call %d: %v, want %v", i, err, tt.wantErr)
+				}
+				children := m.sup.Children()
+				if len(children) != 1 || children[0].(*child).ready.PID != pid || !children[0].(*child).proc.Alive() {
+					t.Fatalf("call %d: the process %d did not survive its instance (children %v)", i, pid, children)
+				}
+			}
+			if s := m.Stats(); s.Discarded != 3 || s.Created != 4 {
+				t.Errorf("stats %+v: want three instances thrown away and made again in one process", s)
+			}
+		})
+	}
+}

@@ -39,6 +39,9 @@ type Module struct {
 	inflight sync.WaitGroup
 
 	calls, fromDisk atomic.Uint64
+	// remade counts the instances child processes threw away and made
+	// again without a process start (a trap, a memory overrun).
+	remade atomic.Uint64
 }
 
 // runner runs a Module's calls one at a time: an instance in this process,
@@ -79,7 +82,7 @@ func (m *Module) newRunner(ctx context.Context) (runner, error) {
 // ModuleStats counts a Module's calls and instances.
 type ModuleStats struct {
 	Calls     uint64 // calls that ran (not those refused before running)
-	Created   uint64 // instances created (with ChildCommand: processes started, one instance each)
+	Created   uint64 // instances created (with ChildCommand: processes started, one instance each, and instances a process made again)
 	Discarded uint64 // instances thrown away after a trap, timeout or memory overrun
 	Idle      int    // instances waiting for a call
 	// FromDisk counts the processes that read the module's compiled code
@@ -124,8 +127,8 @@ func (m *Module) Stats() ModuleStats {
 	st := m.sup.Stats()
 	return ModuleStats{
 		Calls:     m.calls.Load(),
-		Created:   st.Started,
-		Discarded: st.Discarded,
+		Created:   st.Started + m.remade.Load(),
+		Discarded: st.Discarded + m.remade.Load(),
 		Idle:      st.Idle,
 		FromDisk:  m.fromDisk.Load(),
 	}
