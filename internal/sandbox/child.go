@@ -115,15 +115,14 @@ func (e *errorMsg) err() error {
 	if !ok {
 		sentinel = ErrTrap
 	}
-	return &remoteError{sentinel: sentinel, msg: e.Message, discarded: e.Discarded}
+	return &remoteError{sentinel: sentinel, msg: e.Message}
 }
 
 // remoteError is an error from a child: its message as the child wrote it
 // (which starts with its sentinel's), and its sentinel for errors.Is.
 type remoteError struct {
-	sentinel  error
-	msg       string
-	discarded bool // the child threw its instance away
+	sentinel error
+	msg      string
 }
 
 func (e *remoteError) Error() string { return e.msg }
