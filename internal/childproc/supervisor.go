@@ -409,10 +409,15 @@ func (s *Supervisor[K, C]) start(ctx context.Context, k K) (C, error) {
 
 // spare starts a child of k in the background, if there is room.
 func (s *Supervisor[K, C]) spare(k K) {
-	if !s.reserve() {
+	s.mu.Lock()
+	if s.closed || s.alive >= s.cfg.MaxChildren {
+		s.mu.Unlock()
 		return
 	}
-	s.mu.Lock()
+	// The slot and the pending start together: a call that saw the slot
+	// taken but no start of its class pending would evict another class's
+	// idle child for one (acquire).
+	s.alive++
 	s.pending[k]++
 	s.mu.Unlock()
 	done := func() {
@@ -427,13 +432,15 @@ func (s *Supervisor[K, C]) spare(k K) {
 	}
 	started := s.Track(func() {
 		c, err := s.start(s.ctx, k)
-		done()
 		switch {
 		case err == nil:
+			// Idle before it stops counting as pending: in between, a
+			// call of k would find neither and evict another class's.
 			s.Release(c)
 		case s.ctx.Err() == nil:
 			s.log.Error("cannot start a spare", "children", s.cfg.Noun, "error", err)
 		}
+		done()
 	})
 	if !started {
 		done()
