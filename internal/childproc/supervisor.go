@@ -161,6 +161,19 @@ func (s *Supervisor[K, C]) Acquire(ctx context.Context, tenant string, k K) (C, 
 	return c, nil
 }
 
+// takeIdleLocked takes the idle child of class k released last, if any,
+// and says whether it was the last idle one; s.mu is held.
+func (s *Supervisor[K, C]) takeIdleLocked(k K) (c C, last, ok bool) {
+	l := s.idle[k]
+	if len(l) == 0 {
+		return c, false, false
+	}
+	c = l[len(l)-1]
+	s.idle[k] = l[:len(l)-1]
+	delete(s.used, c)
+	return c, len(l) == 1, true
+}
+
 // acquire returns a child of class k for a call that holds a slot. As
 // slots are no more than MaxChildren, it waits only for children that are
 // starting.
@@ -172,12 +185,9 @@ func (s *Supervisor[K, C]) acquire(ctx context.Context, k K) (C, error) {
 			s.mu.Unlock()
 			return zero, ErrClosed
 		}
-		if l := s.idle[k]; len(l) > 0 {
-			c := l[len(l)-1]
-			s.idle[k] = l[:len(l)-1]
-			delete(s.used, c)
+		if c, last, ok := s.takeIdleLocked(k); ok {
 			s.mu.Unlock()
-			if len(l) == 1 && s.cfg.Spares {
+			if last && s.cfg.Spares {
 				s.spare(k)
 			}
 			return c, nil
@@ -320,10 +330,7 @@ func (s *Supervisor[K, C]) startFor(ctx context.Context, k K) (C, error) {
 			s.mu.Unlock()
 			return zero, ErrClosed
 		}
-		if l := s.idle[k]; len(l) > 0 {
-			c := l[len(l)-1]
-			s.idle[k] = l[:len(l)-1]
-			delete(s.used, c)
+		if c, _, ok := s.takeIdleLocked(k); ok {
 			t.gone = true
 			s.unstartLocked(k, t)
 			s.mu.Unlock()
