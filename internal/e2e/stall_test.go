@@ -250,7 +250,7 @@ func TestWorkerStoppedMidCall(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	w := n.workers[0]
-	if err := w.Signal(syscall.SIGSTOP); err != nil {
+	if err := w.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	stopped.Store(true)
@@ -290,7 +290,7 @@ func TestPoolStoppedMidCall(t *testing.T) {
 		inFlight = callAll(c, 20, "sleep", []byte("[1000]"), deadline)
 	}()
 	time.Sleep(200 * time.Millisecond)
-	if err := n.pool.Signal(syscall.SIGSTOP); err != nil {
+	if err := n.pool.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = n.pool.Signal(syscall.SIGCONT) }()
