@@ -246,7 +246,7 @@ func TestDrainedWorkerGetsNoNewShards(t *testing.T) {
 	n := startNetwork(t, 7)
 	shards := func(id string) int {
 		count := 0
-		filepath.WalkDir(filepath.Join(n.dir, "workers", id, "shards"), func(_ string, d fs.DirEntry, err error) error {
+		filepath.WalkDir(filepath.Join(n.dir, "workers", id, "shards", "shards"), func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && d.Type().IsRegular() {
 				count++
 			}

@@ -101,7 +101,8 @@ func TestPoolMetricsMove(t *testing.T) {
 	// Kill a worker that holds a shard of the file.
 	victim := -1
 	for i := range n.workers {
-		root := filepath.Join(n.dir, "workers", fmt.Sprintf("worker_%03d", i+1), "shards")
+		// The store's shard files (its directory also holds its LOCK).
+		root := filepath.Join(n.dir, "workers", fmt.Sprintf("worker_%03d", i+1), "shards", "shards")
 		_ = filepath.WalkDir(root, func(_ string, d fs.DirEntry, err error) error {
 			if err == nil && !d.IsDir() && victim < 0 {
 				victim = i
