@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,7 +54,14 @@ func benchCommand(e *env) *cobra.Command {
 same run call the same function directly on a standalone worker process (one
 gRPC hop, no pool) as the baseline; print both and their ratios. Both go over
 TLS (the baseline with a certificate the worker makes for it), or both in
-plaintext with --insecure (against a pool run with --insecure).`,
+plaintext with --insecure (against a pool run with --insecure).
+
+Each run also prints the CPU time (user and system) each process spent per
+call, read from /proc around the measured window: this client; the pool,
+when it listens on this machine, and the processes below it (under
+'taskworker up', its workers and their sandbox children); the baseline
+worker. On a shared machine calls/s move with the load; CPU per call moves
+much less, and shows which process a change made cheaper.`,
 		Args: cobra.NoArgs,
 		RunE: cf.run(func(cmd *cobra.Command, _ []string, c *taskworker.Client) error {
 			ctx := cmd.Context()
@@ -66,30 +74,35 @@ plaintext with --insecure (against a pool run with --insecure).`,
 				return fmt.Errorf("a first call of %s through the pool failed: %w", function, err)
 			}
 			var direct func(context.Context) error
+			directPID := 0
 			if !noDirect {
 				w, err := startStandaloneWorker(ctx, cf.insecure)
 				if err != nil {
 					return err
 				}
 				defer w.stop()
+				directPID = w.cmd.Process.Pid
 				direct = w.call(function, args)
 				if err := direct(ctx); err != nil {
 					return fmt.Errorf("a first direct call of %s failed: %w", function, err)
 				}
 			}
+			poolMeters, directMeters := callMeters(c.Pools(), directPID)
 			fmt.Fprintf(e.stdout, "function %s, args %s, %s per run after %s warm-up\n%s\n", function, argsJSON, duration, warmup, bench.Header)
 			for _, n := range concurrency {
-				p := bench.Run(ctx, "pool", n, warmup, duration, viaPool)
+				p := bench.Run(ctx, "pool", n, warmup, duration, viaPool, poolMeters...)
 				fmt.Fprintln(e.stdout, p)
 				if direct == nil {
+					fmt.Fprintln(e.stdout, p.CPULine())
 					if err := recordCalls(record, p); err != nil {
 						return err
 					}
 					continue
 				}
-				d := bench.Run(ctx, "direct", n, warmup, duration, direct)
+				d := bench.Run(ctx, "direct", n, warmup, duration, direct, directMeters...)
 				fmt.Fprintln(e.stdout, d)
 				fmt.Fprintf(e.stdout, "pool/direct at concurrency %d: calls/s %.2fx, p50 %.2fx\n", n, p.Rate()/d.Rate(), float64(p.P50)/float64(d.P50))
+				fmt.Fprintf(e.stdout, "%s\n%s\n", p.CPULine(), d.CPULine())
 				if err := recordCalls(record, p, d); err != nil {
 					return err
 				}
@@ -113,6 +126,29 @@ plaintext with --insecure (against a pool run with --insecure).`,
 	f.StringVar(&record, "record", "", "append each run to this JSON-lines file, for bench chart")
 	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e), benchDNSCommand(e))
 	return cmd
+}
+
+// callMeters are what `bench call` reads the CPU per call of: this process
+// (the client) in every run; in the pool's runs the pool's process when it
+// listens on this machine, and the processes below it (under `taskworker
+// up`, its workers and their sandbox children); in the direct runs the
+// standalone worker and its children.
+func callMeters(poolAddrs []string, directPID int) (pool, direct []bench.Meter) {
+	client := bench.ThisProcess("client")
+	pool = []bench.Meter{client}
+	var pids []int
+	for _, a := range poolAddrs {
+		if pid, err := bench.ListeningPID(a); err == nil && pid != 0 && !slices.Contains(pids, pid) {
+			pids = append(pids, pid)
+		}
+	}
+	if len(pids) > 0 {
+		pool = append(pool, bench.Process("pool", false, pids...), bench.Children("processes below it", pids...))
+	}
+	if directPID != 0 {
+		direct = []bench.Meter{client, bench.Process("worker", true, directPID)}
+	}
+	return pool, direct
 }
 
 // standaloneWorker is a worker process of this binary, serving the examples

@@ -21,6 +21,8 @@ type Result struct {
 	Elapsed     time.Duration
 	// Latencies of successful calls.
 	P50, P99, P999 time.Duration
+	// CPU per call of each meter given to Run, over the measured window.
+	CPU []CPU
 }
 
 // Rate is successful calls per second.
@@ -45,13 +47,16 @@ func round(d time.Duration) time.Duration {
 }
 
 // Run calls call from concurrency goroutines, first for warmup (not
-// measured), then for duration.
-func Run(ctx context.Context, target string, concurrency int, warmup, duration time.Duration, call func(context.Context) error) Result {
+// measured), then for duration; meters are read around the measured part.
+func Run(ctx context.Context, target string, concurrency int, warmup, duration time.Duration, call func(context.Context) error, meters ...Meter) Result {
 	if warmup > 0 {
 		run(ctx, concurrency, warmup, call)
 	}
+	before := readMeters(meters)
 	lats, errs, first, elapsed := run(ctx, concurrency, duration, call)
-	r := Result{Target: target, Concurrency: concurrency, Calls: len(lats), Errors: errs, FirstError: first, Elapsed: elapsed}
+	after := readMeters(meters)
+	r := Result{Target: target, Concurrency: concurrency, Calls: len(lats), Errors: errs, FirstError: first, Elapsed: elapsed,
+		CPU: perCall(meters, before, after, len(lats))}
 	if len(lats) > 0 {
 		slices.Sort(lats)
 		at := func(q float64) time.Duration { return lats[min(len(lats)-1, int(q*float64(len(lats))))] }
