@@ -3,7 +3,11 @@ package pools
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -122,6 +126,38 @@ func TestServiceConfig(t *testing.T) {
 			if strings.Contains(sc, `"`+verb) {
 				t.Errorf("the retry policy names %s, which changes something", verb)
 			}
+		}
+	}
+}
+
+// The Python client (python/taskworker/_pools.py) sends the same methods
+// again to another pool as this package does: its READ_ONLY table names
+// the same services and methods, in the same order.
+func TestPythonReadOnlyTableMatches(t *testing.T) {
+	src, err := os.ReadFile("../../python/taskworker/_pools.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, ok := strings.Cut(string(src), "\nREAD_ONLY = {\n")
+	table, _, ok2 := strings.Cut(table, "\n}\n")
+	if !ok || !ok2 {
+		t.Fatal("no READ_ONLY = {...} table in the Python client")
+	}
+	lines := strings.Split(table, "\n")
+	if len(lines) != len(ReadOnly) {
+		t.Errorf("the Python table has %d services, this package %d:\n%s", len(lines), len(ReadOnly), table)
+	}
+	for svc, methods := range ReadOnly {
+		quoted := make([]string, len(methods))
+		for i, m := range methods {
+			quoted[i] = strconv.Quote(m)
+		}
+		tuple := strings.Join(quoted, ", ")
+		if len(methods) == 1 {
+			tuple += ","
+		}
+		if want := fmt.Sprintf("    %q: (%s),", svc, tuple); !slices.Contains(lines, want) {
+			t.Errorf("the Python table has no line\n%s\nit has:\n%s", want, table)
 		}
 	}
 }

@@ -5,27 +5,20 @@ import json
 
 import grpc
 
-from . import _env
+from . import _env, _pools
 from .errors import TaskWorkerError, from_rpc_error
 from .v1 import control_pb2_grpc, task_pb2, task_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
 
 
-def _target(pool):
-    host, sep, port = pool.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"pool address {pool!r} is not host:port; pass pool_address or set TASKWORKER_POOL, like 127.0.0.1:50051")
-    return pool
-
-
 class _Settings:
-    """The pool address, token and channel credentials of a client, from
+    """The pool addresses, token and channel credentials of a client, from
     its arguments or the environment."""
 
     def __init__(self, pool_address, token, ca, insecure):
         pool = _env.from_env(pool_address, "TASKWORKER_POOL")
         if not pool:
             raise ValueError("no pool address: pass pool_address, set TASKWORKER_POOL, or start a local network with 'taskworker up'")
-        self.target = _target(pool)
+        self.targets = _pools.parse(pool)
         self.token = _env.from_env(token, "TASKWORKER_TOKEN")
         if not self.token:
             raise ValueError("no API token: pass token or set TASKWORKER_TOKEN (a pool's admin token is admin.token in its data directory)")
@@ -60,17 +53,28 @@ class Client:
     TASKWORKER_POOL, TASKWORKER_TOKEN and TASKWORKER_CA, else to the env
     file of the running `taskworker up`. `storage` is the FileService stub,
     with the token attached: taskworker_pb2.PushRequest(...) code runs as
-    written."""
+    written.
+
+    pool_address may name several pool replicas, "host:port,host:port":
+    calls are spread over them; a call no pool began (its pool could not
+    be connected) goes to the next one, and so does a read-only call (Get,
+    Stat, GetTask, ResolveDomain, ...) that a pool answers UNAVAILABLE; a
+    call that changes something (call, Push, submit, ...) is never sent
+    twice, so when its pool dies while it runs it fails with UNAVAILABLE
+    and may or may not have been carried out. Streaming calls go to one
+    pool and are not retried. Each pool's certificate is checked against
+    its own address."""
 
     def __init__(self, pool_address=None, token=None, ca=None, insecure=False):
         self._s = _Settings(pool_address, token, ca, insecure)
-        if insecure:
-            self._channel = grpc.insecure_channel(self._s.target)
-        else:
-            self._channel = grpc.secure_channel(self._s.target, self._s.credentials)
         md = self._s.metadata()
-        if md:
-            self._channel = grpc.intercept_channel(self._channel, _HeaderInterceptor(md))
+        channels = []
+        for target in self._s.targets:
+            ch = grpc.insecure_channel(target) if insecure else grpc.secure_channel(target, self._s.credentials)
+            if md:
+                ch = grpc.intercept_channel(ch, _HeaderInterceptor(md))
+            channels.append(ch)
+        self._channel = channels[0] if len(channels) == 1 else _pools.Channel(channels)
         self.rpc = taskworker_pb2_grpc.RPCServiceStub(self._channel)
         self.storage = taskworker_pb2_grpc.FileServiceStub(self._channel)
         self.dns = taskworker_pb2_grpc.DNSServiceStub(self._channel)
@@ -198,10 +202,9 @@ class AsyncClient:
 
     def __init__(self, pool_address=None, token=None, ca=None, insecure=False):
         self._s = _Settings(pool_address, token, ca, insecure)
-        if insecure:
-            self._channel = grpc.aio.insecure_channel(self._s.target, interceptors=_aio_interceptors(self._s.metadata()))
-        else:
-            self._channel = grpc.aio.secure_channel(self._s.target, self._s.credentials)
+        channels = [grpc.aio.insecure_channel(t, interceptors=_aio_interceptors(self._s.metadata())) if insecure
+                    else grpc.aio.secure_channel(t, self._s.credentials) for t in self._s.targets]
+        self._channel = channels[0] if len(channels) == 1 else _pools.AioChannel(channels)
         self.rpc = taskworker_pb2_grpc.RPCServiceStub(self._channel)
         self.storage = taskworker_pb2_grpc.FileServiceStub(self._channel)
         self.dns = taskworker_pb2_grpc.DNSServiceStub(self._channel)
