@@ -52,6 +52,14 @@ def parse(pools):
     return addrs
 
 
+def channel(channels):
+    """One channel of channels to the pools: the only one, or all behind
+    Channel or AioChannel."""
+    if len(channels) == 1:
+        return channels[0]
+    return AioChannel(channels) if isinstance(channels[0], grpc.aio.Channel) else Channel(channels)
+
+
 def never_sent(err):
     """Whether err is gRPC's failure to reach the pool at all, so that the
     call was not sent and the pool did nothing."""

@@ -74,7 +74,7 @@ class Client:
             if md:
                 ch = grpc.intercept_channel(ch, _HeaderInterceptor(md))
             channels.append(ch)
-        self._channel = channels[0] if len(channels) == 1 else _pools.Channel(channels)
+        self._channel = _pools.channel(channels)
         self.rpc = taskworker_pb2_grpc.RPCServiceStub(self._channel)
         self.storage = taskworker_pb2_grpc.FileServiceStub(self._channel)
         self.dns = taskworker_pb2_grpc.DNSServiceStub(self._channel)
@@ -204,7 +204,7 @@ class AsyncClient:
         self._s = _Settings(pool_address, token, ca, insecure)
         channels = [grpc.aio.insecure_channel(t, interceptors=_aio_interceptors(self._s.metadata())) if insecure
                     else grpc.aio.secure_channel(t, self._s.credentials) for t in self._s.targets]
-        self._channel = channels[0] if len(channels) == 1 else _pools.AioChannel(channels)
+        self._channel = _pools.channel(channels)
         self.rpc = taskworker_pb2_grpc.RPCServiceStub(self._channel)
         self.storage = taskworker_pb2_grpc.FileServiceStub(self._channel)
         self.dns = taskworker_pb2_grpc.DNSServiceStub(self._channel)

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
 
-from . import _env
+from . import _env, _pools
 from .binding import ArgumentError, Binding, encode_result
 from .client import AsyncClient
 from .v1 import control_pb2, control_pb2_grpc, secrets_pb2, secrets_pb2_grpc, taskworker_pb2, taskworker_pb2_grpc
@@ -58,7 +58,9 @@ class TaskWorker:
     The pool address, the join token (a file: TASKWORKER_JOIN_TOKEN_FILE, or
     the token itself in TASKWORKER_JOIN_TOKEN) and the CA (TASKWORKER_CA)
     default to the environment, then to the env file of the running
-    `taskworker up`. Register functions with register_function or the
+    `taskworker up`. The address may name several pool replicas,
+    "host:port,host:port": the worker enrols, registers and heartbeats
+    through whichever answers, as a Go worker does (see Client). Register functions with register_function or the
     function decorator, then `await start_server(port=50052)`."""
 
     def __init__(self, worker_id, node_pool_address=None, *, join_token=None, ca=None, data_dir=None, labels=None,
@@ -150,7 +152,7 @@ class TaskWorker:
             raise RuntimeError("get_secret and call_external_api work only inside a call that came through the pool")
         if self._sync_pool is None:
             creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
-            self._sync_pool = grpc.secure_channel(self.node_pool_address, creds)
+            self._sync_pool = _pools.channel([grpc.secure_channel(a, creds) for a in self._pool_addrs])
         try:
             return rpc(stub_type(self._sync_pool), token)
         except grpc.RpcError as e:
@@ -235,7 +237,7 @@ class TaskWorker:
 
     def _mtls_channel(self):
         creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem, private_key=self._key_pem(), certificate_chain=self._cert_pem)
-        return grpc.aio.secure_channel(self.node_pool_address, creds)
+        return _pools.channel([grpc.aio.secure_channel(a, creds) for a in self._pool_addrs])
 
     async def start_server(self, port=50052, host="127.0.0.1"):
         """Enrol with the pool if this worker has no certificate yet, serve
@@ -244,6 +246,7 @@ class TaskWorker:
         worker then serves until stop_server."""
         if not self.node_pool_address:
             raise ValueError("no pool address: pass node_pool_address, set TASKWORKER_POOL, or start 'taskworker up'")
+        self._pool_addrs = _pools.parse(self.node_pool_address)
         if not self._ca_file:
             raise ValueError("no CA: pass ca or set TASKWORKER_CA (the pool's ca.crt)")
         with open(self._ca_file, "rb") as f:
@@ -266,7 +269,8 @@ class TaskWorker:
                 self._cert_pem, self._not_after = pem, cert.not_valid_after.replace(tzinfo=datetime.timezone.utc).timestamp()
                 self._not_before = cert.not_valid_before.replace(tzinfo=datetime.timezone.utc).timestamp()
         if self._cert_pem is None:
-            async with grpc.aio.secure_channel(self.node_pool_address, grpc.ssl_channel_credentials(root_certificates=self._ca_pem)) as ch:
+            creds = grpc.ssl_channel_credentials(root_certificates=self._ca_pem)
+            async with _pools.channel([grpc.aio.secure_channel(a, creds) for a in self._pool_addrs]) as ch:
                 await self._enroll(ch, self._read_join_token())
         self._pool = self._mtls_channel()
 

@@ -190,3 +190,16 @@ def test_async_read_only_calls_go_on_and_others_are_sent_once(network, stopping_
     assert answers == [["127.0.0.1"]] * 4
     assert handler.calls["/taskworker.v1.DNSService/ResolveDomain"] == 2
     assert failed == 2 and handler.calls["/taskworker.v1.RPCService/CallFunction"] == 2
+
+
+# A worker given a pool that cannot be connected before the real one
+# enrols, registers and serves through the real one.
+def test_a_worker_given_several_pools_joins_through_one_that_answers(network, tmp_path):
+    from procs import start_worker, stop
+    w, _ = start_worker("pyworker.py", "py_pools", tmp_path / "py_pools", env={"TASKWORKER_POOL": f"{_free_addr()},{_pool(network)}"})
+    try:
+        with taskworker.Client() as c:
+            resp = c.rpc.CallFunction(taskworker.taskworker_pb2.FunctionCallRequest(function_name="echo_slow", args=b"[5]"), timeout=60)
+            assert resp.result == b"5" and resp.worker_id == "py_pools"
+    finally:
+        stop(w)
