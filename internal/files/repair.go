@@ -63,9 +63,10 @@ func sleep(ctx context.Context, d time.Duration) {
 // old one stopped; only the grace clock restarts.
 func (s *Service) lead(ctx context.Context) {
 	missingSince := map[string]time.Time{}
-	// A lost worker's repair starts at the first check after its lease
-	// expired; a check only reads the registry's live set, in memory.
-	check := time.NewTicker(250 * time.Millisecond)
+	// A lost worker's repair starts at the first check after the registry
+	// saw its lease expire; a check only reads the registry's live set, in
+	// memory, so it is cheap to make often.
+	check := time.NewTicker(50 * time.Millisecond)
 	defer check.Stop()
 	repairTick := time.NewTicker(s.cfg.RepairInterval)
 	defer repairTick.Stop()
