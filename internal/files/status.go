@@ -221,10 +221,12 @@ func (s *Service) scanOne(ctx context.Context, blocks bool, inline inlineScan, k
 }
 
 // scanKeysPage is how many manifest keys a scan lists at once (keys and
-// revisions only, some 100 bytes each); valuesPerTxn how many values it
-// reads in one transaction (etcd allows 128 operations in one).
+// revisions only, some 100 bytes each: 1 MB): few requests, as each
+// linearizable read waits for etcd's disk when it is busy; valuesPerTxn
+// how many values it reads in one transaction (etcd allows 128 operations
+// in one).
 const (
-	scanKeysPage = 1000
+	scanKeysPage = 10_000
 	valuesPerTxn = 64
 )
 
