@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
 	"github.com/hivemind/taskworker/internal/files"
 )
@@ -25,16 +24,9 @@ func TestRepairRedoesTheWindowsOfAManifestThatChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 	commits := files.ChangeManifestBeforeRepairCommits(t, 2)
-	status := func() *v1.StatusResponse {
-		st, err := v1.NewAdminServiceClient(cl.Conn()).Status(ctx, &v1.StatusRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}
 	c.KillWorker(2)
 	waitFor(t, time.Minute, "the file at full redundancy", func() bool {
-		st := status()
+		st := adminStatus(t, ctx, cl)
 		return st.Workers == 6 && st.ShardsRebuilt > 0 && st.RepairsPending == 0 && st.FilesFull == 1
 	})
 	// One repair, done in one go: the two failed commits, then at least one
@@ -42,7 +34,7 @@ func TestRepairRedoesTheWindowsOfAManifestThatChanged(t *testing.T) {
 	if n := commits.Load(); n < 2+2 {
 		t.Fatalf("%d window commits attempted, want the 2 that failed and more", n)
 	}
-	if st := status(); st.RepairsDone != 1 || st.RepairsFailed != 0 || st.FilesReduced != 0 || st.FilesLost != 0 {
+	if st := adminStatus(t, ctx, cl); st.RepairsDone != 1 || st.RepairsFailed != 0 || st.FilesReduced != 0 || st.FilesLost != 0 {
 		t.Fatalf("after repair: %+v", st)
 	}
 	got, err := cl.Get(ctx, info.FileId)
