@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -171,6 +172,18 @@ func (m *manifest) holders(b int64) []string {
 		out[i] = m.holder(b, i)
 	}
 	return out
+}
+
+// clonePlacement returns a copy of m whose Workers and Placement are its
+// own, so that m's can change while the copy is read.
+func (m *manifest) clonePlacement() *manifest {
+	c := *m
+	c.Workers = slices.Clone(m.Workers)
+	c.Placement = make([][]int16, len(m.Placement))
+	for b, row := range m.Placement {
+		c.Placement[b] = slices.Clone(row)
+	}
+	return &c
 }
 
 // setHolder records that worker id holds shard i of block b ("" for none).

@@ -63,9 +63,10 @@ func sleep(ctx context.Context, d time.Duration) {
 // old one stopped; only the grace clock restarts.
 func (s *Service) lead(ctx context.Context) {
 	missingSince := map[string]time.Time{}
-	// A lost worker's repair starts at the first check after its lease
-	// expired; a check only reads the registry's live set, in memory.
-	check := time.NewTicker(250 * time.Millisecond)
+	// A lost worker's repair starts at the first check after the registry
+	// saw its lease expire; a check only reads the registry's live set, in
+	// memory, so it is cheap to make often.
+	check := time.NewTicker(50 * time.Millisecond)
 	defer check.Stop()
 	repairTick := time.NewTicker(s.cfg.RepairInterval)
 	defer repairTick.Stop()
@@ -201,16 +202,30 @@ func (s *Service) repairPass(ctx context.Context, missingSince map[string]time.T
 	return ctx.Err()
 }
 
-// repairBlocksInFlight bounds the blocks of one file rebuilt at once. A
-// block's rebuild waits on workers (reads of k shards, a write with fsync)
-// far more than on the pool's CPU, so more at once rebuild faster; each
-// holds its k shards and the rebuilt ones, some 12 MiB of 8 MiB blocks in
-// 4+2 (RATIONALE.md, "Why are eight blocks of a file rebuilt at once?").
-const repairBlocksInFlight = 8
+// repairBlocksInFlight bounds the blocks of one file being read and
+// decoded at once: each holds its k shards and the rebuilt ones, some
+// 10 MiB of 8 MiB blocks in 4+2. repairPutsInFlight bounds the rebuilt
+// blocks of one file being stored (sent to a worker that fsyncs them)
+// at once: each holds only its rebuilt shards, 2 MiB there. A block
+// gives up its read slot when decoded, so reads go on while workers
+// write (RATIONALE.md, "Why is a file's repair a pipeline?").
+const (
+	repairBlocksInFlight = 8
+	repairPutsInFlight   = 8
+)
 
 // repairBlock rebuilds the lost and damaged shards of block b on the
-// workers placement chooses, and returns the shards it stored.
-func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decoder, b int64, current []string, gone map[string]bool, damaged damageSet, workers []placement.Worker) ([]placement.Rebuild, error) {
+// workers placement chooses, and returns the shards it stored. It holds a
+// slot of reads from the moment it is called until the block is decoded,
+// then one of puts.
+func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decoder, b int64, current []string, gone map[string]bool, damaged damageSet, workers []placement.Worker, reads, puts chan struct{}) ([]placement.Rebuild, error) {
+	release := func() {
+		if reads != nil {
+			<-reads
+			reads = nil
+		}
+	}
+	defer release()
 	var damagedHere []int
 	for i, h := range current {
 		switch {
@@ -238,6 +253,13 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 	if err != nil {
 		return nil, err
 	}
+	release()
+	select {
+	case puts <- struct{}{}:
+		defer func() { <-puts }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	var stored []placement.Rebuild
 	for j, r := range plan.Rebuild {
 		k := &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(r.Shard)}
@@ -256,104 +278,177 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 // a large file's repair keeps its progress across a pool restart.
 const repairWindow = 16
 
+// repairWindows cuts blocks [from, blocks) of m into the windows committed
+// one by one: repairWindow blocks, never spanning two segments.
+func repairWindows(m *manifest, from int64) [][2]int64 {
+	var out [][2]int64
+	blocks := int64(len(m.Placement))
+	for from < blocks {
+		end := min(from+repairWindow, blocks)
+		if m.segmented() {
+			_, segEnd := m.segmentBlockRange(m.segmentOf(from))
+			end = min(end, segEnd)
+		}
+		out = append(out, [2]int64{from, end})
+		from = end
+	}
+	return out
+}
+
+// beforeRepairCommit, when set (by tests), is called before each window's
+// compare-and-swap.
+var beforeRepairCommit func(s *Service, key string)
+
+// repairedBlock is the outcome of one block's rebuild.
+type repairedBlock struct {
+	b       int64
+	rebuilt []placement.Rebuild
+	err     error
+}
+
 // repairFile rebuilds the lost and damaged shards of one file version,
 // committing each window of blocks with compare-and-swap on the value that
 // holds them: the manifest, or for a version in segments the segment (a
-// window never spans two). A window that changed under it is read again
-// and redone.
+// window never spans two). Blocks are rebuilt as a pipeline across
+// windows: a window is committed once all its blocks are stored, while
+// the blocks after it are being rebuilt. A window that changed under it
+// is read again and redone, with every block after it.
 func (s *Service) repairFile(ctx context.Context, key string, gone map[string]bool, damaged damageSet) error {
 	m, headRev, err := s.loadForRepair(ctx, key)
 	if m == nil || err != nil {
 		return err // nil, nil: deleted meanwhile
 	}
-	d, err := s.decoder(m)
-	if err != nil {
-		return err
-	}
 	var from int64
-	for attempt := 0; attempt < 5; {
-		blocks := int64(len(m.Placement))
-		workers := s.workers.StorageWorkers()
-		end := min(from+repairWindow, blocks)
-		seg := -1
-		if m.segmented() {
-			seg = m.segmentOf(from)
-			_, segEnd := m.segmentBlockRange(seg)
-			end = min(end, segEnd)
-		}
-		// Blocks are rebuilt concurrently; m changes only after, as the
-		// decoder reads it meanwhile.
-		var (
-			wg      sync.WaitGroup
-			slots   = make(chan struct{}, repairBlocksInFlight)
-			rebuilt = make([][]placement.Rebuild, end-from)
-			errs    = make([]error, end-from)
-		)
-		for b := from; b < end; b++ {
-			slots <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-slots }()
-				rebuilt[b-from], errs[b-from] = s.repairBlock(ctx, m, d, b, m.holders(b), gone, damaged, workers)
-			})
-		}
-		wg.Wait()
-		var repaired []string // damage keys resolved
-		changed := false
-		for j, rs := range rebuilt {
-			b := from + int64(j)
-			for _, r := range rs {
-				m.setHolder(b, r.Shard, r.To)
-				repaired = append(repaired, s.keys.damage(m.FileID, m.WriteID, b, r.Shard))
-				changed = true
-			}
-		}
-		if err := errors.Join(errs...); err != nil && !changed {
+	for attempt := 0; attempt < 5; attempt++ {
+		next, err := s.repairFrom(ctx, key, m, &headRev, from, gone, damaged)
+		if err != errConflict {
 			return err
 		}
-		if changed {
-			cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", headRev)}
-			var put clientv3.Op
-			if seg < 0 {
-				put = clientv3.OpPut(key, m.marshal())
-			} else {
-				segKey := s.keys.segment(m.FileID, m.WriteID, seg)
-				val, err := m.segment(seg)
-				if err != nil {
-					return err
-				}
-				cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(segKey), "=", m.segRevs[seg]))
-				put = clientv3.OpPut(segKey, val)
-			}
-			ops := []clientv3.Op{put}
-			for _, k := range repaired {
-				ops = append(ops, clientv3.OpDelete(k))
-			}
-			txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-			if err != nil {
-				return err
-			}
-			if !txn.Succeeded {
-				attempt++ // changed under us: read it again, redo this window
-				if m, headRev, err = s.loadForRepair(ctx, key); m == nil || err != nil {
-					return err
-				}
-				if d, err = s.decoder(m); err != nil {
-					return err
-				}
-				continue
-			}
-			if seg < 0 {
-				headRev = txn.Header.Revision
-			} else {
-				m.segRevs[seg] = txn.Header.Revision
-			}
+		// Changed under us: read it again, redo from the window that
+		// did not commit.
+		from = next
+		if m, headRev, err = s.loadForRepair(ctx, key); m == nil || err != nil {
+			return err
 		}
-		if end == blocks {
-			return nil
-		}
-		from = end
 	}
 	return errConflict
+}
+
+// repairFrom repairs blocks [from, end) of m, committing window by window
+// into m and headRev (or m's segment revisions). On a failed
+// compare-and-swap it returns errConflict and the first block of the
+// window that did not commit.
+func (s *Service) repairFrom(ctx context.Context, key string, m *manifest, headRev *int64, from int64, gone map[string]bool, damaged damageSet) (int64, error) {
+	// The blocks are read from a copy of m, taken before any commit:
+	// commits change m while later blocks are being rebuilt.
+	src := m.clonePlacement()
+	d, err := s.decoder(src)
+	if err != nil {
+		return from, err
+	}
+	windows := repairWindows(m, from)
+	if len(windows) == 0 {
+		return from, nil
+	}
+	workers := s.workers.StorageWorkers()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	reads := make(chan struct{}, repairBlocksInFlight)
+	puts := make(chan struct{}, repairPutsInFlight)
+	results := make(chan repairedBlock, repairBlocksInFlight+repairPutsInFlight)
+	wg.Go(func() { // launches the blocks in order, as read slots free
+		for _, w := range windows {
+			for b := w[0]; b < w[1]; b++ {
+				select {
+				case reads <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				wg.Go(func() {
+					rs, err := s.repairBlock(ctx, src, d, b, src.holders(b), gone, damaged, workers, reads, puts)
+					select {
+					case results <- repairedBlock{b: b, rebuilt: rs, err: err}:
+					case <-ctx.Done():
+					}
+				})
+			}
+		}
+	})
+	done := map[int64]repairedBlock{}
+	for _, w := range windows {
+		for b := w[0]; b < w[1]; {
+			if _, ok := done[b]; ok {
+				b++
+				continue
+			}
+			select {
+			case r := <-results:
+				done[r.b] = r
+			case <-ctx.Done():
+				return w[0], ctx.Err()
+			}
+		}
+		var (
+			repaired []string // damage keys resolved
+			errs     []error
+		)
+		for b := w[0]; b < w[1]; b++ {
+			r := done[b]
+			delete(done, b)
+			errs = append(errs, r.err)
+			for _, rb := range r.rebuilt {
+				m.setHolder(b, rb.Shard, rb.To)
+				repaired = append(repaired, s.keys.damage(m.FileID, m.WriteID, b, rb.Shard))
+			}
+		}
+		if err := errors.Join(errs...); err != nil && len(repaired) == 0 {
+			return w[0], err
+		}
+		if len(repaired) == 0 {
+			continue
+		}
+		seg := -1
+		if m.segmented() {
+			seg = m.segmentOf(w[0])
+		}
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", *headRev)}
+		var put clientv3.Op
+		if seg < 0 {
+			put = clientv3.OpPut(key, m.marshal())
+		} else {
+			segKey := s.keys.segment(m.FileID, m.WriteID, seg)
+			val, err := m.segment(seg)
+			if err != nil {
+				return w[0], err
+			}
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(segKey), "=", m.segRevs[seg]))
+			put = clientv3.OpPut(segKey, val)
+		}
+		ops := []clientv3.Op{put}
+		for _, k := range repaired {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		if beforeRepairCommit != nil {
+			beforeRepairCommit(s, key)
+		}
+		txn, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			return w[0], err
+		}
+		if !txn.Succeeded {
+			return w[0], errConflict
+		}
+		if seg < 0 {
+			*headRev = txn.Header.Revision
+		} else {
+			m.segRevs[seg] = txn.Header.Revision
+		}
+	}
+	return int64(len(m.Placement)), nil
 }
 
 // loadForRepair reads the manifest under key, with its blocks, and its mod

@@ -414,3 +414,43 @@ func TestStalledWriteKeepsItsShards(t *testing.T) {
 		t.Fatalf("a stalled write lost shards: %v", err)
 	}
 }
+
+// Status remembers which manifests it found inline; files deleted and
+// pushed since, inline or not, are counted as they are now.
+func TestStatusCountsSmallFilesAsTheyChange(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, time.Minute)
+	var ids []string
+	var bytes int64
+	for i := range 5 {
+		info, err := cl.Push(ctx, fmt.Sprint("small-", i), randomBytes(100+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, info.FileId)
+		bytes += info.Size
+	}
+	want := func(when string, files, stored int64) {
+		t.Helper()
+		st := adminStatus(t, ctx, cl)
+		if st.Files != files || st.BytesStored != stored || st.FilesFull != files {
+			t.Fatalf("%s: want %d files, %d bytes, all full: %+v", when, files, stored, st)
+		}
+	}
+	want("pushed", 5, bytes)
+	want("again", 5, bytes)
+	if err := cl.Delete(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	bytes -= 101
+	want("one deleted", 4, bytes)
+	if _, err := cl.Push(ctx, "small-new", randomBytes(7)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Push(ctx, "large", randomBytes(2*block)); err != nil {
+		t.Fatal(err)
+	}
+	bytes += 7 + 2*block
+	want("two pushed", 6, bytes)
+}

@@ -143,9 +143,10 @@ type Service struct {
 	log      *slog.Logger
 	commits  *committer // the commit transactions of writes (batch.go)
 
-	kick  chan struct{} // wakes the repairer
-	full  sync.Map      // worker id -> time.Time: no new shards until then (its disk was full)
-	stats struct {
+	kick    chan struct{} // wakes the repairer
+	inlines inlineSeen    // the manifests scans found inline (status.go)
+	full    sync.Map      // worker id -> time.Time: no new shards until then (its disk was full)
+	stats   struct {
 		pending, done, failed, rebuilt, rebuiltBytes atomic.Int64
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
@@ -162,6 +165,9 @@ const (
 )
 
 func (s *Service) scanManifests(ctx context.Context, blocks bool, inline inlineScan, f func(key string, modRev int64, m *manifest) error) error {
+	if inline != inlineWhole {
+		return s.scanKnownInline(ctx, blocks, inline, f)
+	}
 	prefix := s.keys.allManifests()
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	from := prefix
@@ -171,30 +177,7 @@ func (s *Service) scanManifests(ctx context.Context, blocks bool, inline inlineS
 			return err
 		}
 		for _, kv := range resp.Kvs {
-			var m *manifest
-			var err error
-			switch {
-			case inline == inlineWhole || !inlineManifest(kv.Value):
-				m, err = unmarshalManifest(kv.Value)
-			case inline == inlineSkipped:
-				continue
-			default:
-				m = &manifest{}
-				err = json.Unmarshal(kv.Value, &m.fileRecord)
-			}
-			if err == nil && blocks {
-				if err := s.loadSegments(ctx, m, resp.Header.Revision); errors.Is(err, errSegments) {
-					// Passed on without blocks: lost (see redundancy).
-					s.log.Warn("unreadable segments", "key", string(kv.Key), "err", err)
-				} else if err != nil {
-					return err
-				}
-			}
-			if err != nil {
-				s.log.Warn("unreadable manifest", "key", string(kv.Key), "err", err)
-				continue
-			}
-			if err := f(string(kv.Key), kv.ModRevision, m); err != nil {
+			if err := s.scanOne(ctx, blocks, inline, kv, resp.Header.Revision, f); err != nil {
 				return err
 			}
 		}
@@ -202,6 +185,190 @@ func (s *Service) scanManifests(ctx context.Context, blocks bool, inline inlineS
 			return nil
 		}
 		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// scanOne decodes one manifest of a scan as inline says and calls f with
+// it; rev is the etcd revision it was read at.
+func (s *Service) scanOne(ctx context.Context, blocks bool, inline inlineScan, kv *mvccpb.KeyValue, rev int64, f func(key string, modRev int64, m *manifest) error) error {
+	var m *manifest
+	var err error
+	switch {
+	case inline == inlineWhole || !inlineManifest(kv.Value):
+		m, err = unmarshalManifest(kv.Value)
+	case inline == inlineSkipped:
+		s.inlines.note(string(kv.Key), kv.ModRevision, -1)
+		return nil
+	default:
+		m = &manifest{}
+		if err = json.Unmarshal(kv.Value, &m.fileRecord); err == nil {
+			s.inlines.note(string(kv.Key), kv.ModRevision, m.Size)
+		}
+	}
+	if err == nil && blocks {
+		if err := s.loadSegments(ctx, m, rev); errors.Is(err, errSegments) {
+			// Passed on without blocks: lost (see redundancy).
+			s.log.Warn("unreadable segments", "key", string(kv.Key), "err", err)
+		} else if err != nil {
+			return err
+		}
+	}
+	if err != nil {
+		s.log.Warn("unreadable manifest", "key", string(kv.Key), "err", err)
+		return nil
+	}
+	return f(string(kv.Key), kv.ModRevision, m)
+}
+
+// scanKeysPage is how many manifest keys a scan lists at once (keys and
+// revisions only, some 100 bytes each: 1 MB): few requests, as each
+// linearizable read waits for etcd's disk when it is busy; valuesPerTxn
+// how many values it reads in one transaction (etcd allows 128 operations
+// in one).
+const (
+	scanKeysPage = 10_000
+	valuesPerTxn = 64
+)
+
+// scanKnownInline is scanManifests for a scan that passes over inline
+// files or needs only their record: it lists the keys with their mod
+// revisions, and reads only the values it has not seen inline at that mod
+// revision (a mod revision changes with every write of the key, so the
+// value is the one seen). After the small files of a busy day a scan
+// reads the sharded versions and the new files, not every file's bytes
+// (RATIONALE.md, "Why do scans remember the inline manifests?").
+func (s *Service) scanKnownInline(ctx context.Context, blocks bool, inline inlineScan, f func(key string, modRev int64, m *manifest) error) error {
+	prefix := s.keys.allManifests()
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	gen := s.inlines.begin()
+	for {
+		resp, err := s.cli.Get(ctx, from, clientv3.WithRange(end), clientv3.WithKeysOnly(), clientv3.WithLimit(scanKeysPage))
+		if err != nil {
+			return err
+		}
+		sizes, need := s.inlines.lookup(resp.Kvs, inline == inlineRecord, gen)
+		vals := map[string]*mvccpb.KeyValue{}
+		revs := map[string]int64{}
+		for len(need) > 0 {
+			batch := need[:min(len(need), valuesPerTxn)]
+			need = need[len(batch):]
+			ops := make([]clientv3.Op, len(batch))
+			for i, k := range batch {
+				ops[i] = clientv3.OpGet(k)
+			}
+			txn, err := s.cli.Txn(ctx).Then(ops...).Commit()
+			if err != nil {
+				return err
+			}
+			for _, r := range txn.Responses {
+				for _, kv := range r.GetResponseRange().GetKvs() {
+					vals[string(kv.Key)] = kv
+					revs[string(kv.Key)] = txn.Header.Revision
+				}
+			}
+		}
+		for i, kv := range resp.Kvs {
+			key := string(kv.Key)
+			if sizes[i] != needValue {
+				if inline == inlineRecord {
+					id := strings.TrimPrefix(key, prefix)
+					id = id[:max(0, strings.LastIndexByte(id, '/'))]
+					m := &manifest{fileRecord: fileRecord{FileID: id, Size: sizes[i], Layout: inlineLayout}}
+					if err := f(key, kv.ModRevision, m); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			v := vals[key]
+			if v == nil {
+				continue // deleted since listed
+			}
+			if err := s.scanOne(ctx, blocks, inline, v, revs[key], f); err != nil {
+				return err
+			}
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			s.inlines.prune(gen)
+			return nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
+	}
+}
+
+// needValue marks, in what inlineSeen.lookup returns, a key whose value a
+// scan must read.
+const needValue = -2
+
+// inlineSeen remembers the manifests scans found inline: by key, the mod
+// revision they had and the file's size (-1 if not decoded). It is only a
+// shortcut: a key it does not know, or knows at another mod revision, is
+// read again.
+type inlineSeen struct {
+	mu  sync.Mutex
+	m   map[string]inlineEntry
+	gen uint64
+}
+
+type inlineEntry struct {
+	modRev, size int64
+	gen          uint64 // of the last scan that saw it
+}
+
+// begin starts a scan and returns its generation.
+func (c *inlineSeen) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	return c.gen
+}
+
+// lookup returns, for each kv listed (keys and mod revisions), the file's
+// size when it is known inline at that mod revision (with its size, if
+// sized), else needValue; and the keys whose values must be read.
+func (c *inlineSeen) lookup(kvs []*mvccpb.KeyValue, sized bool, gen uint64) ([]int64, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]int64, len(kvs))
+	var need []string
+	for i, kv := range kvs {
+		e, ok := c.m[string(kv.Key)]
+		if ok && e.modRev == kv.ModRevision && (!sized || e.size >= 0) {
+			e.gen = gen
+			c.m[string(kv.Key)] = e
+			out[i] = e.size
+			continue
+		}
+		out[i] = needValue
+		need = append(need, string(kv.Key))
+	}
+	return out, need
+}
+
+// note records that key holds an inline manifest at modRev, of a file of
+// size bytes (-1: not decoded; a size known at that revision is kept).
+func (c *inlineSeen) note(key string, modRev, size int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]inlineEntry{}
+	}
+	if e, ok := c.m[key]; ok && e.modRev == modRev && size < 0 {
+		size = e.size
+	}
+	c.m[key] = inlineEntry{modRev: modRev, size: size, gen: c.gen}
+}
+
+// prune forgets the keys that the scan of generation gen, which listed
+// every manifest, did not find (deleted), nor any later scan.
+func (c *inlineSeen) prune(gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if e.gen < gen {
+			delete(c.m, k)
+		}
 	}
 }
 
