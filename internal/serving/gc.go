@@ -24,7 +24,7 @@ var tuneGC sync.Once
 // the live heap then. A pool's or a worker's live heap is a few MiB while
 // every call allocates, so with the default target the collector ran ten
 // times a second under load, for a third of the pool's CPU (RATIONALE.md,
-// "What does the pool hop cost, and what did it save?"). A process run with
+// "What did the pool hop's second round cut?"). A process run with
 // GOGC set keeps the operator's target; GOMEMLIMIT still bounds the heap.
 // Calls after the first do nothing.
 func TuneGC() {

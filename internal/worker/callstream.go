@@ -29,7 +29,7 @@ const maxIdleRunners = 64
 // a frame lets the next one receive and runs the call itself. A call then
 // reaches its function with no hand-off between goroutines, and on a
 // goroutine whose stack has grown for the calls before it (RATIONALE.md,
-// "What does the pool hop cost, and what did it save?"). A runner is
+// "What did the pool hop's second round cut?"). A runner is
 // started whenever the last idle one takes a frame, so a long call never
 // holds up the frames behind it.
 func (r rpcService) CallStream(stream v1.RPCService_CallStreamServer) error {
