@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -136,10 +135,10 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 	}
 }
 
-// appendJSON appends the claims as encoding/json encodes them (the same
-// names, in order, the same omitempty), without its reflection: a token is
-// minted for every call. json.Unmarshal reads them back the same, which
-// TestTokenClaimsJSON checks.
+// appendJSON appends the claims as encoding/json encodes them, byte for
+// byte (the same names in the same order, the same omitempty), without its
+// reflection: a token is minted for every call. TestTokenClaimsJSON and
+// FuzzTokenClaimsJSON check it against encoding/json.
 func (t *tokenClaims) appendJSON(b []byte) []byte {
 	b = append(b, `{"w":`...)
 	b = appendJSONString(b, t.Worker)
@@ -168,34 +167,19 @@ func (t *tokenClaims) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// appendJSONString appends s as a JSON string: quotes, backslashes and
-// control characters escaped, invalid UTF-8 as U+FFFD (as encoding/json
-// does), the rest as it is.
+// appendJSONString appends s quoted as encoding/json quotes it: as it is
+// when every byte is printable ASCII that JSON and encoding/json's HTML
+// escaping leave alone (names, hosts, base64: nearly every string of a
+// token), else through encoding/json.
 func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-			i++
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			i++
-		case c < utf8.RuneSelf:
-			b = append(b, c)
-			i++
-		default:
-			r, n := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && n == 1 {
-				b = append(b, "\\ufffd"...)
-			} else {
-				b = append(b, s[i:i+n]...)
-			}
-			i += n
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
 		}
 	}
+	b = append(b, '"')
+	b = append(b, s...)
 	return append(b, '"')
 }
 
