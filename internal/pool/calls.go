@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,7 +37,7 @@ type calls struct {
 	macs    sync.Pool // of hash.Hash: HMAC-SHA256 with key, reset and used again
 
 	mu     sync.Mutex
-	flight map[string]chan struct{} // token -> closed when the call ends
+	flight map[string]chan struct{} // a token's nonce -> closed when the call ends
 }
 
 // tokenClaims is what a token says, signed.
@@ -108,8 +109,9 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 	rand.Read(nonce[:])
 	var nonce64 [16]byte
 	base64.RawURLEncoding.Encode(nonce64[:], nonce[:])
-	payload, _ := json.Marshal(&tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
-		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: string(nonce64[:])})
+	var buf [256]byte
+	payload := (&tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
+		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: string(nonce64[:])}).appendJSON(buf[:0])
 	var mac [sha256.Size]byte
 	enc := base64.RawURLEncoding
 	b := make([]byte, 0, enc.EncodedLen(len(payload))+1+enc.EncodedLen(len(mac)))
@@ -117,16 +119,68 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 	b = append(b, '.')
 	b = enc.AppendEncode(b, c.sign(mac[:0], payload))
 	token := string(b)
+	// Kept by nonce, not by the whole token: a shorter key to hash twice
+	// a call, and as unique (ResolveCall checks the token's signature and
+	// replica before it looks).
+	key := string(nonce64[:])
 	done := make(chan struct{})
 	c.mu.Lock()
-	c.flight[token] = done
+	c.flight[key] = done
 	c.mu.Unlock()
 	return token, func() {
 		c.mu.Lock()
-		delete(c.flight, token)
+		delete(c.flight, key)
 		c.mu.Unlock()
 		close(done)
 	}
+}
+
+// appendJSON appends the claims as encoding/json encodes them, byte for
+// byte (the same names in the same order, the same omitempty), without its
+// reflection: a token is minted for every call. TestTokenClaimsJSON and
+// FuzzTokenClaimsJSON check it against encoding/json.
+func (t *tokenClaims) appendJSON(b []byte) []byte {
+	b = append(b, `{"w":`...)
+	b = appendJSONString(b, t.Worker)
+	b = append(b, `,"o":`...)
+	b = appendJSONString(b, t.Owner)
+	b = append(b, `,"f":`...)
+	b = appendJSONString(b, t.Function)
+	b = append(b, `,"c":`...)
+	b = appendJSONString(b, t.Caller)
+	if len(t.AllowHosts) > 0 {
+		b = append(b, `,"h":[`...)
+		for i, h := range t.AllowHosts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, h)
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"e":`...)
+	b = strconv.AppendInt(b, t.Expires, 10)
+	b = append(b, `,"r":`...)
+	b = appendJSONString(b, t.Replica)
+	b = append(b, `,"n":`...)
+	b = appendJSONString(b, t.Nonce)
+	return append(b, '}')
+}
+
+// appendJSONString appends s quoted as encoding/json quotes it: as it is
+// when every byte is printable ASCII that JSON and encoding/json's HTML
+// escaping leave alone (names, hosts, base64: nearly every string of a
+// token), else through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // sign appends payload's HMAC to dst.
@@ -164,14 +218,14 @@ func (c *calls) ResolveCall(_ context.Context, worker, token string) (egress.Cal
 		return egress.Call{}, egress.ErrWrongWorker
 	}
 	call := egress.Call{Owner: claims.Owner, Function: claims.Function, Caller: claims.Caller, AllowHosts: claims.AllowHosts}
-	c.mu.Lock()
-	done, here := c.flight[token]
-	c.mu.Unlock()
-	switch {
-	case here:
+	if claims.Replica == c.replica {
+		c.mu.Lock()
+		done, here := c.flight[claims.Nonce]
+		c.mu.Unlock()
+		if !here {
+			return egress.Call{}, egress.ErrUnknownCall // its call has ended
+		}
 		call.Done = done
-	case claims.Replica == c.replica:
-		return egress.Call{}, egress.ErrUnknownCall // its call has ended
 	}
 	return call, nil
 }

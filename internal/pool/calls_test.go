@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -57,4 +58,38 @@ func TestCallTokens(t *testing.T) {
 	if _, err := there.ResolveCall(ctx, "worker_001", expired); !errors.Is(err, egress.ErrUnknownCall) {
 		t.Errorf("a token past its call's deadline: %v", err)
 	}
+}
+
+// A token's claims, encoded without encoding/json's reflection, are what it
+// encodes, byte for byte.
+func TestTokenClaimsJSON(t *testing.T) {
+	for _, c := range []tokenClaims{
+		{Worker: "worker_001", Owner: "bob", Function: "report", Caller: "bob", Expires: 1767225600000, Replica: "abcDEF123", Nonce: "nonce-nonce_1234"},
+		{Worker: "w", AllowHosts: []string{"https://api.example", "*.example.org"}, Expires: -1},
+		{Owner: "quote\" backslash\\ tab\t newline\n nul\x00 del\x7f <&>", Function: "é 世界 🚀 \u2028"},
+		{Caller: "bad \xff utf-8 \xe2\x82", AllowHosts: []string{""}},
+	} {
+		want, err := json.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("encoded %s, want %s", got, want)
+		}
+	}
+}
+
+func FuzzTokenClaimsJSON(f *testing.F) {
+	f.Add("worker_001", "bob", "https://api.example", int64(1767225600000))
+	f.Add("\"\\\x00<", "\xff", "é", int64(-5))
+	f.Fuzz(func(t *testing.T, worker, owner, host string, exp int64) {
+		c := tokenClaims{Worker: worker, Owner: owner, AllowHosts: []string{host, owner}, Expires: exp, Nonce: worker}
+		want, err := json.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.appendJSON(nil); string(got) != string(want) {
+			t.Errorf("encoded %s, want %s", got, want)
+		}
+	})
 }

@@ -90,6 +90,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err := pki.OwnerOnlyDir(s.cfg.DataDir); err != nil {
 		return fmt.Errorf("pool data directory: %w", err)
 	}
+	serving.TuneGC() // a pool's process serves calls: its heap is small and its allocations many
 	if s.cfg.Insecure {
 		s.log.Warn("INSECURE: the pool serves plaintext with no certificates (--insecure): tokens travel in the clear, any join-token holder can be any worker, and any peer can call the workers; use it only on a trusted host")
 	} else if s.ca, err = s.loadCA(); err != nil {

@@ -5,13 +5,18 @@
 // (the sandbox runners' and the egress proxy's sentinels have one), and the
 // mark on a write's failure that says it did not take
 // effect (NotCommitted), which lets a client tell a definite failure from
-// an ambiguous one.
+// an ambiguous one; and the garbage collector's target of a server's
+// process (TuneGC).
 //
 // # Caveats
 //
 // EtcdError passes a gRPC status through unchanged, so a handler may wrap
 // its own status errors in it; etcd's own failures reach the etcd client as
 // rpctypes errors, not statuses, and are reported as Unavailable.
+//
+// TuneGC trades memory for CPU: a pool's or a worker's process may hold up
+// to GCHeadroom (64 MiB) of garbage more than the collector's default
+// would let it; set GOGC, or GOMEMLIMIT, where memory is tighter.
 package serving
 
 import (

@@ -14,112 +14,201 @@ import (
 	"github.com/hivemind/taskworker/internal/tracing"
 )
 
-// CallStream serves the pool's calls multiplexed on one stream (see the
-// proto): each frame runs in its own goroutine, replies are sent as calls
-// finish, and a cancel frame cancels its call. When the worker stops, the
-// stream stops taking calls (answering NotRun, so the pool retries them
-// elsewhere), finishes those running, and ends.
-func (r rpcService) CallStream(stream v1.RPCService_CallStreamServer) error {
-	s := r.s
-	ctx := stream.Context()
-	frames := make(chan *v1.CallFrame)
-	recvErr := make(chan error, 1)
-	go func() {
-		defer close(frames)
-		for {
-			f, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case frames <- f:
-			case <-ctx.Done():
-				// The stream ended; the handler may have returned already
-				// (drained), and then nothing reads frames.
-				recvErr <- status.FromContextError(ctx.Err()).Err()
-				return
-			}
-		}
-	}()
+// maxIdleRunners bounds the runners a call stream keeps waiting for frames
+// once a burst of calls is over; the rest end.
+const maxIdleRunners = 64
 
-	var (
-		sendMu  sync.Mutex
-		mu      sync.Mutex
-		cancels = map[uint64]context.CancelFunc{}
-		running sync.WaitGroup
-	)
-	send := func(reply *v1.CallReply) {
-		sendMu.Lock()
-		defer sendMu.Unlock()
-		_ = stream.Send(reply) // a broken stream fails every call at the pool
+// CallStream serves the pool's calls multiplexed on one stream (see the
+// proto): replies are sent as calls finish, and a cancel frame cancels its
+// call. When the worker stops, the stream stops taking calls (answering
+// NotRun, so the pool retries them elsewhere), finishes those running, and
+// ends.
+//
+// Frames are received and run by long-lived goroutines, runners, in turn:
+// one at a time holds the stream's receive side, and the runner that takes
+// a frame lets the next one receive and runs the call itself. A call then
+// reaches its function with no hand-off between goroutines, and on a
+// goroutine whose stack has grown for the calls before it (RATIONALE.md,
+// "What did the pool hop's second round cut?"). A runner is
+// started whenever the last idle one takes a frame, so a long call never
+// holds up the frames behind it.
+func (r rpcService) CallStream(stream v1.RPCService_CallStreamServer) error {
+	c := &callStream{s: r.s, stream: stream, ctx: stream.Context(),
+		cancels: map[uint64]context.CancelFunc{}, recvErr: make(chan error, 1)}
+	c.mu.Lock()
+	c.startRunner()
+	c.mu.Unlock()
+
+	var err error
+	select {
+	case err = <-c.recvErr:
+	case <-r.s.draining:
+		// Finish the calls running, answering new ones NotRun, then end
+		// the stream so that GracefulStop can complete.
+		c.mu.Lock()
+		c.stopping = true
+		quiet := c.quietLocked()
+		c.mu.Unlock()
+		select {
+		case <-quiet:
+		case err = <-c.recvErr:
+		}
 	}
-	defer func() {
-		mu.Lock()
-		for _, cancel := range cancels {
+	c.end()
+	if err != nil && !errors.Is(err, io.EOF) && status.Code(err) != codes.Canceled {
+		return err
+	}
+	return nil
+}
+
+// callStream is the state of one CallStream shared by its runners.
+type callStream struct {
+	s       *Server
+	stream  v1.RPCService_CallStreamServer
+	ctx     context.Context
+	recvErr chan error // the first error of Recv: the stream is over
+
+	recvMu sync.Mutex // held by the runner receiving
+	sendMu sync.Mutex // held around each Send
+
+	mu       sync.Mutex
+	cancels  map[uint64]context.CancelFunc // of the calls running
+	idle     int                           // runners not handling a frame
+	active   int                           // frames being handled
+	stopping bool                          // the worker is stopping: run nothing new
+	ended    bool                          // the handler is returning: handle nothing new
+	quiet    chan struct{}                 // closed when active falls to 0; nil until awaited
+}
+
+// startRunner starts a runner; mu is held.
+func (c *callStream) startRunner() {
+	c.idle++
+	go c.run()
+}
+
+// run receives frames and handles them until the stream ends, or until
+// enough other runners are idle.
+func (c *callStream) run() {
+	for {
+		c.recvMu.Lock()
+		f, err := c.stream.Recv()
+		c.recvMu.Unlock()
+		if err != nil {
+			select {
+			case c.recvErr <- err:
+			default:
+			}
+			c.mu.Lock()
+			c.idle--
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		if c.ended {
+			c.idle--
+			c.mu.Unlock()
+			return
+		}
+		c.idle--
+		c.active++
+		if c.idle == 0 {
+			c.startRunner()
+		}
+		stopping := c.stopping
+		c.mu.Unlock()
+
+		c.handle(f, stopping)
+
+		c.mu.Lock()
+		c.active--
+		if c.active == 0 && c.quiet != nil {
+			close(c.quiet)
+			c.quiet = nil
+		}
+		if c.idle >= maxIdleRunners {
+			c.mu.Unlock()
+			return
+		}
+		c.idle++
+		c.mu.Unlock()
+	}
+}
+
+// handle runs one frame's call and sends its reply, or cancels the call a
+// cancel frame names.
+func (c *callStream) handle(f *v1.CallFrame, stopping bool) {
+	s := c.s
+	if f.Cancel {
+		c.mu.Lock()
+		if cancel := c.cancels[f.Id]; cancel != nil {
 			cancel()
 		}
-		mu.Unlock()
-		running.Wait()
-	}()
-	draining := s.draining     // closed when the worker stops
-	var finished chan struct{} // closed when the running calls are done, once stopping
-	for {
-		select {
-		case f, ok := <-frames:
-			if !ok {
-				if err := <-recvErr; !errors.Is(err, io.EOF) && status.Code(err) != codes.Canceled {
-					return err
-				}
-				return nil
-			}
-			if f.Cancel {
-				mu.Lock()
-				if cancel := cancels[f.Id]; cancel != nil {
-					cancel()
-				}
-				mu.Unlock()
-				continue
-			}
-			if finished != nil { // stopping: run nothing new
-				send(&v1.CallReply{Id: f.Id, NotRun: true, Code: int32(codes.Unavailable), Message: "worker " + s.cfg.ID + " is stopping"})
-				continue
-			}
-			cctx, cancel := context.WithCancel(ctx)
-			if f.DeadlineUnixNano != 0 {
-				cancel()
-				cctx, cancel = context.WithDeadline(ctx, time.Unix(0, f.DeadlineUnixNano))
-			}
-			if f.Traceparent != "" && s.cfg.Tracing != nil {
-				cctx = tracing.WithTraceparent(cctx, f.Traceparent)
-			}
-			mu.Lock()
-			cancels[f.Id] = cancel
-			mu.Unlock()
-			running.Go(func() {
-				resp, err := s.call(cctx, f.Request)
-				mu.Lock()
-				delete(cancels, f.Id)
-				mu.Unlock()
-				cancel()
-				reply := &v1.CallReply{Id: f.Id, Response: resp}
-				if err != nil {
-					st := status.Convert(err)
-					reply.Code, reply.Message = int32(st.Code()), st.Message()
-				}
-				send(reply)
-			})
-		case <-draining:
-			// Finish the calls running, answering new ones NotRun, then end
-			// the stream so that GracefulStop can complete.
-			draining = nil
-			finished = make(chan struct{})
-			go func() {
-				running.Wait()
-				close(finished)
-			}()
-		case <-finished:
-			return nil
-		}
+		c.mu.Unlock()
+		return
 	}
+	if stopping {
+		c.send(&v1.CallReply{Id: f.Id, NotRun: true, Code: int32(codes.Unavailable), Message: "worker " + s.cfg.ID + " is stopping"})
+		return
+	}
+	var cctx context.Context
+	var cancel context.CancelFunc
+	if f.DeadlineUnixNano != 0 {
+		cctx, cancel = context.WithDeadline(c.ctx, time.Unix(0, f.DeadlineUnixNano))
+	} else {
+		cctx, cancel = context.WithCancel(c.ctx)
+	}
+	if f.Traceparent != "" && s.cfg.Tracing != nil {
+		cctx = tracing.WithTraceparent(cctx, f.Traceparent)
+	}
+	c.mu.Lock()
+	c.cancels[f.Id] = cancel
+	c.mu.Unlock()
+	resp, err := s.call(cctx, f.Request)
+	c.mu.Lock()
+	delete(c.cancels, f.Id)
+	c.mu.Unlock()
+	cancel()
+	reply := &v1.CallReply{Id: f.Id, Response: resp}
+	if err != nil {
+		st := status.Convert(err)
+		reply.Code, reply.Message = int32(st.Code()), st.Message()
+	}
+	c.send(reply)
+}
+
+// send sends a reply; a broken stream fails every call at the pool, so
+// its error is not the runner's to handle.
+func (c *callStream) send(reply *v1.CallReply) {
+	c.sendMu.Lock()
+	_ = c.stream.Send(reply)
+	c.sendMu.Unlock()
+}
+
+// quietLocked returns a channel closed once no frame is being handled; mu
+// is held.
+func (c *callStream) quietLocked() <-chan struct{} {
+	if c.active == 0 {
+		closed := make(chan struct{})
+		close(closed)
+		return closed
+	}
+	if c.quiet == nil {
+		c.quiet = make(chan struct{})
+	}
+	return c.quiet
+}
+
+// end lets no runner take another frame, cancels the calls running and
+// waits for them to be answered: nothing is sent once the handler returns.
+// Runners waiting to receive end when the stream's context does, as the
+// handler returns.
+func (c *callStream) end() {
+	c.mu.Lock()
+	c.ended = true
+	for _, cancel := range c.cancels {
+		cancel()
+	}
+	quiet := c.quietLocked()
+	c.mu.Unlock()
+	<-quiet
 }

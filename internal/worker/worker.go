@@ -248,6 +248,7 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 	if addr == "" {
 		addr = s.cfg.Listen
 	}
+	serving.TuneGC() // a worker's process serves calls: its heap is small and its allocations many
 	s.lis, err = net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
