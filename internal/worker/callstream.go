@@ -92,8 +92,8 @@ func (c *callStream) run() {
 	for {
 		c.recvMu.Lock()
 		f, err := c.stream.Recv()
-		c.recvMu.Unlock()
 		if err != nil {
+			c.recvMu.Unlock()
 			select {
 			case c.recvErr <- err:
 			default:
@@ -107,6 +107,7 @@ func (c *callStream) run() {
 		if c.ended {
 			c.idle--
 			c.mu.Unlock()
+			c.recvMu.Unlock()
 			return
 		}
 		c.idle--
@@ -115,9 +116,19 @@ func (c *callStream) run() {
 			c.startRunner()
 		}
 		stopping := c.stopping
+		// A call's cancel is registered before the next frame is
+		// received: a cancel frame right behind its call, taken by
+		// another runner, finds it.
+		var cctx context.Context
+		var cancel context.CancelFunc
+		if !f.Cancel && !stopping {
+			cctx, cancel = c.callContext(f)
+			c.cancels[f.Id] = cancel
+		}
 		c.mu.Unlock()
+		c.recvMu.Unlock()
 
-		c.handle(f, stopping)
+		c.handle(f, stopping, cctx, cancel)
 
 		c.mu.Lock()
 		c.active--
@@ -134,9 +145,26 @@ func (c *callStream) run() {
 	}
 }
 
-// handle runs one frame's call and sends its reply, or cancels the call a
-// cancel frame names.
-func (c *callStream) handle(f *v1.CallFrame, stopping bool) {
+// callContext is the context of a call frame's call: the stream's, with
+// the frame's deadline and trace.
+func (c *callStream) callContext(f *v1.CallFrame) (context.Context, context.CancelFunc) {
+	var cctx context.Context
+	var cancel context.CancelFunc
+	if f.DeadlineUnixNano != 0 {
+		cctx, cancel = context.WithDeadline(c.ctx, time.Unix(0, f.DeadlineUnixNano))
+	} else {
+		cctx, cancel = context.WithCancel(c.ctx)
+	}
+	if f.Traceparent != "" && c.s.cfg.Tracing != nil {
+		cctx = tracing.WithTraceparent(cctx, f.Traceparent)
+	}
+	return cctx, cancel
+}
+
+// handle runs one frame's call (in cctx, registered under the frame's id
+// with cancel) and sends its reply, or cancels the call a cancel frame
+// names.
+func (c *callStream) handle(f *v1.CallFrame, stopping bool, cctx context.Context, cancel context.CancelFunc) {
 	s := c.s
 	if f.Cancel {
 		c.mu.Lock()
@@ -150,19 +178,6 @@ func (c *callStream) handle(f *v1.CallFrame, stopping bool) {
 		c.send(&v1.CallReply{Id: f.Id, NotRun: true, Code: int32(codes.Unavailable), Message: "worker " + s.cfg.ID + " is stopping"})
 		return
 	}
-	var cctx context.Context
-	var cancel context.CancelFunc
-	if f.DeadlineUnixNano != 0 {
-		cctx, cancel = context.WithDeadline(c.ctx, time.Unix(0, f.DeadlineUnixNano))
-	} else {
-		cctx, cancel = context.WithCancel(c.ctx)
-	}
-	if f.Traceparent != "" && s.cfg.Tracing != nil {
-		cctx = tracing.WithTraceparent(cctx, f.Traceparent)
-	}
-	c.mu.Lock()
-	c.cancels[f.Id] = cancel
-	c.mu.Unlock()
 	resp, err := s.call(cctx, f.Request)
 	c.mu.Lock()
 	delete(c.cancels, f.Id)

@@ -160,3 +160,36 @@ func TestCallStreamStoppingAnswersNotRun(t *testing.T) {
 		t.Fatalf("got %v after the last call ended, want the stream ended", r)
 	}
 }
+
+// A cancel frame sent right behind its call cancels it, whichever runner
+// takes each: the call is known to the stream before the next frame is
+// received.
+func TestCallStreamCancelRightBehindItsCall(t *testing.T) {
+	s := newStreamWorker(t)
+	stream := callStreamTo(t, s)
+	const calls = 300
+	for id := uint64(1); id <= calls; id++ {
+		if err := stream.Send(&v1.CallFrame{Id: id, Request: &v1.FunctionCallRequest{FunctionName: "block"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&v1.CallFrame{Id: id, Cancel: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range calls {
+			r, err := stream.Recv()
+			if err != nil || r.Code != int32(codes.Canceled) {
+				t.Errorf("got reply %v, %v; want canceled", r, err)
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("calls canceled right after they were sent still run: their cancel frames were lost")
+	}
+}
