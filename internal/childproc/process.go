@@ -11,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +50,11 @@ type Spec struct {
 	// Class names the kind of child for Counts ("wasm", "starlark"); empty:
 	// not counted.
 	Class string
+	// Poll reads the child's answers through the runtime's poller: a call
+	// waiting for its answer parks its goroutine rather than hold a thread
+	// in a blocking read(2) (docs/RATIONALE.md, "Why does the worker wait
+	// for a WebAssembly child in the poller?").
+	Poll bool
 
 	// noNamespaces starts the child without namespaces of its own whatever
 	// the system allows, for the benchmark that measures what they cost.
@@ -102,10 +108,19 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		parentOut.Close()
 		return nil, nil, err
 	}
+	outFD := int(parentIn.Fd())
+	if spec.Poll {
+		if parentIn, outFD, err = pollable(parentIn); err != nil {
+			childIn.Close()
+			parentOut.Close()
+			childOut.Close()
+			return nil, nil, err
+		}
+	}
 	p := &Process{
 		stdin:  parentOut,
 		stdout: parentIn,
-		outFD:  int(parentIn.Fd()),
+		outFD:  outFD,
 		W:      bufio.NewWriterSize(parentOut, 64*KiB),
 		R:      bufio.NewReaderSize(parentIn, 64*KiB),
 		stderr: &HeadBuffer{Max: stderrKept},
@@ -215,6 +230,24 @@ func Pipe() (r, w *os.File, err error) {
 	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
 }
 
+// pollable is f, the parent's end of a pipe, on the runtime's poller (a
+// non-blocking duplicate of its descriptor), and that descriptor; f is
+// closed.
+func pollable(f *os.File) (*os.File, int, error) {
+	fd, err := dupCloexec(int(f.Fd()))
+	f.Close()
+	if err == nil {
+		err = syscall.SetNonblock(fd, true)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("pipe on the poller: %w", err)
+	}
+	// os.NewFile registers a non-blocking descriptor with the poller.
+	// Its Fd method would make it blocking again: the descriptor is
+	// returned for Spin.
+	return os.NewFile(uintptr(fd), f.Name()), fd, nil
+}
+
 // Spin waits up to d for the child to have written something, without
 // sleeping (see Spin), and reports whether it has.
 func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
@@ -224,17 +257,21 @@ func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
 // answer within microseconds spins before its blocking read, so that the
 // answer does not also wait for its thread to be woken and scheduled (tens
 // of microseconds on a virtual machine). Between polls it yields the CPU
-// to any other thread that is ready to run on it.
+// to any other thread that is ready to run on it. Its system calls are raw
+// (neither waits), so that a child's spin does not wake the runtime's
+// monitor thread (RawPipe).
 func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
 	if r.Buffered() > 0 {
 		return true
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	var zero unix.Timespec
 	for start := time.Now(); time.Since(start) < d; {
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if errno == 0 && n > 0 {
 			return true
 		}
-		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	return false
 }
