@@ -344,4 +344,3 @@ func (h pipeHost) Log(_ context.Context, level slog.Level, msg string) {
 	// A broken pipe shows at the call's result.
 	_ = childproc.WriteJSONFrame(h.c.out, frameLog, logMsg{Level: level, Msg: msg})
 }
-
