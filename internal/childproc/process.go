@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -85,8 +86,8 @@ type Process struct {
 	R *bufio.Reader // the child's stdout
 
 	cmd    *exec.Cmd
-	stdin  *os.File // the parent's ends of the pipes
-	stdout *os.File
+	stdin  io.Closer // the parent's ends of the pipes
+	stdout io.Closer
 	outFD  int // stdout's descriptor, for Spin
 	stderr *HeadBuffer
 	exited chan struct{}
@@ -108,25 +109,34 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		parentOut.Close()
 		return nil, nil, err
 	}
-	outFD := int(parentIn.Fd())
-	if spec.Poll {
-		if parentIn, outFD, err = pollable(parentIn); err != nil {
-			childIn.Close()
-			parentOut.Close()
-			childOut.Close()
-			return nil, nil, err
-		}
-	}
 	p := &Process{
 		stdin:  parentOut,
 		stdout: parentIn,
-		outFD:  outFD,
-		W:      bufio.NewWriterSize(parentOut, 64*KiB),
-		R:      bufio.NewReaderSize(parentIn, 64*KiB),
+		outFD:  int(parentIn.Fd()),
 		stderr: &HeadBuffer{Max: stderrKept},
 		exited: make(chan struct{}),
 		counts: countsOf(spec.Class),
 	}
+	var r io.Reader = parentIn
+	var w io.Writer = parentOut
+	if spec.Poll {
+		in, err1 := RawPipeOf(parentIn)
+		out, err2 := RawPipeOf(parentOut)
+		if err := errors.Join(err1, err2); err != nil {
+			childIn.Close()
+			childOut.Close()
+			for _, p := range []*RawPipe{in, out} {
+				if p != nil {
+					p.Close()
+				}
+			}
+			return nil, nil, err
+		}
+		p.stdin, p.stdout, w, r = out, in, out, in
+		p.outFD = in.fd
+	}
+	p.W = bufio.NewWriterSize(w, 64*KiB)
+	p.R = bufio.NewReaderSize(r, 64*KiB)
 	p.namespaced = !spec.noNamespaces && tryNamespaces()
 	env := []string{} // empty, not inherited
 	if p.namespaced {
@@ -228,24 +238,6 @@ func Pipe() (r, w *os.File, err error) {
 		return nil, nil, fmt.Errorf("pipe2: %w", err)
 	}
 	return os.NewFile(uintptr(fds[0]), "|0"), os.NewFile(uintptr(fds[1]), "|1"), nil
-}
-
-// pollable is f, the parent's end of a pipe, on the runtime's poller (a
-// non-blocking duplicate of its descriptor), and that descriptor; f is
-// closed.
-func pollable(f *os.File) (*os.File, int, error) {
-	fd, err := dupCloexec(int(f.Fd()))
-	f.Close()
-	if err == nil {
-		err = syscall.SetNonblock(fd, true)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("pipe on the poller: %w", err)
-	}
-	// os.NewFile registers a non-blocking descriptor with the poller.
-	// Its Fd method would make it blocking again: the descriptor is
-	// returned for Spin.
-	return os.NewFile(uintptr(fd), f.Name()), fd, nil
 }
 
 // Spin waits up to d for the child to have written something, without

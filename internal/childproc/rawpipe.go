@@ -27,9 +27,14 @@ import (
 // right for a read or write of a non-blocking pipe: it never blocks. The
 // waits themselves are the poller's (epoll_wait from the scheduler), which
 // do not wake the monitor either.
+//
+// The worker reads and writes its ends of a WebAssembly child's pipes the
+// same way (Spec.Poll): a call waiting for its answer parks its goroutine
+// instead of holding a thread in a blocking read(2).
 type RawPipe struct {
 	f  *os.File
 	rc syscall.RawConn
+	fd int // for Spin; f.Fd would make it blocking again
 }
 
 // NewRawPipe makes descriptor fd non-blocking and returns it as a RawPipe.
@@ -44,7 +49,7 @@ func NewRawPipe(fd int, name string) (*RawPipe, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return &RawPipe{f: f, rc: rc}, nil
+	return &RawPipe{f: f, rc: rc, fd: fd}, nil
 }
 
 // RawPipeOf is f as a RawPipe, on a duplicate of its descriptor; f is
