@@ -307,44 +307,49 @@ func stop(r runner) {
 	}
 }
 
-// BenchmarkWarmCallsParallel is many callers sharing a Go guest's warm child
-// processes (4 instances, 16 callers: a worker's share of `bench call
-// --concurrency 64` through the pool), with the CPU time and the voluntary
-// context switches per call of the children and of this process.
+// BenchmarkWarmCallsParallel is callers sharing a Go guest's 4 warm child
+// processes (16 callers: a worker's share of `bench call --concurrency 64`
+// through the pool; 2: the calls one user may run at once on a 2-CPU
+// worker), with the CPU time and the voluntary context switches per call of
+// the children and of this process, read from /proc.
 func BenchmarkWarmCallsParallel(b *testing.B) {
-	const instances, callers = 4, 16
-	r := newTestRuntime(b, isolated(b, DefaultConfig()))
-	m := load(b, r, guestWasm(b, goAdd), Spec{Export: "add", Concurrency: instances})
-	defer m.Close(context.Background())
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	for range instances { // every instance warm, the guest's start-up done
-		wg.Go(func() { m.Call(ctx, []byte("[1, 2]")) })
-	}
-	wg.Wait()
-	self := os.Getpid()
-	before, beforeSelf := procUsage(b, childPIDs(self)), procUsage(b, []int{self})
-	b.ResetTimer()
-	var n atomic.Int64
-	n.Store(int64(b.N))
-	for range callers {
-		wg.Go(func() {
-			for n.Add(-1) >= 0 {
-				if out, err := m.Call(ctx, []byte("[1, 2]")); err != nil || string(out) != "3" {
-					b.Errorf("got %q, %v", out, err)
-					return
-				}
+	const instances = 4
+	for _, callers := range []int{2, 16} {
+		b.Run(fmt.Sprintf("callers-%d", callers), func(b *testing.B) {
+			r := newTestRuntime(b, isolated(b, DefaultConfig()))
+			m := load(b, r, guestWasm(b, goAdd), Spec{Export: "add", Concurrency: instances})
+			defer m.Close(context.Background())
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			for range instances { // every instance warm, the guest's start-up done
+				wg.Go(func() { m.Call(ctx, []byte("[1, 2]")) })
 			}
+			wg.Wait()
+			self := os.Getpid()
+			before, beforeSelf := procUsage(childPIDs(self)), procUsage([]int{self})
+			b.ResetTimer()
+			var n atomic.Int64
+			n.Store(int64(b.N))
+			for range callers {
+				wg.Go(func() {
+					for n.Add(-1) >= 0 {
+						if out, err := m.Call(ctx, []byte("[1, 2]")); err != nil || string(out) != "3" {
+							b.Errorf("got %q, %v", out, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			after, afterSelf := procUsage(childPIDs(self)), procUsage([]int{self})
+			calls := float64(b.N)
+			b.ReportMetric(float64(after.cpu-before.cpu)/calls/1e3, "child-µs/call")
+			b.ReportMetric(float64(after.switches-before.switches)/calls, "child-cs/call")
+			b.ReportMetric(float64(afterSelf.cpu-beforeSelf.cpu)/calls/1e3, "parent-µs/call")
+			b.ReportMetric(float64(afterSelf.switches-beforeSelf.switches)/calls, "parent-cs/call")
 		})
 	}
-	wg.Wait()
-	b.StopTimer()
-	after, afterSelf := procUsage(b, childPIDs(self)), procUsage(b, []int{self})
-	calls := float64(b.N)
-	b.ReportMetric(float64(after.cpu-before.cpu)/calls/1e3, "child-µs/call")
-	b.ReportMetric(float64(after.switches-before.switches)/calls, "child-cs/call")
-	b.ReportMetric(float64(afterSelf.cpu-beforeSelf.cpu)/calls/1e3, "parent-µs/call")
-	b.ReportMetric(float64(afterSelf.switches-beforeSelf.switches)/calls, "parent-cs/call")
 }
 
 // usage is processes' CPU time (ns) and voluntary context switches.
@@ -367,7 +372,7 @@ func childPIDs(pid int) []int {
 }
 
 // procUsage sums the usage of pids, each over all its threads, from /proc.
-func procUsage(b *testing.B, pids []int) usage {
+func procUsage(pids []int) usage {
 	var u usage
 	for _, pid := range pids {
 		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
