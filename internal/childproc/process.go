@@ -51,10 +51,12 @@ type Spec struct {
 	// Class names the kind of child for Counts ("wasm", "starlark"); empty:
 	// not counted.
 	Class string
-	// Poll reads the child's answers through the runtime's poller: a call
-	// waiting for its answer parks its goroutine rather than hold a thread
-	// in a blocking read(2) (docs/RATIONALE.md, "Why does the worker wait
-	// for a WebAssembly child in the poller?").
+	// Poll makes the parent's ends of the pipes RawPipes: a call waiting
+	// for its answer parks its goroutine in the runtime's poller rather
+	// than hold a thread in a blocking read(2), and neither side's reads
+	// and writes wake the runtime's monitor thread (docs/RATIONALE.md,
+	// "Why does the worker wait for a WebAssembly child in the poller?").
+	// Without it, the ends are Pipe's.
 	Poll bool
 
 	// noNamespaces starts the child without namespaces of its own whatever
@@ -230,8 +232,10 @@ func (p *Process) handshake(hello []byte) ([]byte, error) {
 // Pipe is os.Pipe without the runtime's poller: a call's goroutine reads
 // its child's answer with one blocking read(2), which costs less per call
 // than a non-blocking read, a park and a wake-up through epoll
-// (docs/RATIONALE.md, "What does a call cost?" under Starlark). A read
-// still ends when the child dies, as its end of the pipe closes.
+// (docs/RATIONALE.md, "What does a call cost?" under Starlark; measured
+// one call at a time: Spec.Poll is the other way, which WebAssembly
+// children use). A read still ends when the child dies, as its end of the
+// pipe closes.
 func Pipe() (r, w *os.File, err error) {
 	var fds [2]int
 	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
