@@ -127,9 +127,9 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		if err := errors.Join(err1, err2); err != nil {
 			childIn.Close()
 			childOut.Close()
-			for _, p := range []*RawPipe{in, out} {
-				if p != nil {
-					p.Close()
+			for _, end := range []*RawPipe{in, out} {
+				if end != nil {
+					end.Close()
 				}
 			}
 			return nil, nil, err

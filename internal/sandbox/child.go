@@ -154,7 +154,7 @@ func ChildMain() int {
 	}
 	// Both pipes are read and written with raw system calls, waiting in
 	// the poller: see childproc.RawPipe, and docs/RATIONALE.md, "Why does
-	// a child wait for its calls in the poller?".
+	// a child read and write its pipes with raw system calls?".
 	stdin, err := childproc.NewRawPipe(0, "stdin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wasm child:", err)
