@@ -39,6 +39,9 @@
 //     configures it, a start-up timeout) and waits for its ready frame.
 //     Process is the handle: its buffered pipe ends (W, R), Kill, Exited,
 //     and what is known of how it ended (ExitCode, ExitSummary, Stderr).
+//     With Spec.Poll the parent's ends are RawPipes, read and written with
+//     raw system calls and waited for in the runtime's poller; a child
+//     makes its own ends RawPipes with NewRawPipe and RawPipeOf.
 //   - WriteFrame, WriteJSONFrame and ReadFrame are the wire format: one type
 //     byte, a 4-byte big-endian length, the payload; the reader bounds
 //     each frame's size by its type.

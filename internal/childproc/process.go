@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,6 +51,13 @@ type Spec struct {
 	// Class names the kind of child for Counts ("wasm", "starlark"); empty:
 	// not counted.
 	Class string
+	// Poll makes the parent's ends of the pipes RawPipes: a call waiting
+	// for its answer parks its goroutine in the runtime's poller rather
+	// than hold a thread in a blocking read(2), and neither side's reads
+	// and writes wake the runtime's monitor thread (docs/RATIONALE.md,
+	// "Why does the worker wait for a WebAssembly child in the poller?").
+	// Without it, the ends are Pipe's.
+	Poll bool
 
 	// noNamespaces starts the child without namespaces of its own whatever
 	// the system allows, for the benchmark that measures what they cost.
@@ -79,8 +88,8 @@ type Process struct {
 	R *bufio.Reader // the child's stdout
 
 	cmd    *exec.Cmd
-	stdin  *os.File // the parent's ends of the pipes
-	stdout *os.File
+	stdin  io.Closer // the parent's ends of the pipes
+	stdout io.Closer
 	outFD  int // stdout's descriptor, for Spin
 	stderr *HeadBuffer
 	exited chan struct{}
@@ -106,12 +115,30 @@ func Start(ctx context.Context, spec Spec) (*Process, []byte, error) {
 		stdin:  parentOut,
 		stdout: parentIn,
 		outFD:  int(parentIn.Fd()),
-		W:      bufio.NewWriterSize(parentOut, 64*KiB),
-		R:      bufio.NewReaderSize(parentIn, 64*KiB),
 		stderr: &HeadBuffer{Max: stderrKept},
 		exited: make(chan struct{}),
 		counts: countsOf(spec.Class),
 	}
+	var r io.Reader = parentIn
+	var w io.Writer = parentOut
+	if spec.Poll {
+		in, err1 := RawPipeOf(parentIn)
+		out, err2 := RawPipeOf(parentOut)
+		if err := errors.Join(err1, err2); err != nil {
+			childIn.Close()
+			childOut.Close()
+			for _, end := range []*RawPipe{in, out} {
+				if end != nil {
+					end.Close()
+				}
+			}
+			return nil, nil, err
+		}
+		p.stdin, p.stdout, w, r = out, in, out, in
+		p.outFD = in.fd
+	}
+	p.W = bufio.NewWriterSize(w, 64*KiB)
+	p.R = bufio.NewReaderSize(r, 64*KiB)
 	p.namespaced = !spec.noNamespaces && tryNamespaces()
 	env := []string{} // empty, not inherited
 	if p.namespaced {
@@ -205,8 +232,10 @@ func (p *Process) handshake(hello []byte) ([]byte, error) {
 // Pipe is os.Pipe without the runtime's poller: a call's goroutine reads
 // its child's answer with one blocking read(2), which costs less per call
 // than a non-blocking read, a park and a wake-up through epoll
-// (docs/RATIONALE.md, "What does a call cost?" under Starlark). A read
-// still ends when the child dies, as its end of the pipe closes.
+// (docs/RATIONALE.md, "What does a call cost?" under Starlark; measured
+// one call at a time: Spec.Poll is the other way, which WebAssembly
+// children use). A read still ends when the child dies, as its end of the
+// pipe closes.
 func Pipe() (r, w *os.File, err error) {
 	var fds [2]int
 	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
@@ -224,17 +253,21 @@ func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
 // answer within microseconds spins before its blocking read, so that the
 // answer does not also wait for its thread to be woken and scheduled (tens
 // of microseconds on a virtual machine). Between polls it yields the CPU
-// to any other thread that is ready to run on it.
+// to any other thread that is ready to run on it. Its system calls are raw
+// (neither waits), so that a child's spin does not wake the runtime's
+// monitor thread (RawPipe).
 func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
 	if r.Buffered() > 0 {
 		return true
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	var zero unix.Timespec
 	for start := time.Now(); time.Since(start) < d; {
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 {
+		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if errno == 0 && n > 0 {
 			return true
 		}
-		unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	return false
 }

@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -300,4 +305,95 @@ func stop(r runner) {
 	if c, ok := r.(*child); ok {
 		<-c.proc.Exited()
 	}
+}
+
+// BenchmarkWarmCallsParallel is callers sharing a Go guest's 4 warm child
+// processes (16 callers: a worker's share of `bench call --concurrency 64`
+// through the pool; 2: the calls one user may run at once on a 2-CPU
+// worker), with the CPU time and the voluntary context switches per call of
+// the children and of this process, read from /proc.
+func BenchmarkWarmCallsParallel(b *testing.B) {
+	const instances = 4
+	for _, callers := range []int{2, 16} {
+		b.Run(fmt.Sprintf("callers-%d", callers), func(b *testing.B) {
+			r := newTestRuntime(b, isolated(b, DefaultConfig()))
+			m := load(b, r, guestWasm(b, goAdd), Spec{Export: "add", Concurrency: instances})
+			defer m.Close(context.Background())
+			ctx := context.Background()
+			var wg sync.WaitGroup
+			for range instances { // every instance warm, the guest's start-up done
+				wg.Go(func() { m.Call(ctx, []byte("[1, 2]")) })
+			}
+			wg.Wait()
+			self := os.Getpid()
+			before, beforeSelf := procUsage(childPIDs(self)), procUsage([]int{self})
+			b.ResetTimer()
+			var n atomic.Int64
+			n.Store(int64(b.N))
+			for range callers {
+				wg.Go(func() {
+					for n.Add(-1) >= 0 {
+						if out, err := m.Call(ctx, []byte("[1, 2]")); err != nil || string(out) != "3" {
+							b.Errorf("got %q, %v", out, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			after, afterSelf := procUsage(childPIDs(self)), procUsage([]int{self})
+			calls := float64(b.N)
+			b.ReportMetric(float64(after.cpu-before.cpu)/calls/1e3, "child-µs/call")
+			b.ReportMetric(float64(after.switches-before.switches)/calls, "child-cs/call")
+			b.ReportMetric(float64(afterSelf.cpu-beforeSelf.cpu)/calls/1e3, "parent-µs/call")
+			b.ReportMetric(float64(afterSelf.switches-beforeSelf.switches)/calls, "parent-cs/call")
+		})
+	}
+}
+
+// usage is processes' CPU time (ns) and voluntary context switches.
+type usage struct{ cpu, switches int64 }
+
+// childPIDs are the descendants of pid, from /proc.
+func childPIDs(pid int) []int {
+	var pids []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		data, _ := os.ReadFile(t)
+		for _, f := range strings.Fields(string(data)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				pids = append(pids, c)
+				pids = append(pids, childPIDs(c)...)
+			}
+		}
+	}
+	return pids
+}
+
+// procUsage sums the usage of pids, each over all its threads, from /proc.
+func procUsage(pids []int) usage {
+	var u usage
+	for _, pid := range pids {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // gone
+		}
+		_, rest, _ := strings.Cut(string(stat), ") ")
+		f := strings.Fields(rest)
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		u.cpu += (ut + st) * 1e7 // clock ticks of 10 ms
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+		for _, t := range tasks {
+			data, _ := os.ReadFile(t)
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+					n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+					u.switches += n
+				}
+			}
+		}
+	}
+	return u
 }

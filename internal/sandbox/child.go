@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/hivemind/taskworker/internal/callhost"
@@ -153,13 +152,21 @@ func ChildMain() int {
 		fmt.Fprintln(os.Stderr, "wasm child:", err)
 		return childExitSetup
 	}
-	stdin, err := pollableStdin()
+	// Both pipes are read and written with raw system calls, waiting in
+	// the poller: see childproc.RawPipe, and docs/RATIONALE.md, "Why does
+	// a child read and write its pipes with raw system calls?".
+	stdin, err := childproc.NewRawPipe(0, "stdin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wasm child:", err)
+		return childExitSetup
+	}
+	stdout, err := childproc.RawPipeOf(outFile)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wasm child:", err)
 		return childExitSetup
 	}
 	in := bufio.NewReaderSize(stdin, 64*KiB)
-	out := bufio.NewWriterSize(outFile, 64*KiB)
+	out := bufio.NewWriterSize(stdout, 64*KiB)
 	typ, payload, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })
 	if err != nil || typ != childproc.FrameHello || len(payload) < 4 {
 		fmt.Fprintf(os.Stderr, "wasm child: no valid hello from the parent (frame %q, %v)\n", typ, err)
@@ -336,20 +343,4 @@ type pipeHost struct{ c *childServer }
 func (h pipeHost) Log(_ context.Context, level slog.Level, msg string) {
 	// A broken pipe shows at the call's result.
 	_ = childproc.WriteJSONFrame(h.c.out, frameLog, logMsg{Level: level, Msg: msg})
-}
-
-// pollableStdin is the child's input read through the Go runtime's poller:
-// while the child waits for its next call, its one thread sleeps in
-// epoll_wait with the process's only P idle, and the runtime's monitor
-// thread sleeps too. A blocking read(2), as os.Stdin does on a pipe, leaves
-// the P in a system call, which the monitor takes back from the thread
-// after 20 µs (and checks on every 20 µs while calls come): most of what a
-// call cost the child once calls came from many callers, as futex wake-ups
-// and timer sleeps (docs/RATIONALE.md, "Why does a child wait for its calls
-// in the poller?").
-func pollableStdin() (*os.File, error) {
-	if err := syscall.SetNonblock(0, true); err != nil {
-		return nil, fmt.Errorf("stdin non-blocking: %w", err)
-	}
-	return os.NewFile(0, "stdin"), nil
 }

@@ -90,7 +90,10 @@
 //     its next call for up to twice the last gap (under 1 ms) instead of
 //     sleeping, yielding the CPU between polls: CPU spent to save the
 //     wake-ups that were most of a call's cost on a virtual machine. With
-//     more calls in flight neither polls.
+//     more calls in flight neither polls. Both sides read and write the
+//     pipes with raw system calls and wait in the Go runtime's poller
+//     (childproc.RawPipe), so that a call wakes neither side's runtime
+//     monitor thread: a warm call costs the child one wake-up.
 //   - With child processes, Spec.Memory bounds linear memory exactly,
 //     as in process; the process's Go heap is capped at about twice that
 //     plus 32 MiB (a grow copies the memory), and its address space above

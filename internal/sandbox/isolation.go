@@ -49,7 +49,7 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 		timeout = defaultChildStartTimeout
 	}
 	proc, payload, err := childproc.Start(ctx, childproc.Spec{
-		Command: cfg.ChildCommand, Hello: hello, StartTimeout: timeout, Track: m.sup.Track, Class: "wasm",
+		Command: cfg.ChildCommand, Hello: hello, StartTimeout: timeout, Track: m.sup.Track, Class: "wasm", Poll: true,
 	})
 	switch {
 	case errors.Is(err, childproc.ErrClosed), errors.Is(err, childproc.ErrUnconfined):
