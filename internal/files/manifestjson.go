@@ -1,8 +1,9 @@
 package files
 
 import (
-	"encoding/json"
 	"strconv"
+
+	"github.com/hivemind/taskworker/internal/jsonenc"
 )
 
 // The manifest and the file record are encoded by hand, to the bytes
@@ -14,17 +15,17 @@ import (
 // appendRecordFields appends r's fields, without braces.
 func appendRecordFields(b []byte, r *fileRecord) []byte {
 	b = append(b, `"id":`...)
-	b = appendJSONString(b, r.FileID)
+	b = jsonenc.AppendString(b, r.FileID)
 	b = append(b, `,"name":`...)
-	b = appendJSONString(b, r.Filename)
+	b = jsonenc.AppendString(b, r.Filename)
 	b = append(b, `,"version":`...)
 	b = strconv.AppendInt(b, r.Version, 10)
 	b = append(b, `,"size":`...)
 	b = strconv.AppendInt(b, r.Size, 10)
 	b = append(b, `,"sha256":`...)
-	b = appendJSONString(b, r.SHA256)
+	b = jsonenc.AppendString(b, r.SHA256)
 	b = append(b, `,"layout":`...)
-	b = appendJSONString(b, r.Layout)
+	b = jsonenc.AppendString(b, r.Layout)
 	b = append(b, `,"block_size":`...)
 	b = strconv.AppendInt(b, int64(r.BlockSize), 10)
 	b = append(b, `,"created_ms":`...)
@@ -52,15 +53,15 @@ func encodeManifest(m *manifest) []byte {
 	b = append(b, '{')
 	b = appendRecordFields(b, &m.fileRecord)
 	b = append(b, `,"owner":`...)
-	b = appendJSONString(b, m.Owner)
+	b = jsonenc.AppendString(b, m.Owner)
 	b = append(b, `,"write_id":`...)
-	b = appendJSONString(b, m.WriteID)
+	b = jsonenc.AppendString(b, m.WriteID)
 	if m.Key != "" {
 		b = append(b, `,"key":`...)
-		b = appendJSONString(b, m.Key)
+		b = jsonenc.AppendString(b, m.Key)
 	}
 	b = append(b, `,"sums":`...)
-	b = appendJSONString(b, m.Sums)
+	b = jsonenc.AppendString(b, m.Sums)
 	b = append(b, `,"workers":`...)
 	if m.Workers == nil {
 		b = append(b, "null"...)
@@ -70,7 +71,7 @@ func encodeManifest(m *manifest) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, w)
+			b = jsonenc.AppendString(b, w)
 		}
 		b = append(b, ']')
 	}
@@ -100,7 +101,7 @@ func encodeManifest(m *manifest) []byte {
 	}
 	if m.Inline != "" {
 		b = append(b, `,"inline":`...)
-		b = appendJSONString(b, m.Inline)
+		b = jsonenc.AppendString(b, m.Inline)
 	}
 	if m.Segments != 0 {
 		b = append(b, `,"segments":`...)
@@ -111,20 +112,4 @@ func encodeManifest(m *manifest) []byte {
 		b = strconv.AppendInt(b, int64(m.SegmentBlocks), 10)
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s quoted as encoding/json quotes it: as it is
-// when every byte is printable ASCII that JSON and encoding/json's HTML
-// escaping leave alone (ids, hashes, base64: nearly every string here),
-// else through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }

@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hivemind/taskworker/internal/egress"
+	"github.com/hivemind/taskworker/internal/jsonenc"
 	"github.com/hivemind/taskworker/internal/keyring"
 )
 
@@ -141,46 +142,30 @@ func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (str
 // FuzzTokenClaimsJSON check it against encoding/json.
 func (t *tokenClaims) appendJSON(b []byte) []byte {
 	b = append(b, `{"w":`...)
-	b = appendJSONString(b, t.Worker)
+	b = jsonenc.AppendString(b, t.Worker)
 	b = append(b, `,"o":`...)
-	b = appendJSONString(b, t.Owner)
+	b = jsonenc.AppendString(b, t.Owner)
 	b = append(b, `,"f":`...)
-	b = appendJSONString(b, t.Function)
+	b = jsonenc.AppendString(b, t.Function)
 	b = append(b, `,"c":`...)
-	b = appendJSONString(b, t.Caller)
+	b = jsonenc.AppendString(b, t.Caller)
 	if len(t.AllowHosts) > 0 {
 		b = append(b, `,"h":[`...)
 		for i, h := range t.AllowHosts {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, h)
+			b = jsonenc.AppendString(b, h)
 		}
 		b = append(b, ']')
 	}
 	b = append(b, `,"e":`...)
 	b = strconv.AppendInt(b, t.Expires, 10)
 	b = append(b, `,"r":`...)
-	b = appendJSONString(b, t.Replica)
+	b = jsonenc.AppendString(b, t.Replica)
 	b = append(b, `,"n":`...)
-	b = appendJSONString(b, t.Nonce)
+	b = jsonenc.AppendString(b, t.Nonce)
 	return append(b, '}')
-}
-
-// appendJSONString appends s quoted as encoding/json quotes it: as it is
-// when every byte is printable ASCII that JSON and encoding/json's HTML
-// escaping leave alone (names, hosts, base64: nearly every string of a
-// token), else through encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // sign appends payload's HMAC to dst.
