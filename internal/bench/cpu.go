@@ -38,28 +38,15 @@ func ThisProcess(name string) Meter {
 // its CPU with it, so a run that starts and kills processes is
 // undercounted.
 func Process(name string, descendants bool, pids ...int) Meter {
-	return Meter{Name: name, Read: func() (time.Duration, error) {
-		procs, err := readProcs()
-		if err != nil {
-			return 0, err
-		}
-		var total time.Duration
-		for _, pid := range pids {
-			p, ok := procs[pid]
-			if !ok {
-				return 0, fmt.Errorf("process %d has ended", pid)
-			}
-			total += p.cpu
-			if descendants {
-				total += procs.below(pid)
-			}
-		}
-		return total, nil
-	}}
+	return treeMeter(name, true, descendants, pids)
 }
 
 // Children meters every process below pids, not pids themselves.
-func Children(name string, pids ...int) Meter {
+func Children(name string, pids ...int) Meter { return treeMeter(name, false, true, pids) }
+
+// treeMeter meters pids themselves (self: an error once one has ended),
+// the processes below them (below), or both.
+func treeMeter(name string, self, below bool, pids []int) Meter {
 	return Meter{Name: name, Read: func() (time.Duration, error) {
 		procs, err := readProcs()
 		if err != nil {
@@ -67,7 +54,16 @@ func Children(name string, pids ...int) Meter {
 		}
 		var total time.Duration
 		for _, pid := range pids {
-			total += procs.below(pid)
+			if self {
+				p, ok := procs[pid]
+				if !ok {
+					return 0, fmt.Errorf("process %d has ended", pid)
+				}
+				total += p.cpu
+			}
+			if below {
+				total += procs.below(pid)
+			}
 		}
 		return total, nil
 	}}

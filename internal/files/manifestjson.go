@@ -63,18 +63,7 @@ func encodeManifest(m *manifest) []byte {
 	b = append(b, `,"sums":`...)
 	b = jsonenc.AppendString(b, m.Sums)
 	b = append(b, `,"workers":`...)
-	if m.Workers == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i, w := range m.Workers {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonenc.AppendString(b, w)
-		}
-		b = append(b, ']')
-	}
+	b = jsonenc.AppendStrings(b, m.Workers)
 	b = append(b, `,"placement":`...)
 	if m.Placement == nil {
 		b = append(b, "null"...)

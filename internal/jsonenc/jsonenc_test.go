@@ -32,3 +32,12 @@ func FuzzAppendString(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendStrings(t *testing.T) {
+	for _, ss := range [][]string{nil, {}, {"a"}, {"a", "<b>", "\xff"}} {
+		want, _ := json.Marshal(ss)
+		if got := jsonenc.AppendStrings(nil, ss); !bytes.Equal(got, want) {
+			t.Errorf("AppendStrings(%q) = %s, want %s", ss, got, want)
+		}
+	}
+}

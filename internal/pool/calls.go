@@ -150,14 +150,8 @@ func (t *tokenClaims) appendJSON(b []byte) []byte {
 	b = append(b, `,"c":`...)
 	b = jsonenc.AppendString(b, t.Caller)
 	if len(t.AllowHosts) > 0 {
-		b = append(b, `,"h":[`...)
-		for i, h := range t.AllowHosts {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = jsonenc.AppendString(b, h)
-		}
-		b = append(b, ']')
+		b = append(b, `,"h":`...)
+		b = jsonenc.AppendStrings(b, t.AllowHosts)
 	}
 	b = append(b, `,"e":`...)
 	b = strconv.AppendInt(b, t.Expires, 10)

@@ -103,32 +103,65 @@ class Order:
             self._down_until[i] = 0.0
 
 
-def _remaining(deadline):
-    return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+class _Tries:
+    """The pools a unary call tries, in order, each with what is left of
+    the call's timeout: the next only after a failure that allows one
+    (retriable) and while time is left. After the last, last is the
+    error to raise."""
+
+    def __init__(self, order, method, timeout):
+        self._order, self._method = order, method
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self.last = None
+
+    def __iter__(self):
+        for i in self._order.next():
+            if self.last is not None and self._deadline is not None and time.monotonic() >= self._deadline:
+                return
+            yield i, None if self._deadline is None else max(self._deadline - time.monotonic(), 0.001)
+
+    def failed(self, i, err):
+        """Record err from pool i; raise it if no other pool may be tried."""
+        if never_sent(err):
+            self._order.down(i)
+        if not retriable(err, self._method):
+            raise err
+        self.last = err
+
+    def succeeded(self, i):
+        self._order.up(i)
 
 
-class Channel(grpc.Channel):
-    """Blocking channels to several pools as one grpc.Channel."""
+class _Spread:
+    """What Channel and AioChannel share: the channels, the order of the
+    pools, and streaming calls, each to the first pool in that order."""
 
     def __init__(self, channels):
         self._chs = channels
         self._order = Order(len(channels))
 
-    def unary_unary(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.unary_unary(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return _UnaryUnary(method, calls, self._order)
+    def _each(self, kind, method, args, kw):
+        return [getattr(ch, kind)(method, *args, **kw) for ch in self._chs]
 
-    def unary_stream(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.unary_stream(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
+    def _first(self, kind, method, args, kw):
+        calls = self._each(kind, method, args, kw)
         return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
 
-    def stream_unary(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.stream_unary(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
+    def unary_stream(self, method, *args, **kw):
+        return self._first("unary_stream", method, args, kw)
 
-    def stream_stream(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.stream_stream(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
+    def stream_unary(self, method, *args, **kw):
+        return self._first("stream_unary", method, args, kw)
+
+    def stream_stream(self, method, *args, **kw):
+        return self._first("stream_stream", method, args, kw)
+
+
+class Channel(_Spread, grpc.Channel):
+    """Blocking channels to several pools as one grpc.Channel."""
+
+    def unary_unary(self, method, *args, **kw):
+        return _UnaryUnary(method, self._each("unary_unary", method, args, kw), self._order)
 
     def subscribe(self, callback, try_to_connect=False):
         for ch in self._chs:
@@ -155,23 +188,16 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         self._method, self._calls, self._order = method, calls, order
 
     def _invoke(self, how, request, timeout, kw):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
-        for i in self._order.next():
-            if last is not None and deadline is not None and time.monotonic() >= deadline:
-                break
+        tries = _Tries(self._order, self._method, timeout)
+        for i, remaining in tries:
             try:
-                out = getattr(self._calls[i], how)(request, timeout=_remaining(deadline), **kw)
+                out = getattr(self._calls[i], how)(request, timeout=remaining, **kw)
             except grpc.RpcError as e:
-                if never_sent(e):
-                    self._order.down(i)
-                if not retriable(e, self._method):
-                    raise
-                last = e
+                tries.failed(i, e)
                 continue
-            self._order.up(i)
+            tries.succeeded(i)
             return out
-        raise last
+        raise tries.last
 
     def __call__(self, request, timeout=None, **kw):
         return self._invoke("__call__", request, timeout, kw)
@@ -184,30 +210,13 @@ class _UnaryUnary(grpc.UnaryUnaryMultiCallable):
         return self._calls[self._order.next()[0]].future(request, timeout=timeout, **kw)
 
 
-class AioChannel(grpc.aio.Channel):
+class AioChannel(_Spread, grpc.aio.Channel):
     """grpc.aio channels to several pools as one: the same rules. A unary
     call returns a coroutine rather than a grpc.aio.Call, so `await` works
     and the call's metadata methods do not."""
 
-    def __init__(self, channels):
-        self._chs = channels
-        self._order = Order(len(channels))
-
-    def unary_unary(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.unary_unary(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return _AioUnaryUnary(method, calls, self._order)
-
-    def unary_stream(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.unary_stream(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
-
-    def stream_unary(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.stream_unary(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
-
-    def stream_stream(self, method, request_serializer=None, response_deserializer=None, **kw):
-        calls = [ch.stream_stream(method, request_serializer, response_deserializer, **kw) for ch in self._chs]
-        return lambda *a, **k: calls[self._order.next()[0]](*a, **k)
+    def unary_unary(self, method, *args, **kw):
+        return _AioUnaryUnary(method, self._each("unary_unary", method, args, kw), self._order)
 
     def get_state(self, try_to_connect=False):
         states = [ch.get_state(try_to_connect) for ch in self._chs]
@@ -241,20 +250,13 @@ class _AioUnaryUnary(grpc.aio.UnaryUnaryMultiCallable):
         return self._invoke(request, timeout, kw)
 
     async def _invoke(self, request, timeout, kw):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = None
-        for i in self._order.next():
-            if last is not None and deadline is not None and time.monotonic() >= deadline:
-                break
+        tries = _Tries(self._order, self._method, timeout)
+        for i, remaining in tries:
             try:
-                out = await self._calls[i](request, timeout=_remaining(deadline), **kw)
+                out = await self._calls[i](request, timeout=remaining, **kw)
             except grpc.RpcError as e:
-                if never_sent(e):
-                    self._order.down(i)
-                if not retriable(e, self._method):
-                    raise
-                last = e
+                tries.failed(i, e)
                 continue
-            self._order.up(i)
+            tries.succeeded(i)
             return out
-        raise last
+        raise tries.last
