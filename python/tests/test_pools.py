@@ -125,15 +125,10 @@ class _Stopping(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(answer)
 
 
-@pytest.fixture
-def stopping_pool(network):
-    """A TLS server with a certificate of the network's CA for 127.0.0.1,
-    answering every call UNAVAILABLE."""
-    pool_dir = os.path.join(network["home"], "pool")
-    with open(os.path.join(pool_dir, "ca.key"), "rb") as f:
-        ca_key = serialization.load_pem_private_key(f.read(), None)
-    with open(os.path.join(pool_dir, "ca.crt"), "rb") as f:
-        ca = x509.load_pem_x509_certificate(f.read())
+def _serve_stopping(ca_key, ca):
+    """A TLS server with a certificate ca_key signs for 127.0.0.1,
+    answering every call UNAVAILABLE; returns its address, its handler and
+    its server."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "taskworker-pool")]))
@@ -148,8 +143,42 @@ def stopping_pool(network):
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
         cert.public_bytes(serialization.Encoding.PEM))]))
     server.start()
-    yield f"127.0.0.1:{port}", handler
+    return f"127.0.0.1:{port}", handler, server
+
+
+@pytest.fixture
+def stopping_pool(network):
+    """A pool of the network (its certificate from the network's CA)
+    answering every call UNAVAILABLE."""
+    pool_dir = os.path.join(network["home"], "pool")
+    with open(os.path.join(pool_dir, "ca.key"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    with open(os.path.join(pool_dir, "ca.crt"), "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    addr, handler, server = _serve_stopping(ca_key, ca)
+    yield addr, handler
     server.stop(None)
+
+
+# A pool in the list whose certificate another CA issued (a server
+# someone put there to collect tokens and calls) gets no call: its
+# handshake fails, and the calls go to the network's pool.
+def test_a_pool_with_another_cas_certificate_gets_no_call(network):
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "another CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+          .not_valid_after(now + datetime.timedelta(hours=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    addr, handler, server = _serve_stopping(ca_key, ca)
+    try:
+        with taskworker.Client(pool_address=f"{addr},{_pool(network)}") as c:
+            assert [c.call("add", i, 1) for i in range(4)] == [1, 2, 3, 4]
+            assert c.resolve("add.fn.taskworker.internal") == ["127.0.0.1"]
+        assert handler.calls == {}
+    finally:
+        server.stop(None)
 
 
 def test_read_only_calls_go_on_and_others_are_sent_once(network, stopping_pool):
