@@ -42,11 +42,91 @@ type Exchange struct {
 // *CallError when the child was killed, died or broke the protocol; keep
 // reports whether p may serve another call.
 func (p *Process) Call(ctx context.Context, x Exchange) (result, errFrame []byte, keep bool, err error) {
-	callCtx, cancel := context.WithTimeout(ctx, x.Limits.Timeout)
-	defer cancel()
 	start := time.Now()
+	stop := p.arm(ctx, x.Limits.Timeout)
+	if err := WriteFrame(p.W, x.Frame, x.Payload); err != nil {
+		return p.answered(ctx, x, start, stop, 0, nil, fmt.Errorf("%w: %w", errNotSent, err))
+	}
+	typ, payload, err := p.answer(x)
+	return p.answered(ctx, x, start, stop, typ, payload, err)
+}
+
+// Queued is one call of a batch (CallBatch).
+type Queued struct {
+	Ctx context.Context
+	Exchange
+	// Begin, if set, is called when the child starts the call (as the
+	// call before it answered) and says whether its caller still waits
+	// for it; if not, the call runs under its own time limit only, as
+	// the caller's context no longer matters.
+	Begin func() bool
+	// End is given the call's outcome, as Call returns it, as soon as it
+	// is known: a call the child never started (it died or was killed
+	// during an earlier call of the batch) ends with a *CallError whose
+	// NotSent is true, safe to run on another child.
+	End func(result, errFrame []byte, keep bool, err error)
+}
+
+// CallBatch writes the call frames of several calls to p in one write
+// and reads the child's answers, which come in order: the child runs the
+// calls one at a time, each as soon as the one before it answered, so each
+// call's limits run from the answer before it (the first's from now). A
+// child then wakes once for the batch rather than once per call. Each
+// call's End is called in turn; CallBatch reports whether p may serve
+// another call. The frames of a batch must fit in the pipe's buffer
+// together (a few tens of KiB), as the child answers while they are
+// written.
+func (p *Process) CallBatch(calls []Queued) (keep bool) {
+	start := time.Now()
+	first := calls[0]
+	stop := p.arm(first.Ctx, first.Limits.Timeout)
+	for _, q := range calls {
+		BufferFrame(p.W, q.Frame, q.Payload)
+	}
+	err := p.W.Flush()
+	for i, q := range calls {
+		ctx := q.Ctx
+		if i > 0 {
+			start = time.Now()
+			if q.Begin != nil && !q.Begin() {
+				ctx = context.WithoutCancel(ctx)
+			}
+			stop = p.arm(ctx, q.Limits.Timeout)
+		}
+		var typ byte
+		var payload []byte
+		if err != nil {
+			err = fmt.Errorf("%w: %w", errNotSent, err)
+		} else {
+			typ, payload, err = p.answer(q.Exchange)
+		}
+		result, errFrame, keep, err := p.answered(ctx, q.Exchange, start, stop, typ, payload, err)
+		q.End(result, errFrame, keep, err)
+		if !keep {
+			for _, rest := range calls[i+1:] {
+				rest.End(nil, nil, false, &CallError{Limits: rest.Limits, Err: errNotStarted, Exit: p.ExitSummary() + p.StderrSummary()})
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// arm kills p when a call's time is up, or its caller's context ends; the
+// function returned disarms it and reports whether it had not fired.
+func (p *Process) arm(ctx context.Context, timeout time.Duration) func() bool {
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
 	stop := context.AfterFunc(callCtx, p.Kill)
-	typ, payload, err := p.exchange(x)
+	return func() bool {
+		disarmed := stop()
+		cancel()
+		return disarmed
+	}
+}
+
+// answered is a call's outcome from its answer (typ, payload) or the
+// error that came instead.
+func (p *Process) answered(ctx context.Context, x Exchange, start time.Time, stop func() bool, typ byte, payload []byte, err error) (result, errFrame []byte, keep bool, _ error) {
 	killed := !stop()
 	switch {
 	case err == nil && typ == FrameResult:
@@ -84,11 +164,8 @@ func CallerFirst(ctx context.Context, start time.Time, timeout time.Duration) bo
 
 var errResultTooLarge = errors.New("result frame over the output limit")
 
-// exchange writes the call and reads the child's frames until its answer.
-func (p *Process) exchange(x Exchange) (byte, []byte, error) {
-	if err := WriteFrame(p.W, x.Frame, x.Payload); err != nil {
-		return 0, nil, fmt.Errorf("%w: %w", errNotSent, err)
-	}
+// answer reads the child's frames of a call until its answer.
+func (p *Process) answer(x Exchange) (byte, []byte, error) {
 	limit := func(typ byte) int {
 		switch {
 		case typ == FrameResult:
@@ -127,6 +204,10 @@ func (p *Process) exchange(x Exchange) (byte, []byte, error) {
 // broken (it died while idle). Running the call on another child is safe.
 var errNotSent = errors.New("the call could not be sent to its process")
 
+// errNotStarted is a call of a batch the child never started: it died, or
+// was killed, during an earlier one. Running it on another child is safe.
+var errNotStarted = errors.New("the process ended before it started the call")
+
 // CallError is a call whose child was killed, died, or broke the protocol.
 // Its Sentinel says which of ErrTimeout, ErrCanceled, ErrOutputTooLarge
 // and ErrMemoryLimit it is, or is nil for a crash, which the payload wraps
@@ -141,9 +222,11 @@ type CallError struct {
 	callerDeadline bool
 }
 
-// NotSent reports whether the call never reached the child, so that
-// running it on another is safe.
-func (e *CallError) NotSent() bool { return e.Sentinel == nil && errors.Is(e.Err, errNotSent) }
+// NotSent reports whether the call never reached the child, or never
+// started in it, so that running it on another is safe.
+func (e *CallError) NotSent() bool {
+	return e.Sentinel == nil && (errors.Is(e.Err, errNotSent) || errors.Is(e.Err, errNotStarted))
+}
 
 func (e *CallError) Unwrap() error { return e.Sentinel }
 

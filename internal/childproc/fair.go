@@ -152,6 +152,9 @@ func (q *FairQueue) Acquire(ctx context.Context, tenant string) error {
 		ErrBusy, q.cfg.Slots, q.cfg.Noun, context.Cause(ctx))
 }
 
+// PerTenant is how many slots one tenant may hold at once.
+func (q *FairQueue) PerTenant() int { return q.cfg.PerTenant }
+
 // Release gives back a slot tenant holds.
 func (q *FairQueue) Release(tenant string) {
 	q.mu.Lock()

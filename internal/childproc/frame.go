@@ -14,12 +14,18 @@ var ErrFrameTooLarge = errors.New("frame too large")
 
 // WriteFrame writes one frame to w and flushes it.
 func WriteFrame(w *bufio.Writer, typ byte, payload []byte) error {
+	BufferFrame(w, typ, payload)
+	return w.Flush()
+}
+
+// BufferFrame writes one frame to w without flushing it: several frames
+// then go in one write. An error shows at the next Flush.
+func BufferFrame(w *bufio.Writer, typ byte, payload []byte) {
 	var hdr [5]byte
 	hdr[0] = typ
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
 	w.Write(hdr[:])
 	w.Write(payload)
-	return w.Flush()
 }
 
 // WriteJSONFrame writes one frame whose payload is v as JSON.

@@ -26,7 +26,7 @@ const echoChildArg = "__childproc-echo"
 // itself (allowed to run
 // unconfined when its hello says "allow"), reports its pid and what it did
 // in its ready frame, then answers each frame with the same payload until its
-// stdin closes.
+// stdin closes; a frame "hang" it never answers.
 func echoChild() int {
 	out, err := Attach(1)
 	if err != nil {
@@ -55,6 +55,9 @@ func echoChild() int {
 		_, payload, err := ReadFrame(in, limit)
 		if err != nil {
 			return 0
+		}
+		if string(payload) == "hang" {
+			select {}
 		}
 		if WriteFrame(w, FrameResult, payload) != nil {
 			return 1

@@ -457,6 +457,9 @@ func (s *Supervisor[K, C]) spare(k K) {
 	}
 }
 
+// PerTenant is how many children one tenant may hold at once.
+func (s *Supervisor[K, C]) PerTenant() int { return s.fair.PerTenant() }
+
 // Release gives back a healthy child, to serve its class's next call, and
 // the slot of the call it served.
 func (s *Supervisor[K, C]) Release(c C) {

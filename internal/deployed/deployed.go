@@ -212,8 +212,24 @@ func (r *Runner) Close(ctx context.Context) error {
 	return r.wasm.Close(ctx)
 }
 
-// WasmCalls returns the counts of the WebAssembly calls' FairQueue.
-func (r *Runner) WasmCalls() childproc.FairStats { return r.wasmCalls.Stats() }
+// WasmCalls returns the counts of the WebAssembly calls' FairQueue, with
+// the calls queued for a batch (sandbox.ModuleStats.Queued) among those
+// waiting.
+func (r *Runner) WasmCalls() childproc.FairStats {
+	st := r.wasmCalls.Stats()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range r.loading {
+		select {
+		case <-l.done:
+			if l.err == nil {
+				st.Waiting += l.mod.Stats().Queued
+			}
+		default:
+		}
+	}
+	return st
+}
 
 // Unloaded counts the versions unloaded because they were idle or memory
 // was short.
@@ -264,14 +280,10 @@ func (r *Runner) Call(ctx context.Context, caller string, d *v1.Deployment, args
 		return nil, err
 	}
 	defer r.done(l)
-	if err := r.wasmCalls.Acquire(ctx, caller); err != nil {
-		st := childproc.GRPCStatus(err)
-		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())
-	}
-	defer r.wasmCalls.Release(caller)
 	// The plugin's input is the call's arguments as the caller sent them
-	// (docs/ABI.md, "Arguments and results").
-	out, err := l.mod.CallFor(ctx, caller, args)
+	// (docs/ABI.md, "Arguments and results"); the call takes a turn among
+	// the worker's WebAssembly calls, then among the function's.
+	out, err := l.mod.CallThrough(ctx, r.wasmCalls, caller, args)
 	if err != nil {
 		st := childproc.GRPCStatus(err)
 		return nil, status.Errorf(st.Code(), "%s v%d: %s", d.Name, d.Version, st.Message())

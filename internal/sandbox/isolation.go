@@ -85,11 +85,31 @@ func (c *child) kill() {
 // run sends one call to the child and waits for its answer, killing the
 // child when the call's time is up.
 func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
-	m := c.m
 	// While no other call of this function runs, both sides spin for the
 	// other's next frame (callSpin).
-	quiet := m.running.Load() <= 1
-	x := childproc.Exchange{
+	quiet := c.m.running.Load() <= 1
+	cc, x := c.newCall(ctx, input, quiet)
+	defer cc.cancel()
+	return cc.finish(c.proc.Call(ctx, x))
+}
+
+// childCall is the parent's side of one call on a child: what it serves
+// the child during the call (log lines, secret reads, fetches), and how it
+// reads the child's answer.
+type childCall struct {
+	c              *child
+	ctx, hostCtx   context.Context
+	cancel         context.CancelFunc
+	lines, dropped int
+	budget         callhost.Budget
+}
+
+// newCall prepares a call of input on c for the caller's ctx: its
+// exchange with the child. quiet says no other call of the function runs
+// (callSpin). The caller calls cc.cancel once the call has ended.
+func (c *child) newCall(ctx context.Context, input []byte, quiet bool) (cc *childCall, x childproc.Exchange) {
+	m := c.m
+	x = childproc.Exchange{
 		Frame: frameCall, Payload: input,
 		Limits: m.spec.Limits,
 		Limit: func(typ byte) int {
@@ -106,43 +126,50 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 	if quiet {
 		x.Frame, x.Spin = frameCallQuiet, replySpin
 	}
-	lines, dropped := 0, 0
 	// The call's secret reads and fetches: under its time limit, and
 	// counted here again, as the child is not trusted to have.
-	hostCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
-	defer cancel()
-	var budget callhost.Budget
-	x.Serve = func(typ byte, payload []byte) error {
-		if typ == frameHostOp {
-			var op callhost.Op
-			if err := json.Unmarshal(payload, &op); err != nil {
-				return fmt.Errorf("bad host request frame: %w", err)
-			}
-			return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(hostCtx, callhost.From(ctx), &budget, op))
+	cc = &childCall{c: c, ctx: ctx}
+	cc.hostCtx, cc.cancel = context.WithTimeout(ctx, m.spec.Timeout)
+	x.Serve = cc.serve
+	return cc, x
+}
+
+// serve handles a frame the child sends during the call.
+func (cc *childCall) serve(typ byte, payload []byte) error {
+	c, m := cc.c, cc.c.m
+	if typ == frameHostOp {
+		var op callhost.Op
+		if err := json.Unmarshal(payload, &op); err != nil {
+			return fmt.Errorf("bad host request frame: %w", err)
 		}
-		if typ != frameLog {
-			return fmt.Errorf("unexpected %q frame during a call", typ)
-		}
-		var l logMsg
-		if err := json.Unmarshal(payload, &l); err != nil {
-			return fmt.Errorf("bad log frame: %w", err)
-		}
-		// The child cut and counted its lines already; a child is not
-		// trusted to have done so.
-		lines++
-		if lines > m.rt.cfg.MaxLogLinesPerCall || !m.logLimit.allow(time.Now()) {
-			dropped++
-			return nil
-		}
-		if len(l.Msg) > m.rt.cfg.MaxLogLine {
-			l.Msg = strings.ToValidUTF8(l.Msg[:m.rt.cfg.MaxLogLine], "") + " [cut]"
-		}
-		m.host.Log(ctx, min(max(l.Level, slog.LevelDebug), slog.LevelError), l.Msg)
+		return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(cc.hostCtx, callhost.From(cc.ctx), &cc.budget, op))
+	}
+	if typ != frameLog {
+		return fmt.Errorf("unexpected %q frame during a call", typ)
+	}
+	var l logMsg
+	if err := json.Unmarshal(payload, &l); err != nil {
+		return fmt.Errorf("bad log frame: %w", err)
+	}
+	// The child cut and counted its lines already; a child is not
+	// trusted to have done so.
+	cc.lines++
+	if cc.lines > m.rt.cfg.MaxLogLinesPerCall || !m.logLimit.allow(time.Now()) {
+		cc.dropped++
 		return nil
 	}
-	out, errFrame, keep, err := c.proc.Call(ctx, x)
-	if dropped > 0 {
-		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit", "export", m.spec.Export, "dropped", dropped)
+	if len(l.Msg) > m.rt.cfg.MaxLogLine {
+		l.Msg = strings.ToValidUTF8(l.Msg[:m.rt.cfg.MaxLogLine], "") + " [cut]"
+	}
+	m.host.Log(cc.ctx, min(max(l.Level, slog.LevelDebug), slog.LevelError), l.Msg)
+	return nil
+}
+
+// finish turns the child's answer (Process.Call's results) into the call's.
+func (cc *childCall) finish(out, errFrame []byte, keep bool, err error) ([]byte, bool, error) {
+	c, m, ctx := cc.c, cc.c.m, cc.ctx
+	if cc.dropped > 0 {
+		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit", "export", m.spec.Export, "dropped", cc.dropped)
 	}
 	switch {
 	case err == nil && errFrame == nil:
@@ -171,7 +198,7 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
 	}
 	ce := err.(*childproc.CallError)
-	if ce.Sentinel != nil {
+	if ce.Sentinel != nil || ce.NotSent() {
 		return nil, false, ce
 	}
 	m.rt.logger.WarnContext(ctx, "sandbox: a function's process died during a call", "export", m.spec.Export,

@@ -34,6 +34,12 @@ type Module struct {
 	sup     *childproc.Supervisor[struct{}, runner]
 	running atomic.Int32 // calls running
 
+	// The callers' calls waiting to be sent to a child in a batch, and
+	// the goroutines that send them (batch.go).
+	bmu     sync.Mutex
+	callers map[string]*callerCalls
+	drivers sync.WaitGroup
+
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
@@ -42,6 +48,8 @@ type Module struct {
 	// remade counts the instances child processes threw away and made
 	// again without a process start (a trap, a memory overrun).
 	remade atomic.Uint64
+	// batched counts the calls sent to a child in a batch of several.
+	batched atomic.Uint64
 }
 
 // runner runs a Module's calls one at a time: an instance in this process,
@@ -85,6 +93,11 @@ type ModuleStats struct {
 	Created   uint64 // instances created (with ChildCommand: processes started, one instance each, and instances a process made again)
 	Discarded uint64 // instances thrown away after a trap, timeout or memory overrun
 	Idle      int    // instances waiting for a call
+	// Queued counts the calls waiting for a batch (batch.go): a caller's
+	// calls beyond those its turns run. Batched counts the calls sent to a
+	// child together with others.
+	Queued  int
+	Batched uint64
 	// FromDisk counts the processes that read the module's compiled code
 	// from Config.CacheDir rather than compiling it (with ChildCommand).
 	FromDisk uint64
@@ -125,7 +138,15 @@ func (m *Module) Spec() Spec { return m.spec }
 // Stats returns the module's counters.
 func (m *Module) Stats() ModuleStats {
 	st := m.sup.Stats()
+	queued := 0
+	m.bmu.Lock()
+	for _, cs := range m.callers {
+		queued += len(cs.waiting)
+	}
+	m.bmu.Unlock()
 	return ModuleStats{
+		Queued:    queued,
+		Batched:   m.batched.Load(),
 		Calls:     m.calls.Load(),
 		Created:   st.Started + m.remade.Load(),
 		Discarded: st.Discarded + m.remade.Load(),
@@ -147,6 +168,19 @@ func (m *Module) Call(ctx context.Context, input []byte) ([]byte, error) {
 // are shared fairly between callers (childproc.FairQueue), so that one
 // caller's many calls delay only its own. Call is CallFor the empty caller.
 func (m *Module) CallFor(ctx context.Context, caller string, input []byte) ([]byte, error) {
+	return m.CallThrough(ctx, nil, caller, input)
+}
+
+// CallThrough is CallFor for a call that must also pass gate (if not nil)
+// before it takes an instance: the worker's bound on the calls of all its
+// functions running at once.
+//
+// With child processes, a caller's calls that wait for their turn while
+// the caller's others run are sent to a child together, up to maxBatch at
+// a time, when a turn comes: one turn, one pass through gate, one write and
+// one wake-up of the child for the batch, which then runs them one after
+// another (batch.go).
+func (m *Module) CallThrough(ctx context.Context, gate Gate, caller string, input []byte) ([]byte, error) {
 	if len(input) > m.spec.MaxInput {
 		return nil, fmt.Errorf("%w: the input is %d bytes, over this function's limit of %s: send less",
 			ErrInputTooLarge, len(input), formatBytes(int64(m.spec.MaxInput)))
@@ -159,27 +193,35 @@ func (m *Module) CallFor(ctx context.Context, caller string, input []byte) ([]by
 	m.inflight.Add(1)
 	m.mu.Unlock()
 	defer m.inflight.Done()
+	if m.wasm == nil || len(input) > maxBatchInput {
+		return m.callAlone(ctx, gate, caller, input)
+	}
+	return m.callBatched(ctx, gate, caller, input)
+}
 
-	r, err := m.acquire(ctx, caller)
+// callAlone runs one call on a runner of its own, once its turn (through
+// gate, then the module's) comes.
+func (m *Module) callAlone(ctx context.Context, gate Gate, caller string, input []byte) ([]byte, error) {
+	r, err := m.turn(ctx, gate, caller)
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
+	if gate != nil {
+		defer gate.Release(caller)
+	}
+	if ctx.Err() != nil {
 		m.sup.Release(r)
-		return nil, fmt.Errorf("%w before the function started: %w", ErrCanceled, ctx.Err())
-	case ctx.Err() != nil:
-		m.sup.Release(r)
-		return nil, fmt.Errorf("%w: the caller's deadline had passed before the function started: give the call more time", ErrTimeout)
+		return nil, notStarted(ctx)
 	}
 	m.calls.Add(1)
 	m.running.Add(1)
 	defer m.running.Add(-1)
 	out, keep, err := r.run(ctx, input)
-	for errors.Is(err, errExited) {
-		// The instance's last call exited (WASI proc_exit(0), which
-		// looks like success) and closed it; nothing ran: run on
-		// another. A new instance is never closed, so this ends.
+	for retry(err) {
+		// Nothing ran: run on another runner. The instance's last call
+		// exited (WASI proc_exit(0), which looks like success) and
+		// closed it, or the process died while idle; a new one
+		// neither, so this ends.
 		m.sup.Discard(r)
 		if r, err = m.acquire(ctx, caller); err != nil {
 			return nil, err
@@ -192,6 +234,37 @@ func (m *Module) CallFor(ctx context.Context, caller string, input []byte) ([]by
 		m.sup.Discard(r)
 	}
 	return out, err
+}
+
+// retry reports whether a runner's error says the call did not run, so
+// that running it on another runner is safe.
+func retry(err error) bool {
+	var ce *childproc.CallError
+	return errors.Is(err, errExited) || errors.As(err, &ce) && ce.NotSent()
+}
+
+// notStarted is the error of a call whose caller's context ended before
+// the call started.
+func notStarted(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("%w before the function started: %w", ErrCanceled, ctx.Err())
+	}
+	return fmt.Errorf("%w: the caller's deadline had passed before the function started: give the call more time", ErrTimeout)
+}
+
+// turn waits for a call's turn: through gate, then a runner of the
+// module's. The caller releases both.
+func (m *Module) turn(ctx context.Context, gate Gate, caller string) (runner, error) {
+	if gate != nil {
+		if err := gate.Acquire(ctx, caller); err != nil {
+			return nil, err
+		}
+	}
+	r, err := m.acquire(ctx, caller)
+	if err != nil && gate != nil {
+		gate.Release(caller)
+	}
+	return r, err
 }
 
 // acquire takes an idle runner, makes one, or waits for one.
@@ -338,6 +411,7 @@ func (m *Module) Close(ctx context.Context) error {
 	}
 	m.sup.Close() // ends the calls still running
 	<-drained
+	m.drivers.Wait()
 	return m.closeCompiled(context.WithoutCancel(ctx))
 }
 

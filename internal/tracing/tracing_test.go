@@ -52,7 +52,7 @@ func TestATraceCrossesARealCall(t *testing.T) {
 		func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			log.InfoContext(ctx, "serving", "method", info.FullMethod)
 			return h(ctx, req)
-		}))...)
+		}), grpc.WaitForHandlers(true))...)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	go srv.Serve(ln)
 	defer srv.Stop()
@@ -68,6 +68,9 @@ func TestATraceCrossesARealCall(t *testing.T) {
 	}
 	span.End()
 	traceID := span.SpanContext().TraceID()
+	// The server ends its span after it has answered: stop it, waiting
+	// for its handlers, before the exporter flushes and shuts down.
+	srv.GracefulStop()
 	if err := tr.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
