@@ -103,13 +103,24 @@ func (p *Process) CallBatch(calls []Queued) (keep bool) {
 		result, errFrame, keep, err := p.answered(ctx, q.Exchange, start, stop, typ, payload, err)
 		q.End(result, errFrame, keep, err)
 		if !keep {
-			for _, rest := range calls[i+1:] {
-				rest.End(nil, nil, false, &CallError{Limits: rest.Limits, Err: errNotStarted, Exit: p.ExitSummary() + p.StderrSummary()})
-			}
+			p.endBatch(calls[i+1:])
 			return false
 		}
 	}
 	return true
+}
+
+// endBatch ends the calls of a batch after the one whose failure killed
+// the child. The child may have gone on to some of them (when it had
+// answered that one: a result over its limit, or one that came as the
+// deadline passed), but none of their frames was read: none of their
+// requests to the host was served, so nothing of them reached outside the
+// child, and they are safe to run again on another.
+func (p *Process) endBatch(rest []Queued) {
+	exit := p.ExitSummary() + p.StderrSummary()
+	for _, q := range rest {
+		q.End(nil, nil, false, &CallError{Limits: q.Limits, Err: errNotStarted, Exit: exit})
+	}
 }
 
 // arm kills p when a call's time is up, or its caller's context ends; the
@@ -204,9 +215,10 @@ func (p *Process) answer(x Exchange) (byte, []byte, error) {
 // broken (it died while idle). Running the call on another child is safe.
 var errNotSent = errors.New("the call could not be sent to its process")
 
-// errNotStarted is a call of a batch the child never started: it died, or
-// was killed, during an earlier one. Running it on another child is safe.
-var errNotStarted = errors.New("the process ended before it started the call")
+// errNotStarted is a call of a batch the child died, or was killed,
+// before it answered an earlier one: none of its requests to the host was
+// served (endBatch), so running it on another child is safe.
+var errNotStarted = errors.New("the process ended before the call's turn in its batch")
 
 // CallError is a call whose child was killed, died, or broke the protocol.
 // Its Sentinel says which of ErrTimeout, ErrCanceled, ErrOutputTooLarge

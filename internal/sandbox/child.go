@@ -192,9 +192,7 @@ func ChildMain() int {
 	ctx := context.Background()
 	var spin callSpin
 	for {
-		spin.wait(in)
-		typ, input, err := childproc.ReadFrame(in, func(byte) int { return maxChildFrame })
-		spin.arrived()
+		typ, input, err := c.next(&spin)
 		if err == io.EOF {
 			return childExitOK
 		}
@@ -256,6 +254,10 @@ func (s *callSpin) arrived() {
 
 func (s *callSpin) replied() { s.last = time.Now() }
 
+// maxQueuedCalls bounds the calls a child keeps while it waits for a host
+// reply: a batch's, which the parent bounds too.
+const maxQueuedCalls = maxBatch
+
 // maxChildFrame bounds the frames a child reads from its trusted parent:
 // a module, or an input.
 const maxChildFrame = 256 * MiB
@@ -264,6 +266,30 @@ const maxChildFrame = 256 * MiB
 type childServer struct {
 	in  *bufio.Reader
 	out *bufio.Writer
+	// queued are the calls of a batch read while a call waited for a
+	// host reply, in order: the parent sends a batch's calls at once,
+	// before the replies to the first's requests.
+	queued []frame
+}
+
+// frame is one frame read.
+type frame struct {
+	typ     byte
+	payload []byte
+}
+
+// next returns the next call: one read while a host reply was awaited,
+// or the next frame on the pipe.
+func (c *childServer) next(spin *callSpin) (byte, []byte, error) {
+	if len(c.queued) > 0 {
+		f := c.queued[0]
+		c.queued = c.queued[1:]
+		return f.typ, f.payload, nil
+	}
+	spin.wait(c.in)
+	typ, payload, err := childproc.ReadFrame(c.in, func(byte) int { return maxChildFrame })
+	spin.arrived()
+	return typ, payload, err
 }
 
 // ask sends op to the parent and waits for its reply: a call's secret read
@@ -273,15 +299,20 @@ func (c *childServer) ask(_ context.Context, op callhost.Op) (callhost.Reply, er
 	if err := childproc.WriteJSONFrame(c.out, frameHostOp, op); err != nil {
 		return reply, err
 	}
-	typ, payload, err := childproc.ReadFrame(c.in, func(byte) int { return maxChildFrame })
-	switch {
-	case err != nil:
+	for {
+		typ, payload, err := childproc.ReadFrame(c.in, func(byte) int { return maxChildFrame })
+		switch {
+		case err != nil:
+			return reply, err
+		case (typ == frameCall || typ == frameCallQuiet) && len(c.queued) < maxQueuedCalls:
+			c.queued = append(c.queued, frame{typ, payload})
+			continue
+		case typ != frameHostReply:
+			return reply, fmt.Errorf("the parent answered a host request with a %q frame", typ)
+		}
+		err = json.Unmarshal(payload, &reply)
 		return reply, err
-	case typ != frameHostReply:
-		return reply, fmt.Errorf("the parent answered a host request with a %q frame", typ)
 	}
-	err = json.Unmarshal(payload, &reply)
-	return reply, err
 }
 
 // load loads the module and hardens the process: the compiled code is read

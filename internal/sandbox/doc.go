@@ -16,7 +16,9 @@
 //     Starlark runner's processes are), Module.CallFor one for a caller:
 //     the Spec.Concurrency instances are shared fairly between callers
 //     (childproc.FairQueue: all but one each, no more than the CPUs);
-//     Module.Close drains and releases it.
+//     Module.CallThrough one that must also pass the worker's Gate, its
+//     bound on the calls of all functions; Module.Close drains and
+//     releases it.
 //   - Host, the worker's side of the taskworker import namespace's log,
 //     per function, routed to a slog.Logger by SlogHost. What a call
 //     reaches outside (secret_get, http_fetch and http_body, with
@@ -56,7 +58,12 @@
 //     namespaces of its own where the system allows; without its seccomp
 //     filter it refuses, and Load fails with ErrUnconfined, unless
 //     Config.AllowUnconfined),
-//     serving one call at a time over pipes. A call past its deadline is
+//     serving one call at a time over pipes. A caller's calls that wait
+//     while its turns are taken go to a process together when a turn
+//     comes, up to 16 in one write (batch.go), and the process runs them
+//     one after another, each under its own limits; the calls of a batch
+//     behind one that killed its process run again on another (none of
+//     their requests to the host was served). A call past its deadline is
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a
 //     second boundary. A process whose instance trapped or outgrew its

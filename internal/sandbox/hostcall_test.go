@@ -127,6 +127,32 @@ func TestHostFunctionsReachOutThroughThePool(t *testing.T) {
 				}
 			})
 		}
+		if !cfg.isolated() {
+			return
+		}
+		// Calls sent to a child in one batch: the child reads the calls
+		// behind the first while it waits for the first's secret.
+		t.Run("reads in a batch", func(t *testing.T) {
+			m := load(t, r, wasm, Spec{Export: "secret", Concurrency: 1})
+			for round := 0; m.Stats().Batched == 0; round++ {
+				if round == 5 {
+					t.Fatalf("no batch formed in %d rounds of 8 calls at once: %+v", round, m.Stats())
+				}
+				var wg sync.WaitGroup
+				for range 8 {
+					wg.Go(func() {
+						c, end := call("reader")()
+						defer end()
+						c, cancel := context.WithTimeout(c, 30*time.Second)
+						defer cancel()
+						if out, err := m.Call(c, []byte("KEY")); err != nil || string(out) != string(key) {
+							t.Errorf("secret(KEY) = %s, %v; want the secret", out, err)
+						}
+					})
+				}
+				wg.Wait()
+			}
+		})
 	})
 	if got, _ := seen.Load("GET"); got != "Bearer "+string(token) && !t.Failed() {
 		t.Errorf("the outside server got Authorization %q, want the injected secret", got)
