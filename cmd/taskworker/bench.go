@@ -32,6 +32,7 @@ import (
 	"github.com/hivemind/taskworker/internal/localnet"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/pool"
+	"github.com/hivemind/taskworker/internal/rawio"
 )
 
 func benchCommand(e *env) *cobra.Command {
@@ -205,7 +206,7 @@ func startStandaloneWorker(ctx context.Context, plaintext bool) (*standaloneWork
 			return nil, err
 		}
 	}
-	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	w.conn, err = grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithContextDialer(rawio.Dial))
 	if err != nil {
 		w.stop()
 		return nil, err

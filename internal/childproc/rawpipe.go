@@ -2,12 +2,12 @@ package childproc
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/hivemind/taskworker/internal/rawio"
 )
 
 // RawPipe is a child's end of one of its pipes (stdin, or the protocol's
@@ -70,64 +70,13 @@ func RawPipeOf(f *os.File) (*RawPipe, error) {
 // Read reads what the pipe holds, up to len(b) bytes, waiting in the
 // poller until it holds something. It returns io.EOF once the other end is
 // closed and the pipe is empty.
-func (p *RawPipe) Read(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	var n int
-	var errno syscall.Errno
-	err := p.rc.Read(func(fd uintptr) bool {
-		n, errno = rawIO(syscall.SYS_READ, fd, b)
-		return errno != syscall.EAGAIN
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case errno != 0:
-		return 0, os.NewSyscallError("read", errno)
-	case n == 0:
-		return 0, io.EOF
-	}
-	return n, nil
-}
+func (p *RawPipe) Read(b []byte) (int, error) { return rawio.Read(p.rc, b) }
 
 // Write writes all of b, waiting in the poller while the pipe is full.
-func (p *RawPipe) Write(b []byte) (int, error) {
-	written := 0
-	for written < len(b) {
-		var n int
-		var errno syscall.Errno
-		err := p.rc.Write(func(fd uintptr) bool {
-			n, errno = rawIO(syscall.SYS_WRITE, fd, b[written:])
-			return errno != syscall.EAGAIN
-		})
-		switch {
-		case err != nil:
-			return written, err
-		case errno != 0:
-			return written, os.NewSyscallError("write", errno)
-		}
-		written += n
-	}
-	return written, nil
-}
+func (p *RawPipe) Write(b []byte) (int, error) { return rawio.Write(p.rc, b) }
 
 // Close closes the descriptor.
 func (p *RawPipe) Close() error { return p.f.Close() }
-
-// rawIO is one read(2) or write(2) of b on fd that the runtime is not told
-// about, retried on EINTR; fd is non-blocking, so it never waits.
-func rawIO(trap, fd uintptr, b []byte) (int, syscall.Errno) {
-	for {
-		r, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-		if errno != syscall.EINTR {
-			if errno != 0 {
-				return 0, errno
-			}
-			return int(r), 0
-		}
-	}
-}
 
 // dupCloexec duplicates fd, close-on-exec.
 func dupCloexec(fd int) (int, error) { return unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 3) }

@@ -26,6 +26,7 @@ import (
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/pki"
 	"github.com/hivemind/taskworker/internal/quota"
+	"github.com/hivemind/taskworker/internal/rawio"
 	"github.com/hivemind/taskworker/internal/secrets"
 	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/tasks"
@@ -210,6 +211,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("pool listen: %w", err)
 	}
+	s.lis = rawio.Listener(s.lis)
 	s.grpc = grpc.NewServer(append(append(append(liveness.ServerOptions(), s.cfg.Tracing.ServerOptions()...), s.metricsOptions()...),
 		grpc.Creds(s.serverCredentials()),
 		grpc.MaxRecvMsgSize(maxMessageBytes),

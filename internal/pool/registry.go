@@ -28,6 +28,7 @@ import (
 	"github.com/hivemind/taskworker/internal/liveness"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/placement"
+	"github.com/hivemind/taskworker/internal/rawio"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -182,6 +183,7 @@ func newRegistry(cli *clientv3.Client, prefix string, ttl time.Duration, log *sl
 func dialWorker(address string, creds credentials.TransportCredentials) (*grpc.ClientConn, error) {
 	conn, err := grpc.NewClient(address,
 		grpc.WithTransportCredentials(creds),
+		grpc.WithContextDialer(rawio.Dial),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageBytes), grpc.MaxCallSendMsgSize(maxMessageBytes)),
 		grpc.WithInitialWindowSize(1<<20),
 		grpc.WithInitialConnWindowSize(1<<22),

@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/status"
+
+	"github.com/hivemind/taskworker/internal/rawio"
 )
 
 // Scheme is the gRPC target scheme of a list of several pools.
@@ -71,7 +73,7 @@ func Target(addrs []string) string {
 // Reconnect (gRPC's default waits up to two minutes), so that a restarted
 // replica takes calls again within seconds.
 func DialOptions(addrs []string) []grpc.DialOption {
-	opts := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+	opts := []grpc.DialOption{grpc.WithContextDialer(rawio.Dial), grpc.WithConnectParams(grpc.ConnectParams{
 		Backoff: backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: Reconnect},
 		// A connection attempt may take this long before it counts as failed.
 		MinConnectTimeout: 5 * time.Second,

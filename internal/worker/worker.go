@@ -28,6 +28,7 @@ import (
 	"github.com/hivemind/taskworker/internal/metrics"
 	"github.com/hivemind/taskworker/internal/names"
 	"github.com/hivemind/taskworker/internal/pools"
+	"github.com/hivemind/taskworker/internal/rawio"
 	"github.com/hivemind/taskworker/internal/serving"
 	"github.com/hivemind/taskworker/internal/shardserver"
 	"github.com/hivemind/taskworker/internal/shardstore"
@@ -253,6 +254,7 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 	if err != nil {
 		return fmt.Errorf("worker %s: listen: %w", s.cfg.ID, err)
 	}
+	s.lis = rawio.Listener(s.lis)
 	if s.cfg.DataDir != "" {
 		if s.network, err = readNetwork(s.cfg.DataDir); err != nil {
 			s.lis.Close()
