@@ -32,6 +32,10 @@
 //     frames (served by the payload) until a result or an error frame,
 //     the kill at the deadline, and a CallError that says why a child was
 //     lost (timeout, caller's deadline, cancel, output, memory, crash).
+//     Process.CallBatch is several calls written to a child at once, each
+//     under its own limits from its start; the calls behind one that
+//     killed the child are safe to run again (none of their requests to
+//     the host was served).
 //   - Limits is a call's limits, the one type both runners use; Kind and
 //     NewError make every runner error one of a few kinds, and GRPCCode
 //     and GRPCStatus map them to what a caller sees, here only.
