@@ -27,7 +27,9 @@ const ChildArg = "__wasm-child"
 // child sends any number of frameLog and frameHostOp (each answered by
 // frameHostReply before the child goes on: the guest waits for its secret
 // or its response) and ends the call with exactly one frameResult or
-// frameError.
+// frameError. The parent may send several calls at once (a batch,
+// batch.go): the child runs them in order, keeping those it reads while
+// it waits for a host reply.
 //
 // The hello payload is a 4-byte big-endian length, childHello as JSON, and
 // the module's bytes; the ready payload is childReady.
