@@ -11,7 +11,8 @@ import (
 )
 
 // RawPipe is a child's end of one of its pipes (stdin, or the protocol's
-// stdout), made non-blocking and read and written with raw system calls,
+// stdout), made non-blocking and read and written with raw system calls
+// (package rawio),
 // waiting in the Go runtime's poller when there is nothing to read or no
 // room to write.
 //

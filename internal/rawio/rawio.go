@@ -26,9 +26,9 @@ import (
 	"unsafe"
 )
 
-// IO is one read(2) or write(2) (trap) of b on fd that the runtime is not
+// rawIO is one read(2) or write(2) (trap) of b on fd that the runtime is not
 // told about, retried on EINTR; fd must be non-blocking.
-func IO(trap, fd uintptr, b []byte) (int, syscall.Errno) {
+func rawIO(trap, fd uintptr, b []byte) (int, syscall.Errno) {
 	for {
 		r, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 		if errno != syscall.EINTR {
@@ -49,7 +49,7 @@ func Read(rc syscall.RawConn, b []byte) (int, error) {
 	var n int
 	var errno syscall.Errno
 	err := rc.Read(func(fd uintptr) bool {
-		n, errno = IO(syscall.SYS_READ, fd, b)
+		n, errno = rawIO(syscall.SYS_READ, fd, b)
 		return errno != syscall.EAGAIN
 	})
 	switch {
@@ -71,7 +71,7 @@ func Write(rc syscall.RawConn, b []byte) (int, error) {
 		var n int
 		var errno syscall.Errno
 		err := rc.Write(func(fd uintptr) bool {
-			n, errno = IO(syscall.SYS_WRITE, fd, b[written:])
+			n, errno = rawIO(syscall.SYS_WRITE, fd, b[written:])
 			return errno != syscall.EAGAIN
 		})
 		switch {

@@ -77,6 +77,21 @@ func (q *queued) end(out []byte, err error) {
 	close(q.done)
 }
 
+// left reports whether q's caller left before q started: it did, or q's
+// context has ended, which abandons q (ending it, for a caller that still
+// waits, with notStarted).
+func (q *queued) left() bool {
+	if q.ctx.Err() != nil && q.state.CompareAndSwap(queuedWaiting, queuedAbandoned) {
+		q.end(nil, notStarted(q.ctx))
+	}
+	return q.state.Load() == queuedAbandoned
+}
+
+// start marks q started, unless its caller left (left).
+func (q *queued) start() bool {
+	return !q.left() && q.state.CompareAndSwap(queuedWaiting, queuedStarted)
+}
+
 // turns is how many calls of one caller may run at once: the module's
 // fair share, and gate's if it says and is less.
 func (m *Module) turns(gate Gate) int {
@@ -104,7 +119,7 @@ func (m *Module) callBatched(ctx context.Context, gate Gate, caller string, inpu
 		cs.turns++
 		m.bmu.Unlock()
 		out, err := m.callAlone(ctx, gate, caller, input)
-		m.turnDone(gate, caller, limit)
+		m.turnDone(gate, caller)
 		return out, err
 	}
 	q := &queued{ctx: ctx, input: input, done: make(chan struct{})}
@@ -123,8 +138,8 @@ func (m *Module) callBatched(ctx context.Context, gate Gate, caller string, inpu
 	if i := slices.Index(cs.waiting, q); i >= 0 {
 		cs.waiting = slices.Delete(cs.waiting, i, i+1)
 		m.bmu.Unlock()
-		return nil, fmt.Errorf("%w (%d %s) until the caller's context ended (%v); the function did not run: wait for them to finish, or spread them out",
-			childproc.ErrTenantCap, limit, "calls of this function", context.Cause(ctx))
+		return nil, fmt.Errorf("%w (%d calls of this function) until the caller's context ended (%v); the function did not run: wait for them to finish, or spread them out",
+			childproc.ErrTenantCap, limit, context.Cause(ctx))
 	}
 	m.bmu.Unlock()
 	if q.state.CompareAndSwap(queuedWaiting, queuedAbandoned) {
@@ -137,16 +152,20 @@ func (m *Module) callBatched(ctx context.Context, gate Gate, caller string, inpu
 
 // turnDone ends one of caller's turns; if calls wait, a driver takes it
 // over.
-func (m *Module) turnDone(gate Gate, caller string, limit int) {
+func (m *Module) turnDone(gate Gate, caller string) {
 	m.bmu.Lock()
 	defer m.bmu.Unlock()
-	cs := m.callers[caller]
-	cs.turns--
-	switch {
-	case len(cs.waiting) > 0 && cs.turns < limit:
-		cs.turns++
-		m.startDriver(gate, caller)
-	case cs.turns == 0 && len(cs.waiting) == 0:
+	if cs := m.callers[caller]; len(cs.waiting) > 0 {
+		m.startDriver(gate, caller) // the turn is the driver's
+	} else {
+		m.endTurnLocked(caller, cs)
+	}
+}
+
+// endTurnLocked ends one of caller's turns, none of its calls waiting;
+// m.bmu is held.
+func (m *Module) endTurnLocked(caller string, cs *callerCalls) {
+	if cs.turns--; cs.turns == 0 {
 		delete(m.callers, caller)
 	}
 }
@@ -167,10 +186,7 @@ func (m *Module) drive(gate Gate, caller string) {
 		m.bmu.Lock()
 		cs := m.callers[caller]
 		if len(cs.waiting) == 0 {
-			cs.turns--
-			if cs.turns == 0 {
-				delete(m.callers, caller)
-			}
+			m.endTurnLocked(caller, cs)
 			m.bmu.Unlock()
 			return
 		}
@@ -219,13 +235,8 @@ func (m *Module) takeBatch(cs *callerCalls) []*queued {
 func (m *Module) runBatch(cs *callerCalls, r runner, batch []*queued) {
 	// A call whose caller has left, or whose context has ended, before
 	// the batch is sent is not sent. The first call starts at once.
-	batch = slices.DeleteFunc(batch, func(q *queued) bool {
-		if q.ctx.Err() != nil && q.state.CompareAndSwap(queuedWaiting, queuedAbandoned) {
-			q.end(nil, notStarted(q.ctx))
-		}
-		return q.state.Load() == queuedAbandoned
-	})
-	for len(batch) > 0 && !batch[0].state.CompareAndSwap(queuedWaiting, queuedStarted) {
+	batch = slices.DeleteFunc(batch, (*queued).left)
+	for len(batch) > 0 && !batch[0].start() {
 		batch = batch[1:] // abandoned just now
 	}
 	if len(batch) == 0 {
@@ -248,9 +259,8 @@ func (m *Module) runBatch(cs *callerCalls, r runner, batch []*queued) {
 	var keep bool
 	if len(batch) == 1 {
 		q := batch[0]
-		var out []byte
-		var err error
-		out, keep, err = r.run(q.ctx, q.input)
+		out, ok, err := r.run(q.ctx, q.input)
+		keep = ok
 		ended(q, out, err)
 	} else {
 		c := r.(*child)
@@ -258,15 +268,7 @@ func (m *Module) runBatch(cs *callerCalls, r runner, batch []*queued) {
 		for i, q := range batch {
 			cc, x := c.newCall(q.ctx, q.input, false)
 			calls[i] = childproc.Queued{Ctx: q.ctx, Exchange: x,
-				Begin: func() bool {
-					if q.ctx.Err() != nil {
-						if q.state.CompareAndSwap(queuedWaiting, queuedAbandoned) {
-							q.end(nil, notStarted(q.ctx))
-						}
-						return false
-					}
-					return q.state.CompareAndSwap(queuedWaiting, queuedStarted)
-				},
+				Begin: q.start,
 				End: func(result, errFrame []byte, keep bool, err error) {
 					defer cc.cancel()
 					out, _, err := cc.finish(result, errFrame, keep, err)

@@ -217,11 +217,10 @@ func (m *Module) callAlone(ctx context.Context, gate Gate, caller string, input 
 	m.running.Add(1)
 	defer m.running.Add(-1)
 	out, keep, err := r.run(ctx, input)
-	for retry(err) {
+	for attempt := 1; retry(err) && attempt < maxAttempts; attempt++ {
 		// Nothing ran: run on another runner. The instance's last call
 		// exited (WASI proc_exit(0), which looks like success) and
-		// closed it, or the process died while idle; a new one
-		// neither, so this ends.
+		// closed it, or the process died while idle.
 		m.sup.Discard(r)
 		if r, err = m.acquire(ctx, caller); err != nil {
 			return nil, err
@@ -235,6 +234,9 @@ func (m *Module) callAlone(ctx context.Context, gate Gate, caller string, input 
 	}
 	return out, err
 }
+
+// maxAttempts bounds the runners a call is tried on when it did not run.
+const maxAttempts = 3
 
 // retry reports whether a runner's error says the call did not run, so
 // that running it on another runner is safe.
