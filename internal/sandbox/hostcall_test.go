@@ -131,7 +131,10 @@ func TestHostFunctionsReachOutThroughThePool(t *testing.T) {
 			return
 		}
 		// Calls sent to a child in one batch: the child reads the calls
-		// behind the first while it waits for the first's secret.
+		// behind the first while it waits for the first's secret, and
+		// each call's request is served as that call's, never another's:
+		// calls of a function without the grant, batched with those of
+		// the function that has it, are refused.
 		t.Run("reads in a batch", func(t *testing.T) {
 			m := load(t, r, wasm, Spec{Export: "secret", Concurrency: 1})
 			for round := 0; m.Stats().Batched == 0; round++ {
@@ -139,14 +142,19 @@ func TestHostFunctionsReachOutThroughThePool(t *testing.T) {
 					t.Fatalf("no batch formed in %d rounds of 8 calls at once: %+v", round, m.Stats())
 				}
 				var wg sync.WaitGroup
-				for range 8 {
+				for i := range 8 {
+					function := []string{"reader", "stranger"}[i%2]
 					wg.Go(func() {
-						c, end := call("reader")()
+						c, end := call(function)()
 						defer end()
 						c, cancel := context.WithTimeout(c, 30*time.Second)
 						defer cancel()
-						if out, err := m.Call(c, []byte("KEY")); err != nil || string(out) != string(key) {
-							t.Errorf("secret(KEY) = %s, %v; want the secret", out, err)
+						out, err := m.Call(c, []byte("KEY"))
+						switch {
+						case function == "reader" && (err != nil || string(out) != string(key)):
+							t.Errorf("secret(KEY) for the granted function = %s, %v; want the secret", out, err)
+						case function == "stranger" && (err == nil || !strings.Contains(err.Error(), "permission_denied")):
+							t.Errorf("secret(KEY) for a function without the grant = %s, %v; want permission_denied", out, err)
 						}
 					})
 				}
