@@ -28,7 +28,12 @@ import (
 //
 // The drain is a key in etcd, drains/<worker>, under the worker's
 // registration lease: every replica follows it with a watch, and it goes
-// with the registration (a restart registers anew, which undoes it). Each
+// with the registration (a restart registers anew, which undoes it). An
+// undo rewrites the record as undone rather than deleting it, so that a
+// deletion always means the registration's lease went: the registration
+// and its drain are followed by two watches, and a replica that saw the
+// drain go before the registration must not route to the leaving worker
+// in between. Each
 // replica, once nothing of its own runs on the worker or the grace has run
 // out, writes what it saw under drainreports/<worker>/<drain id>/<replica>;
 // the replica that was asked answers with the sum (RATIONALE.md, "Why is a
@@ -54,6 +59,8 @@ type drainRecord struct {
 	Lease      int64  `json:"lease"` // the registration drained
 	StartedMs  int64  `json:"started_ms"`
 	DeadlineMs int64  `json:"deadline_ms"`
+	// Undone is set by an undo; the record stays until the lease goes.
+	Undone bool `json:"undone,omitempty"`
 }
 
 // drainReport is one replica's account of a drain.
@@ -148,20 +155,34 @@ func (r *registry) applyDrains(kvs []etcdwatch.KV, reset bool, _ int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if reset {
-		r.drains = map[string]drainRecord{}
+		// A drain missing from the new snapshot went with its lease: kept
+		// while its registration is still seen, as for a deletion.
+		for id, d := range r.drains {
+			if !slices.ContainsFunc(kvs, func(e etcdwatch.KV) bool { return e.Key == r.drainPrefix+id }) && !r.registeredUnder(id, d.Lease) {
+				delete(r.drains, id)
+			}
+		}
 	}
 	for _, e := range kvs {
 		id := strings.TrimPrefix(e.Key, r.drainPrefix)
 		if e.Value == nil {
-			if _, ok := r.drains[id]; ok {
+			// The lease went: the worker is leaving. It stays drained until
+			// its registration goes too (apply), which may be seen later.
+			if d, ok := r.drains[id]; ok && !r.registeredUnder(id, d.Lease) {
 				delete(r.drains, id)
-				r.log.Info("worker no longer drained", "worker", id)
 			}
 			continue
 		}
 		var d drainRecord
 		if err := json.Unmarshal(e.Value, &d); err != nil {
 			r.log.Warn("ignoring an unreadable drain record", "key", e.Key, "err", err)
+			continue
+		}
+		if d.Undone {
+			if old, ok := r.drains[id]; ok && old.ID == d.ID {
+				delete(r.drains, id)
+				r.log.Info("worker no longer drained", "worker", id)
+			}
 			continue
 		}
 		if old, ok := r.drains[id]; ok && old.ID == d.ID {
@@ -175,6 +196,13 @@ func (r *registry) applyDrains(kvs []etcdwatch.KV, reset bool, _ int64) {
 		}
 	}
 	r.rebuild()
+}
+
+// registeredUnder reports whether worker id is registered under lease;
+// r.mu is held.
+func (r *registry) registeredUnder(id string, lease int64) bool {
+	w := r.workers[id]
+	return w != nil && w.info.Load().LeaseId == lease
 }
 
 // drained reports whether w's registration is drained; r.mu is held.
@@ -275,10 +303,15 @@ func (r *registry) drainFor(ctx context.Context, req *v1.DrainRequest) (*v1.Drai
 		return nil, status.Errorf(codes.Internal, "worker %s: unreadable record: %v", req.WorkerId, err)
 	}
 	var cur drainRecord
-	draining := len(dkvs) > 0 && json.Unmarshal(dkvs[0].Value, &cur) == nil && cur.Lease == info.LeaseId
+	draining := len(dkvs) > 0 && json.Unmarshal(dkvs[0].Value, &cur) == nil && cur.Lease == info.LeaseId && !cur.Undone
 	if req.Undo {
-		if len(dkvs) > 0 {
-			if _, err := r.cli.Delete(ctx, dkey); err != nil {
+		if draining {
+			cur.Undone = true
+			b, _ := json.Marshal(cur)
+			// Only while the record is the one read: a drain meanwhile wins.
+			_, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(dkey), "=", dkvs[0].ModRevision)).
+				Then(clientv3.OpPut(dkey, string(b), clientv3.WithLease(clientv3.LeaseID(info.LeaseId)))).Commit()
+			if err != nil {
 				return nil, serving.EtcdError(err)
 			}
 		}

@@ -239,6 +239,9 @@ func (r *registry) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 			if old != nil {
 				r.retire(old)
 				delete(r.workers, id)
+				if d, ok := r.drains[id]; ok && d.Lease == old.info.Load().LeaseId {
+					delete(r.drains, id) // its drain went with the same lease
+				}
 				changed = true
 				r.log.Info("worker left", "worker", id)
 			}
