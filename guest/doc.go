@@ -61,6 +61,9 @@
 //
 //   - Register functions in init: a reactor built with -buildmode=c-shared
 //     runs package initialization when it is loaded but never calls main.
+//     That start-up runs when the host makes an instance, before any call
+//     and for none: a secret read or a fetch there fails; do them in the
+//     function (docs/ABI.md, "Start-up").
 //   - //go:wasmexport takes scalar types only, hence one small exported
 //     function per registered function, each returning Run(name).
 //   - The guest is single-threaded: goroutines run only while an export is

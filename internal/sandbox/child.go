@@ -23,7 +23,9 @@ import (
 const ChildArg = "__wasm-child"
 
 // The pipe protocol of a WebAssembly child, after childproc's hello and
-// ready frames: each call is one frameCall (the input), after which the
+// ready frames: first one frameStart, which the child answers as a call
+// once its guest's start-up has run (instance.start). Then each call is
+// one frameCall (the input), after which the
 // child sends any number of frameLog and frameHostOp (each answered by
 // frameHostReply before the child goes on: the guest waits for its secret
 // or its response) and ends the call with exactly one frameResult or
@@ -38,6 +40,8 @@ const (
 	// frameCallQuiet is a call while no other call of the function runs:
 	// both sides may spin for the other's next frame (callSpin).
 	frameCallQuiet = 'c'
+	// frameStart asks for the guest's start-up, before the first call.
+	frameStart     = 's'
 	frameLog       = 'l'                   // child: logMsg
 	frameHostOp    = 'h'                   // child: callhost.Op, a secret read or a fetch for the call
 	frameHostReply = 'r'                   // parent: callhost.Reply
@@ -197,6 +201,17 @@ func ChildMain() int {
 		typ, input, err := c.next(&spin)
 		if err == io.EOF {
 			return childExitOK
+		}
+		if err == nil && typ == frameStart {
+			if err := m.startIdle(ctx); err != nil {
+				err = childproc.WriteJSONFrame(out, frameError, toErrorMsg(err))
+			} else {
+				err = childproc.WriteFrame(out, frameResult, nil)
+			}
+			if err != nil {
+				return childExitProtocol
+			}
+			continue
 		}
 		if err != nil || typ != frameCall && typ != frameCallQuiet {
 			return childExitProtocol

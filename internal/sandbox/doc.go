@@ -42,6 +42,15 @@
 // provide, a missing export, a memory too large to start) is reported by
 // Load, not by the first call.
 //
+// An instance runs its guest's start-up (a Go guest's runtime and package
+// initialization: _initialize, hs_init or __wasm_call_ctors) when it is
+// made, before and outside any call (instance.start): under the function's
+// time limit and memory budget, logging as the function, reaching nothing
+// outside (a secret read or a fetch is refused). In a child, the worker
+// asks for it once the process is confined (frameStart) and kills the
+// process at the time limit. A start-up that fails fails Load; an instance
+// a child makes again after a trap runs it in its next call.
+//
 // Each call runs on an instance of its own, under a deadline (the smaller of
 // Spec.Timeout and the caller's), a memory budget (Spec.Memory, over all
 // the instance's memories) and input and output size limits. An instance that
@@ -91,7 +100,8 @@
 //     more calls run at once than there are processes; a call waits for a
 //     start only while every process of its function stays busy longer
 //     than the start takes. In process, and in a child after a trap, a new
-//     instance costs 1-5 ms. docs/RATIONALE.md has the figures.
+//     instance costs 1-5 ms, its start-up included. The first call on a
+//     started process costs under 1 ms. docs/RATIONALE.md has the figures.
 //   - With child processes, while a function has one call at a time, the
 //     worker polls for its child's answer for up to 100 µs and the child for
 //     its next call for up to twice the last gap (under 1 ms) instead of

@@ -11,6 +11,8 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 	"github.com/tetratelabs/wazero/sys"
+
+	"github.com/hivemind/taskworker/internal/callhost"
 )
 
 // The Extism ABI, hosted on wazero directly (docs/RATIONALE.md, "How is
@@ -189,7 +191,7 @@ func (p *plugin) instantiate(ctx context.Context, inst *instance, config wazero.
 		return fmt.Errorf("the Extism kernel: %w", err)
 	}
 	// No _start: go-sdk does not run it either; a reactor's _initialize
-	// runs before the first call.
+	// runs as the instance's start-up (instance.start).
 	guest, err := p.rt.InstantiateModule(ctx, p.guest, config.WithName("").WithStartFunctions())
 	if err != nil {
 		_ = kernel.Close(ctx)
@@ -292,10 +294,13 @@ func (inst *instance) callGuest(ctx context.Context, input []byte) (rc uint32, o
 	}
 	inst.inputOffset = ptr
 	if inst.initGuest != nil {
-		if err := inst.initGuest(ctx); err != nil {
-			return 1, nil, "", fmt.Errorf("initializing the guest's runtime: %w", err)
-		}
+		// An instance a child made again after a trap: its start-up runs
+		// now, under this call's limits, but still for no call.
+		err := inst.initGuest(callhost.With(ctx, startupHost{}))
 		inst.initGuest = nil
+		if err != nil {
+			return 1, nil, "", fmt.Errorf("the guest's start-up failed: %w", err)
+		}
 	}
 	stack = [2]uint64{}
 	err = inst.export.CallWithStack(ctx, stack[:])

@@ -17,6 +17,18 @@ import (
 // the pool. In a child process, that Host is the worker on the other end
 // of the pipe (childServer.ask). docs/ABI.md has the ABI.
 
+// startupHost is the Host of a guest's start-up (instance.start): it runs
+// before any call, for none, so it reaches nothing outside.
+type startupHost struct{}
+
+var errStartup = status.Error(codes.FailedPrecondition,
+	"a function's start-up (its runtime's and global initialization, before any call) can read no secret and reach no host: do that in the call")
+
+func (startupHost) Secret(context.Context, string) ([]byte, error) { return nil, errStartup }
+func (startupHost) Fetch(context.Context, *callhost.Request) (*callhost.Response, error) {
+	return nil, errStartup
+}
+
 // hostCalls is what a call's secret reads and fetches have left behind for
 // the guest to read.
 type hostCalls struct {

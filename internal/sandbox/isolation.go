@@ -66,6 +66,10 @@ func (m *Module) startChild(ctx context.Context) (*child, error) {
 		c.kill()
 		return nil, c.ready.Error.err()
 	}
+	if err := c.start(ctx); err != nil {
+		c.kill()
+		return nil, err
+	}
 	m.rt.layers.Do(func() { childproc.LogLayers(m.rt.logger, "WebAssembly", proc, c.ready.Hardening) })
 	if c.ready.FromDisk {
 		m.fromDisk.Add(1)
@@ -80,6 +84,22 @@ func (c *child) Kill() { c.proc.Kill() }
 func (c *child) kill() {
 	c.proc.Kill()
 	<-c.proc.Exited()
+}
+
+// start has the child run its guest's start-up (instance.start) now that
+// it is confined, as an exchange under the function's time limit: one that
+// overstays ends with the process, as a call would. What it asks of the
+// outside is refused here too, whatever the child says.
+func (c *child) start(ctx context.Context) error {
+	cc, x := c.newCall(ctx, nil, false)
+	defer cc.cancel()
+	x.Frame, cc.host = frameStart, startupHost{}
+	_, _, err := cc.finish(c.proc.Call(ctx, x))
+	if ce := (*childproc.CallError)(nil); errors.As(err, &ce) {
+		// Killed (its time limit) or dead: the child could not say when.
+		return fmt.Errorf("the function's start-up (before its first call): %w", err)
+	}
+	return err
 }
 
 // run sends one call to the child and waits for its answer, killing the
@@ -99,6 +119,7 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 type childCall struct {
 	c              *child
 	ctx, hostCtx   context.Context
+	host           callhost.Host // the call's (callhost.From(ctx))
 	cancel         context.CancelFunc
 	lines, dropped int
 	budget         callhost.Budget
@@ -128,7 +149,7 @@ func (c *child) newCall(ctx context.Context, input []byte, quiet bool) (cc *chil
 	}
 	// The call's secret reads and fetches: under its time limit, and
 	// counted here again, as the child is not trusted to have.
-	cc = &childCall{c: c, ctx: ctx}
+	cc = &childCall{c: c, ctx: ctx, host: callhost.From(ctx)}
 	cc.hostCtx, cc.cancel = context.WithTimeout(ctx, m.spec.Timeout)
 	x.Serve = cc.serve
 	return cc, x
@@ -142,7 +163,7 @@ func (cc *childCall) serve(typ byte, payload []byte) error {
 		if err := json.Unmarshal(payload, &op); err != nil {
 			return fmt.Errorf("bad host request frame: %w", err)
 		}
-		return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(cc.hostCtx, callhost.From(cc.ctx), &cc.budget, op))
+		return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(cc.hostCtx, cc.host, &cc.budget, op))
 	}
 	if typ != frameLog {
 		return fmt.Errorf("unexpected %q frame during a call", typ)

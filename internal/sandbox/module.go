@@ -13,6 +13,7 @@ import (
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
+	"github.com/hivemind/taskworker/internal/callhost"
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
@@ -301,7 +302,72 @@ func (m *Module) newInstance(ctx context.Context) (*instance, error) {
 		return nil, fmt.Errorf("%w: the module needs more than its memory limit of %s as soon as it starts: deploy it with more memory",
 			ErrMemoryLimit, formatBytes(m.spec.Memory))
 	}
+	// In a child, the parent asks for the start-up once the process is
+	// confined (frameStart), and stops it at its time limit; here, the
+	// time limit holds (WithCloseOnContextDone).
+	if !m.rt.cfg.noCloseOnContextDone {
+		if err := inst.start(ctx); err != nil {
+			inst.Kill()
+			return nil, err
+		}
+	}
 	return inst, nil
+}
+
+// startIdle starts the idle instances whose start-up has not run: in a
+// child, at the parent's frameStart.
+func (m *Module) startIdle(ctx context.Context) error {
+	for _, r := range m.sup.Children() {
+		if inst, ok := r.(*instance); ok {
+			if err := inst.start(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// start runs the guest's start-up, once: its runtime's and its globals'
+// initialization (guestInit), which the Go guest SDK's functions are
+// registered in and which takes a Go guest milliseconds. It runs when the
+// instance is made, before and outside any call, so that a call does not
+// wait for it: under the function's time limit and memory budget, with its
+// log lines the function's, but reaching nothing outside (startupHost).
+// A start-up that fails fails the instance: at Load, the deploy.
+func (inst *instance) start(ctx context.Context) error {
+	if inst.initGuest == nil {
+		return nil
+	}
+	m := inst.m
+	startCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
+	defer cancel()
+	inst.stopCall.Store(&cancel)
+	defer inst.stopCall.Store(nil)
+	inst.call = callState{}
+	inst.stderr.reset()
+	err := inst.initGuest(callhost.With(context.WithValue(startCtx, callKey{}, inst), startupHost{}))
+	inst.initGuest = nil
+	if inst.call.logDropped > 0 {
+		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit", "export", m.spec.Export, "dropped", inst.call.logDropped)
+	}
+	var exit *sys.ExitError
+	switch {
+	case err == nil:
+		return nil
+	case inst.budget.refused.Load():
+		return fmt.Errorf("%w: the function's start-up (before its first call) tried to use more than its %s of memory%s: use less memory, or deploy it with more",
+			ErrMemoryLimit, formatBytes(m.spec.Memory), inst.stderr.suffix())
+	case startCtx.Err() != nil && m.closing():
+		return fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
+	case startCtx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%w during the function's start-up: %w", ErrCanceled, ctx.Err())
+	case startCtx.Err() != nil:
+		return fmt.Errorf("%w: the function's start-up (before its first call) ran past its time limit of %s: make it faster, or deploy it with a longer timeout",
+			ErrTimeout, m.spec.Timeout)
+	case errors.As(err, &exit):
+		return fmt.Errorf("%w: the function's start-up (before its first call) exited with code %d%s", ErrTrap, exit.ExitCode(), inst.stderr.suffix())
+	}
+	return fmt.Errorf("%w: the function's start-up (before its first call) failed: %s%s", ErrTrap, firstLine(err.Error()), inst.stderr.suffix())
 }
 
 // Kill ends the instance. A call running in it is stopped through its
