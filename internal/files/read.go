@@ -88,7 +88,7 @@ func (s *Service) open(m *manifest) (fileReader, error) {
 		if err != nil || sealer == nil {
 			return d, err
 		}
-		return &sealedReader{d: d, sealer: sealer, size: m.Size, blockSize: m.BlockSize, sha256: m.SHA256}, nil
+		return &sealedReader{d: d, sealer: sealer, size: m.Size, blockSize: m.BlockSize}, nil
 	}
 	data, err := base64.StdEncoding.DecodeString(m.Inline)
 	if err == nil && sealer != nil {
