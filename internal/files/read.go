@@ -152,7 +152,8 @@ func (s *Service) workerLive(id string) bool {
 }
 
 // getShard fetches one shard from a worker, into a buffer of the length
-// it should have (more, if the worker sends more, is kept to be checked).
+// it should have (a shorter one is the Decoder's to find bad; a worker
+// that sends more fails the read).
 func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey, want int) ([]byte, error) {
 	if workerID == "" {
 		return nil, errors.New("no worker holds the shard")
@@ -161,20 +162,19 @@ func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKe
 	if !ok {
 		return nil, fmt.Errorf("worker %s is not live", workerID)
 	}
-	stream, err := client.GetShard(ctx, &v1.GetShardRequest{Key: key})
+	stream, err := client.GetShard(ctx, &v1.GetShardRequest{Key: key}, shardCodecOption)
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 0, want)
+	r := shardReader{buf: make([]byte, 0, want)}
 	for {
-		msg, err := stream.Recv()
+		err := stream.RecvMsg(&r)
 		if errors.Is(err, io.EOF) {
-			return buf, nil
+			return r.buf, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		buf = append(buf, msg.Data...)
 	}
 }
 

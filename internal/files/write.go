@@ -592,7 +592,7 @@ func (s *Service) sendShard(ctx context.Context, workerID string, key *v1.ShardK
 	if !ok {
 		return fmt.Errorf("worker %s is not live", workerID)
 	}
-	stream, err := client.PutShard(ctx, putShardCodec)
+	stream, err := client.PutShard(ctx, shardCodecOption)
 	if err != nil {
 		return err
 	}
