@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/wirefields"
 )
 
 // File verbs of Client: FileService's Push, Get, Revise and Synchronous,
@@ -124,26 +129,65 @@ func (c *Client) Download(ctx context.Context, fileID string, version int64, w i
 // DownloadRange writes length bytes (0: to the end) from offset of a file
 // to w.
 func (c *Client) DownloadRange(ctx context.Context, fileID string, version, offset, length int64, w io.Writer) (*FileInfo, error) {
-	stream, err := c.files().Download(ctx, &v1.DownloadRequest{FileId: fileID, Version: version, Offset: offset, Length: length})
+	stream, err := c.files().Download(ctx, &v1.DownloadRequest{FileId: fileID, Version: version, Offset: offset, Length: length}, wirefields.CallOption())
 	if err != nil {
 		return nil, err
 	}
-	var info *FileInfo
+	chunk := downloadChunk{w: w}
 	for {
-		msg, err := stream.Recv()
-		if errors.Is(err, io.EOF) {
-			return info, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		if msg.Info != nil {
-			info = msg.Info
-		}
-		if _, err := w.Write(msg.Data); err != nil {
+		err := stream.RecvMsg(&chunk)
+		switch {
+		case chunk.writeErr != nil:
+			return nil, chunk.writeErr
+		case errors.Is(err, io.EOF):
+			return chunk.info, nil
+		case err != nil:
 			return nil, err
 		}
 	}
+}
+
+// Field numbers of DownloadResponse.
+const (
+	downloadInfoField = 1
+	downloadDataField = 2
+)
+
+// downloadChunk decodes Download's messages (a wirefields.Message): each
+// chunk's data goes from gRPC's receive buffers to w, rather than into a
+// whole message, then into its decoded field, first.
+type downloadChunk struct {
+	w        io.Writer
+	writeErr error // w's, which ends the download
+	info     *FileInfo
+	seen     bool // a data field in the message being decoded
+}
+
+func (d *downloadChunk) BeginMessage() { d.seen = false }
+
+func (d *downloadChunk) BytesField(num protowire.Number, n int, f *wirefields.Field) error {
+	switch num {
+	case downloadInfoField:
+		b := make([]byte, n)
+		if _, err := io.ReadFull(f, b); err != nil {
+			return err
+		}
+		info := &FileInfo{}
+		if err := proto.Unmarshal(b, info); err != nil {
+			return err
+		}
+		d.info = info
+	case downloadDataField:
+		if d.seen {
+			return fmt.Errorf("%w: two data fields in one Download message", wirefields.ErrMalformed)
+		}
+		d.seen = true
+		if _, err := f.WriteTo(d.w); err != nil {
+			d.writeErr = err
+			return err
+		}
+	}
+	return nil
 }
 
 // Revise stores a new version of a file; see ReviseFrom.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
@@ -322,5 +323,49 @@ func TestRepairAfterWorkerLoss(t *testing.T) {
 	readAll("four workers lost")
 	if st := status(); st.FilesLost != 0 {
 		t.Fatalf("files lost: %+v", st)
+	}
+}
+
+// failingWriter takes n bytes, then fails.
+type failingWriter struct{ n int }
+
+var errWriterFull = errors.New("the writer is full")
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if len(p) > w.n {
+		k := w.n
+		w.n = 0
+		return k, errWriterFull
+	}
+	w.n -= len(p)
+	return len(p), nil
+}
+
+// A download hands each chunk's bytes to the writer as it decodes them:
+// the file comes back whole with its description, and a writer that fails
+// ends the download with its own error, not the stream's.
+func TestDownloadWritesToTheWriter(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	ctx := ctxTimeout(t, time.Minute)
+	cl := c.Client(0)
+	data := make([]byte, 3<<20+11)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	info, err := cl.Upload(ctx, "big", bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	got, err := cl.Download(ctx, info.FileId, 0, &buf)
+	if err != nil || !bytes.Equal(buf.Bytes(), data) {
+		t.Fatalf("download: %d bytes, %v", buf.Len(), err)
+	}
+	if got.GetSha256() != info.Sha256 || got.GetSize() != int64(len(data)) || got.GetVersion() != 1 {
+		t.Errorf("download described the file as %v; the upload as %v", got, info)
+	}
+	_, err = cl.Download(ctx, info.FileId, 0, &failingWriter{n: 1 << 20})
+	if !errors.Is(err, errWriterFull) {
+		t.Errorf("a download into a writer that fails after 1 MiB: %v; want the writer's error", err)
 	}
 }
