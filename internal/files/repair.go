@@ -215,10 +215,10 @@ const (
 )
 
 // repairBlock rebuilds the lost and damaged shards of block b on the
-// workers placement chooses, and returns the shards it stored. It holds a
-// slot of reads from the moment it is called until the block is decoded,
-// then one of puts.
-func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decoder, b int64, current []string, gone map[string]bool, damaged damageSet, workers []placement.Worker, reads, puts chan struct{}) ([]placement.Rebuild, error) {
+// workers placement chooses, and returns the shards it stored and how many
+// it could place nowhere (too few workers). It holds a slot of reads from
+// the moment it is called until the block is decoded, then one of puts.
+func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decoder, b int64, current []string, gone map[string]bool, damaged damageSet, workers []placement.Worker, reads, puts chan struct{}) (_ []placement.Rebuild, short int, _ error) {
 	release := func() {
 		if reads != nil {
 			<-reads
@@ -237,13 +237,11 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 	}
 	plan, err := placement.PlanRepair(s.placeable(workers, current), m.FileID, b, current, damagedHere)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if len(plan.Unplaceable) > 0 {
-		s.log.Warn("not enough workers to restore full redundancy", "file", m.FileID, "block", b, "shards", plan.Unplaceable)
-	}
+	short = len(plan.Unplaceable)
 	if len(plan.Rebuild) == 0 {
-		return nil, nil
+		return nil, short, nil
 	}
 	lost := make([]int, len(plan.Rebuild))
 	for j, r := range plan.Rebuild {
@@ -251,14 +249,14 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 	}
 	data, err := d.Rebuild(ctx, b, lost)
 	if err != nil {
-		return nil, err
+		return nil, short, err
 	}
 	release()
 	select {
 	case puts <- struct{}{}:
 		defer func() { <-puts }()
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, short, ctx.Err()
 	}
 	var stored []placement.Rebuild
 	for j, r := range plan.Rebuild {
@@ -271,7 +269,7 @@ func (s *Service) repairBlock(ctx context.Context, m *manifest, d *erasure.Decod
 		s.stats.rebuilt.Add(1)
 		s.stats.rebuiltBytes.Add(int64(len(data[j])))
 	}
-	return stored, nil
+	return stored, short, nil
 }
 
 // repairWindow is how many blocks are repaired between manifest commits, so
@@ -303,6 +301,7 @@ var beforeRepairCommit func(s *Service, key string)
 type repairedBlock struct {
 	b       int64
 	rebuilt []placement.Rebuild
+	short   int // shards it could place nowhere
 	err     error
 }
 
@@ -369,15 +368,23 @@ func (s *Service) repairFrom(ctx context.Context, key string, m *manifest, headR
 					return
 				}
 				wg.Go(func() {
-					rs, err := s.repairBlock(ctx, src, d, b, src.holders(b), gone, damaged, workers, reads, puts)
+					rs, short, err := s.repairBlock(ctx, src, d, b, src.holders(b), gone, damaged, workers, reads, puts)
 					select {
-					case results <- repairedBlock{b: b, rebuilt: rs, err: err}:
+					case results <- repairedBlock{b: b, rebuilt: rs, short: short, err: err}:
 					case <-ctx.Done():
 					}
 				})
 			}
 		}
 	})
+	// One line for the file rather than one per block: a network that lost
+	// workers (or is stopping) would log every block of every file.
+	var shortBlocks, shortShards int
+	defer func() {
+		if shortBlocks > 0 {
+			s.log.Warn("not enough workers to restore full redundancy", "file", m.FileID, "blocks", shortBlocks, "shards", shortShards)
+		}
+	}()
 	done := map[int64]repairedBlock{}
 	for _, w := range windows {
 		for b := w[0]; b < w[1]; {
@@ -400,6 +407,10 @@ func (s *Service) repairFrom(ctx context.Context, key string, m *manifest, headR
 			r := done[b]
 			delete(done, b)
 			errs = append(errs, r.err)
+			if r.short > 0 {
+				shortBlocks++
+				shortShards += r.short
+			}
 			for _, rb := range r.rebuilt {
 				m.setHolder(b, rb.Shard, rb.To)
 				repaired = append(repaired, s.keys.damage(m.FileID, m.WriteID, b, rb.Shard))

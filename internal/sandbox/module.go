@@ -361,6 +361,9 @@ func (inst *instance) start(ctx context.Context) error {
 		return fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
 	case startCtx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
 		return fmt.Errorf("%w during the function's start-up: %w", ErrCanceled, ctx.Err())
+	case startCtx.Err() != nil && ctx.Err() != nil:
+		return fmt.Errorf("%w: the caller's deadline passed during the function's start-up (before its first call): give the call more time",
+			ErrTimeout)
 	case startCtx.Err() != nil:
 		return fmt.Errorf("%w: the function's start-up (before its first call) ran past its time limit of %s: make it faster, or deploy it with a longer timeout",
 			ErrTimeout, m.spec.Timeout)
