@@ -127,7 +127,8 @@ func (c *Client) Download(ctx context.Context, fileID string, version int64, w i
 }
 
 // DownloadRange writes length bytes (0: to the end) from offset of a file
-// to w.
+// to w. The bytes w is given are gRPC's receive buffers: as io.Writer
+// says, w must not keep them after Write returns.
 func (c *Client) DownloadRange(ctx context.Context, fileID string, version, offset, length int64, w io.Writer) (*FileInfo, error) {
 	stream, err := c.files().Download(ctx, &v1.DownloadRequest{FileId: fileID, Version: version, Offset: offset, Length: length}, wirefields.CallOption())
 	if err != nil {

@@ -69,7 +69,8 @@ func segmentsError(m *manifest, err error) error {
 // fileReader reads a stored file back: the erasure Decoder, or the bytes
 // of an inline file.
 type fileReader interface {
-	// Copy writes the whole file to w, checking its SHA-256.
+	// Copy writes the whole file to w, checking it: against its SHA-256,
+	// or, sealed, block by block as each is opened.
 	Copy(ctx context.Context, w io.Writer) (int64, error)
 	CopyRange(ctx context.Context, w io.Writer, off, length int64) (int64, error)
 }
@@ -277,7 +278,7 @@ func (s *Service) Download(req *v1.DownloadRequest, stream v1.FileService_Downlo
 		return stream.Send(msg)
 	}}
 	if req.Offset == 0 && length == m.Size {
-		_, err = d.Copy(ctx, w) // the whole file: also checks its SHA-256
+		_, err = d.Copy(ctx, w) // the whole file: checked whole (fileReader)
 	} else {
 		_, err = d.CopyRange(ctx, w, req.Offset, length)
 	}

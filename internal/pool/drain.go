@@ -211,11 +211,12 @@ func (r *registry) drained(w *worker) bool {
 	return ok && d.Lease == w.info.Load().LeaseId
 }
 
-// stillDrained reports whether drain d of worker id is still recorded.
+// stillDrained reports whether drain d of worker id is still recorded,
+// and still of the registration it drained.
 func (r *registry) stillDrained(id string, d drainRecord) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.drains[id].ID == d.ID
+	return r.drains[id].ID == d.ID && r.registeredUnder(id, d.Lease)
 }
 
 // carryOut does this replica's part of drain d of worker id: it waits
@@ -309,10 +310,13 @@ func (r *registry) drainFor(ctx context.Context, req *v1.DrainRequest) (*v1.Drai
 			cur.Undone = true
 			b, _ := json.Marshal(cur)
 			// Only while the record is the one read: a drain meanwhile wins.
-			_, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(dkey), "=", dkvs[0].ModRevision)).
+			tx, err := r.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(dkey), "=", dkvs[0].ModRevision)).
 				Then(clientv3.OpPut(dkey, string(b), clientv3.WithLease(clientv3.LeaseID(info.LeaseId)))).Commit()
 			if err != nil {
 				return nil, serving.EtcdError(err)
+			}
+			if !tx.Succeeded {
+				return nil, status.Errorf(codes.Aborted, "worker %q was drained again, or left, while this undo ran; see `taskworker workers` and try again", req.WorkerId)
 			}
 		}
 		return &v1.DrainResponse{WorkerId: req.WorkerId, WasDraining: draining}, nil

@@ -50,6 +50,9 @@ func TestDrainedWorkerStaysOutUntilItsRegistrationGoes(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		steps []step
+		// drained: the drain still recorded, for its carrying out
+		// (stillDrained), after the last step.
+		drained bool
 	}{
 		{"drain goes first", []step{
 			{"registered", workers(reg(7)), true},
@@ -57,31 +60,42 @@ func TestDrainedWorkerStaysOutUntilItsRegistrationGoes(t *testing.T) {
 			{"drain's key gone with the lease", drains(gone("drains")...), false},
 			{"registration gone", workers(gone("workers")...), false},
 			{"registered again", workers(reg(8)), true},
-		}},
+		}, false},
 		{"registration goes first", []step{
 			{"registered", workers(reg(7)), true},
 			{"drained", drains(drain(d)), false},
 			{"registration gone", workers(gone("workers")...), false},
 			{"drain's key gone with the lease", drains(gone("drains")...), false},
 			{"registered again", workers(reg(8)), true},
-		}},
+		}, false},
 		{"a watch restarts without the drain", []step{
 			{"registered", workers(reg(7)), true},
 			{"drained", drains(drain(d)), false},
 			{"drains reloaded, none left", func(r *registry) { r.applyDrains(nil, true, 0) }, false},
 			{"registered again", workers(reg(8)), true},
-		}},
+		}, false},
 		{"undone", []step{
 			{"registered", workers(reg(7)), true},
 			{"drained", drains(drain(d)), false},
 			{"undone", drains(drain(undone)), true},
-		}},
+		}, false},
 		{"a new registration is not drained by the old drain", []step{
 			{"registered", workers(reg(7)), true},
 			{"drained", drains(drain(d)), false},
 			{"registered again", workers(reg(8)), true},
 			{"old drain's key gone", drains(gone("drains")...), true},
-		}},
+		}, false},
+		{"restarted at the same address, the old drain's key seen gone first", []step{
+			{"registered", workers(reg(7)), true},
+			{"drained", drains(drain(d)), false},
+			{"old drain's key gone with the old lease", drains(gone("drains")...), false},
+			{"registered again under a new lease", workers(reg(8)), true},
+		}, false},
+		{"drained, still registered", []step{
+			{"registered", workers(reg(7)), true},
+			{"drained", drains(drain(d)), false},
+			{"drain's key gone with the lease", drains(gone("drains")...), false},
+		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRegistry(nil, prefix, time.Minute, slog.New(slog.DiscardHandler))
@@ -98,6 +112,9 @@ func TestDrainedWorkerStaysOutUntilItsRegistrationGoes(t *testing.T) {
 				if got := len(r.routes("sleep")) > 0; got != s.routable {
 					t.Errorf("after %q: routable %v, want %v", s.name, got, s.routable)
 				}
+			}
+			if got := r.stillDrained("worker_002", d); got != tc.drained {
+				t.Errorf("drain still carried out: %v, want %v", got, tc.drained)
 			}
 		})
 	}

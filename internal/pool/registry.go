@@ -252,6 +252,11 @@ func (r *registry) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 			r.log.Warn("ignoring an unreadable worker record", "key", e.Key, "err", err)
 			continue
 		}
+		if d, ok := r.drains[id]; ok && d.Lease != info.LeaseId {
+			// A drain of an earlier registration, whose deletion may have
+			// been seen before this registration: the drain is over.
+			delete(r.drains, id)
+		}
 		if old != nil && old.address == info.Address {
 			prev := old.info.Swap(info)
 			if !sameFunctions(prev.Functions, info.Functions) || !slices.Equal(prev.Runtimes, info.Runtimes) || prev.StoresFiles != info.StoresFiles ||
@@ -280,6 +285,9 @@ func (r *registry) apply(kvs []etcdwatch.KV, reset bool, _ int64) {
 			if !seen[id] {
 				r.retire(w)
 				delete(r.workers, id)
+				if d, ok := r.drains[id]; ok && d.Lease == w.info.Load().LeaseId {
+					delete(r.drains, id)
+				}
 			}
 		}
 	}

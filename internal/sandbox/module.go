@@ -278,7 +278,9 @@ func (m *Module) acquire(ctx context.Context, caller string) (runner, error) {
 		return r, nil
 	case errors.Is(err, childproc.ErrClosed):
 		return nil, fmt.Errorf("function: %w", ErrClosed)
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrTrap):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrTrap),
+		// A start-up's own limits, as a call's would be (instance.start).
+		errors.Is(err, ErrTimeout), errors.Is(err, ErrMemoryLimit), errors.Is(err, ErrCanceled):
 		return nil, err
 	}
 	// Load made an instance of this module: starting another failed only
