@@ -340,39 +340,64 @@ func (inst *instance) start(ctx context.Context) error {
 	if inst.initGuest == nil {
 		return nil
 	}
-	m := inst.m
-	startCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
-	defer cancel()
+	startCtx, cancel := inst.begin(ctx)
+	defer inst.end(ctx, cancel)
+	start := time.Now()
+	err := inst.initGuest(callhost.With(startCtx, startupHost{}))
+	inst.initGuest = nil
+	if stopped := inst.stopped(ctx, startCtx, start, startUp); stopped != nil || err == nil {
+		return stopped
+	}
+	if exit := (*sys.ExitError)(nil); errors.As(err, &exit) {
+		return fmt.Errorf("%w: %s exited with code %d%s", ErrTrap, startUp, exit.ExitCode(), inst.stderr.suffix())
+	}
+	return fmt.Errorf("%w: %s failed: %s%s", ErrTrap, startUp, firstLine(err.Error()), inst.stderr.suffix())
+}
+
+// startUp names a guest's start-up in its errors.
+const startUp = "the function's start-up (before its first call)"
+
+// begin prepares inst to run guest code for ctx: under the function's time
+// limit, stopped by Kill, with a fresh call state (log lines, host
+// requests), the instance in the context for the host functions. end
+// undoes it, with begin's cancel, once the guest code has returned.
+func (inst *instance) begin(ctx context.Context) (context.Context, context.CancelFunc) {
+	limitCtx, cancel := context.WithTimeout(ctx, inst.m.spec.Timeout)
 	inst.stopCall.Store(&cancel)
-	defer inst.stopCall.Store(nil)
 	inst.call = callState{}
 	inst.stderr.reset()
-	err := inst.initGuest(callhost.With(context.WithValue(startCtx, callKey{}, inst), startupHost{}))
-	inst.initGuest = nil
-	if inst.call.logDropped > 0 {
+	return context.WithValue(limitCtx, callKey{}, inst), cancel
+}
+
+func (inst *instance) end(ctx context.Context, cancel context.CancelFunc) {
+	inst.stopCall.Store(nil)
+	cancel()
+	if m := inst.m; inst.call.logDropped > 0 {
 		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit", "export", m.spec.Export, "dropped", inst.call.logDropped)
 	}
-	var exit *sys.ExitError
+}
+
+// stopped says which of its limits stopped guest code (what: the function,
+// or its start-up) that ran for ctx under limitCtx from start: its memory,
+// Close, the caller's cancel or deadline, its time limit; or nil.
+func (inst *instance) stopped(ctx, limitCtx context.Context, start time.Time, what string) error {
+	m := inst.m
 	switch {
-	case err == nil:
-		return nil
 	case inst.budget.refused.Load():
-		return fmt.Errorf("%w: the function's start-up (before its first call) tried to use more than its %s of memory%s: use less memory, or deploy it with more",
-			ErrMemoryLimit, formatBytes(m.spec.Memory), inst.stderr.suffix())
-	case startCtx.Err() != nil && m.closing():
+		return fmt.Errorf("%w: %s tried to use more than its %s of memory and was stopped%s: use less memory, or deploy it with more",
+			ErrMemoryLimit, what, formatBytes(m.spec.Memory), inst.stderr.suffix())
+	case limitCtx.Err() == nil:
+		return nil
+	case m.closing():
 		return fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
-	case startCtx.Err() != nil && errors.Is(ctx.Err(), context.Canceled):
-		return fmt.Errorf("%w during the function's start-up: %w", ErrCanceled, ctx.Err())
-	case startCtx.Err() != nil && ctx.Err() != nil:
-		return fmt.Errorf("%w: the caller's deadline passed during the function's start-up (before its first call): give the call more time",
-			ErrTimeout)
-	case startCtx.Err() != nil:
-		return fmt.Errorf("%w: the function's start-up (before its first call) ran past its time limit of %s: make it faster, or deploy it with a longer timeout",
-			ErrTimeout, m.spec.Timeout)
-	case errors.As(err, &exit):
-		return fmt.Errorf("%w: the function's start-up (before its first call) exited with code %d%s", ErrTrap, exit.ExitCode(), inst.stderr.suffix())
+	case errors.Is(ctx.Err(), context.Canceled):
+		return fmt.Errorf("%w after %s: %w", ErrCanceled, time.Since(start).Round(time.Millisecond), ctx.Err())
+	case ctx.Err() != nil && childproc.CallerFirst(ctx, start, m.spec.Timeout):
+		return fmt.Errorf("%w: the caller's deadline passed after %s, before %s finished: give the call more time",
+			ErrTimeout, time.Since(start).Round(time.Millisecond), what)
 	}
-	return fmt.Errorf("%w: the function's start-up (before its first call) failed: %s%s", ErrTrap, firstLine(err.Error()), inst.stderr.suffix())
+	return fmt.Errorf("%w: %s ran past its time limit of %s and was stopped: make it faster, or deploy it with a longer timeout",
+		ErrTimeout, what, m.spec.Timeout)
 }
 
 // Kill ends the instance. A call running in it is stopped through its
@@ -392,27 +417,17 @@ func (inst *instance) Kill() {
 // run makes one call on inst, and says whether inst may serve another.
 func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep bool, err error) {
 	m := inst.m
-	callCtx, cancel := context.WithTimeout(ctx, m.spec.Timeout)
-	defer cancel()
-	inst.stopCall.Store(&cancel)
-	defer inst.stopCall.Store(nil)
-	inst.call = callState{}
-	inst.stderr.reset()
-	callCtx = context.WithValue(callCtx, callKey{}, inst)
+	callCtx, cancel := inst.begin(ctx)
+	defer inst.end(ctx, cancel)
 	start := time.Now()
 
 	rc, out, guestErr, err := inst.callGuest(callCtx, input)
 
-	if inst.call.logDropped > 0 {
-		m.rt.logger.WarnContext(ctx, "sandbox: dropped guest log lines over the limit",
-			"export", m.spec.Export, "dropped", inst.call.logDropped)
-	}
 	if err == errExited {
 		return nil, false, err
 	}
 	outgrown := inst.budget.refused.Load()
-	switch {
-	case err == nil && rc == 0 && guestErr == "":
+	if err == nil && rc == 0 && guestErr == "" {
 		if len(out) > m.spec.MaxOutput {
 			return nil, !outgrown, fmt.Errorf("%w: the function returned %d bytes, over its limit of %s: return less, or deploy it with a higher output limit",
 				ErrOutputTooLarge, len(out), formatBytes(int64(m.spec.MaxOutput)))
@@ -420,21 +435,9 @@ func (inst *instance) run(ctx context.Context, input []byte) (out []byte, keep b
 		// A guest that survived a refused grow is near its limit: let
 		// the next call start afresh.
 		return out, !outgrown, nil
-	case outgrown:
-		return nil, false, fmt.Errorf("%w: the function tried to use more than its %s of memory and was stopped%s: use less memory, or deploy it with more",
-			ErrMemoryLimit, formatBytes(m.spec.Memory), inst.stderr.suffix())
-	case callCtx.Err() != nil && m.closing():
-		return nil, false, fmt.Errorf("%w: the function was stopped by Close: it was undeployed or the worker is stopping", ErrClosed)
-	case callCtx.Err() != nil:
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return nil, false, fmt.Errorf("%w after %s: %w", ErrCanceled, time.Since(start).Round(time.Millisecond), ctx.Err())
-		}
-		if ctx.Err() != nil && childproc.CallerFirst(ctx, start, m.spec.Timeout) {
-			return nil, false, fmt.Errorf("%w: the caller's deadline passed after %s, before the function finished: give the call more time",
-				ErrTimeout, time.Since(start).Round(time.Millisecond))
-		}
-		return nil, false, fmt.Errorf("%w: the function ran past its time limit of %s and was stopped: make it faster, or deploy it with a longer timeout",
-			ErrTimeout, m.spec.Timeout)
+	}
+	if stopped := inst.stopped(ctx, callCtx, start, "the function"); stopped != nil {
+		return nil, false, stopped
 	}
 	if err == nil {
 		// The guest returned normally.

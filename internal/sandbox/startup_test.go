@@ -13,8 +13,6 @@ import (
 	"github.com/hivemind/taskworker/internal/childproc"
 )
 
-const startupGuest = "./internal/sandbox/testdata/startup"
-
 // A guest's start-up (a Go guest's runtime and package initialization)
 // runs when its instance is made, before and outside any call: its log
 // line is the function's, written at Load, and the secret read and the
@@ -26,12 +24,12 @@ func TestStartUpRunsBeforeAnyCall(t *testing.T) {
 func testStartUpRunsBeforeAnyCall(t *testing.T, cfg Config) {
 	r := newTestRuntime(t, cfg)
 	host, logs := testHost()
-	m, err := r.Load(context.Background(), guestWasm(t, startupGuest), Spec{Export: "at_start"}, host)
+	m, err := r.Load(context.Background(), guestWasm(t, "./internal/sandbox/testdata/hostcalls"), Spec{Export: "at_start"}, host)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close(context.Background())
-	if !strings.Contains(logs.String(), "startup guest: starting up") {
+	if !strings.Contains(logs.String(), "hostcalls guest: starting up") {
 		t.Errorf("no start-up log line after Load; the log holds %q", logs.String())
 	}
 	var got [2]string

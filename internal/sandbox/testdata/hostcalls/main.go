@@ -3,7 +3,9 @@
 // Command hostcalls is the sandbox tests' guest that reaches outside
 // through the host: taskworker.secret_get, taskworker.http_fetch (with
 // http_body and last_error), and Extism's own http_request, as a plugin
-// built with an Extism PDK calls it. It speaks the ABI by hand (docs/ABI.md)
+// built with an Extism PDK calls it. Its start-up (before any call, for
+// none) logs a line and tries a secret read and a fetch, which the host
+// refuses; at_start says what they got. It speaks the ABI by hand (docs/ABI.md)
 // rather than through an SDK. Built by the tests with GOOS=wasip1
 // GOARCH=wasm go build -buildmode=c-shared.
 package main
@@ -73,6 +75,25 @@ func get(h uint64) []byte {
 
 func failure() error { return errors.New(string(get(lastError()))) }
 
+// atStart is what the start-up's attempts got: "read ..." or the host's
+// refusal, for the secret and for the fetch.
+var atStart = func() [2]string {
+	guest.Log(guest.LevelInfo, "hostcalls guest: starting up")
+	var got [2]string
+	if v := secretGet(put([]byte("TOKEN"))); v != 0 {
+		got[0] = "read " + string(get(v))
+	} else {
+		got[0] = failure().Error()
+	}
+	desc, _ := json.Marshal(request{URL: "http://example.invalid/"})
+	if v := httpFetch(put(desc), 0); v != 0 {
+		got[1] = "fetched " + string(get(v))
+	} else {
+		got[1] = failure().Error()
+	}
+	return got
+}()
+
 type request struct {
 	Method  string            `json:"method,omitempty"`
 	URL     string            `json:"url"`
@@ -80,6 +101,7 @@ type request struct {
 }
 
 func init() {
+	guest.Function("at_start", func() [2]string { return atStart })
 	guest.Function("secret", func(name guest.Raw) (guest.Raw, error) {
 		v := secretGet(put(name))
 		if v == 0 {
@@ -110,6 +132,9 @@ func init() {
 		return "", failure()
 	})
 }
+
+//go:wasmexport at_start
+func atStartExport() int32 { return guest.Run("at_start") }
 
 //go:wasmexport secret
 func secret() int32 { return guest.Run("secret") }
