@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +20,7 @@ import (
 	"github.com/hivemind/taskworker"
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
 	"github.com/hivemind/taskworker/internal/cluster"
+	"github.com/hivemind/taskworker/internal/erasure"
 	"github.com/hivemind/taskworker/internal/serving"
 )
 
@@ -140,6 +143,117 @@ func putShard(ctx context.Context, sc v1.ShardServiceClient, key *v1.ShardKey, d
 	}
 	_, err = stream.CloseAndRecv()
 	return err
+}
+
+// readShard reads a shard from a worker's ShardService, as its pool.
+func readShard(t *testing.T, ctx context.Context, sc v1.ShardServiceClient, key *v1.ShardKey) []byte {
+	t.Helper()
+	stream, err := sc.GetShard(ctx, &v1.GetShardRequest{Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []byte
+	for {
+		resp, err := stream.Recv()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("reading shard %v: %v", key, err)
+		}
+		out = append(out, resp.Data...)
+	}
+}
+
+// A worker that serves forged data shards, stored with a valid on-disk
+// checksum as a compromised worker would: a read still returns the bytes
+// written (the forged shards fail the block's authentication, then their
+// BLAKE3 sums, and parity stands in), and the forged shards are reported
+// and rebuilt. (Parity shards are checked only when a read or a repair
+// needs them.)
+func TestForgedShardsAreReadAroundAndRepaired(t *testing.T) {
+	c := cluster.New(t, cluster.Options{Workers: 3})
+	cl := c.Client(0)
+	ctx := ctxTimeout(t, time.Minute)
+	data := randomBytes(3 * block)
+	info, err := cl.Push(ctx, "f", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout, err := erasure.ParseLayout(info.Layout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One data shard of every block is forged (parity makes up for one),
+	// on whichever worker holds it.
+	const damage = "/taskworker/damage/"
+	forged := map[string]bool{} // damage record keys
+	blocks := map[int64]bool{}  // blocks with a forged shard
+	for i := range c.Workers {
+		sc, wctx := shardConn(t, c, i)
+		list, err := sc.ListShards(wctx, &v1.ListShardsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			resp, err := list.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range resp.Shards {
+				if k.FileId != info.FileId || int(k.Shard) >= layout.Data || blocks[k.Block] {
+					continue
+				}
+				shard := readShard(t, wctx, sc, k)
+				shard[len(shard)/2] ^= 0x01
+				if err := putShard(wctx, sc, k, shard); err != nil {
+					t.Fatal(err)
+				}
+				forged[fmt.Sprintf("%s%s/%s/%d/%d", damage, k.FileId, k.WriteId, k.Block, k.Shard)] = true
+				blocks[k.Block] = true
+			}
+		}
+	}
+	if len(forged) != 3 {
+		t.Fatalf("forged %d data shards, want one in each of the 3 blocks", len(forged))
+	}
+	// Every forged shard is reported, as a damage record in etcd.
+	etcd := c.EtcdClient()
+	before, err := etcd.Get(ctx, damage, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := etcd.Watch(ctx, damage, clientv3.WithPrefix(), clientv3.WithRev(before.Header.Revision+1))
+	for range 3 {
+		got, err := cl.Get(ctx, info.FileId)
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("read with forged shards: %d bytes, %v", len(got), err)
+		}
+	}
+	unreported := maps.Clone(forged)
+	for len(unreported) > 0 {
+		resp, ok := <-reports
+		if !ok || resp.Err() != nil {
+			t.Fatalf("forged shards never reported: %v (%v)", unreported, resp.Err())
+		}
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypePut {
+				delete(unreported, string(ev.Kv.Key))
+			}
+		}
+	}
+	waitFor(t, 30*time.Second, "the forged shards rebuilt", func() bool {
+		resp, err := etcd.Get(ctx, damage, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		st, serr := cl.Stat(ctx, info.FileId, 0)
+		return err == nil && resp.Count == 0 && serr == nil && st.Redundancy == v1.Redundancy_REDUNDANCY_FULL
+	})
+	got, err := cl.Get(ctx, info.FileId)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after the repair: %d bytes, %v", len(got), err)
+	}
 }
 
 // The collector deletes the shards of this network's failed writes (found
