@@ -337,13 +337,15 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 	return open(d.assemble(dst, b, shards))
 }
 
-// assemble puts block b's bytes, its data shards without the padding, in dst's storage.
+// assemble puts block b's bytes, its data shards without the padding, in dst's storage (a dst of
+// BlockLen(b) bytes' capacity is not grown).
 func (d *Decoder) assemble(dst []byte, b int64, shards [][]byte) []byte {
+	n := d.info.BlockLen(b)
 	dst = dst[:0]
 	for _, s := range shards[:d.info.Layout.Data] {
-		dst = append(dst, s...)
+		dst = append(dst, s[:min(len(s), n-len(dst))]...)
 	}
-	return dst[:d.info.BlockLen(b)]
+	return dst
 }
 
 // checkShard checks a fetched shard's length, and its checksum if check is set.

@@ -42,7 +42,8 @@ func (a *authenticator) open(b int64) func([]byte) ([]byte, error) {
 // TestOpenBlock: with up to Parity shards of each block missing, short or
 // forged, OpenBlock still hands every block back as written, reports every
 // damaged data shard and never an intact one, and an intact block costs
-// exactly its data shards and one call of open.
+// exactly its data shards and one call of open, and the block is put in
+// the buffer given.
 func TestOpenBlock(t *testing.T) {
 	for _, l := range testLayouts {
 		for _, damaged := range []int{0, 1, l.Parity} {
@@ -76,6 +77,9 @@ func TestOpenBlock(t *testing.T) {
 					}
 					if want := data[b*bs : min((b+1)*bs, int64(len(data)))]; !bytes.Equal(got, want) {
 						t.Fatalf("block %d differs from what was written", b)
+					}
+					if &got[0] != &buf[:1][0] {
+						t.Fatalf("block %d was not put in the buffer given (%d bytes' capacity)", b, cap(buf))
 					}
 					whole := true
 					for i := range l.Shards() {
