@@ -18,6 +18,15 @@ type ShardSource interface {
 	ReadShard(ctx context.Context, block int64, shard int) ([]byte, error)
 }
 
+// ShardSourceInto is a ShardSource that can also read a shard into a buffer it is given, which saves
+// OpenBlock a copy of every data shard: they arrive where the block is laid out.
+type ShardSourceInto interface {
+	ShardSource
+	// ReadShardInto is ReadShard, reading into buf (empty, with the shard's length as its capacity) and
+	// returning buf extended by what it read. It must not write past buf's capacity.
+	ReadShardInto(ctx context.Context, block int64, shard int, buf []byte) ([]byte, error)
+}
+
 // ShardSourceFunc adapts a function to ShardSource.
 type ShardSourceFunc func(ctx context.Context, block int64, shard int) ([]byte, error)
 
@@ -201,7 +210,7 @@ type fetched struct {
 // reports the ones it could not use to OnBadShard. The result has nil where no good shard was fetched.
 func (d *Decoder) fetch(ctx context.Context, b int64, skip []bool) ([][]byte, error) {
 	shards := make([][]byte, d.info.Layout.Shards())
-	bad, err := d.gather(ctx, b, shards, skip, true)
+	bad, err := d.gather(ctx, b, shards, skip, true, nil)
 	d.report(bad)
 	if err != nil {
 		return nil, err
@@ -212,8 +221,9 @@ func (d *Decoder) fetch(ctx context.Context, b int64, skip []bool) ([][]byte, er
 // gather fetches shards of block b into shards until Layout.Data of them are non-nil, data shards first,
 // never fetching one marked in skip or already in shards. Fetches run concurrently; a failed one is replaced
 // by the next untried shard. Every fetched shard's length is checked, and its checksum too if check is set.
-// It returns the shards it could not use, and ctx's error if ctx ended.
-func (d *Decoder) gather(ctx context.Context, b int64, shards [][]byte, skip []bool, check bool) ([]BadShard, error) {
+// If into is not nil, a data shard i is read into into[i*ShardLen(b):], where the source can. It returns
+// the shards it could not use, and ctx's error if ctx ended.
+func (d *Decoder) gather(ctx context.Context, b int64, shards [][]byte, skip []bool, check bool, into []byte) ([]BadShard, error) {
 	k, total := d.info.Layout.Data, d.info.Layout.Shards()
 	want := d.info.ShardLen(b)
 	results := make(chan fetched, total)
@@ -234,7 +244,13 @@ func (d *Decoder) gather(ctx context.Context, b int64, shards [][]byte, skip []b
 		next++
 		inflight++
 		go func() {
-			data, err := d.src.ReadShard(ctx, b, i)
+			var data []byte
+			var err error
+			if src, ok := d.src.(ShardSourceInto); ok && into != nil && i < k {
+				data, err = src.ReadShardInto(ctx, b, i, into[i*want:i*want:(i+1)*want])
+			} else {
+				data, err = d.src.ReadShard(ctx, b, i)
+			}
 			if err == nil {
 				err = checkShard(data, want, d.info.Sums[b][i], check)
 			}
@@ -283,12 +299,12 @@ func (d *Decoder) enough(b int64, shards [][]byte, bad []BadShard) error {
 }
 
 // OpenBlock reads block b for a caller that authenticates each block itself, as a file sealed with an AEAD
-// is: it puts the block's bytes in dst (reusing its capacity) and returns what open makes of them. The data
-// shards are fetched first without their checksums; when all of them arrive and open accepts the block, that
-// is the answer, and no shard was hashed. Otherwise the shards in hand are checked against their checksums,
-// the bad ones reported to OnBadShard and rebuilt from parity, and open is called once more, on the block so
-// checked, its error returned as it is. open may overwrite the block (AES-GCM clears what it was opening when
-// the tag does not match): the shards are kept apart from it.
+// is: it puts the block's bytes in dst (reusing its capacity: BufferLen(b) bytes take every layout) and
+// returns what open makes of them. The data shards are fetched first without their checksums, into dst where
+// the source is a ShardSourceInto; when all of them arrive and open accepts the block, that is the answer,
+// and no shard was hashed. Otherwise the shards are checked against their checksums (those open may have
+// overwritten are fetched again first), the bad ones reported to OnBadShard and rebuilt from parity, and open
+// is called once more, on the block so checked, its error returned as it is.
 //
 // Skipping the checksums is sound only when open authenticates: a block it accepts must be the block that
 // was written, whatever bytes the workers served. See docs/RATIONALE.md ("Why are a sealed block's shards
@@ -298,18 +314,34 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 		return nil, fmt.Errorf("%w: block %d of a file with %d blocks", ErrRange, b, d.info.Blocks())
 	}
 	k, total := d.info.Layout.Data, d.info.Layout.Shards()
+	var into []byte // where the data shards are read, if the source can
+	if _, ok := d.src.(ShardSourceInto); ok {
+		if cap(dst) < d.BufferLen(b) {
+			dst = make([]byte, 0, d.BufferLen(b))
+		}
+		into = dst[:d.BufferLen(b)]
+	}
 	shards := make([][]byte, total)
 	skip := make([]bool, total)
 	for i := k; i < total; i++ {
 		skip[i] = true // the data shards alone, first
 	}
-	bad, err := d.gather(ctx, b, shards, skip, false)
+	bad, err := d.gather(ctx, b, shards, skip, false, into)
 	if err != nil {
 		return nil, err
 	}
 	if len(bad) == 0 {
 		if out, err := open(d.assemble(dst, b, shards)); err == nil {
 			return out, nil
+		}
+		// open may have overwritten the block (AES-GCM clears what it
+		// was opening when the tag does not match), and with it the
+		// shards read in place: those are fetched again.
+		want := d.info.ShardLen(b)
+		for i, s := range shards[:k] {
+			if into != nil && len(s) > 0 && &s[0] == &into[i*want] {
+				shards[i] = nil
+			}
 		}
 	}
 	clear(skip)
@@ -322,7 +354,7 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 			shards[i], skip[i] = nil, true
 		}
 	}
-	more, err := d.gather(ctx, b, shards, skip, true)
+	more, err := d.gather(ctx, b, shards, skip, true, into)
 	bad = append(bad, more...)
 	d.report(bad)
 	if err != nil {
@@ -337,13 +369,25 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 	return open(d.assemble(dst, b, shards))
 }
 
-// assemble puts block b's bytes, its data shards without the padding, in dst's storage (a dst of
-// BlockLen(b) bytes' capacity is not grown).
+// BufferLen is the capacity OpenBlock needs of dst to read block b's data shards in place: their total
+// length, a little more than the block's where Layout.Data does not divide it.
+func (d *Decoder) BufferLen(b int64) int { return d.info.Layout.Data * d.info.ShardLen(b) }
+
+// assemble lays block b's bytes, its data shards without the padding, in dst's storage (grown only if it
+// has less than BlockLen(b) bytes' capacity), copying no shard already in its place there.
 func (d *Decoder) assemble(dst []byte, b int64, shards [][]byte) []byte {
 	n := d.info.BlockLen(b)
-	dst = dst[:0]
+	if cap(dst) < n {
+		dst = make([]byte, n)
+	}
+	dst = dst[:n]
+	off := 0
 	for _, s := range shards[:d.info.Layout.Data] {
-		dst = append(dst, s[:min(len(s), n-len(dst))]...)
+		m := min(len(s), n-off)
+		if m > 0 && &s[0] != &dst[off] {
+			copy(dst[off:off+m], s[:m])
+		}
+		off += m
 	}
 	return dst
 }

@@ -2,6 +2,7 @@ package erasure
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -39,65 +40,98 @@ func (a *authenticator) open(b int64) func([]byte) ([]byte, error) {
 	}
 }
 
+// intoSource is a memSource that reads shards into the buffers it is
+// given (a ShardSourceInto), refusing a shard longer than the buffer, or,
+// if misplace is set, into buffers of its own.
+type intoSource struct {
+	*memSource
+	misplace bool
+}
+
+func (s intoSource) ReadShardInto(ctx context.Context, block int64, shard int, buf []byte) ([]byte, error) {
+	data, err := s.ReadShard(ctx, block, shard)
+	if err != nil || s.misplace {
+		return data, err
+	}
+	if len(data) > cap(buf) {
+		return nil, fmt.Errorf("%d bytes, more than the shard's %d", len(data), cap(buf))
+	}
+	return append(buf, data...), nil
+}
+
 // TestOpenBlock: with up to Parity shards of each block missing, short or
 // forged, OpenBlock still hands every block back as written, reports every
 // damaged data shard and never an intact one, and an intact block costs
 // exactly its data shards and one call of open, and the block is put in
-// the buffer given.
+// the buffer given; whether the source reads shards where it is told to,
+// elsewhere, or cannot be told.
 func TestOpenBlock(t *testing.T) {
 	for _, l := range testLayouts {
 		for _, damaged := range []int{0, 1, l.Parity} {
-			if damaged > l.Parity {
-				continue
+			for _, source := range []string{"plain", "into", "misplaced"} {
+				if damaged > l.Parity || damaged == 0 && l.Parity > 0 && source != "into" {
+					continue
+				}
+				t.Run(fmt.Sprintf("%s/damaged=%d/%s", l, damaged, source), func(t *testing.T) {
+					t.Parallel()
+					testOpenBlock(t, l, damaged, source)
+				})
 			}
-			t.Run(fmt.Sprintf("%s/damaged=%d", l, damaged), func(t *testing.T) {
-				t.Parallel()
-				const bs = 999
-				rng := rand.New(rand.NewPCG(uint64(l.Shards()), uint64(damaged)))
-				data := randomBytes(rng, 7*bs+123)
-				c := encode(t, data, l, bs)
-				src := &memSource{c: c}
-				src.damageBlocks(rng, damaged)
-				dec, _ := NewDecoder(c.info, src)
-				reported := map[[2]int]bool{}
-				dec.OnBadShard = func(s BadShard) {
-					key := [2]int{int(s.Block), s.Shard}
-					if src.damaged[key] == intact {
-						t.Errorf("intact shard %v reported bad: %v", key, s.Err)
-					}
-					reported[key] = true
-				}
-				auth := newAuthenticator(data, bs)
-				buf := make([]byte, 0, bs)
-				for b := range c.info.Blocks() {
-					fetches, opens := src.fetches.Load(), auth.calls.Load()
-					got, err := dec.OpenBlock(t.Context(), b, buf, auth.open(b))
-					if err != nil {
-						t.Fatalf("block %d: %v", b, err)
-					}
-					if want := data[b*bs : min((b+1)*bs, int64(len(data)))]; !bytes.Equal(got, want) {
-						t.Fatalf("block %d differs from what was written", b)
-					}
-					if &got[0] != &buf[:1][0] {
-						t.Fatalf("block %d was not put in the buffer given (%d bytes' capacity)", b, cap(buf))
-					}
-					whole := true
-					for i := range l.Shards() {
-						if src.damaged[[2]int{int(b), i}] != intact && i < l.Data {
-							whole = false
-						}
-					}
-					if whole && (src.fetches.Load()-fetches != int64(l.Data) || auth.calls.Load()-opens != 1) {
-						t.Errorf("intact block %d: %d fetches and %d opens, want %d and 1",
-							b, src.fetches.Load()-fetches, auth.calls.Load()-opens, l.Data)
-					}
-				}
-				for key, d := range src.damaged {
-					if d != intact && key[1] < l.Data && !reported[key] {
-						t.Errorf("damaged data shard %v not reported", key)
-					}
-				}
-			})
+		}
+	}
+}
+
+func testOpenBlock(t *testing.T, l Layout, damaged int, source string) {
+	const bs = 999
+	rng := rand.New(rand.NewPCG(uint64(l.Shards()), uint64(damaged)))
+	data := randomBytes(rng, 7*bs+123)
+	c := encode(t, data, l, bs)
+	mem := &memSource{c: c}
+	mem.damageBlocks(rng, damaged)
+	src := mem
+	var dec *Decoder
+	switch source {
+	case "plain":
+		dec, _ = NewDecoder(c.info, mem)
+	default:
+		dec, _ = NewDecoder(c.info, intoSource{mem, source == "misplaced"})
+	}
+	reported := map[[2]int]bool{}
+	dec.OnBadShard = func(s BadShard) {
+		key := [2]int{int(s.Block), s.Shard}
+		if src.damaged[key] == intact {
+			t.Errorf("intact shard %v reported bad: %v", key, s.Err)
+		}
+		reported[key] = true
+	}
+	auth := newAuthenticator(data, bs)
+	buf := make([]byte, 0, dec.BufferLen(0))
+	for b := range c.info.Blocks() {
+		fetches, opens := src.fetches.Load(), auth.calls.Load()
+		got, err := dec.OpenBlock(t.Context(), b, buf, auth.open(b))
+		if err != nil {
+			t.Fatalf("block %d: %v", b, err)
+		}
+		if want := data[b*bs : min((b+1)*bs, int64(len(data)))]; !bytes.Equal(got, want) {
+			t.Fatalf("block %d differs from what was written", b)
+		}
+		if &got[0] != &buf[:1][0] {
+			t.Fatalf("block %d was not put in the buffer given (%d bytes' capacity)", b, cap(buf))
+		}
+		whole := true
+		for i := range l.Shards() {
+			if src.damaged[[2]int{int(b), i}] != intact && i < l.Data {
+				whole = false
+			}
+		}
+		if whole && (src.fetches.Load()-fetches != int64(l.Data) || auth.calls.Load()-opens != 1) {
+			t.Errorf("intact block %d: %d fetches and %d opens, want %d and 1",
+				b, src.fetches.Load()-fetches, auth.calls.Load()-opens, l.Data)
+		}
+	}
+	for key, d := range src.damaged {
+		if d != intact && key[1] < l.Data && !reported[key] {
+			t.Errorf("damaged data shard %v not reported", key)
 		}
 	}
 }

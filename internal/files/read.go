@@ -120,9 +120,7 @@ func (s *Service) decoder(m *manifest) (*erasure.Decoder, error) {
 	if err != nil {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
 	}
-	d, err := erasure.NewDecoder(info, erasure.ShardSourceFunc(func(ctx context.Context, b int64, i int) ([]byte, error) {
-		return s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)}, info.ShardLen(b))
-	}))
+	d, err := erasure.NewDecoder(info, shardSource{s, m, info})
 	if err != nil {
 		return nil, status.Errorf(codes.DataLoss, "file %s: %v", m.FileID, err)
 	}
@@ -152,10 +150,27 @@ func (s *Service) workerLive(id string) bool {
 	return ok
 }
 
-// getShard fetches one shard from a worker, into a buffer of the length
-// it should have (a shorter one is the Decoder's to find bad; a worker
-// that sends more fails the read).
-func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey, want int) ([]byte, error) {
+// shardSource reads a file version's shards from the workers that hold
+// them (an erasure.ShardSourceInto).
+type shardSource struct {
+	s    *Service
+	m    *manifest
+	info *erasure.FileInfo
+}
+
+func (src shardSource) ReadShard(ctx context.Context, b int64, i int) ([]byte, error) {
+	return src.ReadShardInto(ctx, b, i, make([]byte, 0, src.info.ShardLen(b)))
+}
+
+func (src shardSource) ReadShardInto(ctx context.Context, b int64, i int, buf []byte) ([]byte, error) {
+	m := src.m
+	return src.s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)}, buf)
+}
+
+// getShard fetches one shard from a worker into buf, whose capacity is the
+// length the shard should have (a shorter one is the Decoder's to find
+// bad; a worker that sends more fails the read).
+func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKey, buf []byte) ([]byte, error) {
 	if workerID == "" {
 		return nil, errors.New("no worker holds the shard")
 	}
@@ -167,7 +182,7 @@ func (s *Service) getShard(ctx context.Context, workerID string, key *v1.ShardKe
 	if err != nil {
 		return nil, err
 	}
-	r := shardReader{buf: make([]byte, 0, want)}
+	r := shardReader{buf: buf}
 	for {
 		err := stream.RecvMsg(&r)
 		if errors.Is(err, io.EOF) {

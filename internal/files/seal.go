@@ -111,10 +111,11 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 	if length == 0 {
 		return 0, nil
 	}
-	bs, sbs := int64(r.blockSize), r.blockSize+keyring.Overhead
+	bs := int64(r.blockSize)
 	end := off + length
 	first, last := off/bs, (end-1)/bs
 	blockLen := func(b int64) int64 { return min(bs, r.size-b*bs) }
+	bufLen := r.d.BufferLen(first) // the longest block of the range: its data shards are read in place
 
 	// Up to sealedFetches blocks are fetched and opened at once, each on
 	// its own goroutine (the Decoder allows it), and written in order.
@@ -141,7 +142,7 @@ func (r *sealedReader) copyRange(ctx context.Context, w io.Writer, off, length i
 			select {
 			case blk.buf = <-free:
 			default:
-				blk.buf = make([]byte, 0, sbs)
+				blk.buf = make([]byte, 0, bufLen)
 			}
 			fetching.Go(func() {
 				defer close(blk.done)

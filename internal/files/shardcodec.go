@@ -28,10 +28,6 @@ import (
 // returned OK, and after a stream failed, not at all (see putBlock).
 type shardCodec struct{ wirefields.Codec }
 
-// zeroCopyMin is the smallest data message sent without a copy; below it
-// the copy costs less than a second buffer in the frame.
-const zeroCopyMin = 16 << 10
-
 // shardCodecOption is the call option that sends PutShard and reads
 // GetShard with shardCodec.
 var shardCodecOption = grpc.ForceCodecV2CallOption{CodecV2: shardCodec{wirefields.NewCodec()}}
@@ -41,10 +37,8 @@ const putShardDataField = 2
 
 func (c shardCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if req, ok := v.(*v1.PutShardRequest); ok {
-		if d, ok := req.Part.(*v1.PutShardRequest_Data); ok && len(d.Data) >= zeroCopyMin {
-			head := protowire.AppendTag(make([]byte, 0, 11), putShardDataField, protowire.BytesType)
-			head = protowire.AppendVarint(head, uint64(len(d.Data)))
-			return mem.BufferSlice{mem.SliceBuffer(head), mem.SliceBuffer(d.Data)}, nil
+		if d, ok := req.Part.(*v1.PutShardRequest_Data); ok && len(d.Data) >= wirefields.ByReferenceMin {
+			return wirefields.BytesMessage(putShardDataField, d.Data), nil
 		}
 	}
 	return c.Codec.Marshal(v)

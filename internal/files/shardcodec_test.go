@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
+	"github.com/hivemind/taskworker/internal/wirefields"
 )
 
 // The shard codec's bytes are the proto encoding's, for data messages of
@@ -22,7 +23,7 @@ func TestShardCodecIsProto(t *testing.T) {
 	msgs := []*v1.PutShardRequest{
 		{Part: &v1.PutShardRequest_Key{Key: &v1.ShardKey{FileId: "f", WriteId: "w", Block: 7, Shard: 3}}},
 	}
-	for _, n := range []int{0, 1, 127, 128, zeroCopyMin - 1, zeroCopyMin, zeroCopyMin + 1, 1 << 20, 2<<20 + 7} {
+	for _, n := range []int{0, 1, 127, 128, wirefields.ByReferenceMin - 1, wirefields.ByReferenceMin, wirefields.ByReferenceMin + 1, 1 << 20, 2<<20 + 7} {
 		data := bytes.Repeat([]byte{byte(n)}, n)
 		msgs = append(msgs, &v1.PutShardRequest{Part: &v1.PutShardRequest_Data{Data: data}})
 	}
@@ -47,7 +48,7 @@ func TestShardCodecIsProto(t *testing.T) {
 			if err := c.Unmarshal(got, &back); err != nil || !proto.Equal(&back, msg) {
 				t.Fatalf("decoded %v (%v), want the message sent", &back, err)
 			}
-			if data := msg.GetData(); len(data) >= zeroCopyMin {
+			if data := msg.GetData(); len(data) >= wirefields.ByReferenceMin {
 				last := got[len(got)-1].ReadOnlyData()
 				if len(got) != 2 || &last[0] != &data[0] {
 					t.Fatalf("a %d-byte shard was copied into the message (%d buffers)", len(data), len(got))

@@ -392,7 +392,7 @@ func (s *Service) Verify(ctx context.Context) error {
 		for b := range info.Blocks() {
 			good := 0
 			for i := range info.Layout.Shards() {
-				data, err := s.getShard(ctx, m.holder(b, i), &v1.ShardKey{FileId: m.FileID, WriteId: m.WriteID, Block: b, Shard: int32(i)}, info.ShardLen(b))
+				data, err := shardSource{s, m, info}.ReadShard(ctx, b, i)
 				if err == nil && len(data) == info.ShardLen(b) && erasure.SumShard(data) == info.Sums[b][i] {
 					good++
 				}

@@ -73,6 +73,7 @@ func newHarness(t *testing.T, opts shardserver.Options) *harness {
 	h.addr = lis.Addr().String()
 	gs := grpc.NewServer(
 		grpc.WaitForHandlers(true),
+		shardserver.ServerOption(),
 		grpc.ChainUnaryInterceptor(auth.UnaryWorkerInterceptor(isTestPool)),
 		grpc.ChainStreamInterceptor(auth.StreamWorkerInterceptor(isTestPool)),
 	)

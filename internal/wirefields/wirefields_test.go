@@ -83,3 +83,27 @@ func TestDecode(t *testing.T) {
 		}
 	}
 }
+
+// BytesMessage's bytes are proto's for any field number and length, the
+// field's bytes are data itself, and Decode reads them back.
+func TestBytesMessage(t *testing.T) {
+	for _, num := range []protowire.Number{1, 2, 15, 16, 2047, 2048, protowire.MaxValidNumber} {
+		for _, n := range []int{0, 1, 127, 128, 16383, 16384, 1 << 20} {
+			t.Run(fmt.Sprintf("field %d/%d bytes", num, n), func(t *testing.T) {
+				data := bytes.Repeat([]byte{byte(n)}, n)
+				got := BytesMessage(num, data)
+				want := protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), data)
+				if !bytes.Equal(got.Materialize(), want) {
+					t.Fatalf("encoded %d bytes unlike proto's %d", got.Len(), len(want))
+				}
+				if last := got[len(got)-1].ReadOnlyData(); n > 0 && &last[0] != &data[0] {
+					t.Fatal("the field's bytes were copied")
+				}
+				r := &recorder{}
+				if err := Decode(got, r); err != nil || len(r.fields) != 1 {
+					t.Fatalf("decoded %v (%v), want one field", r.fields, err)
+				}
+			})
+		}
+	}
+}

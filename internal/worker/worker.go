@@ -289,6 +289,7 @@ func (s *Server) Start(ctx context.Context, addr string) (err error) {
 		grpc.MaxSendMsgSize(maxMessageBytes),
 		grpc.InitialWindowSize(1<<20),
 		grpc.InitialConnWindowSize(1<<22),
+		shardserver.ServerOption(), // shards answered without a copy
 		// Who may call what: internal/auth's table.
 		grpc.ChainUnaryInterceptor(auth.UnaryWorkerInterceptor(s.isPool)),
 		grpc.ChainStreamInterceptor(auth.StreamWorkerInterceptor(s.isPool)),
