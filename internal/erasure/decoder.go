@@ -23,7 +23,9 @@ type ShardSource interface {
 type ShardSourceInto interface {
 	ShardSource
 	// ReadShardInto is ReadShard, reading into buf (empty, with the shard's length as its capacity) and
-	// returning buf extended by what it read. It must not write past buf's capacity.
+	// returning buf extended by what it read; it may return another slice instead, which then belongs to
+	// the Decoder. It must not write past buf's capacity, nor into buf once it has returned, whatever it
+	// returns (an error, ctx's end).
 	ReadShardInto(ctx context.Context, block int64, shard int, buf []byte) ([]byte, error)
 }
 
@@ -299,8 +301,8 @@ func (d *Decoder) enough(b int64, shards [][]byte, bad []BadShard) error {
 }
 
 // OpenBlock reads block b for a caller that authenticates each block itself, as a file sealed with an AEAD
-// is: it puts the block's bytes in dst (reusing its capacity: BufferLen(b) bytes take every layout) and
-// returns what open makes of them. The data shards are fetched first without their checksums, into dst where
+// is: it puts the block's bytes in dst (used as it is when its capacity is at least BufferLen(b), else
+// replaced) and returns what open makes of them. The data shards are fetched first without their checksums, into dst where
 // the source is a ShardSourceInto; when all of them arrive and open accepts the block, that is the answer,
 // and no shard was hashed. Otherwise the shards are checked against their checksums (those open may have
 // overwritten are fetched again first), the bad ones reported to OnBadShard and rebuilt from parity, and open
@@ -328,6 +330,7 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 	}
 	bad, err := d.gather(ctx, b, shards, skip, false, into)
 	if err != nil {
+		d.report(bad)
 		return nil, err
 	}
 	if len(bad) == 0 {
@@ -336,12 +339,9 @@ func (d *Decoder) OpenBlock(ctx context.Context, b int64, dst []byte, open func(
 		}
 		// open may have overwritten the block (AES-GCM clears what it
 		// was opening when the tag does not match), and with it the
-		// shards read in place: those are fetched again.
-		want := d.info.ShardLen(b)
-		for i, s := range shards[:k] {
-			if into != nil && len(s) > 0 && &s[0] == &into[i*want] {
-				shards[i] = nil
-			}
+		// shards read into it: they are fetched again.
+		if into != nil {
+			clear(shards[:k])
 		}
 	}
 	clear(skip)

@@ -76,7 +76,11 @@ const (
 	missing
 	flipped   // one byte changed
 	truncated // one byte short
+	long      // one byte too many
 )
+
+// damages is how many kinds of damage there are, for damage(1 + rng.IntN(damages)).
+const damages = 4
 
 // memSource serves shards from memory with some of them damaged, and counts fetches.
 type memSource struct {
@@ -102,6 +106,8 @@ func (s *memSource) ReadShard(ctx context.Context, block int64, shard int) ([]by
 		out[len(out)/2] ^= 0x5a
 	case truncated:
 		out = out[:len(out)-1]
+	case long:
+		out = append(out, 0x5a)
 	}
 	return out, nil
 }
@@ -112,7 +118,7 @@ func (s *memSource) damageBlocks(rng *rand.Rand, maxPerBlock int) {
 	for b := range s.c.shards {
 		n := rng.IntN(maxPerBlock + 1)
 		for _, i := range rng.Perm(len(s.c.shards[b]))[:n] {
-			s.damaged[[2]int{b, i}] = damage(1 + rng.IntN(3))
+			s.damaged[[2]int{b, i}] = damage(1 + rng.IntN(damages))
 		}
 	}
 }
@@ -197,7 +203,7 @@ func TestTooManyLostShards(t *testing.T) {
 			c := encode(t, data, l, 1000)
 			src := &memSource{c: c, damaged: map[[2]int]damage{}}
 			for _, i := range rng.Perm(l.Shards())[:l.Parity+1] { // one more than tolerated, in block 2
-				src.damaged[[2]int{2, i}] = damage(1 + rng.IntN(3))
+				src.damaged[[2]int{2, i}] = damage(1 + rng.IntN(damages))
 			}
 			dec, _ := NewDecoder(c.info, src)
 			var out bytes.Buffer

@@ -86,15 +86,14 @@ func testOpenBlock(t *testing.T, l Layout, damaged int, source string) {
 	rng := rand.New(rand.NewPCG(uint64(l.Shards()), uint64(damaged)))
 	data := randomBytes(rng, 7*bs+123)
 	c := encode(t, data, l, bs)
-	mem := &memSource{c: c}
-	mem.damageBlocks(rng, damaged)
-	src := mem
+	src := &memSource{c: c}
+	src.damageBlocks(rng, damaged)
 	var dec *Decoder
 	switch source {
 	case "plain":
-		dec, _ = NewDecoder(c.info, mem)
+		dec, _ = NewDecoder(c.info, src)
 	default:
-		dec, _ = NewDecoder(c.info, intoSource{mem, source == "misplaced"})
+		dec, _ = NewDecoder(c.info, intoSource{src, source == "misplaced"})
 	}
 	reported := map[[2]int]bool{}
 	dec.OnBadShard = func(s BadShard) {

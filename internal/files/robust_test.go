@@ -240,6 +240,9 @@ func TestForgedShardsAreReadAroundAndRepaired(t *testing.T) {
 			t.Fatalf("forged shards never reported: %v (%v)", unreported, resp.Err())
 		}
 		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypePut && !forged[string(ev.Kv.Key)] {
+				t.Errorf("a shard that was not forged reported damaged: %s", ev.Kv.Key)
+			}
 			if ev.Type == clientv3.EventTypePut {
 				delete(unreported, string(ev.Kv.Key))
 			}

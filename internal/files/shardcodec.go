@@ -20,8 +20,8 @@ import (
 // marshalled copy (and no zeroed buffer from gRPC's pool to copy into). A
 // GetShard answer it decodes into a shardReader (wirefields), straight
 // from gRPC's receive buffers into the shard's. The bytes on the wire are the proto
-// encoding's (TestShardCodecIsProto); the worker uses the plain proto
-// codec.
+// encoding's (TestShardCodecIsProto); the worker's side is
+// shardserver.ServerOption.
 //
 // gRPC reads the shard's bytes after Send returns, until the stream is
 // done with them: the caller must not change them before CloseAndRecv has

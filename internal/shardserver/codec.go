@@ -33,6 +33,6 @@ func (c answerCodec) Name() string { return proto.Name }
 // ServerOption is the option a gRPC server that serves the ShardService
 // needs so that GetShard sends shards without copying them. Every other
 // message is encoded and decoded as gRPC's proto codec does.
-func ServerOption() grpc.ServerOption {
-	return grpc.ForceServerCodecV2(answerCodec{encoding.GetCodecV2(proto.Name)})
-}
+func ServerOption() grpc.ServerOption { return grpc.ForceServerCodecV2(answers) }
+
+var answers = answerCodec{encoding.GetCodecV2(proto.Name)}

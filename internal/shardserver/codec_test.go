@@ -15,7 +15,7 @@ import (
 // around the by-reference threshold, and a large one refers to the
 // shard's bytes rather than a copy.
 func TestAnswerCodecIsProto(t *testing.T) {
-	codec := answerCodec{wirefields.NewCodec().CodecV2}
+	codec := answers // ServerOption's
 	for _, n := range []int{0, 1, wirefields.ByReferenceMin - 1, wirefields.ByReferenceMin, getChunk} {
 		t.Run(fmt.Sprintf("%d bytes", n), func(t *testing.T) {
 			msg := &v1.GetShardResponse{Data: bytes.Repeat([]byte{byte(n)}, n)}
