@@ -302,11 +302,11 @@ func (d *Decoder) enough(b int64, shards [][]byte, bad []BadShard) error {
 
 // OpenBlock reads block b for a caller that authenticates each block itself, as a file sealed with an AEAD
 // is: it puts the block's bytes in dst (used as it is when its capacity is at least BufferLen(b), else
-// replaced) and returns what open makes of them. The data shards are fetched first without their checksums, into dst where
-// the source is a ShardSourceInto; when all of them arrive and open accepts the block, that is the answer,
-// and no shard was hashed. Otherwise the shards are checked against their checksums (those open may have
-// overwritten are fetched again first), the bad ones reported to OnBadShard and rebuilt from parity, and open
-// is called once more, on the block so checked, its error returned as it is.
+// replaced) and returns what open makes of them. The data shards are fetched first without their checksums,
+// into dst where the source is a ShardSourceInto; when all of them arrive and open accepts the block, that is
+// the answer, and no shard was hashed. Otherwise the shards are checked against their checksums (those open
+// may have overwritten are fetched again first), the bad ones reported to OnBadShard and rebuilt from parity,
+// and open is called once more, on the block so checked, its error returned as it is.
 //
 // Skipping the checksums is sound only when open authenticates: a block it accepts must be the block that
 // was written, whatever bytes the workers served. See docs/RATIONALE.md ("Why are a sealed block's shards
