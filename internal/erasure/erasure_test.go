@@ -112,6 +112,27 @@ func (s *memSource) ReadShard(ctx context.Context, block int64, shard int) ([]by
 	return out, nil
 }
 
+// checkReports makes dec fail t when it reports an intact shard of s bad,
+// and returns a check, to run once dec is done, that every damaged data
+// shard was reported.
+func (s *memSource) checkReports(t *testing.T, dec *Decoder) (allReported func()) {
+	reported := map[[2]int]bool{}
+	dec.OnBadShard = func(b BadShard) {
+		key := [2]int{int(b.Block), b.Shard}
+		if s.damaged[key] == intact {
+			t.Errorf("intact shard %v reported bad: %v", key, b.Err)
+		}
+		reported[key] = true
+	}
+	return func() {
+		for key, d := range s.damaged {
+			if d != intact && key[1] < s.c.info.Layout.Data && !reported[key] {
+				t.Errorf("damaged data shard %v not reported", key)
+			}
+		}
+	}
+}
+
 // damageBlocks damages up to maxPerBlock shards of every block at random and returns what it did.
 func (s *memSource) damageBlocks(rng *rand.Rand, maxPerBlock int) {
 	s.damaged = map[[2]int]damage{}
@@ -157,14 +178,7 @@ func TestRoundTrip(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					reported := map[[2]int]bool{}
-					dec.OnBadShard = func(s BadShard) {
-						key := [2]int{int(s.Block), s.Shard}
-						if src.damaged[key] == intact {
-							t.Errorf("intact shard %v reported bad: %v", key, s.Err)
-						}
-						reported[key] = true
-					}
+					allReported := src.checkReports(t, dec)
 					var out bytes.Buffer
 					n, err := dec.Copy(t.Context(), &out)
 					if err != nil {
@@ -173,11 +187,7 @@ func TestRoundTrip(t *testing.T) {
 					if n != int64(size) || !bytes.Equal(out.Bytes(), data) {
 						t.Fatalf("read back %d bytes that differ from the %d written", n, size)
 					}
-					for key := range src.damaged {
-						if key[1] < l.Data && !reported[key] {
-							t.Errorf("damaged data shard %v not reported", key)
-						}
-					}
+					allReported()
 				})
 			}
 		}

@@ -95,14 +95,7 @@ func testOpenBlock(t *testing.T, l Layout, damaged int, source string) {
 	default:
 		dec, _ = NewDecoder(c.info, intoSource{src, source == "misplaced"})
 	}
-	reported := map[[2]int]bool{}
-	dec.OnBadShard = func(s BadShard) {
-		key := [2]int{int(s.Block), s.Shard}
-		if src.damaged[key] == intact {
-			t.Errorf("intact shard %v reported bad: %v", key, s.Err)
-		}
-		reported[key] = true
-	}
+	allReported := src.checkReports(t, dec)
 	auth := newAuthenticator(data, bs)
 	buf := make([]byte, 0, dec.BufferLen(0))
 	for b := range c.info.Blocks() {
@@ -128,11 +121,7 @@ func testOpenBlock(t *testing.T, l Layout, damaged int, source string) {
 				b, src.fetches.Load()-fetches, auth.calls.Load()-opens, l.Data)
 		}
 	}
-	for key, d := range src.damaged {
-		if d != intact && key[1] < l.Data && !reported[key] {
-			t.Errorf("damaged data shard %v not reported", key)
-		}
-	}
+	allReported()
 }
 
 // A data shard whose source failed is not asked for again in the same

@@ -389,10 +389,11 @@ func (s *Service) Verify(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 			return nil
 		}
+		src := shardSource{s, m, info}
 		for b := range info.Blocks() {
 			good := 0
 			for i := range info.Layout.Shards() {
-				data, err := shardSource{s, m, info}.ReadShard(ctx, b, i)
+				data, err := src.ReadShard(ctx, b, i)
 				if err == nil && len(data) == info.ShardLen(b) && erasure.SumShard(data) == info.Sums[b][i] {
 					good++
 				}
