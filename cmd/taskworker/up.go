@@ -42,6 +42,10 @@ The live dashboard is served on a free port of 127.0.0.1 (--http-listen); the
 URL printed at start signs in as the admin (the token is in the URL's
 fragment, which browsers never send).
 
+The workers share the machine's CPUs: each runs its Go code on an equal
+share of them (--worker-cpus), as several processes that each took every CPU
+would spend their time waking threads that find nothing to do.
+
 If the default address 127.0.0.1:50051 is taken, the pool listens on a free
 port instead and prints it; an address given with --listen must be free. One
 network runs in a directory at a time: a second one needs another --dir, and
@@ -135,6 +139,7 @@ its clients TASKWORKER_HOME=DIR (or --pool and --token).`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Dir, "dir", "", "directory for the network's data and env file (default $TASKWORKER_HOME, else ~/.taskworker)")
 	f.IntVar(&cfg.Workers, "workers", cfg.Workers, "number of worker processes")
+	f.IntVar(&cfg.WorkerProcs, "worker-cpus", 0, "CPUs each worker's Go code may run on at once (its GOMAXPROCS); 0: an equal share of this machine's, at least 1, or GOMAXPROCS if set")
 	f.StringVar(&cfg.WorkerPrefix, "worker-prefix", "worker_", "the workers' ids: this and a number (worker_001, ...)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the pool's address; when the default is taken, a free port on 127.0.0.1")
 	f.StringVar(&cfg.DNSListen, "dns-listen", cfg.DNSListen, "where the pool answers DNS for the network's zone (UDP and TCP; \"\" for none)")

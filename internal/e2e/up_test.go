@@ -2,15 +2,20 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hivemind/taskworker/internal/localnet"
 	"github.com/hivemind/taskworker/internal/proctest"
 )
 
@@ -168,4 +173,60 @@ func waitFile(t *testing.T, path string, p *proctest.Process) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// The workers of `up` share the machine's CPUs: each one's Go runtime is
+// started with GOMAXPROCS set to its share (localnet.WorkerShare), so that
+// three workers on two CPUs do not each keep two threads looking for work.
+func TestUpSharesTheCPUsAmongItsWorkers(t *testing.T) {
+	want := fmt.Sprint(localnet.WorkerShare(runtime.GOMAXPROCS(0), 3))
+	if v := os.Getenv("GOMAXPROCS"); v != "" {
+		want = v // set for every process: up's workers inherit it
+	}
+	up, _ := startUp(t, "--dir", t.TempDir(), "--workers", "3", "--listen", "127.0.0.1:0", "--dns-listen", "", "--http-listen", "")
+	workers := childrenOf(t, up.Pid())
+	if len(workers) != 3 {
+		t.Fatalf("up has %d child processes, want its 3 workers: %v", len(workers), workers)
+	}
+	for _, pid := range workers {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := "unset"
+		for kv := range strings.SplitSeq(string(environ), "\x00") {
+			if v, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
+				got = v
+			}
+		}
+		if got != want {
+			t.Errorf("worker process %d runs with GOMAXPROCS %s, want %s", pid, got, want)
+		}
+	}
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // it ended
+		}
+		// "pid (comm) S ppid ...": the fields after the last parenthesis.
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			children = append(children, child)
+		}
+	}
+	return children
 }

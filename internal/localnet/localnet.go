@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,11 @@ type Config struct {
 	DNSListen string
 	// WorkerOutput receives the workers' logs, each line prefixed with its id.
 	WorkerOutput io.Writer
+	// WorkerProcs is each worker process's GOMAXPROCS: how many of the
+	// machine's CPUs its Go code runs on at once. Zero: the CPUs this
+	// process may use, shared among the workers (WorkerShare), unless
+	// GOMAXPROCS is set in the environment, which the workers then inherit.
+	WorkerProcs int
 	// WorkerArgs, when set, gives each worker's extra flags, by id. It is
 	// called before every start of the worker's process (a restart too),
 	// from the worker's own goroutine: concurrently for different workers.
@@ -74,7 +80,37 @@ func (c Config) Validate() error {
 	if c.Executable == "" {
 		return errors.New("no taskworker executable to run workers with")
 	}
+	if c.WorkerProcs < 0 {
+		return fmt.Errorf("--worker-cpus %d: give each worker at least 1 CPU, or 0 for a share of the machine's", c.WorkerProcs)
+	}
 	return nil
+}
+
+// WorkerShare is the GOMAXPROCS each of n worker processes gets on a
+// machine whose CPUs this process may use are cpus: an equal share, rounded
+// up so that the workers together can use every CPU, and at least one.
+//
+// Several Go processes that each take every CPU as their own each keep a
+// thread per CPU looking for work: a goroutine made runnable wakes an idle
+// one, which finds nothing (another process has the CPU) and sleeps again.
+// On a machine of two CPUs running three workers beside the pool, that is
+// a third of a worker's CPU a call (docs/RATIONALE.md, "Why does each
+// worker of `up` get a share of the CPUs?").
+func WorkerShare(cpus, n int) int {
+	return max(1, (cpus+n-1)/max(1, n))
+}
+
+// workerEnv is the environment of the worker processes: this process's,
+// with GOMAXPROCS set to the configured share unless the environment set it.
+func (c Config) workerEnv() []string {
+	procs := c.WorkerProcs
+	if procs == 0 {
+		if os.Getenv("GOMAXPROCS") != "" {
+			return nil // inherited
+		}
+		procs = WorkerShare(runtime.GOMAXPROCS(0), c.Workers)
+	}
+	return append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", procs))
 }
 
 // Env is what a client, or a worker started by hand, needs to use the
@@ -212,13 +248,14 @@ func Start(ctx context.Context, c Config) (_ *Network, err error) {
 	// their leases (a restart of etcd renews every lease): only workers
 	// that registered after it count as ready.
 	started := time.Now()
+	env := c.workerEnv()
 	for i := range c.Workers {
 		prefix := c.WorkerPrefix
 		if prefix == "" {
 			prefix = "worker_"
 		}
 		id := fmt.Sprintf("%s%03d", prefix, i+1)
-		w := &supervised{id: id, exe: c.Executable, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
+		w := &supervised{id: id, exe: c.Executable, env: env, log: n.log, out: &lockedWriter{w: out, mu: &outMu},
 			args: []string{"worker", "--id", id, "--pool", n.pool.Addr(), "--listen", "127.0.0.1:0", "--examples",
 				"--data-dir", filepath.Join(c.Dir, "workers", id),
 				"--join-token-file", filepath.Join(pcfg.DataDir, pool.JoinTokenFile), "--ca", caFile}}
@@ -364,6 +401,7 @@ func (n *Network) Stop() {
 type supervised struct {
 	id, exe string
 	args    []string
+	env     []string        // the process's environment; nil: this one's
 	extra   func() []string // more args, asked for at each start; may be nil
 	log     *slog.Logger
 	out     io.Writer
@@ -391,6 +429,7 @@ func (w *supervised) run(ctx context.Context) {
 			args = append(slices.Clip(args), w.extra()...)
 		}
 		cmd := exec.Command(w.exe, args...)
+		cmd.Env = w.env
 		cmd.Stdout = prefixWriter(w.out, w.id)
 		cmd.Stderr = cmd.Stdout
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

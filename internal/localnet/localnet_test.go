@@ -2,10 +2,12 @@ package localnet
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -89,5 +91,63 @@ func TestStartChecksTheAddressFirst(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pool")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the pool's directory was made: %v", err)
+	}
+}
+
+func TestWorkerShare(t *testing.T) {
+	tests := []struct{ cpus, workers, want int }{
+		{2, 1, 2},
+		{2, 2, 1},
+		{2, 3, 1}, // `up` on two CPUs
+		{2, 7, 1}, // `bench files`
+		{8, 3, 3}, // rounded up: together the workers can use every CPU
+		{16, 7, 3},
+		{1, 1, 1},
+		{64, 64, 1},
+	}
+	for _, tt := range tests {
+		if got := WorkerShare(tt.cpus, tt.workers); got != tt.want {
+			t.Errorf("WorkerShare(%d CPUs, %d workers) = %d, want %d", tt.cpus, tt.workers, got, tt.want)
+		}
+	}
+}
+
+// The workers' environment sets GOMAXPROCS to the configured share, or
+// leaves the one the operator set.
+func TestWorkerEnv(t *testing.T) {
+	gomaxprocs := func(env []string) string {
+		if env == nil {
+			return "inherited"
+		}
+		v := "unset"
+		for _, kv := range env {
+			if s, ok := strings.CutPrefix(kv, "GOMAXPROCS="); ok {
+				v = s // the last one counts
+			}
+		}
+		return v
+	}
+	t.Setenv("GOMAXPROCS", "")
+	os.Unsetenv("GOMAXPROCS")
+	c := Config{Workers: 3}
+	if got, want := gomaxprocs(c.workerEnv()), fmt.Sprint(WorkerShare(runtime.GOMAXPROCS(0), 3)); got != want {
+		t.Errorf("default: GOMAXPROCS %s, want %s", got, want)
+	}
+	c.WorkerProcs = 5
+	if got := gomaxprocs(c.workerEnv()); got != "5" {
+		t.Errorf("WorkerProcs 5: GOMAXPROCS %s", got)
+	}
+	t.Setenv("GOMAXPROCS", "4")
+	if got := gomaxprocs(c.workerEnv()); got != "5" {
+		t.Errorf("WorkerProcs 5 with GOMAXPROCS=4 set: GOMAXPROCS %s, want the configured 5", got)
+	}
+	c.WorkerProcs = 0
+	if got := gomaxprocs(c.workerEnv()); got != "inherited" {
+		t.Errorf("GOMAXPROCS=4 set: the workers' is %s, want it inherited", got)
+	}
+	c.WorkerProcs = -1
+	c.Dir, c.Executable = t.TempDir(), "/bin/true"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "at least 1") {
+		t.Errorf("WorkerProcs -1: %v", err)
 	}
 }

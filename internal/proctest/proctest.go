@@ -81,6 +81,13 @@ func (p *Process) Start() error {
 	return nil
 }
 
+// Pid is the process ID of the current run.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
 // Signal sends sig to the current run.
 func (p *Process) Signal(sig os.Signal) error {
 	p.mu.Lock()
@@ -95,9 +102,7 @@ func (p *Process) Stop() error {
 	if err := p.Signal(syscall.SIGSTOP); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	pid := p.cmd.Process.Pid
-	p.mu.Unlock()
+	pid := p.Pid()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		running, err := runningThreads(pid)
