@@ -8,7 +8,8 @@
 // With Config.TLS (what the pool always sets unless --insecure) etcd serves
 // clients and its peer port over TLS and admits only a client certificate
 // signed by the given CA with the allowed common name: the pool's. Nothing
-// else on the machine can read or write the control plane.
+// else on the machine can read or write the control plane. The pool that
+// embeds it does not use that port: it calls etcd in process (Client).
 //
 // A single node serves only gRPC on its client port; etcd's HTTP endpoints
 // (/health, /metrics, the JSON gateway) are on the unix socket http.sock in
@@ -29,7 +30,9 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/hivemind/taskworker/internal/pki"
@@ -243,6 +246,20 @@ func (s *Server) Endpoints() []string {
 	}
 	return []string{addr}
 }
+
+// Client returns a client of this etcd that calls it in this process,
+// through the same request handlers as its gRPC service (the checks of a
+// request's size and operations, the storage quota), without the network:
+// no TLS, no HTTP/2, no encoding of requests and answers. Closing it leaves
+// etcd running. A pool that embeds etcd uses it (RATIONALE.md, "Why does
+// the pool call its embedded etcd in process?").
+func (s *Server) Client() *clientv3.Client { return v3client.New(s.etcd.Server) }
+
+// Defragment gives the free pages of etcd's database back to the file
+// system, as etcd's Maintenance.Defragment does (which the in-process
+// client cannot call: etcd wires its health reporting into it only for its
+// gRPC service). Reads and writes wait while it runs.
+func (s *Server) Defragment() error { return s.etcd.Server.Defragment() }
 
 // Err reports a fatal etcd error after start.
 func (s *Server) Err() <-chan error { return s.etcd.Err() }

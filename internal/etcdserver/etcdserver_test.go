@@ -2,9 +2,13 @@ package etcdserver_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/hivemind/taskworker/internal/etcdserver"
@@ -52,5 +56,68 @@ func TestValidate(t *testing.T) {
 	cfg.ElectionMs = cfg.TickMs
 	if err := cfg.Validate(); err == nil {
 		t.Error("election timeout equal to tick accepted")
+	}
+}
+
+// The in-process client reaches the same etcd as the network's clients,
+// under the same limits, and closing it leaves etcd serving.
+func TestInProcessClient(t *testing.T) {
+	ctx := t.Context()
+	cfg := etcdserver.DefaultConfig(t.TempDir())
+	cfg.TickMs, cfg.ElectionMs = 10, 100
+	s, err := etcdserver.Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	net, err := clientv3.New(clientv3.Config{Endpoints: s.Endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer net.Close()
+	in := s.Client()
+
+	watch := in.Watch(ctx, "w/", clientv3.WithPrefix())
+	if _, err := net.Put(ctx, "w/1", "from the network"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case resp := <-watch:
+		if len(resp.Events) != 1 || string(resp.Events[0].Kv.Value) != "from the network" {
+			t.Fatalf("in-process watch got %+v", resp)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the in-process watch saw no put")
+	}
+	if _, err := in.Put(ctx, "k", "in process"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := net.Get(ctx, "k"); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "in process" {
+		t.Fatalf("the network's client reads %v, %v", resp, err)
+	}
+	lease, err := in.Grant(ctx, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.KeepAliveOnce(ctx, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// etcd's own limits hold: too many operations in a transaction, too
+	// large a request.
+	ops := make([]clientv3.Op, 129)
+	for i := range ops {
+		ops[i] = clientv3.OpPut(fmt.Sprint("op/", i), "")
+	}
+	if _, err := in.Txn(ctx).Then(ops...).Commit(); !errors.Is(err, rpctypes.ErrTooManyOps) {
+		t.Errorf("a transaction of 129 operations: %v, want %v", err, rpctypes.ErrTooManyOps)
+	}
+	if _, err := in.Put(ctx, "big", strings.Repeat("x", 2<<20)); !errors.Is(err, rpctypes.ErrRequestTooLarge) {
+		t.Errorf("a put of 2 MiB: %v, want %v", err, rpctypes.ErrRequestTooLarge)
+	}
+
+	in.Close()
+	if _, err := net.Get(ctx, "k"); err != nil {
+		t.Fatalf("etcd after the in-process client closed: %v", err)
 	}
 }

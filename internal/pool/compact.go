@@ -85,6 +85,7 @@ func (c *compactor) step(ctx context.Context, now time.Time) {
 // runs (about a second per GiB), so it runs only when much is free.
 type defragmenter struct {
 	cli      *clientv3.Client
+	defrag   func() error // the embedded etcd's
 	endpoint string
 	every    time.Duration
 	minFree  int64
@@ -116,9 +117,7 @@ func (d *defragmenter) step(ctx context.Context) {
 	if free < d.minFree || free < st.DbSize/2 {
 		return
 	}
-	dctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	defer cancel()
-	if _, err := d.cli.Defragment(dctx, d.endpoint); err != nil {
+	if err := d.defrag(); err != nil {
 		d.log.Warn("defragmenting etcd", "endpoint", d.endpoint, "err", err)
 		return
 	}
@@ -148,7 +147,7 @@ func (s *Server) startUpkeep(ctx context.Context) {
 		minFree = defaultDefragMinFree
 	}
 	if s.etcd != nil && defrag > 0 {
-		d := &defragmenter{cli: s.cli, endpoint: s.etcd.Endpoints()[0], every: defrag, minFree: minFree, log: s.log}
+		d := &defragmenter{cli: s.cli, defrag: s.etcd.Defragment, endpoint: s.etcd.Endpoints()[0], every: defrag, minFree: minFree, log: s.log}
 		s.goRun(func() { d.run(ctx) })
 	}
 }

@@ -38,7 +38,7 @@ func TestEtcdSpaceComesBack(t *testing.T) {
 	etcd := p.EtcdClientForTest()
 	size := func() (total, inUse int64) {
 		t.Helper()
-		st, err := etcd.Status(ctx, etcd.Endpoints()[0])
+		st, err := etcd.Status(ctx, p.EtcdEndpoints()[0])
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -37,18 +37,20 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	etcd    *etcdserver.Server // nil with external etcd
-	cli     *clientv3.Client
-	ca      *pki.CA     // nil with --insecure
-	cert    *pki.Holder // the pool's certificate; nil with --insecure
-	ids     *identities
-	tokens  *tokenStore
-	reg     *registry
-	deploys *deployments
-	files   *files.Service
-	quotas  *quota.Store
-	egress  *egress.Client
-	tasks   *tasks.Runner
+	etcd *etcdserver.Server // nil with external etcd
+	cli  *clientv3.Client   // the embedded etcd's in-process client, or one of the external etcd
+	// etcdEndpoints is where other processes reach the etcd.
+	etcdEndpoints []string
+	ca            *pki.CA     // nil with --insecure
+	cert          *pki.Holder // the pool's certificate; nil with --insecure
+	ids           *identities
+	tokens        *tokenStore
+	reg           *registry
+	deploys       *deployments
+	files         *files.Service
+	quotas        *quota.Store
+	egress        *egress.Client
+	tasks         *tasks.Runner
 	// taskStore and deploy read a user's tasks and modules for the
 	// near-quota gauge.
 	taskStore *tasks.Store
@@ -115,7 +117,12 @@ func (s *Server) Start(ctx context.Context) (err error) {
 	} else if etcdTLS == nil {
 		s.log.Warn("INSECURE: the pool talks to etcd in plaintext, with no client certificate; give --etcd-ca, --etcd-cert and --etcd-key", "etcd", endpoints)
 	}
-	s.cli, err = clientv3.New(clientv3.Config{
+	s.etcdEndpoints = endpoints
+	if s.etcd != nil {
+		// Its own etcd, called in this process: the network and TLS
+		// between the two are all cost and no protection.
+		s.cli = s.etcd.Client()
+	} else if s.cli, err = clientv3.New(clientv3.Config{
 		TLS:         etcdTLS,
 		Endpoints:   endpoints,
 		DialTimeout: 5 * time.Second,
@@ -125,8 +132,7 @@ func (s *Server) Start(ctx context.Context) (err error) {
 		DialKeepAliveTimeout: liveness.Timeout,
 		Logger:               zap.NewNop(),
 		Context:              context.WithoutCancel(ctx),
-	})
-	if err != nil {
+	}); err != nil {
 		return fmt.Errorf("etcd client for %v: %w", endpoints, err)
 	}
 	s.tokens = newTokenStore(s.cli, s.cfg.Prefix)
@@ -297,7 +303,7 @@ func (s *Server) JoinToken() string { return s.joinToken }
 
 // EtcdEndpoints returns the etcd the pool uses, so that another pool can
 // share it.
-func (s *Server) EtcdEndpoints() []string { return s.cli.Endpoints() }
+func (s *Server) EtcdEndpoints() []string { return s.etcdEndpoints }
 
 // ClusterID returns the network's identity, which workers record in their
 // data directories.
