@@ -35,9 +35,13 @@ import (
 // something changed when nothing did; its readers then only count again.
 
 const (
-	// batchesInFlight bounds the batches on their way to etcd at once: with
-	// one, a lone commit never waits; under load, commits gather.
-	batchesInFlight = 2
+	// batchesInFlight bounds the batches on their way to etcd at once: a
+	// lone commit never waits, and under load every commit that arrives
+	// during a batch's round trip goes in the next. One rather than two:
+	// etcd syncs its log once for each batch that reaches it alone, and
+	// two in flight mostly reach it one after the other, each with half
+	// the commits (RATIONALE.md, "Why are commits batched?").
+	batchesInFlight = 1
 	// batchMaxCommits bounds the commits of a batch, under etcd's default
 	// of 128 operations in one transaction.
 	batchMaxCommits = 64
