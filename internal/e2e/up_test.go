@@ -179,6 +179,8 @@ func waitFile(t *testing.T, path string, p *proctest.Process) {
 // started with GOMAXPROCS set to its share (localnet.WorkerShare), so that
 // three workers on two CPUs do not each keep two threads looking for work.
 func TestUpSharesTheCPUsAmongItsWorkers(t *testing.T) {
+	// This process's GOMAXPROCS is up's: the same machine and limits
+	// (unless go test -cpu changed it, which this test does not support).
 	want := fmt.Sprint(localnet.WorkerShare(runtime.GOMAXPROCS(0), 3))
 	if v := os.Getenv("GOMAXPROCS"); v != "" {
 		want = v // set for every process: up's workers inherit it

@@ -27,12 +27,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/hivemind/taskworker/internal/pki"
@@ -140,6 +139,9 @@ const maxSocketPath = 100
 type Server struct {
 	etcd *embed.Etcd
 	tls  bool
+	// calls admits the in-process clients' requests until Close.
+	calls     gate
+	closeOnce sync.Once
 }
 
 // Start starts etcd and waits until it serves.
@@ -247,14 +249,6 @@ func (s *Server) Endpoints() []string {
 	return []string{addr}
 }
 
-// Client returns a client of this etcd that calls it in this process,
-// through the same request handlers as its gRPC service (the checks of a
-// request's size and operations, the storage quota), without the network:
-// no TLS, no HTTP/2, no encoding of requests and answers. Closing it leaves
-// etcd running. A pool that embeds etcd uses it (RATIONALE.md, "Why does
-// the pool call its embedded etcd in process?").
-func (s *Server) Client() *clientv3.Client { return v3client.New(s.etcd.Server) }
-
 // Defragment gives the free pages of etcd's database back to the file
 // system, as etcd's Maintenance.Defragment does (which the in-process
 // client cannot call: etcd wires its health reporting into it only for its
@@ -264,8 +258,15 @@ func (s *Server) Defragment() error { return s.etcd.Server.Defragment() }
 // Err reports a fatal etcd error after start.
 func (s *Server) Err() <-chan error { return s.etcd.Err() }
 
-// Close stops etcd and releases its data directory.
-func (s *Server) Close() { s.etcd.Close() }
+// Close stops etcd and releases its data directory. In-process requests
+// still running are waited for first, and later ones refused. Closing again
+// does nothing.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		s.calls.close()
+		s.etcd.Close()
+	})
+}
 
 // Locked returns the TLS of an etcd that admits only the pool: etcd's and
 // the pool's certificates, issued by ca and written under dir (see

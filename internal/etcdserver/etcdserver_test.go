@@ -116,8 +116,43 @@ func TestInProcessClient(t *testing.T) {
 		t.Errorf("a put of 2 MiB: %v, want %v", err, rpctypes.ErrRequestTooLarge)
 	}
 
+	// A call whose context has ended fails with the context's error, as
+	// over the network.
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := in.Put(canceled, "k", "canceled"); !errors.Is(err, context.Canceled) {
+		t.Errorf("a put with its context canceled: %v, want %v", err, context.Canceled)
+	}
+	late, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
+	defer cancel()
+	if _, err := in.Put(late, "k", "late"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a put past its deadline: %v, want %v", err, context.DeadlineExceeded)
+	}
+
+	// A deadline that passes while etcd works on the request: etcd's own
+	// answer is "request timed out"; the caller's is its deadline's.
+	for i := range 200 {
+		short, cancel := context.WithTimeout(ctx, time.Duration(100+i*10)*time.Microsecond)
+		_, err := in.Put(short, "k", "short")
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a put whose deadline passed: %v, want %v", err, context.DeadlineExceeded)
+		}
+	}
+	if _, err := in.Put(ctx, "k", "in process"); err != nil {
+		t.Fatal(err)
+	}
+
 	in.Close()
-	if _, err := net.Get(ctx, "k"); err != nil {
-		t.Fatalf("etcd after the in-process client closed: %v", err)
+	if resp, err := net.Get(ctx, "k"); err != nil || string(resp.Kvs[0].Value) != "in process" {
+		t.Fatalf("etcd after the in-process client closed: %v, %v", resp, err)
+	}
+	// Once etcd stops, in-process calls are refused (a read of its closed
+	// store would crash the process), whether or not the client was closed.
+	s.Close()
+	for i := range 100 {
+		if _, err := in.Get(ctx, fmt.Sprint("op/", i), clientv3.WithSerializable()); !errors.Is(err, rpctypes.ErrStopped) {
+			t.Fatalf("a read after etcd stopped: %v, want %v", err, rpctypes.ErrStopped)
+		}
 	}
 }

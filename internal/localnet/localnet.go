@@ -93,8 +93,8 @@ func (c Config) Validate() error {
 // Several Go processes that each take every CPU as their own each keep a
 // thread per CPU looking for work: a goroutine made runnable wakes an idle
 // one, which finds nothing (another process has the CPU) and sleeps again.
-// On a machine of two CPUs running three workers beside the pool, that is
-// a third of a worker's CPU a call (docs/RATIONALE.md, "Why does each
+// On a machine of two CPUs running three workers beside the pool, that was
+// a fifth of a worker's CPU (docs/RATIONALE.md, "Why does each
 // worker of `up` get a share of the CPUs?").
 func WorkerShare(cpus, n int) int {
 	return max(1, (cpus+n-1)/max(1, n))
