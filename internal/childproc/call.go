@@ -126,12 +126,13 @@ func (p *Process) endBatch(rest []Queued) {
 // arm kills p when a call's time is up, or its caller's context ends; the
 // function returned disarms it and reports whether it had not fired.
 func (p *Process) arm(ctx context.Context, timeout time.Duration) func() bool {
-	callCtx, cancel := context.WithTimeout(ctx, timeout)
-	stop := context.AfterFunc(callCtx, p.Kill)
+	// A timer and the caller's context, each on its own: a context with
+	// the timeout would cost a call another timer and a cancel context.
+	timer := time.AfterFunc(timeout, p.Kill)
+	stop := context.AfterFunc(ctx, p.Kill)
 	return func() bool {
-		disarmed := stop()
-		cancel()
-		return disarmed
+		timerStopped, ctxStopped := timer.Stop(), stop()
+		return timerStopped && ctxStopped
 	}
 }
 

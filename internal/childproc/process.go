@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -253,7 +254,10 @@ func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
 // answer within microseconds spins before its blocking read, so that the
 // answer does not also wait for its thread to be woken and scheduled (tens
 // of microseconds on a virtual machine). Between polls it yields the CPU
-// to any other thread that is ready to run on it. Its system calls are raw
+// to any other goroutine of this process (with one P, a spin would
+// otherwise keep the goroutine that receives the next call from running
+// until it ends) and to any other thread that is ready to run on it. Its
+// system calls are raw
 // (neither waits), so that a child's spin does not wake the runtime's
 // monitor thread (RawPipe).
 func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
@@ -267,6 +271,7 @@ func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
 		if errno == 0 && n > 0 {
 			return true
 		}
+		runtime.Gosched()
 		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	return false

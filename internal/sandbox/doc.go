@@ -102,12 +102,13 @@
 //     than the start takes. In process, and in a child after a trap, a new
 //     instance costs 1-5 ms, its start-up included. The first call on a
 //     started process costs under 1 ms. docs/RATIONALE.md has the figures.
-//   - With child processes, while a function has one call at a time, the
-//     worker polls for its child's answer for up to 100 µs and the child for
-//     its next call for up to twice the last gap (under 1 ms) instead of
-//     sleeping, yielding the CPU between polls: CPU spent to save the
-//     wake-ups that were most of a call's cost on a virtual machine. With
-//     more calls in flight neither polls. Both sides read and write the
+//   - With child processes, while the worker has one WebAssembly call at a
+//     time (no other running or waiting), the worker polls for its child's
+//     answer for up to 100 µs and the child for its next call for up to
+//     twice the last gap (under 1 ms) instead of sleeping, yielding the CPU
+//     between polls: CPU spent to save the wake-ups that were most of a
+//     call's cost on a virtual machine. With more calls in flight neither
+//     polls. Both sides read and write the
 //     pipes with raw system calls and wait in the Go runtime's poller
 //     (childproc.RawPipe), so that a call wakes neither side's runtime
 //     monitor thread: a warm call costs the child one wake-up.

@@ -105,9 +105,10 @@ func (c *child) start(ctx context.Context) error {
 // run sends one call to the child and waits for its answer, killing the
 // child when the call's time is up.
 func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
-	// While no other call of this function runs, both sides spin for the
-	// other's next frame (callSpin).
-	quiet := c.m.running.Load() <= 1
+	// While no other call is in the worker's sandbox, running or waiting,
+	// both sides spin for the other's next frame (callSpin): with others,
+	// the CPU a spin burns is theirs.
+	quiet := c.m.rt.calls.Load() <= 1
 	cc, x := c.newCall(ctx, input, quiet)
 	defer cc.cancel()
 	return cc.finish(c.proc.Call(ctx, x))

@@ -194,6 +194,8 @@ func (m *Module) CallThrough(ctx context.Context, gate Gate, caller string, inpu
 	m.inflight.Add(1)
 	m.mu.Unlock()
 	defer m.inflight.Done()
+	m.rt.calls.Add(1)
+	defer m.rt.calls.Add(-1)
 	if m.wasm == nil || len(input) > maxBatchInput {
 		return m.callAlone(ctx, gate, caller, input)
 	}
@@ -361,8 +363,18 @@ const startUp = "the function's start-up (before its first call)"
 // limit, stopped by Kill, with a fresh call state (log lines, host
 // requests), the instance in the context for the host functions. end
 // undoes it, with begin's cancel, once the guest code has returned.
+//
+// Without deadline checks in the compiled code (in a child, whose parent
+// kills it at the time limit), a timer would stop nothing: the context is
+// then only Kill's to cancel, and costs a call no timer.
 func (inst *instance) begin(ctx context.Context) (context.Context, context.CancelFunc) {
-	limitCtx, cancel := context.WithTimeout(ctx, inst.m.spec.Timeout)
+	var limitCtx context.Context
+	var cancel context.CancelFunc
+	if inst.m.rt.cfg.noCloseOnContextDone {
+		limitCtx, cancel = context.WithCancel(ctx)
+	} else {
+		limitCtx, cancel = context.WithTimeout(ctx, inst.m.spec.Timeout)
+	}
 	inst.stopCall.Store(&cancel)
 	inst.call = callState{}
 	inst.stderr.reset()

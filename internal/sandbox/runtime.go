@@ -42,6 +42,12 @@ type Runtime struct {
 
 	compiled, fromDisk, fromMemory atomic.Uint64
 
+	// calls counts the calls of all its modules in the worker: running,
+	// or waiting for their turn. Only a call that is alone here spins for
+	// its child's answer (child.run): one that is not would take CPU from
+	// the others.
+	calls atomic.Int32
+
 	// layers logs once which layers confine the child processes.
 	layers sync.Once
 
