@@ -76,10 +76,22 @@ type Queued struct {
 // another call. The frames of a batch must fit in the pipe's buffer
 // together (a few tens of KiB), as the child answers while they are
 // written.
-func (p *Process) CallBatch(calls []Queued) (keep bool) {
+//
+// hold is how long after its last write the child may keep back the
+// answers of calls that sent it nothing else, while it runs the calls
+// behind them, to send several answers in one write (and wake this
+// process once for them). A call's time limit is then armed hold later,
+// so that the call running when it fires has run for at least its own
+// limit: a call overrunning its limit is stopped within hold of it. When
+// the child is killed or dies, a call that sent nothing may have been
+// answered, its answer lost with the process, and the one at fault may be
+// a later one; such calls end with a *CallError whose Alone is true: none
+// of them reached outside the child, and each is safe to run again, on
+// its own, where the one at fault shows.
+func (p *Process) CallBatch(calls []Queued, hold time.Duration) (keep bool) {
 	start := time.Now()
 	first := calls[0]
-	stop := p.arm(first.Ctx, first.Limits.Timeout)
+	stop := p.arm(first.Ctx, first.Limits.Timeout+hold)
 	for _, q := range calls {
 		BufferFrame(p.W, q.Frame, q.Payload)
 	}
@@ -91,21 +103,34 @@ func (p *Process) CallBatch(calls []Queued) (keep bool) {
 			if q.Begin != nil && !q.Begin() {
 				ctx = context.WithoutCancel(ctx)
 			}
-			stop = p.arm(ctx, q.Limits.Timeout)
+			stop = p.arm(ctx, q.Limits.Timeout+hold)
 		}
 		var typ byte
 		var payload []byte
+		served := p.served
 		if err != nil {
 			err = fmt.Errorf("%w: %w", errNotSent, err)
 		} else {
 			typ, payload, err = p.answer(q.Exchange)
 		}
 		result, errFrame, keep, err := p.answered(ctx, q.Exchange, start, stop, typ, payload, err)
-		q.End(result, errFrame, keep, err)
-		if !keep {
-			p.endBatch(calls[i+1:])
-			return false
+		if keep {
+			q.End(result, errFrame, keep, err)
+			continue
 		}
+		// The child is gone. With answers held back, this call may have
+		// been answered and a later one be at fault (see above), unless
+		// it sent something (the child sends every answer held before
+		// anything else), its caller left, or its own answer came.
+		var ce *CallError
+		unanswered := hold > 0 && errors.As(err, &ce) && p.served == served &&
+			ce.Sentinel != ErrCanceled && ce.Sentinel != ErrOutputTooLarge && i < len(calls)-1
+		if unanswered {
+			err = &CallError{Limits: q.Limits, Err: errUnanswered, Exit: ce.Exit}
+		}
+		q.End(result, errFrame, keep, err)
+		p.endBatch(calls[i+1:], hold > 0)
+		return false
 	}
 	return true
 }
@@ -113,13 +138,19 @@ func (p *Process) CallBatch(calls []Queued) (keep bool) {
 // endBatch ends the calls of a batch after the one whose failure killed
 // the child. The child may have gone on to some of them (when it had
 // answered that one: a result over its limit, or one that came as the
-// deadline passed), but none of their frames was read: none of their
-// requests to the host was served, so nothing of them reached outside the
-// child, and they are safe to run again on another.
-func (p *Process) endBatch(rest []Queued) {
+// deadline passed, or when it held answers back), but none of their frames
+// was read: none of their requests to the host was served, so nothing of
+// them reached outside the child, and they are safe to run again on
+// another; on their own if the child held answers back (held), as the one
+// at fault may be among them.
+func (p *Process) endBatch(rest []Queued, held bool) {
 	exit := p.ExitSummary() + p.StderrSummary()
+	why := errNotStarted
+	if held {
+		why = errUnanswered
+	}
 	for _, q := range rest {
-		q.End(nil, nil, false, &CallError{Limits: q.Limits, Err: errNotStarted, Exit: exit})
+		q.End(nil, nil, false, &CallError{Limits: q.Limits, Err: why, Exit: exit})
 	}
 }
 
@@ -206,6 +237,7 @@ func (p *Process) answer(x Exchange) (byte, []byte, error) {
 		case x.Serve == nil:
 			return 0, nil, fmt.Errorf("unexpected %q frame during a call", typ)
 		}
+		p.served++
 		if err := x.Serve(typ, payload); err != nil {
 			return 0, nil, err
 		}
@@ -220,6 +252,12 @@ var errNotSent = errors.New("the call could not be sent to its process")
 // before it answered an earlier one: none of its requests to the host was
 // served (endBatch), so running it on another child is safe.
 var errNotStarted = errors.New("the process ended before the call's turn in its batch")
+
+// errUnanswered is a call of a batch whose child held answers back and
+// ended before this call's answer came: the call sent nothing else, so it
+// may have run, or be the one that overran, but nothing of it reached
+// outside the child (CallBatch).
+var errUnanswered = errors.New("the process ended before the call's answer, which it may have held back, came")
 
 // CallError is a call whose child was killed, died, or broke the protocol.
 // Its Sentinel says which of ErrTimeout, ErrCanceled, ErrOutputTooLarge
@@ -238,8 +276,14 @@ type CallError struct {
 // NotSent reports whether the call never reached the child, or never
 // started in it, so that running it on another is safe.
 func (e *CallError) NotSent() bool {
-	return e.Sentinel == nil && (errors.Is(e.Err, errNotSent) || errors.Is(e.Err, errNotStarted))
+	return e.Sentinel == nil && (errors.Is(e.Err, errNotSent) || errors.Is(e.Err, errNotStarted) || e.Alone())
 }
+
+// Alone reports whether the call may have run but nothing of it reached
+// outside its child, and the fault that ended the child may be its or
+// another's of its batch: it is safe to run again, and should run on its
+// own, so that if the fault is its, it shows as its (CallBatch).
+func (e *CallError) Alone() bool { return e.Sentinel == nil && errors.Is(e.Err, errUnanswered) }
 
 func (e *CallError) Unwrap() error { return e.Sentinel }
 

@@ -87,6 +87,9 @@ var ErrHandshake = errors.New("the child did not report ready")
 type Process struct {
 	W *bufio.Writer // the child's stdin
 	R *bufio.Reader // the child's stdout
+	// served counts the frames of its calls other than answers (log
+	// lines, requests to the host), for CallBatch.
+	served uint64
 
 	cmd    *exec.Cmd
 	stdin  io.Closer // the parent's ends of the pipes

@@ -26,7 +26,8 @@ const echoChildArg = "__childproc-echo"
 // itself (allowed to run
 // unconfined when its hello says "allow"), reports its pid and what it did
 // in its ready frame, then answers each frame with the same payload until its
-// stdin closes; a frame "hang" it never answers.
+// stdin closes; a frame "hang" it never answers, nor "log+hang", after
+// which it sends a log frame first.
 func echoChild() int {
 	out, err := Attach(1)
 	if err != nil {
@@ -56,7 +57,13 @@ func echoChild() int {
 		if err != nil {
 			return 0
 		}
-		if string(payload) == "hang" {
+		switch string(payload) {
+		case "log+hang":
+			if WriteFrame(w, 'l', []byte("a line")) != nil {
+				return 1
+			}
+			select {}
+		case "hang":
 			select {}
 		}
 		if WriteFrame(w, FrameResult, payload) != nil {

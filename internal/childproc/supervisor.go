@@ -590,6 +590,9 @@ func (s *Supervisor[K, C]) Stats() SupervisorStats {
 	return st
 }
 
+// Discarded is Stats().Discarded, without the lock.
+func (s *Supervisor[K, C]) Discarded() uint64 { return s.discarded.Load() }
+
 // Held returns the children the calls of tenant hold.
 func (s *Supervisor[K, C]) Held(tenant string) int { return s.fair.Held(tenant) }
 

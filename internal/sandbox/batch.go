@@ -2,9 +2,11 @@ package sandbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/hivemind/taskworker/internal/childproc"
 )
@@ -45,6 +47,16 @@ const (
 	maxBatchInput = 8 * KiB
 )
 
+// holdAnswers is how long after its last write a child may keep back the
+// answers of a batch's calls that sent it nothing else, while it runs the
+// calls behind them: their answers then go in one write, which wakes the
+// worker once, whose replies then go to the pool together, rather than
+// one write, one wake-up and one reply each (docs/RATIONALE.md, "Why does
+// a child hold answers back?"). The time limits of a batch's calls are
+// armed this much late (childproc.CallBatch): 5 ms, or a tenth of the
+// function's time limit if less.
+func holdAnswers(spec Spec) time.Duration { return min(5*time.Millisecond, spec.Timeout/10) }
+
 // callerCalls is a caller's calls of a Module that go through batches.
 type callerCalls struct {
 	// turns counts the calls and drivers that hold or wait for one of the
@@ -61,6 +73,10 @@ type queued struct {
 	done  chan struct{} // closed once out and err are set
 	out   []byte
 	err   error
+	// alone says the call runs in a batch of its own: it was in a batch
+	// whose child ended while answers were held back, and may be the one
+	// at fault (childproc.CallError.Alone).
+	alone bool
 }
 
 // A queued call's states. It is in its caller's waiting list until a
@@ -219,10 +235,13 @@ func (m *Module) takeBatch(cs *callerCalls) []*queued {
 	defer m.bmu.Unlock()
 	n, bytes := 0, 0
 	for n < len(cs.waiting) && n < maxBatch {
-		if bytes += len(cs.waiting[n].input); n > 0 && bytes > maxBatchBytes {
+		if bytes += len(cs.waiting[n].input); n > 0 && (bytes > maxBatchBytes || cs.waiting[n].alone) {
 			break
 		}
 		n++
+		if cs.waiting[0].alone {
+			break
+		}
 	}
 	batch := slices.Clone(cs.waiting[:n])
 	cs.waiting = slices.Delete(cs.waiting, 0, n)
@@ -250,6 +269,8 @@ func (m *Module) runBatch(cs *callerCalls, r runner, batch []*queued) {
 		switch state := q.state.Load(); {
 		case retry(err) && state != queuedAbandoned:
 			q.state.Store(queuedWaiting)
+			var ce *childproc.CallError
+			q.alone = q.alone || errors.As(err, &ce) && ce.Alone()
 			again = append(again, q)
 		case state == queuedStarted:
 			m.calls.Add(1)
@@ -277,7 +298,7 @@ func (m *Module) runBatch(cs *callerCalls, r runner, batch []*queued) {
 			}
 		}
 		m.batched.Add(uint64(len(calls)))
-		keep = c.proc.CallBatch(calls)
+		keep = c.proc.CallBatch(calls, holdAnswers(m.spec))
 	}
 	if keep {
 		m.sup.Release(r)

@@ -186,7 +186,7 @@ func ChildMain() int {
 	}
 	wasm := payload[4+n:]
 
-	c := &childServer{in: in, out: out}
+	c := &childServer{in: in, out: out, hold: holdAnswers(hello.Spec)}
 	ready, m, err := c.load(hello, wasm)
 	if err != nil {
 		return childproc.ExitUnconfined // Harden said why
@@ -204,9 +204,9 @@ func ChildMain() int {
 		}
 		if err == nil && typ == frameStart {
 			if err := m.startIdle(ctx); err != nil {
-				err = childproc.WriteJSONFrame(out, frameError, toErrorMsg(err))
+				err = c.writeJSON(frameError, toErrorMsg(err))
 			} else {
-				err = childproc.WriteFrame(out, frameResult, nil)
+				err = c.write(frameResult, nil)
 			}
 			if err != nil {
 				return childExitProtocol
@@ -217,21 +217,22 @@ func ChildMain() int {
 			return childExitProtocol
 		}
 		spin.quiet = typ == frameCallQuiet
-		discarded := m.Stats().Discarded
+		discarded := m.discarded()
+		sent := c.sent
 		// The call's secrets and fetches are the worker's to carry out.
 		output, err := m.Call(callhost.With(ctx, callhost.Remote(c.ask)), input)
 		if err != nil {
 			e := toErrorMsg(err)
-			e.Discarded = m.Stats().Discarded > discarded
-			err = childproc.WriteJSONFrame(out, frameError, e)
+			e.Discarded = m.discarded() > discarded
+			err = c.writeJSON(frameError, e)
 		} else {
-			err = childproc.WriteFrame(out, frameResult, output)
+			err = c.answer(output, c.sent > sent)
 		}
 		if err != nil {
 			return childExitProtocol
 		}
 		spin.replied()
-		if m.Stats().Discarded > discarded {
+		if m.discarded() > discarded {
 			// The instance trapped or outgrew its memory: make the next
 			// one now, from the module compiled at start, so that the
 			// next call finds it ready. If that fails, the next call
@@ -287,6 +288,52 @@ type childServer struct {
 	// host reply, in order: the parent sends a batch's calls at once,
 	// before the replies to the first's requests.
 	queued []frame
+	// sent counts the frames sent other than answers (log lines, host
+	// requests); lastWrite is when the last write went out; hold is how
+	// long after it answers may be held back (holdAnswers).
+	sent      uint64
+	lastWrite time.Time
+	hold      time.Duration
+}
+
+// write sends one frame now, after any answers held back.
+func (c *childServer) write(typ byte, payload []byte) error {
+	err := childproc.WriteFrame(c.out, typ, payload)
+	c.lastWrite = time.Now()
+	return err
+}
+
+func (c *childServer) writeJSON(typ byte, v any) error {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.write(typ, payload)
+}
+
+// answer sends a call's result, or holds it back to go with the next
+// answers in one write (see holdAnswers): when the call sent nothing else
+// (sentOther), the next call of the batch is here to run, the answer fits
+// in the buffer, and the last write went out less than c.hold ago.
+// The parent arms each call's time limit as late, so that what
+// runs while answers are held has had its own full time when the limit
+// fires (childproc.CallBatch).
+func (c *childServer) answer(output []byte, sentOther bool) error {
+	if !sentOther && c.nextCallHere() && c.out.Available() >= 5+len(output) && time.Since(c.lastWrite) < c.hold {
+		childproc.BufferFrame(c.out, frameResult, output)
+		return nil
+	}
+	return c.write(frameResult, output)
+}
+
+// nextCallHere reports whether a whole call frame is buffered, to run
+// without waiting.
+func (c *childServer) nextCallHere() bool {
+	if c.in.Buffered() < 5 {
+		return false
+	}
+	hdr, _ := c.in.Peek(5)
+	return (hdr[0] == frameCall || hdr[0] == frameCallQuiet) && c.in.Buffered() >= 5+int(binary.BigEndian.Uint32(hdr[1:]))
 }
 
 // frame is one frame read.
@@ -313,7 +360,8 @@ func (c *childServer) next(spin *callSpin) (byte, []byte, error) {
 // or fetch, which the worker carries out with the call's Host.
 func (c *childServer) ask(_ context.Context, op callhost.Op) (callhost.Reply, error) {
 	var reply callhost.Reply
-	if err := childproc.WriteJSONFrame(c.out, frameHostOp, op); err != nil {
+	c.sent++
+	if err := c.writeJSON(frameHostOp, op); err != nil {
 		return reply, err
 	}
 	for {
@@ -390,5 +438,6 @@ type pipeHost struct{ c *childServer }
 
 func (h pipeHost) Log(_ context.Context, level slog.Level, msg string) {
 	// A broken pipe shows at the call's result.
-	_ = childproc.WriteJSONFrame(h.c.out, frameLog, logMsg{Level: level, Msg: msg})
+	h.c.sent++
+	_ = h.c.writeJSON(frameLog, logMsg{Level: level, Msg: msg})
 }

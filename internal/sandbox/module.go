@@ -156,6 +156,10 @@ func (m *Module) Stats() ModuleStats {
 	}
 }
 
+// discarded is Stats().Discarded, cheaply: a child reads it around each
+// call.
+func (m *Module) discarded() uint64 { return m.sup.Discarded() + m.remade.Load() }
+
 // Call runs the module's export with input as the plugin input and returns
 // its output. It waits for a free instance as long as ctx allows (ErrBusy
 // when it does not), then runs under the module's limits. Errors wrap the
