@@ -72,7 +72,11 @@
 //     comes, up to 16 in one write (batch.go), and the process runs them
 //     one after another, each under its own limits; the calls of a batch
 //     behind one that killed its process run again on another (none of
-//     their requests to the host was served). A call past its deadline is
+//     their requests to the host was served). The process may hold back
+//     the answers of calls that sent it nothing else, for a few
+//     milliseconds, to send them in one write (holdAnswers): their time
+//     limits are armed as late, and when the process dies with answers
+//     held, the calls that may have been answered run again, each alone. A call past its deadline is
 //     ended by killing the process, so the guest runs without any deadline
 //     checks, at full speed, and a bug in the runtime is still behind a
 //     second boundary. A process whose instance trapped or outgrew its
