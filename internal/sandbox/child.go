@@ -31,7 +31,8 @@ const ChildArg = "__wasm-child"
 // or its response) and ends the call with exactly one frameResult or
 // frameError. The parent may send several calls at once (a batch,
 // batch.go): the child runs them in order, keeping those it reads while
-// it waits for a host reply.
+// it waits for a host reply, and may hold back the frameResult of a call
+// that sent nothing else until its next write (childServer.answer).
 //
 // The hello payload is a 4-byte big-endian length, childHello as JSON, and
 // the module's bytes; the ready payload is childReady.
