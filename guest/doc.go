@@ -51,6 +51,11 @@
 // InvalidArgument; other errors and panics are reported as the function's
 // error.
 //
+// Function calls its function through reflection, which in WebAssembly is
+// about 40% of a small call's cost. [Function1] and [Function2] take a
+// func of one or two parameters and one result by its type, bind it by the
+// same rules, and call it directly.
+//
 // # Host functions
 //
 // Log writes a line to the worker's log through the taskworker.log host

@@ -10,6 +10,24 @@ import (
 
 func init() {
 	Function("test.add", func(a, b int) int { return a + b })
+	Function2("test.add2", func(a, b int) int { return a + b })
+	Function1("test.hello", func(name string) string { return "Hello, " + name + "!" })
+}
+
+// TestDirectFunctions: functions registered with Function1 and Function2
+// answer as Function's do.
+func TestDirectFunctions(t *testing.T) {
+	for _, c := range []struct{ function, args, result, err string }{
+		{"test.add2", "[1, 2]", "3", ""},
+		{"test.add2", "[1]", "", invalidArgumentPrefix + "test.add2: takes 2 arguments (int, int), got 1"},
+		{"test.hello", `["World"]`, `"Hello, World!"`, ""},
+		{"test.hello", `[1]`, "", invalidArgumentPrefix},
+	} {
+		got, err := invoke(c.function, []byte(c.args))
+		if string(got) != c.result || c.err == "" && err != nil || c.err != "" && (err == nil || !strings.HasPrefix(err.Error(), c.err)) {
+			t.Errorf("%s(%s) = %q, %v; want %q, error %q", c.function, c.args, got, err, c.result, c.err)
+		}
+	}
 }
 
 // TestBindingTable runs the binding table that the native binder's tests
@@ -50,11 +68,15 @@ func TestBindingTable(t *testing.T) {
 }
 
 func BenchmarkInvokeAdd(b *testing.B) {
-	input := []byte("[1, 2]")
-	for b.Loop() {
-		if _, err := invoke("test.add", input); err != nil {
-			b.Fatal(err)
-		}
+	for _, name := range []string{"test.add", "test.add2"} {
+		b.Run(name, func(b *testing.B) {
+			input := []byte("[1, 2]")
+			for b.Loop() {
+				if _, err := invoke(name, input); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

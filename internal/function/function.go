@@ -60,6 +60,9 @@ type Func struct {
 	// scalars is true when every parameter is a number, bool or string, so
 	// bindScalars may bind them without encoding/json.
 	scalars bool
+	// direct, if set, calls the function with its arguments directly,
+	// rather than through reflect.Value.Call (Direct1, Direct2).
+	direct func(in []reflect.Value) []reflect.Value
 }
 
 // Bind prepares fn for calls. It fails if fn is not a func, or has a shape
@@ -206,8 +209,52 @@ func (f *Func) invoke(in []reflect.Value) (out []reflect.Value, err error) {
 			err = &PanicError{Function: f.name, Value: r, Stack: debug.Stack()}
 		}
 	}()
+	if f.direct != nil {
+		return f.direct(in), nil
+	}
 	return f.fn.Call(in), nil
 }
+
+// Direct1 and Direct2 are Bind for a func of one or two parameters and one
+// result, which the Func then calls directly rather than through
+// reflect.Value.Call: the same binding (the arguments decoded and the
+// result encoded by the same code), for less. Reflection is most of what a
+// call of a small function costs in WebAssembly, where it is about 40% of
+// a Go guest's call (docs/BENCHMARKS.md); natively it costs little.
+func Direct1[A, R any](name string, fn func(A) R) (*Func, error) {
+	f, err := Bind(name, fn)
+	if err != nil {
+		return nil, err
+	}
+	f.direct = func(in []reflect.Value) []reflect.Value {
+		return result(fn(arg[A](in[0])))
+	}
+	return f, nil
+}
+
+func Direct2[A, B, R any](name string, fn func(A, B) R) (*Func, error) {
+	f, err := Bind(name, fn)
+	if err != nil {
+		return nil, err
+	}
+	f.direct = func(in []reflect.Value) []reflect.Value {
+		return result(fn(arg[A](in[0]), arg[B](in[1])))
+	}
+	return f, nil
+}
+
+// arg is an argument decode made, as a T: decoded arguments are
+// addressable, read in place; a context or a Raw is not.
+func arg[T any](v reflect.Value) T {
+	if v.CanAddr() {
+		return *(*T)(v.Addr().UnsafePointer())
+	}
+	return v.Interface().(T)
+}
+
+// result is r as reflect.Value.Call returns it: of R's static type, even
+// an interface's.
+func result[R any](r R) []reflect.Value { return []reflect.Value{reflect.ValueOf(&r).Elem()} }
 
 func (f *Func) decode(args []byte) ([]reflect.Value, error) {
 	if f.rawParam {
