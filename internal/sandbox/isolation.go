@@ -119,11 +119,31 @@ func (c *child) run(ctx context.Context, input []byte) ([]byte, bool, error) {
 // reads the child's answer.
 type childCall struct {
 	c              *child
-	ctx, hostCtx   context.Context
+	ctx            context.Context
 	host           callhost.Host // the call's (callhost.From(ctx))
-	cancel         context.CancelFunc
 	lines, dropped int
 	budget         callhost.Budget
+	// The call's host requests run under hostCtx, which ends at deadline
+	// (its time limit from when it was prepared): made at the first
+	// request, as most calls make none (hostContext).
+	deadline time.Time
+	hostCtx  context.Context
+	stop     context.CancelFunc
+}
+
+// hostContext is the context of the call's host requests.
+func (cc *childCall) hostContext() context.Context {
+	if cc.hostCtx == nil {
+		cc.hostCtx, cc.stop = context.WithDeadline(cc.ctx, cc.deadline)
+	}
+	return cc.hostCtx
+}
+
+// cancel ends the call's host requests, once the call has ended.
+func (cc *childCall) cancel() {
+	if cc.stop != nil {
+		cc.stop()
+	}
 }
 
 // newCall prepares a call of input on c for the caller's ctx: its
@@ -150,8 +170,7 @@ func (c *child) newCall(ctx context.Context, input []byte, quiet bool) (cc *chil
 	}
 	// The call's secret reads and fetches: under its time limit, and
 	// counted here again, as the child is not trusted to have.
-	cc = &childCall{c: c, ctx: ctx, host: callhost.From(ctx)}
-	cc.hostCtx, cc.cancel = context.WithTimeout(ctx, m.spec.Timeout)
+	cc = &childCall{c: c, ctx: ctx, host: callhost.From(ctx), deadline: time.Now().Add(m.spec.Timeout)}
 	x.Serve = cc.serve
 	return cc, x
 }
@@ -164,7 +183,7 @@ func (cc *childCall) serve(typ byte, payload []byte) error {
 		if err := json.Unmarshal(payload, &op); err != nil {
 			return fmt.Errorf("bad host request frame: %w", err)
 		}
-		return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(cc.hostCtx, cc.host, &cc.budget, op))
+		return childproc.WriteJSONFrame(c.proc.W, frameHostReply, callhost.Serve(cc.hostContext(), cc.host, &cc.budget, op))
 	}
 	if typ != frameLog {
 		return fmt.Errorf("unexpected %q frame during a call", typ)
