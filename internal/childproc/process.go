@@ -257,10 +257,10 @@ func (p *Process) Spin(d time.Duration) bool { return Spin(p.R, p.outFD, d) }
 // answer within microseconds spins before its blocking read, so that the
 // answer does not also wait for its thread to be woken and scheduled (tens
 // of microseconds on a virtual machine). Between polls it yields the CPU
-// to any other goroutine of this process (with one P, a spin would
-// otherwise keep the goroutine that receives the next call from running
-// until it ends) and to any other thread that is ready to run on it. Its
-// system calls are raw
+// to any other thread that is ready to run on it and, when the process has
+// one P, to its other goroutines (a spin would otherwise keep the one that
+// receives the next call from running until it ends). Its system calls
+// are raw
 // (neither waits), so that a child's spin does not wake the runtime's
 // monitor thread (RawPipe).
 func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
@@ -269,12 +269,18 @@ func Spin(r *bufio.Reader, fd int, d time.Duration) bool {
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	var zero unix.Timespec
+	// With one P, the process's other goroutines run only if the spin
+	// lets them; with more, they run on the others, and a Gosched would
+	// wake a thread to look for work at every poll.
+	onlyP := runtime.GOMAXPROCS(0) == 1
 	for start := time.Now(); time.Since(start) < d; {
 		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&fds[0])), 1, uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
 		if errno == 0 && n > 0 {
 			return true
 		}
-		runtime.Gosched()
+		if onlyP {
+			runtime.Gosched()
+		}
 		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 	}
 	return false
