@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -102,3 +104,74 @@ func TestQueuedCallLeaves(t *testing.T) {
 		t.Errorf("stats %+v: want one call run, none queued, no process lost", st)
 	}
 }
+
+// TestHeldAnswersKeepTheirCalls: in a batch, a call that logged a line and
+// ended, then one that overruns without sending anything, then a quick
+// one. The child may hold answers back (holdAnswers), but not the answer
+// of a call that sent a frame: that call is answered once, as itself, and
+// is not taken for the one at fault when the process is killed; the
+// overrun ends with ErrTimeout, and the quick call behind it runs again
+// and is answered.
+func TestHeldAnswersKeepTheirCalls(t *testing.T) {
+	r := newTestRuntime(t, isolated(t, DefaultConfig()))
+	var lines sync.Map // log lines seen by the host, and how often
+	host := hostFunc(func(_ context.Context, _ slog.Level, msg string) {
+		n, _ := lines.LoadOrStore(msg, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+	})
+	m, err := r.Load(context.Background(), guestWasm(t, hostileGuest),
+		Spec{Export: "log_work", Concurrency: 1, Limits: Limits{Timeout: time.Second}}, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	// A first call holds the one turn while the others queue, in order.
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.Call(ctx, []byte("[0, 300000000]")) // a few hundred ms
+		first <- err
+	}()
+	for m.running.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	inputs := []string{"[1, 10]", "[0, 100000000000]", "[0, 20]"} // logs; overruns; quick
+	errs := make([]error, len(inputs))
+	outs := make([]string, len(inputs))
+	var wg sync.WaitGroup
+	for i, input := range inputs {
+		wg.Go(func() {
+			out, err := m.Call(ctx, []byte(input))
+			outs[i], errs[i] = string(out), err
+		})
+		for m.Stats().Queued != i+1 {
+			if ctx.Err() != nil {
+				t.Fatalf("call %d did not queue: %+v", i, m.Stats())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the first call: %v", err)
+	}
+	wg.Wait()
+	if want := fmt.Sprint(work(10)); errs[0] != nil || outs[0] != want {
+		t.Errorf("the call that logged: %q, %v; want %s", outs[0], errs[0], want)
+	}
+	if n, ok := lines.Load("line 0"); !ok || n.(*atomic.Int32).Load() != 1 {
+		t.Errorf("its log line reached the host %v times, want once", n)
+	}
+	if !errors.Is(errs[1], ErrTimeout) {
+		t.Errorf("the overrun: %q, %v; want ErrTimeout", outs[1], errs[1])
+	}
+	if want := fmt.Sprint(work(20)); errs[2] != nil || outs[2] != want {
+		t.Errorf("the quick call behind it: %q, %v; want %s", outs[2], errs[2], want)
+	}
+}
+
+// hostFunc is a Host that gives each log line to a func.
+type hostFunc func(ctx context.Context, level slog.Level, msg string)
+
+func (h hostFunc) Log(ctx context.Context, level slog.Level, msg string) { h(ctx, level, msg) }

@@ -94,6 +94,14 @@ func init() {
 		}
 		return lines
 	})
+	// log_work logs lines lines, then works n steps: a call that sends
+	// frames, or one that overruns without sending any.
+	guest.Function("log_work", func(lines, n int) uint64 {
+		for i := range lines {
+			guest.Log(guest.LevelInfo, fmt.Sprintf("line %d", i))
+		}
+		return work(n)
+	})
 }
 
 //go:wasmimport extism:host/env http_request
@@ -157,5 +165,8 @@ func workExport() int32 { return guest.Run("work") }
 
 //go:wasmexport log
 func logExport() int32 { return guest.Run("log") }
+
+//go:wasmexport log_work
+func logWorkExport() int32 { return guest.Run("log_work") }
 
 func main() {}
