@@ -233,15 +233,17 @@ func (m *Module) drive(gate Gate, caller string) {
 func (m *Module) takeBatch(cs *callerCalls) []*queued {
 	m.bmu.Lock()
 	defer m.bmu.Unlock()
-	n, bytes := 0, 0
-	for n < len(cs.waiting) && n < maxBatch {
-		if bytes += len(cs.waiting[n].input); n > 0 && (bytes > maxBatchBytes || cs.waiting[n].alone) {
+	if len(cs.waiting) == 0 { // they left while the turn was taken
+		return nil
+	}
+	// The first call, and those behind it that fit, up to a call that
+	// must run alone; one that must run alone is a batch of its own.
+	n, bytes := 1, len(cs.waiting[0].input)
+	for !cs.waiting[0].alone && n < len(cs.waiting) && n < maxBatch && !cs.waiting[n].alone {
+		if bytes += len(cs.waiting[n].input); bytes > maxBatchBytes {
 			break
 		}
 		n++
-		if cs.waiting[0].alone {
-			break
-		}
 	}
 	batch := slices.Clone(cs.waiting[:n])
 	cs.waiting = slices.Delete(cs.waiting, 0, n)

@@ -305,11 +305,9 @@ func (c *childServer) write(typ byte, payload []byte) error {
 }
 
 func (c *childServer) writeJSON(typ byte, v any) error {
-	payload, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return c.write(typ, payload)
+	err := childproc.WriteJSONFrame(c.out, typ, v)
+	c.lastWrite = time.Now()
+	return err
 }
 
 // answer sends a call's result, or holds it back to go with the next
