@@ -27,14 +27,7 @@ func TestBatchedCallsKeepTheirLimits(t *testing.T) {
 	const overrun = "[100000000000]" // minutes of work
 	inputs := []string{"[10]", "[20]", overrun, "[30]", "[40]", "[50]"}
 
-	first := make(chan error, 1)
-	go func() {
-		_, err := m.Call(ctx, []byte(overrun))
-		first <- err
-	}()
-	for m.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	first := callHolding(ctx, m, []byte(overrun))
 	var wg sync.WaitGroup
 	outs, errs := make([]string, len(inputs)), make([]error, len(inputs))
 	for i, input := range inputs {
@@ -83,14 +76,7 @@ func TestQueuedCallLeaves(t *testing.T) {
 	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "work", Concurrency: 1, Limits: Limits{Timeout: time.Minute}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	long := make(chan error, 1)
-	go func() {
-		_, err := m.Call(ctx, []byte("[1000000000]")) // a second or more
-		long <- err
-	}()
-	for m.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	long := callHolding(ctx, m, []byte("[1000000000]")) // a second or more
 	short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer stop()
 	_, err := m.Call(short, []byte("[1]"))
@@ -129,14 +115,7 @@ func TestHeldAnswersKeepTheirCalls(t *testing.T) {
 	defer cancel()
 
 	// A first call holds the one turn while the others queue, in order.
-	first := make(chan error, 1)
-	go func() {
-		_, err := m.Call(ctx, []byte("[0, 300000000]")) // a few hundred ms
-		first <- err
-	}()
-	for m.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	first := callHolding(ctx, m, []byte("[0, 300000000]"))        // a few hundred ms
 	inputs := []string{"[1, 10]", "[0, 100000000000]", "[0, 20]"} // logs; overruns; quick
 	errs := make([]error, len(inputs))
 	outs := make([]string, len(inputs))

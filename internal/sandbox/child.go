@@ -304,10 +304,13 @@ func (c *childServer) write(typ byte, payload []byte) error {
 	return err
 }
 
+// writeJSON sends v as one frame, through write.
 func (c *childServer) writeJSON(typ byte, v any) error {
-	err := childproc.WriteJSONFrame(c.out, typ, v)
-	c.lastWrite = time.Now()
-	return err
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return c.write(typ, payload)
 }
 
 // answer sends a call's result, or holds it back to go with the next

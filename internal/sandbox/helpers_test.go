@@ -200,6 +200,21 @@ func load(t testing.TB, r *Runtime, wasm []byte, spec Spec) *Module {
 	return m
 }
 
+// callHolding starts a call of m with input and returns once it runs (holds
+// one of m's turns), with a channel for its error: the calls made after it
+// queue behind it.
+func callHolding(ctx context.Context, m *Module, input []byte) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := m.Call(ctx, input)
+		done <- err
+	}()
+	for m.running.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return done
+}
+
 // call calls m with a generous context, failing the test on error.
 func call(t testing.TB, m *Module, input string) string {
 	t.Helper()

@@ -161,15 +161,7 @@ func TestConcurrentCalls(t *testing.T) {
 func TestBusy(t *testing.T) {
 	r := newTestRuntime(t, DefaultConfig())
 	m := load(t, r, guestWasm(t, hostileGuest), Spec{Export: "spin", Concurrency: 1, Limits: Limits{Timeout: 2 * time.Second}})
-	running := make(chan error)
-	go func() {
-		_, err := m.Call(context.Background(), nil)
-		running <- err
-	}()
-	// Wait until the spinning call holds the only slot.
-	for m.running.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	running := callHolding(context.Background(), m, nil) // the only slot
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := m.Call(ctx, nil)
