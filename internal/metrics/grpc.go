@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
@@ -25,6 +26,14 @@ func (m *Metrics) StreamInterceptor(srv any, ss grpc.ServerStream, info *grpc.St
 }
 
 func (m *Metrics) observeRPC(method string, err error, d time.Duration) {
+	if err == nil {
+		s := m.okRPCs.series(method, func() series {
+			return series{m.RPCs.WithLabelValues(method, codes.OK.String()), m.RPCSeconds.WithLabelValues(method)}
+		})
+		s.count.Inc()
+		s.seconds.Observe(d.Seconds())
+		return
+	}
 	m.RPCs.WithLabelValues(method, status.Code(err).String()).Inc()
 	m.RPCSeconds.WithLabelValues(method).Observe(d.Seconds())
 }

@@ -30,12 +30,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Metrics holds one process's registry and metric families. The zero value
 // is not usable; New makes one.
 type Metrics struct {
 	Registry *prometheus.Registry
+
+	okRPCs, okCalls seriesCache
 
 	// Every gRPC method served, by method and code (the interceptors).
 	RPCs       *prometheus.CounterVec
@@ -166,10 +169,43 @@ func families() *Metrics {
 	return m
 }
 
-// ObserveCall records one function call that took d and ended with code.
-func (m *Metrics) ObserveCall(function, code string, d time.Duration) {
-	m.Calls.WithLabelValues(function, code).Inc()
-	m.CallSeconds.WithLabelValues(function).Observe(d.Seconds())
+// ObserveCall records one call of function (its name as called) that took
+// d and ended with err.
+func (m *Metrics) ObserveCall(function string, err error, d time.Duration) {
+	if err == nil {
+		s := m.okCalls.series(function, func() series {
+			label := FunctionLabel(function, codes.OK)
+			return series{m.Calls.WithLabelValues(label, codes.OK.String()), m.CallSeconds.WithLabelValues(label)}
+		})
+		s.count.Inc()
+		s.seconds.Observe(d.Seconds())
+		return
+	}
+	code := status.Code(err)
+	label := FunctionLabel(function, code)
+	m.Calls.WithLabelValues(label, code.String()).Inc()
+	m.CallSeconds.WithLabelValues(label).Observe(d.Seconds())
+}
+
+// series is a counter and a histogram of one label value, resolved once.
+type series struct {
+	count   prometheus.Counter
+	seconds prometheus.Observer
+}
+
+// seriesCache holds the series of the calls or RPCs that succeeded, by
+// name: the common case then costs two atomic adds and no lookup of
+// labels in the vectors. It holds what the vectors do, so it is bounded
+// as they are.
+type seriesCache struct{ m sync.Map }
+
+func (c *seriesCache) series(name string, make func() series) *series {
+	if s, ok := c.m.Load(name); ok {
+		return s.(*series)
+	}
+	s := make()
+	v, _ := c.m.LoadOrStore(name, &s)
+	return v.(*series)
 }
 
 // OnScrape adds f to what runs before each scrape of Serve's /metrics:

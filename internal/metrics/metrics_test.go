@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker/internal/metrics"
 )
@@ -23,7 +24,7 @@ import (
 // metrics applies).
 func TestNamesPassTheLinter(t *testing.T) {
 	m := metrics.New()
-	m.ObserveCall("add", "OK", time.Millisecond)
+	m.ObserveCall("add", nil, time.Millisecond)
 	m.SandboxKills.WithLabelValues("wasm", "deadline").Inc()
 	problems, err := testutil.GatherAndLint(m.Registry)
 	if err != nil {
@@ -40,7 +41,7 @@ func TestWorkerFamilies(t *testing.T) {
 	m := metrics.NewWorker()
 	scraped := 0
 	m.OnScrape(func() { scraped++; m.StoredBytes.Set(42) })
-	m.ObserveCall("add", "OK", time.Millisecond)
+	m.ObserveCall("add", nil, time.Millisecond)
 	m.SandboxKills.WithLabelValues("starlark", "time").Inc()
 	m.SandboxProcesses.WithLabelValues("starlark").Set(1)
 	m.SandboxStarts.WithLabelValues("starlark").Inc()
@@ -89,6 +90,31 @@ func TestFunctionLabel(t *testing.T) {
 		if got := metrics.FunctionLabel(tc.name, tc.code); got != tc.want {
 			t.Errorf("FunctionLabel(%q, %s) = %q, want %q", tc.name, tc.code, got, tc.want)
 		}
+	}
+}
+
+// A call is counted under its function's label and its code, whether it
+// succeeded (counted through the cached series) or not.
+func TestObserveCall(t *testing.T) {
+	m := metrics.New()
+	for _, err := range []error{nil, nil, status.Error(codes.Unknown, "boom"), status.Error(codes.NotFound, "no such")} {
+		m.ObserveCall("bob/report", err, time.Millisecond)
+	}
+	m.ObserveCall("report", nil, time.Millisecond)
+	for _, tc := range []struct {
+		function, code string
+		want           float64
+	}{
+		{"report", "OK", 3},
+		{"report", "Unknown", 1},
+		{"-", "NotFound", 1},
+	} {
+		if got := testutil.ToFloat64(m.Calls.WithLabelValues(tc.function, tc.code)); got != tc.want {
+			t.Errorf("calls of %s with %s: %v, want %v", tc.function, tc.code, got, tc.want)
+		}
+	}
+	if n := testutil.CollectAndCount(m.CallSeconds); n != 2 {
+		t.Errorf("%d series of call seconds, want 2 (report and -)", n)
 	}
 }
 

@@ -12,7 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -35,10 +37,28 @@ import (
 type calls struct {
 	key     []byte
 	replica string    // this replica's own, in the tokens it mints
-	macs    sync.Pool // of hash.Hash: HMAC-SHA256 with key, reset and used again
+	signers sync.Pool // of *signer
 
-	mu     sync.Mutex
-	flight map[string]chan struct{} // a token's nonce -> closed when the call ends
+	// Calls in flight here, by their tokens' nonce: a count, unique within
+	// this replica, whose tokens also name the replica. Kept in shards by
+	// nonce, so that concurrent calls rarely wait for each other's lock.
+	nonces atomic.Uint64
+	flight [flightShards]struct {
+		mu    sync.Mutex
+		calls map[uint64]chan struct{} // made when a request first asks for it, closed when the call ends
+		_     [48]byte                 // a cache line each
+	}
+}
+
+const flightShards = 16
+
+// signer is an HMAC-SHA256 state with the key, reset and used again, and
+// room to build a token's claims and signature without allocating.
+type signer struct {
+	mac    hash.Hash
+	claims [256]byte
+	sum    [sha256.Size]byte
+	nonce  [13]byte // a uint64 in base 36
 }
 
 // tokenClaims is what a token says, signed.
@@ -96,44 +116,63 @@ func newCalls(ctx context.Context, cli *clientv3.Client, prefix string, ring *ke
 func newCallsWithKey(key []byte) *calls {
 	var r [9]byte
 	rand.Read(r[:])
-	return &calls{key: key, replica: base64.RawURLEncoding.EncodeToString(r[:]), flight: map[string]chan struct{}{}}
+	c := &calls{key: key, replica: base64.RawURLEncoding.EncodeToString(r[:])}
+	for i := range c.flight {
+		c.flight[i].calls = map[uint64]chan struct{}{}
+	}
+	return c
 }
 
-// begin mints the token of one attempt of a call on worker, and returns the
-// function that ends it.
-func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (string, func()) {
+// begin mints the token of one attempt of a call on worker, and records
+// the call in flight until end is called with the nonce it returns.
+func (c *calls) begin(ctx context.Context, worker string, call egress.Call) (token string, nonce uint64) {
 	exp := time.Now().Add(maxCallTokenLife)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(exp) {
 		exp = dl
 	}
-	var nonce [12]byte
-	rand.Read(nonce[:])
-	var nonce64 [16]byte
-	base64.RawURLEncoding.Encode(nonce64[:], nonce[:])
-	var buf [256]byte
+	nonce = c.nonces.Add(1)
+	sg := c.signer()
 	payload := (&tokenClaims{Worker: worker, Owner: call.Owner, Function: call.Function, Caller: call.Caller,
-		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica, Nonce: string(nonce64[:])}).appendJSON(buf[:0])
-	var mac [sha256.Size]byte
+		AllowHosts: call.AllowHosts, Expires: exp.UnixMilli(), Replica: c.replica,
+		Nonce: unsafe.String(&sg.nonce[0], len(strconv.AppendUint(sg.nonce[:0], nonce, 36)))}).appendJSON(sg.claims[:0])
 	enc := base64.RawURLEncoding
-	b := make([]byte, 0, enc.EncodedLen(len(payload))+1+enc.EncodedLen(len(mac)))
-	b = enc.AppendEncode(b, payload)
+	var buf [512]byte
+	b := enc.AppendEncode(buf[:0], payload)
 	b = append(b, '.')
-	b = enc.AppendEncode(b, c.sign(mac[:0], payload))
-	token := string(b)
-	// Kept by nonce, not by the whole token: a shorter key to hash twice
-	// a call, and as unique (ResolveCall checks the token's signature and
-	// replica before it looks).
-	key := string(nonce64[:])
-	done := make(chan struct{})
-	c.mu.Lock()
-	c.flight[key] = done
-	c.mu.Unlock()
-	return token, func() {
-		c.mu.Lock()
-		delete(c.flight, key)
-		c.mu.Unlock()
+	b = enc.AppendEncode(b, sg.sign(sg.sum[:0], payload))
+	c.signers.Put(sg)
+	sh := &c.flight[nonce%flightShards]
+	sh.mu.Lock()
+	sh.calls[nonce] = nil
+	sh.mu.Unlock()
+	return string(b), nonce
+}
+
+// end ends the call begin recorded under nonce: its token is refused here
+// from now on, and its requests' Done is closed.
+func (c *calls) end(nonce uint64) {
+	sh := &c.flight[nonce%flightShards]
+	sh.mu.Lock()
+	done := sh.calls[nonce]
+	delete(sh.calls, nonce)
+	if done != nil {
 		close(done)
 	}
+	sh.mu.Unlock()
+}
+
+// inFlight returns the channel closed when the call in flight here under
+// nonce ends, or nil if it has ended.
+func (c *calls) inFlight(nonce uint64) <-chan struct{} {
+	sh := &c.flight[nonce%flightShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	done, ok := sh.calls[nonce]
+	if ok && done == nil {
+		done = make(chan struct{})
+		sh.calls[nonce] = done
+	}
+	return done
 }
 
 // appendJSON appends the claims as encoding/json encodes them, byte for
@@ -162,17 +201,20 @@ func (t *tokenClaims) appendJSON(b []byte) []byte {
 	return append(b, '}')
 }
 
-// sign appends payload's HMAC to dst.
-func (c *calls) sign(dst, payload []byte) []byte {
-	m, _ := c.macs.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, c.key)
+// signer returns a signer of this network's tokens.
+func (c *calls) signer() *signer {
+	sg, _ := c.signers.Get().(*signer)
+	if sg == nil {
+		sg = &signer{mac: hmac.New(sha256.New, c.key)}
 	}
-	m.Reset()
-	m.Write(payload)
-	dst = m.Sum(dst)
-	c.macs.Put(m)
-	return dst
+	return sg
+}
+
+// sign appends payload's HMAC to dst.
+func (sg *signer) sign(dst, payload []byte) []byte {
+	sg.mac.Reset()
+	sg.mac.Write(payload)
+	return sg.mac.Sum(dst)
 }
 
 // ResolveCall implements egress.CallResolver.
@@ -183,7 +225,13 @@ func (c *calls) ResolveCall(_ context.Context, worker, token string) (egress.Cal
 	}
 	payload, err1 := base64.RawURLEncoding.DecodeString(p)
 	mac, err2 := base64.RawURLEncoding.DecodeString(sig)
-	if err1 != nil || err2 != nil || !hmac.Equal(mac, c.sign(nil, payload)) {
+	if err1 != nil || err2 != nil {
+		return egress.Call{}, egress.ErrUnknownCall
+	}
+	sg := c.signer()
+	valid := hmac.Equal(mac, sg.sign(sg.sum[:0], payload))
+	c.signers.Put(sg)
+	if !valid {
 		return egress.Call{}, egress.ErrUnknownCall
 	}
 	var claims tokenClaims
@@ -198,13 +246,13 @@ func (c *calls) ResolveCall(_ context.Context, worker, token string) (egress.Cal
 	}
 	call := egress.Call{Owner: claims.Owner, Function: claims.Function, Caller: claims.Caller, AllowHosts: claims.AllowHosts}
 	if claims.Replica == c.replica {
-		c.mu.Lock()
-		done, here := c.flight[claims.Nonce]
-		c.mu.Unlock()
-		if !here {
+		nonce, err := strconv.ParseUint(claims.Nonce, 36, 64)
+		if err != nil {
+			return egress.Call{}, egress.ErrUnknownCall
+		}
+		if call.Done = c.inFlight(nonce); call.Done == nil {
 			return egress.Call{}, egress.ErrUnknownCall // its call has ended
 		}
-		call.Done = done
 	}
 	return call, nil
 }

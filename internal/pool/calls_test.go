@@ -19,7 +19,7 @@ func TestCallTokens(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	call := egress.Call{Owner: "bob", Function: "report", Caller: "bob", AllowHosts: []string{"https://api.example"}}
-	token, end := here.begin(ctx, "worker_001", call)
+	token, nonce := here.begin(ctx, "worker_001", call)
 
 	got, err := here.ResolveCall(ctx, "worker_001", token)
 	if err != nil || got.Owner != "bob" || got.Function != "report" || got.AllowHosts[0] != "https://api.example" || got.Done == nil {
@@ -47,7 +47,17 @@ func TestCallTokens(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.wantErr)
 		}
 	}
-	end()
+	select {
+	case <-got.Done:
+		t.Fatal("Done is closed while the call runs")
+	default:
+	}
+	here.end(nonce)
+	select {
+	case <-got.Done:
+	default:
+		t.Fatal("Done is still open after the call ended")
+	}
 	if _, err := here.ResolveCall(ctx, "worker_001", token); !errors.Is(err, egress.ErrUnknownCall) {
 		t.Errorf("the forwarding replica after the call ended: %v", err)
 	}
@@ -90,6 +100,22 @@ func FuzzTokenClaimsJSON(f *testing.F) {
 		}
 		if got := c.appendJSON(nil); string(got) != string(want) {
 			t.Errorf("encoded %s, want %s", got, want)
+		}
+	})
+}
+
+// BenchmarkCallToken is what the pool spends on every call attempt to mint
+// its token and keep the call in flight.
+func BenchmarkCallToken(b *testing.B) {
+	c := newCallsWithKey([]byte("0123456789abcdef0123456789abcdef"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	call := egress.Call{Owner: "bob", Function: "add", Caller: "bob"}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, nonce := c.begin(ctx, "worker_001", call)
+			c.end(nonce)
 		}
 	})
 }

@@ -5,10 +5,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 
 	v1 "github.com/hivemind/taskworker/api/taskworker/v1"
-	"github.com/hivemind/taskworker/internal/metrics"
 )
 
 // metricsOptions feed Config.Metrics from the server: every RPC counted and
@@ -35,8 +33,7 @@ func (s *Server) observeCall(ctx context.Context, req any, info *grpc.UnaryServe
 	start := time.Now()
 	resp, err := handler(ctx, req)
 	m.CallsInFlight.Dec()
-	code := status.Code(err)
-	m.ObserveCall(metrics.FunctionLabel(call.FunctionName, code), code.String(), time.Since(start))
+	m.ObserveCall(call.FunctionName, err, time.Since(start))
 	return resp, err
 }
 

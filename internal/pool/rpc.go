@@ -171,7 +171,7 @@ func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*an
 		if !ok {
 			break
 		}
-		token, end := s.calls.begin(ctx, r.w.id, tokenCall)
+		token, nonce := s.calls.begin(ctx, r.w.id, tokenCall)
 		fwd.CallToken = token
 		tc := taskCallFrom(ctx)
 		if tc != nil {
@@ -181,7 +181,7 @@ func (s *rpcService) call(ctx context.Context, req *v1.FunctionCallRequest) (*an
 		if tc != nil {
 			r.w.removeTask(tc)
 		}
-		end()
+		s.calls.end(nonce)
 		if err == nil {
 			if fwd.Deployment != nil && r.w != warm {
 				s.warm.Store(warmKey, r.w)

@@ -6,10 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/hivemind/taskworker/internal/childproc"
 	"github.com/hivemind/taskworker/internal/metrics"
@@ -23,9 +20,6 @@ import (
 // the process's: two workers in one process report the same children.
 type workerMetrics struct {
 	m *metrics.Metrics
-	// ok holds each function's series of successful calls, resolved once:
-	// a call that succeeds costs two atomic adds, no label lookup.
-	ok sync.Map // function name as called -> *callSeries
 
 	inflight *atomic.Int64
 	store    atomic.Pointer[shardstore.Store]
@@ -34,11 +28,6 @@ type workerMetrics struct {
 	started map[string]uint64
 	ended   map[[2]string]uint64
 	usageAt time.Time
-}
-
-type callSeries struct {
-	calls   prometheus.Counter
-	seconds prometheus.Observer
 }
 
 // usageEvery bounds how often a scrape walks the shard store for its size.
@@ -55,25 +44,7 @@ func newWorkerMetrics(m *metrics.Metrics, inflight *atomic.Int64) *workerMetrics
 
 // observe counts a call of function that began at start and ended in err.
 func (w *workerMetrics) observe(function string, start time.Time, err error) {
-	d := time.Since(start).Seconds()
-	if err == nil {
-		s, ok := w.ok.Load(function)
-		if !ok {
-			label := metrics.FunctionLabel(function, codes.OK)
-			s, _ = w.ok.LoadOrStore(function, &callSeries{
-				calls:   w.m.Calls.WithLabelValues(label, codes.OK.String()),
-				seconds: w.m.CallSeconds.WithLabelValues(label),
-			})
-		}
-		cs := s.(*callSeries)
-		cs.calls.Inc()
-		cs.seconds.Observe(d)
-		return
-	}
-	code := status.Code(err)
-	label := metrics.FunctionLabel(function, code)
-	w.m.Calls.WithLabelValues(label, code.String()).Inc()
-	w.m.CallSeconds.WithLabelValues(label).Observe(d)
+	w.m.ObserveCall(function, err, time.Since(start))
 }
 
 // refresh reads what is costly or impossible to count as it happens.
