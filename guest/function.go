@@ -40,8 +40,11 @@ func Function(name string, fn any) {
 
 // Function1 and Function2 register fn, a func of one or two parameters
 // and one result, as Function does, with the same binding, but call it
-// directly rather than through reflection: in WebAssembly, reflection is
-// about 40% of what a call of a small function costs. A parameter may be a
+// directly rather than through reflection. When the parameters are numbers,
+// bools or plain strings and the result an integer or a bool, a call of
+// plain JSON arguments involves no reflection at all: in WebAssembly,
+// add(1, 2) then costs about 6 µs in a warm instance, against 13-16 µs
+// with reflection binding the arguments. A parameter may be a
 // context.Context, as with Function.
 //
 //	guest.Function2("add", func(a, b int) int { return a + b })

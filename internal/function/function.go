@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"strings"
+	"unsafe"
 )
 
 // ArgumentError reports arguments that do not fit a function's parameters.
@@ -63,6 +64,12 @@ type Func struct {
 	// direct, if set, calls the function with its arguments directly,
 	// rather than through reflect.Value.Call (Direct1, Direct2).
 	direct func(in []reflect.Value) []reflect.Value
+	// typed, if set, is the whole call without reflection, for a Func made
+	// by Direct1 or Direct2 whose parameters are scalars and whose result
+	// appendScalar takes. ok is false, before the function is called, when
+	// the arguments are not a plain JSON array of such scalars: the
+	// general path then answers, with its errors.
+	typed func(args []byte) (result []byte, ok bool, err error)
 }
 
 // Bind prepares fn for calls. It fails if fn is not a func, or has a shape
@@ -172,6 +179,11 @@ func (f *Func) Signature() string {
 // means the arguments did not fit; a *PanicError that the function
 // panicked; any other error is the function's own.
 func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error) {
+	if f.typed != nil {
+		if result, ok, err := f.typed(args); ok {
+			return result, err
+		}
+	}
 	in, err := f.decode(args)
 	if err != nil {
 		return nil, err
@@ -204,15 +216,25 @@ func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error)
 }
 
 func (f *Func) invoke(in []reflect.Value) (out []reflect.Value, err error) {
+	err = f.protect(func() {
+		if f.direct != nil {
+			out = f.direct(in)
+		} else {
+			out = f.fn.Call(in)
+		}
+	})
+	return out, err
+}
+
+// protect runs call, turning a panic into a *PanicError.
+func (f *Func) protect(call func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Function: f.name, Value: r, Stack: debug.Stack()}
 		}
 	}()
-	if f.direct != nil {
-		return f.direct(in), nil
-	}
-	return f.fn.Call(in), nil
+	call()
+	return nil
 }
 
 // Direct1 and Direct2 are Bind for a func of one or two parameters and one
@@ -229,6 +251,20 @@ func Direct1[A, R any](name string, fn func(A) R) (*Func, error) {
 	f.direct = func(in []reflect.Value) []reflect.Value {
 		return result(fn(arg[A](in[0])))
 	}
+	ka, kr, ok := typedKinds[A, R](f)
+	if ok {
+		f.typed = func(args []byte) ([]byte, bool, error) {
+			var a A
+			if !bindTyped(args, typedParam{unsafe.Pointer(&a), ka}) {
+				return nil, false, nil
+			}
+			var r R
+			if err := f.protect(func() { r = fn(a) }); err != nil {
+				return nil, true, err
+			}
+			return appendKind(nil, unsafe.Pointer(&r), kr), true, nil
+		}
+	}
 	return f, nil
 }
 
@@ -240,7 +276,31 @@ func Direct2[A, B, R any](name string, fn func(A, B) R) (*Func, error) {
 	f.direct = func(in []reflect.Value) []reflect.Value {
 		return result(fn(arg[A](in[0]), arg[B](in[1])))
 	}
+	ka, kr, okA := typedKinds[A, R](f)
+	kb, _, okB := typedKinds[B, R](f)
+	if okA && okB {
+		f.typed = func(args []byte) ([]byte, bool, error) {
+			var a A
+			var b B
+			if !bindTyped(args, typedParam{unsafe.Pointer(&a), ka}, typedParam{unsafe.Pointer(&b), kb}) {
+				return nil, false, nil
+			}
+			var r R
+			if err := f.protect(func() { r = fn(a, b) }); err != nil {
+				return nil, true, err
+			}
+			return appendKind(nil, unsafe.Pointer(&r), kr), true, nil
+		}
+	}
 	return f, nil
+}
+
+// typedKinds returns the kinds of a parameter of type P and a result of
+// type R, and whether a Func of them may take the typed path: no context
+// (whose parameters are shifted), P a scalar, R one appendScalar takes.
+func typedKinds[P, R any](f *Func) (p, r reflect.Kind, ok bool) {
+	p, r = reflect.TypeFor[P]().Kind(), reflect.TypeFor[R]().Kind()
+	return p, r, !f.withCtx && f.scalars && isScalar(p) && appendable(r)
 }
 
 // arg is an argument decode made, as a T: decoded arguments are

@@ -139,6 +139,10 @@ func TestDirectBindsAsBind(t *testing.T) {
 	}
 	deadline := func(ctx context.Context, n int) bool { _, ok := ctx.Deadline(); return ok && n > 0 }
 	raw := func(r function.Raw) function.Raw { return append(r, '!') }
+	type celsius int16
+	warm := func(c celsius, f float32) bool { return c > 20 || f > 68 }
+	narrow := func(a int8, b uint16) uint32 { return uint32(a) + uint32(b) }
+	count := func(s string) int { return len(s) }
 	cases := []struct {
 		name   string
 		bind   any
@@ -159,6 +163,12 @@ func TestDirectBindsAsBind(t *testing.T) {
 			[]string{"[1]", "[0]", "[1, 2]"}},
 		{"raw", raw, func() (*function.Func, error) { return function.Direct1("raw", raw) },
 			[]string{"anything", ""}},
+		{"warm", warm, func() (*function.Func, error) { return function.Direct2("warm", warm) },
+			[]string{"[21, 0]", "[20, 69]", "[20, 68.5]", "[32768, 0]", "[-32768, -1]", "[1, 1e3]", "[true, 1]", "[1, null]"}},
+		{"narrow", narrow, func() (*function.Func, error) { return function.Direct2("narrow", narrow) },
+			[]string{"[-1, 65535]", "[128, 0]", "[1, -1]", "[1, 65536]", "[01, 2]", "[-0, 0]", "[1,2]\f", "[1, 2]\n"}},
+		{"count", count, func() (*function.Func, error) { return function.Direct1("count", count) },
+			[]string{`["abc"]`, `["a\"b"]`, `["\u00e9"]`, `["é"]`, `[""]`, `[1]`, `["a", "b"]`}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

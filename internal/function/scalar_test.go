@@ -1,6 +1,8 @@
 package function
 
 import (
+	"context"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -42,6 +44,63 @@ func FuzzScalarPath(f *testing.F) {
 			if !reflect.DeepEqual(fast[i].Interface(), slow[i].Interface()) {
 				t.Fatalf("%q: argument %d is %#v with the fast path, %#v without", input, i+1, fast[i].Interface(), slow[i].Interface())
 			}
+		}
+	})
+}
+
+// The typed path is taken where it may be: Direct1 and Direct2 of scalars
+// with a result appendScalar writes, and no context.
+func TestTypedPathTaken(t *testing.T) {
+	type celsius int
+	for _, c := range []struct {
+		name  string
+		bind  func() (*Func, error)
+		typed bool
+	}{
+		{"add", func() (*Func, error) { return Direct2("add", func(a, b int) int { return a + b }) }, true},
+		{"named", func() (*Func, error) { return Direct1("named", func(c celsius) bool { return c > 0 }) }, true},
+		{"string result", func() (*Func, error) { return Direct1("hello", func(s string) string { return s }) }, false},
+		{"float result", func() (*Func, error) { return Direct1("half", func(n int) float64 { return float64(n) / 2 }) }, false},
+		{"context", func() (*Func, error) {
+			return Direct2("ctx", func(ctx context.Context, n int) int { return n })
+		}, false},
+		{"any", func() (*Func, error) { return Direct1("any", func(v any) int { return 0 }) }, false},
+		{"struct", func() (*Func, error) { return Direct1("struct", func(p struct{ X int }) int { return p.X }) }, false},
+	} {
+		f, err := c.bind()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.typed != nil; got != c.typed {
+			t.Errorf("%s: typed path %v, want %v", c.name, got, c.typed)
+		}
+	}
+}
+
+// FuzzTypedPath checks that the typed path answers every input as the
+// general path does: the same result, or the same error.
+func FuzzTypedPath(f *testing.F) {
+	for _, seed := range []string{`[1, "a"]`, `[-128, ""]`, `[128, "a"]`, `[1, "a\"b"]`, `[1, "é"]`, `[1]`, `[1, "a", 2]`,
+		`[1.0, "a"]`, `[01, "a"]`, `{"a": 1}`, ``, `null`, `[1, "a"] x`, `[1, "abcdefghij"]`} {
+		f.Add(seed)
+	}
+	fn := func(a int8, s string) uint16 {
+		if len(s) > 8 {
+			panic("long")
+		}
+		return uint16(int(a) + len(s))
+	}
+	typed, err := Direct2("f", fn)
+	if err != nil || typed.typed == nil {
+		f.Fatalf("Direct2 of scalars: %v, typed path %v", err, typed != nil && typed.typed != nil)
+	}
+	general, _ := Bind("f", fn)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, input string) {
+		got, gotErr := typed.Call(ctx, []byte(input))
+		want, wantErr := general.Call(ctx, []byte(input))
+		if string(got) != string(want) || fmt.Sprint(gotErr) != fmt.Sprint(wantErr) || reflect.TypeOf(gotErr) != reflect.TypeOf(wantErr) {
+			t.Fatalf("%q: typed %q, %v; general %q, %v", input, got, gotErr, want, wantErr)
 		}
 	})
 }
