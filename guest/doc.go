@@ -52,9 +52,12 @@
 // error.
 //
 // Function calls its function through reflection, which in WebAssembly is
-// about 40% of a small call's cost. [Function1] and [Function2] take a
-// func of one or two parameters and one result by its type, bind it by the
-// same rules, and call it directly.
+// most of a small call's cost. [Function1] and [Function2] take a func of
+// one or two parameters and one result by its type, bind it by the same
+// rules, and call it directly; when its parameters are numbers, bools or
+// strings and its result an integer or a bool, a call with plain JSON
+// arguments uses no reflection at all (add(1, 2): about 6 µs a warm call,
+// against 13-16 µs through reflection).
 //
 // # Host functions
 //
