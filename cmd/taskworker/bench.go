@@ -45,7 +45,9 @@ func benchCommand(e *env) *cobra.Command {
 		concurrency        []int
 		duration, warmup   time.Duration
 		function, argsJSON string
+		versus             string
 		noDirect           bool
+		turns              int
 		record             string
 	)
 	call := &cobra.Command{
@@ -56,6 +58,14 @@ same run call the same function directly on a standalone worker process (one
 gRPC hop, no pool) as the baseline; print both and their ratios. Both go over
 TLS (the baseline with a certificate the worker makes for it), or both in
 plaintext with --insecure (against a pool run with --insecure).
+
+With --versus, the baseline is another function through the pool instead:
+'--function add2 --versus add' compares a deployed function with a native
+one on the same workers.
+
+The two sides of a comparison take turns (--turns each, in the order a b b
+a a b b a ...), so that a machine whose speed drifts during the run slows
+both alike; each side's figures add up its turns.
 
 Each run also prints the CPU time (user and system) each process spent per
 call, read from /proc around the measured window: this client; the pool,
@@ -74,35 +84,45 @@ much less, and shows which process a change made cheaper.`,
 			if err := viaPool(ctx); err != nil {
 				return fmt.Errorf("a first call of %s through the pool failed: %w", function, err)
 			}
-			var direct func(context.Context) error
-			directPID := 0
-			if !noDirect {
+			poolMeters, directMeters := callMeters(c.Pools(), 0)
+			pool := bench.Target{Name: "pool", Call: viaPool, Meters: poolMeters}
+			var base *bench.Target
+			switch {
+			case versus != "":
+				// Both through the pool: each side named by its function.
+				pool.Name = function
+				base = &bench.Target{Name: versus, Meters: poolMeters, Call: func(ctx context.Context) error {
+					_, err := c.CallJSON(ctx, versus, args)
+					return err
+				}}
+				if err := base.Call(ctx); err != nil {
+					return fmt.Errorf("a first call of %s through the pool failed: %w", versus, err)
+				}
+			case !noDirect:
 				w, err := startStandaloneWorker(ctx, cf.insecure)
 				if err != nil {
 					return err
 				}
 				defer w.stop()
-				directPID = w.cmd.Process.Pid
-				direct = w.call(function, args)
-				if err := direct(ctx); err != nil {
+				_, directMeters = callMeters(nil, w.cmd.Process.Pid)
+				base = &bench.Target{Name: "direct", Call: w.call(function, args), Meters: directMeters}
+				if err := base.Call(ctx); err != nil {
 					return fmt.Errorf("a first direct call of %s failed: %w", function, err)
 				}
 			}
-			poolMeters, directMeters := callMeters(c.Pools(), directPID)
 			fmt.Fprintf(e.stdout, "function %s, args %s, %s per run after %s warm-up\n%s\n", function, argsJSON, duration, warmup, bench.Header)
 			for _, n := range concurrency {
-				p := bench.Run(ctx, "pool", n, warmup, duration, viaPool, poolMeters...)
-				fmt.Fprintln(e.stdout, p)
-				if direct == nil {
-					fmt.Fprintln(e.stdout, p.CPULine())
+				if base == nil {
+					p := bench.Run(ctx, pool.Name, n, warmup, duration, pool.Call, pool.Meters...)
+					fmt.Fprintf(e.stdout, "%s\n%s\n", p, p.CPULine())
 					if err := recordCalls(record, p); err != nil {
 						return err
 					}
 					continue
 				}
-				d := bench.Run(ctx, "direct", n, warmup, duration, direct, directMeters...)
-				fmt.Fprintln(e.stdout, d)
-				fmt.Fprintf(e.stdout, "pool/direct at concurrency %d: calls/s %.2fx, p50 %.2fx\n", n, p.Rate()/d.Rate(), float64(p.P50)/float64(d.P50))
+				p, d := bench.Compare(ctx, n, turns, warmup, duration, pool, *base)
+				fmt.Fprintf(e.stdout, "%s\n%s\n", p, d)
+				fmt.Fprintf(e.stdout, "%s/%s at concurrency %d: calls/s %.2fx, p50 %.2fx\n", p.Target, d.Target, n, p.Rate()/d.Rate(), float64(p.P50)/float64(d.P50))
 				fmt.Fprintf(e.stdout, "%s\n%s\n", p.CPULine(), d.CPULine())
 				if err := recordCalls(record, p, d); err != nil {
 					return err
@@ -124,6 +144,8 @@ much less, and shows which process a change made cheaper.`,
 	f.StringVar(&function, "function", "add", "function to call (the baseline worker serves the examples)")
 	f.StringVar(&argsJSON, "args", "[1, 2]", "arguments as a JSON array")
 	f.BoolVar(&noDirect, "no-direct", false, "skip the direct baseline")
+	f.StringVar(&versus, "versus", "", "compare with this function through the pool instead of the direct baseline")
+	f.IntVar(&turns, "turns", 4, "turns each side of a comparison takes in a run")
 	f.StringVar(&record, "record", "", "append each run to this JSON-lines file, for bench chart")
 	cmd.AddCommand(call, benchChartCommand(e), benchFilesCommand(e), benchChaosCommand(e), benchFairCommand(e), benchTasksCommand(e), benchDNSCommand(e))
 	return cmd

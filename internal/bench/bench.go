@@ -52,12 +52,80 @@ func Run(ctx context.Context, target string, concurrency int, warmup, duration t
 	if warmup > 0 {
 		run(ctx, concurrency, warmup, call)
 	}
+	var w window
+	w.measure(ctx, concurrency, duration, call, meters)
+	return w.result(target, concurrency, meters)
+}
+
+// A Target is one side of a comparison: a call and the meters of the
+// processes it costs.
+type Target struct {
+	Name   string
+	Call   func(context.Context) error
+	Meters []Meter
+}
+
+// Compare measures a and b at one concurrency in the same stretch of time:
+// after each one's warmup, it runs them in turns, slices times each, for
+// duration/slices a turn, in the order a b b a a b b a..., and sums each
+// one's turns. On a machine whose speed drifts (other virtual machines, a
+// burst of writes to the disk), two runs one after the other measure the
+// drift as much as the difference between a and b; turns in that order
+// expose both to it alike, to first order.
+func Compare(ctx context.Context, concurrency, slices int, warmup, duration time.Duration, a, b Target) (Result, Result) {
+	slices = max(1, slices)
+	targets := [2]Target{a, b}
+	var windows [2]window
+	for _, t := range targets {
+		if warmup > 0 {
+			run(ctx, concurrency, warmup, t.Call)
+		}
+	}
+	turn := duration / time.Duration(slices)
+	for i := range 2 * slices {
+		k := (i + i/2) % 2 // 0 1 1 0 0 1 1 0 ...
+		windows[k].measure(ctx, concurrency, turn, targets[k].Call, targets[k].Meters)
+	}
+	return windows[0].result(a.Name, concurrency, a.Meters), windows[1].result(b.Name, concurrency, b.Meters)
+}
+
+// window is what measured runs of one call added up to.
+type window struct {
+	lats    []time.Duration
+	errs    int
+	first   error
+	elapsed time.Duration
+	cpu     []time.Duration // per meter, summed over the runs; -1 once a reading failed
+}
+
+// measure runs call for d and adds it to the window, with the meters read
+// around it.
+func (w *window) measure(ctx context.Context, concurrency int, d time.Duration, call func(context.Context) error, meters []Meter) {
 	before := readMeters(meters)
-	lats, errs, first, elapsed := run(ctx, concurrency, duration, call)
+	lats, errs, first, elapsed := run(ctx, concurrency, d, call)
 	after := readMeters(meters)
-	r := Result{Target: target, Concurrency: concurrency, Calls: len(lats), Errors: errs, FirstError: first, Elapsed: elapsed,
-		CPU: perCall(meters, before, after, len(lats))}
-	if len(lats) > 0 {
+	if w.cpu == nil {
+		w.cpu = make([]time.Duration, len(meters))
+	}
+	for i := range meters {
+		if before[i] < 0 || after[i] < 0 || w.cpu[i] < 0 {
+			w.cpu[i] = -1
+			continue
+		}
+		w.cpu[i] += after[i] - before[i]
+	}
+	w.lats = append(w.lats, lats...)
+	w.errs += errs
+	if w.first == nil {
+		w.first = first
+	}
+	w.elapsed += elapsed
+}
+
+func (w *window) result(target string, concurrency int, meters []Meter) Result {
+	r := Result{Target: target, Concurrency: concurrency, Calls: len(w.lats), Errors: w.errs, FirstError: w.first,
+		Elapsed: w.elapsed, CPU: perCall(meters, make([]time.Duration, len(meters)), w.cpu, len(w.lats))}
+	if lats := w.lats; len(lats) > 0 {
 		slices.Sort(lats)
 		at := func(q float64) time.Duration { return lats[min(len(lats)-1, int(q*float64(len(lats))))] }
 		r.P50, r.P99, r.P999 = at(0.50), at(0.99), at(0.999)

@@ -3,6 +3,8 @@ package bench_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,5 +82,43 @@ func TestFairRunsTheFloodOnlyForTheSecondRun(t *testing.T) {
 	}
 	if flooding.Load() != 0 {
 		t.Fatal("the flood outlived Fair")
+	}
+}
+
+// Compare runs its two targets in turns, a b b a a b b a, and adds up each
+// one's turns: its calls, and its meters read around its own turns only.
+func TestCompareTakesTurns(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	var counted [2]atomic.Int64 // a meter each: a microsecond of "CPU" per call
+	target := func(name string, k int) bench.Target {
+		return bench.Target{
+			Name: name,
+			Call: func(context.Context) error {
+				mu.Lock()
+				if len(order) == 0 || order[len(order)-1] != name {
+					order = append(order, name)
+				}
+				mu.Unlock()
+				counted[k].Add(1)
+				time.Sleep(200 * time.Microsecond)
+				return nil
+			},
+			Meters: []bench.Meter{{Name: "m", Read: func() (time.Duration, error) {
+				return time.Duration(counted[k].Load()) * time.Microsecond, nil
+			}}},
+		}
+	}
+	a, b := bench.Compare(context.Background(), 2, 4, 0, 80*time.Millisecond, target("a", 0), target("b", 1))
+	if got := strings.Join(order, " "); got != "a b a b a" {
+		t.Errorf("turns in the order %q, want a b a b a (a b b a a b b a)", got)
+	}
+	for k, r := range []bench.Result{a, b} {
+		if r.Calls == 0 || int64(r.Calls) != counted[k].Load() || r.Errors != 0 {
+			t.Errorf("%s: %d calls counted, %d made", r.Target, r.Calls, counted[k].Load())
+		}
+		if len(r.CPU) != 1 || r.CPU[0].PerCall != time.Microsecond {
+			t.Errorf("%s: CPU per call %+v, want the meter's 1µs a call over its own turns", r.Target, r.CPU)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -29,5 +30,26 @@ func TestBenchCallReportsCPUPerCall(t *testing.T) {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("no %q in the output:\n%s", want, out)
 		}
+	}
+
+	// With --versus both sides go through the pool, named by their
+	// functions, and no baseline worker is started.
+	out, err = runCLI(t, env, "bench", "call", "--function", "echo", "--args", "[3]", "--versus", "sleep",
+		"--concurrency", "2", "--duration", "300ms", "--warmup", "0s", "--turns", "2")
+	if err != nil {
+		t.Fatalf("bench call --versus: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		`(?m)^echo +2 +[0-9]+ .* 0$`,
+		`(?m)^sleep +2 +[0-9]+ .* 0$`,
+		`echo/sleep at concurrency 2: calls/s [0-9.]+x, p50 [0-9.]+x`,
+		`CPU per call \(sleep\): client ` + us + `, pool ` + us + `, processes below it ` + us,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("no %q in the output:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "direct") {
+		t.Errorf("a direct baseline ran with --versus:\n%s", out)
 	}
 }
