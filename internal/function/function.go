@@ -59,8 +59,9 @@ type Func struct {
 	// rawParam is true when the only parameter is a Raw.
 	rawParam bool
 	// scalars is true when every parameter is a number, bool or string, so
-	// bindScalars may bind them without encoding/json.
-	scalars bool
+	// bindScalars may bind them without encoding/json; plainResult when
+	// appendScalar may write the result.
+	scalars, plainResult bool
 	// direct, if set, calls the function with its arguments directly,
 	// rather than through reflect.Value.Call (Direct1, Direct2).
 	direct func(in []reflect.Value) []reflect.Value
@@ -132,6 +133,7 @@ func Bind(name string, fn any) (*Func, error) {
 		f.objectParam = p.Kind() == reflect.Struct
 	}
 	f.scalars = scalarParams(f.params)
+	f.plainResult = f.hasResult && plainResult(t.Out(0))
 	return f, nil
 }
 
@@ -205,7 +207,8 @@ func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error)
 	}
 	if v := out[0]; v.Type() == rawType {
 		return v.Bytes(), nil
-	} else if b, ok := appendScalar(nil, v); ok {
+	} else if f.plainResult {
+		b, _ := appendScalar(nil, v)
 		return b, nil
 	}
 	result, err = json.Marshal(out[0].Interface())
@@ -298,10 +301,11 @@ func Direct2[A, B, R any](name string, fn func(A, B) R) (*Func, error) {
 
 // typedKinds returns the kinds of a parameter of type P and a result of
 // type R, and whether a Func of them may take the typed path: no context
-// (whose parameters are shifted), P a scalar, R one appendScalar takes.
+// (whose parameters are shifted), scalar parameters, a result appendScalar
+// writes.
 func typedKinds[P, R any](f *Func) (p, r reflect.Kind, ok bool) {
 	p, r = reflect.TypeFor[P]().Kind(), reflect.TypeFor[R]().Kind()
-	return p, r, !f.withCtx && f.scalars && isScalar(p) && appendable(r)
+	return p, r, !f.withCtx && f.scalars && f.plainResult
 }
 
 // arg is an argument decode made, as a T: decoded arguments are

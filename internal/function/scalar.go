@@ -1,6 +1,8 @@
 package function
 
 import (
+	"encoding"
+	"encoding/json"
 	"reflect"
 	"strconv"
 	"unsafe"
@@ -17,14 +19,38 @@ import (
 // its result without a reflect.Value (Func.typed, bindTyped, appendKind;
 // FuzzTypedPath).
 
-// scalarParams reports whether every parameter is a number, bool or string.
+// scalarParams reports whether every parameter is a number, bool or string
+// that encoding/json decodes as such.
 func scalarParams(params []reflect.Type) bool {
 	for _, p := range params {
-		if !isScalar(p.Kind()) {
+		if !isScalar(p.Kind()) || ownJSON(p) {
 			return false
 		}
 	}
 	return len(params) > 0
+}
+
+// plainResult reports whether appendScalar writes a result of type t as
+// encoding/json would.
+func plainResult(t reflect.Type) bool { return appendable(t.Kind()) && !ownJSON(t) }
+
+var (
+	jsonMarshaler   = reflect.TypeFor[json.Marshaler]()
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textMarshaler   = reflect.TypeFor[encoding.TextMarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// ownJSON reports whether encoding/json encodes or decodes a value of type
+// t by its own methods rather than by its kind: a named integer with
+// MarshalJSON, say, that writes itself as a name.
+func ownJSON(t reflect.Type) bool {
+	for _, i := range []reflect.Type{jsonMarshaler, jsonUnmarshaler, textMarshaler, textUnmarshaler} {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return true
+		}
+	}
+	return false
 }
 
 func isScalar(k reflect.Kind) bool {
@@ -245,7 +271,8 @@ func (s *scanner) token() []byte {
 }
 
 // appendScalar appends the JSON of a result of an integer or bool kind, as
-// encoding/json would write it; ok is false for any other kind.
+// encoding/json would write it if the type has no methods of its own for
+// it (plainResult); ok is false for any other kind.
 func appendScalar(b []byte, v reflect.Value) (_ []byte, ok bool) {
 	switch k := v.Kind(); {
 	case !appendable(k):

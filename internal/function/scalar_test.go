@@ -2,6 +2,7 @@ package function
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"testing"
@@ -103,4 +104,44 @@ func FuzzTypedPath(f *testing.F) {
 			t.Fatalf("%q: typed %q, %v; general %q, %v", input, got, gotErr, want, wantErr)
 		}
 	})
+}
+
+// level is an integer that encodes itself as a name, as encoding/json
+// would call it to.
+type level int
+
+func (l level) MarshalJSON() ([]byte, error) { return json.Marshal([]string{"low", "high"}[l]) }
+
+func (l *level) UnmarshalJSON(b []byte) error {
+	switch string(b) {
+	case `"low"`:
+		*l = 0
+	case `"high"`:
+		*l = 1
+	default:
+		return fmt.Errorf("no level %s", b)
+	}
+	return nil
+}
+
+// A scalar type with its own JSON encoding is bound and answered by it,
+// on every path, never as its kind.
+func TestScalarKindsWithTheirOwnJSON(t *testing.T) {
+	raise := func(l level) level { return 1 - l }
+	bound, _ := Bind("raise", raise)
+	direct, _ := Direct1("raise", raise)
+	if bound.scalars || direct.typed != nil {
+		t.Errorf("a level takes a fast path (scalars %v, typed %v)", bound.scalars, direct.typed != nil)
+	}
+	ctx := context.Background()
+	for _, f := range []*Func{bound, direct} {
+		for in, want := range map[string]string{`["low"]`: `"high"`, `["high"]`: `"low"`} {
+			if got, err := f.Call(ctx, []byte(in)); err != nil || string(got) != want {
+				t.Errorf("raise(%s) = %s, %v; want %s", in, got, err, want)
+			}
+		}
+		if _, err := f.Call(ctx, []byte(`[0]`)); err == nil {
+			t.Errorf("raise([0]) bound 0 as a number; encoding/json refuses it")
+		}
+	}
 }
