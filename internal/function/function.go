@@ -208,8 +208,7 @@ func (f *Func) Call(ctx context.Context, args []byte) (result []byte, err error)
 	if v := out[0]; v.Type() == rawType {
 		return v.Bytes(), nil
 	} else if f.plainResult {
-		b, _ := appendScalar(nil, v)
-		return b, nil
+		return appendScalar(nil, v), nil
 	}
 	result, err = json.Marshal(out[0].Interface())
 	if err != nil {
@@ -255,18 +254,11 @@ func Direct1[A, R any](name string, fn func(A) R) (*Func, error) {
 	f.direct = func(in []reflect.Value) []reflect.Value {
 		return result(fn(arg[A](in[0])))
 	}
-	ka, kr, ok := typedKinds[A, R](f)
-	if ok {
+	if f.mayType() {
+		ka, kr := kindOf[A](), kindOf[R]()
 		f.typed = func(args []byte) ([]byte, bool, error) {
 			var a A
-			if !bindTyped(args, typedParam{unsafe.Pointer(&a), ka}) {
-				return nil, false, nil
-			}
-			var r R
-			if err := f.protect(func() { r = fn(a) }); err != nil {
-				return nil, true, err
-			}
-			return appendKind(nil, unsafe.Pointer(&r), kr), true, nil
+			return callTyped(f, args, []typedParam{{unsafe.Pointer(&a), ka}}, kr, func() R { return fn(a) })
 		}
 	}
 	return f, nil
@@ -280,32 +272,36 @@ func Direct2[A, B, R any](name string, fn func(A, B) R) (*Func, error) {
 	f.direct = func(in []reflect.Value) []reflect.Value {
 		return result(fn(arg[A](in[0]), arg[B](in[1])))
 	}
-	ka, kr, okA := typedKinds[A, R](f)
-	kb, _, okB := typedKinds[B, R](f)
-	if okA && okB {
+	if f.mayType() {
+		ka, kb, kr := kindOf[A](), kindOf[B](), kindOf[R]()
 		f.typed = func(args []byte) ([]byte, bool, error) {
 			var a A
 			var b B
-			if !bindTyped(args, typedParam{unsafe.Pointer(&a), ka}, typedParam{unsafe.Pointer(&b), kb}) {
-				return nil, false, nil
-			}
-			var r R
-			if err := f.protect(func() { r = fn(a, b) }); err != nil {
-				return nil, true, err
-			}
-			return appendKind(nil, unsafe.Pointer(&r), kr), true, nil
+			return callTyped(f, args, []typedParam{{unsafe.Pointer(&a), ka}, {unsafe.Pointer(&b), kb}}, kr, func() R { return fn(a, b) })
 		}
 	}
 	return f, nil
 }
 
-// typedKinds returns the kinds of a parameter of type P and a result of
-// type R, and whether a Func of them may take the typed path: no context
-// (whose parameters are shifted), scalar parameters, a result appendScalar
-// writes.
-func typedKinds[P, R any](f *Func) (p, r reflect.Kind, ok bool) {
-	p, r = reflect.TypeFor[P]().Kind(), reflect.TypeFor[R]().Kind()
-	return p, r, !f.withCtx && f.scalars && f.plainResult
+// mayType reports whether f, made by Direct1 or Direct2, may take the
+// typed path: no context (whose parameter would come first), scalar
+// parameters, a result appendScalar writes.
+func (f *Func) mayType() bool { return !f.withCtx && f.scalars && f.plainResult }
+
+func kindOf[T any]() reflect.Kind { return reflect.TypeFor[T]().Kind() }
+
+// callTyped is the typed path of a call: it binds args into params, the
+// variables call reads, calls it and appends its result, of kind kr. ok is
+// false, before call runs, for arguments bindTyped does not take.
+func callTyped[R any](f *Func, args []byte, params []typedParam, kr reflect.Kind, call func() R) (result []byte, ok bool, err error) {
+	if !bindTyped(args, params) {
+		return nil, false, nil
+	}
+	var r R
+	if err := f.protect(func() { r = call() }); err != nil {
+		return nil, true, err
+	}
+	return appendKind(nil, unsafe.Pointer(&r), kr), true, nil
 }
 
 // arg is an argument decode made, as a T: decoded arguments are

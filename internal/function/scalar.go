@@ -270,19 +270,17 @@ func (s *scanner) token() []byte {
 	return s.b[start:s.i]
 }
 
-// appendScalar appends the JSON of a result of an integer or bool kind, as
-// encoding/json would write it if the type has no methods of its own for
-// it (plainResult); ok is false for any other kind.
-func appendScalar(b []byte, v reflect.Value) (_ []byte, ok bool) {
-	switch k := v.Kind(); {
-	case !appendable(k):
-		return nil, false
-	case k == reflect.Bool:
-		return strconv.AppendBool(b, v.Bool()), true
+// appendScalar appends the JSON of a result of an integer or bool kind
+// (appendable), as encoding/json writes it for a type with no methods of
+// its own for it (plainResult).
+func appendScalar(b []byte, v reflect.Value) []byte {
+	switch {
+	case v.Kind() == reflect.Bool:
+		return strconv.AppendBool(b, v.Bool())
 	case v.CanInt():
-		return strconv.AppendInt(b, v.Int(), 10), true
+		return strconv.AppendInt(b, v.Int(), 10)
 	default:
-		return strconv.AppendUint(b, v.Uint(), 10), true
+		return strconv.AppendUint(b, v.Uint(), 10)
 	}
 }
 
@@ -330,7 +328,7 @@ func appendKind(b []byte, p unsafe.Pointer, k reflect.Kind) []byte {
 // Direct2: it binds a JSON array of scalars into the parameters' own
 // variables, with no reflect.Value. ok is false for any input bindScalars
 // would not take; the general path then answers it.
-func bindTyped(input []byte, params ...typedParam) (ok bool) {
+func bindTyped(input []byte, params []typedParam) (ok bool) {
 	p := scanner{b: input}
 	if !p.byte('[') {
 		return false
