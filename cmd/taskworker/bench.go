@@ -84,14 +84,13 @@ much less, and shows which process a change made cheaper.`,
 			if err := viaPool(ctx); err != nil {
 				return fmt.Errorf("a first call of %s through the pool failed: %w", function, err)
 			}
-			poolMeters, directMeters := callMeters(c.Pools(), 0)
-			pool := bench.Target{Name: "pool", Call: viaPool, Meters: poolMeters}
+			pool := bench.Target{Name: "pool", Call: viaPool, Meters: poolMeters(c.Pools())}
 			var base *bench.Target
 			switch {
 			case versus != "":
 				// Both through the pool: each side named by its function.
 				pool.Name = function
-				base = &bench.Target{Name: versus, Meters: poolMeters, Call: func(ctx context.Context) error {
+				base = &bench.Target{Name: versus, Meters: pool.Meters, Call: func(ctx context.Context) error {
 					_, err := c.CallJSON(ctx, versus, args)
 					return err
 				}}
@@ -104,8 +103,7 @@ much less, and shows which process a change made cheaper.`,
 					return err
 				}
 				defer w.stop()
-				_, directMeters = callMeters(nil, w.cmd.Process.Pid)
-				base = &bench.Target{Name: "direct", Call: w.call(function, args), Meters: directMeters}
+				base = &bench.Target{Name: "direct", Call: w.call(function, args), Meters: directMeters(w.cmd.Process.Pid)}
 				if err := base.Call(ctx); err != nil {
 					return fmt.Errorf("a first direct call of %s failed: %w", function, err)
 				}
@@ -151,14 +149,12 @@ much less, and shows which process a change made cheaper.`,
 	return cmd
 }
 
-// callMeters are what `bench call` reads the CPU per call of: this process
-// (the client) in every run; in the pool's runs the pool's process when it
-// listens on this machine, and the processes below it (under `taskworker
-// up`, its workers and their sandbox children); in the direct runs the
-// standalone worker and its children.
-func callMeters(poolAddrs []string, directPID int) (pool, direct []bench.Meter) {
-	client := bench.ThisProcess("client")
-	pool = []bench.Meter{client}
+// poolMeters are what `bench call` reads the CPU per call of in a run
+// through the pool: this process (the client), and the pool's process when
+// it listens on this machine with the processes below it (under
+// `taskworker up`, its workers and their sandbox children).
+func poolMeters(poolAddrs []string) []bench.Meter {
+	meters := []bench.Meter{bench.ThisProcess("client")}
 	var pids []int
 	for _, a := range poolAddrs {
 		if pid, err := bench.ListeningPID(a); err == nil && pid != 0 && !slices.Contains(pids, pid) {
@@ -166,12 +162,15 @@ func callMeters(poolAddrs []string, directPID int) (pool, direct []bench.Meter) 
 		}
 	}
 	if len(pids) > 0 {
-		pool = append(pool, bench.Process("pool", false, pids...), bench.Children("processes below it", pids...))
+		meters = append(meters, bench.Process("pool", false, pids...), bench.Children("processes below it", pids...))
 	}
-	if directPID != 0 {
-		direct = []bench.Meter{client, bench.Process("worker", true, directPID)}
-	}
-	return pool, direct
+	return meters
+}
+
+// directMeters are those of a direct run: the client, and the standalone
+// worker with its children.
+func directMeters(pid int) []bench.Meter {
+	return []bench.Meter{bench.ThisProcess("client"), bench.Process("worker", true, pid)}
 }
 
 // standaloneWorker is a worker process of this binary, serving the examples

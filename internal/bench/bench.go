@@ -66,14 +66,14 @@ type Target struct {
 }
 
 // Compare measures a and b at one concurrency in the same stretch of time:
-// after each one's warmup, it runs them in turns, slices times each, for
-// duration/slices a turn, in the order a b b a a b b a..., and sums each
+// after each one's warmup, it runs them in turns, turns times each, for
+// duration/turns a turn, in the order a b b a a b b a..., and sums each
 // one's turns. On a machine whose speed drifts (other virtual machines, a
 // burst of writes to the disk), two runs one after the other measure the
 // drift as much as the difference between a and b; turns in that order
 // expose both to it alike, to first order.
-func Compare(ctx context.Context, concurrency, slices int, warmup, duration time.Duration, a, b Target) (Result, Result) {
-	slices = max(1, slices)
+func Compare(ctx context.Context, concurrency, turns int, warmup, duration time.Duration, a, b Target) (Result, Result) {
+	turns = max(1, turns)
 	targets := [2]Target{a, b}
 	var windows [2]window
 	for _, t := range targets {
@@ -81,8 +81,8 @@ func Compare(ctx context.Context, concurrency, slices int, warmup, duration time
 			run(ctx, concurrency, warmup, t.Call)
 		}
 	}
-	turn := duration / time.Duration(slices)
-	for i := range 2 * slices {
+	turn := duration / time.Duration(turns)
+	for i := range 2 * turns {
 		k := (i + i/2) % 2 // 0 1 1 0 0 1 1 0 ...
 		windows[k].measure(ctx, concurrency, turn, targets[k].Call, targets[k].Meters)
 	}

@@ -199,11 +199,12 @@ type series struct {
 // as they are.
 type seriesCache struct{ m sync.Map }
 
-func (c *seriesCache) series(name string, make func() series) *series {
+// series returns name's series, resolving them the first time.
+func (c *seriesCache) series(name string, resolve func() series) *series {
 	if s, ok := c.m.Load(name); ok {
 		return s.(*series)
 	}
-	s := make()
+	s := resolve()
 	v, _ := c.m.LoadOrStore(name, &s)
 	return v.(*series)
 }
